@@ -1,0 +1,57 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "iotaf",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "iotaf", targets: ["iotaf"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+    ],
+    targets: [
+        // System libraries, found by pkg-config.
+        .systemLibrary(name: "CLibuv", pkgConfig: "libuv", providers: [.apt(["libuv1-dev"])]),
+        .systemLibrary(name: "CSodium", pkgConfig: "libsodium", providers: [.apt(["libsodium-dev"])]),
+
+        // Safe Swift over libsodium.
+        .target(name: "Sodium", dependencies: ["CSodium"]),
+        // Identities, addresses, time, randomness, codecs: the vocabulary every core shares.
+        .target(name: "MeshCore", dependencies: ["Sodium"]),
+        // Noise Protocol Framework over libsodium.
+        .target(name: "Noise", dependencies: ["Sodium"]),
+        // The node state machine (sans-IO).
+        .target(name: "Node", dependencies: ["MeshCore"]),
+        // The libuv driver, config, key files, control socket, on-disk stores.
+        .target(name: "Runtime", dependencies: [
+            "Node", "MeshCore", "Sodium", "CLibuv",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "TOMLKit", package: "TOMLKit"),
+            .product(name: "GRDB", package: "GRDB.swift"),
+        ]),
+        // The deterministic driver: virtual clock, virtual network, scenarios, reports.
+        .target(name: "Simulator", dependencies: [
+            "Node", "MeshCore",
+            .product(name: "TOMLKit", package: "TOMLKit"),
+        ]),
+        // Benchmarks that print our figure beside a physical baseline measured in the same run.
+        .target(name: "Bench", dependencies: ["Runtime", "Node", "MeshCore", "Noise", "Sodium", "CLibuv",
+            .product(name: "Logging", package: "swift-log")]),
+        .executableTarget(name: "iotaf", dependencies: [
+            "Runtime", "Simulator", "Bench", "Node", "MeshCore", "Noise", "Sodium",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+
+        .testTarget(name: "MeshCoreTests", dependencies: ["MeshCore", "Sodium"]),
+        .testTarget(name: "NodeTests", dependencies: ["Node", "MeshCore"]),
+        .testTarget(name: "NoiseTests", dependencies: ["Noise", "Sodium"]),
+        .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Node", "MeshCore"]),
+        .testTarget(name: "SimulatorTests", dependencies: ["Simulator", "Node", "MeshCore"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["MeshCore"]),
+    ]
+)

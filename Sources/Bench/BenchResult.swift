@@ -1,0 +1,36 @@
+import Foundation
+
+/// The benchmark contract: one figure of ours beside its baseline, and their ratio, where 1.0
+/// always means "as fast as the baseline".
+public struct BenchResult: Sendable {
+    public struct Row: Sendable {
+        public var metric: String
+        public var unit: String
+        public var ours: Double
+        public var baseline: Double
+        /// true for rates (higher is better): ratio = ours / baseline; costs: baseline / ours.
+        public var higherIsBetter: Bool
+        public var ratio: Double { higherIsBetter ? ours / baseline : baseline / ours }
+    }
+
+    public var bench: String
+    public var results: [Row]
+
+    public func jsonString() -> String {
+        let rows: [[String: Any]] = results.map {
+            ["metric": $0.metric, "unit": $0.unit, "ours": round3($0.ours), "baseline": round3($0.baseline), "ratio": round3($0.ratio)]
+        }
+        let data = try! JSONSerialization.data(withJSONObject: ["bench": bench, "results": rows], options: [.sortedKeys])
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    public func table() -> String {
+        var s = "bench \(bench)\n"
+        for r in results {
+            s += "  \(r.metric): ours \(String(format: "%.1f", r.ours)) \(r.unit), baseline \(String(format: "%.1f", r.baseline)) \(r.unit), ratio \(String(format: "%.3f", r.ratio))\n"
+        }
+        return s
+    }
+
+    private func round3(_ d: Double) -> Double { (d * 1000).rounded() / 1000 }
+}

@@ -1,0 +1,92 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A UDP endpoint on the real (or simulated) network. IPv4 is stored as an IPv4-mapped IPv6
+/// address, so one dual-stack socket and one type serve both families.
+public struct UnderlayAddress: Hashable, Sendable, CustomStringConvertible, Comparable {
+    /// 16 bytes of IPv6 address in network order.
+    public let ip: [UInt8]
+    public let port: UInt16
+
+    public init(ip: [UInt8], port: UInt16) {
+        precondition(ip.count == 16, "an underlay address holds 16 bytes")
+        self.ip = ip
+        self.port = port
+    }
+
+    public var isIPv4Mapped: Bool { ip[0..<10].allSatisfy { $0 == 0 } && ip[10] == 0xff && ip[11] == 0xff }
+    public var isUnspecified: Bool { ip.allSatisfy { $0 == 0 } }
+
+    /// Parses `[v6]:port`, `v4:port`, `[v6]` or `v4` with a default port.
+    /// Returns nil with no partial guesses: callers turn that into an error naming the setting.
+    public init?(parsing text: String, defaultPort: UInt16? = nil) {
+        var host = Substring(text)
+        var portText: Substring?
+        if host.hasPrefix("[") {
+            guard let close = host.firstIndex(of: "]") else { return nil }
+            let after = host[host.index(after: close)...]
+            host = host[host.index(after: host.startIndex)..<close]
+            if !after.isEmpty {
+                guard after.hasPrefix(":") else { return nil }
+                portText = after.dropFirst()
+            }
+        } else if let colon = host.lastIndex(of: ":") {
+            // Bare IPv6 without brackets is ambiguous with a port; only IPv4 may omit them.
+            if host.filter({ $0 == ":" }).count > 1 { return nil }
+            portText = host[host.index(after: colon)...]
+            host = host[..<colon]
+        }
+        let port: UInt16
+        if let portText {
+            guard let p = UInt16(portText) else { return nil }
+            port = p
+        } else if let defaultPort {
+            port = defaultPort
+        } else {
+            return nil
+        }
+        guard let ip = Self.parseIP(String(host)) else { return nil }
+        self.init(ip: ip, port: port)
+    }
+
+    /// Parses an IPv6 or IPv4 literal into 16 bytes (IPv4 mapped).
+    public static func parseIP(_ text: String) -> [UInt8]? {
+        var v6 = in6_addr()
+        if inet_pton(AF_INET6, text, &v6) == 1 {
+            return withUnsafeBytes(of: &v6) { Array($0) }
+        }
+        var v4 = in_addr()
+        if inet_pton(AF_INET, text, &v4) == 1 {
+            let b = withUnsafeBytes(of: &v4) { Array($0) }
+            return [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff] + b
+        }
+        return nil
+    }
+
+    public static func formatIPv6(_ bytes: [UInt8]) -> String {
+        var addr = in6_addr()
+        withUnsafeMutableBytes(of: &addr) { $0.copyBytes(from: bytes) }
+        var buf = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
+        guard inet_ntop(AF_INET6, &addr, &buf, socklen_t(buf.count)) != nil else { return "?" }
+        let end = buf.firstIndex(of: 0) ?? buf.count
+        return String(decoding: buf[..<end].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    public var hostString: String {
+        if isIPv4Mapped { return ip[12..<16].map(String.init).joined(separator: ".") }
+        return Self.formatIPv6(ip)
+    }
+
+    public var description: String {
+        isIPv4Mapped ? "\(hostString):\(port)" : "[\(hostString)]:\(port)"
+    }
+
+    public static func < (a: UnderlayAddress, b: UnderlayAddress) -> Bool {
+        a.ip == b.ip ? a.port < b.port : a.ip.lexicographicallyPrecedes(b.ip)
+    }
+
+    public static let loopbackV6 = [UInt8](repeating: 0, count: 15) + [1]
+}

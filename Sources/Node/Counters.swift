@@ -1,0 +1,31 @@
+/// Why a datagram was dropped. Raw values are what `iotaf status` prints.
+public enum DropReason: String, Sendable, CaseIterable, Codable, Error {
+    case truncated
+    case badMagic = "bad_magic"
+    case unsupportedVersion = "unsupported_version"
+    case wrongNetwork = "wrong_network"
+    case unknownType = "unknown_type"
+    case fromSelf = "from_self"
+    case trailingBytes = "trailing_bytes"
+    case badKey = "bad_key"
+    case unexpectedPong = "unexpected_pong"
+    case oversized
+}
+
+/// The node core's counters; drivers add their own (send errors) beside them.
+public struct NodeCounters: Sendable, Equatable {
+    public var datagramsIn: UInt64 = 0
+    public var bytesIn: UInt64 = 0
+    public var datagramsOut: UInt64 = 0
+    public var bytesOut: UInt64 = 0
+    public var probesSent: UInt64 = 0
+    public var probesAnswered: UInt64 = 0
+    public var probesMissed: UInt64 = 0
+    /// Learned members not added because the table was full.
+    public var membersRefusedTableFull: UInt64 = 0
+    public var drops: [DropReason: UInt64] = [:]
+
+    public var totalDrops: UInt64 { drops.values.reduce(0, +) }
+
+    mutating func drop(_ reason: DropReason) { drops[reason, default: 0] += 1 }
+}

@@ -1,0 +1,93 @@
+import MeshCore
+
+/// The foundation's datagram protocol: ping and pong with a sample of members.
+/// Layout (big-endian), documented in Docs/encoding.md:
+///   magic "iF" (2) | version (1) | type (1) | network id (16) | sender Ed25519 key (32) | seq (8)
+///   pong only: count (1) | count × (Ed25519 key (32) | IPv6 (16) | port (2))
+public enum PingWire {
+    public static let magic: [UInt8] = [0x69, 0x46]
+    public static let version: UInt8 = 1
+    public static let headerLength = 2 + 1 + 1 + 16 + 32 + 8
+    public static let sampleEntryLength = 32 + 16 + 2
+    /// IPv6 minimum MTU minus IPv6 and UDP headers.
+    public static let maxDatagram = 1232
+    public static let maxSample = (maxDatagram - headerLength - 1) / sampleEntryLength
+
+    public enum Kind: UInt8, Sendable { case ping = 1, pong = 2 }
+
+    public struct SampleEntry: Sendable, Equatable {
+        public var publicKey: [UInt8]
+        public var address: UnderlayAddress
+        public init(publicKey: [UInt8], address: UnderlayAddress) {
+            self.publicKey = publicKey
+            self.address = address
+        }
+    }
+
+    public struct Message: Sendable, Equatable {
+        public var kind: Kind
+        public var network: NetworkID
+        public var senderKey: [UInt8]
+        public var seq: UInt64
+        public var sample: [SampleEntry]
+
+        public init(kind: Kind, network: NetworkID, senderKey: [UInt8], seq: UInt64, sample: [SampleEntry] = []) {
+            self.kind = kind
+            self.network = network
+            self.senderKey = senderKey
+            self.seq = seq
+            self.sample = sample
+        }
+    }
+
+    public static func encode(_ m: Message) -> [UInt8] {
+        var w = ByteWriter(capacity: headerLength + 1 + m.sample.count * sampleEntryLength)
+        w.raw(magic)
+        w.u8(version)
+        w.u8(m.kind.rawValue)
+        w.raw(m.network.bytes)
+        w.raw(m.senderKey)
+        w.u64(m.seq)
+        if m.kind == .pong {
+            let entries = m.sample.prefix(maxSample)
+            w.u8(UInt8(entries.count))
+            for e in entries {
+                w.raw(e.publicKey)
+                w.raw(e.address.ip)
+                w.u16(e.address.port)
+            }
+        }
+        return w.bytes
+    }
+
+    /// Decodes or names the reason for refusing; never traps on any input.
+    public static func decode(_ bytes: [UInt8]) -> Result<Message, DropReason> {
+        if bytes.count > maxDatagram { return .failure(.oversized) }
+        if bytes.count < 4 { return .failure(.truncated) }
+        if bytes[0] != magic[0] || bytes[1] != magic[1] { return .failure(.badMagic) }
+        if bytes[2] != version { return .failure(.unsupportedVersion) }
+        guard let kind = Kind(rawValue: bytes[3]) else { return .failure(.unknownType) }
+        var r = ByteReader(bytes, offset: 4)
+        do {
+            let network = NetworkID(bytes: try r.raw(NetworkID.length))!
+            let key = try r.raw(32)
+            let seq = try r.u64()
+            var sample: [SampleEntry] = []
+            if kind == .pong {
+                let count = Int(try r.u8())
+                if count > maxSample { return .failure(.oversized) }
+                sample.reserveCapacity(count)
+                for _ in 0..<count {
+                    let pk = try r.raw(32)
+                    let ip = try r.raw(16)
+                    let port = try r.u16()
+                    sample.append(SampleEntry(publicKey: pk, address: UnderlayAddress(ip: ip, port: port)))
+                }
+            }
+            if r.remaining != 0 { return .failure(.trailingBytes) }
+            return .success(Message(kind: kind, network: network, senderKey: key, seq: seq, sample: sample))
+        } catch {
+            return .failure(.truncated)
+        }
+    }
+}

@@ -1,0 +1,27 @@
+/// The node protocol's knobs. Defaults suit a LAN or a small WAN mesh.
+public struct NodeTiming: Sendable, Equatable {
+    /// How often a round runs: probes go out, timeouts are checked.
+    public var tickInterval: Duration = .milliseconds(500)
+    /// Members probed per round, round-robin, so per-node traffic stays flat as the mesh grows.
+    public var probesPerTick: Int = 2
+    /// Members heard of but never heard from are probed first, up to this many per round.
+    public var unconfirmedProbesPerTick: Int = 8
+    /// A probe with no answer after this long counts as missed.
+    public var probeTimeout: Duration = .seconds(1)
+    /// Consecutive missed probes before an alive member becomes suspect.
+    public var suspectAfterMisses: Int = 2
+    /// A suspect member not heard from for this long is declared dead.
+    public var suspicionTimeout: Duration = .seconds(4)
+    /// Dead members are still probed this often, so a restarted node comes back.
+    public var deadRetryInterval: Duration = .seconds(5)
+    /// Seeds that never answered are retried this often.
+    public var seedRetryInterval: Duration = .seconds(2)
+    /// Dead members that were not configured are dropped after this long.
+    public var forgetDeadAfter: Duration = .seconds(3600)
+    /// The member table never grows beyond this; gossip's partial views replace it later.
+    public var maxMembers: Int = 256
+    /// Members described in each pong, so peers learn peers of peers.
+    public var sampleSize: Int = 4
+
+    public init() {}
+}

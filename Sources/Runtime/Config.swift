@@ -1,0 +1,172 @@
+import Foundation
+import Logging
+import MeshCore
+import Node
+import TOMLKit
+
+/// Everything a node needs to run. Comes from a TOML file, then command-line flags override it.
+public struct NodeSettings: Sendable {
+    public var keyPath: String?
+    public var listen = UnderlayAddress(ip: [UInt8](repeating: 0, count: 16), port: 7400)
+    public var peers: [UnderlayAddress] = []
+    public var controlPath: String?
+    public var dataDir = "iotaf-data"
+    public var network = NetworkID.defaultNetwork
+    public var logLevel: Logger.Level = .info
+    public var attributes: [String: String] = [:]
+    public var timing = NodeTiming()
+
+    public init() {}
+
+    /// The key file: `--key`, or `identity.key` in the data directory.
+    public var resolvedKeyPath: String { keyPath ?? (dataDir as NSString).appendingPathComponent("identity.key") }
+    /// The control socket: `--control`, or `control.sock` in the data directory.
+    public var resolvedControlPath: String { controlPath ?? (dataDir as NSString).appendingPathComponent("control.sock") }
+}
+
+/// A refused config, naming the key, the line when known, and what to do.
+public struct ConfigError: Error, CustomStringConvertible, Equatable {
+    public let file: String
+    public let key: String?
+    public let line: Int?
+    public let message: String
+
+    public var description: String {
+        var where_ = file
+        if let line { where_ += ":\(line)" }
+        if let key { return "\(where_): \(key): \(message)" }
+        return "\(where_): \(message)"
+    }
+}
+
+public enum ConfigLoader {
+    /// The keys each section accepts, with what the value must be.
+    static let schema: [String: [String: String]] = [
+        "node": ["key": "a file path string", "listen": "an address string like \"[::]:7400\"",
+                 "peers": "an array of address strings like [\"[::1]:7401\"]", "control": "a socket path string",
+                 "data": "a directory path string", "network_id": "32 hex digits (from `iotaf network init`)"],
+        "log": ["level": "one of trace, debug, info, notice, warning, error, critical"],
+        "timing": ["tick_ms": "a positive integer", "probes_per_tick": "a positive integer",
+                   "probe_timeout_ms": "a positive integer", "suspect_after_misses": "a positive integer",
+                   "suspicion_timeout_ms": "a positive integer", "dead_retry_ms": "a positive integer",
+                   "seed_retry_ms": "a positive integer", "forget_dead_after_s": "a positive integer",
+                   "max_members": "a positive integer", "sample_size": "a non-negative integer"],
+        "attributes": [:],
+    ]
+
+    public static func load(path: String, into settings: inout NodeSettings) throws {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ConfigError(file: path, key: nil, line: nil, message: "cannot read the config file; check the path (or run with flags only, no --config)")
+        }
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw ConfigError(file: path, key: nil, line: nil, message: "the config file is not UTF-8 text")
+        }
+        try parse(text, file: path, baseDirectory: (path as NSString).deletingLastPathComponent, into: &settings)
+    }
+
+    public static func parse(_ text: String, file: String, baseDirectory: String = ".", into settings: inout NodeSettings) throws {
+        let table: TOMLTable
+        do {
+            table = try TOMLTable(string: text)
+        } catch let e as TOMLParseError {
+            throw ConfigError(file: file, key: nil, line: e.source.begin.line, message: "not valid TOML: \(e.description)")
+        }
+        let lines = LineFinder(text: text)
+        func fail(_ section: String, _ key: String?, _ message: String) -> ConfigError {
+            ConfigError(file: file, key: key.map { "\(section).\($0)" } ?? section, line: lines.line(section: section, key: key), message: message)
+        }
+
+        for section in table.keys.sorted() {
+            guard let allowed = schema[section] else {
+                throw fail(section, nil, "unknown section; allowed sections are \(schema.keys.sorted().joined(separator: ", "))")
+            }
+            guard let sub = table[section]?.table else {
+                throw fail(section, nil, "must be a table ([\(section)])")
+            }
+            for key in sub.keys.sorted() where section != "attributes" && allowed[key] == nil {
+                throw fail(section, key, "unknown key; allowed keys in [\(section)] are \(allowed.keys.sorted().joined(separator: ", "))")
+            }
+        }
+
+        func path(_ v: String) -> String { v.hasPrefix("/") ? v : (baseDirectory as NSString).appendingPathComponent(v) }
+        func string(_ s: String, _ k: String) throws -> String? {
+            guard let v = table[s]?.table?[k] else { return nil }
+            guard let str = v.string else { throw fail(s, k, "wrong type: must be \(schema[s]![k]!)") }
+            return str
+        }
+        func positive(_ s: String, _ k: String, allowZero: Bool = false) throws -> Int? {
+            guard let v = table[s]?.table?[k] else { return nil }
+            guard let i = v.int, allowZero ? i >= 0 : i > 0 else { throw fail(s, k, "wrong type or value: must be \(schema[s]![k]!)") }
+            return i
+        }
+
+        if let v = try string("node", "key") { settings.keyPath = path(v) }
+        if let v = try string("node", "control") { settings.controlPath = path(v) }
+        if let v = try string("node", "data") { settings.dataDir = path(v) }
+        if let v = try string("node", "listen") {
+            guard let a = UnderlayAddress(parsing: v) else { throw fail("node", "listen", "bad address \"\(v)\": use [IPv6]:port or IPv4:port, e.g. \"[::]:7400\"") }
+            settings.listen = a
+        }
+        if let v = table["node"]?.table?["peers"] {
+            guard let arr = v.array else { throw fail("node", "peers", "wrong type: must be \(schema["node"]!["peers"]!)") }
+            settings.peers = try arr.map { item in
+                guard let s = item.string else { throw fail("node", "peers", "wrong type: every peer must be an address string") }
+                guard let a = UnderlayAddress(parsing: s) else { throw fail("node", "peers", "bad address \"\(s)\": use [IPv6]:port or IPv4:port") }
+                return a
+            }
+        }
+        if let v = try string("node", "network_id") {
+            guard let n = NetworkID(hex: v) else { throw fail("node", "network_id", "must be 32 hex digits, got \"\(v)\"") }
+            settings.network = n
+        }
+        if let v = try string("log", "level") {
+            guard let l = Logger.Level(rawValue: v) else { throw fail("log", "level", "unknown level \"\(v)\"; use \(schema["log"]!["level"]!)") }
+            settings.logLevel = l
+        }
+        if let attrs = table["attributes"]?.table {
+            var total = 0
+            for key in attrs.keys.sorted() {
+                guard let v = attrs[key]?.string else { throw fail("attributes", key, "wrong type: attribute values are strings") }
+                total += key.utf8.count + v.utf8.count
+                settings.attributes[key] = v
+            }
+            if total > 4096 { throw fail("attributes", nil, "attributes total \(total) bytes; the limit is 4096") }
+        }
+        let ms = { (k: String) throws -> Duration? in try positive("timing", k).map { .milliseconds($0) } }
+        if let v = try ms("tick_ms") { settings.timing.tickInterval = v }
+        if let v = try positive("timing", "probes_per_tick") { settings.timing.probesPerTick = v }
+        if let v = try ms("probe_timeout_ms") { settings.timing.probeTimeout = v }
+        if let v = try positive("timing", "suspect_after_misses") { settings.timing.suspectAfterMisses = v }
+        if let v = try ms("suspicion_timeout_ms") { settings.timing.suspicionTimeout = v }
+        if let v = try ms("dead_retry_ms") { settings.timing.deadRetryInterval = v }
+        if let v = try ms("seed_retry_ms") { settings.timing.seedRetryInterval = v }
+        if let v = try positive("timing", "forget_dead_after_s") { settings.timing.forgetDeadAfter = .seconds(v) }
+        if let v = try positive("timing", "max_members") { settings.timing.maxMembers = v }
+        if let v = try positive("timing", "sample_size", allowZero: true) { settings.timing.sampleSize = min(v, PingWire.maxSample) }
+    }
+}
+
+/// Finds the line of `[section]` / `key =` in the source, since TOML parsers forget positions.
+struct LineFinder {
+    let lines: [Substring]
+
+    init(text: String) { lines = text.split(separator: "\n", omittingEmptySubsequences: false) }
+
+    func line(section: String, key: String?) -> Int? {
+        var current = ""
+        var sectionLine: Int?
+        for (i, raw) in lines.enumerated() {
+            let l = raw.trimmingCharacters(in: .whitespaces)
+            if l.hasPrefix("[") {
+                current = l.trimmingCharacters(in: CharacterSet(charactersIn: "[] "))
+                if current == section { sectionLine = i + 1 }
+                continue
+            }
+            if let key, current == section, let eq = l.firstIndex(of: "=") {
+                let k = l[..<eq].trimmingCharacters(in: .whitespaces).trimmingCharacters(in: CharacterSet(charactersIn: "\""))
+                if k == key { return i + 1 }
+            }
+        }
+        return sectionLine
+    }
+}

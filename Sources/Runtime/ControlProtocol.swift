@@ -1,0 +1,79 @@
+import Foundation
+import MeshCore
+import Node
+
+/// The JSON a node's control socket answers with; also what `--json` prints.
+public struct StatusReport: Codable, Sendable {
+    public var node_id: String
+    public var overlay_address: String
+    public var network_id: String
+    public var listen: String
+    public var control: String
+    public var uptime_s: Double
+    public var attributes: [String: String]
+    public var members: [String: Int]
+    public var counters: [String: UInt64]
+    public var drops: [String: UInt64]
+}
+
+public struct MemberReport: Codable, Sendable, Equatable {
+    public var node_id: String
+    public var overlay_address: String
+    public var address: String
+    public var state: String
+    public var rtt_ms: Double?
+    public var last_heard_s_ago: Double?
+    public var configured: Bool
+}
+
+extension StatusReport {
+    init(core: NodeCore, settings: NodeSettings, listen: UnderlayAddress, uptime: Duration, sendErrors: UInt64, receiveErrors: UInt64) {
+        node_id = core.identity.nodeID.hex
+        overlay_address = core.overlayAddress.description
+        network_id = core.network.description
+        self.listen = listen.description
+        control = settings.resolvedControlPath
+        uptime_s = (uptime.secondsDouble * 1000).rounded() / 1000
+        attributes = settings.attributes
+        var byState: [String: Int] = [:]
+        for s in MemberState.allCases { byState[s.rawValue] = 0 }
+        for m in core.members.values { byState[m.state.rawValue, default: 0] += 1 }
+        members = byState
+        let c = core.counters
+        counters = [
+            "datagrams_in": c.datagramsIn, "bytes_in": c.bytesIn,
+            "datagrams_out": c.datagramsOut, "bytes_out": c.bytesOut,
+            "probes_sent": c.probesSent, "probes_answered": c.probesAnswered, "probes_missed": c.probesMissed,
+            "members_refused_table_full": c.membersRefusedTableFull,
+            "send_errors": sendErrors, "receive_errors": receiveErrors,
+            "drops_total": c.totalDrops,
+        ]
+        var d: [String: UInt64] = [:]
+        for r in DropReason.allCases { d[r.rawValue] = c.drops[r] ?? 0 }
+        drops = d
+    }
+}
+
+extension MemberReport {
+    public init(_ m: Member, network: NetworkID, now: Instant) {
+        node_id = m.nodeID.hex
+        overlay_address = OverlayAddress(network: network, node: m.nodeID).description
+        address = m.address.description
+        state = m.state.rawValue
+        rtt_ms = m.rtt.map { ($0.milliseconds * 1000).rounded() / 1000 }
+        last_heard_s_ago = m.lastHeard.map { ((now - $0).secondsDouble * 1000).rounded() / 1000 }
+        configured = m.configured
+    }
+}
+
+public enum ControlJSON {
+    public static func encode<T: Encodable>(_ value: T, pretty: Bool = false) -> Data {
+        let e = JSONEncoder()
+        e.outputFormatting = pretty ? [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes] : [.sortedKeys, .withoutEscapingSlashes]
+        return (try? e.encode(value)) ?? Data(#"{"error":"encoding failed"}"#.utf8)
+    }
+
+    public static func error(_ message: String) -> Data {
+        encode(["error": message])
+    }
+}

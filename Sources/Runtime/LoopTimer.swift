@@ -1,0 +1,57 @@
+import CLibuv
+import MeshCore
+
+/// A one-shot libuv timer. Cores ask for wake-ups; they never get repeating timers.
+public final class LoopTimer {
+    private let handle: UnsafeMutablePointer<uv_timer_t>
+    private let loop: EventLoop
+    public var fire: () -> Void = {}
+
+    public init(loop: EventLoop, fire: @escaping () -> Void) {
+        self.loop = loop
+        self.fire = fire
+        handle = .allocate(capacity: 1)
+        uv_timer_init(loop.raw, handle)
+        handle.pointee.data = Unmanaged.passRetained(self).toOpaque()
+    }
+
+    /// Fires once at `instant` (or on the next loop turn if it is already past).
+    public func schedule(at instant: Instant) {
+        let delta = instant.nanoseconds - loop.now.nanoseconds
+        let ms = delta <= 0 ? 0 : UInt64((delta + 999_999) / 1_000_000)
+        uv_timer_start(handle, { h in
+            Unmanaged<LoopTimer>.fromOpaque(h!.pointee.data).takeUnretainedValue().fire()
+        }, ms, 0)
+    }
+
+    public func cancel() { uv_timer_stop(handle) }
+
+    /// Releases the handle; the timer never fires again.
+    public func close() {
+        uv_timer_stop(handle)
+        fire = {}
+        closeAndFree(handle)
+    }
+}
+
+/// Watches a POSIX signal on the loop (SIGINT, SIGTERM) without a process-wide handler in Swift.
+public final class SignalWatcher {
+    private let handle: UnsafeMutablePointer<uv_signal_t>
+    var onSignal: (Int32) -> Void
+
+    public init(loop: EventLoop, signal: Int32, onSignal: @escaping (Int32) -> Void) {
+        self.onSignal = onSignal
+        handle = .allocate(capacity: 1)
+        uv_signal_init(loop.raw, handle)
+        handle.pointee.data = Unmanaged.passRetained(self).toOpaque()
+        uv_signal_start(handle, { h, sig in
+            Unmanaged<SignalWatcher>.fromOpaque(h!.pointee.data).takeUnretainedValue().onSignal(sig)
+        }, signal)
+    }
+
+    public func close() {
+        uv_signal_stop(handle)
+        onSignal = { _ in }
+        closeAndFree(handle)
+    }
+}

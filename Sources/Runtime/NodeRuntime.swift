@@ -1,0 +1,201 @@
+import Foundation
+import Logging
+import MeshCore
+import Node
+import Sodium
+
+/// The libuv driver of one node: it owns the socket, the timer, the control socket and the
+/// peer store, feeds the core its inputs with `now`, and carries out the outputs in order.
+public final class NodeRuntime {
+    public let settings: NodeSettings
+    public let identity: NodeIdentity
+    public private(set) var core: NodeCore
+    let loop: EventLoop
+    var logger: Logger
+    private let socket: UDPSocket
+    private var timer: LoopTimer!
+    private var persistTimer: LoopTimer!
+    private var control: ControlServer?
+    private var signals: [SignalWatcher] = []
+    private var store: PeerStore?
+    private let startedAt: Instant
+    public private(set) var boundAddress: UnderlayAddress
+    private var stopping = false
+    /// Called for every core event, after it is logged (benchmarks and the mesh view use it).
+    public var onEvent: ((NodeEvent) -> Void)?
+    public var onStopped: (() -> Void)?
+
+    static let persistInterval: Duration = .seconds(30)
+
+    /// Binds the socket and opens the control socket and peer store; nothing is sent until `start`.
+    public init(settings: NodeSettings, identity: NodeIdentity, loop: EventLoop, logger: Logger,
+                withControlSocket: Bool = true, withPeerStore: Bool = true) throws {
+        self.settings = settings
+        self.identity = identity
+        self.loop = loop
+        self.logger = logger
+        self.logger[metadataKey: "node"] = "\(identity.nodeID.short)"
+        var seed: UInt64 = 0
+        for b in Sodium.randomBytes(8) { seed = seed << 8 | UInt64(b) }
+        core = NodeCore(identity: identity.peer, network: settings.network, timing: settings.timing, rng: SeededGenerator(seed: seed))
+        startedAt = loop.now
+        socket = UDPSocket(loop: loop)
+        do {
+            try socket.bind(settings.listen)
+        } catch {
+            socket.close()
+            throw RuntimeError("\(error); is another node using port \(settings.listen.port)? Choose another --listen")
+        }
+        boundAddress = socket.localAddress ?? settings.listen
+        timer = LoopTimer(loop: loop) { [unowned self] in self.feed(.timer) }
+        persistTimer = LoopTimer(loop: loop) { [unowned self] in self.persistPeers(then: nil) }
+        do {
+            if withPeerStore || withControlSocket {
+                try FileManager.default.createDirectory(atPath: settings.dataDir, withIntermediateDirectories: true)
+            }
+            if withPeerStore {
+                let (store, warning) = try PeerStore.open(path: (settings.dataDir as NSString).appendingPathComponent("peers.sqlite"))
+                self.store = store
+                if let warning { logger.warning("\(warning)") }
+            }
+            if withControlSocket {
+                control = try ControlServer(loop: loop, path: settings.resolvedControlPath) { [unowned self] in self.answer($0) }
+            }
+        } catch {
+            closeHandles()
+            if error is RuntimeError { throw error }
+            throw RuntimeError("cannot prepare data directory \(settings.dataDir): \(error)")
+        }
+    }
+
+    /// Starts receiving, hands the core its seeds and remembered peers, and handles SIGINT/SIGTERM when asked.
+    public func start(handleSignals: Bool = false) throws {
+        try socket.startReceiving { [unowned self] from, bytes in self.feed(.datagram(from: from, bytes: bytes)) }
+        logger.info("node started", metadata: [
+            "node_id": "\(identity.nodeID.hex)", "overlay": "\(core.overlayAddress)", "listen": "\(boundAddress)",
+            "control": "\(control?.path ?? "none")",
+        ])
+        if let store {
+            do {
+                let (rows, skipped) = try store.load()
+                if skipped > 0 { logger.warning("peer store: skipped \(skipped) malformed rows") }
+                for row in rows {
+                    if let peer = PeerIdentity(publicKey: row.publicKey) { feed(.command(.rememberPeer(peer, row.address))) }
+                }
+                if !rows.isEmpty { logger.info("remembered \(rows.count) peers from \(store.path)") }
+            } catch {
+                logger.warning("peer store \(store.path) could not be read (\(error)); starting from seeds only")
+            }
+        }
+        for peer in settings.peers { feed(.command(.addSeed(peer))) }
+        feed(.start)
+        persistTimer.schedule(at: loop.now + Self.persistInterval)
+        if handleSignals {
+            for sig in [SIGINT, SIGTERM] {
+                signals.append(SignalWatcher(loop: loop, signal: sig) { [unowned self] sig in
+                    self.logger.info("received signal \(sig), stopping")
+                    self.stop()
+                })
+            }
+        }
+    }
+
+    public func command(_ command: NodeCommand) { feed(.command(command)) }
+
+    /// Saves the peer table (on the thread pool), then closes every handle; the loop then ends.
+    public func stop() {
+        guard !stopping else { return }
+        stopping = true
+        persistPeers { [self] in
+            closeHandles()
+            logger.info("node stopped")
+            onStopped?()
+        }
+    }
+
+    // MARK: - Driving the core
+
+    private func feed(_ input: NodeInput) {
+        guard !stopping else { return }
+        let outputs = core.handle(input, now: loop.now)
+        for output in outputs {
+            switch output {
+            case let .send(to, bytes): socket.send(bytes, to: to)
+            case let .wake(at): timer.schedule(at: at)
+            case let .event(event): report(event)
+            }
+        }
+    }
+
+    private func report(_ event: NodeEvent) {
+        switch event {
+        case let .memberAdded(id, address):
+            logger.info("member added", metadata: ["peer": "\(id.short)", "address": "\(address)"])
+        case let .memberStateChanged(id, from, to):
+            let level: Logger.Level = to == .dead || to == .suspect ? .warning : .info
+            logger.log(level: level, "member \(to.rawValue)", metadata: ["peer": "\(id.short)", "was": "\(from.rawValue)"])
+        case let .memberAddressChanged(id, address):
+            logger.info("member moved", metadata: ["peer": "\(id.short)", "address": "\(address)"])
+        case let .probeAnswered(id, rtt):
+            logger.trace("probe answered", metadata: ["peer": "\(id.short)", "rtt_ms": "\(rtt.milliseconds)"])
+        case let .memberForgotten(id):
+            logger.info("member forgotten", metadata: ["peer": "\(id.short)"])
+        }
+        onEvent?(event)
+    }
+
+    private func persistPeers(then completion: (() -> Void)?) {
+        guard let store else { completion?(); return }
+        let now = loop.now
+        let unixNow = Int64(Date().timeIntervalSince1970)
+        let rows = core.members.values.compactMap { m -> PeerStore.Row? in
+            guard let heard = m.lastHeard else { return nil }
+            return PeerStore.Row(publicKey: m.identity.publicKey, address: m.address,
+                                 lastSeenUnix: unixNow - Int64((now - heard).secondsDouble))
+        }
+        loop.offload({ () -> String? in
+            do { try store.save(rows); return nil } catch { return "\(error)" }
+        }, completion: { [weak self] failure in
+            guard let self else { completion?(); return }
+            if let failure { self.logger.warning("could not save peers to \(store.path): \(failure)") }
+            if completion == nil, !self.stopping { self.persistTimer.schedule(at: self.loop.now + Self.persistInterval) }
+            completion?()
+        })
+    }
+
+    private func closeHandles() {
+        timer?.close()
+        persistTimer?.close()
+        socket.close()
+        control?.close()
+        for s in signals { s.close() }
+        signals = []
+    }
+
+    // MARK: - Control socket
+
+    public var status: StatusReport {
+        StatusReport(core: core, settings: settings, listen: boundAddress, uptime: loop.now - startedAt,
+                     sendErrors: socket.sendErrors, receiveErrors: socket.receiveErrors)
+    }
+
+    public var memberReports: [MemberReport] {
+        let now = loop.now
+        return core.sortedMembers.map { MemberReport($0, network: core.network, now: now) }
+    }
+
+    private func answer(_ request: [UInt8]) -> [UInt8] {
+        let parsed = (try? JSONSerialization.jsonObject(with: Data(request))) as? [String: Any]
+        guard let command = parsed?["command"] as? String else {
+            return Array(ControlJSON.error("request must be a JSON object with a \"command\" string"))
+        }
+        switch command {
+        case "status": return Array(ControlJSON.encode(status))
+        case "members": return Array(ControlJSON.encode(memberReports))
+        case "stop":
+            loop.offload({ () }, completion: { [weak self] in self?.stop() })
+            return Array(ControlJSON.encode(["stopping": true]))
+        default: return Array(ControlJSON.error("unknown command \"\(command)\"; known: status, members, stop"))
+        }
+    }
+}

@@ -1,0 +1,83 @@
+import Foundation
+import GRDB
+import MeshCore
+
+/// Remembers the members a node has seen, in SQLite, so that after a reboot it reconnects
+/// without its seeds. Only the loop's thread-pool jobs touch it after startup.
+public final class PeerStore: Sendable {
+    public struct Row: Sendable, Equatable {
+        public var publicKey: [UInt8]
+        public var address: UnderlayAddress
+        public var lastSeenUnix: Int64
+    }
+
+    let queue: DatabaseQueue
+    public let path: String
+
+    /// Opens or creates the store. A file that is not a readable SQLite database is moved
+    /// aside (never deleted) and a fresh store is started, with the reason returned.
+    public static func open(path: String) throws -> (PeerStore, warning: String?) {
+        do {
+            return (try PeerStore(path: path), nil)
+        } catch {
+            let aside = path + ".corrupt-\(Int(Date().timeIntervalSince1970))"
+            guard rename(path, aside) == 0 else {
+                throw RuntimeError("peer store \(path) cannot be opened (\(error)) nor moved aside; remove it by hand")
+            }
+            return (try PeerStore(path: path), "peer store \(path) was unreadable (\(error)); moved it to \(aside) and started a new one")
+        }
+    }
+
+    init(path: String) throws {
+        self.path = path
+        queue = try DatabaseQueue(path: path)
+        try queue.write { db in
+            try db.execute(sql: """
+                CREATE TABLE IF NOT EXISTS peers (
+                    node_id TEXT PRIMARY KEY NOT NULL,
+                    public_key BLOB NOT NULL,
+                    address TEXT NOT NULL,
+                    last_seen INTEGER NOT NULL
+                )
+                """)
+            _ = try Row.fetchCount(db)
+        }
+    }
+
+    /// Rows that decode; a malformed row is skipped and counted rather than trusted.
+    public func load() throws -> (rows: [Row], skipped: Int) {
+        try queue.read { db in
+            var rows: [Row] = []
+            var skipped = 0
+            for r in try GRDB.Row.fetchAll(db, sql: "SELECT public_key, address, last_seen FROM peers ORDER BY last_seen DESC") {
+                let key: [UInt8] = (r["public_key"] as Data?).map { Array($0) } ?? []
+                guard key.count == 32, let text: String = r["address"], let addr = UnderlayAddress(parsing: text) else {
+                    skipped += 1
+                    continue
+                }
+                rows.append(Row(publicKey: key, address: addr, lastSeenUnix: r["last_seen"]))
+            }
+            return (rows, skipped)
+        }
+    }
+
+    /// Replaces the remembered set with `rows` in one transaction.
+    public func save(_ rows: [Row]) throws {
+        try queue.write { db in
+            for row in rows {
+                try db.execute(sql: """
+                    INSERT INTO peers (node_id, public_key, address, last_seen) VALUES (?, ?, ?, ?)
+                    ON CONFLICT(node_id) DO UPDATE SET address = excluded.address, last_seen = excluded.last_seen
+                    """, arguments: [NodeID(publicKey: row.publicKey).hex, Data(row.publicKey), row.address.description, row.lastSeenUnix])
+            }
+            // Peers not seen for 30 days are not worth reconnecting to.
+            try db.execute(sql: "DELETE FROM peers WHERE last_seen < ?", arguments: [Int64(Date().timeIntervalSince1970) - 30 * 86400])
+        }
+    }
+}
+
+extension PeerStore.Row {
+    static func fetchCount(_ db: Database) throws -> Int {
+        try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM peers") ?? 0
+    }
+}

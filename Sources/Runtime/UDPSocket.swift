@@ -1,0 +1,130 @@
+import CLibuv
+import MeshCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One dual-stack UDP socket on IPv6 (IPv4 peers arrive as mapped addresses).
+public final class UDPSocket {
+    private let handle: UnsafeMutablePointer<uv_udp_t>
+    private let receiveBuffer: UnsafeMutableRawBufferPointer
+    private var onDatagram: (UnderlayAddress, [UInt8]) -> Void = { _, _ in }
+    public private(set) var sendErrors: UInt64 = 0
+    public private(set) var receiveErrors: UInt64 = 0
+    private var closed = false
+
+    public init(loop: EventLoop) {
+        handle = .allocate(capacity: 1)
+        uv_udp_init(loop.raw, handle)
+        receiveBuffer = .allocate(byteCount: 65536, alignment: 16)
+        handle.pointee.data = Unmanaged.passRetained(self).toOpaque()
+    }
+
+    /// Binds to `address`; an unspecified IPv6 address binds dual-stack.
+    public func bind(_ address: UnderlayAddress) throws {
+        var sa = Self.sockaddr6(address)
+        let rc = withUnsafePointer(to: &sa) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { uv_udp_bind(handle, $0, 0) }
+        }
+        guard rc == 0 else { throw UVError(code: rc, operation: "binding UDP socket to \(address)") }
+    }
+
+    /// The address the socket is bound to (with the port the kernel chose for port 0).
+    public var localAddress: UnderlayAddress? {
+        var storage = sockaddr_storage()
+        var len = Int32(MemoryLayout<sockaddr_storage>.size)
+        let rc = withUnsafeMutablePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { uv_udp_getsockname(handle, $0, &len) }
+        }
+        guard rc == 0 else { return nil }
+        return withUnsafePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Self.address(from: $0) } }
+    }
+
+    public func startReceiving(_ handler: @escaping (UnderlayAddress, [UInt8]) -> Void) throws {
+        onDatagram = handler
+        let rc = uv_udp_recv_start(handle, { h, _, buf in
+            let sock = Unmanaged<UDPSocket>.fromOpaque(h!.pointee.data).takeUnretainedValue()
+            buf!.pointee = uv_buf_init(sock.receiveBuffer.baseAddress!.assumingMemoryBound(to: CChar.self),
+                                       UInt32(sock.receiveBuffer.count))
+        }, { h, nread, buf, addr, _ in
+            let sock = Unmanaged<UDPSocket>.fromOpaque(h!.pointee.data).takeUnretainedValue()
+            if nread < 0 { sock.receiveErrors += 1; return }
+            guard let addr, let from = UDPSocket.address(from: addr) else { return }
+            let bytes = Array(UnsafeRawBufferPointer(start: buf!.pointee.base, count: nread))
+            sock.onDatagram(from, bytes)
+        })
+        guard rc == 0 else { throw UVError(code: rc, operation: "uv_udp_recv_start") }
+    }
+
+    /// Sends now if the kernel takes it; otherwise queues it with libuv. Failures are counted.
+    public func send(_ bytes: [UInt8], to address: UnderlayAddress) {
+        guard !closed else { return }
+        var sa = Self.sockaddr6(address)
+        let rc: Int32 = bytes.withUnsafeBufferPointer { b in
+            var buf = uv_buf_init(UnsafeMutablePointer(mutating: UnsafeRawPointer(b.baseAddress!).assumingMemoryBound(to: CChar.self)),
+                                  UInt32(b.count))
+            return withUnsafePointer(to: &sa) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { uv_udp_try_send(handle, &buf, 1, $0) }
+            }
+        }
+        if rc >= 0 { return }
+        if rc == Int32(UV_EAGAIN.rawValue) { queueSend(bytes, to: &sa); return }
+        sendErrors += 1
+    }
+
+    private func queueSend(_ bytes: [UInt8], to sa: inout sockaddr_in6) {
+        let req = UnsafeMutablePointer<uv_udp_send_t>.allocate(capacity: 1)
+        let copy = UnsafeMutableRawBufferPointer.allocate(byteCount: max(bytes.count, 1), alignment: 1)
+        copy.copyBytes(from: bytes)
+        req.pointee.data = copy.baseAddress
+        var buf = uv_buf_init(copy.baseAddress!.assumingMemoryBound(to: CChar.self), UInt32(bytes.count))
+        let rc = withUnsafePointer(to: &sa) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                uv_udp_send(req, handle, &buf, 1, $0) { req, _ in
+                    req!.pointee.data.deallocate()
+                    req!.deallocate()
+                }
+            }
+        }
+        if rc != 0 {
+            sendErrors += 1
+            copy.deallocate()
+            req.deallocate()
+        }
+    }
+
+    public func close() {
+        guard !closed else { return }
+        closed = true
+        uv_udp_recv_stop(handle)
+        onDatagram = { _, _ in }
+        let buffer = receiveBuffer
+        closeAndFree(handle)
+        buffer.deallocate()
+    }
+
+    static func sockaddr6(_ a: UnderlayAddress) -> sockaddr_in6 {
+        var sa = sockaddr_in6()
+        sa.sin6_family = sa_family_t(AF_INET6)
+        sa.sin6_port = a.port.bigEndian
+        withUnsafeMutableBytes(of: &sa.sin6_addr) { $0.copyBytes(from: a.ip) }
+        return sa
+    }
+
+    static func address(from sa: UnsafePointer<sockaddr>) -> UnderlayAddress? {
+        switch Int32(sa.pointee.sa_family) {
+        case AF_INET6:
+            return sa.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { p in
+                let ip = withUnsafeBytes(of: p.pointee.sin6_addr) { Array($0) }
+                return UnderlayAddress(ip: ip, port: UInt16(bigEndian: p.pointee.sin6_port))
+            }
+        case AF_INET:
+            return sa.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { p in
+                let v4 = withUnsafeBytes(of: p.pointee.sin_addr) { Array($0) }
+                return UnderlayAddress(ip: [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff] + v4, port: UInt16(bigEndian: p.pointee.sin_port))
+            }
+        default:
+            return nil
+        }
+    }
+}

@@ -1,0 +1,60 @@
+import MeshCore
+
+/// A min-heap of simulation events ordered by (time, sequence): ties break by insertion order,
+/// so a run never depends on heap internals.
+struct EventQueue {
+    enum Kind {
+        case deliver(to: Int, from: UnderlayAddress, bytes: [UInt8])
+        case wake(node: Int, at: Int64)
+        case sample
+    }
+
+    struct Entry {
+        let time: Int64
+        let seq: UInt64
+        let kind: Kind
+        @inline(__always) static func precedes(_ a: Entry, _ b: Entry) -> Bool {
+            a.time != b.time ? a.time < b.time : a.seq < b.seq
+        }
+    }
+
+    private var heap: [Entry] = []
+    private var nextSeq: UInt64 = 0
+
+    var count: Int { heap.count }
+    var isEmpty: Bool { heap.isEmpty }
+    var nextTime: Int64? { heap.first?.time }
+
+    mutating func push(_ time: Int64, _ kind: Kind) {
+        heap.append(Entry(time: time, seq: nextSeq, kind: kind))
+        nextSeq &+= 1
+        var i = heap.count - 1
+        while i > 0 {
+            let parent = (i - 1) / 2
+            guard Entry.precedes(heap[i], heap[parent]) else { break }
+            heap.swapAt(i, parent)
+            i = parent
+        }
+    }
+
+    mutating func pop() -> Entry? {
+        guard !heap.isEmpty else { return nil }
+        let top = heap[0]
+        let last = heap.removeLast()
+        if !heap.isEmpty {
+            heap[0] = last
+            var i = 0
+            let n = heap.count
+            while true {
+                let l = 2 * i + 1, r = l + 1
+                var m = i
+                if l < n, Entry.precedes(heap[l], heap[m]) { m = l }
+                if r < n, Entry.precedes(heap[r], heap[m]) { m = r }
+                if m == i { break }
+                heap.swapAt(i, m)
+                i = m
+            }
+        }
+        return top
+    }
+}

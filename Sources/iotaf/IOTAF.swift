@@ -1,0 +1,11 @@
+import ArgumentParser
+
+@main
+struct IOTAF: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "iotaf",
+        abstract: "A peer-to-peer mesh node for the Internet of Things.",
+        subcommands: [KeygenCommand.self, NodeCommandGroup.self, StatusCommand.self, MembersCommand.self,
+                      MeshCommand.self, SimCommand.self, BenchCommand.self]
+    )
+}

@@ -1,0 +1,89 @@
+import ArgumentParser
+import Foundation
+import Logging
+import MeshCore
+import Runtime
+
+struct NodeCommandGroup: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "node", abstract: "Run a node.",
+                                                    subcommands: [NodeRunCommand.self])
+}
+
+/// Flags that override config keys, shared by `node run`.
+struct NodeFlags: ParsableArguments {
+    @Option(help: "Config file (TOML). Every key can also be given as a flag.")
+    var config: String?
+    @Option(help: "Identity key file (from `iotaf keygen`). Default: DATA/identity.key.")
+    var key: String?
+    @Option(help: "UDP address to listen on, [ADDR]:PORT. Default: [::]:7400 (dual-stack).")
+    var listen: String?
+    @Option(name: .customLong("peer"), help: "A peer to contact, [ADDR]:PORT (repeatable).")
+    var peers: [String] = []
+    @Option(help: "Control socket path. Default: DATA/control.sock.")
+    var control: String?
+    @Option(help: "Data directory (peer store, defaults for key and control socket).")
+    var data: String?
+    @Option(name: .customLong("network-id"), help: "Network id, 32 hex digits.")
+    var networkID: String?
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
+    var logLevel: String?
+
+    /// The settings: defaults, then the config file, then flags.
+    func settings() throws -> NodeSettings {
+        var s = NodeSettings()
+        if let config {
+            do { try ConfigLoader.load(path: config, into: &s) } catch { throw CLIError("config error: \(error)") }
+        }
+        if let key { s.keyPath = key }
+        if let data { s.dataDir = data }
+        if let control { s.controlPath = control }
+        if let listen {
+            guard let a = UnderlayAddress(parsing: listen) else { throw CLIError("--listen: bad address \"\(listen)\"; use [IPv6]:port or IPv4:port, e.g. [::]:7400") }
+            s.listen = a
+        }
+        if !peers.isEmpty {
+            s.peers = try peers.map { p in
+                guard let a = UnderlayAddress(parsing: p) else { throw CLIError("--peer: bad address \"\(p)\"; use [IPv6]:port or IPv4:port") }
+                return a
+            }
+        }
+        if let networkID {
+            guard let n = NetworkID(hex: networkID) else { throw CLIError("--network-id must be 32 hex digits") }
+            s.network = n
+        }
+        if let logLevel {
+            guard let l = Logger.Level(rawValue: logLevel) else { throw CLIError("--log-level: unknown level \"\(logLevel)\"") }
+            s.logLevel = l
+        }
+        return s
+    }
+}
+
+struct NodeRunCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "run", abstract: "Run one node in the foreground until SIGINT or SIGTERM.")
+
+    @OptionGroup var flags: NodeFlags
+
+    func run() throws {
+        let settings = try flags.settings()
+        let level = settings.logLevel
+        LoggingSystem.bootstrap { label in
+            var h = StreamLogHandler.standardError(label: label)
+            h.logLevel = level
+            return h
+        }
+        let logger = Logger(label: "iotaf.node")
+        let identity: NodeIdentity
+        do { identity = try KeyFile.read(settings.resolvedKeyPath) } catch { throw CLIError("\(error)") }
+        let loop = try EventLoop()
+        let node: NodeRuntime
+        do {
+            node = try NodeRuntime(settings: settings, identity: identity, loop: loop, logger: logger)
+            try node.start(handleSignals: true)
+        } catch {
+            throw CLIError("\(error)")
+        }
+        loop.run()
+        _ = node
+    }
+}
