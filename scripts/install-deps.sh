@@ -24,3 +24,16 @@ if ! command -v swift >/dev/null; then
     echo "iotaf: the Swift toolchain (6.x) is not on PATH; install it from swift.org and try again" >&2
     exit 1
 fi
+
+# --- Noise interop test (Tests/NoiseTests/InteropTests.swift) ---
+# The test runs handshakes against an independent implementation, the Python package
+# noiseprotocol from PyPI; install it only when python3 cannot import it yet (noise.connection,
+# not just noise, which an unrelated PyPI package also provides).
+if command -v python3 >/dev/null; then
+    if ! python3 -c 'import noise.connection' >/dev/null 2>&1; then
+        echo "iotaf: installing the Python package noiseprotocol (for the Noise interop test)" >&2
+        python3 -m pip install --quiet noiseprotocol
+    fi
+else
+    echo "iotaf: python3 not found; the Noise interop test needs python3 with noiseprotocol" >&2
+fi

@@ -49,6 +49,16 @@ public struct NodeID: Hashable, Comparable, Sendable, CustomStringConvertible {
     public var description: String { hex }
 
     public static func < (a: NodeID, b: NodeID) -> Bool { a.bytes.lexicographicallyPrecedes(b.bytes) }
+
+    /// Node ids are BLAKE2b outputs, so 64 of their bits hash as well as all 256; member
+    /// tables are looked up on every datagram.
+    public func hash(into hasher: inout Hasher) {
+        var v: UInt64 = 0
+        for i in 0..<8 { v = v << 8 | UInt64(bytes[i]) }
+        hasher.combine(v)
+    }
+
+    public static func == (a: NodeID, b: NodeID) -> Bool { a.bytes == b.bytes }
 }
 
 /// The node's overlay IPv6 address: fd00::/8 followed by 120 bits of

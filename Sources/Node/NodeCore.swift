@@ -19,6 +19,8 @@ public struct NodeCore: Sendable {
     private var roundRobinIndex = 0
     private var nextTick: Instant?
     private var configuredSeeds: Set<UnderlayAddress> = []
+    /// Node ids of keys seen recently: a node id costs a BLAKE2b, a lookup costs a SipHash.
+    private var identityCache: [[UInt8]: PeerIdentity] = [:]
 
     struct PendingProbe: Sendable {
         var target: NodeID?
@@ -63,7 +65,7 @@ public struct NodeCore: Sendable {
         switch command {
         case let .addSeed(address):
             configuredSeeds.insert(address)
-            if let id = members.values.first(where: { $0.address == address })?.nodeID {
+            if let id = roundRobin.first(where: { members[$0]?.address == address }) {
                 members[id]?.configured = true
             } else {
                 seeds[address] = now
@@ -83,17 +85,28 @@ public struct NodeCore: Sendable {
         expireProbes(now: now, into: &out)
         advanceSuspicions(now: now, into: &out)
 
-        for (address, due) in seeds where due <= now {
+        // Dictionaries iterate in a per-instance order; anything that decides what is sent walks a
+        // sorted or explicitly ordered collection instead, so simulator runs repeat.
+        for (address, due) in seeds.sorted(by: { $0.key < $1.key }) where due <= now {
             seeds[address] = now + timing.seedRetryInterval
             sendProbe(to: address, target: nil, now: now, into: &out)
         }
 
         // Members heard of but not yet heard from: confirm them first.
         var unconfirmed = 0
-        for m in members.values where m.state == .unknown && m.lastProbe == nil {
+        for id in roundRobin {
             guard unconfirmed < timing.unconfirmedProbesPerTick else { break }
+            guard let m = members[id], m.state == .unknown, m.lastProbe == nil else { continue }
             sendProbe(to: m.address, target: m.nodeID, now: now, into: &out)
             unconfirmed += 1
+        }
+
+        // Suspects are probed every round, so a member that merely lost a few packets can answer
+        // before its suspicion runs out.
+        for id in roundRobin {
+            guard let m = members[id], m.state == .suspect else { continue }
+            if let last = m.lastProbe, now - last < timing.probeTimeout { continue }
+            sendProbe(to: m.address, target: m.nodeID, now: now, into: &out)
         }
 
         probeRoundRobin(now: now, into: &out)
@@ -138,7 +151,8 @@ public struct NodeCore: Sendable {
     }
 
     private mutating func advanceSuspicions(now: Instant, into out: inout [NodeOutput]) {
-        for m in members.values.sorted(by: { $0.nodeID < $1.nodeID }) {
+        for id in roundRobin {
+            guard let m = members[id] else { continue }
             switch m.state {
             case .suspect where now - m.stateSince >= timing.suspicionTimeout:
                 setState(m.nodeID, .dead, now: now, into: &out)
@@ -177,7 +191,7 @@ public struct NodeCore: Sendable {
         case let .success(m): message = m
         }
         guard message.network == network else { counters.drop(.wrongNetwork); return }
-        guard let sender = PeerIdentity(publicKey: message.senderKey) else { counters.drop(.badKey); return }
+        guard let sender = cachedIdentity(message.senderKey) else { counters.drop(.badKey); return }
         if sender.nodeID == identity.nodeID {
             // A seed that points at ourselves: stop pinging it.
             counters.drop(.fromSelf)
@@ -202,17 +216,21 @@ public struct NodeCore: Sendable {
             heardFrom(sender, at: from, now: now, into: &out)
             if configuredSeeds.contains(probe.address) { members[sender.nodeID]?.configured = true }
             let sampleRTT = now - probe.sentAt
-            if var m = members[sender.nodeID] {
-                if let old = m.rtt {
-                    m.rtt = .nanoseconds((old.nanoseconds * 7 + sampleRTT.nanoseconds) / 8)
-                } else {
-                    m.rtt = sampleRTT
-                }
-                members[sender.nodeID] = m
+            if let i = members.index(forKey: sender.nodeID) {
+                let old = members.values[i].rtt
+                members.values[i].rtt = old.map { .nanoseconds(($0.nanoseconds * 7 + sampleRTT.nanoseconds) / 8) } ?? sampleRTT
             }
             out.append(.event(.probeAnswered(sender.nodeID, rtt: sampleRTT)))
             for entry in message.sample { learn(entry, now: now, into: &out) }
         }
+    }
+
+    private mutating func cachedIdentity(_ key: [UInt8]) -> PeerIdentity? {
+        if let known = identityCache[key] { return known }
+        guard let peer = PeerIdentity(publicKey: key) else { return nil }
+        if identityCache.count >= 4 * timing.maxMembers + 64 { identityCache.removeAll(keepingCapacity: true) }
+        identityCache[key] = peer
+        return peer
     }
 
     private mutating func heardFrom(_ peer: PeerIdentity, at address: UnderlayAddress, now: Instant, into out: inout [NodeOutput]) {
@@ -220,17 +238,19 @@ public struct NodeCore: Sendable {
         if members[id] == nil {
             guard addMember(peer, address: address, now: now, into: &out) else { return }
         }
-        guard var m = members[id] else { return }
-        m.lastHeard = now
-        m.missedProbes = 0
-        if m.address != address {
-            m.address = address
-            members[id] = m
-            out.append(.event(.memberAddressChanged(id, address)))
-        } else {
-            members[id] = m
+        var moved = false
+        var wasAlive = true
+        if let i = members.index(forKey: id) {
+            members.values[i].lastHeard = now
+            members.values[i].missedProbes = 0
+            if members.values[i].address != address {
+                members.values[i].address = address
+                moved = true
+            }
+            wasAlive = members.values[i].state == .alive
         }
-        if m.state != .alive { setState(id, .alive, now: now, into: &out) }
+        if moved { out.append(.event(.memberAddressChanged(id, address))) }
+        if !wasAlive { setState(id, .alive, now: now, into: &out) }
     }
 
     private mutating func learn(_ entry: PingWire.SampleEntry, now: Instant, into out: inout [NodeOutput]) {
@@ -270,19 +290,20 @@ public struct NodeCore: Sendable {
         out.append(.event(.memberStateChanged(id, from: old, to: state)))
     }
 
-    /// A random sample of alive members, so peers learn peers of peers.
+    /// A random sample of alive members, so peers learn peers of peers: a random starting point
+    /// in the (shuffled) round-robin order, then the next alive ones.
     private mutating func sample(excluding excluded: NodeID) -> [PingWire.SampleEntry] {
         let limit = min(timing.sampleSize, PingWire.maxSample)
-        guard limit > 0, !roundRobin.isEmpty else { return [] }
+        let n = roundRobin.count
+        guard limit > 0, n > 0 else { return [] }
         var picked: [PingWire.SampleEntry] = []
-        var seen: Set<NodeID> = []
-        var attempts = 0
-        while picked.count < limit, attempts < limit * 4 {
-            attempts += 1
-            let id = roundRobin[Int(rng.next() % UInt64(roundRobin.count))]
-            guard id != excluded, !seen.contains(id), let m = members[id], m.state == .alive else { continue }
-            seen.insert(id)
+        let start = Int(rng.next() % UInt64(n))
+        // Look at a bounded window, so a table of mostly dead members costs no more than a few lookups.
+        for k in 0..<min(n, limit * 4) {
+            let id = roundRobin[(start + k) % n]
+            guard id != excluded, let m = members[id], m.state == .alive else { continue }
             picked.append(PingWire.SampleEntry(publicKey: m.identity.publicKey, address: m.address))
+            if picked.count == limit { break }
         }
         return picked
     }

@@ -55,6 +55,18 @@ extension StatusReport {
 }
 
 extension MemberReport {
+    /// Unknown values are written as null rather than left out, so scripts can rely on every key.
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(node_id, forKey: .node_id)
+        try c.encode(overlay_address, forKey: .overlay_address)
+        try c.encode(address, forKey: .address)
+        try c.encode(state, forKey: .state)
+        try c.encode(rtt_ms, forKey: .rtt_ms)
+        try c.encode(last_heard_s_ago, forKey: .last_heard_s_ago)
+        try c.encode(configured, forKey: .configured)
+    }
+
     public init(_ m: Member, network: NetworkID, now: Instant) {
         node_id = m.nodeID.hex
         overlay_address = OverlayAddress(network: network, node: m.nodeID).description

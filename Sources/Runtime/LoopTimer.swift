@@ -1,4 +1,7 @@
 import CLibuv
+#if canImport(Glibc)
+import Glibc
+#endif
 import MeshCore
 
 /// A one-shot libuv timer. Cores ask for wake-ups; they never get repeating timers.
@@ -41,6 +44,12 @@ public final class SignalWatcher {
 
     public init(loop: EventLoop, signal: Int32, onSignal: @escaping (Int32) -> Void) {
         self.onSignal = onSignal
+        // A parent (a test runner, a supervisor) may have spawned us with the signal blocked;
+        // then libuv would never see it and the node could not be stopped gracefully.
+        var set = sigset_t()
+        sigemptyset(&set)
+        sigaddset(&set, signal)
+        pthread_sigmask(SIG_UNBLOCK, &set, nil)
         handle = .allocate(capacity: 1)
         uv_signal_init(loop.raw, handle)
         handle.pointee.data = Unmanaged.passRetained(self).toOpaque()

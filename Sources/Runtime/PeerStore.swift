@@ -9,6 +9,12 @@ public final class PeerStore: Sendable {
         public var publicKey: [UInt8]
         public var address: UnderlayAddress
         public var lastSeenUnix: Int64
+
+        public init(publicKey: [UInt8], address: UnderlayAddress, lastSeenUnix: Int64) {
+            self.publicKey = publicKey
+            self.address = address
+            self.lastSeenUnix = lastSeenUnix
+        }
     }
 
     let queue: DatabaseQueue

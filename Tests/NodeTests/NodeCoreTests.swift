@@ -1,0 +1,153 @@
+import MeshCore
+import Node
+import Testing
+
+/// A tiny in-test driver: delivers every send after a fixed latency unless the link is cut.
+struct Pump {
+    var cores: [NodeCore]
+    var addresses: [UnderlayAddress]
+    var wakes: [Instant?]
+    var inFlight: [(at: Instant, to: Int, from: UnderlayAddress, bytes: [UInt8])] = []
+    var now = Instant.zero
+    var down: Set<Int> = []
+    var events: [(Int, NodeEvent)] = []
+    let latency: Duration = .milliseconds(5)
+
+    init(count: Int, network: NetworkID = .defaultNetwork, timing: NodeTiming = NodeTiming()) {
+        cores = (0..<count).map { i in
+            NodeCore(identity: NodeIdentity.deterministic(runSeed: 5, index: i).peer, network: network, timing: timing,
+                     rng: SeededGenerator(seed: UInt64(i)))
+        }
+        addresses = (0..<count).map { UnderlayAddress(parsing: "[fd00::\($0 + 1)]:7400")! }
+        wakes = Array(repeating: nil, count: count)
+    }
+
+    mutating func feed(_ i: Int, _ input: NodeInput) {
+        guard !down.contains(i) else { return }
+        for o in cores[i].handle(input, now: now) {
+            switch o {
+            case let .send(to, bytes):
+                if let j = addresses.firstIndex(of: to) { inFlight.append((now + latency, j, addresses[i], bytes)) }
+            case let .wake(at): wakes[i] = at
+            case let .event(e): events.append((i, e))
+            }
+        }
+    }
+
+    mutating func run(for d: Duration) {
+        let end = now + d
+        while true {
+            let nextWake = wakes.enumerated().compactMap { (i: Int, w: Instant?) -> (Instant, Int)? in w.map { ($0, i) } }.min { $0.0 < $1.0 }
+            let nextMsg = inFlight.enumerated().min { $0.element.at < $1.element.at }
+            let tw = nextWake?.0, tm = nextMsg?.element.at
+            guard let t = [tw, tm].compactMap({ $0 }).min(), t <= end else { break }
+            now = t
+            if let tm, tm == t, let m = nextMsg {
+                inFlight.remove(at: m.offset)
+                if !down.contains(m.element.to) { feed(m.element.to, .datagram(from: m.element.from, bytes: m.element.bytes)) }
+            } else if let (_, i) = nextWake {
+                wakes[i] = nil
+                feed(i, .timer)
+            }
+        }
+        now = end
+    }
+
+    func state(_ observer: Int, of subject: Int) -> MemberState? {
+        cores[observer].members[cores[subject].identity.nodeID]?.state
+    }
+}
+
+@Suite struct NodeCoreTests {
+    @Test func threeNodesLearnEachOtherThroughOneSeed() {
+        var p = Pump(count: 3)
+        p.feed(1, .command(.addSeed(p.addresses[0])))
+        p.feed(2, .command(.addSeed(p.addresses[0])))
+        for i in 0..<3 { p.feed(i, .start) }
+        p.run(for: .seconds(5))
+        for a in 0..<3 { for b in 0..<3 where a != b { #expect(p.state(a, of: b) == .alive, "node \(a) sees \(b)") } }
+        let rtt = p.cores[1].members[p.cores[0].identity.nodeID]?.rtt
+        #expect(rtt == .milliseconds(10))
+        #expect(p.cores[1].members[p.cores[0].identity.nodeID]?.configured == true)
+    }
+
+    @Test func crashedNodeGoesSuspectThenDeadThenAliveOnRestart() {
+        var p = Pump(count: 3)
+        p.feed(1, .command(.addSeed(p.addresses[0])))
+        p.feed(2, .command(.addSeed(p.addresses[0])))
+        for i in 0..<3 { p.feed(i, .start) }
+        p.run(for: .seconds(5))
+        p.down.insert(2)
+        p.run(for: .seconds(4))
+        #expect(p.state(0, of: 2) == .suspect || p.state(0, of: 2) == .dead)
+        p.run(for: .seconds(8))
+        #expect(p.state(0, of: 2) == .dead)
+        #expect(p.state(1, of: 2) == .dead)
+        #expect(p.state(0, of: 1) == .alive)
+        p.down.remove(2)
+        p.run(for: .seconds(12))
+        #expect(p.state(0, of: 2) == .alive)
+        #expect(p.state(1, of: 2) == .alive)
+    }
+
+    @Test func wrongNetworkAndOwnDatagramsAreDroppedAndCounted() {
+        var p = Pump(count: 1)
+        let stranger = NodeIdentity.deterministic(runSeed: 9, index: 0)
+        let foreign = PingWire.encode(.init(kind: .ping, network: NetworkID(hex: "000102030405060708090a0b0c0d0e0f")!,
+                                            senderKey: stranger.publicKey, seq: 1))
+        p.feed(0, .datagram(from: p.addresses[0], bytes: foreign))
+        let own = PingWire.encode(.init(kind: .ping, network: .defaultNetwork, senderKey: p.cores[0].identity.publicKey, seq: 1))
+        p.feed(0, .datagram(from: p.addresses[0], bytes: own))
+        p.feed(0, .datagram(from: p.addresses[0], bytes: [1, 2, 3]))
+        let pong = PingWire.encode(.init(kind: .pong, network: .defaultNetwork, senderKey: stranger.publicKey, seq: 12345))
+        p.feed(0, .datagram(from: p.addresses[0], bytes: pong))
+        let c = p.cores[0].counters
+        #expect(c.drops[.wrongNetwork] == 1)
+        #expect(c.drops[.fromSelf] == 1)
+        #expect(c.drops[.truncated] == 1)
+        #expect(c.drops[.unexpectedPong] == 1)
+        #expect(p.cores[0].members.isEmpty)
+        #expect(c.datagramsIn == 4)
+    }
+
+    @Test func selfSeedIsAbandoned() {
+        var p = Pump(count: 1)
+        p.feed(0, .command(.addSeed(p.addresses[0])))
+        p.feed(0, .start)
+        p.run(for: .seconds(3))
+        #expect(p.cores[0].seeds.isEmpty)
+        #expect(p.cores[0].members.isEmpty)
+    }
+
+    @Test func earlyTimerAsksAgainInsteadOfStalling() {
+        var core = NodeCore(identity: NodeIdentity.deterministic(runSeed: 1, index: 1).peer, network: .defaultNetwork,
+                            rng: SeededGenerator(seed: 1))
+        let first = core.handle(.start, now: .zero)
+        #expect(first.contains(.wake(at: .zero + .milliseconds(500))))
+        let early = core.handle(.timer, now: Instant(nanoseconds: 499_000_000))
+        #expect(early == [.wake(at: .zero + .milliseconds(500))])
+    }
+
+    @Test func memberTableIsBounded() {
+        var timing = NodeTiming()
+        timing.maxMembers = 3
+        var p = Pump(count: 6, timing: timing)
+        for i in 1..<6 { p.feed(i, .command(.addSeed(p.addresses[0]))) }
+        for i in 0..<6 { p.feed(i, .start) }
+        p.run(for: .seconds(5))
+        #expect(p.cores[0].members.count == 3)
+        #expect(p.cores[0].counters.membersRefusedTableFull > 0)
+    }
+
+    @Test func movedNodeKeepsItsIdentity() {
+        var p = Pump(count: 2)
+        p.feed(1, .command(.addSeed(p.addresses[0])))
+        for i in 0..<2 { p.feed(i, .start) }
+        p.run(for: .seconds(3))
+        let id1 = p.cores[1].identity.nodeID
+        p.addresses[1] = UnderlayAddress(parsing: "[fd00::99]:7400")!
+        p.run(for: .seconds(3))
+        #expect(p.cores[0].members[id1]?.address == p.addresses[1])
+        #expect(p.cores[0].members.count == 1)
+    }
+}

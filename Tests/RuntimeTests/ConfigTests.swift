@@ -1,0 +1,152 @@
+import Foundation
+import MeshCore
+import Runtime
+import Testing
+
+/// The repository root, found from this file, so tests can read Configs/ and ../shared.
+let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+func parseError(_ text: String) -> ConfigError? {
+    var s = NodeSettings()
+    do { try ConfigLoader.parse(text, file: "test.toml", into: &s); return nil } catch let e as ConfigError { return e } catch { return nil }
+}
+
+@Suite struct ConfigTests {
+    @Test func everyExampleConfigLoads() throws {
+        let dir = packageRoot.appendingPathComponent("Configs")
+        let names = try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.hasSuffix(".toml") }.sorted()
+        #expect(names == ["iot-box.toml", "laptop.toml", "meter-relay.toml", "validator.toml"])
+        for name in names {
+            var s = NodeSettings()
+            try ConfigLoader.load(path: dir.appendingPathComponent(name).path, into: &s)
+            #expect(!s.peers.isEmpty, "\(name) names peers")
+        }
+    }
+
+    @Test func valuesAreRead() throws {
+        var s = NodeSettings()
+        try ConfigLoader.parse("""
+            [node]
+            key = "/k"
+            listen = "127.0.0.1:9000"
+            peers = ["[::1]:1", "10.0.0.1:2"]
+            network_id = "00112233445566778899aabbccddeeff"
+            [timing]
+            tick_ms = 250
+            max_members = 10
+            [attributes]
+            type = "meter"
+            """, file: "t", into: &s)
+        #expect(s.keyPath == "/k")
+        #expect(s.listen.description == "127.0.0.1:9000")
+        #expect(s.peers.map(\.description) == ["[::1]:1", "10.0.0.1:2"])
+        #expect(s.network.description == "00112233445566778899aabbccddeeff")
+        #expect(s.timing.tickInterval == .milliseconds(250))
+        #expect(s.timing.maxMembers == 10)
+        #expect(s.attributes == ["type": "meter"])
+    }
+
+    @Test func unknownKeyIsNamedWithItsLine() throws {
+        let e = try #require(parseError("[node]\nlisten = \"[::]:1\"\nlisten_port = 7\n"))
+        #expect(e.key == "node.listen_port")
+        #expect(e.line == 3)
+        #expect(e.description.contains("allowed keys"))
+    }
+
+    @Test func unknownSectionIsRefused() throws {
+        let e = try #require(parseError("[nodes]\nkey = \"x\"\n"))
+        #expect(e.key == "nodes")
+        #expect(e.line == 1)
+    }
+
+    @Test func wrongTypeIsNamed() throws {
+        let e = try #require(parseError("[timing]\ntick_ms = \"fast\"\n"))
+        #expect(e.key == "timing.tick_ms")
+        #expect(e.line == 2)
+        let e2 = try #require(parseError("[node]\npeers = \"[::1]:1\"\n"))
+        #expect(e2.key == "node.peers")
+        let e3 = try #require(parseError("[node]\nkey = 5\n"))
+        #expect(e3.key == "node.key")
+        #expect(e3.description.contains("wrong type"))
+    }
+
+    @Test(arguments: ["[node]\nlisten = \"::1:80\"\n", "[node]\nlisten = \"[::1]:70000\"\n", "[node]\npeers = [\"nohost\"]\n"])
+    func badAddressIsNamed(text: String) throws {
+        let e = try #require(parseError(text))
+        #expect(e.key == "node.listen" || e.key == "node.peers")
+        #expect(e.description.contains("bad address"))
+        #expect(e.line == 2)
+    }
+
+    @Test func invalidTOMLGivesALine() throws {
+        let e = try #require(parseError("[node]\nkey = \n"))
+        #expect(e.line == 2)
+        #expect(e.description.contains("not valid TOML"))
+    }
+
+    @Test func badNetworkIDAndLevel() throws {
+        #expect(try #require(parseError("[node]\nnetwork_id = \"abc\"\n")).key == "node.network_id")
+        #expect(try #require(parseError("[log]\nlevel = \"loud\"\n")).key == "log.level")
+        #expect(try #require(parseError("[timing]\nprobes_per_tick = 0\n")).key == "timing.probes_per_tick")
+    }
+}
+
+@Suite struct KeyFileTests {
+    func tempDir() -> String {
+        let d = NSTemporaryDirectory() + "iotaf-test-\(UUID().uuidString)"
+        try? FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
+        return d
+    }
+
+    @Test func writeReadAndRefuseOverwrite() throws {
+        let path = tempDir() + "/id.key"
+        let id = NodeIdentity.generate()
+        try KeyFile.write(id, to: path, force: false)
+        let attrs = try FileManager.default.attributesOfItem(atPath: path)
+        #expect((attrs[.posixPermissions] as? Int) == 0o600)
+        #expect(try KeyFile.read(path).nodeID == id.nodeID)
+        #expect(throws: RuntimeError.self) { try KeyFile.write(NodeIdentity.generate(), to: path, force: false) }
+        try KeyFile.write(NodeIdentity.generate(), to: path, force: true)
+        #expect(try KeyFile.read(path).nodeID != id.nodeID)
+    }
+
+    @Test func missingCorruptAndOpenKeysAreRefusedClearly() throws {
+        let dir = tempDir()
+        do { _ = try KeyFile.read(dir + "/nope.key"); Issue.record("missing key accepted") } catch {
+            #expect("\(error)".contains("iotaf keygen --out"))
+        }
+        let bad = dir + "/bad.key"
+        _ = FileManager.default.createFile(atPath: bad, contents: Data("hello\n".utf8), attributes: [.posixPermissions: 0o600])
+        do { _ = try KeyFile.read(bad); Issue.record("corrupt key accepted") } catch { #expect("\(error)".contains("not an iotaf identity")) }
+        let open = dir + "/open.key"
+        try KeyFile.write(NodeIdentity.generate(), to: open, force: false)
+        chmod(open, 0o644)
+        do { _ = try KeyFile.read(open); Issue.record("world-readable key accepted") } catch { #expect("\(error)".contains("chmod 600")) }
+    }
+}
+
+@Suite struct PeerStoreTests {
+    @Test func savesLoadsAndSurvivesCorruption() throws {
+        let dir = NSTemporaryDirectory() + "iotaf-store-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let path = dir + "/peers.sqlite"
+        let (store, warning) = try PeerStore.open(path: path)
+        #expect(warning == nil)
+        let key = NodeIdentity.generate().publicKey
+        let now = Int64(Date().timeIntervalSince1970)
+        try store.save([.init(publicKey: key, address: UnderlayAddress(parsing: "[::1]:7401")!, lastSeenUnix: now)])
+        try store.save([.init(publicKey: key, address: UnderlayAddress(parsing: "[::1]:7402")!, lastSeenUnix: now)])
+        let (rows, skipped) = try PeerStore.open(path: path).0.load()
+        #expect(skipped == 0)
+        #expect(rows.count == 1)
+        #expect(rows.first?.address.port == 7402)
+
+        let broken = dir + "/broken.sqlite"
+        _ = FileManager.default.createFile(atPath: broken, contents: Data(repeating: 0x41, count: 4096))
+        let (fresh, w) = try PeerStore.open(path: broken)
+        #expect(w?.contains("moved it to") == true)
+        #expect(try fresh.load().rows.isEmpty)
+        let moved = try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasPrefix("broken.sqlite.corrupt-") }
+        #expect(moved.count == 1, "the corrupt file is kept, not deleted")
+    }
+}

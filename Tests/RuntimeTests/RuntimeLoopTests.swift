@@ -1,0 +1,99 @@
+import Foundation
+import Logging
+import MeshCore
+import Node
+import Runtime
+import Testing
+
+@Suite struct RuntimeLoopTests {
+    /// Two full runtimes on one real libuv loop, real UDP on ::1: they find each other, the
+    /// control socket answers, and garbage datagrams are counted, not fatal.
+    @Test func twoRuntimesOverLoopbackWithControlSocket() throws {
+        let dir = NSTemporaryDirectory() + "iotaf-rt-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let loop = try EventLoop()
+        var logger = Logger(label: "test")
+        logger.logLevel = .critical
+        var sb = NodeSettings()
+        sb.listen = UnderlayAddress(parsing: "[::1]:0")!
+        sb.dataDir = dir + "/b"
+        let b = try NodeRuntime(settings: sb, identity: .generate(), loop: loop, logger: logger)
+        var sa = sb
+        sa.dataDir = dir + "/a"
+        sa.peers = [b.boundAddress]
+        let a = try NodeRuntime(settings: sa, identity: .generate(), loop: loop, logger: logger)
+        try b.start()
+        try a.start()
+
+        let deadline = Date().addingTimeInterval(10)
+        func aliveBothWays() -> Bool {
+            a.core.members[b.identity.nodeID]?.state == .alive && b.core.members[a.identity.nodeID]?.state == .alive
+        }
+        while !aliveBothWays() && Date() < deadline { loop.runOnce() }
+        #expect(aliveBothWays())
+
+        // Garbage at b's socket, from a raw socket of our own.
+        let junk = UDPSocket(loop: loop)
+        try junk.bind(UnderlayAddress(parsing: "[::1]:0")!)
+        junk.send([1, 2, 3], to: b.boundAddress)
+        junk.send(Array(repeating: 0x69, count: 1500), to: b.boundAddress)
+        let junkDeadline = Date().addingTimeInterval(5)
+        while b.core.counters.totalDrops < 2 && Date() < junkDeadline { loop.runOnce() }
+        #expect(b.core.counters.drops[.truncated] == 1)
+        #expect(b.core.counters.drops[.oversized] == 1)
+        junk.close()
+
+        // The control socket answers from another thread while the loop runs.
+        let path = sa.resolvedControlPath
+        let answer = Answer()
+        let t = Thread {
+            answer.set(try? ControlClient.request(path, ["command": "members"]))
+        }
+        t.start()
+        let ctlDeadline = Date().addingTimeInterval(5)
+        while answer.get() == nil && Date() < ctlDeadline { loop.runOnce(wait: false); usleep(1000) }
+        let data = try #require(answer.get())
+        let members = try JSONDecoder().decode([MemberReport].self, from: data)
+        #expect(members.count == 1)
+        #expect(members.first?.node_id == b.identity.nodeID.hex)
+        #expect(members.first?.state == "alive")
+        #expect(members.first?.rtt_ms != nil)
+
+        var stopped = 0
+        a.onStopped = { stopped += 1 }
+        b.onStopped = { stopped += 1 }
+        a.stop()
+        b.stop()
+        loop.run()
+        #expect(stopped == 2)
+        #expect(!FileManager.default.fileExists(atPath: path), "control socket removed on stop")
+        #expect(!FileManager.default.fileExists(atPath: sb.resolvedControlPath))
+        // b remembered a in its peer store.
+        let rows = try PeerStore.open(path: sb.dataDir + "/peers.sqlite").0.load().rows
+        #expect(rows.map { NodeID(publicKey: $0.publicKey) } == [a.identity.nodeID])
+    }
+
+    @Test func busyPortIsAClearError() throws {
+        let loop = try EventLoop()
+        var s = NodeSettings()
+        s.listen = UnderlayAddress(parsing: "[::1]:0")!
+        let first = try NodeRuntime(settings: s, identity: .generate(), loop: loop, logger: Logger(label: "t"), withControlSocket: false, withPeerStore: false)
+        s.listen = first.boundAddress
+        do {
+            _ = try NodeRuntime(settings: s, identity: .generate(), loop: loop, logger: Logger(label: "t"), withControlSocket: false, withPeerStore: false)
+            Issue.record("second bind on the same port succeeded")
+        } catch {
+            #expect("\(error)".contains("Choose another --listen"))
+        }
+        first.stop()
+        loop.run()
+    }
+}
+
+/// A result handed from a helper thread to the test.
+final class Answer: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value: Data?
+    func set(_ v: Data?) { lock.lock(); value = v; lock.unlock() }
+    func get() -> Data? { lock.lock(); defer { lock.unlock() }; return value }
+}

@@ -1,0 +1,75 @@
+import Foundation
+import Simulator
+import Testing
+
+let simRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+func scenario(_ name: String) throws -> Scenario {
+    try Scenario.load(path: simRoot.appendingPathComponent("Simulations/\(name)").path)
+}
+
+/// The report with wall_seconds zeroed: the only field allowed to differ.
+func canonical(_ r: SimReport) -> Data {
+    var r = r
+    r.wall_seconds = 0
+    return r.json()
+}
+
+@Suite struct SimulatorTests {
+    @Test func sameSeedSameBytes() throws {
+        let s = try scenario("small-5.toml")
+        let a = canonical(Simulation(scenario: s, seed: 11).run())
+        let b = canonical(Simulation(scenario: s, seed: 11).run())
+        #expect(a == b)
+        let c = canonical(Simulation(scenario: s, seed: 12).run())
+        #expect(a != c)
+    }
+
+    @Test func hundredNodeScenarioPassesItsChecks() throws {
+        let r = Simulation(scenario: try scenario("mesh-100.toml"), seed: 1).run()
+        #expect(r.nodes == 100)
+        #expect(r.passed, "\(r.checks)")
+        #expect(r.events > 10_000)
+    }
+
+    @Test func aCheckBuiltToFailFails() throws {
+        let r = Simulation(scenario: try scenario("lossy-link.toml"), seed: 1).run()
+        #expect(!r.passed)
+        #expect(r.checks.first { $0.name == "all_alive_at_end" }?.passed == false)
+    }
+
+    @Test func lossTakesEffect() throws {
+        var s = try scenario("small-5.toml")
+        s.network.loss = 0
+        let clean = Simulation(scenario: s, seed: 3).run()
+        s.network.loss = 0.3
+        let lossy = Simulation(scenario: s, seed: 3).run()
+        #expect(clean.metrics["datagrams_lost"] == 0)
+        let sent = try #require(lossy.metrics["datagrams_sent"]), lost = try #require(lossy.metrics["datagrams_lost"])
+        #expect(lost / sent > 0.2 && lost / sent < 0.4)
+    }
+
+    @Test func latencyTakesEffect() throws {
+        var s = try scenario("small-5.toml")
+        s.network.jitterMs = 0
+        s.network.loss = 0
+        s.network.latencyMs = 1
+        let fast = Simulation(scenario: s, seed: 3).run()
+        s.network.latencyMs = 400
+        let slow = Simulation(scenario: s, seed: 3).run()
+        #expect(try #require(slow.metrics["convergence_s"]) > (try #require(fast.metrics["convergence_s"])))
+    }
+
+    @Test(arguments: [
+        ("nodes = 0\n", "nodes"), ("bogus = 1\n", "bogus"), ("[network]\nloss = 2\n", "network.loss"),
+        ("[[checks]]\nkind = \"nope\"\n", "checks[0]"), ("[timing]\ntick = 5\n", "timing.tick"), ("seeding = \"star\"\n", "seeding"),
+    ])
+    func badScenariosNameTheKey(text: String, key: String) {
+        do {
+            _ = try Scenario.parse(text, file: "x.toml")
+            Issue.record("accepted: \(text)")
+        } catch {
+            #expect("\(error)".contains(key))
+        }
+    }
+}
