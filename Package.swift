@@ -24,8 +24,10 @@ let package = Package(
         .target(name: "MeshCore", dependencies: ["Sodium"]),
         // Noise Protocol Framework over libsodium.
         .target(name: "Noise", dependencies: ["Sodium"]),
+        // Encrypted, authenticated sessions between nodes over datagrams (sans-IO).
+        .target(name: "Sessions", dependencies: ["Noise", "MeshCore", "Sodium"]),
         // The node state machine (sans-IO).
-        .target(name: "Node", dependencies: ["MeshCore"]),
+        .target(name: "Node", dependencies: ["MeshCore", "Sessions"]),
         // The libuv driver, config, key files, control socket, on-disk stores.
         .target(name: "Runtime", dependencies: [
             "Node", "MeshCore", "Sodium", "CLibuv",
@@ -50,6 +52,7 @@ let package = Package(
         .testTarget(name: "MeshCoreTests", dependencies: ["MeshCore", "Sodium"]),
         .testTarget(name: "NodeTests", dependencies: ["Node", "MeshCore"]),
         .testTarget(name: "NoiseTests", dependencies: ["Noise", "Sodium"]),
+        .testTarget(name: "SessionsTests", dependencies: ["Sessions", "Noise", "MeshCore", "Sodium"]),
         .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Node", "MeshCore"]),
         .testTarget(name: "SimulatorTests", dependencies: ["Simulator", "Node", "MeshCore"]),
         .testTarget(name: "IntegrationTests", dependencies: ["MeshCore"]),

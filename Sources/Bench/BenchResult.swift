@@ -20,7 +20,7 @@ public struct BenchResult: Sendable {
         let rows: [[String: Any]] = results.map {
             ["metric": $0.metric, "unit": $0.unit, "ours": round3($0.ours), "baseline": round3($0.baseline), "ratio": round3($0.ratio)]
         }
-        let data = try! JSONSerialization.data(withJSONObject: ["bench": bench, "results": rows], options: [.sortedKeys])
+        let data = try! JSONSerialization.data(withJSONObject: ["bench": bench, "results": rows], options: [.sortedKeys, .withoutEscapingSlashes])
         return String(decoding: data, as: UTF8.self)
     }
 

@@ -1,0 +1,2 @@
+/// Sessions between nodes. See Docs/noise.md.
+public enum SessionsModule {}
