@@ -12,6 +12,8 @@ public struct NodeSettings: Sendable {
     public var controlPath: String?
     public var dataDir = "iotaf-data"
     public var network = NetworkID.defaultNetwork
+    /// The private mesh's key file (`--network-key`); without one the node is in the open default network.
+    public var networkKeyPath: String?
     public var logLevel: Logger.Level = .info
     public var attributes: [String: String] = [:]
     public var timing = NodeTiming()
@@ -20,6 +22,19 @@ public struct NodeSettings: Sendable {
 
     /// The key file: `--key`, or `identity.key` in the data directory.
     public var resolvedKeyPath: String { keyPath ?? (dataDir as NSString).appendingPathComponent("identity.key") }
+    /// The mesh this node joins: the key file's id and key, or the open default network.
+    /// A `network_id` that contradicts the key file is refused.
+    public func resolvedNetworkKey() throws -> NetworkKey {
+        guard let networkKeyPath else {
+            return network == .defaultNetwork ? .defaultNetwork : NetworkKey(id: network, key: NetworkKey.defaultNetwork.key)
+        }
+        let k = try NetworkKey.read(networkKeyPath)
+        if network != .defaultNetwork && network != k.id {
+            throw RuntimeError("network_id \(network) contradicts the network key file \(networkKeyPath) (id \(k.id)); drop network_id or use the right key file")
+        }
+        return k
+    }
+
     /// The control socket: `--control`, or `control.sock` in the data directory.
     public var resolvedControlPath: String { controlPath ?? (dataDir as NSString).appendingPathComponent("control.sock") }
 }
@@ -44,7 +59,8 @@ public enum ConfigLoader {
     static let schema: [String: [String: String]] = [
         "node": ["key": "a file path string", "listen": "an address string like \"[::]:7400\"",
                  "peers": "an array of address strings like [\"[::1]:7401\"]", "control": "a socket path string",
-                 "data": "a directory path string", "network_id": "32 hex digits (from `iotaf network init`)"],
+                 "data": "a directory path string", "network_id": "32 hex digits (from `iotaf network init`)",
+                 "network_key": "a path string to the mesh's network.key (from `iotaf network init`)"],
         "log": ["level": "one of trace, debug, info, notice, warning, error, critical"],
         "timing": ["tick_ms": "a positive integer", "probes_per_tick": "a positive integer",
                    "probe_timeout_ms": "a positive integer", "suspect_after_misses": "a positive integer",
@@ -115,6 +131,7 @@ public enum ConfigLoader {
                 return a
             }
         }
+        if let v = try string("node", "network_key") { settings.networkKeyPath = path(v) }
         if let v = try string("node", "network_id") {
             guard let n = NetworkID(hex: v) else { throw fail("node", "network_id", "must be 32 hex digits, got \"\(v)\"") }
             settings.network = n

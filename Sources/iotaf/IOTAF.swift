@@ -6,6 +6,6 @@ struct IOTAF: ParsableCommand {
         commandName: "iotaf",
         abstract: "A peer-to-peer mesh node for the Internet of Things.",
         subcommands: [KeygenCommand.self, NodeCommandGroup.self, StatusCommand.self, MembersCommand.self,
-                      MeshCommand.self, SimCommand.self, BenchCommand.self, NoiseCommand.self]
+                      MeshCommand.self, SimCommand.self, BenchCommand.self, NoiseCommand.self, NetworkCommand.self]
     )
 }

@@ -25,6 +25,8 @@ struct NodeFlags: ParsableArguments {
     var data: String?
     @Option(name: .customLong("network-id"), help: "Network id, 32 hex digits.")
     var networkID: String?
+    @Option(name: .customLong("network-key"), help: "The private mesh's network.key (from `iotaf network init`).")
+    var networkKey: String?
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String?
 
@@ -51,6 +53,7 @@ struct NodeFlags: ParsableArguments {
             guard let n = NetworkID(hex: networkID) else { throw CLIError("--network-id must be 32 hex digits") }
             s.network = n
         }
+        if let networkKey { s.networkKeyPath = networkKey }
         if let logLevel {
             guard let l = Logger.Level(rawValue: logLevel) else { throw CLIError("--log-level: unknown level \"\(logLevel)\"") }
             s.logLevel = l
