@@ -7,18 +7,47 @@ import Darwin
 /// A UDP endpoint on the real (or simulated) network. IPv4 is stored as an IPv4-mapped IPv6
 /// address, so one dual-stack socket and one type serve both families.
 public struct UnderlayAddress: Hashable, Sendable, CustomStringConvertible, Comparable {
-    /// 16 bytes of IPv6 address in network order.
-    public let ip: [UInt8]
+    /// The IPv6 address as two big-endian halves: no heap allocation, cheap to hash and compare,
+    /// since addresses are looked up on every datagram.
+    public let high: UInt64
+    public let low: UInt64
     public let port: UInt16
 
     public init(ip: [UInt8], port: UInt16) {
         precondition(ip.count == 16, "an underlay address holds 16 bytes")
-        self.ip = ip
+        var h: UInt64 = 0, l: UInt64 = 0
+        for i in 0..<8 { h = h << 8 | UInt64(ip[i]) }
+        for i in 8..<16 { l = l << 8 | UInt64(ip[i]) }
+        self.init(high: h, low: l, port: port)
+    }
+
+    public init(high: UInt64, low: UInt64, port: UInt16) {
+        self.high = high
+        self.low = low
         self.port = port
     }
 
-    public var isIPv4Mapped: Bool { ip[0..<10].allSatisfy { $0 == 0 } && ip[10] == 0xff && ip[11] == 0xff }
-    public var isUnspecified: Bool { ip.allSatisfy { $0 == 0 } }
+    /// 16 bytes of IPv6 address in network order.
+    public var ip: [UInt8] {
+        var out = [UInt8](repeating: 0, count: 16)
+        for i in 0..<8 {
+            out[i] = UInt8((high >> UInt64(56 - 8 * i)) & 0xff)
+            out[8 + i] = UInt8((low >> UInt64(56 - 8 * i)) & 0xff)
+        }
+        return out
+    }
+
+    /// Writes the 16 address bytes into raw memory (a sockaddr), without an intermediate array.
+    public func copyIP(to destination: UnsafeMutableRawBufferPointer) {
+        precondition(destination.count >= 16)
+        for i in 0..<8 {
+            destination[i] = UInt8((high >> UInt64(56 - 8 * i)) & 0xff)
+            destination[8 + i] = UInt8((low >> UInt64(56 - 8 * i)) & 0xff)
+        }
+    }
+
+    public var isIPv4Mapped: Bool { high == 0 && (low >> 32) == 0xffff }
+    public var isUnspecified: Bool { high == 0 && low == 0 }
 
     /// Parses `[v6]:port`, `v4:port`, `[v6]` or `v4` with a default port.
     /// Returns nil with no partial guesses: callers turn that into an error naming the setting.
@@ -76,7 +105,7 @@ public struct UnderlayAddress: Hashable, Sendable, CustomStringConvertible, Comp
     }
 
     public var hostString: String {
-        if isIPv4Mapped { return ip[12..<16].map(String.init).joined(separator: ".") }
+        if isIPv4Mapped { return [24, 16, 8, 0].map { String((low >> UInt64($0)) & 0xff) }.joined(separator: ".") }
         return Self.formatIPv6(ip)
     }
 
@@ -85,7 +114,7 @@ public struct UnderlayAddress: Hashable, Sendable, CustomStringConvertible, Comp
     }
 
     public static func < (a: UnderlayAddress, b: UnderlayAddress) -> Bool {
-        a.ip == b.ip ? a.port < b.port : a.ip.lexicographicallyPrecedes(b.ip)
+        (a.high, a.low, a.port) < (b.high, b.low, b.port)
     }
 
     public static let loopbackV6 = [UInt8](repeating: 0, count: 15) + [1]

@@ -107,7 +107,7 @@ public final class UDPSocket {
         var sa = sockaddr_in6()
         sa.sin6_family = sa_family_t(AF_INET6)
         sa.sin6_port = a.port.bigEndian
-        withUnsafeMutableBytes(of: &sa.sin6_addr) { $0.copyBytes(from: a.ip) }
+        withUnsafeMutableBytes(of: &sa.sin6_addr) { a.copyIP(to: $0) }
         return sa
     }
 
@@ -115,8 +115,11 @@ public final class UDPSocket {
         switch Int32(sa.pointee.sa_family) {
         case AF_INET6:
             return sa.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { p in
-                let ip = withUnsafeBytes(of: p.pointee.sin6_addr) { Array($0) }
-                return UnderlayAddress(ip: ip, port: UInt16(bigEndian: p.pointee.sin6_port))
+                let (h, l) = withUnsafeBytes(of: p.pointee.sin6_addr) { b in
+                    (UInt64(bigEndian: b.loadUnaligned(fromByteOffset: 0, as: UInt64.self)),
+                     UInt64(bigEndian: b.loadUnaligned(fromByteOffset: 8, as: UInt64.self)))
+                }
+                return UnderlayAddress(high: h, low: l, port: UInt16(bigEndian: p.pointee.sin6_port))
             }
         case AF_INET:
             return sa.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { p in
