@@ -26,6 +26,8 @@ let package = Package(
         .target(name: "Noise", dependencies: ["Sodium"]),
         // Encrypted, authenticated sessions between nodes over datagrams (sans-IO).
         .target(name: "Sessions", dependencies: ["Noise", "MeshCore", "Sodium"]),
+        // Reliable, ordered, chunked messages over encrypted datagrams (sans-IO).
+        .target(name: "Channels", dependencies: ["MeshCore"]),
         // The node state machine (sans-IO).
         .target(name: "Node", dependencies: ["MeshCore", "Sessions"]),
         // The libuv driver, config, key files, control socket, on-disk stores.
@@ -52,6 +54,7 @@ let package = Package(
         .testTarget(name: "MeshCoreTests", dependencies: ["MeshCore", "Sodium"]),
         .testTarget(name: "NodeTests", dependencies: ["Node", "MeshCore"]),
         .testTarget(name: "NoiseTests", dependencies: ["Noise", "Sodium"]),
+        .testTarget(name: "ChannelsTests", dependencies: ["Channels", "MeshCore"]),
         .testTarget(name: "SessionsTests", dependencies: ["Sessions", "Noise", "MeshCore", "Sodium"]),
         .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Node", "MeshCore"]),
         .testTarget(name: "SimulatorTests", dependencies: ["Simulator", "Node", "MeshCore"]),

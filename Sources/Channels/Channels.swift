@@ -1,0 +1,2 @@
+/// Channels: reliable ordered messages over datagrams. See Docs/channels.md.
+public enum ChannelsModule {}

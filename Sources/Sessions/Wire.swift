@@ -1,0 +1,166 @@
+import MeshCore
+import Sodium
+
+/// The session layer's datagram formats. Every datagram starts with a type byte and three zero
+/// bytes; integers are big-endian, as everywhere on iotaf's wire. Lengths are exact for the five
+/// handshake messages, so a decoder never guesses. Byte-by-byte layouts are in Docs/noise.md.
+public enum SessionWire {
+    /// The IPv6 minimum MTU (1280) less the IPv6 (40) and UDP (8) headers.
+    public static let maxDatagram = 1232
+    public static let macLength = 16
+    /// type, reserved, receiver index, counter.
+    public static let transportHeaderLength = 16
+    public static let tagLength = 16
+    /// What one transport packet adds to its plaintext.
+    public static let transportOverhead = transportHeaderLength + tagLength
+    public static let maxPlaintext = maxDatagram - transportOverhead
+
+    /// Noise message lengths, fixed by the patterns and payloads (the payload of IK message 1 and
+    /// XX messages 2 and 3 is the sender's 32-byte Ed25519 public key, the others are empty).
+    static let ikInitiationNoise = 32 + 48 + 48   // e, s(enc), payload(enc)
+    static let ikResponseNoise = 32 + 16           // e, empty payload(enc)
+    static let xx1Noise = 32 + 16                  // e, empty payload (encrypted under a key mixed from e)
+    static let xx2Noise = 32 + 48 + 48             // e, s(enc), payload(enc)
+    static let xx3Noise = 48 + 48                  // s(enc), payload(enc)
+    static let cookieNonceLength = 12
+    static let cookieLength = 16
+
+    public enum PacketType: UInt8, Sendable, CaseIterable {
+        case ikInitiation = 1
+        case ikResponse = 2
+        case xxInitiation = 3
+        case xxResponse = 4
+        case xxFinal = 5
+        case cookieReply = 6
+        case transport = 7
+
+        var hasSender: Bool { self == .ikInitiation || self == .ikResponse || self == .xxInitiation || self == .xxResponse }
+        var hasReceiver: Bool { self != .ikInitiation && self != .xxInitiation }
+        /// Bytes of Noise message in a handshake packet.
+        var noiseLength: Int? {
+            switch self {
+            case .ikInitiation: return SessionWire.ikInitiationNoise
+            case .ikResponse: return SessionWire.ikResponseNoise
+            case .xxInitiation: return SessionWire.xx1Noise
+            case .xxResponse: return SessionWire.xx2Noise
+            case .xxFinal: return SessionWire.xx3Noise
+            case .cookieReply, .transport: return nil
+            }
+        }
+
+        /// The whole datagram length of a handshake packet.
+        var handshakeLength: Int? {
+            guard let noise = noiseLength else { return nil }
+            return 4 + (hasSender ? 4 : 0) + (hasReceiver ? 4 : 0) + noise + 2 * SessionWire.macLength
+        }
+    }
+
+    /// A handshake message: header, Noise message, mac1, mac2.
+    public struct Handshake: Equatable, Sendable {
+        public var type: PacketType
+        public var sender: UInt32
+        public var receiver: UInt32
+        public var noise: [UInt8]
+        public var mac1: [UInt8]
+        public var mac2: [UInt8]
+
+        /// The bytes mac1 covers (everything before it); mac2 covers these plus mac1.
+        public var macCovered: [UInt8] {
+            var w = ByteWriter(capacity: 4 + 8 + noise.count)
+            w.u8(type.rawValue); w.u8(0); w.u8(0); w.u8(0)
+            if type.hasSender { w.u32(sender) }
+            if type.hasReceiver { w.u32(receiver) }
+            w.raw(noise)
+            return w.bytes
+        }
+
+        public func encoded() -> [UInt8] { macCovered + mac1 + mac2 }
+    }
+
+    public struct CookieReply: Equatable, Sendable {
+        public var receiver: UInt32
+        public var nonce: [UInt8]
+        public var sealedCookie: [UInt8]
+
+        public func encoded() -> [UInt8] {
+            var w = ByteWriter(capacity: 52)
+            w.u8(PacketType.cookieReply.rawValue); w.u8(0); w.u8(0); w.u8(0)
+            w.u32(receiver)
+            w.raw(nonce)
+            w.raw(sealedCookie)
+            return w.bytes
+        }
+    }
+
+    public struct Transport: Equatable, Sendable {
+        public var receiver: UInt32
+        public var counter: UInt64
+        public var ciphertext: [UInt8]
+
+        /// The AEAD's associated data: the header, so type, index and counter cannot be altered.
+        public static func header(receiver: UInt32, counter: UInt64) -> [UInt8] {
+            var w = ByteWriter(capacity: SessionWire.transportHeaderLength)
+            w.u8(PacketType.transport.rawValue); w.u8(0); w.u8(0); w.u8(0)
+            w.u32(receiver)
+            w.u64(counter)
+            return w.bytes
+        }
+
+        public func encoded() -> [UInt8] { Self.header(receiver: receiver, counter: counter) + ciphertext }
+    }
+
+    public enum Packet: Equatable, Sendable {
+        case handshake(Handshake)
+        case cookieReply(CookieReply)
+        case transport(Transport)
+
+        public func encoded() -> [UInt8] {
+            switch self {
+            case let .handshake(h): return h.encoded()
+            case let .cookieReply(c): return c.encoded()
+            case let .transport(t): return t.encoded()
+            }
+        }
+    }
+
+    /// Parses a datagram's framing. Checks lengths and the header only: no keys, no crypto, so it
+    /// is cheap, total (never traps) and what the fuzzer hammers.
+    public static func decode(_ bytes: [UInt8]) -> Result<Packet, SessionDropReason> {
+        guard !bytes.isEmpty else { return .failure(.empty) }
+        guard bytes.count <= maxDatagram else { return .failure(.oversized) }
+        guard let type = PacketType(rawValue: bytes[0]) else { return .failure(.unknownType) }
+        guard bytes.count >= 4 else { return .failure(.badLength) }
+        guard bytes[1] == 0, bytes[2] == 0, bytes[3] == 0 else { return .failure(.badHeader) }
+        var r = ByteReader(bytes, offset: 4)
+        do {
+            switch type {
+            case .transport:
+                guard bytes.count >= transportHeaderLength + tagLength else { return .failure(.badLength) }
+                let receiver = try r.u32()
+                let counter = try r.u64()
+                return .success(.transport(Transport(receiver: receiver, counter: counter, ciphertext: try r.raw(r.remaining))))
+            case .cookieReply:
+                guard bytes.count == 8 + cookieNonceLength + cookieLength + tagLength else { return .failure(.badLength) }
+                let receiver = try r.u32()
+                let nonce = try r.raw(cookieNonceLength)
+                return .success(.cookieReply(CookieReply(receiver: receiver, nonce: nonce, sealedCookie: try r.raw(r.remaining))))
+            default:
+                guard bytes.count == type.handshakeLength else { return .failure(.badLength) }
+                let sender = type.hasSender ? try r.u32() : 0
+                let receiver = type.hasReceiver ? try r.u32() : 0
+                let noise = try r.raw(type.noiseLength ?? 0)
+                let mac1 = try r.raw(macLength)
+                let mac2 = try r.raw(macLength)
+                return .success(.handshake(Handshake(type: type, sender: sender, receiver: receiver,
+                                                     noise: noise, mac1: mac1, mac2: mac2)))
+            }
+        } catch {
+            return .failure(.badLength)
+        }
+    }
+
+    /// mac1/mac2: keyed BLAKE2b-128. Cheap enough to run on every datagram before any DH.
+    static func mac(key: [UInt8], _ data: [UInt8]) -> [UInt8] {
+        Blake2b.hash(data, outputLength: macLength, key: key)
+    }
+}
