@@ -32,14 +32,14 @@ let package = Package(
         .target(name: "Node", dependencies: ["MeshCore", "Sessions"]),
         // The libuv driver, config, key files, control socket, on-disk stores.
         .target(name: "Runtime", dependencies: [
-            "Node", "MeshCore", "Sodium", "CLibuv",
+            "Node", "MeshCore", "Sodium", "Sessions", "CLibuv",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "TOMLKit", package: "TOMLKit"),
             .product(name: "GRDB", package: "GRDB.swift"),
         ]),
         // The deterministic driver: virtual clock, virtual network, scenarios, reports.
         .target(name: "Simulator", dependencies: [
-            "Node", "MeshCore",
+            "Node", "MeshCore", "Sessions",
             .product(name: "TOMLKit", package: "TOMLKit"),
         ]),
         // Benchmarks that print our figure beside a physical baseline measured in the same run.
@@ -52,11 +52,11 @@ let package = Package(
         ]),
 
         .testTarget(name: "MeshCoreTests", dependencies: ["MeshCore", "Sodium"]),
-        .testTarget(name: "NodeTests", dependencies: ["Node", "MeshCore"]),
+        .testTarget(name: "NodeTests", dependencies: ["Node", "MeshCore", "Sessions"]),
         .testTarget(name: "NoiseTests", dependencies: ["Noise", "Sodium"]),
         .testTarget(name: "ChannelsTests", dependencies: ["Channels", "MeshCore"]),
         .testTarget(name: "SessionsTests", dependencies: ["Sessions", "Noise", "MeshCore", "Sodium"]),
-        .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Node", "MeshCore"]),
+        .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Node", "MeshCore", "Sessions"]),
         .testTarget(name: "SimulatorTests", dependencies: ["Simulator", "Node", "MeshCore"]),
         .testTarget(name: "IntegrationTests", dependencies: ["MeshCore"]),
     ]

@@ -36,4 +36,7 @@ public enum NodeEvent: Sendable, Equatable {
     case memberAddressChanged(NodeID, UnderlayAddress)
     case probeAnswered(NodeID, rtt: Duration)
     case memberForgotten(NodeID)
+    case sessionEstablished(NodeID, UnderlayAddress)
+    /// A handshake gave up (no answer, wrong network key, or refused); probes to it will miss.
+    case sessionFailed(UnderlayAddress, reason: String)
 }

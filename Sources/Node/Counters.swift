@@ -10,6 +10,8 @@ public enum DropReason: String, Sendable, CaseIterable, Codable, Error {
     case badKey = "bad_key"
     case unexpectedPong = "unexpected_pong"
     case oversized
+    /// The message named a key other than the one its session authenticated.
+    case keyMismatch = "key_mismatch"
 }
 
 /// The node core's counters; drivers add their own (send errors) beside them.
@@ -21,6 +23,8 @@ public struct NodeCounters: Sendable, Equatable {
     public var probesSent: UInt64 = 0
     public var probesAnswered: UInt64 = 0
     public var probesMissed: UInt64 = 0
+    /// Answers that came after their probe was counted as missed (a slow link, not a dead peer).
+    public var lateAnswers: UInt64 = 0
     /// Learned members not added because the table was full.
     public var membersRefusedTableFull: UInt64 = 0
     public var drops: [DropReason: UInt64] = [:]

@@ -1,9 +1,10 @@
 import MeshCore
+import Sessions
 
 /// The node state machine. Sans-IO: it owns no socket and reads no clock; each call takes an
 /// input and the current instant and returns what the driver must do, in order. The libuv
 /// runtime and the simulator both drive exactly this type.
-public struct NodeCore: Sendable {
+public struct NodeCore {
     public let identity: PeerIdentity
     public let network: NetworkID
     public let timing: NodeTiming
@@ -21,18 +22,42 @@ public struct NodeCore: Sendable {
     private var configuredSeeds: Set<UnderlayAddress> = []
     /// Node ids of keys seen recently: a node id costs a BLAKE2b, a lookup costs a SipHash.
     private var identityCache: [[UInt8]: PeerIdentity] = [:]
+    /// Every byte between nodes travels inside these sessions; the node protocol sees only
+    /// authenticated plaintext and the peer's verified key.
+    public private(set) var sessions: SessionManager
+    /// Members added but never probed, oldest first: confirmed before round-robin probing.
+    private var unprobed: [NodeID] = []
+    /// How many members are suspect or dead, so steady-state rounds skip the scans for them.
+    private var suspectCount = 0
+    private var deadCount = 0
+    private var nextForgetCheck = Instant.zero
+    /// Set only by the simulator, to play a byzantine node that lies about the mesh.
+    public var sampleRewriter: (any SampleRewriter)?
+    /// The wake-up last asked of the driver, so it is asked again only when it changes.
+    private var requestedWake: Instant?
 
     struct PendingProbe: Sendable {
         var target: NodeID?
         var address: UnderlayAddress
         var sentAt: Instant
+        /// When the probe counts as missed: the configured timeout, stretched for slow links
+        /// (three smoothed round trips) and for a handshake that must complete first.
+        var deadline: Instant
+        /// Already counted as missed; kept a while so a late answer still proves the peer alive.
+        var missed = false
     }
 
-    public init(identity: PeerIdentity, network: NetworkID, timing: NodeTiming = NodeTiming(), rng: SeededGenerator) {
-        self.identity = identity
+    /// How long a missed probe is remembered for a late answer.
+    static let lateAnswerWindow: Duration = .seconds(30)
+
+    /// Fails only if the identity cannot serve as a Noise static key or the network key is not 32 bytes.
+    public init(identity: NodeIdentity, network: NetworkID, networkKey: [UInt8], timing: NodeTiming = NodeTiming(),
+                sessionTiming: SessionTiming = SessionTiming(), rng: SeededGenerator) throws {
+        self.identity = identity.peer
         self.network = network
         self.timing = timing
         self.rng = rng
+        sessions = try SessionManager(identity: identity, networkKey: networkKey, timing: sessionTiming, rng: rng.derived(0x5e55))
     }
 
     public var overlayAddress: OverlayAddress { OverlayAddress(network: network, node: identity.nodeID) }
@@ -47,16 +72,44 @@ public struct NodeCore: Sendable {
         case .start:
             runRound(now: now, into: &out)
         case .timer:
-            // Driver clocks may fire a little early: then ask again rather than stall.
-            if let t = nextTick {
-                if now >= t { runRound(now: now, into: &out) } else { out.append(.wake(at: t)) }
-            }
+            // The driver's timer is spent: whatever happens, ask for the next one. Driver clocks
+            // may fire a little early; then the same instant is asked for again.
+            requestedWake = nil
+            if let w = sessions.nextWake, now >= w { absorb(sessions.tick(now: now), now: now, into: &out) }
+            if let t = nextTick, now >= t { runRound(now: now, into: &out) }
         case let .datagram(from, bytes):
-            receive(from: from, bytes: bytes, now: now, into: &out)
+            counters.datagramsIn += 1
+            counters.bytesIn += UInt64(bytes.count)
+            absorb(sessions.receive(bytes, from: from, now: now), now: now, into: &out)
         case let .command(command):
             apply(command, now: now, into: &out)
         }
+        let wake = [nextTick, sessions.nextWake].compactMap { $0 }.min()
+        if let wake, wake != requestedWake {
+            requestedWake = wake
+            out.append(.wake(at: wake))
+        }
         return out
+    }
+
+    /// Carries out what the session layer asked for and hands authenticated plaintext to the protocol.
+    private mutating func absorb(_ outputs: [SessionOutput], now: Instant, into out: inout [NodeOutput]) {
+        for o in outputs {
+            switch o {
+            case let .send(to, bytes):
+                counters.datagramsOut += 1
+                counters.bytesOut += UInt64(bytes.count)
+                out.append(.send(to: to, bytes: bytes))
+            case let .deliver(from, peerKey, plaintext):
+                receive(from: from, peerKey: peerKey, bytes: plaintext, now: now, into: &out)
+            case let .established(peerKey, address):
+                if let peer = cachedIdentity(peerKey) { out.append(.event(.sessionEstablished(peer.nodeID, address))) }
+            case let .failed(address, reason):
+                out.append(.event(.sessionFailed(address, reason: reason)))
+            case .wake:
+                break // folded into the node's single wake-up at the end of `handle`
+            }
+        }
     }
 
     // MARK: - Commands
@@ -94,8 +147,8 @@ public struct NodeCore: Sendable {
 
         // Members heard of but not yet heard from: confirm them first.
         var unconfirmed = 0
-        for id in roundRobin {
-            guard unconfirmed < timing.unconfirmedProbesPerTick else { break }
+        while unconfirmed < timing.unconfirmedProbesPerTick, !unprobed.isEmpty {
+            let id = unprobed.removeFirst()
             guard let m = members[id], m.state == .unknown, m.lastProbe == nil else { continue }
             sendProbe(to: m.address, target: m.nodeID, now: now, into: &out)
             unconfirmed += 1
@@ -103,7 +156,7 @@ public struct NodeCore: Sendable {
 
         // Suspects are probed every round, so a member that merely lost a few packets can answer
         // before its suspicion runs out.
-        for id in roundRobin {
+        for id in roundRobin where suspectCount > 0 {
             guard let m = members[id], m.state == .suspect else { continue }
             if let last = m.lastProbe, now - last < timing.probeTimeout { continue }
             sendProbe(to: m.address, target: m.nodeID, now: now, into: &out)
@@ -112,7 +165,6 @@ public struct NodeCore: Sendable {
         probeRoundRobin(now: now, into: &out)
 
         nextTick = now + timing.tickInterval
-        out.append(.wake(at: nextTick!))
     }
 
     private mutating func probeRoundRobin(now: Instant, into out: inout [NodeOutput]) {
@@ -135,9 +187,14 @@ public struct NodeCore: Sendable {
     }
 
     private mutating func expireProbes(now: Instant, into out: inout [NodeOutput]) {
-        let expired = pending.filter { now - $0.value.sentAt >= timing.probeTimeout }
-        for (seq, probe) in expired.sorted(by: { $0.key < $1.key }) {
-            pending.removeValue(forKey: seq)
+        let due = pending.filter { !$0.value.missed && now >= $0.value.deadline || now - $0.value.sentAt >= Self.lateAnswerWindow }
+        for (seq, probe) in due.sorted(by: { $0.key < $1.key }) {
+            if now - probe.sentAt >= Self.lateAnswerWindow {
+                pending.removeValue(forKey: seq)
+                if probe.missed { continue }
+            } else {
+                pending[seq]?.missed = true
+            }
             counters.probesMissed += 1
             guard let id = probe.target, var m = members[id] else { continue }
             m.missedProbes += 1
@@ -151,6 +208,9 @@ public struct NodeCore: Sendable {
     }
 
     private mutating func advanceSuspicions(now: Instant, into out: inout [NodeOutput]) {
+        let forgetting = deadCount > 0 && now >= nextForgetCheck
+        if forgetting { nextForgetCheck = now + .seconds(60) }
+        guard suspectCount > 0 || forgetting else { return }
         for id in roundRobin {
             guard let m = members[id] else { continue }
             switch m.state {
@@ -167,30 +227,38 @@ public struct NodeCore: Sendable {
     private mutating func sendProbe(to address: UnderlayAddress, target: NodeID?, now: Instant, into out: inout [NodeOutput]) {
         let seq = nextSeq
         nextSeq &+= 1
-        pending[seq] = PendingProbe(target: target, address: address, sentAt: now)
-        if let target { members[target]?.lastProbe = now }
+        var wait = timing.probeTimeout
+        if let target, let rtt = members[target]?.rtt, rtt * 3 > wait { wait = rtt * 3 }
+        let knownKey = target.flatMap { members[$0]?.identity.publicKey }
+        if knownKey.map({ !sessions.isEstablished(peerKey: $0, now: now) }) ?? true { wait += timing.probeTimeout }
+        pending[seq] = PendingProbe(target: target, address: address, sentAt: now, deadline: now + wait)
+        var peerKey: [UInt8]?
+        if let target, let i = members.index(forKey: target) {
+            members.values[i].lastProbe = now
+            peerKey = members.values[i].identity.publicKey
+        }
         counters.probesSent += 1
-        send(PingWire.Message(kind: .ping, network: network, senderKey: identity.publicKey, seq: seq), to: address, into: &out)
+        send(PingWire.Message(kind: .ping, network: network, senderKey: identity.publicKey, seq: seq),
+             to: address, peerKey: peerKey, now: now, into: &out)
     }
 
-    private mutating func send(_ message: PingWire.Message, to address: UnderlayAddress, into out: inout [NodeOutput]) {
-        let bytes = PingWire.encode(message)
-        counters.datagramsOut += 1
-        counters.bytesOut += UInt64(bytes.count)
-        out.append(.send(to: address, bytes: bytes))
+    /// Sends through the session layer: IK when the peer's key is known, XX for a bare address.
+    private mutating func send(_ message: PingWire.Message, to address: UnderlayAddress, peerKey: [UInt8]?, now: Instant,
+                               into out: inout [NodeOutput]) {
+        absorb(sessions.send(PingWire.encode(message), to: address, peerKey: peerKey, now: now), now: now, into: &out)
     }
 
     // MARK: - Receiving
 
-    private mutating func receive(from: UnderlayAddress, bytes: [UInt8], now: Instant, into out: inout [NodeOutput]) {
-        counters.datagramsIn += 1
-        counters.bytesIn += UInt64(bytes.count)
+    private mutating func receive(from: UnderlayAddress, peerKey: [UInt8], bytes: [UInt8], now: Instant, into out: inout [NodeOutput]) {
         let message: PingWire.Message
         switch PingWire.decode(bytes) {
         case let .failure(reason): counters.drop(reason); return
         case let .success(m): message = m
         }
         guard message.network == network else { counters.drop(.wrongNetwork); return }
+        // The session proved who sent this; a message claiming another key is refused.
+        guard message.senderKey == peerKey else { counters.drop(.keyMismatch); return }
         guard let sender = cachedIdentity(message.senderKey) else { counters.drop(.badKey); return }
         if sender.nodeID == identity.nodeID {
             // A seed that points at ourselves: stop pinging it.
@@ -204,14 +272,14 @@ public struct NodeCore: Sendable {
             heardFrom(sender, at: from, now: now, into: &out)
             let reply = PingWire.Message(kind: .pong, network: network, senderKey: identity.publicKey,
                                          seq: message.seq, sample: sample(excluding: sender.nodeID))
-            send(reply, to: from, into: &out)
+            send(reply, to: from, peerKey: peerKey, now: now, into: &out)
         case .pong:
             guard let probe = pending.removeValue(forKey: message.seq),
                   probe.target == nil || probe.target == sender.nodeID else {
                 counters.drop(.unexpectedPong)
                 return
             }
-            counters.probesAnswered += 1
+            if probe.missed { counters.lateAnswers += 1 } else { counters.probesAnswered += 1 }
             if probe.target == nil { seeds.removeValue(forKey: probe.address) }
             heardFrom(sender, at: from, now: now, into: &out)
             if configuredSeeds.contains(probe.address) { members[sender.nodeID]?.configured = true }
@@ -268,12 +336,13 @@ public struct NodeCore: Sendable {
         members[peer.nodeID] = Member(identity: peer, address: address, state: .unknown, rtt: nil, lastHeard: nil,
                                       stateSince: now, configured: configuredSeeds.contains(address))
         roundRobin.insert(peer.nodeID, at: Int(rng.next() % UInt64(roundRobin.count + 1)))
+        unprobed.append(peer.nodeID)
         out.append(.event(.memberAdded(peer.nodeID, address)))
         return true
     }
 
     private mutating func forget(_ id: NodeID, into out: inout [NodeOutput]) {
-        members.removeValue(forKey: id)
+        if let old = members.removeValue(forKey: id) { count(old.state, by: -1) }
         if let i = roundRobin.firstIndex(of: id) {
             roundRobin.remove(at: i)
             if i < roundRobinIndex { roundRobinIndex -= 1 }
@@ -284,10 +353,20 @@ public struct NodeCore: Sendable {
     private mutating func setState(_ id: NodeID, _ state: MemberState, now: Instant, into out: inout [NodeOutput]) {
         guard var m = members[id], m.state != state else { return }
         let old = m.state
+        count(old, by: -1)
+        count(state, by: 1)
         m.state = state
         m.stateSince = now
         members[id] = m
         out.append(.event(.memberStateChanged(id, from: old, to: state)))
+    }
+
+    private mutating func count(_ state: MemberState, by delta: Int) {
+        switch state {
+        case .suspect: suspectCount += delta
+        case .dead: deadCount += delta
+        case .unknown, .alive: break
+        }
     }
 
     /// A random sample of alive members, so peers learn peers of peers: a random starting point
@@ -305,6 +384,17 @@ public struct NodeCore: Sendable {
             picked.append(PingWire.SampleEntry(publicKey: m.identity.publicKey, address: m.address))
             if picked.count == limit { break }
         }
+        if var liar = sampleRewriter {
+            picked = liar.rewrite(picked, for: excluded)
+            sampleRewriter = liar
+        }
         return picked
     }
+}
+
+/// A seam for simulating byzantine nodes: a compromised node holds its own keys, so its lies
+/// must be told before encryption. It rewrites the member sample a node tells one peer.
+/// Real nodes never have one.
+public protocol SampleRewriter {
+    mutating func rewrite(_ sample: [PingWire.SampleEntry], for peer: NodeID) -> [PingWire.SampleEntry]
 }

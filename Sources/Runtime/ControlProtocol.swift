@@ -1,6 +1,7 @@
 import Foundation
 import MeshCore
 import Node
+import Sessions
 
 /// The JSON a node's control socket answers with; also what `--json` prints.
 public struct StatusReport: Codable, Sendable {
@@ -14,6 +15,10 @@ public struct StatusReport: Codable, Sendable {
     public var members: [String: Int]
     public var counters: [String: UInt64]
     public var drops: [String: UInt64]
+    /// Noise session counters and table sizes.
+    public var sessions: [String: UInt64]
+    /// Datagrams the session layer refused, by reason (before or after authentication).
+    public var session_drops: [String: UInt64]
 }
 
 public struct MemberReport: Codable, Sendable, Equatable {
@@ -43,7 +48,7 @@ extension StatusReport {
         counters = [
             "datagrams_in": c.datagramsIn, "bytes_in": c.bytesIn,
             "datagrams_out": c.datagramsOut, "bytes_out": c.bytesOut,
-            "probes_sent": c.probesSent, "probes_answered": c.probesAnswered, "probes_missed": c.probesMissed,
+            "probes_sent": c.probesSent, "probes_answered": c.probesAnswered, "probes_missed": c.probesMissed, "late_answers": c.lateAnswers,
             "members_refused_table_full": c.membersRefusedTableFull,
             "send_errors": sendErrors, "receive_errors": receiveErrors,
             "drops_total": c.totalDrops,
@@ -51,6 +56,21 @@ extension StatusReport {
         var d: [String: UInt64] = [:]
         for r in DropReason.allCases { d[r.rawValue] = c.drops[r] ?? 0 }
         drops = d
+        let sc = core.sessions.counters
+        let sizes = core.sessions.tableSizes
+        sessions = [
+            "datagrams_in": sc.datagramsIn, "datagrams_out": sc.datagramsOut,
+            "handshakes_initiated": sc.handshakesInitiated, "handshake_retransmits": sc.handshakeRetransmits,
+            "handshakes_completed": sc.handshakesCompleted, "handshakes_failed": sc.handshakesFailed,
+            "rekeys": sc.rekeys, "cookie_replies_sent": sc.cookieRepliesSent, "cookies_received": sc.cookiesReceived,
+            "keepalives_sent": sc.keepalivesSent, "keepalives_received": sc.keepalivesReceived,
+            "messages_sent": sc.messagesSent, "messages_delivered": sc.messagesDelivered,
+            "messages_queued": sc.messagesQueued, "messages_dropped_on_failure": sc.messagesDroppedOnFailure,
+            "peers": UInt64(sizes.peers), "drops_total": sc.totalDrops,
+        ]
+        var sd: [String: UInt64] = [:]
+        for r in SessionDropReason.allCases { sd[r.rawValue] = sc[r] }
+        session_drops = sd
     }
 }
 

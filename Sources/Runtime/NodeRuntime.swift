@@ -37,7 +37,9 @@ public final class NodeRuntime {
         self.logger[metadataKey: "node"] = "\(identity.nodeID.short)"
         var seed: UInt64 = 0
         for b in Sodium.randomBytes(8) { seed = seed << 8 | UInt64(b) }
-        core = NodeCore(identity: identity.peer, network: settings.network, timing: settings.timing, rng: SeededGenerator(seed: seed))
+        let network = try settings.resolvedNetworkKey()
+        core = try NodeCore(identity: identity, network: network.id, networkKey: network.key, timing: settings.timing,
+                            rng: SeededGenerator(seed: seed))
         startedAt = loop.now
         socket = UDPSocket(loop: loop)
         do {
@@ -140,6 +142,10 @@ public final class NodeRuntime {
             logger.trace("probe answered", metadata: ["peer": "\(id.short)", "rtt_ms": "\(rtt.milliseconds)"])
         case let .memberForgotten(id):
             logger.info("member forgotten", metadata: ["peer": "\(id.short)"])
+        case let .sessionEstablished(id, address):
+            logger.debug("session established", metadata: ["peer": "\(id.short)", "address": "\(address)"])
+        case let .sessionFailed(address, reason):
+            logger.warning("handshake with \(address) failed: \(reason); if it is a member, check both nodes use the same network key")
         }
         onEvent?(event)
     }

@@ -64,6 +64,15 @@ public enum SessionWire {
         public var mac1: [UInt8]
         public var mac2: [UInt8]
 
+        public init(type: PacketType, sender: UInt32, receiver: UInt32, noise: [UInt8], mac1: [UInt8], mac2: [UInt8]) {
+            self.type = type
+            self.sender = sender
+            self.receiver = receiver
+            self.noise = noise
+            self.mac1 = mac1
+            self.mac2 = mac2
+        }
+
         /// The bytes mac1 covers (everything before it); mac2 covers these plus mac1.
         public var macCovered: [UInt8] {
             var w = ByteWriter(capacity: 4 + 8 + noise.count)
@@ -99,11 +108,12 @@ public enum SessionWire {
 
         /// The AEAD's associated data: the header, so type, index and counter cannot be altered.
         public static func header(receiver: UInt32, counter: UInt64) -> [UInt8] {
-            var w = ByteWriter(capacity: SessionWire.transportHeaderLength)
-            w.u8(PacketType.transport.rawValue); w.u8(0); w.u8(0); w.u8(0)
-            w.u32(receiver)
-            w.u64(counter)
-            return w.bytes
+            // Written byte by byte: this runs twice per packet on the hot path.
+            var h = [UInt8](repeating: 0, count: SessionWire.transportHeaderLength)
+            h[0] = PacketType.transport.rawValue
+            for i in 0..<4 { h[4 + i] = UInt8(truncatingIfNeeded: receiver >> UInt32(24 - 8 * i)) }
+            for i in 0..<8 { h[8 + i] = UInt8(truncatingIfNeeded: counter >> UInt64(56 - 8 * i)) }
+            return h
         }
 
         public func encoded() -> [UInt8] { Self.header(receiver: receiver, counter: counter) + ciphertext }
@@ -160,7 +170,7 @@ public enum SessionWire {
     }
 
     /// mac1/mac2: keyed BLAKE2b-128. Cheap enough to run on every datagram before any DH.
-    static func mac(key: [UInt8], _ data: [UInt8]) -> [UInt8] {
+    public static func mac(key: [UInt8], _ data: [UInt8]) -> [UInt8] {
         Blake2b.hash(data, outputLength: macLength, key: key)
     }
 }

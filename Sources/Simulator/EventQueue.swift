@@ -4,9 +4,17 @@ import MeshCore
 /// so a run never depends on heap internals.
 struct EventQueue {
     enum Kind {
-        case deliver(to: Int, from: UnderlayAddress, bytes: [UInt8])
-        case wake(node: Int, at: Int64)
+        /// Node indices, not addresses: the receiver's handler rebuilds the sender's address, so an
+        /// event carries one reference (the bytes) instead of two.
+        case deliver(to: Int32, from: Int32, bytes: [UInt8])
+        case wake(node: Int32, at: Int64)
         case sample
+        /// Apply firing `firing` of `scenario.timeline[index]`.
+        case timeline(index: Int32, firing: Int32)
+        /// Undo what an earlier firing did (its `for_s` ran out); the slot holds what to undo.
+        case revert(slot: Int32)
+        /// The deadline of `crashed_detected_within` for one crash record.
+        case crashDeadline(record: Int32)
     }
 
     struct Entry {

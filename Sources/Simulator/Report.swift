@@ -17,7 +17,10 @@ public struct SimReport: Codable, Sendable {
     public var events: UInt64
     public var metrics: [String: Double]
     public var checks: [Check]
+    /// Plot data: name → [[t, value]] (markers: [[t]] of timeline events).
     public var series: [String: [[Double]]]
+    /// What the timeline did and when, including the nodes each random pick chose.
+    public var timeline: [String]
 
     public var passed: Bool { checks.allSatisfy(\.passed) }
 

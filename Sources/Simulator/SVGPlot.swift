@@ -3,7 +3,7 @@ import Foundation
 /// Minimal SVG line plots and graphs, so results a person looks at are pictures too.
 public enum SVGPlot {
     public static func line(title: String, xLabel: String, yLabel: String, points: [(Double, Double)],
-                            yRange: ClosedRange<Double>? = nil) -> String {
+                            yRange: ClosedRange<Double>? = nil, markers: [Double] = []) -> String {
         let w = 640.0, h = 360.0, left = 60.0, right = 20.0, top = 40.0, bottom = 50.0
         let xs = points.map(\.0), ys = points.map(\.1)
         let x0 = xs.min() ?? 0, x1 = max((xs.max() ?? 1), x0 + 1e-9)
@@ -24,6 +24,10 @@ public enum SVGPlot {
         }
         s += "<text x=\"\(w / 2)\" y=\"\(h - 12)\" text-anchor=\"middle\">\(escape(xLabel))</text>\n"
         s += "<text x=\"16\" y=\"\(h / 2)\" text-anchor=\"middle\" transform=\"rotate(-90 16 \(h / 2))\">\(escape(yLabel))</text>\n"
+        // Timeline events (crash, partition, heal…) as dashed verticals, so cause and effect line up.
+        for m in markers where m >= x0 && m <= x1 {
+            s += "<line x1=\"\(fmt(px(m)))\" y1=\"\(top)\" x2=\"\(fmt(px(m)))\" y2=\"\(h - bottom)\" stroke=\"#d62728\" stroke-dasharray=\"4 3\" opacity=\"0.6\"/>\n"
+        }
         let path = points.map { "\(fmt(px($0.0))),\(fmt(py($0.1)))" }.joined(separator: " ")
         s += "<polyline fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"2\" points=\"\(path)\"/>\n</svg>\n"
         return s

@@ -1,42 +1,154 @@
 import Foundation
 import MeshCore
 import Node
+import Sessions
 
 /// The deterministic driver: the same `NodeCore` the libuv runtime runs, on a virtual clock
 /// and a virtual network. A run is fully determined by its scenario and seed.
+///
+/// Determinism rules kept here: events are ordered by (time, sequence); nothing that decides
+/// what happens iterates a Dictionary or Set; every random draw comes from a generator derived
+/// from the seed for one purpose (a node, a fault source, a timeline event).
 public final class Simulation {
     public let scenario: Scenario
     public let seed: UInt64
-    private(set) var nodes: [NodeCore] = []
-    private var addresses: [UnderlayAddress] = []
-    private var indexOf: [UnderlayAddress: Int] = [:]
-    private var wakeAt: [Int64]
-    private var queue = EventQueue()
-    private var networkRNG: SeededGenerator
-    private var now: Int64 = 0
+
+    enum Life: UInt8 { case waiting, up, down }
+
+    var nodes: [NodeCore] = []
+    var life: [Life]
+    /// Bumped on every crash, so a restarted node draws fresh randomness and stale timers die.
+    var incarnation: [UInt32]
+    let identities: [NodeIdentity]
+    let nodeIDs: [NodeID]
+    let indexOfID: [NodeID: Int]
+    let networkID: NetworkID
+    let addresses: [UnderlayAddress]
+    var wakeAt: [Int64]
+    var queue = EventQueue()
+    var net: VirtualNetwork
+    let root: SeededGenerator
+    var byzantine: [Byzantine?]
+    /// Lies told by equivocating nodes (inside their sessions, so counted here, not on the wire).
+    let equivocations = Equivocator.Tally()
+    /// The simulated disk: the peers a crashed node had synced, handed back on restart.
+    var stored: [[(PeerIdentity, UnderlayAddress)]?]
+    var downSince: [Int64]
+    /// Deaths declared about (or by) a node before this instant are blamed on a fault that just ended.
+    var disturbedUntil: [Int64]
+    var everyoneDisturbedUntil: Int64 = -1
+    let grace: Int64
+    var reverts: [Revert] = []
+    var crashRecords: [CrashRecord] = []
+    var heals: [HealRecord] = []
+    var timelineLog: [String] = []
+    var lastJoinAt: Int64 = 0
+    var now: Int64 = 0
     public private(set) var events: UInt64 = 0
 
-    // Measurements.
-    private var sent: UInt64 = 0, delivered: UInt64 = 0, lost: UInt64 = 0, unroutable: UInt64 = 0, bytesSent: UInt64 = 0
-    private var falseDead: UInt64 = 0
-    private var convergedAt: Double?
-    private(set) var aliveSeries: [(Double, Double)] = []
-    private var trace: ((String) -> Void)?
+    var c = Counters()
+    var series = Series()
+    var intervalBytes: [UInt32]
+    var intervalMsgs: UInt64 = 0, intervalBytesTotal: UInt64 = 0, lastSampleAt: Int64 = 0
+    var retiredDrops: [DropReason: UInt64] = [:]
+    var retiredRefused: UInt64 = 0
+    /// Session-layer drops and handshakes of node incarnations that crashed.
+    var retiredSessionDrops: [SessionDropReason: UInt64] = [:]
+    var retiredHandshakes: UInt64 = 0
+
+    var trace: ((String) -> Void)?
+    /// Trace only these nodes (nil: all), only within this window of virtual seconds.
+    public var traceNodes: Set<Int>?
+    public var traceWindow: ClosedRange<Double> = 0...Double.infinity
+
+    struct Counters {
+        var sent: UInt64 = 0, bytesSent: UInt64 = 0, delivered: UInt64 = 0, lost: UInt64 = 0, partitioned: UInt64 = 0
+        var queueDropped: UInt64 = 0, toDown: UInt64 = 0, unroutable: UInt64 = 0, duplicated: UInt64 = 0
+        var byzDropped: UInt64 = 0, byzDelayed: UInt64 = 0, byzCorrupted: UInt64 = 0, byzReplayed: UInt64 = 0
+        var byzEquivocated: UInt64 = 0, falseDead: UInt64 = 0, expectedDead: UInt64 = 0, crashes: UInt64 = 0
+        var restarts: UInt64 = 0, joins: UInt64 = 0, reordered: UInt64 = 0
+        var detectSeconds: [Double] = []
+        var convergedAt: Double?
+    }
+
+    struct Series {
+        var alive: [[Double]] = []
+        var msgsPerNode: [[Double]] = []
+        var bytesPerNode: [[Double]] = []
+        var maxBytesNode: [[Double]] = []
+        var staleViews: [[Double]] = []
+        var falseDead: [[Double]] = []
+        var upNodes: [[Double]] = []
+        var markers: [[Double]] = []
+    }
+
+    enum Revert {
+        case restart([Int], remember: Bool)
+        case heal
+        case restoreLinks([(Scenario.LinkKey, Scenario.LinkModel?)])
+        case restoreNodes([Int])
+        case honest([Int])
+    }
+
+    struct CrashRecord {
+        var node: Int
+        var at: Int64
+        var incarnation: UInt32
+        /// Live nodes that had the crashed node in their table, not dead, when it crashed.
+        var observers: [(Int32, UInt32)]
+        var evaluated = false
+        var skipped = false
+        var stale = 0
+    }
+
+    struct HealRecord { var at: Int64; var healedAt: Int64? }
 
     public init(scenario: Scenario, seed: UInt64) {
         self.scenario = scenario
         self.seed = seed
-        let root = SeededGenerator(seed: seed)
-        networkRNG = root.derived(0x6e65_7477_6f72_6b)
-        wakeAt = Array(repeating: -1, count: scenario.nodes)
-        let network = NetworkID(bytes: Array(Blake2bSeed.networkBytes(seed: seed)))!
-        for i in 0..<scenario.nodes {
-            let identity = NodeIdentity.deterministic(runSeed: seed, index: i)
-            nodes.append(NodeCore(identity: identity.peer, network: network, timing: scenario.timing, rng: root.derived(UInt64(i) + 1)))
-            let addr = Self.virtualAddress(i)
-            addresses.append(addr)
-            indexOf[addr] = i
+        let n = scenario.nodes
+        root = SeededGenerator(seed: seed)
+        networkID = NetworkID(bytes: Array(Blake2bSeed.networkBytes(seed: seed)))!
+        identities = (0..<n).map { NodeIdentity.deterministic(runSeed: seed, index: $0) }
+        nodeIDs = identities.map(\.nodeID)
+        indexOfID = Dictionary(uniqueKeysWithValues: nodeIDs.enumerated().map { ($1, $0) })
+        addresses = (0..<n).map(Self.virtualAddress)
+        life = Array(repeating: .waiting, count: n)
+        incarnation = Array(repeating: 0, count: n)
+        wakeAt = Array(repeating: -1, count: n)
+        net = VirtualNetwork(model: scenario.network, nodes: n, root: root)
+        byzantine = Array(repeating: nil, count: n)
+        stored = Array(repeating: nil, count: n)
+        downSince = Array(repeating: 0, count: n)
+        disturbedUntil = Array(repeating: -1, count: n)
+        intervalBytes = Array(repeating: 0, count: n)
+        let t = scenario.timing
+        grace = Int64(t.suspectAfterMisses + 1) * max(t.tickInterval, t.probeTimeout).nanoseconds
+            + t.suspicionTimeout.nanoseconds + t.deadRetryInterval.nanoseconds + 2 * t.tickInterval.nanoseconds
+        nodes.reserveCapacity(n)
+        for i in 0..<n { nodes.append(makeNode(index: i)) }
+    }
+
+    /// The one place a node core is built, at start and on restart: same identity every time,
+    /// fresh randomness per incarnation. When NodeCore gains parameters (secret identity,
+    /// network key) they are added here only.
+    func makeNode(index i: Int) -> NodeCore {
+        var rng = root.derived(UInt64(i) + 1)
+        if incarnation[i] > 0 { rng = rng.derived(0x7265_7374_6172_7400 | UInt64(incarnation[i])) }
+        // Real sessions with real keys: the mesh's network key comes from the seed like everything else.
+        do {
+            return try NodeCore(identity: identities[i], network: networkID, networkKey: simulatedNetworkKey, timing: scenario.timing, rng: rng)
+        } catch {
+            fatalError("simulated node \(i) cannot be built: \(error)")
         }
+    }
+
+    /// The simulated mesh's 32-byte network key, derived from the run seed.
+    var simulatedNetworkKey: [UInt8] {
+        var g = SeededGenerator(seed: seed ^ 0x6e6b_6579)
+        var key: [UInt8] = []
+        for _ in 0..<4 { let v = g.next(); for b in 0..<8 { key.append(UInt8((v >> UInt64(8 * b)) & 0xff)) } }
+        return key
     }
 
     /// Virtual node i lives at [fd51:a7e::i]:7400 (a ULA never routed anywhere).
@@ -46,41 +158,83 @@ public final class Simulation {
         return UnderlayAddress(ip: ip, port: 7400)
     }
 
+    /// The inverse of `virtualAddress` without hashing: this runs for every datagram sent.
+    @inline(__always) func index(of a: UnderlayAddress) -> Int? {
+        guard a.port == 7400 else { return nil }
+        return a.ip.withUnsafeBufferPointer { p -> Int? in
+            guard p.count == 16, p[0] == 0xfd, p[1] == 0x51, p[2] == 0x0a, p[3] == 0x7e else { return nil }
+            for k in 4..<12 where p[k] != 0 { return nil }
+            let i = Int(p[12]) << 24 | Int(p[13]) << 16 | Int(p[14]) << 8 | Int(p[15])
+            return i < life.count ? i : nil
+        }
+    }
+
+    static func nanos(_ seconds: Double) -> Int64 { Int64((seconds * 1e9).rounded()) }
+
     /// Runs to the scenario's end. `progress` is called now and then with (virtual seconds, events).
     public func run(progress: ((Double, UInt64) -> Void)? = nil, trace: ((String) -> Void)? = nil) -> SimReport {
         let wallStart = Date()
         self.trace = trace
-        let end = Int64(scenario.durationSeconds * 1e9)
-        let sampleStep = Int64(scenario.sampleEverySeconds * 1e9)
-        for i in 0..<nodes.count {
-            for seedIndex in seedsFor(i) { apply(i, nodes[i].handle(.command(.addSeed(addresses[seedIndex])), now: Instant(nanoseconds: 0))) }
-            apply(i, nodes[i].handle(.start, now: Instant(nanoseconds: 0)))
-        }
+        let end = Self.nanos(scenario.durationSeconds)
+        let sampleStep = max(1, Self.nanos(scenario.sampleEverySeconds))
+        var late = Array(repeating: false, count: scenario.nodes)
+        for e in scenario.timeline where e.kind == .join { if case let .list(l) = e.nodes { for i in l { late[i] = true } } }
+        for i in 0..<nodes.count where !late[i] { boot(i, remembered: []) }
+        for (k, e) in scenario.timeline.enumerated() { queue.push(Self.nanos(e.atSeconds), .timeline(index: Int32(k), firing: 0)) }
         queue.push(0, .sample)
         while let e = queue.pop(), e.time <= end {
             now = e.time
             events += 1
+            if events & 0x3fff == 0, let progress { progress(Double(now) / 1e9, events) }
             switch e.kind {
             case let .deliver(to, from, bytes):
-                delivered += 1
-                trace?("\(Instant(nanoseconds: now)) deliver \(bytes.count)B \(from) -> node \(to)")
-                apply(to, nodes[to].handle(.datagram(from: from, bytes: bytes), now: Instant(nanoseconds: now)))
+                let j = Int(to)
+                guard life[j] == .up else { c.toDown += 1; continue }
+                c.delivered += 1
+                if trace != nil { log(j, "← node \(from)  \(Self.describe(bytes))") }
+                apply(j, nodes[j].handle(.datagram(from: addresses[Int(from)], bytes: bytes), now: Instant(nanoseconds: now)))
             case let .wake(node, at):
-                guard wakeAt[node] == at else { continue }
-                wakeAt[node] = -1
-                apply(node, nodes[node].handle(.timer, now: Instant(nanoseconds: now)))
+                let i = Int(node)
+                guard wakeAt[i] == at, life[i] == .up else { continue }
+                wakeAt[i] = -1
+                if trace != nil { log(i, "timer") }
+                apply(i, nodes[i].handle(.timer, now: Instant(nanoseconds: now)))
             case .sample:
                 sampleMembership()
-                if let progress, events > 0 { progress(Double(now) / 1e9, events) }
                 queue.push(now + sampleStep, .sample)
+            case let .timeline(index, firing):
+                fire(Int(index), firing: Int(firing))
+            case let .revert(slot):
+                undo(Int(slot))
+            case let .crashDeadline(record):
+                evaluateCrash(Int(record))
             }
         }
         now = end
-        sampleMembership()
+        if lastSampleAt < end { sampleMembership() }
+        progress?(Double(end) / 1e9, events)
         return report(wallSeconds: Date().timeIntervalSince(wallStart))
     }
 
-    private func seedsFor(_ i: Int) -> [Int] {
+    func log(_ node: Int?, _ text: @autoclosure () -> String) {
+        guard let trace else { return }
+        let t = Double(now) / 1e9
+        guard traceWindow.contains(t) else { return }
+        if let node, let only = traceNodes, !only.contains(node) { return }
+        trace(String(format: "%10.6fs  ", t) + (node.map { "node \($0)  " } ?? "") + text())
+    }
+
+    /// One line about a datagram, for traces.
+    /// Datagrams are encrypted, so a trace names the session packet type; what the node made of
+    /// it shows in the event lines that follow.
+    static func describe(_ bytes: [UInt8]) -> String {
+        guard let first = bytes.first, let type = SessionWire.PacketType(rawValue: first) else {
+            return "undecodable (\(bytes.count) B)"
+        }
+        return "\(type) (\(bytes.count) B)"
+    }
+
+    func seedsFor(_ i: Int) -> [Int] {
         switch scenario.seeding {
         case "ring": return i == 0 ? [] : [i - 1]
         case let m where m.hasPrefix("random:"):
@@ -92,94 +246,210 @@ public final class Simulation {
         }
     }
 
-    private func apply(_ i: Int, _ outputs: [NodeOutput]) {
+    // MARK: - Node lifecycle
+
+    func boot(_ i: Int, remembered: [(PeerIdentity, UnderlayAddress)]) {
+        if life[i] != .waiting { nodes[i] = makeNode(index: i) }
+        life[i] = .up
+        let t = Instant(nanoseconds: now)
+        for s in seedsFor(i) { apply(i, nodes[i].handle(.command(.addSeed(addresses[s])), now: t)) }
+        for (p, a) in remembered { apply(i, nodes[i].handle(.command(.rememberPeer(p, a)), now: t)) }
+        apply(i, nodes[i].handle(.start, now: t))
+    }
+
+    func crash(_ i: Int) {
+        guard life[i] == .up else { return }
+        let id = nodeIDs[i]
+        var observers: [(Int32, UInt32)] = []
+        for o in 0..<nodes.count where o != i && life[o] == .up {
+            if let m = nodes[o].members[id], m.state != .dead { observers.append((Int32(o), incarnation[o])) }
+        }
+        // The simulated disk synced every `storageSyncSeconds`: members confirmed since are lost.
+        let sync = max(1, Self.nanos(scenario.storageSyncSeconds))
+        let lastSync = Instant(nanoseconds: now / sync * sync)
+        stored[i] = nodes[i].sortedMembers.filter { $0.state == .alive && $0.stateSince <= lastSync }.map { ($0.identity, $0.address) }
+        for (reason, n) in nodes[i].counters.drops { retiredDrops[reason, default: 0] += n }
+        retiredRefused += nodes[i].counters.membersRefusedTableFull
+        for (reason, n) in nodes[i].sessions.counters.drops { retiredSessionDrops[reason, default: 0] += n }
+        retiredHandshakes += nodes[i].sessions.counters.handshakesCompleted
+        nodes[i] = makeNode(index: i)  // releases the old tables; rebuilt again on restart
+        life[i] = .down
+        downSince[i] = now
+        wakeAt[i] = -1
+        incarnation[i] += 1
+        c.crashes += 1
+        crashRecords.append(CrashRecord(node: i, at: now, incarnation: incarnation[i], observers: observers))
+        if let spec = scenario.checks.first(where: { $0.kind == "crashed_detected_within" }), let w = spec.withinSeconds {
+            queue.push(now + Self.nanos(w), .crashDeadline(record: Int32(crashRecords.count - 1)))
+        }
+    }
+
+    func restart(_ i: Int, remember: Bool) {
+        guard life[i] == .down else { return }
+        boot(i, remembered: remember ? stored[i] ?? [] : [])
+        stored[i] = nil
+        disturbedUntil[i] = now + grace
+        c.restarts += 1
+    }
+
+    // MARK: - Outputs and the wire
+
+    func apply(_ i: Int, _ outputs: [NodeOutput]) {
         for o in outputs {
             switch o {
             case let .send(to, bytes): transmit(from: i, to: to, bytes: bytes)
             case let .wake(at):
                 if wakeAt[i] != at.nanoseconds {
                     wakeAt[i] = at.nanoseconds
-                    queue.push(max(at.nanoseconds, now), .wake(node: i, at: at.nanoseconds))
+                    queue.push(max(at.nanoseconds, now), .wake(node: Int32(i), at: at.nanoseconds))
                 }
             case let .event(ev):
-                if case let .memberStateChanged(id, _, to) = ev, to == .dead {
-                    // No node crashes in these scenarios yet, so every death is a false one.
-                    falseDead += 1
-                    trace?("\(Instant(nanoseconds: now)) node \(i) declared \(id.short) dead")
+                if case let .memberStateChanged(id, from, to) = ev {
+                    if to == .dead { classifyDeath(observer: i, id) }
+                    if trace != nil { log(i, "member \(indexOfID[id].map { "node \($0)" } ?? id.short): \(from.rawValue) → \(to.rawValue)") }
+                } else if trace != nil, case let .memberAdded(id, _) = ev {
+                    log(i, "member added: \(indexOfID[id].map { "node \($0)" } ?? id.short)")
                 }
             }
         }
     }
 
-    private func transmit(from i: Int, to address: UnderlayAddress, bytes: [UInt8]) {
-        sent += 1
-        bytesSent += UInt64(bytes.count)
-        guard let j = indexOf[address] else { unroutable += 1; return }
-        let link = scenario.network.links[Scenario.LinkKey(from: i, to: j)]
-            ?? Scenario.LinkModel(latencyMs: scenario.network.latencyMs, jitterMs: scenario.network.jitterMs, loss: scenario.network.loss)
-        if link.loss > 0, networkRNG.unit() < link.loss { lost += 1; return }
-        var latency = link.latencyMs
-        if link.jitterMs > 0 { latency += (networkRNG.unit() * 2 - 1) * link.jitterMs }
-        let delay = Int64(max(0, latency) * 1e6)
-        queue.push(now + delay, .deliver(to: j, from: addresses[i], bytes: bytes))
-    }
-
-    /// The share of (observer, member) pairs that are alive, against the best possible.
-    private func sampleMembership() {
-        let target = min(nodes.count - 1, scenario.timing.maxMembers)
-        var alive = 0
-        var converged = true
-        for n in nodes {
-            var a = 0
-            for m in n.members.values where m.state == .alive { a += 1 }
-            alive += min(a, target)
-            if a < target { converged = false }
+    func transmit(from i: Int, to address: UnderlayAddress, bytes: [UInt8]) {
+        c.sent += 1
+        c.bytesSent += UInt64(bytes.count)
+        intervalMsgs += 1
+        intervalBytesTotal += UInt64(bytes.count)
+        intervalBytes[i] &+= UInt32(truncatingIfNeeded: bytes.count)
+        guard let j = index(of: address) else {
+            c.unroutable += 1
+            if trace != nil { log(i, "→ \(address)  unroutable") }
+            return
         }
-        let fraction = target == 0 ? 1 : Double(alive) / Double(target * nodes.count)
-        let t = Double(now) / 1e9
-        aliveSeries.append((t, fraction))
-        if converged, convergedAt == nil { convergedAt = t }
+        var payload = bytes
+        var extra: Int64 = 0
+        if byzantine[i] != nil {
+            let a = byzantine[i]!.act(to: Int32(j), bytes: bytes, addresses: addresses)
+            if a.acted {
+                switch byzantine[i]!.behaviour {
+                case .drop: c.byzDropped += 1
+                case .delay: c.byzDelayed += 1
+                case .corrupt: c.byzCorrupted += 1
+                case .replay: c.byzReplayed += 1
+                case .equivocate: c.byzEquivocated += 1
+                }
+                if trace != nil { log(i, "byzantine \(byzantine[i]!.behaviour.rawValue) → node \(j)") }
+            }
+            if let (to, old) = a.replay { route(from: i, to: Int(to), bytes: old, extra: 0) }
+            guard let b = a.bytes else { return }
+            payload = b
+            extra = a.extraDelay
+        }
+        route(from: i, to: j, bytes: payload, extra: extra)
     }
 
-    private func report(wallSeconds: Double) -> SimReport {
-        var metrics: [String: Double] = [
-            "datagrams_sent": Double(sent), "datagrams_delivered": Double(delivered), "datagrams_lost": Double(lost),
-            "datagrams_unroutable": Double(unroutable), "bytes_sent": Double(bytesSent),
-            "false_dead_declarations": Double(falseDead),
-            "alive_fraction_end": aliveSeries.last?.1 ?? 0,
-            "convergence_s": convergedAt ?? -1,
-            "bytes_per_node_per_s": Double(bytesSent) / Double(max(1, nodes.count)) / scenario.durationSeconds,
-        ]
-        var drops: UInt64 = 0
-        for n in nodes { drops += n.counters.totalDrops }
-        metrics["drops_total"] = Double(drops)
+    func route(from i: Int, to j: Int, bytes: [UInt8], extra: Int64) {
+        switch net.fate(from: i, to: j, bytes: bytes.count, now: now) {
+        case let .dropped(why):
+            switch why {
+            case .loss: c.lost += 1
+            case .partition: c.partitioned += 1
+            case .queue: c.queueDropped += 1
+            }
+            if trace != nil { log(i, "→ node \(j)  \(Self.describe(bytes))  dropped (\(why))") }
+        case let .arrives(delay, dup):
+            if trace != nil { log(i, "→ node \(j)  \(Self.describe(bytes))  arrives in \(String(format: "%.3f", Double(delay + extra) / 1e6)) ms\(dup == nil ? "" : ", duplicated")") }
+            queue.push(now + delay + extra, .deliver(to: Int32(j), from: Int32(i), bytes: bytes))
+            if let dup {
+                c.duplicated += 1
+                queue.push(now + dup + extra, .deliver(to: Int32(j), from: Int32(i), bytes: bytes))
+            }
+        }
+    }
 
-        var checks: [SimReport.Check] = []
-        for spec in scenario.checks {
-            switch spec.kind {
-            case "membership_converged":
-                let within = spec.withinSeconds ?? scenario.durationSeconds
-                if let c = convergedAt {
-                    checks.append(.init(name: "membership_converged", passed: c <= within,
-                                        detail: "every node saw its full membership alive at \(fmt(c)) s (limit \(fmt(within)) s)"))
+    // MARK: - Measuring
+
+    /// A death is false when the dead node is up, reachable and honest, and no fault touching
+    /// either side ended within the grace period (probe timeouts plus suspicion).
+    func classifyDeath(observer i: Int, _ id: NodeID) {
+        guard let j = indexOfID[id] else { c.expectedDead += 1; return }
+        if life[j] != .up {
+            c.expectedDead += 1
+            if incarnation[j] > 0 { c.detectSeconds.append(Double(now - downSince[j]) / 1e9) }
+            return
+        }
+        let disturbed = max(disturbedUntil[i], disturbedUntil[j], everyoneDisturbedUntil) > now
+        if disturbed || byzantine[i] != nil || byzantine[j] != nil || !net.reachable(i, j) || net.isDegraded(i) || net.isDegraded(j) {
+            c.expectedDead += 1
+            return
+        }
+        c.falseDead += 1
+        log(i, "FALSE DEAD: declared node \(j) dead while it is up and reachable")
+    }
+
+    /// Per live node: members that are alive and up, against the best possible (every live node,
+    /// up to the table size less the slots held by nodes that are down).
+    func sampleMembership() {
+        var up = 0
+        for l in life where l == .up { up += 1 }
+        let cap = scenario.timing.maxMembers
+        var aliveSum = 0, wantSum = 0, stale = 0
+        var converged = up > 0
+        for i in 0..<nodes.count where life[i] == .up {
+            var aliveUp = 0, staleDown = 0
+            for m in nodes[i].members.values {
+                guard let j = index(of: m.address) else { continue }
+                if life[j] == .up {
+                    if m.state == .alive { aliveUp += 1 }
                 } else {
-                    checks.append(.init(name: "membership_converged", passed: false,
-                                        detail: "membership never converged in \(fmt(scenario.durationSeconds)) s; alive fraction at end \(fmt(metrics["alive_fraction_end"]!))"))
+                    staleDown += 1
+                    if m.state != .dead { stale += 1 }
                 }
-            case "no_false_dead":
-                checks.append(.init(name: "no_false_dead", passed: falseDead == 0, detail: "\(falseDead) dead declarations of live nodes"))
-            case "all_alive_at_end":
-                let f = aliveSeries.last?.1 ?? 0
-                checks.append(.init(name: "all_alive_at_end", passed: f >= 1, detail: "alive fraction at end \(fmt(f))"))
-            default: break
             }
+            let want = max(0, min(up - 1, cap - staleDown))
+            aliveSum += min(aliveUp, want)
+            wantSum += want
+            if aliveUp < want { converged = false }
         }
-        return SimReport(scenario: scenario.name, seed: seed, nodes: nodes.count, virtual_seconds: scenario.durationSeconds,
-                         wall_seconds: wallSeconds, events: events, metrics: metrics, checks: checks,
-                         series: ["alive_fraction": aliveSeries.map { [$0.0, $0.1] }])
+        let t = Double(now) / 1e9
+        let fraction = wantSum == 0 ? 1 : Double(aliveSum) / Double(wantSum)
+        series.alive.append([t, fraction])
+        series.staleViews.append([t, Double(stale)])
+        series.falseDead.append([t, Double(c.falseDead)])
+        series.upNodes.append([t, Double(up)])
+        let dt = Double(now - lastSampleAt) / 1e9
+        if dt > 0 {
+            var maxBytes: UInt32 = 0
+            for k in intervalBytes.indices { maxBytes = max(maxBytes, intervalBytes[k]); intervalBytes[k] = 0 }
+            let perNode = Double(max(1, up)) * dt
+            series.msgsPerNode.append([t, Double(intervalMsgs) / perNode])
+            series.bytesPerNode.append([t, Double(intervalBytesTotal) / perNode])
+            series.maxBytesNode.append([t, Double(maxBytes) / dt])
+            intervalMsgs = 0
+            intervalBytesTotal = 0
+        }
+        lastSampleAt = now
+        if converged {
+            if c.convergedAt == nil, now >= lastJoinAt { c.convergedAt = t }
+            for k in heals.indices where heals[k].healedAt == nil { heals[k].healedAt = now }
+        }
     }
 
-    private func fmt(_ d: Double) -> String { String(format: "%.3f", d) }
+    func evaluateCrash(_ r: Int) {
+        var rec = crashRecords[r]
+        rec.evaluated = true
+        if life[rec.node] != .down || incarnation[rec.node] != rec.incarnation {
+            rec.skipped = true
+        } else {
+            let id = nodeIDs[rec.node]
+            for (o, inc) in rec.observers {
+                let k = Int(o)
+                guard life[k] == .up, incarnation[k] == inc, let m = nodes[k].members[id], m.state != .dead else { continue }
+                rec.stale += 1
+            }
+        }
+        crashRecords[r] = rec
+        log(rec.node, "crash deadline: \(rec.skipped ? "restarted before the deadline" : "\(rec.stale) of \(rec.observers.count) observers still see it not dead")")
+    }
 }
 
 enum Blake2bSeed {

@@ -13,10 +13,12 @@ struct Pump {
     var events: [(Int, NodeEvent)] = []
     let latency: Duration = .milliseconds(5)
 
-    init(count: Int, network: NetworkID = .defaultNetwork, timing: NodeTiming = NodeTiming()) {
+    static let networkKey = [UInt8](repeating: 7, count: 32)
+
+    init(count: Int, network: NetworkID = .defaultNetwork, networkKey: [UInt8] = Pump.networkKey, timing: NodeTiming = NodeTiming()) {
         cores = (0..<count).map { i in
-            NodeCore(identity: NodeIdentity.deterministic(runSeed: 5, index: i).peer, network: network, timing: timing,
-                     rng: SeededGenerator(seed: UInt64(i)))
+            try! NodeCore(identity: NodeIdentity.deterministic(runSeed: 5, index: i), network: network, networkKey: networkKey,
+                          timing: timing, rng: SeededGenerator(seed: UInt64(i)))
         }
         addresses = (0..<count).map { UnderlayAddress(parsing: "[fd00::\($0 + 1)]:7400")! }
         wakes = Array(repeating: nil, count: count)
@@ -67,7 +69,8 @@ struct Pump {
         p.run(for: .seconds(5))
         for a in 0..<3 { for b in 0..<3 where a != b { #expect(p.state(a, of: b) == .alive, "node \(a) sees \(b)") } }
         let rtt = p.cores[1].members[p.cores[0].identity.nodeID]?.rtt
-        #expect(rtt == .milliseconds(10))
+        // Smoothed: the first sample includes the handshake, later ones are one 10 ms round trip.
+        #expect(rtt.map { $0 >= .milliseconds(10) && $0 < .milliseconds(20) } == true)
         #expect(p.cores[1].members[p.cores[0].identity.nodeID]?.configured == true)
     }
 
@@ -90,24 +93,49 @@ struct Pump {
         #expect(p.state(1, of: 2) == .alive)
     }
 
-    @Test func wrongNetworkAndOwnDatagramsAreDroppedAndCounted() {
+    @Test func garbageAndStrangersAreDroppedAndCounted() {
         var p = Pump(count: 1)
+        // Cleartext node-protocol datagrams are no longer accepted: only sessions carry them.
         let stranger = NodeIdentity.deterministic(runSeed: 9, index: 0)
-        let foreign = PingWire.encode(.init(kind: .ping, network: NetworkID(hex: "000102030405060708090a0b0c0d0e0f")!,
-                                            senderKey: stranger.publicKey, seq: 1))
-        p.feed(0, .datagram(from: p.addresses[0], bytes: foreign))
-        let own = PingWire.encode(.init(kind: .ping, network: .defaultNetwork, senderKey: p.cores[0].identity.publicKey, seq: 1))
-        p.feed(0, .datagram(from: p.addresses[0], bytes: own))
+        let cleartext = PingWire.encode(.init(kind: .ping, network: .defaultNetwork, senderKey: stranger.publicKey, seq: 1))
+        p.feed(0, .datagram(from: p.addresses[0], bytes: cleartext))
         p.feed(0, .datagram(from: p.addresses[0], bytes: [1, 2, 3]))
-        let pong = PingWire.encode(.init(kind: .pong, network: .defaultNetwork, senderKey: stranger.publicKey, seq: 12345))
-        p.feed(0, .datagram(from: p.addresses[0], bytes: pong))
-        let c = p.cores[0].counters
-        #expect(c.drops[.wrongNetwork] == 1)
-        #expect(c.drops[.fromSelf] == 1)
-        #expect(c.drops[.truncated] == 1)
-        #expect(c.drops[.unexpectedPong] == 1)
+        p.feed(0, .datagram(from: p.addresses[0], bytes: []))
+        p.feed(0, .datagram(from: p.addresses[0], bytes: [UInt8](repeating: 7, count: 2000)))
+        #expect(p.cores[0].sessions.counters.totalDrops == 4)
         #expect(p.cores[0].members.isEmpty)
-        #expect(c.datagramsIn == 4)
+        #expect(p.cores[0].counters.datagramsIn == 4)
+    }
+
+    @Test func nodesWithDifferentNetworkKeysNeverMeet() {
+        var a = Pump(count: 2)
+        // Node 1 gets another mesh's key: same addresses, same protocol, no session.
+        a.cores[1] = try! NodeCore(identity: NodeIdentity.deterministic(runSeed: 5, index: 1), network: .defaultNetwork,
+                                   networkKey: [UInt8](repeating: 8, count: 32), rng: SeededGenerator(seed: 1))
+        a.feed(1, .command(.addSeed(a.addresses[0])))
+        a.feed(0, .command(.addSeed(a.addresses[1])))
+        for i in 0..<2 { a.feed(i, .start) }
+        a.run(for: .seconds(100))
+        #expect(a.cores[0].members.isEmpty)
+        #expect(a.cores[1].members.isEmpty)
+        #expect((a.cores[0].sessions.counters.drops[.badMac1] ?? 0) > 0)
+        #expect(a.events.contains { if case .sessionFailed = $0.1 { return true } else { return false } })
+    }
+
+    @Test func restartedPeerIsFoundAgainThroughAFreshSession() {
+        var p = Pump(count: 2)
+        p.feed(1, .command(.addSeed(p.addresses[0])))
+        for i in 0..<2 { p.feed(i, .start) }
+        p.run(for: .seconds(3))
+        #expect(p.state(0, of: 1) == .alive)
+        // Node 1 restarts with the same key but no memory: no seeds, no sessions.
+        p.cores[1] = try! NodeCore(identity: NodeIdentity.deterministic(runSeed: 5, index: 1), network: .defaultNetwork,
+                                   networkKey: Pump.networkKey, rng: SeededGenerator(seed: 99))
+        p.wakes[1] = nil
+        p.feed(1, .start)
+        p.run(for: .seconds(10))
+        #expect(p.state(0, of: 1) == .alive)
+        #expect(p.state(1, of: 0) == .alive)
     }
 
     @Test func selfSeedIsAbandoned() {
@@ -120,8 +148,8 @@ struct Pump {
     }
 
     @Test func earlyTimerAsksAgainInsteadOfStalling() {
-        var core = NodeCore(identity: NodeIdentity.deterministic(runSeed: 1, index: 1).peer, network: .defaultNetwork,
-                            rng: SeededGenerator(seed: 1))
+        var core = try! NodeCore(identity: NodeIdentity.deterministic(runSeed: 1, index: 1), network: .defaultNetwork,
+                                 networkKey: Pump.networkKey, rng: SeededGenerator(seed: 1))
         let first = core.handle(.start, now: .zero)
         #expect(first.contains(.wake(at: .zero + .milliseconds(500))))
         let early = core.handle(.timer, now: Instant(nanoseconds: 499_000_000))

@@ -3,6 +3,7 @@ import Logging
 import MeshCore
 import Node
 import Runtime
+import Sessions
 import Testing
 
 @Suite struct RuntimeLoopTests {
@@ -38,9 +39,9 @@ import Testing
         junk.send([1, 2, 3], to: b.boundAddress)
         junk.send(Array(repeating: 0x69, count: 1500), to: b.boundAddress)
         let junkDeadline = Date().addingTimeInterval(5)
-        while b.core.counters.totalDrops < 2 && Date() < junkDeadline { loop.runOnce() }
-        #expect(b.core.counters.drops[.truncated] == 1)
-        #expect(b.core.counters.drops[.oversized] == 1)
+        while b.core.sessions.counters.totalDrops < 2 && Date() < junkDeadline { loop.runOnce() }
+        #expect(b.core.sessions.counters.totalDrops == 2)
+        #expect(b.core.sessions.counters.drops[.oversized] == 1)
         junk.close()
 
         // The control socket answers from another thread while the loop runs.

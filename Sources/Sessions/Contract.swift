@@ -1,0 +1,139 @@
+import MeshCore
+
+/// What ``SessionManager`` asks its driver to do, in the order returned.
+public enum SessionOutput: Equatable, Sendable {
+    /// Send these bytes (at most ``SessionWire/maxDatagram``) to this address.
+    case send(to: UnderlayAddress, bytes: [UInt8])
+    /// Application bytes from an authenticated peer; `peerKey` is its Ed25519 public key.
+    case deliver(from: UnderlayAddress, peerKey: [UInt8], plaintext: [UInt8])
+    /// A handshake finished: this peer (Ed25519 key) is now reachable at this address. Also
+    /// emitted after every rekey and re-handshake, so a driver may treat it as "seen alive".
+    case established(peerKey: [UInt8], address: UnderlayAddress)
+    /// A handshake gave up; the messages queued for it were dropped. Reasons:
+    /// `handshake_timeout` (no answer within `rekeyAttemptTime`), `handshake_error` (the peer's
+    /// key could not start a handshake).
+    case failed(address: UnderlayAddress, reason: String)
+    /// Call ``SessionManager/tick(now:)`` at this instant. Always the last output, and only when
+    /// something is scheduled; a later `.wake` replaces an earlier one.
+    case wake(at: Instant)
+}
+
+/// Why a datagram (or a message handed to `send`) was dropped. Raw values are what status
+/// output and reports print.
+public enum SessionDropReason: String, Sendable, CaseIterable, Codable, Error {
+    // Framing (no keys involved).
+    case empty
+    case oversized
+    case badLength = "bad_length"
+    case unknownType = "unknown_type"
+    case badHeader = "bad_header"
+    // Handshake pre-filter and DoS defence, all before any Diffie-Hellman.
+    case badMac1 = "bad_mac1"
+    case underLoad = "under_load"
+    case rateLimited = "rate_limited"
+    case replayedHandshake = "replayed_handshake"
+    // Handshake processing.
+    case handshakeFailed = "handshake_failed"
+    case handshakeCollision = "handshake_collision"
+    case identityMismatch = "identity_mismatch"
+    case fromSelf = "from_self"
+    case tooManyPeers = "too_many_peers"
+    case badCookie = "bad_cookie"
+    // Transport.
+    case unknownIndex = "unknown_index"
+    case duplicate
+    case tooOld = "too_old"
+    case decryptFailed = "decrypt_failed"
+    case expiredKey = "expired_key"
+    // Messages refused by `send`.
+    case plaintextTooLong = "plaintext_too_long"
+    case emptyPlaintext = "empty_plaintext"
+    case badPeerKey = "bad_peer_key"
+    case queueFull = "queue_full"
+}
+
+/// The session layer's counters, one struct as for every subsystem.
+public struct SessionCounters: Sendable, Equatable {
+    public var datagramsIn: UInt64 = 0
+    public var datagramsOut: UInt64 = 0
+    public var handshakesInitiated: UInt64 = 0
+    public var handshakeRetransmits: UInt64 = 0
+    public var handshakesCompleted: UInt64 = 0
+    public var handshakesFailed: UInt64 = 0
+    /// Handshakes started because a session grew old or its message count ran out.
+    public var rekeys: UInt64 = 0
+    public var cookieRepliesSent: UInt64 = 0
+    public var cookiesReceived: UInt64 = 0
+    public var keepalivesSent: UInt64 = 0
+    public var keepalivesReceived: UInt64 = 0
+    public var messagesSent: UInt64 = 0
+    public var messagesDelivered: UInt64 = 0
+    public var messagesQueued: UInt64 = 0
+    /// Queued messages dropped because their handshake gave up.
+    public var messagesDroppedOnFailure: UInt64 = 0
+    public var drops: [SessionDropReason: UInt64] = [:]
+
+    public var totalDrops: UInt64 { drops.values.reduce(0, +) }
+    public subscript(_ reason: SessionDropReason) -> UInt64 { drops[reason] ?? 0 }
+
+    mutating func drop(_ reason: SessionDropReason) { drops[reason, default: 0] += 1 }
+}
+
+/// Sizes of every table the manager keeps, so tests (and status output) can check that memory
+/// stays flat under a flood.
+public struct SessionTableSizes: Sendable, Equatable {
+    public var peers = 0
+    public var indices = 0
+    public var pendingResponders = 0
+    public var recentEphemerals = 0
+    public var rateLimitEntries = 0
+    public var queuedMessages = 0
+    public var keypairs = 0
+
+    /// All zero: a manager that has never accepted anything.
+    public init() {}
+}
+
+/// The session layer's timers and limits. Defaults follow WireGuard where it has a figure.
+public struct SessionTiming: Sendable, Equatable {
+    /// The initiator of a session starts a new handshake once its keys are this old.
+    public var rekeyAfterTime: Duration = .seconds(120)
+    /// Keys this old are never used again, whatever happens.
+    public var rejectAfterTime: Duration = .seconds(180)
+    /// A handshake that has not finished after this long gives up (queued messages dropped).
+    public var rekeyAttemptTime: Duration = .seconds(90)
+    /// Sent data with no answer for keepaliveTimeout + rekeyTimeout means the peer may have lost
+    /// its session (restart): start a new handshake. Also how long a responder waits for XX msg 3.
+    public var rekeyTimeout: Duration = .seconds(5)
+    /// After receiving data with nothing to send back for this long, send a keepalive so the peer
+    /// knows the session is alive.
+    public var keepaliveTimeout: Duration = .seconds(10)
+    /// First handshake retransmission delay; doubles per attempt up to ``handshakeRetryMax``, plus
+    /// up to a third of random jitter so that peers do not retry in lock step.
+    public var handshakeRetryInitial: Duration = .seconds(1)
+    public var handshakeRetryMax: Duration = .seconds(8)
+    /// How long the replaced keys still decrypt packets that were in flight.
+    public var previousKeyGrace: Duration = .seconds(15)
+    /// Start a new handshake after this many packets under one key.
+    public var rekeyAfterMessages: UInt64 = 1 << 60
+    /// Never send more than this many packets under one key.
+    public var rejectAfterMessages: UInt64 = UInt64.max - (1 << 13)
+    /// Peers (sessions, handshakes and queues) kept at most; the least recently active goes first.
+    public var maxPeers: Int = 1024
+    /// Messages queued per peer while its handshake runs; the oldest is dropped when full.
+    public var maxQueuedPerPeer: Int = 32
+    /// XX handshakes waiting for their third message; the oldest is dropped when full.
+    public var maxPendingResponders: Int = 256
+    /// Initiator ephemeral keys remembered to refuse replayed handshake messages.
+    public var recentEphemerals: Int = 4096
+    /// Initiations processed per second before the responder is "under load" and asks for cookies.
+    public var handshakesPerSecond: Double = 64
+    /// Under load, initiations with a valid cookie per source IP per second (burst of twice that).
+    public var handshakesPerAddressPerSecond: Double = 4
+    /// Source addresses the per-IP limiter tracks at most; beyond that new ones are refused.
+    public var rateLimitEntries: Int = 1024
+    /// A cookie secret (and so a cookie) lives this long.
+    public var cookieLifetime: Duration = .seconds(120)
+
+    public init() {}
+}

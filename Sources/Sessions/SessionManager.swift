@@ -1,0 +1,812 @@
+import MeshCore
+import Noise
+import Sodium
+
+/// Authenticated, encrypted, rekeyed sessions with other nodes, over datagrams (sans-IO).
+///
+/// The driver feeds it what happened (`send` from the application, `receive` from the socket,
+/// `tick` when a `.wake` is due), each with `now`, and carries out the returned outputs in order.
+/// It never reads a clock or a socket; randomness comes from the injected generator (indices,
+/// jitter) and from a stream keyed by the node's secret (ephemeral keys, cookies).
+///
+/// - First contact by address (peer key unknown): Noise_XXpsk3_25519_ChaChaPoly_BLAKE2b.
+/// - Known peer (its Ed25519 key given): Noise_IKpsk2_25519_ChaChaPoly_BLAKE2b, one round trip.
+/// - The Noise static key is the X25519 form of the node's Ed25519 identity; each side sends its
+///   Ed25519 public key as the (encrypted) handshake payload and the receiver checks that it
+///   converts to the authenticated Noise static key, so a peer's node id is proven.
+///
+/// A struct for the value-typed core style, but the key material inside lives in reference
+/// types (so that it is wiped exactly once): do not copy a manager and use both copies.
+public struct SessionManager {
+    public static let maxPlaintext = SessionWire.maxPlaintext
+    static let xxName = "Noise_XXpsk3_25519_ChaChaPoly_BLAKE2b"
+    static let ikName = "Noise_IKpsk2_25519_ChaChaPoly_BLAKE2b"
+    /// Bound into every handshake hash, so another protocol (or version) never agrees on keys.
+    static let prologue = Array("iotaf/sessions/v1".utf8)
+
+    public let timing: SessionTiming
+    /// The hot-path timers as plain nanoseconds: `Duration` arithmetic is 128-bit and showed up
+    /// in profiles of the per-packet path.
+    private let ns: TimingNanos
+    /// This node's Ed25519 public key (what peers see as `peerKey`).
+    public let localPublicKey: [UInt8]
+    public private(set) var counters = SessionCounters()
+
+    private let secrets: LocalSecrets
+    private var rng: SeededGenerator
+    private var peers: [Int: Peer] = [:]
+    private var nextHandle = 0
+    private var byKey: [[UInt8]: Int] = [:]
+    private var byAddress: [UnderlayAddress: Int] = [:]
+    /// Local index -> peer, for every keypair and initiation this side owns.
+    private var indices: [UInt32: Int] = [:]
+    private var responders: [UInt32: ResponderHandshake] = [:]
+    private var recentEphemerals: RecentSet
+    private var loadBucket: TokenBucket
+    private var limiter = AddressLimiter()
+
+    /// - Parameters:
+    ///   - identity: the node's Ed25519 identity; its X25519 form is the Noise static key.
+    ///   - networkKey: the mesh's 32-byte secret; see ``NetworkSecrets`` for what is derived.
+    ///   - rng: indices and jitter; also seeds (with the identity secret) the ephemeral-key stream.
+    public init(identity: NodeIdentity, networkKey: [UInt8], timing: SessionTiming = .init(),
+                rng: SeededGenerator) throws {
+        let network = try NetworkSecrets(networkKey: networkKey)
+        var seed = identity.seed
+        defer { Sodium.zero(&seed) }
+        let staticKey: DHKeyPair
+        do {
+            var pair = try Ed25519.keyPair(seed: seed)
+            var x = try Ed25519.curve25519SecretKey(pair.secretKey)
+            defer { Sodium.zero(&x); Sodium.zero(&pair.secretKey) }
+            staticKey = try DHKeyPair(secretKey: x)
+            guard try Ed25519.curve25519PublicKey(identity.publicKey) == staticKey.publicKey else {
+                throw SessionConfigError.badIdentity("X25519 forms of the public and secret key disagree")
+            }
+        } catch let e as SessionConfigError {
+            throw e
+        } catch {
+            throw SessionConfigError.badIdentity("\(error)")
+        }
+        var rng = rng
+        var entropy = ByteWriter(capacity: 64)
+        entropy.raw(Array("iotaf/sessions/v1/stream".utf8))
+        for _ in 0..<4 { entropy.u64(rng.next()) }
+        var streamKey = Blake2b.hash(entropy.bytes, outputLength: 32, key: seed)
+        defer { Sodium.zero(&streamKey) }
+        secrets = LocalSecrets(staticKey: staticKey, network: network, streamKey: streamKey)
+        self.rng = rng
+        self.timing = timing
+        ns = TimingNanos(timing)
+        localPublicKey = identity.publicKey
+        recentEphemerals = RecentSet(capacity: timing.recentEphemerals)
+        loadBucket = TokenBucket(tokens: timing.handshakesPerSecond, last: .zero)
+    }
+
+    // MARK: - Inputs
+
+    /// Sends application bytes (1...``maxPlaintext``) to a peer. With `peerKey` (its Ed25519
+    /// public key) the handshake, if one is needed, is IKpsk2 and only that key is accepted;
+    /// without it, first contact by address uses XXpsk3 and accepts whichever member answers
+    /// (the `.established` output names it). While no session exists the message is queued
+    /// (bounded, oldest dropped) and sent when the handshake finishes.
+    public mutating func send(_ plaintext: [UInt8], to address: UnderlayAddress, peerKey: [UInt8]?,
+                              now: Instant) -> [SessionOutput] {
+        var out: [SessionOutput] = []
+        sendImpl(plaintext, to: address, peerKey: peerKey, now: now, &out)
+        appendWake(&out)
+        return out
+    }
+
+    private mutating func sendImpl(_ plaintext: [UInt8], to address: UnderlayAddress, peerKey: [UInt8]?,
+                                   now: Instant, _ out: inout [SessionOutput]) {
+        guard !plaintext.isEmpty else { counters.drop(.emptyPlaintext); return }
+        guard plaintext.count <= Self.maxPlaintext else { counters.drop(.plaintextTooLong); return }
+        let handle: Int
+        if let peerKey, let h = byKey[peerKey] {
+            handle = h
+        } else if let peerKey {
+            // Validating a key costs a point decompression, so only new peers pay it.
+            guard peerKey.count == Ed25519.publicKeyLength, (try? Ed25519.curve25519PublicKey(peerKey)) != nil else {
+                counters.drop(.badPeerKey); return
+            }
+            guard peerKey != localPublicKey else { counters.drop(.fromSelf); return }
+            guard let h = peerFor(key: peerKey, address: address, now: now) else { counters.drop(.tooManyPeers); return }
+            handle = h
+        } else if let h = byAddress[address] {
+            handle = h
+        } else {
+            guard let h = newPeer(key: nil, address: address, now: now) else { counters.drop(.tooManyPeers); return }
+            handle = h
+        }
+        setAddress(handle, address)
+        peers[handle]!.lastActivity = now
+        if !hasUsableCurrent(handle, now: now) { dropExpired(handle, now: now) }
+        if hasUsableCurrent(handle, now: now) {
+            sendTransport(handle, plaintext, now: now, &out)
+            maybeRekey(handle, now: now, &out)
+        } else {
+            enqueue(handle, plaintext)
+            if peers[handle]!.initiation == nil && !awaitingConfirmation(handle, now: now) {
+                initiate(handle, now: now, started: now, attempts: 0, &out)
+            }
+        }
+    }
+
+    /// Handles one datagram from the socket. Every datagram either does its job or is counted
+    /// in `counters.drops` under a reason; none traps.
+    public mutating func receive(_ datagram: [UInt8], from address: UnderlayAddress, now: Instant) -> [SessionOutput] {
+        var out: [SessionOutput] = []
+        receiveImpl(datagram, from: address, now: now, &out)
+        appendWake(&out)
+        return out
+    }
+
+    private mutating func receiveImpl(_ datagram: [UInt8], from address: UnderlayAddress, now: Instant,
+                                      _ out: inout [SessionOutput]) {
+        counters.datagramsIn += 1
+        switch SessionWire.decode(datagram) {
+        case let .failure(reason):
+            counters.drop(reason)
+        case let .success(.transport(t)):
+            receiveTransport(t, from: address, now: now, &out)
+        case let .success(.cookieReply(c)):
+            receiveCookie(c, now: now)
+        case let .success(.handshake(h)):
+            // The pre-filter: a datagram from a non-member dies here, before any public-key work.
+            guard Sodium.constantTimeEqual(h.mac1, SessionWire.mac(key: secrets.network.mac1Key, h.macCovered)) else {
+                counters.drop(.badMac1); return
+            }
+            switch h.type {
+            case .ikInitiation, .xxInitiation: receiveInitiation(h, from: address, now: now, &out)
+            case .ikResponse: receiveIKResponse(h, from: address, now: now, &out)
+            case .xxResponse: receiveXXResponse(h, from: address, now: now, &out)
+            case .xxFinal: receiveXXFinal(h, from: address, now: now, &out)
+            case .cookieReply, .transport: counters.drop(.unknownType)
+            }
+        }
+    }
+
+    /// Runs the timers: handshake retransmission and giving up, keepalives, dead-peer detection,
+    /// expiry of keys, handshakes and idle peers.
+    public mutating func tick(now: Instant) -> [SessionOutput] {
+        var out: [SessionOutput] = []
+        tickImpl(now: now, &out)
+        appendWake(&out)
+        return out
+    }
+
+    private mutating func tickImpl(now: Instant, _ out: inout [SessionOutput]) {
+        responders = responders.filter { now < $0.value.created + ns.responderWait }
+        limiter.prune(now: now, rate: timing.handshakesPerAddressPerSecond)
+        // Sorted so that a simulator run repeats: dictionary order differs between processes.
+        for handle in peers.keys.sorted() {
+            guard peers[handle] != nil else { continue }
+            dropExpired(handle, now: now)
+            if let ini = peers[handle]!.initiation, now >= ini.retryAt {
+                if now - ini.started >= timing.rekeyAttemptTime {
+                    giveUp(handle, reason: "handshake_timeout", &out)
+                } else {
+                    counters.handshakeRetransmits += 1
+                    initiate(handle, now: now, started: ini.started, attempts: ini.attempts + 1, &out)
+                }
+            }
+            guard let p = peers[handle] else { continue }
+            if let due = keepaliveDue(p), now >= due {
+                sendTransport(handle, [], now: now, &out)
+            }
+            if let due = deadPeerDue(peers[handle]!), now >= due {
+                // Data went out and nothing came back: the peer may have restarted. Re-handshake.
+                initiate(handle, now: now, started: now, attempts: 0, &out)
+            }
+            if let due = pendingQueueDue(peers[handle]!), now >= due {
+                initiate(handle, now: now, started: now, attempts: 0, &out)
+            }
+            if let due = idleDue(peers[handle]!), now >= due {
+                removePeer(handle)
+            }
+        }
+    }
+
+    /// The earliest instant `tick` has work to do, or nil when nothing is scheduled.
+    public var nextWake: Instant? {
+        // Called after every input, so written without closures (a capturing nested function
+        // would box `best` on the heap each call).
+        var best = Instant(nanoseconds: .max)
+        for r in responders.values { best = min(best, r.created + ns.responderWait) }
+        for p in peers.values {
+            if let t = p.initiation?.retryAt { best = min(best, t) }
+            if let k = p.current { best = min(best, k.created + ns.reject) }
+            if let k = p.next { best = min(best, k.created + ns.reject) }
+            if p.previous != nil, let t = p.previousUntil { best = min(best, t) }
+            if let t = keepaliveDue(p) { best = min(best, t) }
+            if let t = deadPeerDue(p) { best = min(best, t) }
+            if let t = pendingQueueDue(p) { best = min(best, t) }
+            if let t = idleDue(p) { best = min(best, t) }
+        }
+        return best.nanoseconds == .max ? nil : best
+    }
+
+    /// Sizes of every table, for tests and status output.
+    public var tableSizes: SessionTableSizes {
+        var s = SessionTableSizes()
+        s.peers = peers.count
+        s.indices = indices.count
+        s.pendingResponders = responders.count
+        s.recentEphemerals = recentEphemerals.count
+        s.rateLimitEntries = limiter.buckets.count
+        s.queuedMessages = peers.values.reduce(0) { $0 + $1.queue.count }
+        s.keypairs = peers.values.reduce(0) { $0 + $1.keypairCount }
+        return s
+    }
+
+    /// Whether a session with this peer (Ed25519 key) can carry data now.
+    public func isEstablished(peerKey: [UInt8], now: Instant) -> Bool {
+        guard let h = byKey[peerKey] else { return false }
+        return hasUsableCurrent(h, now: now)
+    }
+
+    /// Forgets a peer at once (culling): sessions, handshake and queue; keys are wiped.
+    public mutating func forget(peerKey: [UInt8]) {
+        if let h = byKey[peerKey] { removePeer(h) }
+    }
+
+    // MARK: - Handshakes
+
+    private mutating func receiveInitiation(_ h: SessionWire.Handshake, from: UnderlayAddress, now: Instant,
+                                            _ out: inout [SessionOutput]) {
+        // Under load, only initiations carrying a cookie for their source address go on, and then
+        // only at a per-IP rate: a spoofed flood never gets its cookie, a real one is slowed.
+        if !loadBucket.take(now: now, rate: timing.handshakesPerSecond, burst: timing.handshakesPerSecond) {
+            guard validMac2(h, from: from, now: now) else {
+                sendCookieReply(h, to: from, now: now, &out)
+                counters.drop(.underLoad)
+                return
+            }
+            guard limiter.allow(from, now: now, rate: timing.handshakesPerAddressPerSecond,
+                                capacity: timing.rateLimitEntries) else {
+                counters.drop(.rateLimited); return
+            }
+        }
+        let ephemeral = Array(h.noise.prefix(32))
+        guard !recentEphemerals.contains(ephemeral) else { counters.drop(.replayedHandshake); return }
+        if h.type == .xxInitiation {
+            // XX's first message names nobody; a pending initiation to the same address is the
+            // only sign of a simultaneous start. The smaller initiator ephemeral wins.
+            if let handle = byAddress[from], let ini = peers[handle]?.initiation {
+                if ini.ephemeral.lexicographicallyPrecedes(ephemeral) {
+                    counters.drop(.handshakeCollision); return
+                }
+                releaseInitiation(handle)
+            }
+            receiveXXInitiation(h, ephemeral: ephemeral, from: from, now: now, &out)
+        } else {
+            receiveIKInitiation(h, ephemeral: ephemeral, from: from, now: now, &out)
+        }
+    }
+
+    private mutating func receiveIKInitiation(_ h: SessionWire.Handshake, ephemeral: [UInt8], from: UnderlayAddress,
+                                              now: Instant, _ out: inout [SessionOutput]) {
+        guard let hs = makeHandshake(.ik, initiator: false, remoteStatic: nil, now: now) else {
+            counters.drop(.handshakeFailed); return
+        }
+        let payload: [UInt8]
+        do { payload = try hs.readMessage(h.noise) } catch { counters.drop(.handshakeFailed); return }
+        recentEphemerals.insert(ephemeral)
+        guard let peerKey = checkIdentity(payload, hs.remoteStatic) else { return }
+        let rival = byKey[peerKey] ?? byAddress[from].flatMap { h in peers[h].flatMap { $0.publicKey == nil ? h : nil } }
+        if let handle = rival, peers[handle]?.initiation != nil {
+            // Both sides started at once: the side with the smaller static key keeps its own
+            // attempt, the other drops its own and answers. Static keys, unlike ephemerals, do
+            // not change between retransmissions, so both sides always agree on the winner.
+            if localPublicKey.lexicographicallyPrecedes(peerKey) { counters.drop(.handshakeCollision); return }
+            releaseInitiation(handle)
+        }
+        let response: [UInt8]
+        let transport: NoiseTransport
+        do {
+            response = try hs.writeMessage()
+            transport = try hs.finish()
+        } catch { counters.drop(.handshakeFailed); return }
+        guard let handle = peerFor(key: peerKey, address: from, now: now) else { counters.drop(.tooManyPeers); return }
+        let index = allocateIndex(handle)
+        let keypair = Keypair(transport, localIndex: index, remoteIndex: h.sender, created: now, isInitiator: false)
+        // Unconfirmed until the initiator's first transport packet proves it has the keys too, so
+        // a replayed initiation can never displace a working session.
+        releaseIndex(peers[handle]!.next)
+        peers[handle]!.next = keypair
+        setAddress(handle, from)
+        peers[handle]!.lastActivity = now
+        emitHandshake(.ikResponse, sender: index, receiver: h.sender, noise: response, handle: handle, to: from, now: now, &out)
+    }
+
+    private mutating func receiveXXInitiation(_ h: SessionWire.Handshake, ephemeral: [UInt8], from: UnderlayAddress,
+                                              now: Instant, _ out: inout [SessionOutput]) {
+        guard let hs = makeHandshake(.xx, initiator: false, remoteStatic: nil, now: now) else {
+            counters.drop(.handshakeFailed); return
+        }
+        let response: [UInt8]
+        do {
+            _ = try hs.readMessage(h.noise)
+            response = try hs.writeMessage(payload: localPublicKey)
+        } catch { counters.drop(.handshakeFailed); return }
+        recentEphemerals.insert(ephemeral)
+        if responders.count >= timing.maxPendingResponders,
+           let oldest = responders.min(by: { ($0.value.created, $0.key) < ($1.value.created, $1.key) }) {
+            responders.removeValue(forKey: oldest.key)
+        }
+        let index = allocateIndex(nil)
+        responders[index] = ResponderHandshake(handshake: hs, localIndex: index, remoteIndex: h.sender,
+                                               address: from, created: now)
+        emitHandshake(.xxResponse, sender: index, receiver: h.sender, noise: response, handle: nil, to: from, now: now, &out)
+    }
+
+    private mutating func receiveXXFinal(_ h: SessionWire.Handshake, from: UnderlayAddress, now: Instant,
+                                         _ out: inout [SessionOutput]) {
+        guard let r = responders[h.receiver] else { counters.drop(.unknownIndex); return }
+        let payload: [UInt8]
+        let transport: NoiseTransport
+        do {
+            // A forged or wrong-psk third message fails here and leaves the handshake intact.
+            payload = try r.handshake.readMessage(h.noise)
+            transport = try r.handshake.finish()
+        } catch { counters.drop(.handshakeFailed); return }
+        responders.removeValue(forKey: h.receiver)
+        guard let peerKey = checkIdentity(payload, r.handshake.remoteStatic) else { return }
+        guard let handle = peerFor(key: peerKey, address: from, now: now) else { counters.drop(.tooManyPeers); return }
+        indices[r.localIndex] = handle
+        let keypair = Keypair(transport, localIndex: r.localIndex, remoteIndex: r.remoteIndex, created: now,
+                              isInitiator: false)
+        establish(handle, keypair, address: from, now: now, &out)
+    }
+
+    private mutating func receiveIKResponse(_ h: SessionWire.Handshake, from: UnderlayAddress, now: Instant,
+                                            _ out: inout [SessionOutput]) {
+        guard let handle = indices[h.receiver], let ini = peers[handle]?.initiation,
+              ini.localIndex == h.receiver, ini.kind == .ik else { counters.drop(.unknownIndex); return }
+        let transport: NoiseTransport
+        do {
+            _ = try ini.handshake.readMessage(h.noise)
+            transport = try ini.handshake.finish()
+        } catch { counters.drop(.handshakeFailed); return }
+        peers[handle]!.initiation = nil
+        let keypair = Keypair(transport, localIndex: ini.localIndex, remoteIndex: h.sender, created: now, isInitiator: true)
+        let flushed = establish(handle, keypair, address: from, now: now, &out)
+        // The responder holds these keys unconfirmed until it hears from us on them.
+        if flushed == 0 { sendTransport(handle, [], now: now, &out) }
+    }
+
+    private mutating func receiveXXResponse(_ h: SessionWire.Handshake, from: UnderlayAddress, now: Instant,
+                                            _ out: inout [SessionOutput]) {
+        guard var handle = indices[h.receiver], let ini = peers[handle]?.initiation,
+              ini.localIndex == h.receiver, ini.kind == .xx else { counters.drop(.unknownIndex); return }
+        let payload: [UInt8]
+        let final: [UInt8]
+        let transport: NoiseTransport
+        do {
+            payload = try ini.handshake.readMessage(h.noise)
+            guard checkIdentity(payload, ini.handshake.remoteStatic) != nil else { return }
+            final = try ini.handshake.writeMessage(payload: localPublicKey)
+            transport = try ini.handshake.finish()
+        } catch { counters.drop(.handshakeFailed); return }
+        peers[handle]!.initiation = nil
+        indices.removeValue(forKey: ini.localIndex)
+        // First contact told us who answered: fold this address-only record into the peer's own.
+        if let known = byKey[payload], known != handle {
+            let queue = peers[handle]!.queue
+            removePeer(handle)
+            handle = known
+            for m in queue { enqueue(handle, m) }
+        } else {
+            peers[handle]!.publicKey = payload
+            byKey[payload] = handle
+        }
+        indices[ini.localIndex] = handle
+        emitHandshake(.xxFinal, sender: 0, receiver: h.sender, noise: final, handle: handle, to: from, now: now, &out)
+        let keypair = Keypair(transport, localIndex: ini.localIndex, remoteIndex: h.sender, created: now, isInitiator: true)
+        establish(handle, keypair, address: from, now: now, &out)
+    }
+
+    private mutating func receiveCookie(_ c: SessionWire.CookieReply, now: Instant) {
+        guard let handle = indices[c.receiver], let ini = peers[handle]?.initiation, ini.localIndex == c.receiver else {
+            counters.drop(.unknownIndex); return
+        }
+        guard let cookie = try? ChaChaPoly.open(key: secrets.network.cookieKey, nonce: c.nonce,
+                                                associatedData: ini.mac1, ciphertext: c.sealedCookie) else {
+            counters.drop(.badCookie); return
+        }
+        // Used from the next retransmission on; answering at once would let a flood bounce.
+        peers[handle]!.cookie = cookie
+        peers[handle]!.cookieReceived = now
+        counters.cookiesReceived += 1
+    }
+
+    /// Starts (or restarts, with a new ephemeral and index) this side's handshake with a peer.
+    private mutating func initiate(_ handle: Int, now: Instant, started: Instant, attempts: Int,
+                                   _ out: inout [SessionOutput]) {
+        releaseInitiation(handle)
+        let peer = peers[handle]!
+        let kind: HandshakeKind = peer.publicKey == nil ? .xx : .ik
+        var remote: [UInt8]?
+        if let key = peer.publicKey { remote = try? Ed25519.curve25519PublicKey(key) }
+        guard let hs = makeHandshake(kind, initiator: true, remoteStatic: remote, now: now),
+              let message = try? hs.writeMessage(payload: kind == .ik ? localPublicKey : []) else {
+            giveUp(handle, reason: "handshake_error", &out); return
+        }
+        let index = allocateIndex(handle)
+        let ephemeral = Array(message.prefix(32))
+        // Our own ephemerals count as seen, so a reflected initiation is refused as a replay.
+        recentEphemerals.insert(ephemeral)
+        let mac1 = emitHandshake(kind == .ik ? .ikInitiation : .xxInitiation, sender: index, receiver: 0,
+                                 noise: message, handle: handle, to: peer.address, now: now, &out)
+        var delay = timing.handshakeRetryInitial * (1 << min(attempts, 16))
+        if delay > timing.handshakeRetryMax { delay = timing.handshakeRetryMax }
+        let jitter = Duration.nanoseconds(Int64(Double(delay.nanoseconds) / 3 * rng.unit()))
+        peers[handle]!.initiation = Initiation(handshake: hs, kind: kind, localIndex: index, ephemeral: ephemeral,
+                                               mac1: mac1, started: started, attempts: attempts,
+                                               retryAt: now + delay + jitter)
+        if attempts == 0 { counters.handshakesInitiated += 1 }
+    }
+
+    /// Builds, macs and sends a handshake packet; returns its mac1.
+    @discardableResult
+    private mutating func emitHandshake(_ type: SessionWire.PacketType, sender: UInt32, receiver: UInt32,
+                                        noise: [UInt8], handle: Int?, to address: UnderlayAddress, now: Instant,
+                                        _ out: inout [SessionOutput]) -> [UInt8] {
+        var packet = SessionWire.Handshake(type: type, sender: sender, receiver: receiver, noise: noise,
+                                           mac1: [], mac2: [UInt8](repeating: 0, count: SessionWire.macLength))
+        let covered = packet.macCovered
+        packet.mac1 = SessionWire.mac(key: secrets.network.mac1Key, covered)
+        if let handle, let cookie = peers[handle]?.cookie, let got = peers[handle]?.cookieReceived,
+           now - got < timing.cookieLifetime - timing.rekeyTimeout {
+            packet.mac2 = SessionWire.mac(key: cookie, covered + packet.mac1)
+        }
+        emit(&out, to: address, packet.encoded())
+        if let handle { peers[handle]!.lastSent = now }
+        return packet.mac1
+    }
+
+    private mutating func makeHandshake(_ kind: HandshakeKind, initiator: Bool, remoteStatic: [UInt8]?,
+                                        now: Instant) -> HandshakeState? {
+        let box = SecretBox(secrets.random32(now: now))
+        return try? HandshakeState(protocolName: kind == .ik ? Self.ikName : Self.xxName, initiator: initiator,
+                                   prologue: Self.prologue, localStatic: secrets.staticKey,
+                                   remoteStatic: initiator ? remoteStatic : nil, psks: [secrets.network.psk],
+                                   ephemeralSource: { box.bytes })
+    }
+
+    /// The payload must be an Ed25519 key whose X25519 form is the static key Noise authenticated.
+    private mutating func checkIdentity(_ payload: [UInt8], _ remoteStatic: [UInt8]?) -> [UInt8]? {
+        guard payload.count == Ed25519.publicKeyLength, let remoteStatic,
+              let converted = try? Ed25519.curve25519PublicKey(payload),
+              Sodium.constantTimeEqual(converted, remoteStatic) else {
+            counters.drop(.identityMismatch); return nil
+        }
+        guard payload != localPublicKey else { counters.drop(.fromSelf); return nil }
+        return payload
+    }
+
+    /// Installs confirmed keys as current, keeps the old ones for in-flight packets, and sends
+    /// what was queued. Returns how many queued messages went out.
+    @discardableResult
+    private mutating func establish(_ handle: Int, _ keypair: Keypair, address: UnderlayAddress, now: Instant,
+                                    _ out: inout [SessionOutput]) -> Int {
+        releaseIndex(peers[handle]!.previous)
+        peers[handle]!.previous = peers[handle]!.current
+        peers[handle]!.previousUntil = now + timing.previousKeyGrace
+        if peers[handle]!.next?.localIndex == keypair.localIndex {
+            peers[handle]!.next = nil
+        }
+        peers[handle]!.current = keypair
+        // A finished session makes any other handshake with this peer moot.
+        releaseInitiation(handle)
+        setAddress(handle, address)
+        adoptAddressOnlyPeer(at: address, into: handle)
+        peers[handle]!.lastActivity = now
+        // A finished handshake is proof of life, like a transport packet (dead-peer timer).
+        peers[handle]!.lastReceived = now
+        peers[handle]!.unansweredSince = nil
+        counters.handshakesCompleted += 1
+        out.append(.established(peerKey: peers[handle]!.publicKey!, address: peers[handle]!.address))
+        let queue = peers[handle]!.queue
+        peers[handle]!.queue = []
+        for m in queue { sendTransport(handle, m, now: now, &out) }
+        return queue.count
+    }
+
+    private mutating func giveUp(_ handle: Int, reason: String, _ out: inout [SessionOutput]) {
+        releaseInitiation(handle)
+        counters.handshakesFailed += 1
+        counters.messagesDroppedOnFailure += UInt64(peers[handle]!.queue.count)
+        peers[handle]!.queue = []
+        // Without this the dead-peer timer would start the same doomed handshake again at once.
+        peers[handle]!.unansweredSince = nil
+        out.append(.failed(address: peers[handle]!.address, reason: reason))
+    }
+
+    /// Rekey on time or message count, only while traffic is sent (as WireGuard does): an idle
+    /// session simply expires. The initiator of the current keys goes first; the responder
+    /// waits longer so the two do not start at once.
+    private mutating func maybeRekey(_ handle: Int, now: Instant, _ out: inout [SessionOutput]) {
+        guard let p = peers[handle], p.initiation == nil, let cur = p.current else { return }
+        let after = cur.isInitiator ? timing.rekeyAfterTime
+            : timing.rekeyAfterTime + timing.keepaliveTimeout + timing.rekeyTimeout
+        guard now - cur.created >= after || cur.sendCounter >= timing.rekeyAfterMessages else { return }
+        counters.rekeys += 1
+        initiate(handle, now: now, started: now, attempts: 0, &out)
+    }
+
+    // MARK: - Transport
+
+    private mutating func sendTransport(_ handle: Int, _ plaintext: [UInt8], now: Instant, _ out: inout [SessionOutput]) {
+        let p = peers[handle]!
+        guard let cur = p.current, cur.sendCounter < timing.rejectAfterMessages else { return }
+        let counter = cur.sendCounter
+        let header = SessionWire.Transport.header(receiver: cur.remoteIndex, counter: counter)
+        guard let sealed = try? cur.sender.encrypt(nonce: counter, ad: header, plaintext: plaintext) else { return }
+        p.current!.sendCounter = counter + 1
+        emit(&out, to: p.address, header + sealed)
+        p.lastSent = now
+        p.lastActivity = now
+        if plaintext.isEmpty {
+            counters.keepalivesSent += 1
+        } else {
+            counters.messagesSent += 1
+            p.lastDataSent = now
+            if p.unansweredSince == nil { p.unansweredSince = now }
+        }
+    }
+
+    private mutating func receiveTransport(_ t: SessionWire.Transport, from: UnderlayAddress, now: Instant,
+                                           _ out: inout [SessionOutput]) {
+        guard let handle = indices[t.receiver], let p = peers[handle] else { counters.drop(.unknownIndex); return }
+        enum Slot { case current, previous, next }
+        let slot: Slot
+        if p.current?.localIndex == t.receiver { slot = .current }
+        else if p.previous?.localIndex == t.receiver { slot = .previous }
+        else if p.next?.localIndex == t.receiver { slot = .next }
+        else { counters.drop(.unknownIndex); return }
+        // Read what is needed without holding a copy of the keypair, so that the commit below
+        // mutates the replay window in place.
+        func get() -> Keypair {
+            switch slot {
+            case .current: return p.current!
+            case .previous: return p.previous!
+            case .next: return p.next!
+            }
+        }
+        let (created, verdict, receiver) = { let k = get(); return (k.created, k.replay.check(t.counter), k.receiver) }()
+        guard now - created < ns.reject else { counters.drop(.expiredKey); return }
+        switch verdict {
+        case .fresh: break
+        case .duplicate: counters.drop(.duplicate); return
+        case .tooOld, .invalid: counters.drop(.tooOld); return
+        }
+        let header = SessionWire.Transport.header(receiver: t.receiver, counter: t.counter)
+        guard let plaintext = try? receiver.decrypt(nonce: t.counter, ad: header, ciphertext: t.ciphertext) else {
+            counters.drop(.decryptFailed); return
+        }
+        // Committed only now: a forged far-future counter never moves the window.
+        switch slot {
+        case .current: p.current!.replay.commit(t.counter)
+        case .previous: p.previous!.replay.commit(t.counter)
+        case .next:
+            p.next!.replay.commit(t.counter)
+            // The initiator used the keys we answered with: they are confirmed and become current.
+            establish(handle, p.next!, address: from, now: now, &out)
+        }
+        setAddress(handle, from)
+        p.lastReceived = now
+        p.unansweredSince = nil
+        p.lastActivity = now
+        if plaintext.isEmpty {
+            counters.keepalivesReceived += 1
+        } else {
+            p.lastDataReceived = now
+            counters.messagesDelivered += 1
+            out.append(.deliver(from: from, peerKey: p.publicKey!, plaintext: plaintext))
+        }
+    }
+
+    // MARK: - Cookies (WireGuard-style, keyed from the network key)
+
+    private mutating func cookieSecrets(now: Instant) -> ([UInt8], [UInt8]) {
+        if secrets.cookieSecretBorn == nil || now - secrets.cookieSecretBorn! >= timing.cookieLifetime {
+            Sodium.zero(&secrets.previousCookieSecret)
+            secrets.previousCookieSecret = secrets.cookieSecret
+            secrets.cookieSecret = secrets.random32(now: now)
+            secrets.cookieSecretBorn = now
+        }
+        return (secrets.cookieSecret, secrets.previousCookieSecret)
+    }
+
+    /// The cookie for a source address: a MAC of its IP and port under a secret that changes
+    /// every `cookieLifetime`, so only whoever receives at that address can learn it.
+    private static func cookie(secret: [UInt8], for address: UnderlayAddress) -> [UInt8] {
+        var w = ByteWriter(capacity: 18)
+        w.raw(address.ip)
+        w.u16(address.port)
+        return SessionWire.mac(key: secret, w.bytes)
+    }
+
+    private mutating func validMac2(_ h: SessionWire.Handshake, from: UnderlayAddress, now: Instant) -> Bool {
+        guard h.mac2.contains(where: { $0 != 0 }) else { return false }
+        let (current, previous) = cookieSecrets(now: now)
+        let covered = h.macCovered + h.mac1
+        for secret in [current, previous] where !secret.isEmpty {
+            let expected = SessionWire.mac(key: Self.cookie(secret: secret, for: from), covered)
+            if Sodium.constantTimeEqual(expected, h.mac2) { return true }
+        }
+        return false
+    }
+
+    private mutating func sendCookieReply(_ h: SessionWire.Handshake, to address: UnderlayAddress, now: Instant,
+                                          _ out: inout [SessionOutput]) {
+        let (secret, _) = cookieSecrets(now: now)
+        var cookie = Self.cookie(secret: secret, for: address)
+        defer { Sodium.zero(&cookie) }
+        let nonce = Array(secrets.random32(now: now).prefix(SessionWire.cookieNonceLength))
+        let sealed = ChaChaPoly.seal(key: secrets.network.cookieKey, nonce: nonce, associatedData: h.mac1, plaintext: cookie)
+        emit(&out, to: address, SessionWire.CookieReply(receiver: h.sender, nonce: nonce, sealedCookie: sealed).encoded())
+        counters.cookieRepliesSent += 1
+    }
+
+    // MARK: - Timers
+
+    /// Timer predicates take no `now`: `tick` drops expired keys first, so `nextWake` and `tick`
+    /// agree on what is due and a due timer is always acted on (no busy loop).
+    private func keepaliveDue(_ p: Peer) -> Instant? {
+        guard let cur = p.current, cur.sendCounter < timing.rejectAfterMessages, let r = p.lastDataReceived else { return nil }
+        if let s = p.lastSent, s >= r { return nil }
+        return r + ns.keepalive
+    }
+
+    private func deadPeerDue(_ p: Peer) -> Instant? {
+        guard p.initiation == nil, p.publicKey != nil, let s = p.unansweredSince else { return nil }
+        return s + ns.silence
+    }
+
+    /// Messages wait, no handshake runs and no keys can carry them (for instance after a
+    /// collision where both sides yielded): start one, after giving unconfirmed keys a chance.
+    private func pendingQueueDue(_ p: Peer) -> Instant? {
+        guard !p.queue.isEmpty, p.initiation == nil else { return nil }
+        if let cur = p.current, cur.sendCounter < timing.rejectAfterMessages { return nil }
+        if let next = p.next { return next.created + ns.rekeyTimeout }
+        return p.lastActivity
+    }
+
+    private func idleDue(_ p: Peer) -> Instant? {
+        guard p.keypairCount == 0, p.initiation == nil, p.queue.isEmpty else { return nil }
+        return p.lastActivity + ns.reject
+    }
+
+    private func hasUsableCurrent(_ handle: Int, now: Instant) -> Bool {
+        guard let cur = peers[handle]?.current else { return false }
+        return now - cur.created < ns.reject && cur.sendCounter < timing.rejectAfterMessages
+    }
+
+    private func awaitingConfirmation(_ handle: Int, now: Instant) -> Bool {
+        guard let next = peers[handle]?.next else { return false }
+        return now - next.created < ns.rekeyTimeout
+    }
+
+    private mutating func dropExpired(_ handle: Int, now: Instant) {
+        guard let p = peers[handle] else { return }
+        let reject = timing.rejectAfterTime
+        if let k = p.current, now - k.created >= reject { releaseIndex(k); p.current = nil }
+        if let k = p.next, now - k.created >= reject { releaseIndex(k); p.next = nil }
+        if let k = p.previous, now - k.created >= reject || now >= (p.previousUntil ?? now) {
+            releaseIndex(k); p.previous = nil; p.previousUntil = nil
+        }
+    }
+
+    // MARK: - Tables
+
+    private mutating func newPeer(key: [UInt8]?, address: UnderlayAddress, now: Instant) -> Int? {
+        if peers.count >= timing.maxPeers {
+            // Evict the least recently active peer; its keys are wiped with it.
+            guard let victim = peers.min(by: { ($0.value.lastActivity, $0.key) < ($1.value.lastActivity, $1.key) })?.key
+            else { return nil }
+            removePeer(victim)
+        }
+        let handle = nextHandle
+        nextHandle += 1
+        peers[handle] = Peer(publicKey: key, address: address, now: now)
+        if let key { byKey[key] = handle }
+        byAddress[address] = handle
+        return handle
+    }
+
+    private mutating func peerFor(key: [UInt8], address: UnderlayAddress, now: Instant) -> Int? {
+        if let h = byKey[key] { return h }
+        return newPeer(key: key, address: address, now: now)
+    }
+
+    private mutating func setAddress(_ handle: Int, _ address: UnderlayAddress) {
+        let old = peers[handle]!.address
+        if old == address && byAddress[address] == handle { return }
+        if old != address, byAddress[old] == handle { byAddress.removeValue(forKey: old) }
+        peers[handle]!.address = address
+        byAddress[address] = handle
+    }
+
+    /// A first-contact record for an address whose owner turned out to be this peer: move its
+    /// queue over and drop it.
+    private mutating func adoptAddressOnlyPeer(at address: UnderlayAddress, into handle: Int) {
+        for (other, p) in peers where other != handle && p.publicKey == nil && p.address == address {
+            let queue = p.queue
+            removePeer(other)
+            for m in queue { enqueue(handle, m) }
+            byAddress[address] = handle
+        }
+    }
+
+    private mutating func enqueue(_ handle: Int, _ message: [UInt8]) {
+        if peers[handle]!.queue.count >= timing.maxQueuedPerPeer {
+            peers[handle]!.queue.removeFirst()
+            counters.drop(.queueFull)
+        }
+        peers[handle]!.queue.append(message)
+        counters.messagesQueued += 1
+    }
+
+    private mutating func removePeer(_ handle: Int) {
+        guard let p = peers.removeValue(forKey: handle) else { return }
+        for k in [p.current, p.previous, p.next] { releaseIndex(k) }
+        if let ini = p.initiation { indices.removeValue(forKey: ini.localIndex) }
+        if let key = p.publicKey, byKey[key] == handle { byKey.removeValue(forKey: key) }
+        if byAddress[p.address] == handle { byAddress.removeValue(forKey: p.address) }
+    }
+
+    private mutating func releaseInitiation(_ handle: Int) {
+        guard let ini = peers[handle]?.initiation else { return }
+        if indices[ini.localIndex] == handle { indices.removeValue(forKey: ini.localIndex) }
+        peers[handle]!.initiation = nil
+    }
+
+    private mutating func releaseIndex(_ keypair: Keypair?) {
+        if let keypair { indices.removeValue(forKey: keypair.localIndex) }
+    }
+
+    /// A random unused, nonzero index (zero marks "no index" on the wire).
+    private mutating func allocateIndex(_ handle: Int?) -> UInt32 {
+        while true {
+            let candidate = UInt32(truncatingIfNeeded: rng.next())
+            if candidate != 0, indices[candidate] == nil, responders[candidate] == nil {
+                if let handle { indices[candidate] = handle }
+                return candidate
+            }
+        }
+    }
+
+    private mutating func emit(_ out: inout [SessionOutput], to address: UnderlayAddress, _ bytes: [UInt8]) {
+        counters.datagramsOut += 1
+        out.append(.send(to: address, bytes: bytes))
+    }
+
+    private func appendWake(_ out: inout [SessionOutput]) {
+        if let wake = nextWake { out.append(.wake(at: wake)) }
+    }
+}
+
+/// Nanosecond copies of the timers used on every call.
+struct TimingNanos {
+    let reject: Int64
+    let rekeyTimeout: Int64
+    let keepalive: Int64
+    let silence: Int64
+    let responderWait: Int64
+
+    init(_ t: SessionTiming) {
+        reject = t.rejectAfterTime.nanoseconds
+        rekeyTimeout = t.rekeyTimeout.nanoseconds
+        keepalive = t.keepaliveTimeout.nanoseconds
+        silence = (t.keepaliveTimeout + t.rekeyTimeout).nanoseconds
+        responderWait = (t.rekeyTimeout * 2).nanoseconds
+    }
+}
+
+extension Instant {
+    @inline(__always) static func + (a: Instant, ns: Int64) -> Instant { Instant(nanoseconds: a.nanoseconds &+ ns) }
+    @inline(__always) static func - (a: Instant, b: Instant) -> Int64 { a.nanoseconds &- b.nanoseconds }
+}

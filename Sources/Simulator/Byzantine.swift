@@ -1,0 +1,80 @@
+import MeshCore
+import Node
+
+/// A node that misbehaves on the wire. The node core stays honest; its outgoing datagrams are
+/// rewritten here before the network sees them, which is what a compromised device could do.
+struct Byzantine {
+    let behaviour: TimelineEvent.Behaviour
+    let probability: Double
+    let delay: Int64
+    var rng: SeededGenerator
+    /// Recent datagrams this node sent, replayed later by `replay`.
+    private var recent: [(to: Int32, bytes: [UInt8])] = []
+    private var recentNext = 0
+    static let replayMemory = 32
+
+    init(_ e: TimelineEvent, rng: SeededGenerator) {
+        behaviour = e.behaviour
+        probability = e.probability
+        delay = Int64(e.delayMs * 1e6)
+        self.rng = rng
+    }
+
+    /// What to send instead of one datagram: none, the same or altered bytes, extra delay, and
+    /// possibly an older datagram replayed to an older destination.
+    struct Action {
+        var bytes: [UInt8]?
+        var extraDelay: Int64 = 0
+        var replay: (to: Int32, bytes: [UInt8])?
+        var acted = false
+    }
+
+    mutating func act(to j: Int32, bytes: [UInt8], addresses: [UnderlayAddress]) -> Action {
+        var a = Action(bytes: bytes)
+        let hit = probability >= 1 || rng.unit() < probability
+        switch behaviour {
+        case .drop:
+            if hit { a.bytes = nil; a.acted = true }
+        case .delay:
+            if hit { a.extraDelay = delay; a.acted = true }
+        case .corrupt:
+            if hit, !bytes.isEmpty {
+                var b = bytes
+                for _ in 0..<(1 + Int(rng.next() % 3)) {
+                    b[Int(rng.next() % UInt64(b.count))] ^= UInt8(1 + rng.next() % 255)
+                }
+                a.bytes = b
+                a.acted = true
+            }
+        case .replay:
+            if hit, !recent.isEmpty {
+                a.replay = recent[Int(rng.next() % UInt64(recent.count))]
+                a.acted = true
+            }
+            if recent.count < Self.replayMemory { recent.append((j, bytes)) } else {
+                recent[recentNext] = (j, bytes)
+                recentNext = (recentNext + 1) % Self.replayMemory
+            }
+        case .equivocate:
+            // Lies are told inside the encrypted session: see `Equivocator`, installed in the node.
+            break
+        }
+        return a
+    }
+}
+
+/// Tells each peer a different story: every member in a pong is claimed to live at the address
+/// of some random other node. Installed as the node core's `SampleRewriter`.
+struct Equivocator: SampleRewriter {
+    let addresses: [UnderlayAddress]
+    var rng: SeededGenerator
+    let tally: Tally
+
+    final class Tally { var lies: UInt64 = 0 }
+
+    mutating func rewrite(_ sample: [PingWire.SampleEntry], for peer: NodeID) -> [PingWire.SampleEntry] {
+        guard !sample.isEmpty else { return sample }
+        tally.lies += 1
+        return sample.map { PingWire.SampleEntry(publicKey: $0.publicKey, address: addresses[Int(rng.next() % UInt64(addresses.count))]) }
+    }
+}

@@ -1,0 +1,304 @@
+import Foundation
+import MeshCore
+import Node
+import TOMLKit
+
+extension Scenario {
+    public static func load(path: String) throws -> Scenario {
+        guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
+            throw ScenarioError(description: "cannot read scenario \(path); check the path")
+        }
+        return try parse(text, file: path)
+    }
+
+    public static func parse(_ text: String, file: String) throws -> Scenario {
+        let t: TOMLTable
+        do { t = try TOMLTable(string: text) } catch let e as TOMLParseError {
+            throw ScenarioError(description: "\(file):\(e.source.begin.line): not valid TOML: \(e.description)")
+        }
+        var p = Parser(file: file)
+        return try p.scenario(t)
+    }
+}
+
+/// Reads one scenario table; every error names the file and the key path.
+private struct Parser {
+    let file: String
+    var s = Scenario()
+
+    func fail(_ key: String, _ msg: String) -> ScenarioError { ScenarioError(description: "\(file): \(key): \(msg)") }
+
+    func checkKeys(_ table: TOMLTable, _ known: [String], prefix: String) throws {
+        for k in table.keys.sorted() where !known.contains(k) {
+            throw fail(prefix + k, "unknown key; known keys are \(known.sorted().joined(separator: ", "))")
+        }
+    }
+
+    func num(_ table: TOMLTable, _ k: String, _ path: String) throws -> Double? {
+        guard let v = table[k] else { return nil }
+        if let i = v.int { return Double(i) }
+        if let d = v.double { return d }
+        throw fail(path, "must be a number")
+    }
+
+    func probability(_ table: TOMLTable, _ k: String, _ path: String) throws -> Double? {
+        guard let v = try num(table, k, path) else { return nil }
+        guard v >= 0, v <= 1 else { throw fail(path, "must be between 0 and 1") }
+        return v
+    }
+
+    func nonNegative(_ table: TOMLTable, _ k: String, _ path: String) throws -> Double? {
+        guard let v = try num(table, k, path) else { return nil }
+        guard v >= 0 else { throw fail(path, "must be >= 0") }
+        return v
+    }
+
+    func nodeIndex(_ v: Int, _ path: String) throws -> Int {
+        guard v >= 0, v < s.nodes else { throw fail(path, "node index \(v) out of range 0..\(s.nodes - 1)") }
+        return v
+    }
+
+    /// A list of node indices: an array of integers and "a..b" ranges, or one "a..b" string.
+    func nodeList(_ v: any TOMLValueConvertible, _ path: String) throws -> [Int] {
+        if let text = v.string { return try range(text, path) }
+        guard let arr = v.array else { throw fail(path, "must be a list of node indices or a range \"a..b\"") }
+        var out: [Int] = []
+        for (i, item) in arr.enumerated() {
+            if let n = item.int { out.append(try nodeIndex(n, "\(path)[\(i)]")) }
+            else if let text = item.string { out += try range(text, "\(path)[\(i)]") }
+            else { throw fail("\(path)[\(i)]", "must be a node index or a range \"a..b\"") }
+        }
+        return out
+    }
+
+    func range(_ text: String, _ path: String) throws -> [Int] {
+        let parts = text.components(separatedBy: "..")
+        guard parts.count == 2, let a = Int(parts[0]), let b = Int(parts[1]), a <= b else {
+            throw fail(path, "\"\(text)\" is not a range \"a..b\" (inclusive, a <= b)")
+        }
+        return Array(try nodeIndex(a, path)...(try nodeIndex(b, path)))
+    }
+
+    mutating func scenario(_ t: TOMLTable) throws -> Scenario {
+        try checkKeys(t, ["name", "nodes", "duration_s", "seeding", "sample_every_s", "network", "timing", "checks",
+                          "links", "events", "storage"], prefix: "")
+        if let v = t["name"] { guard let n = v.string else { throw fail("name", "must be a string") }; s.name = n }
+        if let v = t["nodes"] {
+            guard let n = v.int, n >= 1, n <= 200_000 else { throw fail("nodes", "must be an integer from 1 to 200000") }
+            s.nodes = n
+        }
+        if let d = try num(t, "duration_s", "duration_s") {
+            guard d > 0 else { throw fail("duration_s", "must be positive") }
+            s.durationSeconds = d
+        }
+        if let d = try num(t, "sample_every_s", "sample_every_s") {
+            guard d > 0 else { throw fail("sample_every_s", "must be positive") }
+            s.sampleEverySeconds = d
+        }
+        if let v = t["seeding"] {
+            guard let m = v.string, m == "first" || m == "ring" || (m.hasPrefix("random:") && Int(m.dropFirst(7)).map { $0 > 0 } == true) else {
+                throw fail("seeding", "must be \"first\", \"ring\" or \"random:K\"")
+            }
+            s.seeding = m
+        }
+        if let v = t["storage"] {
+            guard let st = v.table else { throw fail("storage", "must be a table") }
+            try checkKeys(st, ["sync_every_s"], prefix: "storage.")
+            if let d = try num(st, "sync_every_s", "storage.sync_every_s") {
+                guard d > 0 else { throw fail("storage.sync_every_s", "must be positive") }
+                s.storageSyncSeconds = d
+            }
+        }
+        if let v = t["network"] {
+            guard let n = v.table else { throw fail("network", "must be a table") }
+            try network(n)
+        }
+        if let v = t["links"] {
+            guard let links = v.array else { throw fail("links", "must be an array of tables ([[links]])") }
+            for (i, item) in links.enumerated() { try link(item, i) }
+        }
+        if let v = t["timing"] {
+            guard let tm = v.table else { throw fail("timing", "must be a table") }
+            try timing(tm)
+        }
+        if let v = t["events"] {
+            guard let events = v.array else { throw fail("events", "must be an array of tables ([[events]])") }
+            for (i, item) in events.enumerated() { s.timeline.append(try event(item, "events[\(i)]")) }
+        }
+        if let v = t["checks"] {
+            guard let checks = v.array else { throw fail("checks", "must be an array of tables ([[checks]])") }
+            for (i, item) in checks.enumerated() {
+                guard let c = item.table, let kind = c["kind"]?.string, Scenario.checkKinds.contains(kind) else {
+                    throw fail("checks[\(i)]", "needs kind = one of \(Scenario.checkKinds.joined(separator: ", "))")
+                }
+                try checkKeys(c, ["kind", "within_s"], prefix: "checks[\(i)].")
+                let within = try nonNegative(c, "within_s", "checks[\(i)].within_s")
+                if within == nil, kind == "crashed_detected_within" || kind == "healed_within" {
+                    throw fail("checks[\(i)].within_s", "\(kind) needs within_s")
+                }
+                s.checks.append(Scenario.CheckSpec(kind: kind, withinSeconds: within))
+            }
+        }
+        return s
+    }
+
+    mutating func network(_ n: TOMLTable) throws {
+        try checkKeys(n, ["latency_ms", "jitter_ms", "loss", "duplicate", "reorder", "reorder_ms", "bandwidth_kbps",
+                          "queue_limit_ms", "regions", "region_latency_ms", "region_assign"], prefix: "network.")
+        if let v = try nonNegative(n, "latency_ms", "network.latency_ms") { s.network.latencyMs = v }
+        if let v = try nonNegative(n, "jitter_ms", "network.jitter_ms") { s.network.jitterMs = v }
+        if let v = try probability(n, "loss", "network.loss") { s.network.loss = v }
+        if let v = try probability(n, "duplicate", "network.duplicate") { s.network.duplicate = v }
+        if let v = try probability(n, "reorder", "network.reorder") { s.network.reorder = v }
+        if let v = try nonNegative(n, "reorder_ms", "network.reorder_ms") { s.network.reorderMs = v }
+        if let v = try nonNegative(n, "bandwidth_kbps", "network.bandwidth_kbps") { s.network.bandwidthKbps = v }
+        if let v = try nonNegative(n, "queue_limit_ms", "network.queue_limit_ms") { s.network.queueLimitMs = v }
+        if let v = n["region_assign"] {
+            guard let a = v.string, a == "blocks" || a == "round_robin" else {
+                throw fail("network.region_assign", "must be \"blocks\" or \"round_robin\"")
+            }
+            s.network.regionAssign = a
+        }
+        if let v = n["regions"] {
+            guard let arr = v.array, arr.count >= 1 else { throw fail("network.regions", "must be a list of region names") }
+            s.network.regions = try arr.enumerated().map { i, item in
+                guard let name = item.string else { throw fail("network.regions[\(i)]", "must be a string") }
+                return name
+            }
+            let r = s.network.regions.count
+            guard let rows = n["region_latency_ms"]?.array, rows.count == r else {
+                throw fail("network.region_latency_ms", "needs \(r) rows of \(r) one-way latencies (ms), one per region")
+            }
+            s.network.regionLatencyMs = try rows.enumerated().map { i, row in
+                guard let cells = row.array, cells.count == r else { throw fail("network.region_latency_ms[\(i)]", "needs \(r) numbers") }
+                return try cells.enumerated().map { j, c in
+                    guard let d = c.double ?? c.int.map(Double.init), d >= 0 else {
+                        throw fail("network.region_latency_ms[\(i)][\(j)]", "must be a number >= 0")
+                    }
+                    return d
+                }
+            }
+        } else if n["region_latency_ms"] != nil {
+            throw fail("network.region_latency_ms", "needs network.regions too")
+        }
+    }
+
+    mutating func link(_ item: any TOMLValueConvertible, _ i: Int) throws {
+        let path = "links[\(i)]"
+        guard let l = item.table, let from = l["from"]?.int, let to = l["to"]?.int else {
+            throw fail(path, "needs integer from and to, node indices below nodes")
+        }
+        try checkKeys(l, ["from", "to", "latency_ms", "jitter_ms", "loss", "symmetric"], prefix: "\(path).")
+        _ = try nodeIndex(from, "\(path).from"); _ = try nodeIndex(to, "\(path).to")
+        let model = Scenario.LinkModel(latencyMs: try nonNegative(l, "latency_ms", "\(path).latency_ms") ?? s.network.latencyMs,
+                                       jitterMs: try nonNegative(l, "jitter_ms", "\(path).jitter_ms") ?? s.network.jitterMs,
+                                       loss: try probability(l, "loss", "\(path).loss") ?? s.network.loss)
+        s.network.links[Scenario.LinkKey(from: from, to: to)] = model
+        if l["symmetric"]?.bool ?? true { s.network.links[Scenario.LinkKey(from: to, to: from)] = model }
+    }
+
+    mutating func timing(_ tm: TOMLTable) throws {
+        let ms: [(String, WritableKeyPath<NodeTiming, Duration>)] = [
+            ("tick_ms", \.tickInterval), ("probe_timeout_ms", \.probeTimeout), ("suspicion_timeout_ms", \.suspicionTimeout),
+            ("dead_retry_ms", \.deadRetryInterval), ("seed_retry_ms", \.seedRetryInterval),
+        ]
+        let ints: [(String, WritableKeyPath<NodeTiming, Int>)] = [
+            ("probes_per_tick", \.probesPerTick), ("suspect_after_misses", \.suspectAfterMisses),
+            ("max_members", \.maxMembers), ("sample_size", \.sampleSize),
+        ]
+        for k in tm.keys.sorted() {
+            if let kp = ms.first(where: { $0.0 == k })?.1 {
+                guard let v = tm[k]?.int, v > 0 else { throw fail("timing.\(k)", "must be a positive integer") }
+                s.timing[keyPath: kp] = .milliseconds(v)
+            } else if let kp = ints.first(where: { $0.0 == k })?.1 {
+                guard let v = tm[k]?.int, v >= 0 else { throw fail("timing.\(k)", "must be a non-negative integer") }
+                s.timing[keyPath: kp] = v
+            } else {
+                throw fail("timing.\(k)", "unknown key; known: \((ms.map(\.0) + ints.map(\.0)).sorted().joined(separator: ", "))")
+            }
+        }
+    }
+
+    func event(_ item: any TOMLValueConvertible, _ path: String) throws -> TimelineEvent {
+        guard let e = item.table else { throw fail(path, "must be a table") }
+        guard let kindText = e["kind"]?.string, let kind = TimelineEvent.Kind(rawValue: kindText) else {
+            throw fail("\(path).kind", "needs kind = one of \(TimelineEvent.Kind.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        try checkKeys(e, TimelineEvent.commonKeys + TimelineEvent.extraKeys(kind), prefix: "\(path).")
+        guard let at = try nonNegative(e, "at_s", "\(path).at_s") else { throw fail("\(path).at_s", "every event needs at_s") }
+        var ev = TimelineEvent(kind: kind, atSeconds: at)
+        if let v = try num(e, "every_s", "\(path).every_s") {
+            guard v > 0 else { throw fail("\(path).every_s", "must be positive") }
+            ev.everySeconds = v
+        }
+        ev.untilSeconds = try nonNegative(e, "until_s", "\(path).until_s")
+        if let v = try num(e, "for_s", "\(path).for_s") {
+            guard v > 0 else { throw fail("\(path).for_s", "must be positive") }
+            guard [.crash, .partition, .degrade, .byzantine].contains(kind) else {
+                throw fail("\(path).for_s", "only crash, partition, degrade and byzantine events can be undone after for_s")
+            }
+            ev.forSeconds = v
+        }
+        let selectors = ["nodes", "count", "fraction"].filter { e[$0] != nil }
+        if selectors.count > 1 { throw fail("\(path).\(selectors[1])", "give only one of nodes, count, fraction") }
+        if let v = e["nodes"] {
+            switch v.string {
+            case "all": ev.nodes = .all
+            case "crashed": ev.nodes = .crashed
+            default: ev.nodes = .list(try nodeList(v, "\(path).nodes"))
+            }
+        } else if let v = e["count"] {
+            guard let c = v.int, c >= 1 else { throw fail("\(path).count", "must be a positive integer") }
+            ev.nodes = .count(c)
+        } else if let f = try probability(e, "fraction", "\(path).fraction") {
+            ev.nodes = .fraction(f)
+        } else if kind == .restart {
+            ev.nodes = .crashed
+        } else if [.heal, .honest].contains(kind) || (kind == .partition && e["groups"] != nil)
+                    || ([.degrade, .restore].contains(kind) && e["from"] != nil) {
+            ev.nodes = .all
+        } else {
+            throw fail(path, "\(kind.rawValue) needs nodes (list, \"a..b\", \"all\" or \"crashed\"), count or fraction")
+        }
+        if let v = e["exclude"] { ev.exclude = try nodeList(v, "\(path).exclude") }
+        if kind == .join {
+            guard case .list = ev.nodes else { throw fail("\(path).nodes", "join needs explicit nodes, so they can wait until then") }
+        }
+        if let v = e["groups"] {
+            guard let arr = v.array, !arr.isEmpty else { throw fail("\(path).groups", "must be a list of node lists") }
+            var seen = Set<Int>()
+            for (i, g) in arr.enumerated() {
+                let list = try nodeList(g, "\(path).groups[\(i)]")
+                for n in list where !seen.insert(n).inserted { throw fail("\(path).groups[\(i)]", "node \(n) is in two groups") }
+                ev.groups.append(list)
+            }
+        }
+        if let from = e["from"] {
+            guard let f = from.int, let to = e["to"]?.int else { throw fail("\(path).from", "a link needs integer from and to") }
+            ev.link = Scenario.LinkKey(from: try nodeIndex(f, "\(path).from"), to: try nodeIndex(to, "\(path).to"))
+        } else if e["to"] != nil {
+            throw fail("\(path).to", "a link needs from as well")
+        }
+        ev.symmetric = e["symmetric"]?.bool ?? true
+        if kind == .degrade {
+            ev.model = Scenario.LinkModel(latencyMs: try nonNegative(e, "latency_ms", "\(path).latency_ms") ?? s.network.latencyMs,
+                                          jitterMs: try nonNegative(e, "jitter_ms", "\(path).jitter_ms") ?? s.network.jitterMs,
+                                          loss: try probability(e, "loss", "\(path).loss") ?? s.network.loss)
+        }
+        if let v = e["remember_peers"] {
+            guard let b = v.bool else { throw fail("\(path).remember_peers", "must be true or false") }
+            ev.rememberPeers = b
+        }
+        if let v = e["behaviour"] {
+            guard let text = v.string, let b = TimelineEvent.Behaviour(rawValue: text) else {
+                throw fail("\(path).behaviour", "must be one of \(TimelineEvent.Behaviour.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            ev.behaviour = b
+        } else if kind == .byzantine {
+            throw fail("\(path).behaviour", "byzantine needs behaviour = one of \(TimelineEvent.Behaviour.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        if let v = try probability(e, "probability", "\(path).probability") { ev.probability = v }
+        if let v = try nonNegative(e, "delay_ms", "\(path).delay_ms") { ev.delayMs = v }
+        return ev
+    }
+}

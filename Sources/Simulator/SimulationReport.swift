@@ -1,0 +1,112 @@
+import Foundation
+import MeshCore
+import Node
+import Sessions
+
+/// Turning a finished run into the report: metrics (always the same keys, so reports diff
+/// cleanly), the checks the scenario asked for, and the plot series.
+extension Simulation {
+    func report(wallSeconds: Double) -> SimReport {
+        var drops = retiredDrops
+        var refused = retiredRefused
+        var sessionDrops = retiredSessionDrops
+        var handshakes = retiredHandshakes
+        for i in nodes.indices where life[i] != .waiting {
+            for (reason, n) in nodes[i].counters.drops { drops[reason, default: 0] += n }
+            for (reason, n) in nodes[i].sessions.counters.drops { sessionDrops[reason, default: 0] += n }
+            handshakes += nodes[i].sessions.counters.handshakesCompleted
+            refused += nodes[i].counters.membersRefusedTableFull
+        }
+        let detect = c.detectSeconds.sorted()
+        let up = life.filter { $0 == .up }.count
+        var metrics: [String: Double] = [
+            "datagrams_sent": Double(c.sent), "datagrams_delivered": Double(c.delivered), "datagrams_lost": Double(c.lost),
+            "datagrams_partitioned": Double(c.partitioned), "datagrams_queue_dropped": Double(c.queueDropped),
+            "datagrams_to_down_nodes": Double(c.toDown), "datagrams_unroutable": Double(c.unroutable),
+            "datagrams_duplicated": Double(c.duplicated), "datagrams_reordered": Double(net.reordered),
+            "bytes_sent": Double(c.bytesSent),
+            "bytes_per_node_per_s": Double(c.bytesSent) / Double(max(1, nodes.count)) / scenario.durationSeconds,
+            "max_queue_delay_ms": Double(net.maxQueueDelay) / 1e6,
+            "byzantine_dropped": Double(c.byzDropped), "byzantine_delayed": Double(c.byzDelayed),
+            "byzantine_corrupted": Double(c.byzCorrupted), "byzantine_replayed": Double(c.byzReplayed),
+            "byzantine_equivocated": Double(c.byzEquivocated + equivocations.lies),
+            "false_dead_declarations": Double(c.falseDead), "expected_dead_declarations": Double(c.expectedDead),
+            "crashes": Double(c.crashes), "restarts": Double(c.restarts), "joins": Double(c.joins),
+            "crash_detect_p50_s": detect.isEmpty ? -1 : detect[detect.count / 2],
+            "crash_detect_max_s": detect.last ?? -1,
+            "alive_fraction_end": series.alive.last?[1] ?? 0,
+            "stale_views_end": series.staleViews.last?[1] ?? 0,
+            "convergence_s": c.convergedAt ?? -1,
+            "nodes_up_end": Double(up),
+            "members_refused_table_full": Double(refused),
+            // Both layers: what the sessions refused and what the protocol refused after them.
+            "drops_total": Double(drops.values.reduce(0, +) + sessionDrops.values.reduce(0, +)),
+            "session_drops_total": Double(sessionDrops.values.reduce(0, +)),
+            "handshakes_completed": Double(handshakes),
+        ]
+        for reason in SessionDropReason.allCases { metrics["session_drops_\(reason.rawValue)"] = Double(sessionDrops[reason] ?? 0) }
+        for reason in DropReason.allCases { metrics["drops_\(reason.rawValue)"] = Double(drops[reason] ?? 0) }
+
+        let checks = scenario.checks.map { evaluate($0, metrics) }
+        return SimReport(scenario: scenario.name, seed: seed, nodes: nodes.count, virtual_seconds: scenario.durationSeconds,
+                         wall_seconds: wallSeconds, events: events, metrics: metrics, checks: checks,
+                         series: ["alive_fraction": series.alive, "messages_per_node_s": series.msgsPerNode,
+                                  "bytes_per_node_s": series.bytesPerNode, "max_bytes_one_node_s": series.maxBytesNode,
+                                  "stale_views_of_down_nodes": series.staleViews, "false_dead_cumulative": series.falseDead,
+                                  "nodes_up": series.upNodes, "markers": series.markers],
+                         timeline: timelineLog)
+    }
+
+    private func evaluate(_ spec: Scenario.CheckSpec, _ metrics: [String: Double]) -> SimReport.Check {
+        func f(_ d: Double) -> String { String(format: "%.3f", d) }
+        switch spec.kind {
+        case "membership_converged":
+            let within = spec.withinSeconds ?? scenario.durationSeconds
+            let from = Double(lastJoinAt) / 1e9
+            let since = from > 0 ? " after the last join at \(f(from)) s" : ""
+            if let t = c.convergedAt {
+                return .init(name: spec.kind, passed: t - from <= within,
+                             detail: "every live node saw its full membership alive at \(f(t)) s\(since) (limit \(f(within)) s)")
+            }
+            return .init(name: spec.kind, passed: false,
+                         detail: "membership never converged in \(f(scenario.durationSeconds)) s\(since); alive fraction at end \(f(metrics["alive_fraction_end"]!))")
+        case "no_false_dead":
+            return .init(name: spec.kind, passed: c.falseDead == 0,
+                         detail: "\(c.falseDead) dead declarations of live, reachable, honest nodes (\(c.expectedDead) of crashed, partitioned or faulty ones not counted)")
+        case "all_alive_at_end":
+            let frac: Double = series.alive.last?[1] ?? 0
+            return .init(name: spec.kind, passed: frac >= 1, detail: "alive fraction among live nodes at end \(String(format: "%.5f", frac))")
+        case "crashed_detected_within":
+            let within = spec.withinSeconds ?? 0
+            let done = crashRecords.filter { $0.evaluated && !$0.skipped }
+            let skipped = crashRecords.filter { $0.skipped }.count
+            let pending = crashRecords.filter { !$0.evaluated }.count
+            let stale = done.reduce(0) { $0 + $1.stale }
+            let views = done.reduce(0) { $0 + $1.observers.count }
+            guard !done.isEmpty else {
+                return .init(name: spec.kind, passed: false,
+                             detail: "no crash could be evaluated (\(crashRecords.count) crashes, \(skipped) restarted before \(f(within)) s, \(pending) too close to the end)")
+            }
+            var detail = "\(done.count) crashes: \(views - stale) of \(views) live observers marked the crashed node dead within \(f(within)) s"
+            if let worst = done.max(by: { $0.stale < $1.stale }), worst.stale > 0 {
+                detail += "; worst: node \(worst.node) (crashed at \(f(Double(worst.at) / 1e9)) s) still not dead for \(worst.stale)"
+            }
+            if skipped + pending > 0 { detail += "; \(skipped) restarted before the deadline, \(pending) past the end, not counted" }
+            return .init(name: spec.kind, passed: stale == 0, detail: detail)
+        case "healed_within":
+            let within = spec.withinSeconds ?? 0
+            guard !heals.isEmpty else { return .init(name: spec.kind, passed: false, detail: "no partition healed in this run") }
+            var worst = 0.0, never = 0
+            for h in heals {
+                if let t = h.healedAt { worst = max(worst, Double(t - h.at) / 1e9) } else { never += 1 }
+            }
+            if never > 0 {
+                return .init(name: spec.kind, passed: false, detail: "\(never) of \(heals.count) heals never reconverged before the end (limit \(f(within)) s)")
+            }
+            return .init(name: spec.kind, passed: worst <= within,
+                         detail: "\(heals.count) heals; membership reconverged at most \(f(worst)) s after a heal (limit \(f(within)) s)")
+        default:
+            return .init(name: spec.kind, passed: false, detail: "unknown check")
+        }
+    }
+}

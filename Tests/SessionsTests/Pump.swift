@@ -1,0 +1,133 @@
+import MeshCore
+import Noise
+import Sessions
+import Sodium
+
+/// An in-memory network between session managers on a virtual clock: latency, jitter (so
+/// reordering), loss and duplication drawn from a seeded generator, so every run repeats.
+struct Pump {
+    struct Node {
+        var manager: SessionManager
+        let identity: NodeIdentity
+        var wake: Instant?
+        var delivered: [(from: [UInt8], plaintext: [UInt8])] = []
+        var established: [[UInt8]] = []
+        var failed: [String] = []
+    }
+
+    struct Packet {
+        let at: Instant
+        let seq: Int
+        let from: UnderlayAddress
+        let to: UnderlayAddress
+        let bytes: [UInt8]
+    }
+
+    var nodes: [UnderlayAddress: Node] = [:]
+    var now = Instant.zero
+    var inflight: [Packet] = []
+    var seq = 0
+    var rng = SeededGenerator(seed: 99)
+    var latency: Duration = .milliseconds(20)
+    var jitter: Duration = .zero
+    var loss = 0.0
+    var duplication = 0.0
+    /// Every datagram sent, for tests that capture and replay.
+    var wire: [Packet] = []
+    /// Return false to drop a datagram (targeted loss).
+    var filter: ((Packet) -> Bool)?
+
+    static let networkKey = [UInt8](repeating: 0x42, count: 32)
+
+    static func address(_ i: Int) -> UnderlayAddress {
+        UnderlayAddress(ip: UnderlayAddress.loopbackV6, port: UInt16(5000 + i))
+    }
+
+    static func identity(_ i: Int) -> NodeIdentity { NodeIdentity.deterministic(runSeed: 7, index: i) }
+
+    @discardableResult
+    mutating func add(_ i: Int, networkKey: [UInt8] = Pump.networkKey, timing: SessionTiming = .init(),
+                      seed: UInt64? = nil) -> UnderlayAddress {
+        let id = Self.identity(i)
+        let m = try! SessionManager(identity: id, networkKey: networkKey, timing: timing,
+                                    rng: SeededGenerator(seed: seed ?? UInt64(i)))
+        nodes[Self.address(i)] = Node(manager: m, identity: id)
+        return Self.address(i)
+    }
+
+    func key(_ i: Int) -> [UInt8] { Self.identity(i).publicKey }
+
+    mutating func send(_ from: Int, _ to: Int, _ text: String, known: Bool = true) {
+        let a = Self.address(from)
+        let out = nodes[a]!.manager.send(Array(text.utf8), to: Self.address(to), peerKey: known ? key(to) : nil, now: now)
+        apply(out, at: a)
+    }
+
+    mutating func apply(_ outputs: [SessionOutput], at a: UnderlayAddress) {
+        nodes[a]!.wake = nil
+        for o in outputs {
+            switch o {
+            case let .send(to, bytes):
+                let p = Packet(at: now, seq: 0, from: a, to: to, bytes: bytes)
+                wire.append(p)
+                if let filter, !filter(p) { continue }
+                if rng.unit() < loss { continue }
+                let copies = rng.unit() < duplication ? 2 : 1
+                for _ in 0..<copies {
+                    let extra = Duration.nanoseconds(Int64(Double(jitter.nanoseconds) * rng.unit()))
+                    seq += 1
+                    inflight.append(Packet(at: now + latency + extra, seq: seq, from: a, to: to, bytes: bytes))
+                }
+            case let .deliver(_, peerKey, plaintext):
+                nodes[a]!.delivered.append((peerKey, plaintext))
+            case let .established(peerKey, _):
+                nodes[a]!.established.append(peerKey)
+            case let .failed(_, reason):
+                nodes[a]!.failed.append(reason)
+            case let .wake(at):
+                nodes[a]!.wake = at
+            }
+        }
+    }
+
+    /// Injects a datagram as if it arrived now.
+    mutating func inject(_ bytes: [UInt8], from: UnderlayAddress, to: UnderlayAddress) {
+        let out = nodes[to]!.manager.receive(bytes, from: from, now: now)
+        apply(out, at: to)
+    }
+
+    /// Runs packet arrivals and timers in time order until `end`.
+    mutating func run(until end: Instant) {
+        while true {
+            let nextPacket = inflight.min { ($0.at, $0.seq) < ($1.at, $1.seq) }
+            let nextWake = nodes.filter { $0.value.wake != nil }.min { ($0.value.wake!, $0.key) < ($1.value.wake!, $1.key) }
+            var t = end
+            if let p = nextPacket, p.at < t { t = p.at }
+            if let w = nextWake?.value.wake, w < t { t = w }
+            if t >= end && !(nextPacket.map { $0.at <= end } ?? false) { now = end; return }
+            now = max(now, t)
+            if let p = nextPacket, p.at <= t {
+                inflight.removeAll { $0.seq == p.seq }
+                guard nodes[p.to] != nil else { continue }
+                let out = nodes[p.to]!.manager.receive(p.bytes, from: p.from, now: now)
+                apply(out, at: p.to)
+            } else if let (addr, _) = nextWake {
+                let out = nodes[addr]!.manager.tick(now: now)
+                apply(out, at: addr)
+            }
+        }
+    }
+
+    mutating func run(for d: Duration) { run(until: now + d) }
+
+    func texts(_ i: Int) -> [String] {
+        nodes[Self.address(i)]!.delivered.map { String(decoding: $0.plaintext, as: UTF8.self) }
+    }
+
+    func counters(_ i: Int) -> SessionCounters { nodes[Self.address(i)]!.manager.counters }
+    func sizes(_ i: Int) -> SessionTableSizes { nodes[Self.address(i)]!.manager.tableSizes }
+}
+
+extension Instant {
+    static func seconds(_ s: Double) -> Instant { Instant(nanoseconds: Int64(s * 1e9)) }
+}
