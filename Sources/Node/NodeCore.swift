@@ -358,6 +358,10 @@ public struct NodeCore {
         m.state = state
         m.stateSince = now
         members[id] = m
+        // A member that stopped answering may hold no keys for our session any more (it
+        // restarted, or the two sides' key rotation went astray): its next probe starts a
+        // fresh handshake instead of talking into a session nobody holds.
+        if state == .suspect || state == .dead { sessions.forget(peerKey: m.identity.publicKey) }
         out.append(.event(.memberStateChanged(id, from: old, to: state)))
     }
 

@@ -309,6 +309,13 @@ public struct SessionManager {
             transport = try hs.finish()
         } catch { counters.drop(.handshakeFailed); return }
         guard let handle = peerFor(key: peerKey, address: from, now: now) else { counters.drop(.tooManyPeers); return }
+        // Two initiations from one peer moments apart (a stale one crossing a fresh one, which
+        // reordering can deliver in either order): answering both would leave us holding the
+        // keys of the second while the initiator completes the first. Keep the first; a real
+        // retransmission comes no sooner than the initial retry interval and replaces it.
+        if let pending = peers[handle]!.next, now - pending.created < timing.handshakeRetryInitial / 2 {
+            counters.drop(.handshakeCollision); return
+        }
         let index = allocateIndex(handle)
         let keypair = Keypair(transport, localIndex: index, remoteIndex: h.sender, created: now, isInitiator: false)
         // Unconfirmed until the initiator's first transport packet proves it has the keys too, so

@@ -192,7 +192,15 @@ public final class Simulation {
                 guard life[j] == .up else { c.toDown += 1; continue }
                 c.delivered += 1
                 if trace != nil { log(j, "← node \(from)  \(Self.describe(bytes))") }
+                let before = trace == nil ? [:] : nodes[j].sessions.counters.drops
                 apply(j, nodes[j].handle(.datagram(from: addresses[Int(from)], bytes: bytes), now: Instant(nanoseconds: now)))
+                if trace != nil {
+                    // Say why a datagram went nowhere: the reason the session layer counted.
+                    for (reason, n) in nodes[j].sessions.counters.drops.sorted(by: { $0.key.rawValue < $1.key.rawValue })
+                    where n != before[reason, default: 0] {
+                        log(j, "session dropped it: \(reason.rawValue)")
+                    }
+                }
             case let .wake(node, at):
                 let i = Int(node)
                 guard wakeAt[i] == at, life[i] == .up else { continue }

@@ -133,7 +133,7 @@ struct Pump {
                                    networkKey: Pump.networkKey, rng: SeededGenerator(seed: 99))
         p.wakes[1] = nil
         p.feed(1, .start)
-        p.run(for: .seconds(10))
+        p.run(for: .seconds(25))
         #expect(p.state(0, of: 1) == .alive)
         #expect(p.state(1, of: 0) == .alive)
     }
