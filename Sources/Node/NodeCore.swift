@@ -105,7 +105,13 @@ public struct NodeCore {
             case let .established(peerKey, address):
                 if let peer = cachedIdentity(peerKey) { out.append(.event(.sessionEstablished(peer.nodeID, address))) }
             case let .failed(address, reason):
-                out.append(.event(.sessionFailed(address, reason: reason)))
+                if reason == "from_self" {
+                    // A seed that points at ourselves: stop pinging it.
+                    counters.drop(.fromSelf)
+                    seeds.removeValue(forKey: address)
+                } else {
+                    out.append(.event(.sessionFailed(address, reason: reason)))
+                }
             case .wake:
                 break // folded into the node's single wake-up at the end of `handle`
             }

@@ -269,6 +269,13 @@ public struct SessionManager {
             }
         }
         let ephemeral = Array(h.noise.prefix(32))
+        // Our own initiation came back to us: the address we are calling is our own (a seed
+        // list that names this node). Give up on it instead of retrying forever.
+        if let own = peers.first(where: { $0.value.initiation?.ephemeral == ephemeral })?.key {
+            counters.drop(.fromSelf)
+            giveUp(own, reason: "from_self", &out)
+            return
+        }
         guard !recentEphemerals.contains(ephemeral) else { counters.drop(.replayedHandshake); return }
         if h.type == .xxInitiation {
             // XX's first message names nobody; a pending initiation to the same address is the
@@ -392,6 +399,12 @@ public struct SessionManager {
         let transport: NoiseTransport
         do {
             payload = try ini.handshake.readMessage(h.noise)
+            if payload == localPublicKey {
+                // We reached ourselves (a seed that is our own address): stop trying.
+                counters.drop(.fromSelf)
+                giveUp(handle, reason: "from_self", &out)
+                return
+            }
             guard checkIdentity(payload, ini.handshake.remoteStatic) != nil else { return }
             final = try ini.handshake.writeMessage(payload: localPublicKey)
             transport = try ini.handshake.finish()

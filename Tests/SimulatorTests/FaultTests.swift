@@ -37,7 +37,7 @@ func metric(_ r: SimReport, _ k: String) -> Double { r.metrics[k] ?? .nan }
     }
 
     @Test func regionsSetLatency() throws {
-        var near = try tiny(seconds: 20, "regions = [\"a\", \"b\"]\nregion_latency_ms = [[1, 1], [1, 1]]")
+        var near = try tiny(seconds: 60, "regions = [\"a\", \"b\"]\nregion_latency_ms = [[1, 1], [1, 1]]")
         near.checks = [.init(kind: "membership_converged", withinSeconds: nil)]
         var far = near
         far.network.regionLatencyMs = [[1, 600], [600, 1]]
