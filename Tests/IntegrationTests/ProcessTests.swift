@@ -143,3 +143,49 @@ func freeUDPPort() -> UInt16 {
     }
 }
 
+
+@Suite(.serialized) struct PrivateMeshTests {
+    /// Two nodes with the mesh's key meet; a third with another key is refused before any
+    /// public-key work, and the refusal is counted where the operator looks (`iotaf status`).
+    @Test func wrongNetworkKeyIsRefused() throws {
+        let dir = "/tmp/iotaf-pm-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        #expect(try runIotaf(["network", "init", "--out", "\(dir)/mesh"]).status == 0)
+        #expect(try runIotaf(["network", "init", "--out", "\(dir)/other"]).status == 0)
+        let ports = (0..<3).map { _ in freeUDPPort() }
+        var procs: [Process] = []
+        defer { for p in procs where p.isRunning { p.terminate() } }
+        for i in 0..<3 {
+            #expect(try runIotaf(["keygen", "--out", "\(dir)/n\(i).key"]).status == 0)
+            var args = ["node", "run", "--key", "\(dir)/n\(i).key", "--listen", "[::1]:\(ports[i])", "--control", "\(dir)/n\(i).sock",
+                        "--data", "\(dir)/d\(i)", "--log-level", "warning",
+                        "--network-key", i == 2 ? "\(dir)/other/network.key" : "\(dir)/mesh/network.key"]
+            if i > 0 { args += ["--peer", "[::1]:\(ports[0])"] }
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: try iotafBinary())
+            p.arguments = args
+            p.standardError = FileHandle(forWritingAtPath: "/dev/null")
+            try p.run()
+            procs.append(p)
+        }
+        func members(_ i: Int) -> [[String: Any]] {
+            guard let r = try? runIotaf(["members", "--control", "\(dir)/n\(i).sock", "--json"]), r.status == 0 else { return [] }
+            return (try? JSONSerialization.jsonObject(with: Data(r.out.utf8)) as? [[String: Any]]) ?? []
+        }
+        let deadline = Date().addingTimeInterval(20)
+        while Date() < deadline && !(members(0).contains { $0["state"] as? String == "alive" } && members(1).contains { $0["state"] as? String == "alive" }) {
+            Thread.sleep(forTimeInterval: 0.3)
+        }
+        Thread.sleep(forTimeInterval: 2)
+        #expect(members(0).count == 1, "node 0 knows only node 1")
+        #expect(members(1).count == 1)
+        #expect(members(2).isEmpty, "the stranger learns nobody")
+        let status = try runIotaf(["status", "--control", "\(dir)/n0.sock", "--json"])
+        let s = try JSONSerialization.jsonObject(with: Data(status.out.utf8)) as? [String: Any]
+        let drops = s?["session_drops"] as? [String: Int]
+        #expect((drops?["bad_mac1"] ?? 0) > 0, "node 0 counted the stranger's handshakes: \(drops ?? [:])")
+        for p in procs { p.terminate() }
+        for p in procs { p.waitUntilExit(); #expect(p.terminationStatus == 0) }
+    }
+}
