@@ -33,6 +33,8 @@ public struct NodeCore {
     private var nextForgetCheck = Instant.zero
     /// Set only by the simulator, to play a byzantine node that lies about the mesh.
     public var sampleRewriter: (any SampleRewriter)?
+    /// The session layer's next deadline, as it last reported it (it reports one with every call).
+    private var sessionWake: Instant?
     /// The wake-up last asked of the driver, so it is asked again only when it changes.
     private var requestedWake: Instant?
 
@@ -75,7 +77,10 @@ public struct NodeCore {
             // The driver's timer is spent: whatever happens, ask for the next one. Driver clocks
             // may fire a little early; then the same instant is asked for again.
             requestedWake = nil
-            if let w = sessions.nextWake, now >= w { absorb(sessions.tick(now: now), now: now, into: &out) }
+            if let w = sessionWake, now >= w {
+                sessionWake = nil
+                absorb(sessions.tick(now: now), now: now, into: &out)
+            }
             if let t = nextTick, now >= t { runRound(now: now, into: &out) }
         case let .datagram(from, bytes):
             counters.datagramsIn += 1
@@ -84,7 +89,7 @@ public struct NodeCore {
         case let .command(command):
             apply(command, now: now, into: &out)
         }
-        let wake = [nextTick, sessions.nextWake].compactMap { $0 }.min()
+        let wake = [nextTick, sessionWake].compactMap { $0 }.min()
         if let wake, wake != requestedWake {
             requestedWake = wake
             out.append(.wake(at: wake))
@@ -112,8 +117,8 @@ public struct NodeCore {
                 } else {
                     out.append(.event(.sessionFailed(address, reason: reason)))
                 }
-            case .wake:
-                break // folded into the node's single wake-up at the end of `handle`
+            case let .wake(at):
+                sessionWake = at // folded into the node's single wake-up at the end of `handle`
             }
         }
     }
