@@ -23,7 +23,7 @@ let package = Package(
         // Identities, addresses, time, randomness, codecs: the vocabulary every core shares.
         .target(name: "MeshCore", dependencies: ["Sodium"]),
         // Noise Protocol Framework over libsodium.
-        .target(name: "Noise", dependencies: ["Sodium"]),
+        .target(name: "Noise", dependencies: ["Sodium", "MeshCore"]),
         // Encrypted, authenticated sessions between nodes over datagrams (sans-IO).
         .target(name: "Sessions", dependencies: ["Noise", "MeshCore", "Sodium"]),
         // Reliable, ordered, chunked messages over encrypted datagrams (sans-IO).
