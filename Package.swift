@@ -28,6 +28,8 @@ let package = Package(
         .target(name: "Sessions", dependencies: ["Noise", "MeshCore", "Sodium"]),
         // Reliable, ordered, chunked messages over encrypted datagrams (sans-IO).
         .target(name: "Channels", dependencies: ["MeshCore"]),
+        // Membership, failure detection, dissemination and discovery (sans-IO).
+        .target(name: "Gossip", dependencies: ["MeshCore", "Sodium"]),
         // The node state machine (sans-IO).
         .target(name: "Node", dependencies: ["MeshCore", "Sessions"]),
         // The libuv driver, config, key files, control socket, on-disk stores.
@@ -52,6 +54,7 @@ let package = Package(
         ]),
 
         .testTarget(name: "MeshCoreTests", dependencies: ["MeshCore", "Sodium"]),
+        .testTarget(name: "GossipTests", dependencies: ["Gossip", "MeshCore", "Sodium"]),
         .testTarget(name: "NodeTests", dependencies: ["Node", "MeshCore", "Sessions"]),
         .testTarget(name: "NoiseTests", dependencies: ["Noise", "Sodium"]),
         .testTarget(name: "ChannelsTests", dependencies: ["Channels", "MeshCore"]),

@@ -1,0 +1,137 @@
+import MeshCore
+
+/// Anti-entropy: peers compare 64 bucket digests of their member tables in one datagram and then
+/// exchange only the rows of the buckets that differ, over a reliable channel. At most
+/// `maxConcurrentExchanges` are started or served at a time.
+extension GossipCore {
+    static func bucket(_ id: NodeID) -> Int { Int(id.bytes[0] >> 2) }
+
+    static func mix(_ x: UInt64) -> UInt64 {
+        var z = x &+ 0x9E37_79B9_7F4A_7C15
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    static func prefix64(_ b: [UInt8]) -> UInt64 {
+        var v: UInt64 = 0
+        for i in 0..<8 { v = v << 8 | UInt64(b[i]) }
+        return v
+    }
+
+    /// Alive and suspect hash alike: suspicion is transient and settled by the probe path.
+    static func stateClass(_ s: MemberState) -> UInt64 {
+        switch s {
+        case .alive, .suspect: 0
+        case .dead: 1
+        case .left: 2
+        case .culled: 3
+        }
+    }
+
+    static func rowHash(_ id: NodeID, incarnation: UInt32, state: MemberState) -> UInt64 {
+        mix(prefix64(id.bytes) ^ mix(UInt64(incarnation) << 2 | stateClass(state)))
+    }
+
+    /// Order-independent (wrapping sums), so equal tables give equal digests whatever their order.
+    func digest() -> (buckets: [UInt64], cullCount: UInt32, cullHash: UInt64) {
+        var b = [UInt64](repeating: 0, count: GossipWire.bucketCount)
+        b[Self.bucket(me.nodeID)] &+= Self.rowHash(me.nodeID, incarnation: incarnation, state: hasLeft ? .left : .alive)
+        for id in memberOrder {
+            guard let m = members[id] else { continue }
+            b[Self.bucket(id)] &+= Self.rowHash(id, incarnation: m.incarnation, state: m.state)
+        }
+        var ch: UInt64 = 0
+        for id in cullOrder { ch &+= Self.mix(Self.prefix64(id.bytes) ^ (culls[id]?.issuedAt ?? 0)) }
+        return (b, UInt32(cullOrder.count), ch)
+    }
+
+    mutating func startExchange(now: Instant, into out: inout [GossipOutput]) {
+        outgoingExchanges.removeAll { now - $0.since >= config.exchangeTimeout }
+        // Introducers are asked last: every newcomer would otherwise sync through them.
+        let ordinary = activeView.filter { !contacts.contains($0.address) }
+        guard let peer = randomSample(ordinary.isEmpty ? activeView : ordinary, count: 1).first else { return }
+        startExchange(with: peer, now: now, into: &out)
+    }
+
+    mutating func startExchange(with peer: PeerEntry, now: Instant, into out: inout [GossipOutput]) {
+        guard !hasLeft, outgoingExchanges.count < config.maxConcurrentExchanges else { return }
+        let id = UInt32(truncatingIfNeeded: rng.next())
+        outgoingExchanges.append((id, peer.nodeID, now))
+        counters.exchanges += 1
+        let d = digest()
+        send(.digest(exchange: id, buckets: d.buckets, cullCount: d.cullCount, cullHash: d.cullHash), to: .peer(peer), into: &out)
+    }
+
+    mutating func handleDigest(exchange: UInt32, buckets: [UInt64], cullCount: UInt32, cullHash: UInt64, from: PeerEntry, now: Instant, into out: inout [GossipOutput]) {
+        servedExchanges.removeAll { now - $0.since >= config.exchangeServeWindow }
+        guard servedExchanges.count < config.maxConcurrentExchanges else {
+            counters.drop(.exchangeBusy)
+            send(.digestReply(exchange: exchange, differing: 0, cullsDiffer: false, busy: true), to: .peer(from), into: &out)
+            return
+        }
+        servedExchanges.append((from.nodeID, now))
+        let mine = digest()
+        var differing: UInt64 = 0
+        for i in 0..<GossipWire.bucketCount where buckets[i] != mine.buckets[i] { differing |= 1 << UInt64(i) }
+        let cullsDiffer = cullCount != mine.cullCount || cullHash != mine.cullHash
+        send(.digestReply(exchange: exchange, differing: differing, cullsDiffer: cullsDiffer, busy: false), to: .peer(from), into: &out)
+        if differing != 0 || cullsDiffer {
+            sendDelta(exchange: exchange, differing: differing, culls: cullsDiffer, to: from, into: &out)
+        }
+    }
+
+    mutating func handleDigestReply(exchange: UInt32, differing: UInt64, cullsDiffer: Bool, busy: Bool, from: PeerEntry, now: Instant, into out: inout [GossipOutput]) {
+        guard let i = outgoingExchanges.firstIndex(where: { $0.id == exchange && $0.peer == from.nodeID }) else {
+            counters.drop(.unknownExchange)
+            return
+        }
+        outgoingExchanges.remove(at: i)
+        if busy { return }
+        if differing == 0 && !cullsDiffer { synced = true }
+        if differing != 0 || cullsDiffer {
+            sendDelta(exchange: exchange, differing: differing, culls: cullsDiffer, to: from, into: &out)
+        }
+    }
+
+    /// Rows of the differing buckets only (a delta, not the full state), capped per message.
+    mutating func sendDelta(exchange: UInt32, differing: UInt64, culls sendCulls: Bool, to peer: PeerEntry, into out: inout [GossipOutput]) {
+        var records: [MemberRecord] = []
+        func inDiff(_ id: NodeID) -> Bool { differing & (1 << UInt64(Self.bucket(id))) != 0 }
+        if inDiff(me.nodeID) {
+            records.append(MemberRecord(entry: me, state: hasLeft ? .left : .alive, incarnation: incarnation, attributeVersion: attributeVersion))
+        }
+        for id in memberOrder where records.count < GossipWire.maxDeltaRecords && inDiff(id) {
+            guard let m = members[id], m.state != .culled else { continue }
+            records.append(MemberRecord(entry: m.entry, state: m.state, incarnation: m.incarnation, attributeVersion: m.attributeVersion))
+        }
+        var cs: [CullRecord] = []
+        if sendCulls {
+            for id in cullOrder.suffix(GossipWire.maxDeltaCulls) { if let c = culls[id] { cs.append(c) } }
+        }
+        sendReliable(.delta(exchange: exchange, records: records, culls: cs), to: peer, into: &out)
+    }
+
+    /// Rows are merged by the same precedence rules as gossip, so a delta can never revive a dead
+    /// member at the same incarnation, nor bring back a culled one.
+    mutating func applyDelta(records: [MemberRecord], culls cs: [CullRecord], from: PeerEntry, now: Instant, into out: inout [GossipOutput]) {
+        for c in cs { applyUpdate(.cull(c), from: from, now: now, into: &out) }
+        let accuser = Self.prefix64(from.nodeID.bytes)
+        for r in records {
+            let u: MemberUpdate
+            switch r.state {
+            case .alive: u = .alive(r.entry, incarnation: r.incarnation, attributeVersion: r.attributeVersion)
+            case .suspect: u = .suspect(r.entry.peer, incarnation: r.incarnation, accuser: accuser)
+            case .dead:
+                // A dead row we never heard of is learned quietly, so it is not probed or gossiped.
+                if members[r.entry.nodeID] == nil, r.entry.nodeID != me.nodeID { continue }
+                u = .dead(r.entry.peer, incarnation: r.incarnation)
+            case .left:
+                if members[r.entry.nodeID] == nil, r.entry.nodeID != me.nodeID { continue }
+                u = .left(r.entry.peer, incarnation: r.incarnation)
+            case .culled: continue
+            }
+            applyUpdate(u, from: nil, now: now, into: &out)
+        }
+    }
+}

@@ -1,0 +1,176 @@
+import MeshCore
+
+/// What a driver (the node) hands the gossip core. The node owns the sessions: it decrypts, then
+/// hands over the plaintext with the peer's proven key and the address it came from.
+public enum GossipInput: Sendable {
+    /// Announce ourselves and contact the configured introducers.
+    case start
+    /// The wake-up asked for is due (early calls are harmless).
+    case timer
+    /// A datagram's plaintext from an authenticated peer.
+    case received(from: PeerEntry, bytes: [UInt8])
+    /// A message delivered by a reliable channel (answers to `.sendReliable`).
+    case reliableReceived(from: PeerEntry, bytes: [UInt8])
+    /// A round-trip time the node measured outside gossip (e.g. a session handshake).
+    case rttSample(NodeID, Duration)
+    /// The runtime heard a link-local multicast beacon from this address (mode `nearest`).
+    case beaconHeard(UnderlayAddress)
+    case command(GossipCommand)
+}
+
+public enum GossipCommand: Sendable, Equatable {
+    /// Join the mesh through these addresses (introducers or a single known peer); retried until
+    /// the node has a neighbour.
+    case join([UnderlayAddress])
+    /// Graceful leave: the mesh learns the node left (state `left`) rather than failed.
+    case leave
+    case setAttributes(Attributes)
+    /// An admin-signed cull (see `CullRecord.signedBytes`).
+    case cull(CullRecord)
+    /// Ask the mesh for nodes whose attributes match; answers come back as `.queryAnswer` events.
+    case query(id: UInt64, AttributeQuery, mode: DiscoveryMode, hopLimit: UInt8)
+    /// Fetch a member's full attributes over a reliable channel.
+    case fetchAttributes(NodeID)
+}
+
+/// Where a datagram goes: a known peer (the node can use Noise IK with its key) or a bare address
+/// (a seed or a beacon: the node must use XX and learns the key in the handshake).
+public enum GossipDestination: Sendable, Equatable, Hashable {
+    case peer(PeerEntry)
+    case address(UnderlayAddress)
+}
+
+public enum GossipOutput: Sendable, Equatable {
+    /// One datagram's plaintext, at most `GossipWire.maxDatagram` bytes.
+    case send(GossipDestination, bytes: [UInt8])
+    /// A message too large for a datagram (anti-entropy deltas, full attributes): the node carries it
+    /// over a reliable channel and hands it to the peer's core as `.reliableReceived`.
+    case sendReliable(PeerEntry, bytes: [UInt8])
+    /// Call back with `.timer` at this instant; a later `.wake` replaces an earlier one.
+    case wake(at: Instant)
+    case event(GossipEvent)
+}
+
+public enum GossipEvent: Sendable, Equatable {
+    case memberJoined(NodeID, UnderlayAddress)
+    case memberStateChanged(NodeID, from: MemberState, to: MemberState, incarnation: UInt32)
+    case memberAddressChanged(NodeID, UnderlayAddress)
+    case attributesChanged(NodeID, Attributes)
+    case memberForgotten(NodeID)
+    /// Active view changes: the node keeps sessions open to these peers.
+    case neighbourAdded(NodeID)
+    case neighbourRemoved(NodeID)
+    /// The node has its first neighbour.
+    case joined
+    /// Someone suspected or declared us dead; we answered with a higher incarnation.
+    case refuted(incarnation: UInt32)
+    case queryAnswer(id: UInt64, from: NodeID, address: UnderlayAddress, hops: UInt8, pairs: [AttributePair])
+}
+
+/// The protocol's knobs. Defaults are tuned for a LAN-like mesh of up to 10,000 nodes; see
+/// Docs/gossip.md for why each value is what it is.
+public struct GossipConfig: Sendable, Equatable {
+    public var network: NetworkID
+    /// Introducers (mode `master`) or the one known peer (mode `walk`).
+    public var seeds: [UnderlayAddress] = []
+    public var modes: [DiscoveryMode] = [.master]
+    /// A master keeps a larger passive view, so its join replies carry a richer sample.
+    public var isMaster = false
+    /// Ed25519 keys whose culls are obeyed.
+    public var adminKeys: [[UInt8]] = []
+
+    // Dissemination.
+    public var gossipInterval: Duration = .milliseconds(200)
+    public var gossipFanout = 3
+    /// Each update is sent at most `retransmitMultiplier × ⌈log10(n + 1)⌉` times by each node.
+    public var retransmitMultiplier = 2
+    public var maxQueuedUpdates = 8192
+
+    // Failure detection (SWIM + Lifeguard).
+    public var probeInterval: Duration = .seconds(1)
+    public var probeTimeout: Duration = .milliseconds(400)
+    public var indirectChecks = 3
+    /// Local health multiplier ceiling: probe timeouts and intervals stretch up to this factor.
+    public var maxAwareness = 8
+    public var suspicionMin: Duration = .milliseconds(1500)
+    public var suspicionMax: Duration = .seconds(5)
+    /// Independent suspicions that shrink the timeout from max to min.
+    public var suspicionConfirmations = 3
+    public var deadRetryInterval: Duration = .seconds(10)
+    public var forgetAfter: Duration = .seconds(3600)
+    public var maxMembers = 65536
+    public var maxCulls = 4096
+
+    // Partial views (HyParView).
+    public var activeViewSize = 5
+    public var passiveViewSize = 30
+    public var activeWalkLength: UInt8 = 6
+    public var passiveWalkLength: UInt8 = 3
+    public var shuffleInterval: Duration = .seconds(10)
+    public var shuffleActive = 3
+    public var shufflePassive = 4
+    public var joinRetryInterval: Duration = .seconds(2)
+    public var neighbourRequestTimeout: Duration = .seconds(2)
+
+    // Anti-entropy.
+    public var antiEntropyInterval: Duration = .seconds(20)
+    /// Exchanges a node has open, and exchanges it serves per `exchangeServeWindow`.
+    public var maxConcurrentExchanges = 2
+    public var exchangeServeWindow: Duration = .seconds(1)
+    public var exchangeTimeout: Duration = .seconds(3)
+
+    // Queries and attributes.
+    public var nearestFanout = 2
+    public var queryCacheSize = 4096
+    /// Fetch attributes of active and passive neighbours automatically (others on demand).
+    public var fetchNeighbourAttributes = true
+
+    public init(network: NetworkID) { self.network = network }
+}
+
+/// One row of the member table.
+public struct GossipMember: Sendable, Equatable {
+    public internal(set) var entry: PeerEntry
+    public internal(set) var state: MemberState
+    public internal(set) var incarnation: UInt32
+    public internal(set) var attributeVersion: UInt32
+    /// Fetched attributes and their version (may lag `attributeVersion`).
+    public internal(set) var attributes: Attributes?
+    public internal(set) var heldAttributeVersion: UInt32 = 0
+    public internal(set) var stateSince: Instant
+    public internal(set) var rtt: Duration?
+    public internal(set) var lastHeard: Instant?
+    var suspicion: Suspicion?
+    var requestedAttributeVersion: UInt32 = 0
+    var lastToldState: Instant?
+
+    public var nodeID: NodeID { entry.nodeID }
+}
+
+struct Suspicion: Sendable, Equatable {
+    var start: Instant
+    var accusers: [UInt64]
+    var deadline: Instant
+}
+
+/// Counted drops and traffic, for `iotaf members --json` and simulator reports.
+public struct GossipCounters: Sendable, Equatable {
+    public var drops = [UInt64](repeating: 0, count: GossipDropReason.allCases.count)
+    public var messagesIn: UInt64 = 0
+    public var messagesOut: UInt64 = 0
+    public var bytesIn: UInt64 = 0
+    public var bytesOut: UInt64 = 0
+    public var reliableOut: UInt64 = 0
+    public var reliableBytesOut: UInt64 = 0
+    public var probes: UInt64 = 0
+    public var indirectProbes: UInt64 = 0
+    public var suspicionsRaised: UInt64 = 0
+    public var refutations: UInt64 = 0
+    public var exchanges: UInt64 = 0
+
+    public subscript(reason: GossipDropReason) -> UInt64 {
+        drops[GossipDropReason.allCases.firstIndex(of: reason)!]
+    }
+    public var totalDrops: UInt64 { drops.reduce(0, +) }
+    mutating func drop(_ r: GossipDropReason) { drops[GossipDropReason.allCases.firstIndex(of: r)!] += 1 }
+}

@@ -1,0 +1,410 @@
+import Foundation
+import MeshCore
+
+/// The gossip state machine: SWIM failure detection with Lifeguard's local health, piggybacked
+/// dissemination, HyParView partial views, attribute queries, signed culls and anti-entropy.
+/// Sans-IO: every call takes `now` and returns what the node must send, when to wake, and what
+/// happened. All randomness comes from the injected generator, and everything that decides what is
+/// sent walks arrays, never dictionaries, so two cores fed the same inputs give the same outputs.
+public struct GossipCore {
+    public let me: PeerEntry
+    public let config: GossipConfig
+    public internal(set) var counters = GossipCounters()
+    public internal(set) var incarnation: UInt32 = 0
+    public internal(set) var attributes = Attributes()
+    public internal(set) var attributeVersion: UInt32 = 0
+    public internal(set) var members: [NodeID: GossipMember] = [:]
+    /// Member ids in insertion order: the order every scan walks.
+    var memberOrder: [NodeID] = []
+    public internal(set) var activeView: [PeerEntry] = []
+    public internal(set) var passiveView: [PeerEntry] = []
+    public internal(set) var culls: [NodeID: CullRecord] = [:]
+    var cullOrder: [NodeID] = []
+    /// Lifeguard's local health score: 0 is healthy; each step stretches probe timing.
+    public internal(set) var awareness = 0
+    public internal(set) var hasLeft = false
+
+    var rng: SeededGenerator
+    let myTag: UInt64
+    var queue: BroadcastQueue
+    var nextSeq: UInt32 = 1
+    var started = false
+
+    // Probing.
+    struct Probe: Sendable {
+        var target: PeerEntry
+        var seq: UInt32
+        var sentAt: Instant
+        var indirectAt: Instant
+        var endAt: Instant
+        var indirectSent = false
+        var expectedNacks = 0
+        var nacks = 0
+        var acked = false
+    }
+    var probe: Probe?
+    var probeOrder: [NodeID] = []
+    var probeIndex = 0
+    var nextProbe: Instant?
+    struct Relay: Sendable { var requester: PeerEntry; var seq: UInt32; var deadline: Instant }
+    var relays: [UInt32: Relay] = [:]
+    var relayOrder: [UInt32] = []
+    /// Pings for RTT measurement and dead-member retries.
+    var sidePings: [UInt32: (target: NodeID?, sentAt: Instant)] = [:]
+    var sidePingOrder: [UInt32] = []
+    var nextDeadRetry: Instant?
+    var deadRetryIndex = 0
+    var suspects: [NodeID] = []
+
+    // Views and joining.
+    var contacts: [UnderlayAddress] = []
+    var contactIndex = 0
+    var nextJoin: Instant?
+    var pendingNeighbour: (peer: NodeID, since: Instant)?
+    var nextShuffle: Instant?
+    var pendingShuffle: (id: UInt32, sent: [PeerEntry])?
+    var nextGossip: Instant?
+    var gossipCursor = 0
+    var everJoined = false
+
+    // Queries.
+    var seenQueries: Set<[UInt8]> = []
+    var seenQueryOrder: [[UInt8]] = []
+    var myQueries: [UInt64] = []
+
+    // Anti-entropy.
+    var nextExchange: Instant?
+    var outgoingExchanges: [(id: UInt32, peer: NodeID, since: Instant)] = []
+    var servedExchanges: [(peer: NodeID, since: Instant)] = []
+    /// Set by the first delta received: until then a newcomer exchanges every second.
+    var synced = false
+
+    var nextHousekeeping: Instant?
+    var requestedWake: Instant?
+
+    public init(me: PeerEntry, config: GossipConfig, rng: SeededGenerator) {
+        self.me = me
+        self.config = config
+        self.rng = rng
+        var tag: UInt64 = 0
+        for i in 0..<8 { tag = tag << 8 | UInt64(me.nodeID.bytes[i]) }
+        myTag = tag
+        queue = BroadcastQueue(capacity: config.maxQueuedUpdates)
+        contacts = config.seeds
+    }
+
+    /// Members sorted by node id, for tables and reports.
+    public var sortedMembers: [GossipMember] { members.values.sorted { $0.nodeID < $1.nodeID } }
+    public var queuedUpdates: Int { queue.count }
+
+    public mutating func handle(_ input: GossipInput, now: Instant) -> [GossipOutput] {
+        var out: [GossipOutput] = []
+        switch input {
+        case .start:
+            start(now: now, into: &out)
+        case .timer:
+            requestedWake = nil
+            runDue(now: now, into: &out)
+        case let .received(from, bytes):
+            counters.messagesIn += 1
+            counters.bytesIn += UInt64(bytes.count)
+            switch GossipWire.decode(bytes, transport: .datagram) {
+            case let .failure(reason): counters.drop(reason)
+            case let .success(m): receive(m, from: from, now: now, into: &out)
+            }
+        case let .reliableReceived(from, bytes):
+            counters.messagesIn += 1
+            counters.bytesIn += UInt64(bytes.count)
+            switch GossipWire.decode(bytes, transport: .reliable) {
+            case let .failure(reason): counters.drop(reason)
+            case let .success(m): receive(m, from: from, now: now, into: &out)
+            }
+        case let .rttSample(id, rtt):
+            noteRTT(id, rtt)
+        case let .beaconHeard(address):
+            beaconHeard(address, now: now, into: &out)
+        case let .command(c):
+            apply(c, now: now, into: &out)
+        }
+        if started, let wake = nextDue(), wake != requestedWake {
+            requestedWake = wake
+            out.append(.wake(at: wake))
+        }
+        return out
+    }
+
+    // MARK: - Start and timers
+
+    mutating func start(now: Instant, into out: inout [GossipOutput]) {
+        guard !started else { return }
+        started = true
+        queue.enqueue(selfAlive)
+        nextGossip = now + config.gossipInterval
+        nextProbe = now + jitter(config.probeInterval)
+        nextShuffle = now + jitter(config.shuffleInterval)
+        nextExchange = now + jitter(config.antiEntropyInterval)
+        nextDeadRetry = now + config.deadRetryInterval
+        nextHousekeeping = now + .seconds(60)
+        if !contacts.isEmpty { tryJoin(now: now, into: &out) }
+    }
+
+    /// A random instant within the first interval, so nodes started together do not beat in step.
+    mutating func jitter(_ d: Duration) -> Duration {
+        .nanoseconds(Int64(Double(d.nanoseconds) * (0.5 + rng.unit())))
+    }
+
+    func nextDue() -> Instant? {
+        var ds: [Instant?] = [nextGossip, nextProbe, nextShuffle, nextExchange, nextDeadRetry, nextHousekeeping]
+        if !everJoined || activeView.isEmpty { ds.append(nextJoin) }
+        if let p = probe, !p.acked, !p.indirectSent { ds.append(p.indirectAt) }
+        if let p = pendingNeighbour { ds.append(p.since + config.neighbourRequestTimeout) }
+        for id in suspects { ds.append(members[id]?.suspicion?.deadline) }
+        for s in relayOrder { ds.append(relays[s]?.deadline) }
+        return ds.compactMap { $0 }.min()
+    }
+
+    mutating func runDue(now: Instant, into out: inout [GossipOutput]) {
+        guard started else { return }
+        if let p = probe, !p.acked, !p.indirectSent, now >= p.indirectAt { sendIndirectProbes(now: now, into: &out) }
+        if let t = nextProbe, now >= t { probeRound(now: now, into: &out) }
+        expireRelays(now: now, into: &out)
+        expireSuspicions(now: now, into: &out)
+        if let t = nextGossip, now >= t {
+            nextGossip = now + config.gossipInterval
+            gossipRound(now: now, into: &out)
+            maintainViews(now: now, into: &out)
+        }
+        if let p = pendingNeighbour, now >= p.since + config.neighbourRequestTimeout {
+            // No answer: the candidate is gone or busy; HyParView drops it from the passive view.
+            pendingNeighbour = nil
+            passiveView.removeAll { $0.nodeID == p.peer }
+        }
+        if let t = nextJoin, now >= t, activeView.isEmpty { tryJoin(now: now, into: &out) }
+        if let t = nextShuffle, now >= t {
+            nextShuffle = now + config.shuffleInterval
+            shuffle(now: now, into: &out)
+        }
+        if let t = nextExchange, now >= t {
+            nextExchange = synced ? now + jitter(config.antiEntropyInterval) : now + .seconds(1)
+            startExchange(now: now, into: &out)
+        }
+        if let t = nextDeadRetry, now >= t {
+            nextDeadRetry = now + config.deadRetryInterval
+            retryDead(now: now, into: &out)
+        }
+        if let t = nextHousekeeping, now >= t {
+            nextHousekeeping = now + .seconds(60)
+            housekeeping(now: now, into: &out)
+        }
+    }
+
+    // MARK: - Sending
+
+    mutating func send(_ m: GossipMessage, to dest: GossipDestination, into out: inout [GossipOutput]) {
+        let bytes = GossipWire.encode(m)
+        precondition(bytes.count <= GossipWire.maxDatagram, "a gossip datagram grew past its budget")
+        counters.messagesOut += 1
+        counters.bytesOut += UInt64(bytes.count)
+        out.append(.send(dest, bytes: bytes))
+    }
+
+    mutating func sendReliable(_ m: GossipMessage, to peer: PeerEntry, into out: inout [GossipOutput]) {
+        let bytes = GossipWire.encode(m)
+        counters.reliableOut += 1
+        counters.reliableBytesOut += UInt64(bytes.count)
+        out.append(.sendReliable(peer, bytes: bytes))
+    }
+
+    /// How many times each node sends one update: memberlist's `mult × ⌈log10(n + 1)⌉`.
+    var retransmitLimit: Int {
+        let n = Double(members.count + 1)
+        return config.retransmitMultiplier * max(1, Int(ceil(log10(n + 1))))
+    }
+
+    mutating func piggyback(spare: Int) -> [MemberUpdate] {
+        guard !queue.isEmpty else { return [] }
+        return queue.take(budget: spare, limit: retransmitLimit)
+    }
+
+    mutating func gossipRound(now: Instant, into out: inout [GossipOutput]) {
+        guard !queue.isEmpty, !activeView.isEmpty else { return }
+        // Round-robin over the active view, so an update's few sends reach every neighbour.
+        var targets: [PeerEntry] = []
+        for _ in 0..<min(config.gossipFanout, activeView.count) {
+            if gossipCursor >= activeView.count { gossipCursor = 0 }
+            targets.append(activeView[gossipCursor])
+            gossipCursor += 1
+        }
+        for t in targets {
+            let updates = piggyback(spare: GossipWire.maxDatagram - GossipWire.headerLength - 1)
+            if updates.isEmpty { break }
+            send(.gossip(updates: updates), to: .peer(t), into: &out)
+        }
+    }
+
+    mutating func randomSample<T>(_ xs: [T], count: Int) -> [T] {
+        var copy = xs
+        var out: [T] = []
+        while out.count < count, !copy.isEmpty {
+            let i = Int(rng.next() % UInt64(copy.count))
+            out.append(copy.remove(at: i))
+        }
+        return out
+    }
+
+    var selfAlive: MemberUpdate { .alive(me, incarnation: incarnation, attributeVersion: attributeVersion) }
+
+    // MARK: - Receiving
+
+    mutating func receive(_ m: GossipMessage, from: PeerEntry, now: Instant, into out: inout [GossipOutput]) {
+        if from.nodeID == me.nodeID { counters.drop(.fromSelf); return }
+        if culls[from.nodeID] != nil {
+            counters.drop(.fromCulled)
+            // Tell it, once in a while, so a culled node stops trying.
+            if case .join = m, let c = culls[from.nodeID] { send(.gossip(updates: [.cull(c)]), to: .peer(from), into: &out) }
+            return
+        }
+        if hasLeft { counters.drop(.afterLeave); return }
+        heardFrom(from, now: now, into: &out)
+        switch m {
+        case let .ping(seq, updates):
+            applyAll(updates, from: from, now: now, into: &out)
+            let spare = GossipWire.maxDatagram - GossipWire.headerLength - 4 - 1
+            send(.ack(seq: seq, updates: piggyback(spare: spare)), to: .peer(from), into: &out)
+        case let .ack(seq, updates):
+            applyAll(updates, from: from, now: now, into: &out)
+            gotAck(seq, from: from, now: now, into: &out)
+        case let .pingRequest(seq, target):
+            relayProbe(seq: seq, target: target, requester: from, now: now, into: &out)
+        case let .nack(seq):
+            if var p = probe, p.seq == seq { p.nacks += 1; probe = p } else { counters.drop(.unknownSequence) }
+        case let .gossip(updates):
+            applyAll(updates, from: from, now: now, into: &out)
+        case let .join(inc):
+            handleJoin(from: from, incarnation: inc, now: now, into: &out)
+        case let .joinReply(sample):
+            addToActive(from, now: now, into: &out)
+            integratePassive(sample, replacing: [])
+        case let .forwardJoin(ttl, joiner):
+            handleForwardJoin(ttl: ttl, joiner: joiner, from: from, now: now, into: &out)
+        case let .neighbor(high):
+            handleNeighbour(from: from, high: high, now: now, into: &out)
+        case let .neighborReply(accepted, sample):
+            handleNeighbourReply(from: from, accepted: accepted, sample: sample, now: now, into: &out)
+        case .disconnect:
+            if removeFromActive(from.nodeID, into: &out) { integratePassive([from], replacing: []) }
+        case let .shuffle(id, ttl, origin, sample):
+            handleShuffle(id: id, ttl: ttl, origin: origin, sample: sample, from: from, now: now, into: &out)
+        case let .shuffleReply(id, sample):
+            if let p = pendingShuffle, p.id == id {
+                pendingShuffle = nil
+                integratePassive(sample, replacing: p.sent)
+            } else {
+                counters.drop(.staleShuffle)
+            }
+        case let .query(q):
+            handleQuery(q, from: from, now: now, into: &out)
+        case let .queryAnswer(id, hops, pairs):
+            if myQueries.contains(id) {
+                out.append(.event(.queryAnswer(id: id, from: from.nodeID, address: from.address, hops: hops, pairs: pairs)))
+            } else {
+                counters.drop(.unknownSequence)
+            }
+        case let .digest(ex, buckets, cullCount, cullHash):
+            handleDigest(exchange: ex, buckets: buckets, cullCount: cullCount, cullHash: cullHash, from: from, now: now, into: &out)
+        case let .digestReply(ex, differing, cullsDiffer, busy):
+            handleDigestReply(exchange: ex, differing: differing, cullsDiffer: cullsDiffer, busy: busy, from: from, now: now, into: &out)
+        case .attributesRequest:
+            sendReliable(.attributes(version: attributeVersion, attributes), to: from, into: &out)
+        case let .delta(_, records, culls):
+            synced = true
+            applyDelta(records: records, culls: culls, from: from, now: now, into: &out)
+        case let .attributes(version, attrs):
+            if var m = members[from.nodeID], version > m.heldAttributeVersion {
+                m.attributes = attrs
+                m.heldAttributeVersion = version
+                if version > m.attributeVersion { m.attributeVersion = version }
+                members[from.nodeID] = m
+                out.append(.event(.attributesChanged(from.nodeID, attrs)))
+            }
+        }
+    }
+
+    /// Direct contact: refresh what we know of the sender's address and tell a sender we believe
+    /// failed what we believe, so it refutes with a higher incarnation and the mesh heals.
+    mutating func heardFrom(_ from: PeerEntry, now: Instant, into out: inout [GossipOutput]) {
+        guard var m = members[from.nodeID] else { return }
+        m.lastHeard = now
+        if m.entry.address != from.address {
+            m.entry.address = from.address
+            out.append(.event(.memberAddressChanged(from.nodeID, from.address)))
+        }
+        var tell: MemberUpdate?
+        if m.state != .alive, m.lastToldState.map({ now - $0 >= .seconds(1) }) ?? true {
+            switch m.state {
+            case .suspect: tell = .suspect(m.entry.peer, incarnation: m.incarnation, accuser: myTag)
+            case .dead: tell = .dead(m.entry.peer, incarnation: m.incarnation)
+            case .left: tell = .left(m.entry.peer, incarnation: m.incarnation)
+            default: break
+            }
+            if tell != nil { m.lastToldState = now }
+        }
+        members[from.nodeID] = m
+        if let tell { send(.gossip(updates: [tell]), to: .peer(from), into: &out) }
+    }
+
+    mutating func noteRTT(_ id: NodeID, _ rtt: Duration) {
+        guard var m = members[id] else { return }
+        if let old = m.rtt {
+            m.rtt = .nanoseconds((old.nanoseconds * 7 + rtt.nanoseconds) / 8)
+        } else {
+            m.rtt = rtt
+        }
+        members[id] = m
+    }
+
+    // MARK: - Commands
+
+    mutating func apply(_ c: GossipCommand, now: Instant, into out: inout [GossipOutput]) {
+        switch c {
+        case let .join(addresses):
+            for a in addresses where !contacts.contains(a) { contacts.append(a) }
+            if started { tryJoin(now: now, into: &out) }
+        case .leave:
+            leave(now: now, into: &out)
+        case let .setAttributes(a):
+            guard !hasLeft else { return }
+            attributes = a
+            attributeVersion &+= 1
+            queue.enqueue(selfAlive)
+        case let .cull(record):
+            _ = applyUpdate(.cull(record), from: nil, now: now, into: &out)
+        case let .query(id, q, mode, hopLimit):
+            startQuery(id: id, query: q, mode: mode, hopLimit: hopLimit, now: now, into: &out)
+        case let .fetchAttributes(id):
+            if var m = members[id], m.state == .alive || m.state == .suspect {
+                m.requestedAttributeVersion = m.attributeVersion
+                members[id] = m
+                send(.attributesRequest(version: m.attributeVersion), to: .peer(m.entry), into: &out)
+            }
+        }
+    }
+
+    mutating func leave(now: Instant, into out: inout [GossipOutput]) {
+        guard !hasLeft else { return }
+        let update = MemberUpdate.left(me.peer, incarnation: incarnation)
+        // Tell the neighbours directly, then let the queue carry it further for a few rounds.
+        queue.enqueue(update)
+        for p in activeView + passiveView.prefix(config.gossipFanout) {
+            send(.gossip(updates: [update]), to: .peer(p), into: &out)
+        }
+        for p in activeView { send(.disconnect, to: .peer(p), into: &out) }
+        hasLeft = true
+        probe = nil
+        nextProbe = nil
+        nextShuffle = nil
+        nextExchange = nil
+        nextDeadRetry = nil
+        nextJoin = nil
+    }
+}

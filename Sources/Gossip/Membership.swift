@@ -1,0 +1,262 @@
+import Foundation
+import MeshCore
+
+/// Applying membership updates: SWIM's precedence rules, Lifeguard's suspicion with independent
+/// confirmations, incarnation refutation, and culls that nothing overrides.
+extension GossipCore {
+    mutating func applyAll(_ updates: [MemberUpdate], from: PeerEntry?, now: Instant, into out: inout [GossipOutput]) {
+        for u in updates { _ = applyUpdate(u, from: from, now: now, into: &out) }
+    }
+
+    /// Returns true when the update changed what we know (and was queued for further gossip).
+    @discardableResult
+    mutating func applyUpdate(_ u: MemberUpdate, from: PeerEntry?, now: Instant, into out: inout [GossipOutput]) -> Bool {
+        if case let .cull(c) = u { return applyCull(c, now: now, into: &out) }
+        let id = u.subject
+        if culls[id] != nil { return false }
+        if id == me.nodeID { return aboutMe(u, now: now, into: &out) }
+        guard var m = members[id] else {
+            // Only an alive update introduces a member: the others carry no address.
+            guard case let .alive(entry, inc, av) = u else { return false }
+            guard members.count < config.maxMembers else { counters.drop(.tableFull); return false }
+            var e = entry
+            // The sender's own announcement: the address it was heard from beats the one it claims.
+            if let from, from.nodeID == id { e.address = from.address }
+            members[id] = GossipMember(entry: e, state: .alive, incarnation: inc, attributeVersion: av, stateSince: now)
+            memberOrder.append(id)
+            out.append(.event(.memberJoined(id, e.address)))
+            queue.enqueue(.alive(e, incarnation: inc, attributeVersion: av))
+            maybeFetchAttributes(id, into: &out)
+            return true
+        }
+        switch u {
+        case let .alive(entry, inc, av):
+            let newer = inc > m.incarnation
+            let sameButNewerAttributes = inc == m.incarnation && av > m.attributeVersion && (m.state == .alive || m.state == .suspect)
+            guard newer || sameButNewerAttributes else { return false }
+            var address = entry.address
+            if let from, from.nodeID == id { address = from.address }
+            if address != m.entry.address {
+                m.entry.address = address
+                out.append(.event(.memberAddressChanged(id, address)))
+            }
+            m.incarnation = inc
+            m.attributeVersion = max(m.attributeVersion, av)
+            members[id] = m
+            if m.state != .alive { setState(id, .alive, incarnation: inc, now: now, into: &out) }
+            queue.enqueue(.alive(m.entry, incarnation: inc, attributeVersion: m.attributeVersion))
+            maybeFetchAttributes(id, into: &out)
+            return true
+        case let .suspect(p, inc, accuser):
+            switch m.state {
+            case .alive where inc >= m.incarnation:
+                m.incarnation = inc
+                members[id] = m
+                setState(id, .suspect, incarnation: inc, now: now, into: &out)
+                members[id]!.suspicion = Suspicion(start: now, accusers: [accuser], deadline: now + suspicionTimeout(confirmations: 0))
+                suspects.append(id)
+                queue.enqueue(.suspect(p, incarnation: inc, accuser: accuser))
+                return true
+            case .suspect where inc == m.incarnation:
+                guard var s = m.suspicion, !s.accusers.contains(accuser) else { return false }
+                s.accusers.append(accuser)
+                // Lifeguard: each independent accuser shortens the wait, from max towards min.
+                s.deadline = max(now, s.start + suspicionTimeout(confirmations: s.accusers.count - 1))
+                m.suspicion = s
+                members[id] = m
+                queue.enqueue(.suspect(p, incarnation: inc, accuser: accuser))
+                return true
+            case .suspect where inc > m.incarnation:
+                m.incarnation = inc
+                m.suspicion = Suspicion(start: now, accusers: [accuser], deadline: now + suspicionTimeout(confirmations: 0))
+                members[id] = m
+                queue.enqueue(.suspect(p, incarnation: inc, accuser: accuser))
+                return true
+            default:
+                return false
+            }
+        case let .dead(p, inc):
+            guard m.state == .alive || m.state == .suspect, inc >= m.incarnation else {
+                if m.state == .left || m.state == .dead, inc > m.incarnation {
+                    members[id]!.incarnation = inc
+                }
+                return false
+            }
+            members[id]!.incarnation = inc
+            setState(id, .dead, incarnation: inc, now: now, into: &out)
+            queue.enqueue(.dead(p, incarnation: inc))
+            return true
+        case let .left(p, inc):
+            guard m.state != .left, inc >= m.incarnation else { return false }
+            members[id]!.incarnation = inc
+            setState(id, .left, incarnation: inc, now: now, into: &out)
+            queue.enqueue(.left(p, incarnation: inc))
+            return true
+        case .cull:
+            return false
+        }
+    }
+
+    /// Someone talks about us. Suspicion or death at our incarnation or above is refuted with a
+    /// higher one; a stale claim gets our current announcement so the holder catches up.
+    mutating func aboutMe(_ u: MemberUpdate, now: Instant, into out: inout [GossipOutput]) -> Bool {
+        guard !hasLeft else { return false }
+        switch u {
+        case let .alive(_, inc, _):
+            if inc > incarnation {
+                // An announcement from a previous life of this node: jump past it.
+                incarnation = inc &+ 1
+                queue.enqueue(selfAlive)
+                counters.refutations += 1
+                out.append(.event(.refuted(incarnation: incarnation)))
+                return true
+            }
+            return false
+        case let .suspect(_, inc, _), let .dead(_, inc), let .left(_, inc):
+            if inc >= incarnation {
+                incarnation = inc &+ 1
+                counters.refutations += 1
+                // Lifeguard: being suspected hints that our own processing or links are slow.
+                awareness = min(awareness + 1, config.maxAwareness - 1)
+                out.append(.event(.refuted(incarnation: incarnation)))
+            }
+            queue.enqueue(selfAlive)
+            return true
+        case .cull:
+            return false
+        }
+    }
+
+    mutating func applyCull(_ c: CullRecord, now: Instant, into out: inout [GossipOutput]) -> Bool {
+        guard culls[c.subject] == nil else { return false }
+        if let reason = c.verify(network: config.network, adminKeys: config.adminKeys) {
+            counters.drop(reason)
+            return false
+        }
+        guard culls.count < config.maxCulls else { counters.drop(.tableFull); return false }
+        culls[c.subject] = c
+        cullOrder.append(c.subject)
+        queue.enqueue(.cull(c))
+        if c.subject == me.nodeID {
+            // We were culled: stop taking part. The node refuses to run on with this identity.
+            hasLeft = true
+            out.append(.event(.memberStateChanged(me.nodeID, from: .alive, to: .culled, incarnation: incarnation)))
+            return true
+        }
+        if members[c.subject] != nil {
+            setState(c.subject, .culled, incarnation: members[c.subject]!.incarnation, now: now, into: &out)
+        }
+        passiveView.removeAll { $0.nodeID == c.subject }
+        return true
+    }
+
+    /// Lifeguard's dynamic suspicion timeout: `max − (max − min) · log(c + 1) / log(k + 1)`.
+    func suspicionTimeout(confirmations c: Int) -> Duration {
+        let k = max(1, config.suspicionConfirmations)
+        let frac = c <= 0 ? 0 : min(1, log(Double(c + 1)) / log(Double(k + 1)))
+        let maxN = Double(config.suspicionMax.nanoseconds) * Double(awareness + 1)
+        let minN = Double(config.suspicionMin.nanoseconds)
+        return .nanoseconds(Int64(max(minN, maxN - (maxN - minN) * frac)))
+    }
+
+    mutating func setState(_ id: NodeID, _ state: MemberState, incarnation inc: UInt32, now: Instant, into out: inout [GossipOutput]) {
+        guard var m = members[id], m.state != state else { return }
+        let old = m.state
+        m.state = state
+        m.stateSince = now
+        if state != .suspect {
+            m.suspicion = nil
+            suspects.removeAll { $0 == id }
+        }
+        m.lastToldState = nil
+        members[id] = m
+        out.append(.event(.memberStateChanged(id, from: old, to: state, incarnation: inc)))
+        switch state {
+        case .dead, .left, .culled:
+            _ = removeFromActive(id, into: &out, notify: state != .dead)
+            passiveView.removeAll { $0.nodeID == id }
+        case .alive:
+            if old == .dead || old == .left {
+                // Back from the dead (a healed partition or a restart): offer it a place.
+                integratePassive([m.entry], replacing: [])
+            }
+        case .suspect:
+            counters.suspicionsRaised += 1
+        }
+    }
+
+    mutating func expireSuspicions(now: Instant, into out: inout [GossipOutput]) {
+        guard !suspects.isEmpty else { return }
+        for id in suspects {
+            guard let m = members[id], let s = m.suspicion, now >= s.deadline else { continue }
+            setState(id, .dead, incarnation: m.incarnation, now: now, into: &out)
+            queue.enqueue(.dead(m.entry.peer, incarnation: m.incarnation))
+        }
+    }
+
+    /// Dead members' addresses are retried, one per interval, with the news that we think they are
+    /// dead: a node on the far side of a healed partition refutes and the two sides merge again.
+    mutating func retryDead(now: Instant, into out: inout [GossipOutput]) {
+        let n = memberOrder.count
+        guard n > 0 else { return }
+        var examined = 0
+        while examined < n {
+            if deadRetryIndex >= n { deadRetryIndex = 0 }
+            let id = memberOrder[deadRetryIndex]
+            deadRetryIndex += 1
+            examined += 1
+            guard let m = members[id], m.state == .dead else { continue }
+            let seq = takeSeq()
+            sidePings[seq] = (id, now)
+            sidePingOrder.append(seq)
+            trimSidePings()
+            send(.ping(seq: seq, updates: [.dead(m.entry.peer, incarnation: m.incarnation)]), to: .peer(m.entry), into: &out)
+            return
+        }
+    }
+
+    mutating func housekeeping(now: Instant, into out: inout [GossipOutput]) {
+        var kept: [NodeID] = []
+        for id in memberOrder {
+            guard let m = members[id] else { continue }
+            if (m.state == .dead || m.state == .left), now - m.stateSince >= config.forgetAfter {
+                members[id] = nil
+                out.append(.event(.memberForgotten(id)))
+            } else {
+                kept.append(id)
+            }
+        }
+        memberOrder = kept
+        deadRetryIndex = 0
+        servedExchanges.removeAll { now - $0.since >= config.exchangeTimeout }
+        outgoingExchanges.removeAll { now - $0.since >= config.exchangeTimeout }
+    }
+
+    mutating func maybeFetchAttributes(_ id: NodeID, into out: inout [GossipOutput]) {
+        guard config.fetchNeighbourAttributes, var m = members[id], m.attributeVersion > m.heldAttributeVersion,
+              m.attributeVersion > m.requestedAttributeVersion,
+              activeView.contains(where: { $0.nodeID == id }) || passiveView.contains(where: { $0.nodeID == id }) else { return }
+        m.requestedAttributeVersion = m.attributeVersion
+        members[id] = m
+        send(.attributesRequest(version: m.attributeVersion), to: .peer(m.entry), into: &out)
+    }
+
+    /// Ensures a view peer has a member row, so probing it has an incarnation to suspect.
+    mutating func ensureMember(_ e: PeerEntry, now: Instant, into out: inout [GossipOutput]) {
+        guard members[e.nodeID] == nil, e.nodeID != me.nodeID, members.count < config.maxMembers else { return }
+        members[e.nodeID] = GossipMember(entry: e, state: .alive, incarnation: 0, attributeVersion: 0, stateSince: now)
+        memberOrder.append(e.nodeID)
+        out.append(.event(.memberJoined(e.nodeID, e.address)))
+    }
+
+    mutating func takeSeq() -> UInt32 {
+        defer { nextSeq &+= 1 }
+        return nextSeq
+    }
+
+    mutating func trimSidePings() {
+        while sidePingOrder.count > 64 {
+            sidePings[sidePingOrder.removeFirst()] = nil
+        }
+    }
+}

@@ -1,0 +1,212 @@
+import MeshCore
+
+/// HyParView partial views: a small symmetric active view (the peers we probe and gossip to) and a
+/// larger passive view of standby peers, kept fresh by joins, forward-join random walks and shuffles.
+extension GossipCore {
+    var activeCapacity: Int { config.activeViewSize }
+    var passiveCapacity: Int { config.isMaster ? config.passiveViewSize * 4 : config.passiveViewSize }
+    var prefersNearest: Bool { config.modes.contains(.nearest) }
+
+    func inActive(_ id: NodeID) -> Bool { activeView.contains { $0.nodeID == id } }
+    func inPassive(_ id: NodeID) -> Bool { passiveView.contains { $0.nodeID == id } }
+
+    mutating func tryJoin(now: Instant, into out: inout [GossipOutput]) {
+        nextJoin = now + config.joinRetryInterval
+        guard !hasLeft, !contacts.isEmpty else { return }
+        if contactIndex >= contacts.count { contactIndex = 0 }
+        let a = contacts[contactIndex]
+        contactIndex += 1
+        send(.join(incarnation: incarnation), to: .address(a), into: &out)
+    }
+
+    mutating func beaconHeard(_ address: UnderlayAddress, now: Instant, into out: inout [GossipOutput]) {
+        guard started, !hasLeft, address != me.address else { return }
+        if activeView.isEmpty {
+            if !contacts.contains(address) { contacts.append(address) }
+            send(.join(incarnation: incarnation), to: .address(address), into: &out)
+        } else if !passiveView.contains(where: { $0.address == address }), !activeView.contains(where: { $0.address == address }) {
+            // A neighbour on the link: learn who it is and how far, through a ping by address.
+            let seq = takeSeq()
+            sidePings[seq] = (nil, now)
+            sidePingOrder.append(seq)
+            trimSidePings()
+            send(.ping(seq: seq, updates: []), to: .address(address), into: &out)
+        }
+    }
+
+    mutating func handleJoin(from: PeerEntry, incarnation inc: UInt32, now: Instant, into out: inout [GossipOutput]) {
+        // Its announcement, as if gossiped by itself; a stale incarnation makes `heardFrom` tell it.
+        applyUpdate(.alive(from, incarnation: inc, attributeVersion: 0), from: from, now: now, into: &out)
+        let sample = randomSample((activeView + passiveView).filter { $0.nodeID != from.nodeID }, count: 8)
+        addToActive(from, now: now, into: &out)
+        send(.joinReply(sample: sample), to: .peer(from), into: &out)
+        for p in activeView where p.nodeID != from.nodeID {
+            send(.forwardJoin(ttl: config.activeWalkLength, joiner: from), to: .peer(p), into: &out)
+        }
+    }
+
+    mutating func handleForwardJoin(ttl: UInt8, joiner: PeerEntry, from: PeerEntry, now: Instant, into out: inout [GossipOutput]) {
+        guard joiner.nodeID != me.nodeID, culls[joiner.nodeID] == nil else { return }
+        if ttl == 0 || activeView.count <= 1 {
+            if !inActive(joiner.nodeID) {
+                addToActive(joiner, now: now, into: &out)
+                send(.neighbor(highPriority: true), to: .peer(joiner), into: &out)
+            }
+            return
+        }
+        if ttl == config.passiveWalkLength { integratePassive([joiner], replacing: []) }
+        let next = randomSample(activeView.filter { $0.nodeID != from.nodeID && $0.nodeID != joiner.nodeID }, count: 1)
+        if let n = next.first {
+            send(.forwardJoin(ttl: ttl - 1, joiner: joiner), to: .peer(n), into: &out)
+        } else if !inActive(joiner.nodeID) {
+            addToActive(joiner, now: now, into: &out)
+            send(.neighbor(highPriority: true), to: .peer(joiner), into: &out)
+        }
+    }
+
+    mutating func handleNeighbour(from: PeerEntry, high: Bool, now: Instant, into out: inout [GossipOutput]) {
+        let accept = high || activeView.count < activeCapacity || inActive(from.nodeID)
+        if accept { addToActive(from, now: now, into: &out) }
+        let sample = accept ? [] : randomSample(passiveView.filter { $0.nodeID != from.nodeID }, count: 4)
+        send(.neighborReply(accepted: accept, sample: sample), to: .peer(from), into: &out)
+    }
+
+    mutating func handleNeighbourReply(from: PeerEntry, accepted: Bool, sample: [PeerEntry], now: Instant, into out: inout [GossipOutput]) {
+        if pendingNeighbour?.peer == from.nodeID { pendingNeighbour = nil }
+        if accepted {
+            addToActive(from, now: now, into: &out)
+        } else {
+            integratePassive(sample, replacing: [])
+        }
+    }
+
+    /// Adds a peer to the active view, evicting one (told by `disconnect`) when full.
+    mutating func addToActive(_ p: PeerEntry, now: Instant, into out: inout [GossipOutput]) {
+        guard p.nodeID != me.nodeID, culls[p.nodeID] == nil else { return }
+        if let i = activeView.firstIndex(where: { $0.nodeID == p.nodeID }) {
+            activeView[i].address = p.address
+            return
+        }
+        if let m = members[p.nodeID], m.state == .dead || m.state == .left {
+            // It talks to us, so it is back; its own announcement will raise the incarnation.
+            _ = m
+        }
+        if activeView.count >= activeCapacity, let victim = evictionCandidate(excluding: p.nodeID) {
+            _ = removeFromActive(victim.nodeID, into: &out, notify: true)
+            integratePassive([victim], replacing: [])
+        }
+        passiveView.removeAll { $0.nodeID == p.nodeID }
+        activeView.append(p)
+        ensureMember(p, now: now, into: &out)
+        out.append(.event(.neighbourAdded(p.nodeID)))
+        if !everJoined {
+            everJoined = true
+            out.append(.event(.joined))
+            // A newcomer learns the existing membership by anti-entropy at once (the updates about
+            // older members left the gossip queues long ago): every second until a delta arrives.
+            nextExchange = now + .milliseconds(500)
+        }
+        maybeFetchAttributes(p.nodeID, into: &out)
+    }
+
+    /// `nearest` evicts the farthest peer (unknown round-trip times count as farthest); the other
+    /// modes evict at random, as HyParView does.
+    mutating func evictionCandidate(excluding id: NodeID) -> PeerEntry? {
+        let candidates = activeView.filter { $0.nodeID != id }
+        if prefersNearest {
+            return candidates.max { rttOrMax($0.nodeID) < rttOrMax($1.nodeID) }
+        }
+        return randomSample(candidates, count: 1).first
+    }
+
+    func rttOrMax(_ id: NodeID) -> Int64 { members[id]?.rtt?.nanoseconds ?? Int64.max }
+
+    @discardableResult
+    mutating func removeFromActive(_ id: NodeID, into out: inout [GossipOutput], notify: Bool = false) -> Bool {
+        guard let i = activeView.firstIndex(where: { $0.nodeID == id }) else { return false }
+        let p = activeView.remove(at: i)
+        if notify { send(.disconnect, to: .peer(p), into: &out) }
+        out.append(.event(.neighbourRemoved(id)))
+        if probe?.target.nodeID == id { probe = nil }
+        return true
+    }
+
+    /// Adds entries to the passive view; when full, evicts first the entries we just sent away in a
+    /// shuffle, then random ones.
+    mutating func integratePassive(_ entries: [PeerEntry], replacing sent: [PeerEntry]) {
+        var sentLeft = sent.map(\.nodeID)
+        for e in entries {
+            guard e.nodeID != me.nodeID, culls[e.nodeID] == nil, !inActive(e.nodeID) else { continue }
+            if let m = members[e.nodeID], m.state == .dead || m.state == .left || m.state == .culled { continue }
+            if let i = passiveView.firstIndex(where: { $0.nodeID == e.nodeID }) {
+                passiveView[i].address = e.address
+                continue
+            }
+            if passiveView.count >= passiveCapacity {
+                if let j = sentLeft.firstIndex(where: { id in passiveView.contains { $0.nodeID == id } }) {
+                    let id = sentLeft.remove(at: j)
+                    passiveView.removeAll { $0.nodeID == id }
+                } else {
+                    passiveView.remove(at: Int(rng.next() % UInt64(passiveView.count)))
+                }
+            }
+            passiveView.append(e)
+        }
+    }
+
+    /// Refills the active view from the passive one (nearest first in `nearest` mode), and keeps the
+    /// passive view stocked from the member table.
+    mutating func maintainViews(now: Instant, into out: inout [GossipOutput]) {
+        guard !hasLeft else { return }
+        if passiveView.count < passiveCapacity / 2, !memberOrder.isEmpty {
+            var picks: [PeerEntry] = []
+            for _ in 0..<4 {
+                let id = memberOrder[Int(rng.next() % UInt64(memberOrder.count))]
+                if let m = members[id], m.state == .alive { picks.append(m.entry) }
+            }
+            integratePassive(picks, replacing: [])
+        }
+        guard pendingNeighbour == nil else { return }
+        if activeView.count < activeCapacity, !passiveView.isEmpty {
+            let candidate: PeerEntry?
+            if prefersNearest {
+                candidate = passiveView.min { rttOrMax($0.nodeID) < rttOrMax($1.nodeID) }
+            } else {
+                candidate = randomSample(passiveView, count: 1).first
+            }
+            if let c = candidate {
+                pendingNeighbour = (c.nodeID, now)
+                send(.neighbor(highPriority: activeView.isEmpty), to: .peer(c), into: &out)
+            }
+        } else if prefersNearest, activeView.count >= activeCapacity,
+                  let best = passiveView.filter({ members[$0.nodeID]?.rtt != nil }).min(by: { rttOrMax($0.nodeID) < rttOrMax($1.nodeID) }),
+                  let worst = activeView.max(by: { rttOrMax($0.nodeID) < rttOrMax($1.nodeID) }),
+                  rttOrMax(best.nodeID) < rttOrMax(worst.nodeID) / 2 {
+            // A much nearer standby peer: ask it in; accepting evicts the farthest active peer.
+            pendingNeighbour = (best.nodeID, now)
+            send(.neighbor(highPriority: false), to: .peer(best), into: &out)
+        }
+    }
+
+    mutating func shuffle(now: Instant, into out: inout [GossipOutput]) {
+        guard !hasLeft, let target = randomSample(activeView, count: 1).first else { return }
+        var sample = [me]
+        sample += randomSample(activeView.filter { $0.nodeID != target.nodeID }, count: config.shuffleActive)
+        sample += randomSample(passiveView, count: config.shufflePassive)
+        let id = UInt32(truncatingIfNeeded: rng.next())
+        pendingShuffle = (id, sample)
+        send(.shuffle(id: id, ttl: config.activeWalkLength, origin: me, sample: Array(sample.prefix(GossipWire.maxSample))), to: .peer(target), into: &out)
+    }
+
+    mutating func handleShuffle(id: UInt32, ttl: UInt8, origin: PeerEntry, sample: [PeerEntry], from: PeerEntry, now: Instant, into out: inout [GossipOutput]) {
+        guard origin.nodeID != me.nodeID else { return }
+        if ttl > 1, activeView.count > 1,
+           let next = randomSample(activeView.filter { $0.nodeID != from.nodeID && $0.nodeID != origin.nodeID }, count: 1).first {
+            send(.shuffle(id: id, ttl: ttl - 1, origin: origin, sample: sample), to: .peer(next), into: &out)
+            return
+        }
+        let reply = randomSample(passiveView.filter { $0.nodeID != origin.nodeID }, count: sample.count)
+        send(.shuffleReply(id: id, sample: reply), to: .peer(origin), into: &out)
+        integratePassive(sample, replacing: reply)
+    }
+}

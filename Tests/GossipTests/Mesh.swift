@@ -1,0 +1,251 @@
+import MeshCore
+@testable import Gossip
+
+/// A deterministic in-memory network of `GossipCore`s: a virtual clock, an event heap, seeded loss
+/// and latency, crashes and partitions. No crypto: the sender's entry stands for what the node's
+/// session layer would prove.
+struct Mesh {
+    struct Event {
+        var at: Int64
+        var seq: UInt64
+        var kind: Kind
+    }
+    enum Kind {
+        case deliver(to: Int, from: Int, bytes: [UInt8], reliable: Bool)
+        case wake(Int)
+        case start(Int)
+    }
+
+    var cores: [GossipCore?]
+    var entries: [PeerEntry]
+    var byAddress: [UnderlayAddress: Int] = [:]
+    var crashed: [Bool]
+    var wakes: [Instant?]
+    var heap: [Event] = []
+    var nextSeq: UInt64 = 0
+    var now = Instant.zero
+    var rng: SeededGenerator
+    var loss = 0.0
+    var latencyMin: Duration = .milliseconds(1)
+    var latencyMax: Duration = .milliseconds(10)
+    /// Extra delay on everything a node receives: a CPU-starved node that handles its input late.
+    var inboundDelay: [Duration?]
+    /// Links that drop everything (a partition).
+    var blocked: ((Int, Int) -> Bool)?
+    var datagrams = 0
+    var datagramBytes = 0
+    var reliableMessages = 0
+    var largestDatagram = 0
+    var eventLog: [(at: Instant, node: Int, event: GossipEvent)] = []
+    var logEvents = true
+    let config: GossipConfig
+    let seed: UInt64
+
+    static let network = NetworkID(bytes: [UInt8](repeating: 9, count: 16))!
+    nonisolated(unsafe) static var identityCache: [Int: PeerIdentity] = [:]
+
+    static func identity(_ i: Int) -> PeerIdentity {
+        if let p = identityCache[i] { return p }
+        let p = NodeIdentity.deterministic(runSeed: 77, index: i).peer
+        identityCache[i] = p
+        return p
+    }
+
+    static func address(_ i: Int) -> UnderlayAddress {
+        UnderlayAddress(high: 0xfe80_0000_0000_0000, low: UInt64(i / 60000 + 1), port: UInt16(1000 + i % 60000))
+    }
+
+    init(nodes n: Int, seed: UInt64, config: (Int) -> GossipConfig) {
+        self.seed = seed
+        rng = SeededGenerator(seed: seed)
+        var cs: [GossipCore?] = []
+        var es: [PeerEntry] = []
+        for i in 0..<n {
+            let e = PeerEntry(peer: Self.identity(i), address: Self.address(i))
+            es.append(e)
+            byAddress[e.address] = i
+            cs.append(GossipCore(me: e, config: config(i), rng: SeededGenerator(seed: seed &* 1000 &+ UInt64(i))))
+        }
+        self.config = config(0)
+        cores = cs
+        entries = es
+        crashed = Array(repeating: false, count: n)
+        wakes = Array(repeating: nil, count: n)
+        inboundDelay = Array(repeating: nil, count: n)
+    }
+
+    static func defaultConfig(master: Int = 0) -> (Int) -> GossipConfig {
+        { i in
+            var c = GossipConfig(network: network)
+            c.isMaster = i == master
+            if i != master { c.seeds = [address(master)] }
+            return c
+        }
+    }
+
+    var count: Int { cores.count }
+
+    mutating func push(_ at: Instant, _ k: Kind) {
+        let e = Event(at: at.nanoseconds, seq: nextSeq, kind: k)
+        nextSeq += 1
+        heap.append(e)
+        var i = heap.count - 1
+        while i > 0 {
+            let p = (i - 1) / 2
+            if less(heap[i], heap[p]) { heap.swapAt(i, p); i = p } else { break }
+        }
+    }
+
+    func less(_ a: Event, _ b: Event) -> Bool { a.at < b.at || (a.at == b.at && a.seq < b.seq) }
+
+    mutating func pop() -> Event? {
+        guard !heap.isEmpty else { return nil }
+        let top = heap[0]
+        let last = heap.removeLast()
+        if !heap.isEmpty {
+            heap[0] = last
+            var i = 0
+            while true {
+                let l = 2 * i + 1, r = l + 1
+                var m = i
+                if l < heap.count, less(heap[l], heap[m]) { m = l }
+                if r < heap.count, less(heap[r], heap[m]) { m = r }
+                if m == i { break }
+                heap.swapAt(i, m)
+                i = m
+            }
+        }
+        return top
+    }
+
+    mutating func start(_ i: Int, at: Instant) { push(at, .start(i)) }
+
+    /// Starts every node, spread over `over` so joins arrive as in a real roll-out.
+    mutating func startAll(over: Duration = .seconds(5)) {
+        for i in 0..<count {
+            start(i, at: now + .nanoseconds(over.nanoseconds * Int64(i) / Int64(max(1, count))))
+        }
+    }
+
+    mutating func crash(_ i: Int) {
+        crashed[i] = true
+        wakes[i] = nil
+    }
+
+    mutating func command(_ i: Int, _ c: GossipCommand) { feed(i, .command(c)) }
+
+    mutating func feed(_ i: Int, _ input: GossipInput) {
+        guard !crashed[i], cores[i] != nil else { return }
+        let outs = cores[i]!.handle(input, now: now) // in place: a copy would duplicate the tables on write
+        process(i, outs)
+    }
+
+    mutating func latency() -> Duration {
+        let span = latencyMax.nanoseconds - latencyMin.nanoseconds
+        return .nanoseconds(latencyMin.nanoseconds + Int64(rng.unit() * Double(span)))
+    }
+
+    mutating func process(_ i: Int, _ outs: [GossipOutput]) {
+        for o in outs {
+            switch o {
+            case let .send(dest, bytes):
+                datagrams += 1
+                datagramBytes += bytes.count
+                largestDatagram = max(largestDatagram, bytes.count)
+                let to: Int?
+                switch dest {
+                case let .peer(e): to = byAddress[e.address]
+                case let .address(a): to = byAddress[a]
+                }
+                guard let to else { continue }
+                if loss > 0, rng.unit() < loss { continue }
+                if let b = blocked, b(i, to) { continue }
+                var d = latency()
+                if let extra = inboundDelay[to] { d = d + extra }
+                push(now + d, .deliver(to: to, from: i, bytes: bytes, reliable: false))
+            case let .sendReliable(e, bytes):
+                reliableMessages += 1
+                guard let to = byAddress[e.address] else { continue }
+                if let b = blocked, b(i, to) { continue }
+                push(now + latency() + latency(), .deliver(to: to, from: i, bytes: bytes, reliable: true))
+            case let .wake(at):
+                wakes[i] = at
+                push(at, .wake(i))
+            case let .event(ev):
+                if logEvents { eventLog.append((now, i, ev)) }
+            }
+        }
+    }
+
+    mutating func run(for d: Duration) { run(until: now + d) }
+
+    mutating func run(until end: Instant) {
+        while let top = heap.first, top.at <= end.nanoseconds {
+            let e = pop()!
+            now = Instant(nanoseconds: e.at)
+            switch e.kind {
+            case let .start(i):
+                feed(i, .start)
+            case let .wake(i):
+                guard wakes[i] == now else { continue }
+                feed(i, .timer)
+            case let .deliver(to, from, bytes, reliable):
+                feed(to, reliable ? .reliableReceived(from: entries[from], bytes: bytes) : .received(from: entries[from], bytes: bytes))
+            }
+        }
+        now = end
+    }
+
+    /// Runs until `condition` holds (checked every `step`) or `limit` passes; returns the time taken.
+    mutating func runUntil(limit: Duration, step: Duration = .milliseconds(100), _ condition: (Mesh) -> Bool) -> Duration? {
+        let start = now
+        while now - start < limit {
+            run(for: step)
+            if condition(self) { return now - start }
+        }
+        return nil
+    }
+
+    var live: [Int] { (0..<count).filter { !crashed[$0] && cores[$0] != nil } }
+
+    func state(of subject: Int, at observer: Int) -> MemberState? {
+        cores[observer]?.members[entries[subject].nodeID]?.state
+    }
+
+    /// How many live nodes (other than the subject) see the subject in this state.
+    func observers(of subject: Int, in state: MemberState) -> Int {
+        live.filter { $0 != subject && self.state(of: subject, at: $0) == state }.count
+    }
+
+    func everyoneKnowsEveryone() -> Bool {
+        let l = live
+        for o in l {
+            guard let c = cores[o] else { return false }
+            var alive = 0
+            for s in l where s != o {
+                if c.members[entries[s].nodeID]?.state == .alive { alive += 1 }
+            }
+            if alive != l.count - 1 { return false }
+        }
+        return true
+    }
+
+    /// Connected components of the active-view graph among live nodes (edges either way).
+    func components() -> Int {
+        let l = live
+        var parent = Array(0..<count)
+        func find(_ x: Int) -> Int {
+            var x = x
+            while parent[x] != x { parent[x] = parent[parent[x]]; x = parent[x] }
+            return x
+        }
+        for i in l {
+            for p in cores[i]!.activeView {
+                guard let j = byAddress[p.address], !crashed[j] else { continue }
+                let a = find(i), b = find(j)
+                if a != b { parent[a] = b }
+            }
+        }
+        return Set(l.map { find($0) }).count
+    }
+}
