@@ -148,6 +148,14 @@ public struct QueryMessage: Sendable, Equatable {
     public var hopLimit: UInt8
     public var mode: DiscoveryMode
     public var query: AttributeQuery
+    public init(id: UInt64, origin: PeerEntry, hops: UInt8, hopLimit: UInt8, mode: DiscoveryMode, query: AttributeQuery) {
+        self.id = id
+        self.origin = origin
+        self.hops = hops
+        self.hopLimit = hopLimit
+        self.mode = mode
+        self.query = query
+    }
 }
 
 /// Every gossip message. Datagram messages fit `GossipWire.maxDatagram`; `delta` and `attributes`
