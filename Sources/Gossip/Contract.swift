@@ -87,12 +87,12 @@ public struct GossipConfig: Sendable, Equatable {
     public var maxQueuedUpdates = 8192
 
     // Failure detection (SWIM + Lifeguard).
-    public var probeInterval: Duration = .seconds(1)
-    public var probeTimeout: Duration = .milliseconds(400)
+    public var probeInterval: Duration = .milliseconds(500)
+    public var probeTimeout: Duration = .milliseconds(300)
     public var indirectChecks = 3
     /// Local health multiplier ceiling: probe timeouts and intervals stretch up to this factor.
     public var maxAwareness = 8
-    public var suspicionMin: Duration = .milliseconds(1500)
+    public var suspicionMin: Duration = .milliseconds(2500)
     public var suspicionMax: Duration = .seconds(5)
     /// Independent suspicions that shrink the timeout from max to min.
     public var suspicionConfirmations = 3
@@ -110,7 +110,7 @@ public struct GossipConfig: Sendable, Equatable {
     public var shuffleActive = 3
     public var shufflePassive = 4
     public var joinRetryInterval: Duration = .seconds(2)
-    public var neighbourRequestTimeout: Duration = .seconds(2)
+    public var neighbourRequestTimeout: Duration = .seconds(1)
 
     // Anti-entropy.
     public var antiEntropyInterval: Duration = .seconds(20)

@@ -44,13 +44,14 @@ public struct GossipCore {
     }
     var probe: Probe?
     var probeOrder: [NodeID] = []
+    var priorityProbes: [NodeID] = []
     var probeIndex = 0
     var nextProbe: Instant?
     struct Relay: Sendable { var requester: PeerEntry; var seq: UInt32; var deadline: Instant }
     var relays: [UInt32: Relay] = [:]
     var relayOrder: [UInt32] = []
     /// Pings for RTT measurement and dead-member retries.
-    var sidePings: [UInt32: (target: NodeID?, sentAt: Instant)] = [:]
+    var sidePings: [UInt32: (target: NodeID?, sentAt: Instant, deadRetry: Bool)] = [:]
     var sidePingOrder: [UInt32] = []
     var nextDeadRetry: Instant?
     var deadRetryIndex = 0
@@ -60,7 +61,7 @@ public struct GossipCore {
     var contacts: [UnderlayAddress] = []
     var contactIndex = 0
     var nextJoin: Instant?
-    var pendingNeighbour: (peer: NodeID, since: Instant)?
+    var pendingNeighbours: [(peer: NodeID, since: Instant)] = []
     var nextShuffle: Instant?
     var pendingShuffle: (id: UInt32, sent: [PeerEntry])?
     var nextGossip: Instant?
@@ -157,7 +158,7 @@ public struct GossipCore {
         var ds: [Instant?] = [nextGossip, nextProbe, nextShuffle, nextExchange, nextDeadRetry, nextHousekeeping]
         if !everJoined || activeView.isEmpty { ds.append(nextJoin) }
         if let p = probe, !p.acked, !p.indirectSent { ds.append(p.indirectAt) }
-        if let p = pendingNeighbour { ds.append(p.since + config.neighbourRequestTimeout) }
+        for p in pendingNeighbours { ds.append(p.since + config.neighbourRequestTimeout) }
         for id in suspects { ds.append(members[id]?.suspicion?.deadline) }
         for s in relayOrder { ds.append(relays[s]?.deadline) }
         return ds.compactMap { $0 }.min()
@@ -174,10 +175,12 @@ public struct GossipCore {
             gossipRound(now: now, into: &out)
             maintainViews(now: now, into: &out)
         }
-        if let p = pendingNeighbour, now >= p.since + config.neighbourRequestTimeout {
-            // No answer: the candidate is gone or busy; HyParView drops it from the passive view.
-            pendingNeighbour = nil
-            passiveView.removeAll { $0.nodeID == p.peer }
+        if !pendingNeighbours.isEmpty {
+            // No answer: the candidate is gone; HyParView drops it from the passive view.
+            for p in pendingNeighbours where now >= p.since + config.neighbourRequestTimeout {
+                passiveView.removeAll { $0.nodeID == p.peer }
+            }
+            pendingNeighbours.removeAll { now >= $0.since + config.neighbourRequestTimeout }
         }
         if let t = nextJoin, now >= t, activeView.isEmpty { tryJoin(now: now, into: &out) }
         if let t = nextShuffle, now >= t {

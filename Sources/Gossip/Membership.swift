@@ -14,7 +14,7 @@ extension GossipCore {
         if case let .cull(c) = u { return applyCull(c, now: now, into: &out) }
         let id = u.subject
         if culls[id] != nil { return false }
-        if id == me.nodeID { return aboutMe(u, now: now, into: &out) }
+        if id == me.nodeID { return aboutMe(u, from: from, now: now, into: &out) }
         guard var m = members[id] else {
             // Only an alive update introduces a member: the others carry no address.
             guard case let .alive(entry, inc, av) = u else { return false }
@@ -53,22 +53,27 @@ extension GossipCore {
                 m.incarnation = inc
                 members[id] = m
                 setState(id, .suspect, incarnation: inc, now: now, into: &out)
-                members[id]!.suspicion = Suspicion(start: now, accusers: [accuser], deadline: now + suspicionTimeout(confirmations: 0))
+                members[id]!.suspicion = Suspicion(start: now, accusers: [accuser], deadline: now + suspicionTimeout(confirmations: 0, accused: accuser == myTag))
                 suspects.append(id)
+                if accuser != myTag, inActive(id), !priorityProbes.contains(id) {
+                    // A neighbour of ours is suspected elsewhere: check it ourselves next.
+                    priorityProbes.append(id)
+                    if probe?.acked ?? true, let t = nextProbe, t > now + .milliseconds(100) { nextProbe = now + .milliseconds(100) }
+                }
                 queue.enqueue(.suspect(p, incarnation: inc, accuser: accuser))
                 return true
             case .suspect where inc == m.incarnation:
                 guard var s = m.suspicion, !s.accusers.contains(accuser) else { return false }
                 s.accusers.append(accuser)
                 // Lifeguard: each independent accuser shortens the wait, from max towards min.
-                s.deadline = max(now, s.start + suspicionTimeout(confirmations: s.accusers.count - 1))
+                s.deadline = max(now, s.start + suspicionTimeout(confirmations: s.accusers.count - 1, accused: s.accusers.contains(myTag)))
                 m.suspicion = s
                 members[id] = m
                 queue.enqueue(.suspect(p, incarnation: inc, accuser: accuser))
                 return true
             case .suspect where inc > m.incarnation:
                 m.incarnation = inc
-                m.suspicion = Suspicion(start: now, accusers: [accuser], deadline: now + suspicionTimeout(confirmations: 0))
+                m.suspicion = Suspicion(start: now, accusers: [accuser], deadline: now + suspicionTimeout(confirmations: 0, accused: accuser == myTag))
                 members[id] = m
                 queue.enqueue(.suspect(p, incarnation: inc, accuser: accuser))
                 return true
@@ -99,7 +104,7 @@ extension GossipCore {
 
     /// Someone talks about us. Suspicion or death at our incarnation or above is refuted with a
     /// higher one; a stale claim gets our current announcement so the holder catches up.
-    mutating func aboutMe(_ u: MemberUpdate, now: Instant, into out: inout [GossipOutput]) -> Bool {
+    mutating func aboutMe(_ u: MemberUpdate, from: PeerEntry?, now: Instant, into out: inout [GossipOutput]) -> Bool {
         guard !hasLeft else { return false }
         switch u {
         case let .alive(_, inc, _):
@@ -121,6 +126,8 @@ extension GossipCore {
                 out.append(.event(.refuted(incarnation: incarnation)))
             }
             queue.enqueue(selfAlive)
+            // The peer that told us believes it now: answer it directly, not only by gossip.
+            if let from { send(.gossip(updates: [selfAlive]), to: .peer(from), into: &out) }
             return true
         case .cull:
             return false
@@ -151,12 +158,16 @@ extension GossipCore {
     }
 
     /// Lifeguard's dynamic suspicion timeout: `max − (max − min) · log(c + 1) / log(k + 1)`.
-    func suspicionTimeout(confirmations c: Int) -> Duration {
+    /// A node that only heard of the suspicion (it did not probe the member itself) waits `max`
+    /// longer: the accusers' `dead` normally reaches it first, and a node that hears little (a
+    /// starved one) gets time to hear the refutation instead of declaring a healthy peer dead.
+    func suspicionTimeout(confirmations c: Int, accused: Bool) -> Duration {
         let k = max(1, config.suspicionConfirmations)
         let frac = c <= 0 ? 0 : min(1, log(Double(c + 1)) / log(Double(k + 1)))
-        let maxN = Double(config.suspicionMax.nanoseconds) * Double(awareness + 1)
+        let maxN = Double(config.suspicionMax.nanoseconds)
         let minN = Double(config.suspicionMin.nanoseconds)
-        return .nanoseconds(Int64(max(minN, maxN - (maxN - minN) * frac)))
+        let grace = accused ? 0 : maxN
+        return .nanoseconds(Int64(max(minN, maxN - (maxN - minN) * frac) + grace))
     }
 
     mutating func setState(_ id: NodeID, _ state: MemberState, incarnation inc: UInt32, now: Instant, into out: inout [GossipOutput]) {
@@ -207,7 +218,7 @@ extension GossipCore {
             examined += 1
             guard let m = members[id], m.state == .dead else { continue }
             let seq = takeSeq()
-            sidePings[seq] = (id, now)
+            sidePings[seq] = (id, now, true)
             sidePingOrder.append(seq)
             trimSidePings()
             send(.ping(seq: seq, updates: [.dead(m.entry.peer, incarnation: m.incarnation)]), to: .peer(m.entry), into: &out)

@@ -7,7 +7,14 @@ extension GossipCore {
     var healthMultiplier: Int64 { Int64(awareness + 1) }
 
     mutating func probeRound(now: Instant, into out: inout [GossipOutput]) {
-        if let p = probe, !p.acked { probeFailed(p, now: now, into: &out) }
+        if let p = probe, !p.acked {
+            // Keep listening: a late answer still teaches the peer's round-trip time, so the next
+            // probe waits long enough for a slow (starved or distant) peer.
+            sidePings[p.seq] = (p.target.nodeID, p.sentAt, false)
+            sidePingOrder.append(p.seq)
+            trimSidePings()
+            probeFailed(p, now: now, into: &out)
+        }
         probe = nil
         nextProbe = now + .nanoseconds(config.probeInterval.nanoseconds * healthMultiplier)
         guard let target = nextProbeTarget() else {
@@ -15,9 +22,11 @@ extension GossipCore {
             return
         }
         let seq = takeSeq()
-        var timeout = config.probeTimeout.nanoseconds * healthMultiplier
-        if let rtt = members[target.nodeID]?.rtt { timeout = max(timeout, 3 * rtt.nanoseconds) }
-        probe = Probe(target: target, seq: seq, sentAt: now, indirectAt: now + .nanoseconds(timeout), endAt: nextProbe!)
+        let timeout = probeTimeout(for: target.nodeID)
+        // A slow peer (long measured round trip) gets a longer period: its answer is not a failure.
+        let end = max(nextProbe!, now + .nanoseconds(2 * timeout))
+        nextProbe = end
+        probe = Probe(target: target, seq: seq, sentAt: now, indirectAt: now + .nanoseconds(timeout), endAt: end)
         counters.probes += 1
         let spare = GossipWire.maxDatagram - GossipWire.headerLength - 4 - 1
         send(.ping(seq: seq, updates: piggyback(spare: spare)), to: .peer(target), into: &out)
@@ -25,8 +34,21 @@ extension GossipCore {
         if config.modes.contains(.nearest) { measurePassive(now: now, into: &out) }
     }
 
-    /// Round-robin over a shuffled copy of the active view (SWIM's bounded detection time).
+    /// The direct probe's timeout: the configured one stretched by local health, and at least three
+    /// smoothed round trips to this peer.
+    func probeTimeout(for id: NodeID) -> Int64 {
+        var timeout = config.probeTimeout.nanoseconds * healthMultiplier
+        if let rtt = members[id]?.rtt { timeout = max(timeout, 3 * rtt.nanoseconds) }
+        return timeout
+    }
+
+    /// Round-robin over a shuffled copy of the active view (SWIM's bounded detection time);
+    /// neighbours that others suspect come first, so confirmations (or refutations) come quickly.
     mutating func nextProbeTarget() -> PeerEntry? {
+        while let id = priorityProbes.first {
+            priorityProbes.removeFirst()
+            if let e = activeView.first(where: { $0.nodeID == id }), members[id]?.state == .suspect { return e }
+        }
         guard !activeView.isEmpty else { return nil }
         for _ in 0..<(probeOrder.count + 1) {
             if probeIndex >= probeOrder.count {
@@ -45,7 +67,7 @@ extension GossipCore {
     mutating func measurePassive(now: Instant, into out: inout [GossipOutput]) {
         guard let p = randomSample(passiveView, count: 1).first else { return }
         let seq = takeSeq()
-        sidePings[seq] = (p.nodeID, now)
+        sidePings[seq] = (p.nodeID, now, false)
         sidePingOrder.append(seq)
         trimSidePings()
         send(.ping(seq: seq, updates: []), to: .peer(p), into: &out)
@@ -59,14 +81,20 @@ extension GossipCore {
             send(.pingRequest(seq: p.seq, target: p.target), to: .peer(h), into: &out)
             counters.indirectProbes += 1
         }
-        p.expectedNacks = helpers.count
+        // Only helpers heard from lately are expected to nack: after a mass failure the helpers
+        // are dead too, and their silence says nothing about our own health.
+        p.expectedNacks = helpers.filter { h in members[h.nodeID]?.lastHeard.map { now - $0 < .seconds(5) } ?? false }.count
         probe = p
     }
 
     mutating func probeFailed(_ p: Probe, now: Instant, into out: inout [GossipOutput]) {
         // Lifeguard: missing nacks mean our own links or scheduling are the problem.
-        let delta = p.expectedNacks > 0 ? p.expectedNacks - p.nacks : 1
-        awareness = min(config.maxAwareness - 1, awareness + max(0, delta))
+        awareness = min(config.maxAwareness - 1, awareness + max(0, p.expectedNacks - p.nacks))
+        // HyParView repairs the overlay at once: a neighbour that fails a probe leaves the active
+        // view (a passive peer is promoted next round); SWIM's suspicion decides its membership.
+        // Only when we trust our own view of it: a helper confirmed (nack) or we are healthy. A
+        // starved node would otherwise cut itself off from the gossip that refutes its suspicions.
+        if p.nacks > 0 || awareness == 0 { removeFromActive(p.target.nodeID, into: &out, notify: true) }
         guard let m = members[p.target.nodeID], m.state == .alive else { return }
         applyUpdate(.suspect(m.entry.peer, incarnation: m.incarnation, accuser: myTag), from: nil, now: now, into: &out)
     }
@@ -92,6 +120,12 @@ extension GossipCore {
             sidePingOrder.removeAll { $0 == seq }
             if let t = s.target {
                 if t == from.nodeID { noteRTT(t, now - s.sentAt) }
+                if s.deadRetry, t == from.nodeID, activeView.count < activeCapacity * 2 {
+                    // A member we had declared dead answers: a healed partition. Link the two sides
+                    // of the overlay through it at once (high priority: it must accept).
+                    addToActive(from, now: now, into: &out)
+                    send(.neighbor(highPriority: true), to: .peer(from), into: &out)
+                }
             } else {
                 // A beacon's sender, now known by key: a standby peer with a measured distance.
                 ensureMember(from, now: now, into: &out)
@@ -111,7 +145,7 @@ extension GossipCore {
         guard relayOrder.count < 64 else { counters.drop(.exchangeBusy); return }
         let mine = takeSeq()
         // Answer with a nack a little before the requester gives up, so it learns its own link works.
-        let wait = config.probeTimeout.nanoseconds * 8 / 10 * healthMultiplier
+        let wait = max(config.probeTimeout.nanoseconds * 8 / 10 * healthMultiplier, 3 * (members[target.nodeID]?.rtt?.nanoseconds ?? 0))
         relays[mine] = Relay(requester: requester, seq: seq, deadline: now + .nanoseconds(wait))
         relayOrder.append(mine)
         send(.ping(seq: mine, updates: []), to: .peer(target), into: &out)

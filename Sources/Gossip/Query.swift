@@ -32,8 +32,10 @@ extension GossipCore {
     }
 
     mutating func handleQuery(_ q: QueryMessage, from: PeerEntry, now: Instant, into out: inout [GossipOutput]) {
-        guard markSeen(origin: q.origin.nodeID, id: q.id) else { counters.drop(.duplicateQuery); return }
-        if let v = q.query.matches(attributes) {
+        let first = markSeen(origin: q.origin.nodeID, id: q.id)
+        // A flood stops at nodes it has seen; a walk goes on (it may cross itself), answering once.
+        if !first && q.mode != .walk { counters.drop(.duplicateQuery); return }
+        if first, let v = q.query.matches(attributes) {
             var pair = AttributePair(key: q.query.key, value: v)
             // The answer is a datagram: a value too long for it is cut at a character boundary.
             let budget = GossipWire.maxDatagram - 64 - pair.key.utf8.count

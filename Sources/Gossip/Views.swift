@@ -27,7 +27,7 @@ extension GossipCore {
         } else if !passiveView.contains(where: { $0.address == address }), !activeView.contains(where: { $0.address == address }) {
             // A neighbour on the link: learn who it is and how far, through a ping by address.
             let seq = takeSeq()
-            sidePings[seq] = (nil, now)
+            sidePings[seq] = (nil, now, false)
             sidePingOrder.append(seq)
             trimSidePings()
             send(.ping(seq: seq, updates: []), to: .address(address), into: &out)
@@ -72,7 +72,7 @@ extension GossipCore {
     }
 
     mutating func handleNeighbourReply(from: PeerEntry, accepted: Bool, sample: [PeerEntry], now: Instant, into out: inout [GossipOutput]) {
-        if pendingNeighbour?.peer == from.nodeID { pendingNeighbour = nil }
+        pendingNeighbours.removeAll { $0.peer == from.nodeID }
         if accepted {
             addToActive(from, now: now, into: &out)
         } else {
@@ -166,24 +166,27 @@ extension GossipCore {
             }
             integratePassive(picks, replacing: [])
         }
-        guard pendingNeighbour == nil else { return }
-        if activeView.count < activeCapacity, !passiveView.isEmpty {
-            let candidate: PeerEntry?
+        let missing = activeCapacity - activeView.count - pendingNeighbours.count
+        if missing > 0, !passiveView.isEmpty {
+            // As many requests in flight as places are free, so a passive view full of dead
+            // entries (after a mass failure) is worked through quickly.
+            let pool = passiveView.filter { p in !pendingNeighbours.contains { $0.peer == p.nodeID } }
+            let candidates: [PeerEntry]
             if prefersNearest {
-                candidate = passiveView.min { rttOrMax($0.nodeID) < rttOrMax($1.nodeID) }
+                candidates = Array(pool.sorted { rttOrMax($0.nodeID) < rttOrMax($1.nodeID) }.prefix(missing))
             } else {
-                candidate = randomSample(passiveView, count: 1).first
+                candidates = randomSample(pool, count: missing)
             }
-            if let c = candidate {
-                pendingNeighbour = (c.nodeID, now)
+            for c in candidates {
+                pendingNeighbours.append((c.nodeID, now))
                 send(.neighbor(highPriority: activeView.isEmpty), to: .peer(c), into: &out)
             }
-        } else if prefersNearest, activeView.count >= activeCapacity,
+        } else if prefersNearest, activeView.count >= activeCapacity, pendingNeighbours.isEmpty,
                   let best = passiveView.filter({ members[$0.nodeID]?.rtt != nil }).min(by: { rttOrMax($0.nodeID) < rttOrMax($1.nodeID) }),
                   let worst = activeView.max(by: { rttOrMax($0.nodeID) < rttOrMax($1.nodeID) }),
                   rttOrMax(best.nodeID) < rttOrMax(worst.nodeID) / 2 {
             // A much nearer standby peer: ask it in; accepting evicts the farthest active peer.
-            pendingNeighbour = (best.nodeID, now)
+            pendingNeighbours.append((best.nodeID, now))
             send(.neighbor(highPriority: false), to: .peer(best), into: &out)
         }
     }

@@ -39,6 +39,7 @@ struct Mesh {
     var eventLog: [(at: Instant, node: Int, event: GossipEvent)] = []
     var logEvents = true
     let config: GossipConfig
+    let configs: [GossipConfig]
     let seed: UInt64
 
     static let network = NetworkID(bytes: [UInt8](repeating: 9, count: 16))!
@@ -67,6 +68,7 @@ struct Mesh {
             cs.append(GossipCore(me: e, config: config(i), rng: SeededGenerator(seed: seed &* 1000 &+ UInt64(i))))
         }
         self.config = config(0)
+        configs = (0..<n).map(config)
         cores = cs
         entries = es
         crashed = Array(repeating: false, count: n)
@@ -125,6 +127,14 @@ struct Mesh {
         for i in 0..<count {
             start(i, at: now + .nanoseconds(over.nanoseconds * Int64(i) / Int64(max(1, count))))
         }
+    }
+
+    /// A fresh process with the same identity and address (incarnation 0, empty tables).
+    mutating func restart(_ i: Int, config c: GossipConfig? = nil) {
+        cores[i] = GossipCore(me: entries[i], config: c ?? configs[i], rng: SeededGenerator(seed: seed &* 7919 &+ UInt64(i) &+ nextSeq))
+        crashed[i] = false
+        wakes[i] = nil
+        push(now, .start(i))
     }
 
     mutating func crash(_ i: Int) {
@@ -217,13 +227,14 @@ struct Mesh {
         live.filter { $0 != subject && self.state(of: subject, at: $0) == state }.count
     }
 
-    func everyoneKnowsEveryone() -> Bool {
+    func everyoneKnowsEveryone(allowSuspect: Bool = false) -> Bool {
         let l = live
         for o in l {
             guard let c = cores[o] else { return false }
             var alive = 0
             for s in l where s != o {
-                if c.members[entries[s].nodeID]?.state == .alive { alive += 1 }
+                let st = c.members[entries[s].nodeID]?.state
+                if st == .alive || (allowSuspect && st == .suspect) { alive += 1 }
             }
             if alive != l.count - 1 { return false }
         }
