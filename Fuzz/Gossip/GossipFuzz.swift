@@ -34,7 +34,7 @@ struct FuzzState {
         core = GossipCore(me: entry(0), config: config, rng: SeededGenerator(seed: 1))
         var outs = core.handle(.start, now: now)
         for (i, n) in neighbours.enumerated() {
-            outs += core.handle(.received(from: n, bytes: GossipWire.encode(.neighbor(highPriority: true))), now: now)
+            outs += core.handle(.received(from: n, bytes: GossipWire.encode(.neighbor(priority: .high))), now: now)
             outs += core.handle(.received(from: n, bytes: GossipWire.encode(.gossip(updates: [.alive(n, incarnation: UInt32(i), attributeVersion: 1)]))), now: now)
         }
         let cull = CullRecord.sign(subject: entry(9).nodeID, issuedAt: 1, network: network, admin: admin)

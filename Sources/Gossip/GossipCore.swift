@@ -290,8 +290,8 @@ public struct GossipCore {
             integratePassive(sample, replacing: [])
         case let .forwardJoin(ttl, joiner):
             handleForwardJoin(ttl: ttl, joiner: joiner, from: from, now: now, into: &out)
-        case let .neighbor(high):
-            handleNeighbour(from: from, high: high, now: now, into: &out)
+        case let .neighbor(priority):
+            handleNeighbour(from: from, priority: priority, now: now, into: &out)
         case let .neighborReply(accepted, sample):
             handleNeighbourReply(from: from, accepted: accepted, sample: sample, now: now, into: &out)
         case .disconnect:

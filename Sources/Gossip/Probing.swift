@@ -124,7 +124,7 @@ extension GossipCore {
                     // A member we had declared dead answers: a healed partition. Link the two sides
                     // of the overlay through it at once (high priority: it must accept).
                     addToActive(from, now: now, into: &out)
-                    send(.neighbor(highPriority: true), to: .peer(from), into: &out)
+                    send(.neighbor(priority: .high), to: .peer(from), into: &out)
                 }
             } else {
                 // A beacon's sender, now known by key: a standby peer with a measured distance.

@@ -50,7 +50,7 @@ extension GossipCore {
         if ttl == 0 || activeView.count <= 1 {
             if !inActive(joiner.nodeID) {
                 addToActive(joiner, now: now, into: &out)
-                send(.neighbor(highPriority: true), to: .peer(joiner), into: &out)
+                send(.neighbor(priority: .high), to: .peer(joiner), into: &out)
             }
             return
         }
@@ -60,12 +60,17 @@ extension GossipCore {
             send(.forwardJoin(ttl: ttl - 1, joiner: joiner), to: .peer(n), into: &out)
         } else if !inActive(joiner.nodeID) {
             addToActive(joiner, now: now, into: &out)
-            send(.neighbor(highPriority: true), to: .peer(joiner), into: &out)
+            send(.neighbor(priority: .high), to: .peer(joiner), into: &out)
         }
     }
 
-    mutating func handleNeighbour(from: PeerEntry, high: Bool, now: Instant, into out: inout [GossipOutput]) {
-        let accept = high || activeView.count < activeCapacity || inActive(from.nodeID)
+    mutating func handleNeighbour(from: PeerEntry, priority: NeighbourPriority, now: Instant, into out: inout [GossipOutput]) {
+        var accept = priority == .high || activeView.count < activeCapacity || inActive(from.nodeID)
+        if !accept, priority == .nearer, prefersNearest, let worst = activeView.map({ rttOrMax($0.nodeID) }).max() {
+            // The asker measured us as near; unless we know better, it replaces our farthest.
+            let theirs = members[from.nodeID]?.rtt?.nanoseconds
+            accept = theirs.map { $0 < worst } ?? true
+        }
         if accept { addToActive(from, now: now, into: &out) }
         let sample = accept ? [] : randomSample(passiveView.filter { $0.nodeID != from.nodeID }, count: 4)
         send(.neighborReply(accepted: accept, sample: sample), to: .peer(from), into: &out)
@@ -179,7 +184,7 @@ extension GossipCore {
             }
             for c in candidates {
                 pendingNeighbours.append((c.nodeID, now))
-                send(.neighbor(highPriority: activeView.isEmpty), to: .peer(c), into: &out)
+                send(.neighbor(priority: activeView.isEmpty ? .high : .low), to: .peer(c), into: &out)
             }
         } else if prefersNearest, activeView.count >= activeCapacity, pendingNeighbours.isEmpty,
                   let best = passiveView.filter({ members[$0.nodeID]?.rtt != nil }).min(by: { rttOrMax($0.nodeID) < rttOrMax($1.nodeID) }),
@@ -187,7 +192,7 @@ extension GossipCore {
                   rttOrMax(best.nodeID) < rttOrMax(worst.nodeID) / 2 {
             // A much nearer standby peer: ask it in; accepting evicts the farthest active peer.
             pendingNeighbours.append((best.nodeID, now))
-            send(.neighbor(highPriority: false), to: .peer(best), into: &out)
+            send(.neighbor(priority: .nearer), to: .peer(best), into: &out)
         }
     }
 

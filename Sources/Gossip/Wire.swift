@@ -93,6 +93,13 @@ public struct MemberRecord: Sendable, Equatable {
     static let encodedLength = PeerEntry.encodedLength + 1 + 4 + 4
 }
 
+/// HyParView's NEIGHBOR priority: `high` must be accepted (the asker has no neighbour left);
+/// `low` only if there is room; `nearer` (mode `nearest`) also when the asker is nearer than the
+/// receiver's farthest neighbour, which it then replaces.
+public enum NeighbourPriority: UInt8, Sendable, Equatable, CaseIterable {
+    case low = 0, high = 1, nearer = 2
+}
+
 public enum MatchKind: UInt8, Sendable, Equatable, CaseIterable {
     case exact = 1, prefix = 2, substring = 3
 }
@@ -171,7 +178,7 @@ public enum GossipMessage: Sendable, Equatable {
     case join(incarnation: UInt32)
     case joinReply(sample: [PeerEntry])
     case forwardJoin(ttl: UInt8, joiner: PeerEntry)
-    case neighbor(highPriority: Bool)
+    case neighbor(priority: NeighbourPriority)
     case neighborReply(accepted: Bool, sample: [PeerEntry])
     case disconnect
     case shuffle(id: UInt32, ttl: UInt8, origin: PeerEntry, sample: [PeerEntry])
@@ -261,8 +268,8 @@ public enum GossipWire {
         case let .forwardJoin(ttl, joiner):
             w.u8(ttl)
             writeEntry(joiner, &w)
-        case let .neighbor(high):
-            w.u8(high ? 1 : 0)
+        case let .neighbor(priority):
+            w.u8(priority.rawValue)
         case let .neighborReply(accepted, sample):
             w.u8(accepted ? 1 : 0)
             writeEntries(sample, &w)
@@ -402,7 +409,9 @@ public enum GossipWire {
         case 6: return .join(incarnation: try r.u32())
         case 7: return .joinReply(sample: try readEntries(&r))
         case 8: return .forwardJoin(ttl: try r.u8(), joiner: try readEntry(&r))
-        case 9: return .neighbor(highPriority: try readBool(&r))
+        case 9:
+            guard let p = NeighbourPriority(rawValue: try r.u8()) else { throw GossipDropReason.badFlag }
+            return .neighbor(priority: p)
         case 10: return .neighborReply(accepted: try readBool(&r), sample: try readEntries(&r))
         case 11: return .disconnect
         case 12: return .shuffle(id: try r.u32(), ttl: try r.u8(), origin: try readEntry(&r), sample: try readEntries(&r))

@@ -30,6 +30,8 @@ struct Mesh {
     var latencyMax: Duration = .milliseconds(10)
     /// Extra delay on everything a node receives: a CPU-starved node that handles its input late.
     var inboundDelay: [Duration?]
+    /// Per-link one-way latency, replacing the uniform range (mode `nearest` tests).
+    var linkLatency: ((Int, Int) -> Duration)?
     /// Links that drop everything (a partition).
     var blocked: ((Int, Int) -> Bool)?
     var datagrams = 0
@@ -170,14 +172,15 @@ struct Mesh {
                 guard let to else { continue }
                 if loss > 0, rng.unit() < loss { continue }
                 if let b = blocked, b(i, to) { continue }
-                var d = latency()
+                var d = linkLatency.map { $0(i, to) } ?? latency()
                 if let extra = inboundDelay[to] { d = d + extra }
                 push(now + d, .deliver(to: to, from: i, bytes: bytes, reliable: false))
             case let .sendReliable(e, bytes):
                 reliableMessages += 1
                 guard let to = byAddress[e.address] else { continue }
                 if let b = blocked, b(i, to) { continue }
-                push(now + latency() + latency(), .deliver(to: to, from: i, bytes: bytes, reliable: true))
+                let d = linkLatency.map { $0(i, to) + $0(i, to) } ?? latency() + latency()
+                push(now + d, .deliver(to: to, from: i, bytes: bytes, reliable: true))
             case let .wake(at):
                 wakes[i] = at
                 push(at, .wake(i))

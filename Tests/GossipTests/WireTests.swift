@@ -32,8 +32,9 @@ enum Samples {
          .join(incarnation: 4),
          .joinReply(sample: (0..<16).map(entry)),
          .forwardJoin(ttl: 6, joiner: entry(7)),
-         .neighbor(highPriority: true),
-         .neighbor(highPriority: false),
+         .neighbor(priority: .high),
+         .neighbor(priority: .low),
+         .neighbor(priority: .nearer),
          .neighborReply(accepted: false, sample: [entry(8)]),
          .disconnect,
          .shuffle(id: 77, ttl: 3, origin: entry(9), sample: [entry(10), entry(11)]),
@@ -108,7 +109,7 @@ enum Samples {
         #expect(GossipWire.decode(bad) == .failure(.badLength))
         #expect(GossipWire.decode([UInt8](repeating: 0x69, count: GossipWire.maxDatagram + 1)) == .failure(.oversized))
 
-        var flag = GossipWire.encode(.neighbor(highPriority: true)); flag[4] = 2
+        var flag = GossipWire.encode(.neighbor(priority: .high)); flag[4] = 3
         #expect(GossipWire.decode(flag) == .failure(.badFlag))
         var reply = GossipWire.encode(.digestReply(exchange: 1, differing: 0, cullsDiffer: false, busy: false)); reply[16] = 4
         #expect(GossipWire.decode(reply) == .failure(.badFlag))

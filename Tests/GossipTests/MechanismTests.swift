@@ -1,0 +1,255 @@
+import Testing
+import MeshCore
+@testable import Gossip
+
+/// One mechanism at a time, on a single core fed by hand or a small mesh.
+@Suite struct MechanismTests {
+    static func core(_ i: Int = 0, configure: (inout GossipConfig) -> Void = { _ in }) -> GossipCore {
+        var c = GossipConfig(network: Mesh.network)
+        c.adminKeys = [Samples.admin.publicKey]
+        configure(&c)
+        var core = GossipCore(me: Samples.entry(i), config: c, rng: SeededGenerator(seed: UInt64(i)))
+        _ = core.handle(.start, now: .zero)
+        return core
+    }
+
+    static func deliver(_ core: inout GossipCore, _ m: GossipMessage, from i: Int, at t: Instant = .zero) -> [GossipOutput] {
+        core.handle(.received(from: Samples.entry(i), bytes: GossipWire.encode(m)), now: t)
+    }
+
+    static func sent(_ outs: [GossipOutput]) -> [(GossipDestination, GossipMessage)] {
+        outs.compactMap {
+            if case let .send(d, b) = $0, case let .success(m) = GossipWire.decode(b) { return (d, m) }
+            return nil
+        }
+    }
+
+    @Test func suspicionOfSelfIsRefutedWithAHigherIncarnation() {
+        var c = Self.core()
+        let outs = Self.deliver(&c, .gossip(updates: [.suspect(Samples.entry(0).peer, incarnation: 0, accuser: 1)]), from: 1)
+        #expect(c.incarnation == 1)
+        #expect(outs.contains(.event(.refuted(incarnation: 1))))
+        // The teller gets the refutation directly.
+        #expect(Self.sent(outs).contains { $0.0 == .peer(Samples.entry(1)) && $0.1 == .gossip(updates: [.alive(Samples.entry(0), incarnation: 1, attributeVersion: 0)]) })
+        // A stale claim (below our incarnation) does not bump it again.
+        _ = Self.deliver(&c, .gossip(updates: [.dead(Samples.entry(0).peer, incarnation: 0)]), from: 2)
+        #expect(c.incarnation == 1)
+        _ = Self.deliver(&c, .gossip(updates: [.dead(Samples.entry(0).peer, incarnation: 1)]), from: 2)
+        #expect(c.incarnation == 2)
+    }
+
+    @Test func precedenceRules() {
+        var c = Self.core()
+        let p = Samples.entry(5)
+        let id = p.nodeID
+        _ = Self.deliver(&c, .gossip(updates: [.alive(p, incarnation: 3, attributeVersion: 0)]), from: 1)
+        #expect(c.members[id]?.state == .alive)
+        _ = Self.deliver(&c, .gossip(updates: [.suspect(p.peer, incarnation: 2, accuser: 9)]), from: 1)
+        #expect(c.members[id]?.state == .alive) // stale suspicion
+        _ = Self.deliver(&c, .gossip(updates: [.suspect(p.peer, incarnation: 3, accuser: 9)]), from: 1)
+        #expect(c.members[id]?.state == .suspect)
+        _ = Self.deliver(&c, .gossip(updates: [.alive(p, incarnation: 3, attributeVersion: 0)]), from: 1)
+        #expect(c.members[id]?.state == .suspect) // same incarnation does not clear a suspicion
+        _ = Self.deliver(&c, .gossip(updates: [.dead(p.peer, incarnation: 3)]), from: 1)
+        #expect(c.members[id]?.state == .dead)
+        _ = Self.deliver(&c, .gossip(updates: [.alive(p, incarnation: 3, attributeVersion: 0)]), from: 1)
+        #expect(c.members[id]?.state == .dead) // no revival at the same incarnation
+        _ = Self.deliver(&c, .gossip(updates: [.alive(p, incarnation: 4, attributeVersion: 0)]), from: 1)
+        #expect(c.members[id]?.state == .alive)
+        _ = Self.deliver(&c, .gossip(updates: [.left(p.peer, incarnation: 4)]), from: 1)
+        #expect(c.members[id]?.state == .left)
+        _ = Self.deliver(&c, .gossip(updates: [.suspect(p.peer, incarnation: 9, accuser: 1), .dead(p.peer, incarnation: 9)]), from: 1)
+        #expect(c.members[id]?.state == .left)
+    }
+
+    @Test func suspicionTimeoutShrinksWithIndependentConfirmations() {
+        var c = Self.core()
+        let p = Samples.entry(5)
+        _ = Self.deliver(&c, .gossip(updates: [.alive(p, incarnation: 0, attributeVersion: 0)]), from: 1)
+        _ = Self.deliver(&c, .gossip(updates: [.suspect(p.peer, incarnation: 0, accuser: 11)]), from: 1)
+        let first = c.members[p.nodeID]!.suspicion!.deadline
+        _ = Self.deliver(&c, .gossip(updates: [.suspect(p.peer, incarnation: 0, accuser: 11)]), from: 2) // same accuser: no change
+        #expect(c.members[p.nodeID]!.suspicion!.deadline == first)
+        _ = Self.deliver(&c, .gossip(updates: [.suspect(p.peer, incarnation: 0, accuser: 12)]), from: 2)
+        let second = c.members[p.nodeID]!.suspicion!.deadline
+        _ = Self.deliver(&c, .gossip(updates: [.suspect(p.peer, incarnation: 0, accuser: 13), .suspect(p.peer, incarnation: 0, accuser: 14)]), from: 3)
+        let fourth = c.members[p.nodeID]!.suspicion!.deadline
+        #expect(first > second && second > fourth)
+        // With k confirmations the wait reaches the minimum (plus the grace for non-accusers).
+        #expect(c.suspicionTimeout(confirmations: 3, accused: true) == c.config.suspicionMin)
+        #expect(c.suspicionTimeout(confirmations: 0, accused: true) == c.config.suspicionMax)
+        // Past the deadline the member is declared dead and the news is queued.
+        let outs = c.handle(.timer, now: fourth)
+        #expect(outs.contains(.event(.memberStateChanged(p.nodeID, from: .suspect, to: .dead, incarnation: 0))))
+    }
+
+    /// A node with neighbours; probe one that never answers.
+    @Test func lifeguardRaisesLocalHealthWhenHelpersDoNotNack() {
+        var c = Self.core()
+        for i in 1...4 {
+            _ = Self.deliver(&c, .neighbor(priority: .high), from: i)
+            _ = Self.deliver(&c, .gossip(updates: [.alive(Samples.entry(i), incarnation: 0, attributeVersion: 0)]), from: i)
+        }
+        #expect(c.activeView.count == 4)
+        var t = Instant.zero
+        var probed: PeerEntry?
+        var helpers: [GossipDestination] = []
+        // Run until one probe has gone out, reached its indirect stage and ended unanswered.
+        while t < Instant.zero + .seconds(5) {
+            t = t + .milliseconds(50)
+            let outs = c.handle(.timer, now: t)
+            for (d, m) in Self.sent(outs) {
+                if case .ping = m, probed == nil, case let .peer(e) = d { probed = e }
+                if case .pingRequest = m { helpers.append(d) }
+            }
+            if c.awareness > 0 { break }
+        }
+        #expect(probed != nil)
+        #expect(!helpers.isEmpty)
+        // The helpers were heard from lately, yet none sent a nack: our own health is in doubt.
+        #expect(c.awareness > 0)
+        // A healthy answer to our own probe brings it back down by one.
+        var acked = false
+        while !acked, t < Instant.zero + .seconds(30) {
+            t = t + .milliseconds(50)
+            let outs = c.handle(.timer, now: t)
+            for (d, m) in Self.sent(outs) {
+                if case let .ping(seq, _) = m, c.probe?.seq == seq, case let .peer(e) = d, let i = (1...4).first(where: { Samples.entry($0) == e }) {
+                    let before = c.awareness
+                    _ = Self.deliver(&c, .ack(seq: seq, updates: []), from: i, at: t)
+                    #expect(c.awareness == max(0, before - 1))
+                    acked = true
+                }
+            }
+        }
+        #expect(acked)
+    }
+
+    @Test func indirectProbeIsRelayedAndNackedOnSilence() {
+        var c = Self.core()
+        let outs = Self.deliver(&c, .pingRequest(seq: 77, target: Samples.entry(9)), from: 1)
+        let pings = Self.sent(outs).filter { if case .ping = $0.1 { return $0.0 == .peer(Samples.entry(9)) } else { return false } }
+        #expect(pings.count == 1)
+        guard case let .ping(mySeq, _) = pings[0].1 else { return }
+        // The target answers: the ack goes to the requester under its own sequence number.
+        var c2 = c
+        let ok = Self.deliver(&c2, .ack(seq: mySeq, updates: []), from: 9)
+        #expect(Self.sent(ok).contains { $0.0 == .peer(Samples.entry(1)) && $0.1 == .ack(seq: 77, updates: []) })
+        // Silence: a nack before the requester gives up.
+        let late = c.handle(.timer, now: Instant.zero + .seconds(1))
+        #expect(Self.sent(late).contains { $0.0 == .peer(Samples.entry(1)) && $0.1 == .nack(seq: 77) })
+    }
+
+    @Test func undecodableInputIsCountedNeverTrusted() {
+        var c = Self.core()
+        _ = c.handle(.received(from: Samples.entry(1), bytes: [1, 2, 3, 4, 5]), now: .zero)
+        _ = c.handle(.received(from: Samples.entry(1), bytes: GossipWire.encode(.ping(seq: 1, updates: [])) + [0]), now: .zero)
+        _ = c.handle(.received(from: Samples.entry(1), bytes: GossipWire.encode(.attributes(version: 1, Attributes()))), now: .zero)
+        _ = c.handle(.received(from: Samples.entry(0), bytes: GossipWire.encode(.disconnect)), now: .zero)
+        #expect(c.counters[.badMagic] == 1)
+        #expect(c.counters[.trailingBytes] == 1)
+        #expect(c.counters[.wrongTransport] == 1)
+        #expect(c.counters[.fromSelf] == 1)
+        #expect(c.members.isEmpty)
+    }
+
+    @Test func joinThroughAContactBuildsSymmetricViews() {
+        var mesh = Mesh(nodes: 12, seed: 3, config: Mesh.defaultConfig())
+        mesh.startAll(over: .seconds(1))
+        mesh.run(for: .seconds(10))
+        for i in mesh.live {
+            for p in mesh.cores[i]!.activeView {
+                // HyParView's active view is symmetric.
+                let j = mesh.byAddress[p.address]!
+                #expect(mesh.cores[j]!.activeView.contains { $0.nodeID == mesh.entries[i].nodeID }, "\(i) -> \(j) not mirrored")
+            }
+        }
+        #expect(mesh.everyoneKnowsEveryone())
+        #expect(mesh.eventLog.filter { if case .joined = $0.event { return true } else { return false } }.count == 12)
+    }
+
+    @Test func restartedNodeComesBackAlive() {
+        var mesh = Mesh(nodes: 30, seed: 4, config: Mesh.defaultConfig())
+        mesh.startAll(over: .seconds(2))
+        _ = mesh.runUntil(limit: .seconds(30)) { $0.everyoneKnowsEveryone() }
+        mesh.crash(12)
+        let dead = mesh.runUntil(limit: .seconds(20)) { $0.observers(of: 12, in: .dead) == $0.live.count }
+        #expect(dead != nil)
+        // A fresh process: incarnation 0, empty tables; it must out-bid the "dead" it is remembered by.
+        mesh.restart(12)
+        let back = mesh.runUntil(limit: .seconds(30)) { $0.everyoneKnowsEveryone() }
+        print("[gossip] restarted node alive again at all after \(back.map { "\($0)" } ?? "never")")
+        #expect(back != nil)
+        #expect(mesh.cores[12]!.incarnation >= 1)
+    }
+
+    @Test func sameSeedSameRun() {
+        func run() -> (Int, Int, [String]) {
+            var mesh = Mesh(nodes: 40, seed: 9, config: Mesh.defaultConfig())
+            mesh.loss = 0.05
+            mesh.startAll(over: .seconds(2))
+            mesh.run(for: .seconds(8))
+            mesh.crash(7)
+            mesh.run(for: .seconds(8))
+            return (mesh.datagrams, mesh.datagramBytes, mesh.eventLog.map { "\($0.at) \($0.node) \($0.event)" })
+        }
+        let a = run(), b = run()
+        #expect(a.0 == b.0 && a.1 == b.1)
+        #expect(a.2 == b.2)
+    }
+
+    /// Mode `walk`: every node knows a single peer (the one started before it); no master.
+    @Test func walkModeDiscoversTheMeshFromOnePeer() {
+        let n = 150
+        var mesh = Mesh(nodes: n, seed: 12) { i in
+            var c = GossipConfig(network: Mesh.network)
+            c.modes = [.walk]
+            if i > 0 { c.seeds = [Mesh.address((i * 7919) % i)] }
+            return c
+        }
+        mesh.startAll(over: .seconds(5))
+        let took = mesh.runUntil(limit: .seconds(120), step: .seconds(1)) { m in
+            let known = m.live.map { o in m.live.filter { $0 != o && m.state(of: $0, at: o) == .alive }.count }
+            return known.allSatisfy { Double($0) >= 0.9 * Double(n - 1) }
+        }
+        print("[gossip] walk: every node knows 90% of \(n) after \(took.map { "\($0)" } ?? "never")")
+        #expect(took != nil)
+        #expect(mesh.components() == 1)
+    }
+
+    /// Mode `nearest`: nodes on a line (latency grows with distance), found by beacons only.
+    @Test func nearestModePrefersCloseNeighbours() {
+        let n = 60
+        var mesh = Mesh(nodes: n, seed: 13) { _ in
+            var c = GossipConfig(network: Mesh.network)
+            c.modes = [.nearest]
+            return c
+        }
+        mesh.linkLatency = { a, b in .microseconds(200 + 300 * Int64(abs(a - b))) }
+        mesh.startAll(over: .seconds(2))
+        mesh.run(for: .seconds(3))
+        // Link-local beacons: each node hears the nodes within 5 positions.
+        for i in 0..<n {
+            for j in max(0, i - 5)...min(n - 1, i + 5) where j != i { mesh.feed(i, .beaconHeard(Mesh.address(j))) }
+        }
+        mesh.run(for: .seconds(60))
+        // Later beacons (each node hears everyone now, as on one big LAN): the preference must
+        // come from measured round-trip times, not from who was heard first.
+        for i in 0..<n { for j in 0..<n where j != i && (i + j) % 7 == 0 { mesh.feed(i, .beaconHeard(Mesh.address(j))) } }
+        mesh.run(for: .seconds(60))
+        #expect(mesh.components() == 1)
+        let distances = mesh.live.flatMap { i in mesh.cores[i]!.activeView.map { abs(mesh.byAddress[$0.address]! - i) } }
+        let mean = Double(distances.reduce(0, +)) / Double(distances.count)
+        print("[gossip] nearest: mean distance to active neighbours \(mean) positions (random pairs: \(Double(n) / 3))")
+        #expect(mean < Double(n) / 6)
+        #expect(mesh.everyoneKnowsEveryone())
+        // A nearest-mode query reaches a node near the asker first.
+        try? mesh.command(30, .setAttributes(Attributes([("role", "relay")])))
+        try? mesh.command(32, .setAttributes(Attributes([("role", "relay")])))
+        mesh.run(for: .seconds(1))
+        mesh.command(31, .query(id: 9, AttributeQuery(key: "role", value: "relay", match: .exact), mode: .nearest, hopLimit: 3))
+        mesh.run(for: .seconds(1))
+        let answers = mesh.eventLog.compactMap { if case let .queryAnswer(9, from, _, hops, _) = $0.event { return (from, hops) } else { return nil } }
+        #expect(!answers.isEmpty)
+    }
+}
