@@ -92,8 +92,8 @@ public struct GossipConfig: Sendable, Equatable {
     public var indirectChecks = 3
     /// Local health multiplier ceiling: probe timeouts and intervals stretch up to this factor.
     public var maxAwareness = 8
-    public var suspicionMin: Duration = .milliseconds(2500)
-    public var suspicionMax: Duration = .seconds(5)
+    public var suspicionMin: Duration = .milliseconds(1500)
+    public var suspicionMax: Duration = .seconds(4)
     /// Independent suspicions that shrink the timeout from max to min.
     public var suspicionConfirmations = 3
     public var deadRetryInterval: Duration = .seconds(10)
@@ -151,6 +151,8 @@ struct Suspicion: Sendable, Equatable {
     var start: Instant
     var accusers: [UInt64]
     var deadline: Instant
+    /// Lifeguard: an accuser in poor local health waits once more before declaring.
+    var extended = false
 }
 
 /// Counted drops and traffic, for `iotaf members --json` and simulator reports.

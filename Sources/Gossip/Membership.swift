@@ -199,7 +199,18 @@ extension GossipCore {
     mutating func expireSuspicions(now: Instant, into out: inout [GossipOutput]) {
         guard !suspects.isEmpty else { return }
         for id in suspects {
-            guard let m = members[id], let s = m.suspicion, now >= s.deadline else { continue }
+            guard let m = members[id], var s = m.suspicion, now >= s.deadline else { continue }
+            let accused = s.accusers.contains(myTag)
+            if !s.extended, awareness > 0 || !accused {
+                // Our own health is in doubt, and so is our accusation; or we only heard of it and
+                // the accusers' verdict never came: ask the suspect ourselves and give its
+                // refutation another full period to reach us.
+                s.extended = true
+                s.deadline = now + config.suspicionMax
+                members[id]!.suspicion = s
+                send(.gossip(updates: [.suspect(m.entry.peer, incarnation: m.incarnation, accuser: myTag)]), to: .peer(m.entry), into: &out)
+                continue
+            }
             setState(id, .dead, incarnation: m.incarnation, now: now, into: &out)
             queue.enqueue(.dead(m.entry.peer, incarnation: m.incarnation))
         }

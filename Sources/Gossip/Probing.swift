@@ -96,7 +96,11 @@ extension GossipCore {
         // starved node would otherwise cut itself off from the gossip that refutes its suspicions.
         if p.nacks > 0 || awareness == 0 { removeFromActive(p.target.nodeID, into: &out, notify: true) }
         guard let m = members[p.target.nodeID], m.state == .alive else { return }
-        applyUpdate(.suspect(m.entry.peer, incarnation: m.incarnation, accuser: myTag), from: nil, now: now, into: &out)
+        let suspicion = MemberUpdate.suspect(m.entry.peer, incarnation: m.incarnation, accuser: myTag)
+        applyUpdate(suspicion, from: nil, now: now, into: &out)
+        // Buddy system: tell the suspect itself at once. If it is alive it refutes straight back
+        // to us, well before our timeout, even when our own links are slow.
+        send(.gossip(updates: [suspicion]), to: .peer(m.entry), into: &out)
     }
 
     mutating func gotAck(_ seq: UInt32, from: PeerEntry, now: Instant, into out: inout [GossipOutput]) {

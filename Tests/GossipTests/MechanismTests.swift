@@ -78,8 +78,12 @@ import MeshCore
         // With k confirmations the wait reaches the minimum (plus the grace for non-accusers).
         #expect(c.suspicionTimeout(confirmations: 3, accused: true) == c.config.suspicionMin)
         #expect(c.suspicionTimeout(confirmations: 0, accused: true) == c.config.suspicionMax)
-        // Past the deadline the member is declared dead and the news is queued.
-        let outs = c.handle(.timer, now: fourth)
+        // We only heard of it: at the deadline we first ask the suspect ourselves (buddy system)...
+        let ask = c.handle(.timer, now: fourth)
+        #expect(Self.sent(ask).contains { $0.0 == .peer(p) && $0.1 == .gossip(updates: [.suspect(p.peer, incarnation: 0, accuser: c.myTag)]) })
+        #expect(c.members[p.nodeID]?.state == .suspect)
+        // ...and with no refutation a full period later, declare it dead.
+        let outs = c.handle(.timer, now: fourth + c.config.suspicionMax)
         #expect(outs.contains(.event(.memberStateChanged(p.nodeID, from: .suspect, to: .dead, incarnation: 0))))
     }
 

@@ -1,0 +1,60 @@
+import Foundation
+import Testing
+import MeshCore
+@testable import Gossip
+
+/// The figures quoted in Docs/gossip.md, on a larger mesh. Opt-in (slow):
+///   GOSSIP_FIGURES=1000 swift test --skip-build --filter FiguresTests
+@Suite struct FiguresTests {
+    static var size: Int? { ProcessInfo.processInfo.environment["GOSSIP_FIGURES"].flatMap(Int.init) }
+
+    @Test(.enabled(if: FiguresTests.size != nil, "set GOSSIP_FIGURES=N to measure on N nodes"))
+    func measure() {
+        let n = Self.size!
+        let wall = Date()
+        var mesh = Mesh(nodes: n + 10, seed: 21) { i in
+            var c = Mesh.defaultConfig()(i)
+            c.adminKeys = [ScaleTests.admin.publicKey]
+            return c
+        }
+        mesh.logEvents = false
+        for i in n..<(n + 10) { mesh.crash(i) }
+        for i in 0..<n { mesh.start(i, at: Instant(nanoseconds: Int64(i) * 10_000_000_000 / Int64(n))) }
+        let conv = mesh.runUntil(limit: .seconds(300), step: .seconds(1)) { $0.everyoneKnowsEveryone() }
+        print("[figures] \(n) nodes joined over 10 s; everyone knows everyone at \(mesh.now) (\(conv.map { "\($0)" } ?? "never"))")
+
+        let b0 = mesh.datagramBytes
+        let r0 = mesh.reliableMessages
+        mesh.run(for: .seconds(60))
+        print("[figures] steady state: \(Double(mesh.datagramBytes - b0) / Double(n) / 60) B/s per node; largest datagram \(mesh.largestDatagram) B; \(mesh.reliableMessages - r0) reliable messages in 60 s")
+
+        // Joins with 10% loss: rounds until every live node knows the newcomer.
+        mesh.loss = 0.10
+        var joinRounds: [Int] = []
+        for k in 0..<10 {
+            let newcomer = n + k
+            mesh.restart(newcomer)
+            let t = mesh.runUntil(limit: .seconds(30), step: .milliseconds(200)) { $0.observers(of: newcomer, in: .alive) >= Int(Double($0.live.count - 1) * 0.999) }
+            joinRounds.append(t.map { Int(($0.secondsDouble / 0.2).rounded(.up)) } ?? 999)
+            mesh.run(for: .seconds(2))
+        }
+        print("[figures] join reaches 99.9% with 10% loss: rounds \(joinRounds.sorted())")
+
+        mesh.loss = 0
+        let victim = 17
+        mesh.crash(victim)
+        let dead = mesh.runUntil(limit: .seconds(30), step: .milliseconds(100)) { $0.observers(of: victim, in: .dead) == $0.live.count }
+        print("[figures] crash declared dead by all \(mesh.live.count) live nodes after \(dead.map { "\($0)" } ?? "never")")
+
+        let leaver = 23
+        mesh.command(leaver, .leave)
+        let left = mesh.runUntil(limit: .seconds(30), step: .milliseconds(100)) { m in m.live.filter { $0 != leaver && m.state(of: leaver, at: $0) == .left }.count == m.live.count - 1 }
+        print("[figures] leave reached all after \(left.map { "\($0)" } ?? "never")")
+
+        var g = SeededGenerator(seed: 80)
+        for v in Array(0..<n).shuffled(using: &g).prefix(n * 8 / 10) { mesh.crash(v) }
+        let healed = mesh.runUntil(limit: .seconds(60), step: .milliseconds(500)) { m in m.components() == 1 && m.live.allSatisfy { !m.cores[$0]!.activeView.isEmpty } }
+        print("[figures] 80% crash: \(mesh.live.count) survivors in one mesh after \(healed.map { "\($0)" } ?? "never")")
+        print("[figures] wall time \(Int(Date().timeIntervalSince(wall))) s")
+    }
+}
