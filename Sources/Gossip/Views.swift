@@ -92,10 +92,6 @@ extension GossipCore {
             activeView[i].address = p.address
             return
         }
-        if let m = members[p.nodeID], m.state == .dead || m.state == .left {
-            // It talks to us, so it is back; its own announcement will raise the incarnation.
-            _ = m
-        }
         if activeView.count >= activeCapacity, let victim = evictionCandidate(excluding: p.nodeID) {
             _ = removeFromActive(victim.nodeID, into: &out, notify: true)
             integratePassive([victim], replacing: [])
