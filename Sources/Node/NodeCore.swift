@@ -51,6 +51,10 @@ public struct NodeCore {
 
     /// How long a missed probe is remembered for a late answer.
     static let lateAnswerWindow: Duration = .seconds(30)
+    /// When a node that contacted us last joined the member table; see `learn`.
+    private var lastJoinedByContact = Instant.zero
+    /// How long a half-full table waits for contacts before filling up from samples.
+    static let samplePatience: Duration = .seconds(5)
 
     /// Fails only if the identity cannot serve as a Noise static key or the network key is not 32 bytes.
     public init(identity: NodeIdentity, network: NetworkID, networkKey: [UInt8], timing: NodeTiming = NodeTiming(),
@@ -316,6 +320,7 @@ public struct NodeCore {
         let id = peer.nodeID
         if members[id] == nil {
             guard addMember(peer, address: address, now: now, into: &out) else { return }
+            lastJoinedByContact = now
         }
         var moved = false
         var wasAlive = true
@@ -333,6 +338,12 @@ public struct NodeCore {
     }
 
     private mutating func learn(_ entry: PingWire.SampleEntry, now: Instant, into out: inout [NodeOutput]) {
+        // A full table learns nothing from samples: checked first, since a node id costs a BLAKE2b.
+        guard members.count < timing.maxMembers else { return }
+        // Samples fill half the table; the rest waits for nodes that contact us, so probing is
+        // mostly mutual and one session (one handshake) serves both directions. Once no new node
+        // has contacted us for a while, samples fill the rest.
+        if members.count >= (timing.maxMembers + 1) / 2, now - lastJoinedByContact < Self.samplePatience { return }
         guard let peer = PeerIdentity(publicKey: entry.publicKey), peer.nodeID != identity.nodeID,
               members[peer.nodeID] == nil, !entry.address.isUnspecified, entry.address.port != 0 else { return }
         _ = addMember(peer, address: entry.address, now: now, into: &out)

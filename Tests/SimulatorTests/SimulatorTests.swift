@@ -52,6 +52,16 @@ func canonical(_ r: SimReport) -> Data {
         #expect(r.events > 10_000)
     }
 
+    /// Every member costs a Noise session, so a node's handshakes follow its table, not the mesh:
+    /// probing all 99 others would complete ~200 per node (both ends count one).
+    @Test func handshakesPerNodeFollowTheTableNotTheMesh() throws {
+        let s = try scenario("mesh-100.toml")
+        let r = Simulation(scenario: s, seed: 1).run()
+        let perNode = (r.metrics["handshakes_completed"] ?? 0) / Double(r.nodes)
+        #expect(perNode > 0)
+        #expect(perNode <= Double(4 * s.timing.maxMembers), "\(perNode) handshakes per node")
+    }
+
     @Test func aCheckBuiltToFailFails() throws {
         let r = Simulation(scenario: try scenario("lossy-link.toml"), seed: 1).run()
         #expect(!r.passed)
