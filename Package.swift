@@ -29,10 +29,10 @@ let package = Package(
         // Reliable, ordered, chunked messages over encrypted datagrams (sans-IO).
         .target(name: "Channels", dependencies: ["MeshCore"]),
         // The node state machine (sans-IO).
-        .target(name: "Node", dependencies: ["MeshCore", "Sessions"]),
+        .target(name: "Node", dependencies: ["MeshCore", "Sessions", "Channels"]),
         // The libuv driver, config, key files, control socket, on-disk stores.
         .target(name: "Runtime", dependencies: [
-            "Node", "MeshCore", "Sodium", "Sessions", "CLibuv",
+            "Node", "MeshCore", "Sodium", "Sessions", "Channels", "CLibuv", "CSodium",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "TOMLKit", package: "TOMLKit"),
             .product(name: "GRDB", package: "GRDB.swift"),
@@ -43,7 +43,7 @@ let package = Package(
             .product(name: "TOMLKit", package: "TOMLKit"),
         ]),
         // Benchmarks that print our figure beside a physical baseline measured in the same run.
-        .target(name: "Bench", dependencies: ["Runtime", "Node", "MeshCore", "Noise", "Sodium", "CLibuv",
+        .target(name: "Bench", dependencies: ["Runtime", "Node", "MeshCore", "Noise", "Sodium", "Channels", "CLibuv",
             .product(name: "Logging", package: "swift-log")]),
         .executableTarget(name: "iotaf", dependencies: [
             "Runtime", "Simulator", "Bench", "Node", "MeshCore", "Noise", "Sodium",
@@ -52,11 +52,11 @@ let package = Package(
         ]),
 
         .testTarget(name: "MeshCoreTests", dependencies: ["MeshCore", "Sodium"]),
-        .testTarget(name: "NodeTests", dependencies: ["Node", "MeshCore", "Sessions"]),
+        .testTarget(name: "NodeTests", dependencies: ["Node", "MeshCore", "Sessions", "Channels"]),
         .testTarget(name: "NoiseTests", dependencies: ["Noise", "Sodium"]),
         .testTarget(name: "ChannelsTests", dependencies: ["Channels", "MeshCore"]),
         .testTarget(name: "SessionsTests", dependencies: ["Sessions", "Noise", "MeshCore", "Sodium"]),
-        .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Node", "MeshCore", "Sessions"]),
+        .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Node", "MeshCore", "Sessions", "Channels"]),
         .testTarget(name: "SimulatorTests", dependencies: ["Simulator", "Node", "MeshCore"]),
         .testTarget(name: "IntegrationTests", dependencies: ["MeshCore"]),
     ]
