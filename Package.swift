@@ -58,6 +58,6 @@ let package = Package(
         .testTarget(name: "SessionsTests", dependencies: ["Sessions", "Noise", "MeshCore", "Sodium"]),
         .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Node", "MeshCore", "Sessions", "Channels"]),
         .testTarget(name: "SimulatorTests", dependencies: ["Simulator", "Node", "MeshCore"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["MeshCore"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["MeshCore", "Sodium"]),
     ]
 )
