@@ -27,7 +27,10 @@ let package = Package(
         // Encrypted, authenticated sessions between nodes over datagrams (sans-IO).
         .target(name: "Sessions", dependencies: ["Noise", "MeshCore", "Sodium"]),
         // Reliable, ordered, chunked messages over encrypted datagrams (sans-IO).
-        .target(name: "Channels", dependencies: ["MeshCore"]),
+        .target(name: "Channels", dependencies: ["MeshCore"],
+                // The endpoint is generic over the peer type; without this its per-frame code runs
+                // unspecialised in the node (generic metadata lookups, witness-table hashing).
+                swiftSettings: [.unsafeFlags(["-cross-module-optimization"], .when(configuration: .release))]),
         // The node state machine (sans-IO).
         .target(name: "Node", dependencies: ["MeshCore", "Sessions", "Channels"]),
         // The libuv driver, config, key files, control socket, on-disk stores.
