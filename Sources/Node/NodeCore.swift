@@ -108,7 +108,10 @@ public struct NodeCore {
 
     /// Asks the driver for the earliest of the round, session and channel deadlines, once per change.
     mutating func foldWake(into out: inout [NodeOutput]) {
-        let wake = [nextTick, sessionWake, channelWake].compactMap { $0 }.min()
+        // Runs once per datagram: no temporary arrays.
+        var wake = nextTick
+        if let w = sessionWake, wake.map({ w < $0 }) ?? true { wake = w }
+        if let w = channelWake, wake.map({ w < $0 }) ?? true { wake = w }
         if let wake, wake != requestedWake {
             requestedWake = wake
             out.append(.wake(at: wake))
