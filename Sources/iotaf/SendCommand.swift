@@ -59,7 +59,8 @@ struct SendCommand: ParsableCommand {
     private func fetch(_ control: String, _ body: [String: String]) throws -> Data {
         let data: Data
         do { data = try ControlClient.request(control, body) } catch { throw CLIError("\(error)") }
-        if let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any], let err = obj["error"] as? String {
+        // A transfer report has an "error" field of its own; a refusal is an object with "error" alone.
+        if let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any], obj["state"] == nil, let err = obj["error"] as? String {
             throw CLIError("node at \(control) refused: \(err)")
         }
         return data
