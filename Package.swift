@@ -27,14 +27,17 @@ let package = Package(
         // Encrypted, authenticated sessions between nodes over datagrams (sans-IO).
         .target(name: "Sessions", dependencies: ["Noise", "MeshCore", "Sodium"]),
         // Reliable, ordered, chunked messages over encrypted datagrams (sans-IO).
-        .target(name: "Channels", dependencies: ["MeshCore"]),
+        .target(name: "Channels", dependencies: ["MeshCore"],
+                // The endpoint is generic over the peer type; without this its per-frame code runs
+                // unspecialised in the node (generic metadata lookups, witness-table hashing).
+                swiftSettings: [.unsafeFlags(["-cross-module-optimization"], .when(configuration: .release))]),
         // Membership, failure detection, dissemination and discovery (sans-IO).
         .target(name: "Gossip", dependencies: ["MeshCore", "Sodium"]),
         // The node state machine (sans-IO).
-        .target(name: "Node", dependencies: ["MeshCore", "Sessions"]),
+        .target(name: "Node", dependencies: ["MeshCore", "Sessions", "Channels"]),
         // The libuv driver, config, key files, control socket, on-disk stores.
         .target(name: "Runtime", dependencies: [
-            "Node", "MeshCore", "Sodium", "Sessions", "CLibuv",
+            "Node", "MeshCore", "Sodium", "Sessions", "Channels", "CLibuv", "CSodium",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "TOMLKit", package: "TOMLKit"),
             .product(name: "GRDB", package: "GRDB.swift"),
@@ -45,7 +48,7 @@ let package = Package(
             .product(name: "TOMLKit", package: "TOMLKit"),
         ]),
         // Benchmarks that print our figure beside a physical baseline measured in the same run.
-        .target(name: "Bench", dependencies: ["Runtime", "Node", "MeshCore", "Noise", "Sodium", "CLibuv",
+        .target(name: "Bench", dependencies: ["Runtime", "Node", "MeshCore", "Noise", "Sodium", "Channels", "CLibuv",
             .product(name: "Logging", package: "swift-log")]),
         .executableTarget(name: "iotaf", dependencies: [
             "Runtime", "Simulator", "Bench", "Node", "MeshCore", "Noise", "Sodium",
@@ -55,12 +58,12 @@ let package = Package(
 
         .testTarget(name: "MeshCoreTests", dependencies: ["MeshCore", "Sodium"]),
         .testTarget(name: "GossipTests", dependencies: ["Gossip", "MeshCore", "Sodium"]),
-        .testTarget(name: "NodeTests", dependencies: ["Node", "MeshCore", "Sessions"]),
+        .testTarget(name: "NodeTests", dependencies: ["Node", "MeshCore", "Sessions", "Channels"]),
         .testTarget(name: "NoiseTests", dependencies: ["Noise", "Sodium"]),
         .testTarget(name: "ChannelsTests", dependencies: ["Channels", "MeshCore"]),
         .testTarget(name: "SessionsTests", dependencies: ["Sessions", "Noise", "MeshCore", "Sodium"]),
-        .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Node", "MeshCore", "Sessions"]),
+        .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Node", "MeshCore", "Sessions", "Channels"]),
         .testTarget(name: "SimulatorTests", dependencies: ["Simulator", "Node", "MeshCore"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["MeshCore"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["MeshCore", "Sodium"]),
     ]
 )

@@ -30,6 +30,9 @@ public struct ChannelConfig: Sendable, Equatable {
     public var failureTimeout: Duration = .seconds(15)
     /// Longest a receiver holds back an acknowledgement.
     public var maxAckDelay: Duration = .milliseconds(10)
+    /// In-order ack-eliciting packets a receiver takes before it acknowledges at once (RFC 9000
+    /// says 2; more means fewer ACK datagrams, each one system call on both ends).
+    public var ackEveryPackets: Int = 2
     /// Initial congestion window, in frames.
     public var initialCongestionFrames: Int = 10
     /// Upper bound of the congestion window, in bytes.
@@ -58,6 +61,7 @@ public struct ChannelConfig: Sendable, Equatable {
         if initialRTO <= .zero || minRTO <= .zero || maxRTO < minRTO { return "RTO bounds are inconsistent" }
         if failureTimeout <= .zero { return "failureTimeout must be positive" }
         if maxConnections < 1 { return "maxConnections must be at least 1" }
+        if ackEveryPackets < 1 || ackEveryPackets > 64 { return "ackEveryPackets must be 1...64" }
         return nil
     }
 }

@@ -193,7 +193,7 @@ struct Connection<Peer: Hashable & Sendable & Comparable>: Sendable {
         if p.number > largestReceived { largestReceived = p.number; largestReceivedAt = now }
         if p.ackEliciting {
             unackedEliciting += 1
-            if !inOrder || unackedEliciting >= 2 { ackNow = true }
+            if !inOrder || unackedEliciting >= config.ackEveryPackets { ackNow = true }
             if ackDeadline == nil { ackDeadline = now + config.maxAckDelay }
         }
         if let ack = p.ack { processAck(ack, now: now, ctx: &ctx) }

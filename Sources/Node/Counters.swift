@@ -12,6 +12,10 @@ public enum DropReason: String, Sendable, CaseIterable, Codable, Error {
     case oversized
     /// The message named a key other than the one its session authenticated.
     case keyMismatch = "key_mismatch"
+    /// Session plaintext whose first byte names no protocol (see Docs/encoding.md).
+    case unknownProtocol = "unknown_protocol"
+    /// A channel frame for a peer that is no longer a member (no address to send it to).
+    case channelNoRoute = "channel_no_route"
 }
 
 /// The node core's counters; drivers add their own (send errors) beside them.

@@ -1,3 +1,4 @@
+import Channels
 import MeshCore
 import Sessions
 
@@ -8,7 +9,7 @@ public struct NodeCore {
     public let identity: PeerIdentity
     public let network: NetworkID
     public let timing: NodeTiming
-    public private(set) var counters = NodeCounters()
+    public internal(set) var counters = NodeCounters()
     public private(set) var members: [NodeID: Member] = [:]
     /// Seeds not yet resolved to a member, with the next instant to try them.
     public private(set) var seeds: [UnderlayAddress: Instant] = [:]
@@ -24,7 +25,7 @@ public struct NodeCore {
     private var identityCache: [[UInt8]: PeerIdentity] = [:]
     /// Every byte between nodes travels inside these sessions; the node protocol sees only
     /// authenticated plaintext and the peer's verified key.
-    public private(set) var sessions: SessionManager
+    public internal(set) var sessions: SessionManager
     /// Members added but never probed, oldest first: confirmed before round-robin probing.
     private var unprobed: [NodeID] = []
     /// How many members are suspect or dead, so steady-state rounds skip the scans for them.
@@ -37,6 +38,10 @@ public struct NodeCore {
     private var sessionWake: Instant?
     /// The wake-up last asked of the driver, so it is asked again only when it changes.
     private var requestedWake: Instant?
+    /// Reliable, ordered messages to members, carried as session plaintext (NodeChannels.swift).
+    public internal(set) var channels: ChannelEndpoint<NodeID>
+    /// The channel endpoint's next deadline, as it last reported it.
+    var channelWake: Instant?
 
     struct PendingProbe: Sendable {
         var target: NodeID?
@@ -58,12 +63,16 @@ public struct NodeCore {
 
     /// Fails only if the identity cannot serve as a Noise static key or the network key is not 32 bytes.
     public init(identity: NodeIdentity, network: NetworkID, networkKey: [UInt8], timing: NodeTiming = NodeTiming(),
-                sessionTiming: SessionTiming = SessionTiming(), rng: SeededGenerator) throws {
+                sessionTiming: SessionTiming = SessionTiming(), channelConfig: ChannelConfig = NodeCore.defaultChannelConfig,
+                rng: SeededGenerator) throws {
         self.identity = identity.peer
         self.network = network
         self.timing = timing
         self.rng = rng
         sessions = try SessionManager(identity: identity, networkKey: networkKey, timing: sessionTiming, rng: rng.derived(0x5e55))
+        var channelConfig = channelConfig
+        channelConfig.maxFrame = min(channelConfig.maxFrame, Self.maxChannelFrame)
+        channels = ChannelEndpoint(config: channelConfig, rng: rng.derived(0xc4a7))
     }
 
     public var overlayAddress: OverlayAddress { OverlayAddress(network: network, node: identity.nodeID) }
@@ -85,6 +94,10 @@ public struct NodeCore {
                 sessionWake = nil
                 absorb(sessions.tick(now: now), now: now, into: &out)
             }
+            if let w = channelWake, now >= w {
+                channelWake = nil
+                absorb(channels.tick(now: now), now: now, into: &out)
+            }
             if let t = nextTick, now >= t { runRound(now: now, into: &out) }
         case let .datagram(from, bytes):
             counters.datagramsIn += 1
@@ -93,16 +106,24 @@ public struct NodeCore {
         case let .command(command):
             apply(command, now: now, into: &out)
         }
-        let wake = [nextTick, sessionWake].compactMap { $0 }.min()
+        foldWake(into: &out)
+        return out
+    }
+
+    /// Asks the driver for the earliest of the round, session and channel deadlines, once per change.
+    mutating func foldWake(into out: inout [NodeOutput]) {
+        // Runs once per datagram: no temporary arrays.
+        var wake = nextTick
+        if let w = sessionWake, wake.map({ w < $0 }) ?? true { wake = w }
+        if let w = channelWake, wake.map({ w < $0 }) ?? true { wake = w }
         if let wake, wake != requestedWake {
             requestedWake = wake
             out.append(.wake(at: wake))
         }
-        return out
     }
 
     /// Carries out what the session layer asked for and hands authenticated plaintext to the protocol.
-    private mutating func absorb(_ outputs: [SessionOutput], now: Instant, into out: inout [NodeOutput]) {
+    mutating func absorb(_ outputs: [SessionOutput], now: Instant, into out: inout [NodeOutput]) {
         for o in outputs {
             switch o {
             case let .send(to, bytes):
@@ -144,6 +165,11 @@ public struct NodeCore {
             }
         case let .probe(id):
             if let m = members[id] { sendProbe(to: m.address, target: id, now: now, into: &out) }
+        case let .sendMessage(to, stream, bytes):
+            switch queueMessage(bytes, stream: stream, to: to, now: now, into: &out) {
+            case let .success(id): out.append(.event(.messageQueued(id, to: to, stream: stream)))
+            case let .failure(error): out.append(.event(.messageRefused(to: to, stream: stream, error: error)))
+            }
         }
     }
 
@@ -266,6 +292,16 @@ public struct NodeCore {
     // MARK: - Receiving
 
     private mutating func receive(from: UnderlayAddress, peerKey: [UInt8], bytes: [UInt8], now: Instant, into out: inout [NodeOutput]) {
+        // The first plaintext byte names the protocol (Docs/encoding.md).
+        switch bytes.first {
+        case PingWire.magic[0]: break
+        case ChannelWire.version:
+            receiveChannelFrame(bytes, from: from, peerKey: peerKey, now: now, into: &out)
+            return
+        default:
+            counters.drop(.unknownProtocol)
+            return
+        }
         let message: PingWire.Message
         switch PingWire.decode(bytes) {
         case let .failure(reason): counters.drop(reason); return
@@ -308,7 +344,7 @@ public struct NodeCore {
         }
     }
 
-    private mutating func cachedIdentity(_ key: [UInt8]) -> PeerIdentity? {
+    mutating func cachedIdentity(_ key: [UInt8]) -> PeerIdentity? {
         if let known = identityCache[key] { return known }
         guard let peer = PeerIdentity(publicKey: key) else { return nil }
         if identityCache.count >= 4 * timing.maxMembers + 64 { identityCache.removeAll(keepingCapacity: true) }
@@ -316,7 +352,7 @@ public struct NodeCore {
         return peer
     }
 
-    private mutating func heardFrom(_ peer: PeerIdentity, at address: UnderlayAddress, now: Instant, into out: inout [NodeOutput]) {
+    mutating func heardFrom(_ peer: PeerIdentity, at address: UnderlayAddress, now: Instant, into out: inout [NodeOutput]) {
         let id = peer.nodeID
         if members[id] == nil {
             guard addMember(peer, address: address, now: now, into: &out) else { return }
@@ -385,6 +421,8 @@ public struct NodeCore {
         // fresh handshake instead of talking into a session nobody holds.
         if state == .suspect || state == .dead { sessions.forget(peerKey: m.identity.publicKey) }
         out.append(.event(.memberStateChanged(id, from: old, to: state)))
+        // A dead member's pending messages fail now rather than after the channel's own timeout.
+        if state == .dead { resetChannel(id, now: now, into: &out) }
     }
 
     private mutating func count(_ state: MemberState, by delta: Int) {

@@ -1,3 +1,4 @@
+import Channels
 import Foundation
 import MeshCore
 import Node
@@ -19,6 +20,12 @@ public struct StatusReport: Codable, Sendable {
     public var sessions: [String: UInt64]
     /// Datagrams the session layer refused, by reason (before or after authentication).
     public var session_drops: [String: UInt64]
+    /// Channel counters (frames, messages, retransmissions, buffers).
+    public var channels: [String: UInt64]
+    /// Channel frames dropped, by reason (Docs/channels.md).
+    public var channel_drops: [String: UInt64]
+    /// File transfers: active ones and the last finished ones.
+    public var transfers: [TransferReport]
 }
 
 public struct MemberReport: Codable, Sendable, Equatable {
@@ -32,7 +39,8 @@ public struct MemberReport: Codable, Sendable, Equatable {
 }
 
 extension StatusReport {
-    init(core: NodeCore, settings: NodeSettings, listen: UnderlayAddress, uptime: Duration, sendErrors: UInt64, receiveErrors: UInt64) {
+    init(core: NodeCore, settings: NodeSettings, listen: UnderlayAddress, uptime: Duration, sendErrors: UInt64, receiveErrors: UInt64,
+         unclaimedMessages: UInt64, transfers: [TransferReport]) {
         node_id = core.identity.nodeID.hex
         overlay_address = core.overlayAddress.description
         network_id = core.network.description
@@ -71,6 +79,22 @@ extension StatusReport {
         var sd: [String: UInt64] = [:]
         for r in SessionDropReason.allCases { sd[r.rawValue] = sc[r] }
         session_drops = sd
+        let cc = core.channels.stats
+        channels = [
+            "frames_in": cc.framesIn, "frames_out": cc.framesOut, "bytes_in": cc.bytesIn, "bytes_out": cc.bytesOut,
+            "messages_sent": cc.messagesSent, "messages_delivered": cc.messagesDelivered, "messages_failed": cc.messagesFailed,
+            "messages_unclaimed": unclaimedMessages,
+            "retransmitted_chunks": cc.retransmittedChunks, "loss_events": cc.lossEvents, "congestion_events": cc.congestionEvents,
+            "timeouts": cc.timeouts, "rto_expirations": cc.rtoExpirations, "probes": cc.probes,
+            "resets_sent": cc.resetsSent, "resets_received": cc.resetsReceived,
+            "peers": UInt64(core.channels.peers.count),
+            "send_buffered_bytes": UInt64(core.channels.bufferedSendBytes), "receive_buffered_bytes": core.channels.bufferedReceiveBytes,
+            "drops_total": cc.totalDrops,
+        ]
+        var cd: [String: UInt64] = [:]
+        for r in ChannelDropReason.allCases { cd[r.rawValue] = cc.drops(r) }
+        channel_drops = cd
+        self.transfers = transfers
     }
 }
 

@@ -1,3 +1,4 @@
+import Channels
 import Foundation
 import Logging
 import MeshCore
@@ -21,6 +22,9 @@ public final class NodeRuntime {
     private let startedAt: Instant
     public private(set) var boundAddress: UnderlayAddress
     private var stopping = false
+    private var transfers: FileTransfers!
+    /// Messages received that no local user claimed (not a file transfer).
+    public private(set) var unclaimedMessages: UInt64 = 0
     /// Called for every core event, after it is logged (benchmarks and the mesh view use it).
     public var onEvent: ((NodeEvent) -> Void)?
     public var onStopped: (() -> Void)?
@@ -50,6 +54,9 @@ public final class NodeRuntime {
         }
         boundAddress = socket.localAddress ?? settings.listen
         timer = LoopTimer(loop: loop) { [unowned self] in self.feed(.timer) }
+        transfers = FileTransfers(loop: loop, inbox: (settings.dataDir as NSString).appendingPathComponent("inbox"), logger: self.logger) {
+            [unowned self] bytes, stream, to in self.sendMessage(bytes, stream: stream, to: to)
+        }
         persistTimer = LoopTimer(loop: loop) { [unowned self] in self.persistPeers(then: nil) }
         do {
             if withPeerStore || withControlSocket {
@@ -104,6 +111,22 @@ public final class NodeRuntime {
 
     public func command(_ command: NodeCommand) { feed(.command(command)) }
 
+    /// Queues a message to a member over its channel; events about it come through `onEvent`.
+    public func sendMessage(_ bytes: [UInt8], stream: UInt16, to: NodeID) -> Result<MessageID, MessageSendError> {
+        guard !stopping else { return .failure(.unknownPeer(to)) }
+        let (result, outputs) = core.sendMessage(bytes, stream: stream, to: to, now: loop.now)
+        carryOut(outputs)
+        return result
+    }
+
+    /// Starts sending a file (read by this process) to a member; see `FileTransfers`.
+    public func sendFile(path: String, to: NodeID, stream: UInt16) -> Result<UInt64, RuntimeError> {
+        guard core.members[to] != nil else { return .failure(RuntimeError(MessageSendError.unknownPeer(to).description)) }
+        return transfers.start(path: path, to: to, stream: stream)
+    }
+
+    public var transferReports: [TransferReport] { transfers.reports }
+
     /// Saves the peer table (on the thread pool), then closes every handle; the loop then ends.
     public func stop() {
         guard !stopping else { return }
@@ -119,7 +142,10 @@ public final class NodeRuntime {
 
     private func feed(_ input: NodeInput) {
         guard !stopping else { return }
-        let outputs = core.handle(input, now: loop.now)
+        carryOut(core.handle(input, now: loop.now))
+    }
+
+    private func carryOut(_ outputs: [NodeOutput]) {
         for output in outputs {
             switch output {
             case let .send(to, bytes): socket.send(bytes, to: to)
@@ -146,7 +172,24 @@ public final class NodeRuntime {
             logger.debug("session established", metadata: ["peer": "\(id.short)", "address": "\(address)"])
         case let .sessionFailed(address, reason):
             logger.warning("handshake with \(address) failed: \(reason); if it is a member, check both nodes use the same network key")
+        case let .messageQueued(id, to, stream):
+            logger.trace("message queued", metadata: ["peer": "\(to.short)", "id": "\(id)", "stream": "\(stream)"])
+        case let .messageRefused(to, stream, error):
+            logger.debug("message refused", metadata: ["peer": "\(to.short)", "stream": "\(stream)", "error": "\(error)"])
+        case let .messageReceived(from, stream, bytes):
+            if !transfers.received(bytes, from: from, stream: stream) {
+                unclaimedMessages += 1
+                logger.debug("message received", metadata: ["peer": "\(from.short)", "stream": "\(stream)", "bytes": "\(bytes.count)"])
+            }
+        case let .messageDelivered(id, _):
+            transfers.delivered(id)
+        case let .messageFailed(id, to, reason):
+            logger.debug("message failed", metadata: ["peer": "\(to.short)", "id": "\(id)", "reason": "\(reason.rawValue)"])
+            transfers.failed(id, reason: reason)
+        case let .channelWritable(peer):
+            transfers.writable(peer)
         }
+        if case let .memberStateChanged(id, _, to) = event, to == .dead { transfers.peerDied(id) }
         onEvent?(event)
     }
 
@@ -182,7 +225,8 @@ public final class NodeRuntime {
 
     public var status: StatusReport {
         StatusReport(core: core, settings: settings, listen: boundAddress, uptime: loop.now - startedAt,
-                     sendErrors: socket.sendErrors, receiveErrors: socket.receiveErrors)
+                     sendErrors: socket.sendErrors, receiveErrors: socket.receiveErrors,
+                     unclaimedMessages: unclaimedMessages, transfers: transfers.reports)
     }
 
     public var memberReports: [MemberReport] {
@@ -197,11 +241,48 @@ public final class NodeRuntime {
         }
         switch command {
         case "status": return Array(ControlJSON.encode(status))
+        case "send":
+            guard let to = parsed?["to"] as? String, let path = parsed?["path"] as? String else {
+                return Array(ControlJSON.error("send needs \"to\" (node id) and \"path\" (absolute file path)"))
+            }
+            let stream = UInt16((parsed?["stream"] as? String) ?? "8")
+            guard let stream else { return Array(ControlJSON.error("stream must be 0...65535")) }
+            let peer: NodeID
+            switch resolveMember(to) {
+            case let .success(p): peer = p
+            case let .failure(e): return Array(ControlJSON.error(e.description))
+            }
+            switch sendFile(path: path, to: peer, stream: stream) {
+            case let .success(id): return Array(ControlJSON.encode(["transfer": hex(id), "to": peer.hex]))
+            case let .failure(e): return Array(ControlJSON.error(e.description))
+            }
+        case "transfer":
+            guard let idText = parsed?["id"] as? String, let id = UInt64(idText, radix: 16) else {
+                return Array(ControlJSON.error("transfer needs \"id\" (hex, as `send` answered)"))
+            }
+            guard let r = transfers.report(id: id) else { return Array(ControlJSON.error("no transfer \(idText) (finished ones are kept for the last \(FileTransfers.keepFinished))")) }
+            return Array(ControlJSON.encode(r))
         case "members": return Array(ControlJSON.encode(memberReports))
         case "stop":
             loop.offload({ () }, completion: { [weak self] in self?.stop() })
             return Array(ControlJSON.encode(["stopping": true]))
-        default: return Array(ControlJSON.error("unknown command \"\(command)\"; known: status, members, stop"))
+        default: return Array(ControlJSON.error("unknown command \"\(command)\"; known: status, members, send, transfer, stop"))
         }
+    }
+}
+
+extension NodeRuntime {
+    /// A member by full node id or by a prefix that names exactly one member.
+    func resolveMember(_ text: String) -> Result<NodeID, RuntimeError> {
+        let t = text.lowercased()
+        if let id = NodeID(hex: t) {
+            return core.members[id] != nil ? .success(id) : .failure(RuntimeError(MessageSendError.unknownPeer(id).description))
+        }
+        let matches = core.sortedMembers.filter { $0.nodeID.hex.hasPrefix(t) }
+        guard !t.isEmpty, matches.count == 1 else {
+            return .failure(RuntimeError(matches.isEmpty ? "no member's node id starts with \"\(text)\"; check `iotaf members`"
+                                                        : "\"\(text)\" matches \(matches.count) members; give more digits"))
+        }
+        return .success(matches[0].nodeID)
     }
 }

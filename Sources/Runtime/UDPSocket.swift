@@ -15,13 +15,27 @@ public final class UDPSocket {
 
     public init(loop: EventLoop) {
         handle = .allocate(capacity: 1)
-        uv_udp_init(loop.raw, handle)
-        receiveBuffer = .allocate(byteCount: 65536, alignment: 16)
+        // recvmmsg: up to `batch` datagrams per system call (libuv slices the buffer into 64 KiB
+        // slots); bulk channel traffic arrives in bursts, and the syscall is most of its cost.
+        uv_udp_init_ex(loop.raw, handle, UInt32(AF_INET6) | UInt32(UV_UDP_RECVMMSG.rawValue))
+        receiveBuffer = .allocate(byteCount: 65536 * Self.batch, alignment: 16)
         handle.pointee.data = Unmanaged.passRetained(self).toOpaque()
     }
 
     /// Binds to `address`; an unspecified IPv6 address binds dual-stack.
+    /// Datagrams read per system call.
+    static let batch = 8
+    /// Kernel socket buffers asked for (Linux caps them at net.core.rmem_max / wmem_max): a
+    /// burst of channel frames should wait in the kernel rather than be dropped.
+    static let kernelBuffer: Int32 = 4 << 20
+
     public func bind(_ address: UnderlayAddress) throws {
+        defer {
+            var size = Self.kernelBuffer
+            _ = uv_recv_buffer_size(asHandle(handle), &size)
+            size = Self.kernelBuffer
+            _ = uv_send_buffer_size(asHandle(handle), &size)
+        }
         var sa = Self.sockaddr6(address)
         let rc = withUnsafePointer(to: &sa) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { uv_udp_bind(handle, $0, 0) }

@@ -57,6 +57,7 @@ struct StatusCommand: ParsableCommand {
         for (k, v) in s.sessions.sorted(by: { $0.key < $1.key }) { print("  \(k.padding(toLength: 28, withPad: " ", startingAt: 0)) \(v)") }
         print("drops (sessions)")
         for (k, v) in s.session_drops.sorted(by: { $0.key < $1.key }) where v > 0 { print("  \(k.padding(toLength: 28, withPad: " ", startingAt: 0)) \(v)") }
+        ChannelStatus.print(s)
     }
 }
 
