@@ -81,6 +81,25 @@ public final class CipherState {
         return try cipher.decrypt(key: key, nonce: n, ad: ad, ciphertext: ciphertext)
     }
 
+    /// ``encrypt(nonce:ad:plaintext:)`` into a caller's buffer of `plaintext.count + 16` bytes,
+    /// for per-packet paths that build the datagram in place.
+    public func seal(nonce n: UInt64, ad: UnsafeRawBufferPointer, plaintext: UnsafeRawBufferPointer,
+                     into output: UnsafeMutableRawBufferPointer) throws {
+        guard usable else { throw NoiseError.wrongState("this direction of a one-way pattern carries no messages") }
+        guard let key else { throw NoiseError.missingKey("cipher key") }
+        guard n != UInt64.max else { throw NoiseError.nonceExhausted }
+        try key.withUnsafeBytes { try cipher.seal(key: $0, nonce: n, ad: ad, plaintext: plaintext, into: output) }
+    }
+
+    /// ``decrypt(nonce:ad:ciphertext:)`` into a caller's buffer of `ciphertext.count - 16` bytes.
+    public func open(nonce n: UInt64, ad: UnsafeRawBufferPointer, ciphertext: UnsafeRawBufferPointer,
+                     into output: UnsafeMutableRawBufferPointer) throws {
+        guard usable else { throw NoiseError.wrongState("this direction of a one-way pattern carries no messages") }
+        guard let key else { throw NoiseError.missingKey("cipher key") }
+        guard n != UInt64.max else { throw NoiseError.nonceExhausted }
+        try key.withUnsafeBytes { try cipher.open(key: $0, nonce: n, ad: ad, ciphertext: ciphertext, into: output) }
+    }
+
     /// Rekey (section 11.3): the new key is the first 32 bytes of encrypting 32 zero bytes under
     /// nonce 2^64-1. The nonce counter is kept, as the spec says.
     public func rekey() throws {

@@ -45,6 +45,59 @@ public enum NoiseCipher: String, Sendable, CaseIterable {
         return out
     }
 
+    /// The 12-byte nonce for counter `n` in stack memory, for the in-place paths.
+    @inline(__always)
+    func withNonce<R>(_ n: UInt64, _ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        try withUnsafeTemporaryAllocation(byteCount: 12, alignment: 8) { raw in
+            for i in 0..<4 { raw[i] = 0 }
+            for i in 0..<8 {
+                let byte = UInt8(truncatingIfNeeded: n >> (8 * UInt64(i)))
+                switch self {
+                case .chaChaPoly: raw[4 + i] = byte
+                case .aesGCM: raw[11 - i] = byte
+                }
+            }
+            return try body(UnsafeRawBufferPointer(raw))
+        }
+    }
+
+    /// Seals into `output` (plaintext.count + 16 bytes) with nothing allocated.
+    func seal(key: UnsafeRawBufferPointer, nonce: UInt64, ad: UnsafeRawBufferPointer, plaintext: UnsafeRawBufferPointer,
+              into output: UnsafeMutableRawBufferPointer) throws {
+        try withNonce(nonce) { n in
+            switch self {
+            case .chaChaPoly:
+                ChaChaPoly.seal(key: key, nonce: n, associatedData: ad, plaintext: plaintext, into: output)
+            case .aesGCM:
+                guard AESGCM.isAvailable else { throw NoiseError.unsupported("AESGCM (no hardware AES on this CPU)") }
+                AESGCM.seal(key: key, nonce: n, associatedData: ad, plaintext: plaintext, into: output)
+            }
+        }
+    }
+
+    /// Opens into `output` (ciphertext.count - 16 bytes) with nothing allocated.
+    func open(key: UnsafeRawBufferPointer, nonce: UInt64, ad: UnsafeRawBufferPointer, ciphertext: UnsafeRawBufferPointer,
+              into output: UnsafeMutableRawBufferPointer) throws {
+        guard ciphertext.count >= Self.tagLength else {
+            throw NoiseError.truncated("ciphertext of \(ciphertext.count) bytes is shorter than the 16-byte tag")
+        }
+        try withNonce(nonce) { n in
+            do {
+                switch self {
+                case .chaChaPoly:
+                    try ChaChaPoly.open(key: key, nonce: n, associatedData: ad, ciphertext: ciphertext, into: output)
+                case .aesGCM:
+                    guard AESGCM.isAvailable else { throw NoiseError.unsupported("AESGCM (no hardware AES on this CPU)") }
+                    try AESGCM.open(key: key, nonce: n, associatedData: ad, ciphertext: ciphertext, into: output)
+                }
+            } catch let error as NoiseError {
+                throw error
+            } catch {
+                throw NoiseError.decryptionFailed
+            }
+        }
+    }
+
     func encrypt(key: [UInt8], nonce: UInt64, ad: [UInt8], plaintext: [UInt8]) throws -> [UInt8] {
         let n = nonceBytes(nonce)
         switch self {
