@@ -2,11 +2,15 @@ import Sodium
 
 /// One AEAD key with its nonce counter (spec section 5.1). A reference type so that the key is
 /// wiped exactly once, when the last owner lets go.
+///
+/// Like the other Noise states, its stored properties skip the runtime's dynamic exclusivity
+/// checks (`@exclusivity(unchecked)`): a state is used from one thread and never accessed
+/// overlappingly, and the checks cost more than the bookkeeping on the per-packet path.
 public final class CipherState {
     public let cipher: NoiseCipher
-    private var key: [UInt8]?
+    @exclusivity(unchecked) private var key: [UInt8]?
     /// The next implicit nonce. 2^64-1 is reserved for Rekey and never used for a message.
-    public private(set) var nonce: UInt64 = 0
+    @exclusivity(unchecked) public private(set) var nonce: UInt64 = 0
     /// False for the unused direction of a one-way pattern, so that it cannot send in the clear.
     private let usable: Bool
 

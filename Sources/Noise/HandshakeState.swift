@@ -28,17 +28,17 @@ public final class NoiseTransport {
 public final class HandshakeState {
     public let protocolInfo: NoiseProtocol
     public let isInitiator: Bool
-    private var symmetric: SymmetricState
-    private var localStatic: DHKeyPair?
-    private var localEphemeral: DHKeyPair?
-    public private(set) var remoteStatic: [UInt8]?
-    public private(set) var remoteEphemeral: [UInt8]?
-    private var psks: [[UInt8]]
-    private var pskIndex = 0
-    private var messageIndex = 0
+    @exclusivity(unchecked) private var symmetric: SymmetricState
+    @exclusivity(unchecked) private var localStatic: DHKeyPair?
+    @exclusivity(unchecked) private var localEphemeral: DHKeyPair?
+    @exclusivity(unchecked) public private(set) var remoteStatic: [UInt8]?
+    @exclusivity(unchecked) public private(set) var remoteEphemeral: [UInt8]?
+    @exclusivity(unchecked) private var psks: [[UInt8]]
+    @exclusivity(unchecked) private var pskIndex = 0
+    @exclusivity(unchecked) private var messageIndex = 0
     private let ephemeralSource: () -> [UInt8]
     /// Set once the last handshake message has been written or read.
-    public private(set) var transport: NoiseTransport?
+    @exclusivity(unchecked) public private(set) var transport: NoiseTransport?
 
     /// - Parameters:
     ///   - protocolName: for example `Noise_XXpsk3_25519_ChaChaPoly_BLAKE2b`.

@@ -9,11 +9,11 @@ final class LocalSecrets {
     /// Keys the deterministic stream that ephemeral keys, cookie secrets and nonces come from.
     /// Keyed by the identity secret as well as the injected generator, so a weak or shared
     /// simulator seed never makes another node's ephemerals predictable.
-    private var streamKey: [UInt8]
-    private var streamCounter: UInt64 = 0
-    var cookieSecret: [UInt8] = []
-    var previousCookieSecret: [UInt8] = []
-    var cookieSecretBorn: Instant?
+    @exclusivity(unchecked) private var streamKey: [UInt8]
+    @exclusivity(unchecked) private var streamCounter: UInt64 = 0
+    @exclusivity(unchecked) var cookieSecret: [UInt8] = []
+    @exclusivity(unchecked) var previousCookieSecret: [UInt8] = []
+    @exclusivity(unchecked) var cookieSecretBorn: Instant?
 
     init(staticKey: DHKeyPair, network: NetworkSecrets, streamKey: [UInt8]) {
         self.staticKey = staticKey
@@ -40,7 +40,7 @@ final class LocalSecrets {
 
 /// Holds one ephemeral secret for a `HandshakeState`'s key source and wipes it with the handshake.
 final class SecretBox {
-    var bytes: [UInt8]
+    @exclusivity(unchecked) var bytes: [UInt8]
     init(_ bytes: [UInt8]) { self.bytes = bytes }
     deinit { Sodium.zero(&bytes) }
 }
@@ -57,8 +57,8 @@ final class Keypair {
     /// Which side started the handshake: only the initiator rekeys on time first, so the two
     /// sides do not both start a handshake at 120 s.
     let isInitiator: Bool
-    var sendCounter: UInt64 = 0
-    var replay = ReplayWindow()
+    @exclusivity(unchecked) var sendCounter: UInt64 = 0
+    @exclusivity(unchecked) var replay = ReplayWindow()
 
     init(_ transport: NoiseTransport, localIndex: UInt32, remoteIndex: UInt32, created: Instant, isInitiator: Bool) {
         sender = transport.sender
@@ -116,24 +116,37 @@ struct ResponderHandshake {
 /// Every property a timer depends on reports its change to the shared ``PeerTracker``, so the
 /// manager recomputes only the changed peers' next timer instead of scanning every peer after
 /// every input.
+///
+/// The session classes here mark their stored properties `@exclusivity(unchecked)`: a manager
+/// is used from one thread and never accesses a property while another access to it is open,
+/// and the runtime's dynamic exclusivity checks cost more per packet than the rest of the
+/// bookkeeping.
 final class Peer {
     let handle: Int
     private unowned let tracker: PeerTracker
     /// The earliest instant a timer of this peer is due (nanoseconds), as last computed.
-    var due: Int64?
+    @exclusivity(unchecked) var due: Int64?
+    /// The earliest of this peer's entries in the tracker's heap: never later than `due`. When
+    /// `due` moves later (every packet moves the keepalive timer) nothing is pushed; the entry is
+    /// moved when it reaches the top.
+    @exclusivity(unchecked) var scheduledAt: Int64?
     /// Already listed in `tracker.dirty`.
-    var isDirty = false
+    @exclusivity(unchecked) var isDirty = false
+    /// Taken out of the manager's tables; its heap entries are dropped as they come up.
+    @exclusivity(unchecked) var removed = false
+    /// `byAddress[address]` is this peer (kept so that the per-packet path need not look it up).
+    @exclusivity(unchecked) var ownsAddress = false
 
     /// Ed25519 public key; nil only while a first-contact XX handshake has not told us.
-    var publicKey: [UInt8]? { didSet { touch() } }
-    var address: UnderlayAddress
-    var current: Keypair? { didSet { touch() } }
+    @exclusivity(unchecked) var publicKey: [UInt8]? { didSet { touch() } }
+    @exclusivity(unchecked) var address: UnderlayAddress
+    @exclusivity(unchecked) var current: Keypair? { didSet { touch() } }
     /// The keys replaced by `current`, kept until `previousUntil` for packets in flight.
-    var previous: Keypair? { didSet { touch() } }
-    var previousUntil: Instant? { didSet { touch() } }
+    @exclusivity(unchecked) var previous: Keypair? { didSet { touch() } }
+    @exclusivity(unchecked) var previousUntil: Instant? { didSet { touch() } }
     /// IK responder keys, unconfirmed until the initiator's first transport packet arrives.
-    var next: Keypair? { didSet { touch() } }
-    var initiation: Initiation? {
+    @exclusivity(unchecked) var next: Keypair? { didSet { touch() } }
+    @exclusivity(unchecked) var initiation: Initiation? {
         didSet {
             touch()
             guard oldValue !== initiation else { return }
@@ -141,17 +154,17 @@ final class Peer {
             if let new = initiation { tracker.ownEphemerals[BytesKey(new.ephemeral)] = handle }
         }
     }
-    var queue: [[UInt8]] = [] { didSet { touch() } }
-    var lastSent: Instant? { didSet { touch() } }
-    var lastReceived: Instant?
-    var lastDataSent: Instant?
-    var lastDataReceived: Instant? { didSet { touch() } }
+    @exclusivity(unchecked) var queue: [[UInt8]] = [] { didSet { touch() } }
+    @exclusivity(unchecked) var lastSent: Instant? { didSet { touch() } }
+    @exclusivity(unchecked) var lastReceived: Instant?
+    @exclusivity(unchecked) var lastDataSent: Instant?
+    @exclusivity(unchecked) var lastDataReceived: Instant? { didSet { touch() } }
     /// When data first went out with nothing heard since (WireGuard's "new handshake" timer):
     /// set by the first unanswered send, not moved by later ones, cleared by any authenticated packet.
-    var unansweredSince: Instant? { didSet { touch() } }
-    var lastActivity: Instant { didSet { touch() } }
-    var cookie: [UInt8]?
-    var cookieReceived: Instant?
+    @exclusivity(unchecked) var unansweredSince: Instant? { didSet { touch() } }
+    @exclusivity(unchecked) var lastActivity: Instant { didSet { touch() } }
+    @exclusivity(unchecked) var cookie: [UInt8]?
+    @exclusivity(unchecked) var cookieReceived: Instant?
 
     init(handle: Int, tracker: PeerTracker, publicKey: [UInt8]?, address: UnderlayAddress, now: Instant) {
         self.handle = handle
@@ -170,7 +183,7 @@ final class Peer {
     private func touch() {
         if !isDirty {
             isDirty = true
-            tracker.dirty.append(handle)
+            tracker.dirty.append(self)
         }
     }
 
@@ -182,19 +195,23 @@ final class Peer {
 /// entries dropped lazily, the pending responders' earliest expiry, and the ephemerals of this
 /// side's initiations in flight. A class so that `nextWake`, a getter, can bring it up to date.
 final class PeerTracker {
+    /// Holds its peer: a removed peer has already given up its keys (see `removePeer`), and its
+    /// entries leave the heap when they reach the top or when the heap is rebuilt.
     struct Entry {
         let at: Int64
-        let handle: Int
+        let peer: Peer
     }
 
-    var dirty: [Int] = []
-    private(set) var heap: [Entry] = []
+    /// Peers changed since the manager last computed their timers. Emptied at the end of every
+    /// call that changes peers, so a removed peer is not kept alive by it.
+    @exclusivity(unchecked) var dirty: [Peer] = []
+    @exclusivity(unchecked) private(set) var heap: [Entry] = []
     /// Earliest expiry of a pending XX responder; recomputed when `respondersChanged`.
-    var respondersWake: Int64?
-    var respondersChanged = false
+    @exclusivity(unchecked) var respondersWake: Int64?
+    @exclusivity(unchecked) var respondersChanged = false
     /// Ephemeral public key of each pending initiation -> its peer, to spot our own initiation
     /// coming back to us.
-    var ownEphemerals: [BytesKey: Int] = [:]
+    @exclusivity(unchecked) var ownEphemerals: [BytesKey: Int] = [:]
 
     init() {
         dirty.reserveCapacity(8)
@@ -216,6 +233,12 @@ final class PeerTracker {
             heap.swapAt(i, parent)
             i = parent
         }
+    }
+
+    /// Moves the top entry to a later instant.
+    func replaceTop(_ entry: Entry) {
+        heap[0] = entry
+        siftDown(0)
     }
 
     func popTop() {
@@ -382,5 +405,24 @@ struct RecentSet {
             head = (head + 1) % capacity
         }
         members.insert(key)
+    }
+}
+
+/// Hands out byte arrays and takes their storage back once the caller has let go of them: the
+/// per-packet path then reuses one buffer instead of allocating a datagram or plaintext array for
+/// every packet. Copy-on-write keeps it safe: a buffer still held elsewhere is never written to.
+struct ByteRecycler {
+    private var spare: [UInt8] = []
+
+    /// An array of exactly `count` bytes, all written by `fill`.
+    mutating func make(count: Int, _ fill: (UnsafeMutableRawBufferPointer) throws -> Void) rethrows -> [UInt8] {
+        var bytes = spare
+        spare = []
+        if bytes.count != count {
+            bytes = [UInt8](unsafeUninitializedCapacity: count) { _, initialized in initialized = count }
+        }
+        try bytes.withUnsafeMutableBytes(fill)  // copies first only if the last array is still held
+        spare = bytes
+        return bytes
     }
 }

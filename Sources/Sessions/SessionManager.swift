@@ -50,6 +50,10 @@ public struct SessionManager {
     /// Timer bookkeeping and own-initiation lookup, kept up to date by the peers themselves.
     private let tracker = PeerTracker()
     private var staticKeys: StaticKeyCache
+    /// Storage for outgoing transport datagrams and delivered plaintexts, reused once the driver
+    /// has let go of the previous one.
+    private var datagramBuffers = ByteRecycler()
+    private var plaintextBuffers = ByteRecycler()
 
     /// - Parameters:
     ///   - identity: the node's Ed25519 identity; its X25519 form is the Noise static key.
@@ -236,11 +240,23 @@ public struct SessionManager {
         refreshDue()
         var best = tracker.respondersWake ?? .max
         while let top = tracker.top {
-            if let p = peers[top.handle], p.due == top.at {
-                best = min(best, top.at)
+            let p = top.peer
+            guard !p.removed, p.scheduledAt == top.at else {
+                tracker.popTop()  // the peer is gone, or an older entry of a peer whose timer came earlier
+                continue
+            }
+            guard let due = p.due else {
+                p.scheduledAt = nil
+                tracker.popTop()
+                continue
+            }
+            if due == top.at {
+                best = min(best, due)
                 break
             }
-            tracker.popTop()  // the peer is gone or its timer moved since this entry was pushed
+            // The peer's timer moved later since this entry was pushed: move the entry.
+            p.scheduledAt = due
+            tracker.replaceTop(.init(at: due, peer: p))
         }
         #if DEBUG
         // Debug builds (the tests) check the bookkeeping against a scan of every peer.
@@ -261,19 +277,27 @@ public struct SessionManager {
             tracker.respondersWake = best == .max ? nil : best
         }
         guard !tracker.dirty.isEmpty else { return }
-        for handle in tracker.dirty {
-            guard let p = peers[handle] else { continue }
+        for p in tracker.dirty {
             p.isDirty = false
+            guard !p.removed else { continue }
             let due = peerDue(p)
-            if due != p.due {
-                p.due = due
-                if let due { tracker.push(.init(at: due, handle: handle)) }
+            p.due = due
+            // Pushed only when earlier than the peer's earliest entry; see `Peer.scheduledAt`.
+            if let due, p.scheduledAt.map({ due < $0 }) ?? true {
+                p.scheduledAt = due
+                tracker.push(.init(at: due, peer: p))
             }
         }
         tracker.dirty.removeAll(keepingCapacity: true)
         if tracker.heap.count > 2 * peers.count + 32 {
-            // Mostly stale entries (timers that moved later): start again from the live ones.
-            tracker.rebuild(peers.values.compactMap { p in p.due.map { .init(at: $0, handle: p.handle) } })
+            // Mostly stale entries: start again from the live ones.
+            var entries: [PeerTracker.Entry] = []
+            entries.reserveCapacity(peers.count)
+            for p in peers.values {
+                p.scheduledAt = p.due
+                if let due = p.due { entries.append(.init(at: due, peer: p)) }
+            }
+            tracker.rebuild(entries)
         }
     }
 
@@ -313,6 +337,7 @@ public struct SessionManager {
     /// Forgets a peer at once (culling): sessions, handshake and queue; keys are wiped.
     public mutating func forget(peerKey: [UInt8]) {
         if let h = byKey[BytesKey(peerKey)] { removePeer(h) }
+        refreshDue()  // lets go of the removed peer (and its keys) now
     }
 
     // MARK: - Handshakes
@@ -630,21 +655,18 @@ public struct SessionManager {
         // Header, ciphertext and tag are written straight into the datagram that goes out.
         let headerLength = SessionWire.transportHeaderLength
         let length = headerLength + plaintext.count + SessionWire.tagLength
-        var sealed = true
-        let datagram = [UInt8](unsafeUninitializedCapacity: length) { buffer, count in
-            let raw = UnsafeMutableRawBufferPointer(buffer)
-            SessionWire.writeTransportHeader(receiver: cur.remoteIndex, counter: counter, into: raw)
-            do {
+        let datagram: [UInt8]
+        do {
+            datagram = try datagramBuffers.make(count: length) { raw in
+                SessionWire.writeTransportHeader(receiver: cur.remoteIndex, counter: counter, into: raw)
                 try plaintext.withUnsafeBytes { body in
                     try cur.sender.seal(nonce: counter, ad: UnsafeRawBufferPointer(rebasing: raw[0..<headerLength]), plaintext: body,
                                         into: UnsafeMutableRawBufferPointer(rebasing: raw[headerLength...]))
                 }
-            } catch {
-                sealed = false
             }
-            count = length
+        } catch {
+            return
         }
-        guard sealed else { return }
         cur.sendCounter = counter + 1
         emit(&out, to: p.address, datagram)
         p.lastSent = now
@@ -677,21 +699,23 @@ public struct SessionManager {
         case .tooOld, .invalid: counters.drop(.tooOld); return
         }
         let headerLength = SessionWire.transportHeaderLength
-        var opened = true
-        let plaintext = datagram.withUnsafeBytes { raw in
-            [UInt8](unsafeUninitializedCapacity: raw.count - headerLength - SessionWire.tagLength) { buffer, count in
-                do {
-                    try keypair.receiver.open(nonce: counter, ad: UnsafeRawBufferPointer(rebasing: raw[0..<headerLength]),
-                                              ciphertext: UnsafeRawBufferPointer(rebasing: raw[headerLength...]),
-                                              into: UnsafeMutableRawBufferPointer(buffer))
-                    count = buffer.count
-                } catch {
-                    opened = false
-                    count = 0
+        let plaintext: [UInt8]
+        do {
+            plaintext = try datagram.withUnsafeBytes { raw in
+                let ad = UnsafeRawBufferPointer(rebasing: raw[0..<headerLength])
+                let ciphertext = UnsafeRawBufferPointer(rebasing: raw[headerLength...])
+                if ciphertext.count == SessionWire.tagLength {  // a keepalive: nothing to hand out
+                    try keypair.receiver.open(nonce: counter, ad: ad, ciphertext: ciphertext,
+                                              into: UnsafeMutableRawBufferPointer(start: nil, count: 0))
+                    return []
+                }
+                return try plaintextBuffers.make(count: ciphertext.count - SessionWire.tagLength) { out in
+                    try keypair.receiver.open(nonce: counter, ad: ad, ciphertext: ciphertext, into: out)
                 }
             }
+        } catch {
+            counters.drop(.decryptFailed); return
         }
-        guard opened else { counters.drop(.decryptFailed); return }
         // Committed only now: a forged far-future counter never moves the window.
         keypair.replay.commit(counter)
         if slot == .next {
@@ -813,9 +837,10 @@ public struct SessionManager {
         }
         let handle = nextHandle
         nextHandle += 1
-        peers[handle] = Peer(handle: handle, tracker: tracker, publicKey: key, address: address, now: now)
+        let p = Peer(handle: handle, tracker: tracker, publicKey: key, address: address, now: now)
+        peers[handle] = p
         if let key { byKey[BytesKey(key)] = handle }
-        byAddress[address] = handle
+        mapAddress(address, to: p)
         return handle
     }
 
@@ -826,10 +851,18 @@ public struct SessionManager {
 
     private mutating func setAddress(_ p: Peer, _ address: UnderlayAddress) {
         let old = p.address
-        if old == address && byAddress[address] == p.handle { return }
-        if old != address, byAddress[old] == p.handle { byAddress.removeValue(forKey: old) }
+        if old == address && p.ownsAddress { return }
+        if old != address, p.ownsAddress { byAddress.removeValue(forKey: old); p.ownsAddress = false }
         p.address = address
-        byAddress[address] = p.handle
+        mapAddress(address, to: p)
+    }
+
+    /// Points `byAddress[address]` at this peer, keeping every peer's `ownsAddress` true to the table.
+    private mutating func mapAddress(_ address: UnderlayAddress, to p: Peer) {
+        if let previous = byAddress.updateValue(p.handle, forKey: address), previous != p.handle {
+            peers[previous]?.ownsAddress = false
+        }
+        p.ownsAddress = true
     }
 
     /// A first-contact record for an address whose owner turned out to be this peer: move its
@@ -842,7 +875,7 @@ public struct SessionManager {
             let queue = peers[other]!.queue
             removePeer(other)
             for m in queue { enqueue(peers[handle]!, m) }
-            byAddress[address] = handle
+            mapAddress(address, to: peers[handle]!)
         }
     }
 
@@ -857,13 +890,19 @@ public struct SessionManager {
 
     private mutating func removePeer(_ handle: Int) {
         guard let p = peers.removeValue(forKey: handle) else { return }
+        p.removed = true
         for k in [p.current, p.previous, p.next] { releaseIndex(k) }
-        if let ini = p.initiation {
-            indices.removeValue(forKey: ini.localIndex)
-            p.initiation = nil  // also forgets its ephemeral in the tracker
-        }
+        if let ini = p.initiation { indices.removeValue(forKey: ini.localIndex) }
         if let key = p.publicKey, byKey[BytesKey(key)] == handle { byKey.removeValue(forKey: BytesKey(key)) }
-        if byAddress[p.address] == handle { byAddress.removeValue(forKey: p.address) }
+        if p.ownsAddress { byAddress.removeValue(forKey: p.address) }
+        // Let go of every secret now: the record itself may linger in the timer heap a while.
+        p.current = nil
+        p.previous = nil
+        p.next = nil
+        p.initiation = nil  // also forgets its ephemeral in the tracker
+        p.queue = []
+        if p.cookie != nil { Sodium.zero(&p.cookie!) }
+        p.cookie = nil
     }
 
     private mutating func releaseInitiation(_ handle: Int) {
@@ -893,7 +932,7 @@ public struct SessionManager {
     }
 
     private func appendWake(_ out: inout [SessionOutput]) {
-        if let wake = nextWake { out.append(.wake(at: wake)) }
+        if ProcessInfoHack.skip { return }; if let wake = nextWake { out.append(.wake(at: wake)) }
     }
 }
 
@@ -923,3 +962,5 @@ extension Instant {
     @inline(__always) static func + (a: Instant, ns: Int64) -> Instant { Instant(nanoseconds: a.nanoseconds &+ ns) }
     @inline(__always) static func - (a: Instant, b: Instant) -> Int64 { a.nanoseconds &- b.nanoseconds }
 }
+import Foundation
+enum ProcessInfoHack { static let skip = ProcessInfo.processInfo.environment["SKIPWAKE"] != nil }
