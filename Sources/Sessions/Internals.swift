@@ -130,7 +130,7 @@ final class Peer {
     /// `due` moves later (every packet moves the keepalive timer) nothing is pushed; the entry is
     /// moved when it reaches the top.
     @exclusivity(unchecked) var scheduledAt: Int64?
-    /// Already listed in `tracker.dirty`.
+    /// Already listed as changed in the tracker.
     @exclusivity(unchecked) var isDirty = false
     /// Taken out of the manager's tables; its heap entries are dropped as they come up.
     @exclusivity(unchecked) var removed = false
@@ -183,7 +183,7 @@ final class Peer {
     private func touch() {
         if !isDirty {
             isDirty = true
-            tracker.dirty.append(self)
+            if tracker.firstDirty == nil { tracker.firstDirty = self } else { tracker.moreDirty.append(self) }
         }
     }
 
@@ -204,7 +204,9 @@ final class PeerTracker {
 
     /// Peers changed since the manager last computed their timers. Emptied at the end of every
     /// call that changes peers, so a removed peer is not kept alive by it.
-    @exclusivity(unchecked) var dirty: [Peer] = []
+    /// (Usually one peer changes per input, so the first goes in its own slot.)
+    @exclusivity(unchecked) var firstDirty: Peer?
+    @exclusivity(unchecked) var moreDirty: [Peer] = []
     @exclusivity(unchecked) private(set) var heap: [Entry] = []
     /// Earliest expiry of a pending XX responder; recomputed when `respondersChanged`.
     @exclusivity(unchecked) var respondersWake: Int64?
@@ -214,7 +216,7 @@ final class PeerTracker {
     @exclusivity(unchecked) var ownEphemerals: [BytesKey: Int] = [:]
 
     init() {
-        dirty.reserveCapacity(8)
+        moreDirty.reserveCapacity(8)
     }
 
     var top: Entry? { heap.first }

@@ -276,19 +276,13 @@ public struct SessionManager {
             for r in responders.values { best = min(best, (r.created + ns.responderWait).nanoseconds) }
             tracker.respondersWake = best == .max ? nil : best
         }
-        guard !tracker.dirty.isEmpty else { return }
-        for p in tracker.dirty {
-            p.isDirty = false
-            guard !p.removed else { continue }
-            let due = peerDue(p)
-            p.due = due
-            // Pushed only when earlier than the peer's earliest entry; see `Peer.scheduledAt`.
-            if let due, p.scheduledAt.map({ due < $0 }) ?? true {
-                p.scheduledAt = due
-                tracker.push(.init(at: due, peer: p))
-            }
+        guard let first = tracker.firstDirty else { return }
+        tracker.firstDirty = nil
+        refreshDue(first)
+        if !tracker.moreDirty.isEmpty {
+            for p in tracker.moreDirty { refreshDue(p) }
+            tracker.moreDirty.removeAll(keepingCapacity: true)
         }
-        tracker.dirty.removeAll(keepingCapacity: true)
         if tracker.heap.count > 2 * peers.count + 32 {
             // Mostly stale entries: start again from the live ones.
             var entries: [PeerTracker.Entry] = []
@@ -298,6 +292,18 @@ public struct SessionManager {
                 if let due = p.due { entries.append(.init(at: due, peer: p)) }
             }
             tracker.rebuild(entries)
+        }
+    }
+
+    private func refreshDue(_ p: Peer) {
+        p.isDirty = false
+        guard !p.removed else { return }
+        let due = peerDue(p)
+        p.due = due
+        // Pushed only when earlier than the peer's earliest entry; see `Peer.scheduledAt`.
+        if let due, p.scheduledAt.map({ due < $0 }) ?? true {
+            p.scheduledAt = due
+            tracker.push(.init(at: due, peer: p))
         }
     }
 

@@ -7,13 +7,13 @@ struct BenchNoiseCommand: ParsableCommand {
         abstract: "Session-layer transport, handshakes and non-member rejection, beside the libsodium work they cannot avoid.")
 
     @Option(help: "1200-byte packets sealed and opened per trial.")
-    var packets = 100_000
+    var packets = 50_000
     @Option(help: "Handshakes of each pattern per trial.")
-    var handshakes = 400
+    var handshakes = 200
     @Option(help: "Non-member initiations rejected per trial.")
-    var rejects = 200_000
+    var rejects = 50_000
     @Option(help: "Trials of each (the best is reported).")
-    var trials = 3
+    var trials = 5
     @Flag(help: "Print one JSON object.")
     var json = false
 
