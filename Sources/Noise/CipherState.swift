@@ -2,11 +2,15 @@ import Sodium
 
 /// One AEAD key with its nonce counter (spec section 5.1). A reference type so that the key is
 /// wiped exactly once, when the last owner lets go.
+///
+/// Like the other Noise states, its stored properties skip the runtime's dynamic exclusivity
+/// checks (`@exclusivity(unchecked)`): a state is used from one thread and never accessed
+/// overlappingly, and the checks cost more than the bookkeeping on the per-packet path.
 public final class CipherState {
     public let cipher: NoiseCipher
-    private var key: [UInt8]?
+    @exclusivity(unchecked) private var key: [UInt8]?
     /// The next implicit nonce. 2^64-1 is reserved for Rekey and never used for a message.
-    public private(set) var nonce: UInt64 = 0
+    @exclusivity(unchecked) public private(set) var nonce: UInt64 = 0
     /// False for the unused direction of a one-way pattern, so that it cannot send in the clear.
     private let usable: Bool
 
@@ -79,6 +83,25 @@ public final class CipherState {
         guard let key else { throw NoiseError.missingKey("cipher key") }
         guard n != UInt64.max else { throw NoiseError.nonceExhausted }
         return try cipher.decrypt(key: key, nonce: n, ad: ad, ciphertext: ciphertext)
+    }
+
+    /// ``encrypt(nonce:ad:plaintext:)`` into a caller's buffer of `plaintext.count + 16` bytes,
+    /// for per-packet paths that build the datagram in place.
+    public func seal(nonce n: UInt64, ad: UnsafeRawBufferPointer, plaintext: UnsafeRawBufferPointer,
+                     into output: UnsafeMutableRawBufferPointer) throws {
+        guard usable else { throw NoiseError.wrongState("this direction of a one-way pattern carries no messages") }
+        guard let key else { throw NoiseError.missingKey("cipher key") }
+        guard n != UInt64.max else { throw NoiseError.nonceExhausted }
+        try key.withUnsafeBytes { try cipher.seal(key: $0, nonce: n, ad: ad, plaintext: plaintext, into: output) }
+    }
+
+    /// ``decrypt(nonce:ad:ciphertext:)`` into a caller's buffer of `ciphertext.count - 16` bytes.
+    public func open(nonce n: UInt64, ad: UnsafeRawBufferPointer, ciphertext: UnsafeRawBufferPointer,
+                     into output: UnsafeMutableRawBufferPointer) throws {
+        guard usable else { throw NoiseError.wrongState("this direction of a one-way pattern carries no messages") }
+        guard let key else { throw NoiseError.missingKey("cipher key") }
+        guard n != UInt64.max else { throw NoiseError.nonceExhausted }
+        try key.withUnsafeBytes { try cipher.open(key: $0, nonce: n, ad: ad, ciphertext: ciphertext, into: output) }
     }
 
     /// Rekey (section 11.3): the new key is the first 32 bytes of encrypting 32 zero bytes under

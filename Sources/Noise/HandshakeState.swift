@@ -28,17 +28,17 @@ public final class NoiseTransport {
 public final class HandshakeState {
     public let protocolInfo: NoiseProtocol
     public let isInitiator: Bool
-    private var symmetric: SymmetricState
-    private var localStatic: DHKeyPair?
-    private var localEphemeral: DHKeyPair?
-    public private(set) var remoteStatic: [UInt8]?
-    public private(set) var remoteEphemeral: [UInt8]?
-    private var psks: [[UInt8]]
-    private var pskIndex = 0
-    private var messageIndex = 0
+    @exclusivity(unchecked) private var symmetric: SymmetricState
+    @exclusivity(unchecked) private var localStatic: DHKeyPair?
+    @exclusivity(unchecked) private var localEphemeral: DHKeyPair?
+    @exclusivity(unchecked) public private(set) var remoteStatic: [UInt8]?
+    @exclusivity(unchecked) public private(set) var remoteEphemeral: [UInt8]?
+    @exclusivity(unchecked) private var psks: [[UInt8]]
+    @exclusivity(unchecked) private var pskIndex = 0
+    @exclusivity(unchecked) private var messageIndex = 0
     private let ephemeralSource: () -> [UInt8]
     /// Set once the last handshake message has been written or read.
-    public private(set) var transport: NoiseTransport?
+    @exclusivity(unchecked) public private(set) var transport: NoiseTransport?
 
     /// - Parameters:
     ///   - protocolName: for example `Noise_XXpsk3_25519_ChaChaPoly_BLAKE2b`.
@@ -46,12 +46,23 @@ public final class HandshakeState {
     ///   - localEphemeral / remoteEphemeral: only for patterns with `e` in a pre-message.
     ///   - psks: one 32-byte key per psk modifier, in the order the tokens occur.
     ///   - ephemeralSource: returns the secret key for each new ephemeral key pair.
-    public init(protocolName: String, initiator: Bool, prologue: [UInt8] = [],
+    public convenience init(protocolName: String, initiator: Bool, prologue: [UInt8] = [],
+                            localStatic: DHKeyPair? = nil, localEphemeral: DHKeyPair? = nil,
+                            remoteStatic: [UInt8]? = nil, remoteEphemeral: [UInt8]? = nil,
+                            psks: [[UInt8]] = [],
+                            ephemeralSource: @escaping () -> [UInt8] = { Sodium.randomBytes(32) }) throws {
+        try self.init(protocol: try NoiseProtocol(name: protocolName), initiator: initiator, prologue: prologue,
+                      localStatic: localStatic, localEphemeral: localEphemeral, remoteStatic: remoteStatic,
+                      remoteEphemeral: remoteEphemeral, psks: psks, ephemeralSource: ephemeralSource)
+    }
+
+    /// As ``init(protocolName:initiator:prologue:localStatic:localEphemeral:remoteStatic:remoteEphemeral:psks:ephemeralSource:)``
+    /// with the name already parsed, for callers that run many handshakes of one protocol.
+    public init(protocol info: NoiseProtocol, initiator: Bool, prologue: [UInt8] = [],
                 localStatic: DHKeyPair? = nil, localEphemeral: DHKeyPair? = nil,
                 remoteStatic: [UInt8]? = nil, remoteEphemeral: [UInt8]? = nil,
                 psks: [[UInt8]] = [],
                 ephemeralSource: @escaping () -> [UInt8] = { Sodium.randomBytes(32) }) throws {
-        let info = try NoiseProtocol(name: protocolName)
         guard info.cipher.isAvailable else {
             throw NoiseError.unsupported("\(info.cipher.rawValue) is not available on this CPU")
         }
@@ -75,7 +86,7 @@ public final class HandshakeState {
         self.remoteEphemeral = remoteEphemeral
         self.psks = psks
         self.ephemeralSource = ephemeralSource
-        self.symmetric = SymmetricState(protocolName: protocolName, cipher: info.cipher, hash: info.hash)
+        self.symmetric = SymmetricState(protocolName: info.name, cipher: info.cipher, hash: info.hash)
 
         // Check up front that every key the pattern will use is here, so a missing key is a
         // configuration error at start rather than a failure halfway through.

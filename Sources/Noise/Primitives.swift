@@ -45,6 +45,59 @@ public enum NoiseCipher: String, Sendable, CaseIterable {
         return out
     }
 
+    /// The 12-byte nonce for counter `n` in stack memory, for the in-place paths.
+    @inline(__always)
+    func withNonce<R>(_ n: UInt64, _ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        try withUnsafeTemporaryAllocation(byteCount: 12, alignment: 8) { raw in
+            for i in 0..<4 { raw[i] = 0 }
+            for i in 0..<8 {
+                let byte = UInt8(truncatingIfNeeded: n >> (8 * UInt64(i)))
+                switch self {
+                case .chaChaPoly: raw[4 + i] = byte
+                case .aesGCM: raw[11 - i] = byte
+                }
+            }
+            return try body(UnsafeRawBufferPointer(raw))
+        }
+    }
+
+    /// Seals into `output` (plaintext.count + 16 bytes) with nothing allocated.
+    func seal(key: UnsafeRawBufferPointer, nonce: UInt64, ad: UnsafeRawBufferPointer, plaintext: UnsafeRawBufferPointer,
+              into output: UnsafeMutableRawBufferPointer) throws {
+        try withNonce(nonce) { n in
+            switch self {
+            case .chaChaPoly:
+                ChaChaPoly.seal(key: key, nonce: n, associatedData: ad, plaintext: plaintext, into: output)
+            case .aesGCM:
+                guard AESGCM.isAvailable else { throw NoiseError.unsupported("AESGCM (no hardware AES on this CPU)") }
+                AESGCM.seal(key: key, nonce: n, associatedData: ad, plaintext: plaintext, into: output)
+            }
+        }
+    }
+
+    /// Opens into `output` (ciphertext.count - 16 bytes) with nothing allocated.
+    func open(key: UnsafeRawBufferPointer, nonce: UInt64, ad: UnsafeRawBufferPointer, ciphertext: UnsafeRawBufferPointer,
+              into output: UnsafeMutableRawBufferPointer) throws {
+        guard ciphertext.count >= Self.tagLength else {
+            throw NoiseError.truncated("ciphertext of \(ciphertext.count) bytes is shorter than the 16-byte tag")
+        }
+        try withNonce(nonce) { n in
+            do {
+                switch self {
+                case .chaChaPoly:
+                    try ChaChaPoly.open(key: key, nonce: n, associatedData: ad, ciphertext: ciphertext, into: output)
+                case .aesGCM:
+                    guard AESGCM.isAvailable else { throw NoiseError.unsupported("AESGCM (no hardware AES on this CPU)") }
+                    try AESGCM.open(key: key, nonce: n, associatedData: ad, ciphertext: ciphertext, into: output)
+                }
+            } catch let error as NoiseError {
+                throw error
+            } catch {
+                throw NoiseError.decryptionFailed
+            }
+        }
+    }
+
     func encrypt(key: [UInt8], nonce: UInt64, ad: [UInt8], plaintext: [UInt8]) throws -> [UInt8] {
         let n = nonceBytes(nonce)
         switch self {
@@ -115,33 +168,87 @@ public enum NoiseHash: String, Sendable, CaseIterable {
         }
     }
 
+    /// HASH(a || b || c) into `out` (HASHLEN bytes), with nothing allocated.
+    func hash(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer, _ c: UnsafeRawBufferPointer,
+              into out: UnsafeMutableRawBufferPointer) {
+        switch self {
+        case .blake2b: Blake2b.hash(a, b, c, into: out)
+        case .sha256: SHA256.hash(a, b, c, into: out)
+        case .sha512: SHA512.hash(a, b, c, into: out)
+        }
+    }
+
     /// HMAC (RFC 2104) over this hash. Noise keys are never longer than a block, but a longer key
     /// is hashed first as the RFC says, so the function is total.
     public func hmac(key: [UInt8], data: [UInt8]) -> [UInt8] {
         var longKey = key.count > blockLength ? hash(key) : []
-        var pad = [UInt8](repeating: 0x36, count: blockLength)
-        for (i, byte) in (longKey.isEmpty ? key : longKey).enumerated() { pad[i] ^= byte }
-        var inner = hash(pad, data)
-        for i in pad.indices { pad[i] ^= 0x36 ^ 0x5c }
-        let result = hash(pad, inner)
-        Sodium.zero(&pad)
-        Sodium.zero(&inner)
-        Sodium.zero(&longKey)
-        return result
+        defer { Sodium.zero(&longKey) }
+        return [UInt8](unsafeUninitializedCapacity: hashLength) { out, count in
+            (longKey.isEmpty ? key : longKey).withUnsafeBytes { k in
+                data.withUnsafeBytes { d in
+                    hmac(key: k, d, UnsafeRawBufferPointer(start: nil, count: 0), into: UnsafeMutableRawBufferPointer(out))
+                }
+            }
+            count = hashLength
+        }
     }
 
-    /// HKDF as Noise uses it: two or three outputs of HASHLEN bytes each.
+    /// HMAC(key, data || suffix) into `out` (HASHLEN bytes); `key` is at most a block long.
+    /// Pads and the inner hash live on the stack and are wiped.
+    func hmac(key: UnsafeRawBufferPointer, _ data: UnsafeRawBufferPointer, _ suffix: UnsafeRawBufferPointer,
+              into out: UnsafeMutableRawBufferPointer) {
+        precondition(key.count <= blockLength && out.count == hashLength)
+        let block = blockLength, length = hashLength
+        withUnsafeTemporaryAllocation(byteCount: block + length, alignment: 16) { scratch in
+            let pad = UnsafeMutableRawBufferPointer(rebasing: scratch[0..<block])
+            let inner = UnsafeMutableRawBufferPointer(rebasing: scratch[block...])
+            // Key zero-padded to a block, then XORed a word at a time (blocks are 64 or 128 bytes).
+            pad.initializeMemory(as: UInt8.self, repeating: 0)
+            if key.count > 0 { pad.baseAddress!.copyMemory(from: key.baseAddress!, byteCount: key.count) }
+            xorWords(pad, 0x3636_3636_3636_3636)
+            hash(UnsafeRawBufferPointer(pad), data, suffix, into: inner)
+            xorWords(pad, 0x3636_3636_3636_3636 ^ 0x5c5c_5c5c_5c5c_5c5c)
+            hash(UnsafeRawBufferPointer(pad), UnsafeRawBufferPointer(inner), UnsafeRawBufferPointer(start: nil, count: 0), into: out)
+            Sodium.zero(scratch)
+        }
+    }
+
+    private func xorWords(_ buffer: UnsafeMutableRawBufferPointer, _ mask: UInt64) {
+        var offset = 0
+        while offset < buffer.count {
+            let word = buffer.load(fromByteOffset: offset, as: UInt64.self)
+            buffer.storeBytes(of: word ^ mask, toByteOffset: offset, as: UInt64.self)
+            offset += 8
+        }
+    }
+
+    /// HKDF as Noise uses it: two or three outputs of HASHLEN bytes each. The intermediate keys
+    /// stay on the stack and are wiped; only the outputs are allocated.
     public func hkdf(chainingKey: [UInt8], inputKeyMaterial: [UInt8], outputs: Int) -> [[UInt8]] {
         precondition(outputs == 2 || outputs == 3, "Noise HKDF makes two or three outputs")
-        var tempKey = hmac(key: chainingKey, data: inputKeyMaterial)
-        var result: [[UInt8]] = []
-        var previous: [UInt8] = []
-        for i in 1...outputs {
-            previous = hmac(key: tempKey, data: previous + [UInt8(i)])
-            result.append(previous)
+        precondition(chainingKey.count <= blockLength, "a chaining key is HASHLEN bytes")
+        let length = hashLength
+        let none = UnsafeRawBufferPointer(start: nil, count: 0)
+        return withUnsafeTemporaryAllocation(byteCount: 4 * length + 1, alignment: 16) { scratch in
+            defer { Sodium.zero(scratch) }
+            let tempKey = UnsafeMutableRawBufferPointer(rebasing: scratch[0..<length])
+            func output(_ i: Int) -> UnsafeMutableRawBufferPointer {
+                UnsafeMutableRawBufferPointer(rebasing: scratch[((i + 1) * length)..<((i + 2) * length)])
+            }
+            let counter = UnsafeMutableRawBufferPointer(rebasing: scratch[(4 * length)...])
+            chainingKey.withUnsafeBytes { ck in
+                inputKeyMaterial.withUnsafeBytes { ikm in hmac(key: ck, ikm, none, into: tempKey) }
+            }
+            var result: [[UInt8]] = []
+            result.reserveCapacity(outputs)
+            for i in 0..<outputs {
+                counter[0] = UInt8(i + 1)
+                let previous = i == 0 ? none : UnsafeRawBufferPointer(output(i - 1))
+                hmac(key: UnsafeRawBufferPointer(tempKey), previous, UnsafeRawBufferPointer(counter), into: output(i))
+                result.append(Array(UnsafeRawBufferPointer(output(i))))
+            }
+            return result
         }
-        Sodium.zero(&tempKey)
-        return result
     }
 }
 

@@ -5,9 +5,9 @@ public final class SymmetricState {
     public let cipher: NoiseCipher
     public let hash: NoiseHash
     let cipherState: CipherState
-    private var chainingKey: [UInt8]
+    @exclusivity(unchecked) private var chainingKey: [UInt8]
     /// The handshake hash h: after the handshake, a channel binding both sides agree on.
-    public private(set) var handshakeHash: [UInt8]
+    @exclusivity(unchecked) public private(set) var handshakeHash: [UInt8]
 
     /// InitializeSymmetric: a name no longer than HASHLEN is padded with zeros, a longer one hashed.
     public init(protocolName: String, cipher: NoiseCipher, hash: NoiseHash) {

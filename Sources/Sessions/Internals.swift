@@ -9,11 +9,11 @@ final class LocalSecrets {
     /// Keys the deterministic stream that ephemeral keys, cookie secrets and nonces come from.
     /// Keyed by the identity secret as well as the injected generator, so a weak or shared
     /// simulator seed never makes another node's ephemerals predictable.
-    private var streamKey: [UInt8]
-    private var streamCounter: UInt64 = 0
-    var cookieSecret: [UInt8] = []
-    var previousCookieSecret: [UInt8] = []
-    var cookieSecretBorn: Instant?
+    @exclusivity(unchecked) private var streamKey: [UInt8]
+    @exclusivity(unchecked) private var streamCounter: UInt64 = 0
+    @exclusivity(unchecked) var cookieSecret: [UInt8] = []
+    @exclusivity(unchecked) var previousCookieSecret: [UInt8] = []
+    @exclusivity(unchecked) var cookieSecretBorn: Instant?
 
     init(staticKey: DHKeyPair, network: NetworkSecrets, streamKey: [UInt8]) {
         self.staticKey = staticKey
@@ -40,7 +40,7 @@ final class LocalSecrets {
 
 /// Holds one ephemeral secret for a `HandshakeState`'s key source and wipes it with the handshake.
 final class SecretBox {
-    var bytes: [UInt8]
+    @exclusivity(unchecked) var bytes: [UInt8]
     init(_ bytes: [UInt8]) { self.bytes = bytes }
     deinit { Sodium.zero(&bytes) }
 }
@@ -57,8 +57,8 @@ final class Keypair {
     /// Which side started the handshake: only the initiator rekeys on time first, so the two
     /// sides do not both start a handshake at 120 s.
     let isInitiator: Bool
-    var sendCounter: UInt64 = 0
-    var replay = ReplayWindow()
+    @exclusivity(unchecked) var sendCounter: UInt64 = 0
+    @exclusivity(unchecked) var replay = ReplayWindow()
 
     init(_ transport: NoiseTransport, localIndex: UInt32, remoteIndex: UInt32, created: Instant, isInitiator: Bool) {
         sender = transport.sender
@@ -112,40 +112,214 @@ struct ResponderHandshake {
 
 /// A class so that the per-packet path updates counters and replay windows in place instead of
 /// copying the record (and its replay window) in and out of the table.
+///
+/// Every property a timer depends on reports its change to the shared ``PeerTracker``, so the
+/// manager recomputes only the changed peers' next timer instead of scanning every peer after
+/// every input.
+///
+/// The session classes here mark their stored properties `@exclusivity(unchecked)`: a manager
+/// is used from one thread and never accesses a property while another access to it is open,
+/// and the runtime's dynamic exclusivity checks cost more per packet than the rest of the
+/// bookkeeping.
 final class Peer {
+    let handle: Int
+    private unowned let tracker: PeerTracker
+    /// The earliest instant a timer of this peer is due (nanoseconds), as last computed.
+    @exclusivity(unchecked) var due: Int64?
+    /// The earliest of this peer's entries in the tracker's heap: never later than `due`. When
+    /// `due` moves later (every packet moves the keepalive timer) nothing is pushed; the entry is
+    /// moved when it reaches the top.
+    @exclusivity(unchecked) var scheduledAt: Int64?
+    /// Already listed as changed in the tracker.
+    @exclusivity(unchecked) var isDirty = false
+    /// Taken out of the manager's tables; its heap entries are dropped as they come up.
+    @exclusivity(unchecked) var removed = false
+    /// `byAddress[address]` is this peer (kept so that the per-packet path need not look it up).
+    @exclusivity(unchecked) var ownsAddress = false
+
     /// Ed25519 public key; nil only while a first-contact XX handshake has not told us.
-    var publicKey: [UInt8]?
-    var address: UnderlayAddress
-    var current: Keypair?
+    @exclusivity(unchecked) var publicKey: [UInt8]? { didSet { touch() } }
+    @exclusivity(unchecked) var address: UnderlayAddress
+    @exclusivity(unchecked) var current: Keypair? { didSet { touch() } }
     /// The keys replaced by `current`, kept until `previousUntil` for packets in flight.
-    var previous: Keypair?
-    var previousUntil: Instant?
+    @exclusivity(unchecked) var previous: Keypair? { didSet { touch() } }
+    @exclusivity(unchecked) var previousUntil: Instant? { didSet { touch() } }
     /// IK responder keys, unconfirmed until the initiator's first transport packet arrives.
-    var next: Keypair?
-    var initiation: Initiation?
-    var queue: [[UInt8]] = []
-    var lastSent: Instant?
-    var lastReceived: Instant?
-    var lastDataSent: Instant?
-    var lastDataReceived: Instant?
+    @exclusivity(unchecked) var next: Keypair? { didSet { touch() } }
+    @exclusivity(unchecked) var initiation: Initiation? {
+        didSet {
+            touch()
+            guard oldValue !== initiation else { return }
+            if let old = oldValue { tracker.initiationEnded(old, handle: handle) }
+            if let new = initiation { tracker.ownEphemerals[BytesKey(new.ephemeral)] = handle }
+        }
+    }
+    @exclusivity(unchecked) var queue: [[UInt8]] = [] { didSet { touch() } }
+    @exclusivity(unchecked) var lastSent: Instant? { didSet { touch() } }
+    @exclusivity(unchecked) var lastReceived: Instant?
+    @exclusivity(unchecked) var lastDataSent: Instant?
+    @exclusivity(unchecked) var lastDataReceived: Instant? { didSet { touch() } }
     /// When data first went out with nothing heard since (WireGuard's "new handshake" timer):
     /// set by the first unanswered send, not moved by later ones, cleared by any authenticated packet.
-    var unansweredSince: Instant?
-    var lastActivity: Instant
-    var cookie: [UInt8]?
-    var cookieReceived: Instant?
+    @exclusivity(unchecked) var unansweredSince: Instant? { didSet { touch() } }
+    @exclusivity(unchecked) var lastActivity: Instant { didSet { touch() } }
+    @exclusivity(unchecked) var cookie: [UInt8]?
+    @exclusivity(unchecked) var cookieReceived: Instant?
 
-    init(publicKey: [UInt8]?, address: UnderlayAddress, now: Instant) {
+    init(handle: Int, tracker: PeerTracker, publicKey: [UInt8]?, address: UnderlayAddress, now: Instant) {
+        self.handle = handle
+        self.tracker = tracker
         self.publicKey = publicKey
         self.address = address
         lastActivity = now
+        touch()
     }
 
     deinit {
         if cookie != nil { Sodium.zero(&cookie!) }
     }
 
+    @inline(__always)
+    private func touch() {
+        if !isDirty {
+            isDirty = true
+            if tracker.firstDirty == nil { tracker.firstDirty = self } else { tracker.moreDirty.append(self) }
+        }
+    }
+
     var keypairCount: Int { (current == nil ? 0 : 1) + (previous == nil ? 0 : 1) + (next == nil ? 0 : 1) }
+}
+
+/// What peers report to their manager as they change, so that no input has to scan every peer:
+/// which peers changed since their next timer was computed, a min-heap of (due, peer) with stale
+/// entries dropped lazily, the pending responders' earliest expiry, and the ephemerals of this
+/// side's initiations in flight. A class so that `nextWake`, a getter, can bring it up to date.
+final class PeerTracker {
+    /// Holds its peer: a removed peer has already given up its keys (see `removePeer`), and its
+    /// entries leave the heap when they reach the top or when the heap is rebuilt.
+    struct Entry {
+        let at: Int64
+        let peer: Peer
+    }
+
+    /// Peers changed since the manager last computed their timers. Emptied at the end of every
+    /// call that changes peers, so a removed peer is not kept alive by it.
+    /// (Usually one peer changes per input, so the first goes in its own slot.)
+    @exclusivity(unchecked) var firstDirty: Peer?
+    @exclusivity(unchecked) var moreDirty: [Peer] = []
+    @exclusivity(unchecked) private(set) var heap: [Entry] = []
+    /// Earliest expiry of a pending XX responder; recomputed when `respondersChanged`.
+    @exclusivity(unchecked) var respondersWake: Int64?
+    @exclusivity(unchecked) var respondersChanged = false
+    /// Ephemeral public key of each pending initiation -> its peer, to spot our own initiation
+    /// coming back to us.
+    @exclusivity(unchecked) var ownEphemerals: [BytesKey: Int] = [:]
+
+    init() {
+        moreDirty.reserveCapacity(8)
+    }
+
+    var top: Entry? { heap.first }
+
+    func initiationEnded(_ initiation: Initiation, handle: Int) {
+        let key = BytesKey(initiation.ephemeral)
+        if ownEphemerals[key] == handle { ownEphemerals.removeValue(forKey: key) }
+    }
+
+    func push(_ entry: Entry) {
+        heap.append(entry)
+        var i = heap.count - 1
+        while i > 0 {
+            let parent = (i - 1) / 2
+            guard entry.at < heap[parent].at else { break }
+            heap.swapAt(i, parent)
+            i = parent
+        }
+    }
+
+    /// Moves the top entry to a later instant.
+    func replaceTop(_ entry: Entry) {
+        heap[0] = entry
+        siftDown(0)
+    }
+
+    func popTop() {
+        let last = heap.removeLast()
+        guard !heap.isEmpty else { return }
+        heap[0] = last
+        siftDown(0)
+    }
+
+    /// Replaces the heap with these entries (dropping every stale one).
+    func rebuild(_ entries: [Entry]) {
+        heap = entries
+        var i = heap.count / 2
+        while i > 0 {
+            i -= 1
+            siftDown(i)
+        }
+    }
+
+    private func siftDown(_ start: Int) {
+        var i = start
+        let n = heap.count
+        while true {
+            let l = 2 * i + 1, r = l + 1
+            var smallest = i
+            if l < n, heap[l].at < heap[smallest].at { smallest = l }
+            if r < n, heap[r].at < heap[smallest].at { smallest = r }
+            if smallest == i { return }
+            heap.swapAt(i, smallest)
+            i = smallest
+        }
+    }
+}
+
+/// A dictionary key for public keys and ephemerals (32 uniformly distributed bytes): hashed by its
+/// first 8 bytes, which is one word for `Hasher` instead of 32 single-byte rounds, and still
+/// compared in full. `Hasher` is seeded per process, so chosen keys cannot aim at one bucket.
+struct BytesKey: Hashable {
+    let bytes: [UInt8]
+
+    init(_ bytes: [UInt8]) { self.bytes = bytes }
+
+    static func == (a: BytesKey, b: BytesKey) -> Bool { a.bytes == b.bytes }
+
+    func hash(into hasher: inout Hasher) {
+        guard bytes.count >= 8 else { hasher.combine(bytes); return }
+        let word = bytes.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
+        hasher.combine(word)
+    }
+}
+
+/// Ed25519 public key -> its X25519 form. libsodium's conversion checks that the point is in the
+/// prime-order subgroup, which costs about as much as a Diffie-Hellman; peers come back again and
+/// again (rekeys, re-handshakes), so each key is converted once. Bounded: the oldest entry goes.
+struct StaticKeyCache {
+    private var map: [BytesKey: [UInt8]] = [:]
+    private var ring: [BytesKey] = []
+    private var head = 0
+    let capacity: Int
+
+    init(capacity: Int) { self.capacity = max(1, capacity) }
+
+    var count: Int { map.count }
+
+    /// The X25519 form of an Ed25519 public key, or nil if it is not a valid key.
+    mutating func curve25519(_ edKey: [UInt8]) -> [UInt8]? {
+        let key = BytesKey(edKey)
+        if let x = map[key] { return x }
+        guard edKey.count == Ed25519.publicKeyLength, let x = try? Ed25519.curve25519PublicKey(edKey) else { return nil }
+        if ring.count < capacity {
+            ring.append(key)
+        } else {
+            map.removeValue(forKey: ring[head])
+            ring[head] = key
+            head = (head + 1) % capacity
+        }
+        map[key] = x
+        return x
+    }
 }
 
 /// A token bucket: `rate` tokens a second, at most `burst` saved up.
@@ -171,11 +345,16 @@ struct TokenBucket {
 /// Per-source-IP token buckets with a hard cap on entries, as WireGuard's ratelimiter: under a
 /// flood, memory stays at `capacity` entries and new sources beyond it are refused.
 struct AddressLimiter {
-    private(set) var buckets: [[UInt8]: TokenBucket] = [:]
+    private(set) var buckets: [Key: TokenBucket] = [:]
 
     /// IPv6 sources are limited per /64 (one host usually owns one), IPv4 per address.
-    static func key(_ address: UnderlayAddress) -> [UInt8] {
-        address.isIPv4Mapped ? Array(address.ip[12..<16]) : Array(address.ip[0..<8])
+    struct Key: Hashable {
+        let isIPv4: Bool
+        let bits: UInt64
+    }
+
+    static func key(_ address: UnderlayAddress) -> Key {
+        address.isIPv4Mapped ? Key(isIPv4: true, bits: address.low & 0xffff_ffff) : Key(isIPv4: false, bits: address.high)
     }
 
     mutating func allow(_ address: UnderlayAddress, now: Instant, rate: Double, capacity: Int) -> Bool {
@@ -207,17 +386,18 @@ struct AddressLimiter {
 
 /// A fixed-size set of recently seen initiator ephemerals (FIFO), for refusing replays.
 struct RecentSet {
-    private var members: Set<[UInt8]> = []
-    private var ring: [[UInt8]] = []
+    private var members: Set<BytesKey> = []
+    private var ring: [BytesKey] = []
     private var head = 0
     let capacity: Int
 
     init(capacity: Int) { self.capacity = max(1, capacity) }
 
     var count: Int { members.count }
-    func contains(_ key: [UInt8]) -> Bool { members.contains(key) }
+    func contains(_ key: [UInt8]) -> Bool { members.contains(BytesKey(key)) }
 
-    mutating func insert(_ key: [UInt8]) {
+    mutating func insert(_ bytes: [UInt8]) {
+        let key = BytesKey(bytes)
         guard !members.contains(key) else { return }
         if ring.count < capacity {
             ring.append(key)
@@ -227,5 +407,24 @@ struct RecentSet {
             head = (head + 1) % capacity
         }
         members.insert(key)
+    }
+}
+
+/// Hands out byte arrays and takes their storage back once the caller has let go of them: the
+/// per-packet path then reuses one buffer instead of allocating a datagram or plaintext array for
+/// every packet. Copy-on-write keeps it safe: a buffer still held elsewhere is never written to.
+struct ByteRecycler {
+    private var spare: [UInt8] = []
+
+    /// An array of exactly `count` bytes, all written by `fill`.
+    mutating func make(count: Int, _ fill: (UnsafeMutableRawBufferPointer) throws -> Void) rethrows -> [UInt8] {
+        var bytes = spare
+        spare = []
+        if bytes.count != count {
+            bytes = [UInt8](unsafeUninitializedCapacity: count) { _, initialized in initialized = count }
+        }
+        try bytes.withUnsafeMutableBytes(fill)  // copies first only if the last array is still held
+        spare = bytes
+        return bytes
     }
 }

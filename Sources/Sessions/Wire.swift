@@ -119,6 +119,32 @@ public enum SessionWire {
         public func encoded() -> [UInt8] { Self.header(receiver: receiver, counter: counter) + ciphertext }
     }
 
+    /// Writes a transport header into the first 16 bytes of `buffer` (the same bytes as
+    /// ``Transport/header(receiver:counter:)``), for building a datagram in place.
+    @inline(__always)
+    static func writeTransportHeader(receiver: UInt32, counter: UInt64, into buffer: UnsafeMutableRawBufferPointer) {
+        precondition(buffer.count >= transportHeaderLength)
+        buffer[0] = PacketType.transport.rawValue
+        buffer[1] = 0; buffer[2] = 0; buffer[3] = 0
+        buffer.storeBytes(of: receiver.bigEndian, toByteOffset: 4, as: UInt32.self)
+        buffer.storeBytes(of: counter.bigEndian, toByteOffset: 8, as: UInt64.self)
+    }
+
+    /// The receiver index and counter of a transport datagram (type 7), with every check
+    /// ``decode(_:)`` makes and in the same order, but nothing copied: the per-packet path.
+    public static func decodeTransportHeader(_ bytes: [UInt8]) -> Result<(receiver: UInt32, counter: UInt64), SessionDropReason> {
+        guard !bytes.isEmpty else { return .failure(.empty) }
+        guard bytes.count <= maxDatagram else { return .failure(.oversized) }
+        guard bytes[0] == PacketType.transport.rawValue else { return .failure(.unknownType) }
+        guard bytes.count >= 4 else { return .failure(.badLength) }
+        guard bytes[1] == 0, bytes[2] == 0, bytes[3] == 0 else { return .failure(.badHeader) }
+        guard bytes.count >= transportHeaderLength + tagLength else { return .failure(.badLength) }
+        return bytes.withUnsafeBytes { raw in
+            .success((UInt32(bigEndian: raw.loadUnaligned(fromByteOffset: 4, as: UInt32.self)),
+                      UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self))))
+        }
+    }
+
     public enum Packet: Equatable, Sendable {
         case handshake(Handshake)
         case cookieReply(CookieReply)
@@ -145,10 +171,12 @@ public enum SessionWire {
         do {
             switch type {
             case .transport:
-                guard bytes.count >= transportHeaderLength + tagLength else { return .failure(.badLength) }
-                let receiver = try r.u32()
-                let counter = try r.u64()
-                return .success(.transport(Transport(receiver: receiver, counter: counter, ciphertext: try r.raw(r.remaining))))
+                switch decodeTransportHeader(bytes) {
+                case let .failure(reason): return .failure(reason)
+                case let .success((receiver, counter)):
+                    return .success(.transport(Transport(receiver: receiver, counter: counter,
+                                                         ciphertext: Array(bytes[transportHeaderLength...]))))
+                }
             case .cookieReply:
                 guard bytes.count == 8 + cookieNonceLength + cookieLength + tagLength else { return .failure(.badLength) }
                 let receiver = try r.u32()

@@ -60,3 +60,80 @@ public enum AESGCM {
         return out
     }
 }
+
+// In-place variants for per-packet paths: the caller owns every buffer, so sealing a transport
+// packet writes header, ciphertext and tag into the one array that goes on the wire, and opening
+// reads the ciphertext where it lies in the datagram. Nothing is allocated.
+
+extension ChaChaPoly {
+    /// Seals `plaintext` into `output` (ciphertext then tag: `plaintext.count + tagLength` bytes).
+    /// `output` must not overlap `plaintext` or `associatedData`.
+    public static func seal(key: UnsafeRawBufferPointer, nonce: UnsafeRawBufferPointer, associatedData: UnsafeRawBufferPointer,
+                            plaintext: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer) {
+        Sodium.ensureInitialised()
+        precondition(key.count == keyLength && nonce.count == nonceLength && output.count == plaintext.count + tagLength)
+        _ = crypto_aead_chacha20poly1305_ietf_encrypt(nonEmpty(output), nil,
+                                                      u8(plaintext), UInt64(plaintext.count),
+                                                      u8(associatedData), UInt64(associatedData.count),
+                                                      nil, nonEmpty(nonce),
+                                                      nonEmpty(key))
+    }
+
+    /// Opens `ciphertext` (with its tag) into `output` (`ciphertext.count - tagLength` bytes).
+    /// On failure `output` holds no plaintext.
+    public static func open(key: UnsafeRawBufferPointer, nonce: UnsafeRawBufferPointer, associatedData: UnsafeRawBufferPointer,
+                            ciphertext: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer) throws {
+        Sodium.ensureInitialised()
+        precondition(key.count == keyLength && nonce.count == nonceLength)
+        guard ciphertext.count >= tagLength else { throw SodiumError.authenticationFailed }
+        precondition(output.count == ciphertext.count - tagLength)
+        let rc = crypto_aead_chacha20poly1305_ietf_decrypt(u8(output), nil, nil,
+                                                           nonEmpty(ciphertext), UInt64(ciphertext.count),
+                                                           u8(associatedData),
+                                                           UInt64(associatedData.count), nonEmpty(nonce),
+                                                           nonEmpty(key))
+        guard rc == 0 else { throw SodiumError.authenticationFailed }
+    }
+}
+
+extension AESGCM {
+    /// As ``ChaChaPoly/seal(key:nonce:associatedData:plaintext:into:)``.
+    public static func seal(key: UnsafeRawBufferPointer, nonce: UnsafeRawBufferPointer, associatedData: UnsafeRawBufferPointer,
+                            plaintext: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer) {
+        precondition(isAvailable && key.count == keyLength && nonce.count == nonceLength
+                     && output.count == plaintext.count + tagLength)
+        _ = crypto_aead_aes256gcm_encrypt(nonEmpty(output), nil,
+                                          u8(plaintext), UInt64(plaintext.count),
+                                          u8(associatedData), UInt64(associatedData.count),
+                                          nil, nonEmpty(nonce), nonEmpty(key))
+    }
+
+    /// As ``ChaChaPoly/open(key:nonce:associatedData:ciphertext:into:)``.
+    public static func open(key: UnsafeRawBufferPointer, nonce: UnsafeRawBufferPointer, associatedData: UnsafeRawBufferPointer,
+                            ciphertext: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer) throws {
+        precondition(isAvailable && key.count == keyLength && nonce.count == nonceLength)
+        guard ciphertext.count >= tagLength else { throw SodiumError.authenticationFailed }
+        precondition(output.count == ciphertext.count - tagLength)
+        let rc = crypto_aead_aes256gcm_decrypt(u8(output), nil, nil,
+                                               nonEmpty(ciphertext), UInt64(ciphertext.count),
+                                               u8(associatedData), UInt64(associatedData.count),
+                                               nonEmpty(nonce), nonEmpty(key))
+        guard rc == 0 else { throw SodiumError.authenticationFailed }
+    }
+}
+
+/// The bytes of a raw buffer as libsodium takes them (nil for an empty buffer).
+@inline(__always)
+private func u8(_ b: UnsafeRawBufferPointer) -> UnsafePointer<UInt8>? { b.baseAddress?.assumingMemoryBound(to: UInt8.self) }
+
+/// For buffers the preconditions have shown to be non-empty (keys, nonces, tags).
+@inline(__always)
+private func nonEmpty(_ b: UnsafeRawBufferPointer) -> UnsafePointer<UInt8> { b.baseAddress!.assumingMemoryBound(to: UInt8.self) }
+
+@inline(__always)
+private func nonEmpty(_ b: UnsafeMutableRawBufferPointer) -> UnsafeMutablePointer<UInt8> {
+    b.baseAddress!.assumingMemoryBound(to: UInt8.self)
+}
+
+@inline(__always)
+private func u8(_ b: UnsafeMutableRawBufferPointer) -> UnsafeMutablePointer<UInt8>? { b.baseAddress?.assumingMemoryBound(to: UInt8.self) }

@@ -26,6 +26,12 @@ public enum Sodium {
         bytes.withUnsafeMutableBytes { sodium_memzero($0.baseAddress!, n) }
     }
 
+    /// Overwrites raw memory (stack scratch space for keys) in a way the optimiser cannot remove.
+    public static func zero(_ bytes: UnsafeMutableRawBufferPointer) {
+        guard let base = bytes.baseAddress, bytes.count > 0 else { return }
+        sodium_memzero(base, bytes.count)
+    }
+
     /// Constant-time comparison, for MACs and secrets.
     public static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
         guard a.count == b.count else { return false }
