@@ -73,14 +73,17 @@ import Testing
         // The loser is down: the winner's attempts go nowhere while it backs off.
         net.nodes[Pump.address(loser)] = nil
         net.send(winner, loser, "to the crashed one")
-        net.run(for: .seconds(3.5))
-        #expect(net.counters(winner).handshakeRetransmits >= 1)
+        // Attempts at 0, 1-1.33 and 3-4 s; the next is due at 7 s or later.
+        net.run(for: .seconds(6))
+        #expect(net.counters(winner).handshakeRetransmits == 2)
         // The loser restarts (same key, fresh state) and calls the winner first.
         net.add(loser, seed: 77)
         net.send(loser, winner, "back again")
         net.run(for: .milliseconds(300))
         #expect(net.texts(winner) == ["back again"])
         #expect(net.texts(loser) == ["to the crashed one"])
+        // It was the race: the winner refused the loser's initiation and sent its own again.
+        #expect(net.counters(winner)[.handshakeCollision] == 1)
         // A truly simultaneous start is still settled by the tie-break (messagesBothWaysInOrder).
     }
 
