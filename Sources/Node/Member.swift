@@ -23,4 +23,33 @@ public struct Member: Sendable, Equatable {
     var lastProbe: Instant?
 
     public var nodeID: NodeID { identity.nodeID }
+
+    // Mutating helpers: called as `members.values[i].method()`, they change the row in place
+    // (the dictionary's modify accessor), where reading `members.values[i].field` copies the
+    // whole row (two arrays retained, the struct copied) for each field read.
+
+    /// A probe goes out: notes when and returns what the probe needs from the row.
+    mutating func probed(at now: Instant) -> (publicKey: [UInt8], rtt: Duration?) {
+        lastProbe = now
+        return (identity.publicKey, rtt)
+    }
+
+    /// A message came from the member at `address`; returns whether it moved and whether it was alive.
+    mutating func heard(from address: UnderlayAddress, at now: Instant) -> (moved: Bool, wasAlive: Bool) {
+        lastHeard = now
+        missedProbes = 0
+        let moved = self.address != address
+        if moved { self.address = address }
+        return (moved, state == .alive)
+    }
+
+    /// A probe was answered after `sample`: folds it into the smoothed round-trip time.
+    mutating func answered(after sample: Duration, sampleNanos: Int64, configured: Bool) {
+        if configured { self.configured = true }
+        if let old = rtt {
+            rtt = .nanoseconds((old.nanoseconds * 7 + sampleNanos) / 8)
+        } else {
+            rtt = sample
+        }
+    }
 }

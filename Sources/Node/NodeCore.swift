@@ -22,7 +22,7 @@ public struct NodeCore {
     private var nextTick: Instant?
     private var configuredSeeds: Set<UnderlayAddress> = []
     /// Node ids of keys seen recently: a node id costs a BLAKE2b, a lookup costs a SipHash.
-    private var identityCache: [[UInt8]: PeerIdentity] = [:]
+    private var identityCache: [KeyBytes: PeerIdentity] = [:]
     /// Every byte between nodes travels inside these sessions; the node protocol sees only
     /// authenticated plaintext and the peer's verified key.
     public internal(set) var sessions: SessionManager
@@ -32,6 +32,8 @@ public struct NodeCore {
     private var suspectCount = 0
     private var deadCount = 0
     private var nextForgetCheck = Instant.zero
+    /// `timing.probeTimeout` in nanoseconds, for the per-probe arithmetic.
+    private let probeTimeoutNanos: Int64
     /// Set only by the simulator, to play a byzantine node that lies about the mesh.
     public var sampleRewriter: (any SampleRewriter)?
     /// The session layer's next deadline, as it last reported it (it reports one with every call).
@@ -68,6 +70,7 @@ public struct NodeCore {
         self.identity = identity.peer
         self.network = network
         self.timing = timing
+        probeTimeoutNanos = timing.probeTimeout.nanoseconds
         self.rng = rng
         sessions = try SessionManager(identity: identity, networkKey: networkKey, timing: sessionTiming, rng: rng.derived(0x5e55))
         var channelConfig = channelConfig
@@ -83,6 +86,8 @@ public struct NodeCore {
 
     public mutating func handle(_ input: NodeInput, now: Instant) -> [NodeOutput] {
         var out: [NodeOutput] = []
+        // A datagram usually yields a send and a wake-up or event: no regrowth on the common path.
+        out.reserveCapacity(4)
         switch input {
         case .start:
             runRound(now: now, into: &out)
@@ -164,7 +169,7 @@ public struct NodeCore {
                 addMember(peer, address: address, now: now, into: &out)
             }
         case let .probe(id):
-            if let m = members[id] { sendProbe(to: m.address, target: id, now: now, into: &out) }
+            if let i = members.index(forKey: id) { sendProbe(to: members.values[i].address, target: id, now: now, into: &out) }
         case let .sendMessage(to, stream, bytes):
             switch queueMessage(bytes, stream: stream, to: to, now: now, into: &out) {
             case let .success(id): out.append(.event(.messageQueued(id, to: to, stream: stream)))
@@ -268,16 +273,19 @@ public struct NodeCore {
     private mutating func sendProbe(to address: UnderlayAddress, target: NodeID?, now: Instant, into out: inout [NodeOutput]) {
         let seq = nextSeq
         nextSeq &+= 1
-        var wait = timing.probeTimeout
-        if let target, let rtt = members[target]?.rtt, rtt * 3 > wait { wait = rtt * 3 }
-        let knownKey = target.flatMap { members[$0]?.identity.publicKey }
-        if knownKey.map({ !sessions.isEstablished(peerKey: $0, now: now) }) ?? true { wait += timing.probeTimeout }
-        pending[seq] = PendingProbe(target: target, address: address, sentAt: now, deadline: now + wait)
+        // Nanoseconds throughout: Duration arithmetic is 128-bit, and this runs for every probe.
+        var waitNanos = probeTimeoutNanos
         var peerKey: [UInt8]?
+        // One lookup, the row changed in place.
         if let target, let i = members.index(forKey: target) {
-            members.values[i].lastProbe = now
-            peerKey = members.values[i].identity.publicKey
+            let (key, rtt) = members.values[i].probed(at: now)
+            peerKey = key
+            // Three smoothed round trips, for slow links.
+            if let rtt { waitNanos = max(waitNanos, rtt.nanoseconds &* 3) }
         }
+        if peerKey.map({ !sessions.isEstablished(peerKey: $0, now: now) }) ?? true { waitNanos += probeTimeoutNanos }
+        pending[seq] = PendingProbe(target: target, address: address, sentAt: now,
+                                    deadline: Instant(nanoseconds: now.nanoseconds + waitNanos))
         counters.probesSent += 1
         send(PingWire.Message(kind: .ping, network: network, senderKey: identity.publicKey, seq: seq),
              to: address, peerKey: peerKey, now: now, into: &out)
@@ -332,12 +340,11 @@ public struct NodeCore {
             }
             if probe.missed { counters.lateAnswers += 1 } else { counters.probesAnswered += 1 }
             if probe.target == nil { seeds.removeValue(forKey: probe.address) }
-            heardFrom(sender, at: from, now: now, into: &out)
-            if configuredSeeds.contains(probe.address) { members[sender.nodeID]?.configured = true }
-            let sampleRTT = now - probe.sentAt
-            if let i = members.index(forKey: sender.nodeID) {
-                let old = members.values[i].rtt
-                members.values[i].rtt = old.map { .nanoseconds(($0.nanoseconds * 7 + sampleRTT.nanoseconds) / 8) } ?? sampleRTT
+            let sampleNanos = now.nanoseconds - probe.sentAt.nanoseconds
+            let sampleRTT = Duration.nanoseconds(sampleNanos)
+            if let i = heardFrom(sender, at: from, now: now, into: &out) {
+                let configured = !configuredSeeds.isEmpty && configuredSeeds.contains(probe.address)
+                members.values[i].answered(after: sampleRTT, sampleNanos: sampleNanos, configured: configured)
             }
             out.append(.event(.probeAnswered(sender.nodeID, rtt: sampleRTT)))
             for entry in message.sample { learn(entry, now: now, into: &out) }
@@ -345,32 +352,32 @@ public struct NodeCore {
     }
 
     mutating func cachedIdentity(_ key: [UInt8]) -> PeerIdentity? {
-        if let known = identityCache[key] { return known }
+        let k = KeyBytes(key)
+        if let known = identityCache[k] { return known }
         guard let peer = PeerIdentity(publicKey: key) else { return nil }
         if identityCache.count >= 4 * timing.maxMembers + 64 { identityCache.removeAll(keepingCapacity: true) }
-        identityCache[key] = peer
+        identityCache[k] = peer
         return peer
     }
 
-    mutating func heardFrom(_ peer: PeerIdentity, at address: UnderlayAddress, now: Instant, into out: inout [NodeOutput]) {
+    /// Returns the member's index in the table (still valid after: only values change), nil
+    /// when the table had no room for a new member.
+    @discardableResult
+    mutating func heardFrom(_ peer: PeerIdentity, at address: UnderlayAddress, now: Instant,
+                            into out: inout [NodeOutput]) -> Dictionary<NodeID, Member>.Index? {
         let id = peer.nodeID
-        if members[id] == nil {
-            guard addMember(peer, address: address, now: now, into: &out) else { return }
+        var index = members.index(forKey: id)
+        if index == nil {
+            guard addMember(peer, address: address, now: now, into: &out) else { return nil }
             lastJoinedByContact = now
+            index = members.index(forKey: id)
         }
-        var moved = false
-        var wasAlive = true
-        if let i = members.index(forKey: id) {
-            members.values[i].lastHeard = now
-            members.values[i].missedProbes = 0
-            if members.values[i].address != address {
-                members.values[i].address = address
-                moved = true
-            }
-            wasAlive = members.values[i].state == .alive
-        }
+        guard let i = index else { return nil }
+        let (moved, wasAlive) = members.values[i].heard(from: address, at: now)
         if moved { out.append(.event(.memberAddressChanged(id, address))) }
-        if !wasAlive { setState(id, .alive, now: now, into: &out) }
+        guard !wasAlive else { return i }
+        setState(id, .alive, now: now, into: &out)
+        return members.index(forKey: id)
     }
 
     private mutating func learn(_ entry: PingWire.SampleEntry, now: Instant, into out: inout [NodeOutput]) {
@@ -461,4 +468,19 @@ public struct NodeCore {
 /// Real nodes never have one.
 public protocol SampleRewriter {
     mutating func rewrite(_ sample: [PingWire.SampleEntry], for peer: NodeID) -> [PingWire.SampleEntry]
+}
+
+/// A public key as a dictionary key, hashed by its first 8 bytes: keys are uniformly random
+/// points, and SipHash over all 32 bytes a byte at a time costs more than the rest of the lookup.
+struct KeyBytes: Hashable {
+    let bytes: [UInt8]
+
+    init(_ bytes: [UInt8]) { self.bytes = bytes }
+
+    static func == (a: KeyBytes, b: KeyBytes) -> Bool { a.bytes == b.bytes }
+
+    func hash(into hasher: inout Hasher) {
+        guard bytes.count >= 8 else { hasher.combine(bytes); return }
+        hasher.combine(bytes.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) })
+    }
 }

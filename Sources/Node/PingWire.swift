@@ -41,23 +41,40 @@ public enum PingWire {
     }
 
     public static func encode(_ m: Message) -> [UInt8] {
-        var w = ByteWriter(capacity: headerLength + 1 + m.sample.count * sampleEntryLength)
-        w.raw(magic)
-        w.u8(version)
-        w.u8(m.kind.rawValue)
-        w.raw(m.network.bytes)
-        w.raw(m.senderKey)
-        w.u64(m.seq)
-        if m.kind == .pong {
-            let entries = m.sample.prefix(maxSample)
-            w.u8(UInt8(entries.count))
-            for e in entries {
-                w.raw(e.publicKey)
-                w.raw(e.address.ip)
-                w.u16(e.address.port)
+        let entries = m.kind == .pong ? m.sample.prefix(maxSample) : []
+        // From the fields' real sizes, so a malformed key (a simulated liar's) is written as given.
+        var length = 4 + m.network.bytes.count + m.senderKey.count + 8
+        if m.kind == .pong { length += 1 + entries.reduce(0) { $0 + $1.publicKey.count + 16 + 2 } }
+        // Written straight into the array's storage: one allocation, no per-byte appends (this
+        // runs for every ping and pong).
+        return [UInt8](unsafeUninitializedCapacity: length) { buffer, count in
+            let out = UnsafeMutableRawBufferPointer(buffer)
+            var at = 0
+            func put(_ bytes: [UInt8]) {
+                bytes.withUnsafeBytes { out.baseAddress!.advanced(by: at).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+                at += bytes.count
             }
+            func put<T: FixedWidthInteger>(_ v: T) {
+                withUnsafeBytes(of: v.bigEndian) { out.baseAddress!.advanced(by: at).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+                at += MemoryLayout<T>.size
+            }
+            put(magic)
+            put(version)
+            put(m.kind.rawValue)
+            put(m.network.bytes)
+            put(m.senderKey)
+            put(m.seq)
+            if m.kind == .pong {
+                put(UInt8(entries.count))
+                for e in entries {
+                    put(e.publicKey)
+                    e.address.copyIP(to: UnsafeMutableRawBufferPointer(rebasing: out[at..<at + 16]))
+                    at += 16
+                    put(e.address.port)
+                }
+            }
+            count = at
         }
-        return w.bytes
     }
 
     /// Decodes or names the reason for refusing; never traps on any input.

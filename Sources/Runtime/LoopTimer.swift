@@ -8,7 +8,7 @@ import MeshCore
 public final class LoopTimer {
     private let handle: UnsafeMutablePointer<uv_timer_t>
     private let loop: EventLoop
-    public var fire: () -> Void = {}
+    @exclusivity(unchecked) public var fire: () -> Void = {}
 
     public init(loop: EventLoop, fire: @escaping () -> Void) {
         self.loop = loop
@@ -18,19 +18,38 @@ public final class LoopTimer {
         handle.pointee.data = Unmanaged.passRetained(self).toOpaque()
     }
 
+    /// When the timer is armed for, nil when idle.
+    @exclusivity(unchecked) private var armedAt: Instant?
+
     /// Fires once at `instant` (or on the next loop turn if it is already past).
     public func schedule(at instant: Instant) {
+        armedAt = instant
         let delta = instant.nanoseconds - loop.now.nanoseconds
         let ms = delta <= 0 ? 0 : UInt64((delta + 999_999) / 1_000_000)
         uv_timer_start(handle, { h in
-            Unmanaged<LoopTimer>.fromOpaque(h!.pointee.data).takeUnretainedValue().fire()
+            let timer = Unmanaged<LoopTimer>.fromOpaque(h!.pointee.data).takeUnretainedValue()
+            timer.armedAt = nil
+            timer.fire()
         }, ms, 0)
     }
 
-    public func cancel() { uv_timer_stop(handle) }
+    /// Makes sure the timer fires no later than `instant`, re-arming only when that is earlier
+    /// than the instant it is armed for. A node core's deadline moves with almost every datagram
+    /// (mostly later); a timer that fires early costs the core one `.timer` input that asks
+    /// again, while re-arming costs a libuv heap removal and insertion per datagram.
+    public func scheduleNoLater(than instant: Instant) {
+        if let armed = armedAt, armed <= instant { return }
+        schedule(at: instant)
+    }
+
+    public func cancel() {
+        armedAt = nil
+        uv_timer_stop(handle)
+    }
 
     /// Releases the handle; the timer never fires again.
     public func close() {
+        armedAt = nil
         uv_timer_stop(handle)
         fire = {}
         closeAndFree(handle)

@@ -10,7 +10,9 @@ import Sodium
 public final class NodeRuntime {
     public let settings: NodeSettings
     public let identity: NodeIdentity
-    public private(set) var core: NodeCore
+    // The loop thread is the only one that touches these, once per datagram: no dynamic
+    // exclusivity checks (a runtime call each) on the hot ones.
+    @exclusivity(unchecked) public private(set) var core: NodeCore
     let loop: EventLoop
     var logger: Logger
     private let socket: UDPSocket
@@ -21,12 +23,12 @@ public final class NodeRuntime {
     private var store: PeerStore?
     private let startedAt: Instant
     public private(set) var boundAddress: UnderlayAddress
-    private var stopping = false
+    @exclusivity(unchecked) private var stopping = false
     private var transfers: FileTransfers!
     /// Messages received that no local user claimed (not a file transfer).
     public private(set) var unclaimedMessages: UInt64 = 0
     /// Called for every core event, after it is logged (benchmarks and the mesh view use it).
-    public var onEvent: ((NodeEvent) -> Void)?
+    @exclusivity(unchecked) public var onEvent: ((NodeEvent) -> Void)?
     public var onStopped: (() -> Void)?
 
     static let persistInterval: Duration = .seconds(30)
@@ -149,7 +151,7 @@ public final class NodeRuntime {
         for output in outputs {
             switch output {
             case let .send(to, bytes): socket.send(bytes, to: to)
-            case let .wake(at): timer.schedule(at: at)
+            case let .wake(at): timer.scheduleNoLater(than: at)
             case let .event(event): report(event)
             }
         }

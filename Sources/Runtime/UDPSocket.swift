@@ -8,7 +8,8 @@ import Glibc
 public final class UDPSocket {
     private let handle: UnsafeMutablePointer<uv_udp_t>
     private let receiveBuffer: UnsafeMutableRawBufferPointer
-    private var onDatagram: (UnderlayAddress, [UInt8]) -> Void = { _, _ in }
+    /// Read for every datagram, on the loop thread only: no dynamic exclusivity checks.
+    @exclusivity(unchecked) private var onDatagram: (UnderlayAddress, [UInt8]) -> Void = { _, _ in }
     public private(set) var sendErrors: UInt64 = 0
     public private(set) var receiveErrors: UInt64 = 0
     private var closed = false

@@ -85,10 +85,12 @@ final class Initiation {
     /// When the first attempt of this series went out (for giving up after rekeyAttemptTime).
     let started: Instant
     let attempts: Int
+    /// When this attempt (the latest retransmission) went out.
+    let sent: Instant
     let retryAt: Instant
 
     init(handshake: HandshakeState, kind: HandshakeKind, localIndex: UInt32, ephemeral: [UInt8], mac1: [UInt8],
-         started: Instant, attempts: Int, retryAt: Instant) {
+         started: Instant, attempts: Int, sent: Instant, retryAt: Instant) {
         self.handshake = handshake
         self.kind = kind
         self.localIndex = localIndex
@@ -96,6 +98,7 @@ final class Initiation {
         self.mac1 = mac1
         self.started = started
         self.attempts = attempts
+        self.sent = sent
         self.retryAt = retryAt
     }
 }

@@ -401,7 +401,20 @@ public struct SessionManager {
             // Both sides started at once: the side with the smaller static key keeps its own
             // attempt, the other drops its own and answers. Static keys, unlike ephemerals, do
             // not change between retransmissions, so both sides always agree on the winner.
-            if localPublicKey.lexicographicallyPrecedes(peerKey) { counters.drop(.handshakeCollision); return }
+            if localPublicKey.lexicographicallyPrecedes(peerKey) {
+                counters.drop(.handshakeCollision)
+                // Only a truly simultaneous start is a collision. Had the peer been able to
+                // receive our attempt, its answer would be back within a round trip; an older
+                // attempt was lost (typically into the peer's crash, and the peer has just
+                // restarted). Waiting for our backed-off retransmission would refuse the peer for
+                // up to `handshakeRetryMax`, so our attempt goes out again now; the peer, which
+                // loses the tie-break, answers it.
+                if let ini = peers[handle]!.initiation, now - ini.sent >= timing.handshakeRetryInitial / 2 {
+                    counters.handshakeRetransmits += 1
+                    initiate(handle, now: now, started: ini.started, attempts: ini.attempts, &out)
+                }
+                return
+            }
             releaseInitiation(handle)
         }
         let response: [UInt8]
@@ -561,7 +574,7 @@ public struct SessionManager {
         let jitter = Duration.nanoseconds(Int64(Double(delay.nanoseconds) / 3 * rng.unit()))
         peers[handle]!.initiation = Initiation(handshake: hs, kind: kind, localIndex: index, ephemeral: ephemeral,
                                                mac1: mac1, started: started, attempts: attempts,
-                                               retryAt: now + delay + jitter)
+                                               sent: now, retryAt: now + delay + jitter)
         if attempts == 0 { counters.handshakesInitiated += 1 }
     }
 

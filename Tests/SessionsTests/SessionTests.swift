@@ -62,6 +62,31 @@ import Testing
         #expect(net.counters(1).drops[.handshakeCollision, default: 0] + net.counters(2).drops[.handshakeCollision, default: 0] == 1)
     }
 
+    /// The tie-break winner's initiation went into the peer's crash; the peer restarts and
+    /// initiates. That is no collision (the winner's attempt is long lost): the peer must get a
+    /// session within a round trip or two, not after the winner's backed-off retransmission.
+    @Test func restartedPeerIsNotRefusedAsCollision() {
+        var net = Pump()
+        net.add(1); net.add(2)
+        // The side with the smaller static key keeps its own attempt in a real collision.
+        let (winner, loser) = net.key(1).lexicographicallyPrecedes(net.key(2)) ? (1, 2) : (2, 1)
+        // The loser is down: the winner's attempts go nowhere while it backs off.
+        net.nodes[Pump.address(loser)] = nil
+        net.send(winner, loser, "to the crashed one")
+        // Attempts at 0, 1-1.33 and 3-4 s; the next is due at 7 s or later.
+        net.run(for: .seconds(6))
+        #expect(net.counters(winner).handshakeRetransmits == 2)
+        // The loser restarts (same key, fresh state) and calls the winner first.
+        net.add(loser, seed: 77)
+        net.send(loser, winner, "back again")
+        net.run(for: .milliseconds(300))
+        #expect(net.texts(winner) == ["back again"])
+        #expect(net.texts(loser) == ["to the crashed one"])
+        // It was the race: the winner refused the loser's initiation and sent its own again.
+        #expect(net.counters(winner)[.handshakeCollision] == 1)
+        // A truly simultaneous start is still settled by the tie-break (messagesBothWaysInOrder).
+    }
+
     @Test(arguments: [1, 2, 3] as [UInt64])
     func simultaneousInitiationResolves(seed: UInt64) {
         for known in [true, false] {
