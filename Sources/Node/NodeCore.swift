@@ -23,6 +23,7 @@ public struct NodeCore {
     private var configuredSeeds: Set<UnderlayAddress> = []
     /// Node ids of keys seen recently: a node id costs a BLAKE2b, a lookup costs a SipHash.
     private var identityCache: [KeyBytes: PeerIdentity] = [:]
+    private var lastIdentity: PeerIdentity?
     /// Every byte between nodes travels inside these sessions; the node protocol sees only
     /// authenticated plaintext and the peer's verified key.
     public internal(set) var sessions: SessionManager
@@ -318,7 +319,7 @@ public struct NodeCore {
         guard message.network == network else { counters.drop(.wrongNetwork); return }
         // The session proved who sent this; a message claiming another key is refused.
         guard message.senderKey == peerKey else { counters.drop(.keyMismatch); return }
-        guard let sender = cachedIdentity(message.senderKey) else { counters.drop(.badKey); return }
+        guard let sender = cachedIdentity(peerKey) else { counters.drop(.badKey); return }
         if sender.nodeID == identity.nodeID {
             // A seed that points at ourselves: stop pinging it.
             counters.drop(.fromSelf)
@@ -352,7 +353,11 @@ public struct NodeCore {
     }
 
     mutating func cachedIdentity(_ key: [UInt8]) -> PeerIdentity? {
+        // Most datagrams come from the peer of the one before; the session layer hands out the
+        // same key array each time, so this compare is usually a pointer compare.
+        if let last = lastIdentity, last.publicKey == key { return last }
         let k = KeyBytes(key)
+        defer { lastIdentity = identityCache[k] }
         if let known = identityCache[k] { return known }
         guard let peer = PeerIdentity(publicKey: key) else { return nil }
         if identityCache.count >= 4 * timing.maxMembers + 64 { identityCache.removeAll(keepingCapacity: true) }
