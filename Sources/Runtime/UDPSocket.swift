@@ -12,6 +12,11 @@ public final class UDPSocket {
     @exclusivity(unchecked) private var onDatagram: (UnderlayAddress, [UInt8]) -> Void = { _, _ in }
     public private(set) var sendErrors: UInt64 = 0
     public private(set) var receiveErrors: UInt64 = 0
+    /// Datagrams asked of the next recvmmsg: one while traffic trickles (a request/answer
+    /// exchange finds one datagram waiting, and asking for more costs the kernel another try per
+    /// call), doubling up to `batch` while each call fills every slot (a burst of channel frames).
+    @exclusivity(unchecked) private var slots = 1
+    @exclusivity(unchecked) private var filled = 0
     private var closed = false
 
     public init(loop: EventLoop) {
@@ -19,13 +24,15 @@ public final class UDPSocket {
         // recvmmsg: up to `batch` datagrams per system call (libuv slices the buffer into 64 KiB
         // slots); bulk channel traffic arrives in bursts, and the syscall is most of its cost.
         uv_udp_init_ex(loop.raw, handle, UInt32(AF_INET6) | UInt32(UV_UDP_RECVMMSG.rawValue))
-        receiveBuffer = .allocate(byteCount: 65536 * Self.batch, alignment: 16)
+        receiveBuffer = .allocate(byteCount: Self.slotSize * Self.batch, alignment: 16)
         handle.pointee.data = Unmanaged.passRetained(self).toOpaque()
     }
 
     /// Binds to `address`; an unspecified IPv6 address binds dual-stack.
     /// Datagrams read per system call.
     static let batch = 8
+    /// libuv gives each datagram of a recvmmsg batch a 64 KiB slot of the buffer.
+    static let slotSize = 65536
     /// Kernel socket buffers asked for (Linux caps them at net.core.rmem_max / wmem_max): a
     /// burst of channel frames should wait in the kernel rather than be dropped.
     static let kernelBuffer: Int32 = 4 << 20
@@ -59,12 +66,19 @@ public final class UDPSocket {
         onDatagram = handler
         let rc = uv_udp_recv_start(handle, { h, _, buf in
             let sock = Unmanaged<UDPSocket>.fromOpaque(h!.pointee.data).takeUnretainedValue()
+            sock.filled = 0
             buf!.pointee = uv_buf_init(sock.receiveBuffer.baseAddress!.assumingMemoryBound(to: CChar.self),
-                                       UInt32(sock.receiveBuffer.count))
+                                       UInt32(UDPSocket.slotSize * sock.slots))
         }, { h, nread, buf, addr, _ in
             let sock = Unmanaged<UDPSocket>.fromOpaque(h!.pointee.data).takeUnretainedValue()
             if nread < 0 { sock.receiveErrors += 1; return }
-            guard let addr, let from = UDPSocket.address(from: addr) else { return }
+            guard let addr else {
+                // The end of one read (libuv's closing call of a recvmmsg batch, or nothing waiting).
+                sock.slots = sock.filled >= sock.slots ? min(sock.slots * 2, UDPSocket.batch) : 1
+                return
+            }
+            sock.filled += 1
+            guard let from = UDPSocket.address(from: addr) else { return }
             let bytes = Array(UnsafeRawBufferPointer(start: buf!.pointee.base, count: nread))
             sock.onDatagram(from, bytes)
         })
