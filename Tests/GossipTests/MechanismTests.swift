@@ -67,13 +67,13 @@ import MeshCore
         let p = Samples.entry(5)
         _ = Self.deliver(&c, .gossip(updates: [.alive(p, incarnation: 0, attributeVersion: 0)]), from: 1)
         _ = Self.deliver(&c, .gossip(updates: [.suspect(p.peer, incarnation: 0, accuser: 11)]), from: 1)
-        let first = c.members[p.nodeID]!.suspicion!.deadline
+        let first = c.suspicions[p.nodeID]!.deadline
         _ = Self.deliver(&c, .gossip(updates: [.suspect(p.peer, incarnation: 0, accuser: 11)]), from: 2) // same accuser: no change
-        #expect(c.members[p.nodeID]!.suspicion!.deadline == first)
+        #expect(c.suspicions[p.nodeID]!.deadline == first)
         _ = Self.deliver(&c, .gossip(updates: [.suspect(p.peer, incarnation: 0, accuser: 12)]), from: 2)
-        let second = c.members[p.nodeID]!.suspicion!.deadline
+        let second = c.suspicions[p.nodeID]!.deadline
         _ = Self.deliver(&c, .gossip(updates: [.suspect(p.peer, incarnation: 0, accuser: 13), .suspect(p.peer, incarnation: 0, accuser: 14)]), from: 3)
-        let fourth = c.members[p.nodeID]!.suspicion!.deadline
+        let fourth = c.suspicions[p.nodeID]!.deadline
         #expect(first > second && second > fourth)
         // With k confirmations the wait reaches the minimum (plus the grace for non-accusers).
         #expect(c.suspicionTimeout(confirmations: 3, accused: true) == c.config.suspicionMin)
