@@ -73,6 +73,8 @@ public struct GossipCore {
     var nextGossip: Instant?
     var gossipCursor = 0
     var everJoined = false
+    /// Join attempts since the active view was last non-empty (for the retry back-off).
+    var joinAttempts = 0
 
     // Queries.
     var seenQueries: Set<[UInt8]> = []
