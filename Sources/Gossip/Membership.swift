@@ -48,7 +48,7 @@ extension GossipCore {
             queue.enqueue(.alive(m.entry, incarnation: inc, attributeVersion: m.attributeVersion))
             maybeFetchAttributes(id, into: &out)
             return true
-        case let .suspect(p, inc, accuser):
+        case let .suspect(_, inc, accuser):
             switch m.state {
             case .alive where inc >= m.incarnation:
                 m.incarnation = inc
@@ -61,7 +61,7 @@ extension GossipCore {
                     priorityProbes.append(id)
                     if probe?.acked ?? true, let t = nextProbe, t > now + .milliseconds(100) { nextProbe = now + .milliseconds(100) }
                 }
-                queue.enqueue(.suspect(p, incarnation: inc, accuser: accuser))
+                queue.enqueue(.suspect(m.entry.peer, incarnation: inc, accuser: accuser))
                 return true
             case .suspect where inc == m.incarnation:
                 guard var s = suspicions[id], !s.accusers.contains(accuser) else { return false }
@@ -69,13 +69,13 @@ extension GossipCore {
                 // Lifeguard: each independent accuser shortens the wait, from max towards min.
                 s.deadline = max(now, s.start + suspicionTimeout(confirmations: s.accusers.count - 1, accused: s.accusers.contains(myTag)))
                 suspicions[id] = s
-                queue.enqueue(.suspect(p, incarnation: inc, accuser: accuser))
+                queue.enqueue(.suspect(m.entry.peer, incarnation: inc, accuser: accuser))
                 return true
             case .suspect where inc > m.incarnation:
                 m.incarnation = inc
                 members[id] = m
                 suspicions[id] = Suspicion(start: now, accusers: [accuser], deadline: now + suspicionTimeout(confirmations: 0, accused: accuser == myTag))
-                queue.enqueue(.suspect(p, incarnation: inc, accuser: accuser))
+                queue.enqueue(.suspect(m.entry.peer, incarnation: inc, accuser: accuser))
                 return true
             default:
                 return false
@@ -90,7 +90,7 @@ extension GossipCore {
             let heardSuspicion = m.state == .suspect
             members[id]!.incarnation = inc
             setState(id, .dead, incarnation: inc, now: now, into: &out)
-            queue.enqueue(.dead(p, incarnation: inc))
+            queue.enqueue(.dead(m.entry.peer, incarnation: inc))
             // Only the verdict that ends a suspicion we heard is pushed: a `dead` about a member we
             // hold alive is old news from elsewhere (a healed partition's anti-entropy) and must
             // not outrun the member's refutation, which travels at the queue's pace.
@@ -100,7 +100,7 @@ extension GossipCore {
             guard m.state != .left, inc >= m.incarnation else { return false }
             members[id]!.incarnation = inc
             setState(id, .left, incarnation: inc, now: now, into: &out)
-            queue.enqueue(.left(p, incarnation: inc))
+            queue.enqueue(.left(m.entry.peer, incarnation: inc))
             pushVerdict(.left(p, incarnation: inc), except: from, into: &out)
             return true
         case .cull:
