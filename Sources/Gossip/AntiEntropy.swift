@@ -115,6 +115,10 @@ extension GossipCore {
     /// Rows are merged by the same precedence rules as gossip, so a delta can never revive a dead
     /// member at the same incarnation, nor bring back a culled one.
     mutating func applyDelta(records: [MemberRecord], culls cs: [CullRecord], from: PeerEntry, now: Instant, into out: inout [GossipOutput]) {
+        // A delta can carry many verdicts at once (a healed partition): they travel by the queue,
+        // not by an immediate push each.
+        pushesVerdicts = false
+        defer { pushesVerdicts = true }
         for c in cs { applyUpdate(.cull(c), from: from, now: now, into: &out) }
         let accuser = Self.prefix64(from.nodeID.bytes)
         for r in records {

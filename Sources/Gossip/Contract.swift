@@ -128,21 +128,47 @@ public struct GossipConfig: Sendable, Equatable {
     public init(network: NetworkID) { self.network = network }
 }
 
-/// One row of the member table.
+/// One row of the member table. Kept small, since every node holds one per member (a simulator
+/// holds one per member per node): fields are ordered to pack, optional times are stored as
+/// nanoseconds with a sentinel (an `Optional` adds a tag byte and its padding to every row), a
+/// suspicion lives in `GossipCore.suspicions` (few members are suspect at a time), and the
+/// identity's arrays are shared through `PeerIdentities` when the driver provides one.
 public struct GossipMember: Sendable, Equatable {
     public internal(set) var entry: PeerEntry
     public internal(set) var state: MemberState
     public internal(set) var incarnation: UInt32
     public internal(set) var attributeVersion: UInt32
-    /// Fetched attributes and their version (may lag `attributeVersion`).
-    public internal(set) var attributes: Attributes?
+    /// The version of `attributes` (may lag `attributeVersion`).
     public internal(set) var heldAttributeVersion: UInt32 = 0
-    public internal(set) var stateSince: Instant
-    public internal(set) var rtt: Duration?
-    public internal(set) var lastHeard: Instant?
-    var suspicion: Suspicion?
     var requestedAttributeVersion: UInt32 = 0
-    var lastToldState: Instant?
+    /// Fetched attributes (active and passive neighbours, and members fetched on demand).
+    public internal(set) var attributes: Attributes?
+    public internal(set) var stateSince: Instant
+    var rttNanos = Int64.min
+    var lastHeardNanos = Int64.min
+    var lastToldNanos = Int64.min
+
+    init(entry: PeerEntry, state: MemberState, incarnation: UInt32, attributeVersion: UInt32, stateSince: Instant) {
+        self.entry = entry
+        self.state = state
+        self.incarnation = incarnation
+        self.attributeVersion = attributeVersion
+        self.stateSince = stateSince
+    }
+
+    public internal(set) var rtt: Duration? {
+        get { rttNanos == .min ? nil : .nanoseconds(rttNanos) }
+        set { rttNanos = newValue?.nanoseconds ?? .min }
+    }
+    public internal(set) var lastHeard: Instant? {
+        get { lastHeardNanos == .min ? nil : Instant(nanoseconds: lastHeardNanos) }
+        set { lastHeardNanos = newValue?.nanoseconds ?? .min }
+    }
+    /// When we last told this member what we believe of it (at most once a second).
+    var lastToldState: Instant? {
+        get { lastToldNanos == .min ? nil : Instant(nanoseconds: lastToldNanos) }
+        set { lastToldNanos = newValue?.nanoseconds ?? .min }
+    }
 
     public var nodeID: NodeID { entry.nodeID }
 }

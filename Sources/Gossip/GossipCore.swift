@@ -25,9 +25,12 @@ public struct GossipCore {
     public internal(set) var hasLeft = false
 
     var rng: SeededGenerator
+    let identities: PeerIdentities?
     let myTag: UInt64
     var queue: BroadcastQueue
     var nextSeq: UInt32 = 1
+    /// Off while a delta is applied: see `pushVerdict`.
+    var pushesVerdicts = true
     var started = false
 
     // Probing.
@@ -55,7 +58,10 @@ public struct GossipCore {
     var sidePingOrder: [UInt32] = []
     var nextDeadRetry: Instant?
     var deadRetryIndex = 0
+    /// Suspect members in the order they became suspect (the order expiry walks).
     var suspects: [NodeID] = []
+    /// Open suspicions, beside the table rather than in every row.
+    var suspicions: [NodeID: Suspicion] = [:]
 
     // Views and joining.
     var contacts: [UnderlayAddress] = []
@@ -67,6 +73,8 @@ public struct GossipCore {
     var nextGossip: Instant?
     var gossipCursor = 0
     var everJoined = false
+    /// Join attempts since the active view was last non-empty (for the retry back-off).
+    var joinAttempts = 0
 
     // Queries.
     var seenQueries: Set<[UInt8]> = []
@@ -83,10 +91,13 @@ public struct GossipCore {
     var nextHousekeeping: Instant?
     var requestedWake: Instant?
 
-    public init(me: PeerEntry, config: GossipConfig, rng: SeededGenerator) {
+    /// `identities`: a table shared with other cores in the same process (a simulator), so member
+    /// rows share identity arrays; nil for a node's single core.
+    public init(me: PeerEntry, config: GossipConfig, rng: SeededGenerator, identities: PeerIdentities? = nil) {
         self.me = me
         self.config = config
         self.rng = rng
+        self.identities = identities
         var tag: UInt64 = 0
         for i in 0..<8 { tag = tag << 8 | UInt64(me.nodeID.bytes[i]) }
         myTag = tag
@@ -159,7 +170,7 @@ public struct GossipCore {
         if !everJoined || activeView.isEmpty { ds.append(nextJoin) }
         if let p = probe, !p.acked, !p.indirectSent { ds.append(p.indirectAt) }
         for p in pendingNeighbours { ds.append(p.since + config.neighbourRequestTimeout) }
-        for id in suspects { ds.append(members[id]?.suspicion?.deadline) }
+        for id in suspects { ds.append(suspicions[id]?.deadline) }
         for s in relayOrder { ds.append(relays[s]?.deadline) }
         return ds.compactMap { $0 }.min()
     }

@@ -95,7 +95,11 @@ extension GossipCore {
         // Only when we trust our own view of it: a helper confirmed (nack) or we are healthy. A
         // starved node would otherwise cut itself off from the gossip that refutes its suspicions.
         if p.nacks > 0 || awareness == 0 { removeFromActive(p.target.nodeID, into: &out, notify: true) }
-        guard let m = members[p.target.nodeID], m.state == .alive else { return }
+        // Already suspect (we probed it because others suspect it): our failed probe is an
+        // independent confirmation, which shortens everyone's timeout (Lifeguard). Without it the
+        // first accuser waits out the longest timeout alone.
+        guard let m = members[p.target.nodeID], m.state == .alive || m.state == .suspect else { return }
+        if m.state == .suspect, suspicions[p.target.nodeID]?.accusers.contains(myTag) ?? false { return }
         let suspicion = MemberUpdate.suspect(m.entry.peer, incarnation: m.incarnation, accuser: myTag)
         applyUpdate(suspicion, from: nil, now: now, into: &out)
         // Buddy system: tell the suspect itself at once. If it is alive it refutes straight back

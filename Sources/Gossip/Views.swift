@@ -11,7 +11,12 @@ extension GossipCore {
     func inPassive(_ id: NodeID) -> Bool { passiveView.contains { $0.nodeID == id } }
 
     mutating func tryJoin(now: Instant, into out: inout [GossipOutput]) {
-        nextJoin = now + config.joinRetryInterval
+        // Retries back off from a quarter of the interval: a lost join (or reply) costs a newcomer
+        // 0.5 s, not 2 s (ten gossip rounds); a contact that stays silent still gets one try per
+        // `joinRetryInterval`.
+        let quarter = config.joinRetryInterval.nanoseconds / 4
+        nextJoin = now + .nanoseconds(min(config.joinRetryInterval.nanoseconds, quarter << min(joinAttempts, 4)))
+        joinAttempts += 1
         guard !hasLeft, !contacts.isEmpty else { return }
         if contactIndex >= contacts.count { contactIndex = 0 }
         let a = contacts[contactIndex]
@@ -100,6 +105,7 @@ extension GossipCore {
         activeView.append(p)
         ensureMember(p, now: now, into: &out)
         out.append(.event(.neighbourAdded(p.nodeID)))
+        joinAttempts = 0
         if !everJoined {
             everJoined = true
             out.append(.event(.joined))

@@ -58,3 +58,56 @@ import MeshCore
         print("[figures] wall time \(Int(Date().timeIntervalSince(wall))) s")
     }
 }
+
+/// Crash detection time over several seeds and victims, the floor "a crashed node is declared dead
+/// by all live nodes within 5 s". Opt-in (slow):
+///   GOSSIP_CRASH=1000 GOSSIP_SEEDS=5 swift test --skip-build --filter CrashFigures
+@Suite struct CrashFigures {
+    static var size: Int? { ProcessInfo.processInfo.environment["GOSSIP_CRASH"].flatMap(Int.init) }
+    static var seeds: Int { ProcessInfo.processInfo.environment["GOSSIP_SEEDS"].flatMap(Int.init) ?? 3 }
+
+    static func percentile(_ xs: [Double], _ p: Double) -> Double {
+        let s = xs.sorted()
+        guard !s.isEmpty else { return .nan }
+        return s[min(s.count - 1, Int((Double(s.count) * p).rounded(.up)) - 1)]
+    }
+
+    @Test(.enabled(if: CrashFigures.size != nil, "set GOSSIP_CRASH=N to measure on N nodes"))
+    func crashDetection() {
+        let n = Self.size!
+        let wall = Date()
+        var allTimes: [Double] = []
+        var nodeTimes: [Double] = []
+        var never = 0
+        var falseDeaths = 0
+        for seed in 0..<Self.seeds {
+            var mesh = Mesh(nodes: n, seed: 100 + UInt64(seed), config: Mesh.defaultConfig())
+            mesh.logEvents = false
+            mesh.startAll(over: .seconds(10))
+            _ = mesh.runUntil(limit: .seconds(300), step: .seconds(1)) { $0.everyoneKnowsEveryone() }
+            mesh.run(for: .seconds(10))
+            var g = SeededGenerator(seed: 500 + UInt64(seed))
+            let victims = Array(1..<n).shuffled(using: &g).prefix(5)
+            for v in victims {
+                mesh.crash(v)
+                let start = mesh.now
+                var seen = Set<Int>()
+                while mesh.now - start < .seconds(20) {
+                    mesh.run(for: .milliseconds(50))
+                    for o in mesh.live where !seen.contains(o) && mesh.state(of: v, at: o) == .dead {
+                        seen.insert(o)
+                        nodeTimes.append((mesh.now - start).secondsDouble)
+                    }
+                    if seen.count == mesh.live.count { break }
+                }
+                if seen.count == mesh.live.count { allTimes.append((mesh.now - start).secondsDouble) } else { never += 1 }
+                mesh.run(for: .seconds(3))
+            }
+            // No live node may be dead anywhere.
+            for s in mesh.live { falseDeaths += mesh.observers(of: s, in: .dead) }
+        }
+        let fmt = { (x: Double) in String(format: "%.2f", x) }
+        print("[crash] \(n) nodes, \(Self.seeds) seeds x 5 crashes: dead at all live nodes p50 \(fmt(Self.percentile(allTimes, 0.5))) s, p99 \(fmt(Self.percentile(allTimes, 0.99))) s, max \(fmt(allTimes.max() ?? .nan)) s; per node p50 \(fmt(Self.percentile(nodeTimes, 0.5))) s, p99 \(fmt(Self.percentile(nodeTimes, 0.99))) s; not reached in 20 s: \(never); live nodes held dead: \(falseDeaths)")
+        print("[crash] all times: \(allTimes.map(fmt).joined(separator: " ")); wall \(Int(Date().timeIntervalSince(wall))) s")
+    }
+}

@@ -67,13 +67,13 @@ import MeshCore
         let p = Samples.entry(5)
         _ = Self.deliver(&c, .gossip(updates: [.alive(p, incarnation: 0, attributeVersion: 0)]), from: 1)
         _ = Self.deliver(&c, .gossip(updates: [.suspect(p.peer, incarnation: 0, accuser: 11)]), from: 1)
-        let first = c.members[p.nodeID]!.suspicion!.deadline
+        let first = c.suspicions[p.nodeID]!.deadline
         _ = Self.deliver(&c, .gossip(updates: [.suspect(p.peer, incarnation: 0, accuser: 11)]), from: 2) // same accuser: no change
-        #expect(c.members[p.nodeID]!.suspicion!.deadline == first)
+        #expect(c.suspicions[p.nodeID]!.deadline == first)
         _ = Self.deliver(&c, .gossip(updates: [.suspect(p.peer, incarnation: 0, accuser: 12)]), from: 2)
-        let second = c.members[p.nodeID]!.suspicion!.deadline
+        let second = c.suspicions[p.nodeID]!.deadline
         _ = Self.deliver(&c, .gossip(updates: [.suspect(p.peer, incarnation: 0, accuser: 13), .suspect(p.peer, incarnation: 0, accuser: 14)]), from: 3)
-        let fourth = c.members[p.nodeID]!.suspicion!.deadline
+        let fourth = c.suspicions[p.nodeID]!.deadline
         #expect(first > second && second > fourth)
         // With k confirmations the wait reaches the minimum (plus the grace for non-accusers).
         #expect(c.suspicionTimeout(confirmations: 3, accused: true) == c.config.suspicionMin)
@@ -85,6 +85,46 @@ import MeshCore
         // ...and with no refutation a full period later, declare it dead.
         let outs = c.handle(.timer, now: fourth + c.config.suspicionMax)
         #expect(outs.contains(.event(.memberStateChanged(p.nodeID, from: .suspect, to: .dead, incarnation: 0))))
+    }
+
+    /// The `dead` that ends a suspicion we heard goes at once to every active neighbour but the
+    /// teller; a `dead` about a member we hold alive (old news, e.g. a healed partition) waits for
+    /// the gossip rounds, so the member's refutation is not outrun.
+    @Test func verdictEndingASuspicionIsPushedAtOnce() {
+        var c = Self.core()
+        for i in 1...4 {
+            _ = Self.deliver(&c, .neighbor(priority: .high), from: i)
+            _ = Self.deliver(&c, .gossip(updates: [.alive(Samples.entry(i), incarnation: 0, attributeVersion: 0)]), from: i)
+        }
+        let x = Samples.entry(7), y = Samples.entry(8)
+        _ = Self.deliver(&c, .gossip(updates: [.alive(x, incarnation: 2, attributeVersion: 0), .alive(y, incarnation: 2, attributeVersion: 0)]), from: 1)
+        _ = Self.deliver(&c, .gossip(updates: [.suspect(x.peer, incarnation: 2, accuser: 11)]), from: 1)
+        let outs = Self.deliver(&c, .gossip(updates: [.dead(x.peer, incarnation: 2)]), from: 2)
+        let pushed = Self.sent(outs).filter { $0.1 == .gossip(updates: [.dead(x.peer, incarnation: 2)]) }.map(\.0)
+        #expect(Set(pushed) == Set([1, 3, 4].map { GossipDestination.peer(Samples.entry($0)) }))
+        let quiet = Self.deliver(&c, .gossip(updates: [.dead(y.peer, incarnation: 2)]), from: 2)
+        #expect(c.members[y.nodeID]?.state == .dead)
+        #expect(!Self.sent(quiet).contains { if case .gossip = $0.1 { return true }; return false })
+    }
+
+    /// Probing a member that others suspect, and failing, makes us an accuser too: an independent
+    /// confirmation that shortens the timeout everywhere.
+    @Test func failedProbeOfASuspectConfirmsTheSuspicion() {
+        var c = Self.core()
+        let x = Samples.entry(1)
+        _ = Self.deliver(&c, .neighbor(priority: .high), from: 1)
+        _ = Self.deliver(&c, .gossip(updates: [.alive(x, incarnation: 0, attributeVersion: 0)]), from: 1)
+        _ = Self.deliver(&c, .neighbor(priority: .high), from: 2)
+        _ = Self.deliver(&c, .gossip(updates: [.suspect(x.peer, incarnation: 0, accuser: 11)]), from: 2)
+        let before = c.suspicions[x.nodeID]!.deadline
+        // x never answers; run the probe rounds until our own probe of it has failed.
+        var t = Instant.zero
+        while t < Instant.zero + .seconds(3), !(c.suspicions[x.nodeID]?.accusers.contains(c.myTag) ?? false) {
+            t = t + .milliseconds(50)
+            _ = c.handle(.timer, now: t)
+        }
+        #expect(c.suspicions[x.nodeID]?.accusers == [11, c.myTag])
+        #expect(c.suspicions[x.nodeID]!.deadline < before)
     }
 
     /// A node with neighbours; probe one that never answers.

@@ -43,6 +43,8 @@ struct Mesh {
     let config: GossipConfig
     let configs: [GossipConfig]
     let seed: UInt64
+    /// One identity table for every core, as the simulator will share one: rows share arrays.
+    let identities = PeerIdentities()
 
     static let network = NetworkID(bytes: [UInt8](repeating: 9, count: 16))!
     nonisolated(unsafe) static var identityCache: [Int: PeerIdentity] = [:]
@@ -67,7 +69,7 @@ struct Mesh {
             let e = PeerEntry(peer: Self.identity(i), address: Self.address(i))
             es.append(e)
             byAddress[e.address] = i
-            cs.append(GossipCore(me: e, config: config(i), rng: SeededGenerator(seed: seed &* 1000 &+ UInt64(i))))
+            cs.append(GossipCore(me: e, config: config(i), rng: SeededGenerator(seed: seed &* 1000 &+ UInt64(i)), identities: identities))
         }
         self.config = config(0)
         configs = (0..<n).map(config)
@@ -133,7 +135,7 @@ struct Mesh {
 
     /// A fresh process with the same identity and address (incarnation 0, empty tables).
     mutating func restart(_ i: Int, config c: GossipConfig? = nil) {
-        cores[i] = GossipCore(me: entries[i], config: c ?? configs[i], rng: SeededGenerator(seed: seed &* 7919 &+ UInt64(i) &+ nextSeq))
+        cores[i] = GossipCore(me: entries[i], config: c ?? configs[i], rng: SeededGenerator(seed: seed &* 7919 &+ UInt64(i) &+ nextSeq), identities: identities)
         crashed[i] = false
         wakes[i] = nil
         push(now, .start(i))
