@@ -44,8 +44,12 @@ public final class NodeRuntime {
         var seed: UInt64 = 0
         for b in Sodium.randomBytes(8) { seed = seed << 8 | UInt64(b) }
         let network = try settings.resolvedNetworkKey()
-        core = try NodeCore(identity: identity, network: network.id, networkKey: network.key, timing: settings.timing,
-                            rng: SeededGenerator(seed: seed))
+        var discovery = settings.discovery
+        do {
+            discovery.attributes = try Attributes(settings.attributes.sorted { $0.key < $1.key }.map { ($0.key, $0.value) })
+        } catch {
+            throw RuntimeError("attributes: \(error)")
+        }
         startedAt = loop.now
         socket = UDPSocket(loop: loop)
         do {
@@ -55,6 +59,16 @@ public final class NodeRuntime {
             throw RuntimeError("\(error); is another node using port \(settings.listen.port)? Choose another --listen")
         }
         boundAddress = socket.localAddress ?? settings.listen
+        do {
+            // Gossip tells members where to reach us: the bound address (its port when the
+            // listen port was 0). A wildcard listen address is corrected by every peer that
+            // hears from us directly (gossip trusts the source address of direct contact).
+            core = try NodeCore(identity: identity, network: network.id, networkKey: network.key, address: boundAddress,
+                                timing: settings.timing, discovery: discovery, rng: SeededGenerator(seed: seed))
+        } catch {
+            socket.close()
+            throw error
+        }
         timer = LoopTimer(loop: loop) { [unowned self] in self.feed(.timer) }
         transfers = FileTransfers(loop: loop, inbox: (settings.dataDir as NSString).appendingPathComponent("inbox"), logger: self.logger) {
             [unowned self] bytes, stream, to in self.sendMessage(bytes, stream: stream, to: to)
@@ -98,7 +112,7 @@ public final class NodeRuntime {
                 logger.warning("peer store \(store.path) could not be read (\(error)); starting from seeds only")
             }
         }
-        for peer in settings.peers { feed(.command(.addSeed(peer))) }
+        for peer in settings.peers + settings.discovery.masters { feed(.command(.addSeed(peer))) }
         feed(.start)
         persistTimer.schedule(at: loop.now + Self.persistInterval)
         if handleSignals {
@@ -161,9 +175,9 @@ public final class NodeRuntime {
         switch event {
         case let .memberAdded(id, address):
             logger.info("member added", metadata: ["peer": "\(id.short)", "address": "\(address)"])
-        case let .memberStateChanged(id, from, to):
+        case let .memberStateChanged(id, from, to, incarnation):
             let level: Logger.Level = to == .dead || to == .suspect ? .warning : .info
-            logger.log(level: level, "member \(to.rawValue)", metadata: ["peer": "\(id.short)", "was": "\(from.rawValue)"])
+            logger.log(level: level, "member \(to)", metadata: ["peer": "\(id.short)", "was": "\(from)", "incarnation": "\(incarnation)"])
         case let .memberAddressChanged(id, address):
             logger.info("member moved", metadata: ["peer": "\(id.short)", "address": "\(address)"])
         case let .probeAnswered(id, rtt):
@@ -190,8 +204,14 @@ public final class NodeRuntime {
             transfers.failed(id, reason: reason)
         case let .channelWritable(peer):
             transfers.writable(peer)
+        case let .membership(e):
+            switch e {
+            case .joined: logger.info("joined the mesh")
+            case let .refuted(incarnation): logger.notice("refuted a suspicion about this node", metadata: ["incarnation": "\(incarnation)"])
+            default: logger.debug("gossip: \(e)")
+            }
         }
-        if case let .memberStateChanged(id, _, to) = event, to == .dead { transfers.peerDied(id) }
+        if case let .memberStateChanged(id, _, to, _) = event, to == .dead || to == .left || to == .culled { transfers.peerDied(id) }
         onEvent?(event)
     }
 

@@ -198,14 +198,13 @@ private struct Parser {
     }
 
     mutating func timing(_ tm: TOMLTable) throws {
+        // The same keys as a node's config file [timing] section (Docs/gossip.md, "Timers").
         let ms: [(String, WritableKeyPath<NodeTiming, Duration>)] = [
-            ("tick_ms", \.tickInterval), ("probe_timeout_ms", \.probeTimeout), ("suspicion_timeout_ms", \.suspicionTimeout),
-            ("dead_retry_ms", \.deadRetryInterval), ("seed_retry_ms", \.seedRetryInterval),
+            ("probe_interval_ms", \.probeInterval), ("probe_timeout_ms", \.probeTimeout),
+            ("gossip_interval_ms", \.gossipInterval), ("suspicion_min_ms", \.suspicionMin),
+            ("suspicion_max_ms", \.suspicionMax), ("dead_retry_ms", \.deadRetryInterval), ("join_retry_ms", \.joinRetryInterval),
         ]
-        let ints: [(String, WritableKeyPath<NodeTiming, Int>)] = [
-            ("probes_per_tick", \.probesPerTick), ("suspect_after_misses", \.suspectAfterMisses),
-            ("max_members", \.maxMembers), ("sample_size", \.sampleSize),
-        ]
+        let ints: [(String, WritableKeyPath<NodeTiming, Int>)] = [("max_members", \.maxMembers)]
         for k in tm.keys.sorted() {
             if let kp = ms.first(where: { $0.0 == k })?.1 {
                 guard let v = tm[k]?.int, v > 0 else { throw fail("timing.\(k)", "must be a positive integer") }
