@@ -18,6 +18,7 @@ public final class NodeRuntime {
     private let socket: UDPSocket
     private var timer: LoopTimer!
     private var persistTimer: LoopTimer!
+    private var leaveTimer: LoopTimer?
     private var control: ControlServer?
     private var signals: [SignalWatcher] = []
     private var store: PeerStore?
@@ -32,6 +33,9 @@ public final class NodeRuntime {
     public var onStopped: (() -> Void)?
 
     static let persistInterval: Duration = .seconds(30)
+    /// After `leave`, the node keeps running this long so the leave reaches its neighbours and
+    /// rides a few gossip rounds.
+    static let leaveGrace: Duration = .seconds(2)
 
     /// Binds the socket and opens the control socket and peer store; nothing is sent until `start`.
     public init(settings: NodeSettings, identity: NodeIdentity, loop: EventLoop, logger: Logger,
@@ -237,6 +241,7 @@ public final class NodeRuntime {
     private func closeHandles() {
         timer?.close()
         persistTimer?.close()
+        leaveTimer?.close()
         socket.close()
         control?.close()
         for s in signals { s.close() }
@@ -285,10 +290,37 @@ public final class NodeRuntime {
             guard let r = transfers.report(id: id) else { return Array(ControlJSON.error("no transfer \(idText) (finished ones are kept for the last \(FileTransfers.keepFinished))")) }
             return Array(ControlJSON.encode(r))
         case "members": return Array(ControlJSON.encode(memberReports))
+        case "join":
+            guard let text = parsed?["address"] as? String, let address = UnderlayAddress(parsing: text) else {
+                return Array(ControlJSON.error("join needs \"address\": [IPv6]:port or IPv4:port"))
+            }
+            feed(.command(.addSeed(address)))
+            return Array(ControlJSON.encode(["joining": address.description]))
+        case "leave":
+            // Graceful: the mesh learns this node left (state `left`), then the node stops.
+            guard leaveTimer == nil else { return Array(ControlJSON.error("already leaving")) }
+            feed(.command(.membership(.leave)))
+            let t = LoopTimer(loop: loop) { [unowned self] in self.stop() }
+            t.schedule(at: loop.now + Self.leaveGrace)
+            leaveTimer = t
+            return Array(ControlJSON.encode(["leaving": true]))
+        case "attributes":
+            var pairs: [(String, String)] = []
+            for part in ((parsed?["set"] as? String) ?? "").split(separator: "\n") {
+                guard let eq = part.firstIndex(of: "=") else { return Array(ControlJSON.error("attribute \"\(part)\" must be key=value")) }
+                pairs.append((String(part[..<eq]), String(part[part.index(after: eq)...])))
+            }
+            do {
+                let a = try Attributes(pairs)
+                feed(.command(.membership(.setAttributes(a))))
+                return Array(ControlJSON.encode(AttributesReply(attributes: Dictionary(pairs, uniquingKeysWith: { $1 }), version: core.gossip.attributeVersion)))
+            } catch {
+                return Array(ControlJSON.error("attributes: \(error)"))
+            }
         case "stop":
             loop.offload({ () }, completion: { [weak self] in self?.stop() })
             return Array(ControlJSON.encode(["stopping": true]))
-        default: return Array(ControlJSON.error("unknown command \"\(command)\"; known: status, members, send, transfer, stop"))
+        default: return Array(ControlJSON.error("unknown command \"\(command)\"; known: status, members, join, leave, attributes, send, transfer, stop"))
         }
     }
 }
@@ -307,4 +339,10 @@ extension NodeRuntime {
         }
         return .success(matches[0].nodeID)
     }
+}
+
+/// What the control socket answers to `attributes`.
+struct AttributesReply: Encodable {
+    var attributes: [String: String]
+    var version: UInt32
 }
