@@ -81,7 +81,7 @@ private struct Parser {
 
     mutating func scenario(_ t: TOMLTable) throws -> Scenario {
         try checkKeys(t, ["name", "nodes", "duration_s", "seeding", "sample_every_s", "network", "timing", "checks",
-                          "links", "events", "storage"], prefix: "")
+                          "links", "events", "storage", "gossip"], prefix: "")
         if let v = t["name"] { guard let n = v.string else { throw fail("name", "must be a string") }; s.name = n }
         if let v = t["nodes"] {
             guard let n = v.int, n >= 1, n <= 200_000 else { throw fail("nodes", "must be an integer from 1 to 200000") }
@@ -120,6 +120,28 @@ private struct Parser {
         if let v = t["timing"] {
             guard let tm = v.table else { throw fail("timing", "must be a table") }
             try timing(tm)
+        }
+        if let v = t["gossip"] {
+            guard let g = v.table else { throw fail("gossip", "must be a table") }
+            try checkKeys(g, ["modes", "masters"], prefix: "gossip.")
+            if let mv = g["modes"] {
+                guard let arr = mv.array, !arr.isEmpty else { throw fail("gossip.modes", "must be a non-empty array of \"master\", \"walk\", \"nearest\"") }
+                s.modes = try arr.map { item in
+                    switch item.string {
+                    case "master": return .master
+                    case "walk": return .walk
+                    case "nearest": return .nearest
+                    default: throw fail("gossip.modes", "unknown mode; use \"master\", \"walk\" or \"nearest\"")
+                    }
+                }
+            }
+            if let mv = g["masters"] {
+                guard let arr = mv.array else { throw fail("gossip.masters", "must be an array of node indices") }
+                s.masters = try arr.map { item in
+                    guard let i = item.int, i >= 0, i < s.nodes else { throw fail("gossip.masters", "every master must be a node index below nodes") }
+                    return i
+                }
+            }
         }
         if let v = t["events"] {
             guard let events = v.array else { throw fail("events", "must be an array of tables ([[events]])") }

@@ -141,10 +141,17 @@ public final class Simulation {
         // Real sessions with real keys: the mesh's network key comes from the seed like everything else.
         do {
             return try NodeCore(identity: identities[i], network: networkID, networkKey: simulatedNetworkKey, address: addresses[i],
-                                timing: scenario.timing, rng: rng)
+                                timing: scenario.timing, discovery: discovery(for: i), rng: rng)
         } catch {
             fatalError("simulated node \(i) cannot be built: \(error)")
         }
+    }
+
+    func discovery(for i: Int) -> Discovery {
+        var d = Discovery()
+        d.modes = scenario.modes
+        d.isMaster = scenario.masters.contains(i)
+        return d
     }
 
     /// The simulated mesh's 32-byte network key, derived from the run seed.
