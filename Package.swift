@@ -34,7 +34,7 @@ let package = Package(
         // Membership, failure detection, dissemination and discovery (sans-IO).
         .target(name: "Gossip", dependencies: ["MeshCore", "Sodium"]),
         // The node state machine (sans-IO).
-        .target(name: "Node", dependencies: ["MeshCore", "Sessions", "Channels"]),
+        .target(name: "Node", dependencies: ["MeshCore", "Sessions", "Channels", "Gossip"]),
         // The libuv driver, config, key files, control socket, on-disk stores.
         .target(name: "Runtime", dependencies: [
             "Node", "MeshCore", "Sodium", "Sessions", "Channels", "CLibuv", "CSodium",

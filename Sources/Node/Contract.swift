@@ -14,12 +14,16 @@ public enum NodeInput: Sendable {
 }
 
 public enum NodeCommand: Sendable, Equatable {
-    /// Ping this address until it answers, then keep its node as a member.
+    /// Join the mesh through this address (a master or a known peer); retried until the node has
+    /// a neighbour (gossip `join`).
     case addSeed(UnderlayAddress)
-    /// A member known from an earlier run (the peer store): probed as if just learned.
+    /// A member known from an earlier run (the peer store): tried as a join target like a seed.
     case rememberPeer(PeerIdentity, UnderlayAddress)
-    /// Probe one member now, outside the periodic round (used by benchmarks and `iotaf ping`).
+    /// Ping one member now over the ping protocol (not gossip): answered with `.probeAnswered`.
+    /// What `bench loop` measures; membership does not depend on it.
     case probe(NodeID)
+    /// Anything the gossip core accepts: join, leave, attributes, culls, queries.
+    case membership(GossipCommand)
     /// Queue a message for a member over its channel (see `NodeCore.sendMessage`, which also
     /// returns the result); answered with `.messageQueued` or `.messageRefused`.
     case sendMessage(to: NodeID, stream: UInt16, bytes: [UInt8])
@@ -36,7 +40,7 @@ public enum NodeOutput: Sendable, Equatable {
 /// Things worth telling a person or a test about.
 public enum NodeEvent: Sendable, Equatable {
     case memberAdded(NodeID, UnderlayAddress)
-    case memberStateChanged(NodeID, from: MemberState, to: MemberState)
+    case memberStateChanged(NodeID, from: MemberState, to: MemberState, incarnation: UInt32)
     case memberAddressChanged(NodeID, UnderlayAddress)
     case probeAnswered(NodeID, rtt: Duration)
     case memberForgotten(NodeID)
@@ -55,13 +59,15 @@ public enum NodeEvent: Sendable, Equatable {
     case messageFailed(MessageID, to: NodeID, reason: ChannelFailure)
     /// Sending to this member may succeed again after a `.backpressure` refusal.
     case channelWritable(NodeID)
+    /// The other gossip events: neighbours, joined, refutations, attributes, query answers.
+    case membership(GossipEvent)
 }
 
 /// Why the node refused to queue a message. Nothing was allocated for it.
 public enum MessageSendError: Error, Equatable, Sendable, CustomStringConvertible {
     /// Not a member: the node has no address or key to reach it.
     case unknownPeer(NodeID)
-    /// The member is dead; wait until it answers probes again.
+    /// The member is dead, left or culled.
     case peerDead(NodeID)
     /// Larger than the channel's maximum message: split it.
     case messageTooLarge(size: Int, max: Int)
@@ -73,7 +79,7 @@ public enum MessageSendError: Error, Equatable, Sendable, CustomStringConvertibl
     public var description: String {
         switch self {
         case let .unknownPeer(id): return "node \(id.short) is not a member of this node; check `iotaf members`"
-        case let .peerDead(id): return "member \(id.short) is dead; wait until it answers probes again"
+        case let .peerDead(id): return "member \(id.short) is not alive (dead, left or culled); wait until it is alive again"
         case let .messageTooLarge(size, max): return "message of \(size) bytes exceeds the channel maximum of \(max) bytes"
         case .backpressure: return "send buffer full; retry when the channel is writable"
         case .tooManyConnections: return "too many channel connections"

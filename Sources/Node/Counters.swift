@@ -16,6 +16,11 @@ public enum DropReason: String, Sendable, CaseIterable, Codable, Error {
     case unknownProtocol = "unknown_protocol"
     /// A channel frame for a peer that is no longer a member (no address to send it to).
     case channelNoRoute = "channel_no_route"
+    /// Plaintext from a culled node (its session is dropped too).
+    case culled
+    /// The channel refused one of gossip's reliable messages (backpressure or too many peers);
+    /// gossip retries its exchanges on its own timers.
+    case gossipReliableRefused = "gossip_reliable_refused"
 }
 
 /// The node core's counters; drivers add their own (send errors) beside them.
@@ -29,8 +34,12 @@ public struct NodeCounters: Sendable, Equatable {
     public var probesMissed: UInt64 = 0
     /// Answers that came after their probe was counted as missed (a slow link, not a dead peer).
     public var lateAnswers: UInt64 = 0
-    /// Learned members not added because the table was full.
-    public var membersRefusedTableFull: UInt64 = 0
+    /// Gossip's reliable messages (anti-entropy deltas, attributes) handed to and received from the gossip stream.
+    public var gossipReliableOut: UInt64 = 0
+    public var gossipReliableIn: UInt64 = 0
+    public var gossipReliableFailed: UInt64 = 0
+    /// Users' channel connections reset because a message timed out (see `NodeChannels`).
+    public var channelResetsAfterTimeout: UInt64 = 0
     public var drops: [DropReason: UInt64] = [:]
 
     public var totalDrops: UInt64 { drops.values.reduce(0, +) }

@@ -1,9 +1,10 @@
 import Channels
+import Gossip
 import MeshCore
 import Sessions
 
 /// Channels inside the node: one `ChannelEndpoint` keyed by node id. Its frames travel as session
-/// plaintext to the member's current address, told apart from the ping protocol by their first
+/// plaintext to the member's current address, told apart from gossip and ping by their first
 /// byte (`ChannelWire.version`, Docs/encoding.md); its timers fold into the node's single wake-up.
 extension NodeCore {
     /// A frame must fit the session's plaintext exactly: no demux byte is added, the channel
@@ -36,8 +37,8 @@ extension NodeCore {
     }
 
     mutating func queueMessage(_ bytes: [UInt8], stream: UInt16, to: NodeID, now: Instant, into out: inout [NodeOutput]) -> Result<MessageID, MessageSendError> {
-        guard let member = members[to] else { return .failure(.unknownPeer(to)) }
-        guard member.state != .dead else { return .failure(.peerDead(to)) }
+        guard let member = gossip.members[to] else { return .failure(.unknownPeer(to)) }
+        guard member.state == .alive || member.state == .suspect else { return .failure(.peerDead(to)) }
         let (result, outputs) = channels.send(bytes, stream: stream, to: to, now: now)
         absorb(outputs, now: now, into: &out)
         switch result {
@@ -48,12 +49,9 @@ extension NodeCore {
         }
     }
 
-    /// An authenticated channel frame: its sender is alive (as a pong would prove), then the
-    /// endpoint takes it.
-    mutating func receiveChannelFrame(_ bytes: [UInt8], from: UnderlayAddress, peerKey: [UInt8], now: Instant, into out: inout [NodeOutput]) {
-        guard let sender = cachedIdentity(peerKey) else { counters.drop(.badKey); return }
+    /// An authenticated channel frame. Liveness is gossip's business.
+    mutating func receiveChannelFrame(_ bytes: [UInt8], from: UnderlayAddress, sender: PeerIdentity, now: Instant, into out: inout [NodeOutput]) {
         guard sender.nodeID != identity.nodeID else { counters.drop(.fromSelf); return }
-        heardFrom(sender, at: from, now: now, into: &out)
         absorb(channels.receive(frame: bytes, from: sender.nodeID, now: now), now: now, into: &out)
     }
 
@@ -63,20 +61,31 @@ extension NodeCore {
         absorb(channels.reset(peer: id, now: now), now: now, into: &out)
     }
 
+    /// Where a peer's channel frames go: its member row, else where it last reached us from.
+    func route(_ id: NodeID) -> PeerEntry? {
+        gossip.members[id]?.entry ?? reliableRoutes[id]
+    }
+
     /// Carries out what the channel endpoint asked for.
     mutating func absorb(_ outputs: [ChannelOutput<NodeID>], now: Instant, into out: inout [NodeOutput]) {
         var sawWake = false
         for o in outputs {
             switch o {
             case let .frame(to, bytes):
-                guard let m = members[to] else { counters.drop(.channelNoRoute); continue }
-                absorb(sessions.send(bytes, to: m.address, peerKey: m.identity.publicKey, now: now), now: now, into: &out)
+                guard let e = route(to) else { counters.drop(.channelNoRoute); continue }
+                absorb(sessions.send(bytes, to: e.address, peerKey: e.peer.publicKey, now: now), now: now, into: &out)
             case let .delivered(from, stream, message):
                 out.append(.event(.messageReceived(from: from, stream: stream, bytes: message)))
             case let .sent(id, to):
                 out.append(.event(.messageDelivered(id, to: to)))
             case let .failed(id, to, reason):
                 out.append(.event(.messageFailed(id, to: to, reason: reason)))
+                // Nothing acknowledged for the channel's failure timeout: the connection is
+                // broken, and the receiver may hold later messages of the stream waiting for
+                // this one forever (they count against its flow-control window, so everything
+                // from this peer would stall, gossip's anti-entropy included). Start both sides
+                // clean: the peer sees a new connection id and drops its half.
+                if reason == .timeout { connectionsToReset.append(to) }
             case let .writable(peer):
                 out.append(.event(.channelWritable(peer)))
             case let .wake(at):
@@ -86,5 +95,10 @@ extension NodeCore {
         }
         // The endpoint reports its earliest deadline with every call; none means no timer runs.
         if !sawWake { channelWake = nil }
+        while let peer = connectionsToReset.popLast() {
+            counters.channelResetsAfterTimeout += 1
+            absorb(channels.reset(peer: peer, now: now), now: now, into: &out)
+        }
     }
 }
+

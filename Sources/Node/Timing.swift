@@ -1,34 +1,72 @@
-/// The node protocol's knobs. Defaults suit a LAN or a small WAN mesh.
+import Gossip
+import MeshCore
+
+/// The membership knobs a config file or scenario may set. They are the gossip protocol's
+/// (Sources/Gossip, Docs/gossip.md), with the same defaults: `GossipConfig` is the one place
+/// those are chosen. `gossipConfig` turns them into the core's configuration.
 public struct NodeTiming: Sendable, Equatable {
-    /// How often a round runs: probes go out, timeouts are checked.
-    public var tickInterval: Duration = .milliseconds(500)
-    /// Members probed per round, round-robin, so per-node traffic stays flat as the mesh grows.
-    /// One per 500 ms tick visits each of 8 members every 4 s (SWIM's one probe per period);
-    /// a crashed member is declared dead within about 14 s.
-    public var probesPerTick: Int = 1
-    /// Members heard of but never heard from are probed first, up to this many per round.
-    public var unconfirmedProbesPerTick: Int = 8
-    /// A probe with no answer after this long counts as missed.
-    public var probeTimeout: Duration = .seconds(1)
-    /// Consecutive missed probes before an alive member becomes suspect.
-    public var suspectAfterMisses: Int = 2
-    /// A suspect member not heard from for this long is declared dead.
-    public var suspicionTimeout: Duration = .seconds(4)
-    /// Dead members are still probed this often, so a restarted node comes back.
-    public var deadRetryInterval: Duration = .seconds(5)
-    /// Seeds that never answered are retried this often.
-    public var seedRetryInterval: Duration = .seconds(2)
-    /// Dead members that were not configured are dropped after this long.
-    public var forgetDeadAfter: Duration = .seconds(3600)
-    /// The member table never grows beyond this; gossip's partial views replace it later.
-    /// Every member is probed directly, so every member costs a Noise session, a handshake
-    /// (about 0.5 ms of X25519 on both sides together) and another one at each rekey (120 s).
-    /// Eight keeps that cost per node flat (about 8 sessions, ~0.07 handshakes/s) while a random
-    /// graph of degree 8 stays connected; 256 made each node handshake with 256 peers every two
-    /// minutes, more CPU than the rest of the protocol together.
-    public var maxMembers: Int = 8
-    /// Members described in each pong, so peers learn peers of peers.
-    public var sampleSize: Int = 4
+    /// A member of the active view is probed every interval (stretched by Lifeguard's awareness).
+    public var probeInterval: Duration
+    /// A direct probe with no ack after this long goes indirect; also how long `iotaf`-issued
+    /// ping probes (`NodeCommand.probe`, what `bench loop` measures) wait before counting as missed.
+    public var probeTimeout: Duration
+    /// Piggybacked updates go out to `gossipFanout` neighbours every interval.
+    public var gossipInterval: Duration
+    /// A suspicion confirmed by many accusers expires after `suspicionMin`, an unconfirmed one after `suspicionMax`.
+    public var suspicionMin: Duration
+    public var suspicionMax: Duration
+    /// Dead members' addresses are retried this often, so long partitions heal.
+    public var deadRetryInterval: Duration
+    /// Join targets (masters, seeds, remembered peers) are retried this often until the node has a neighbour.
+    public var joinRetryInterval: Duration
+    /// Dead and left members are forgotten after this long; culls never are.
+    public var forgetDeadAfter: Duration
+    /// The member table never grows beyond this.
+    public var maxMembers: Int
+
+    public init() {
+        let d = GossipConfig(network: .defaultNetwork)
+        probeInterval = d.probeInterval
+        probeTimeout = d.probeTimeout
+        gossipInterval = d.gossipInterval
+        suspicionMin = d.suspicionMin
+        suspicionMax = d.suspicionMax
+        deadRetryInterval = d.deadRetryInterval
+        joinRetryInterval = d.joinRetryInterval
+        forgetDeadAfter = d.forgetAfter
+        maxMembers = d.maxMembers
+    }
+
+    /// The gossip core's configuration for `network`, with these knobs and the discovery settings.
+    public func gossipConfig(network: NetworkID, discovery: Discovery) -> GossipConfig {
+        var c = GossipConfig(network: network)
+        c.probeInterval = probeInterval
+        c.probeTimeout = probeTimeout
+        c.gossipInterval = gossipInterval
+        c.suspicionMin = min(suspicionMin, suspicionMax)
+        c.suspicionMax = suspicionMax
+        c.deadRetryInterval = deadRetryInterval
+        c.joinRetryInterval = joinRetryInterval
+        c.forgetAfter = forgetDeadAfter
+        c.maxMembers = maxMembers
+        c.seeds = discovery.masters
+        c.modes = discovery.modes
+        c.isMaster = discovery.isMaster
+        c.adminKeys = discovery.adminKeys
+        return c
+    }
+}
+
+/// How a node finds the mesh (the config's `[gossip]` section).
+public struct Discovery: Sendable, Equatable {
+    public var modes: [DiscoveryMode] = [.master]
+    /// Introducers (mode `master`) or the one known peer (mode `walk`); joined at start.
+    public var masters: [UnderlayAddress] = []
+    public var isMaster = false
+    /// Ed25519 public keys whose signed culls this node obeys.
+    public var adminKeys: [[UInt8]] = []
+    /// This node's attributes, told to the mesh at start.
+    public var attributes = Attributes()
 
     public init() {}
 }

@@ -17,6 +17,8 @@ public struct NodeSettings: Sendable {
     public var logLevel: Logger.Level = .info
     public var attributes: [String: String] = [:]
     public var timing = NodeTiming()
+    /// The `[gossip]` section: discovery modes, masters, master flag, admin keys.
+    public var discovery = Discovery()
 
     public init() {}
 
@@ -62,11 +64,15 @@ public enum ConfigLoader {
                  "data": "a directory path string", "network_id": "32 hex digits (from `iotaf network init`)",
                  "network_key": "a path string to the mesh's network.key (from `iotaf network init`)"],
         "log": ["level": "one of trace, debug, info, notice, warning, error, critical"],
-        "timing": ["tick_ms": "a positive integer", "probes_per_tick": "a positive integer",
-                   "probe_timeout_ms": "a positive integer", "suspect_after_misses": "a positive integer",
-                   "suspicion_timeout_ms": "a positive integer", "dead_retry_ms": "a positive integer",
-                   "seed_retry_ms": "a positive integer", "forget_dead_after_s": "a positive integer",
-                   "max_members": "a positive integer", "sample_size": "a non-negative integer"],
+        "timing": ["probe_interval_ms": "a positive integer", "probe_timeout_ms": "a positive integer",
+                   "gossip_interval_ms": "a positive integer", "suspicion_min_ms": "a positive integer",
+                   "suspicion_max_ms": "a positive integer", "dead_retry_ms": "a positive integer",
+                   "join_retry_ms": "a positive integer", "forget_dead_after_s": "a positive integer",
+                   "max_members": "a positive integer"],
+        "gossip": ["modes": "an array of mode strings: \"master\", \"walk\", \"nearest\"",
+                   "masters": "an array of address strings like [\"[::1]:7401\"]",
+                   "is_master": "true or false",
+                   "admin_keys": "an array of 64-hex-digit Ed25519 public keys (culls they sign are obeyed)"],
         "attributes": [:],
     ]
 
@@ -150,16 +156,47 @@ public enum ConfigLoader {
             if total > 4096 { throw fail("attributes", nil, "attributes total \(total) bytes; the limit is 4096") }
         }
         let ms = { (k: String) throws -> Duration? in try positive("timing", k).map { .milliseconds($0) } }
-        if let v = try ms("tick_ms") { settings.timing.tickInterval = v }
-        if let v = try positive("timing", "probes_per_tick") { settings.timing.probesPerTick = v }
+        if let v = try ms("probe_interval_ms") { settings.timing.probeInterval = v }
         if let v = try ms("probe_timeout_ms") { settings.timing.probeTimeout = v }
-        if let v = try positive("timing", "suspect_after_misses") { settings.timing.suspectAfterMisses = v }
-        if let v = try ms("suspicion_timeout_ms") { settings.timing.suspicionTimeout = v }
+        if let v = try ms("gossip_interval_ms") { settings.timing.gossipInterval = v }
+        if let v = try ms("suspicion_min_ms") { settings.timing.suspicionMin = v }
+        if let v = try ms("suspicion_max_ms") { settings.timing.suspicionMax = v }
         if let v = try ms("dead_retry_ms") { settings.timing.deadRetryInterval = v }
-        if let v = try ms("seed_retry_ms") { settings.timing.seedRetryInterval = v }
+        if let v = try ms("join_retry_ms") { settings.timing.joinRetryInterval = v }
         if let v = try positive("timing", "forget_dead_after_s") { settings.timing.forgetDeadAfter = .seconds(v) }
         if let v = try positive("timing", "max_members") { settings.timing.maxMembers = v }
-        if let v = try positive("timing", "sample_size", allowZero: true) { settings.timing.sampleSize = min(v, PingWire.maxSample) }
+
+        func strings(_ s: String, _ k: String) throws -> [String]? {
+            guard let v = table[s]?.table?[k] else { return nil }
+            guard let arr = v.array else { throw fail(s, k, "wrong type: must be \(schema[s]![k]!)") }
+            return try arr.map { item in
+                guard let str = item.string else { throw fail(s, k, "wrong type: must be \(schema[s]![k]!)") }
+                return str
+            }
+        }
+        if let v = try strings("gossip", "modes") {
+            settings.discovery.modes = try v.map { name in
+                guard let m = DiscoveryMode(name: name) else { throw fail("gossip", "modes", "unknown mode \"\(name)\"; use master, walk or nearest") }
+                return m
+            }
+            if settings.discovery.modes.isEmpty { throw fail("gossip", "modes", "needs at least one mode") }
+        }
+        if let v = try strings("gossip", "masters") {
+            settings.discovery.masters = try v.map { text in
+                guard let a = UnderlayAddress(parsing: text) else { throw fail("gossip", "masters", "bad address \"\(text)\": use [IPv6]:port or IPv4:port") }
+                return a
+            }
+        }
+        if let v = table["gossip"]?.table?["is_master"] {
+            guard let b = v.bool else { throw fail("gossip", "is_master", "wrong type: must be true or false") }
+            settings.discovery.isMaster = b
+        }
+        if let v = try strings("gossip", "admin_keys") {
+            settings.discovery.adminKeys = try v.map { text in
+                guard let key = AdminKey.parse(text) else { throw fail("gossip", "admin_keys", "bad key \"\(text)\": must be 64 hex digits (an Ed25519 public key)") }
+                return key
+            }
+        }
     }
 }
 
@@ -185,5 +222,48 @@ struct LineFinder {
             }
         }
         return sectionLine
+    }
+}
+
+extension DiscoveryMode {
+    /// The config's and the CLI's name for the mode.
+    public init?(name: String) {
+        switch name {
+        case "master": self = .master
+        case "walk": self = .walk
+        case "nearest": self = .nearest
+        default: return nil
+        }
+    }
+
+    public var name: String {
+        switch self {
+        case .master: "master"
+        case .walk: "walk"
+        case .nearest: "nearest"
+        }
+    }
+}
+
+/// An admin's Ed25519 public key as the config and CLI write it: 64 hex digits.
+public enum AdminKey {
+    public static func parse(_ text: String) -> [UInt8]? {
+        let digits = Array(text.lowercased().utf8)
+        guard digits.count == 64 else { return nil }
+        var out: [UInt8] = []
+        out.reserveCapacity(32)
+        for i in stride(from: 0, to: 64, by: 2) {
+            guard let hi = hexValue(digits[i]), let lo = hexValue(digits[i + 1]) else { return nil }
+            out.append(hi << 4 | lo)
+        }
+        return out
+    }
+
+    private static func hexValue(_ c: UInt8) -> UInt8? {
+        switch c {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): c - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): c - UInt8(ascii: "a") + 10
+        default: nil
+        }
     }
 }

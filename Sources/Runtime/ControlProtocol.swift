@@ -16,6 +16,10 @@ public struct StatusReport: Codable, Sendable {
     public var members: [String: Int]
     public var counters: [String: UInt64]
     public var drops: [String: UInt64]
+    /// Gossip (membership) counters and view sizes (Docs/gossip.md).
+    public var gossip: [String: UInt64]
+    /// Gossip messages dropped, by reason.
+    public var gossip_drops: [String: UInt64]
     /// Noise session counters and table sizes.
     public var sessions: [String: UInt64]
     /// Datagrams the session layer refused, by reason (before or after authentication).
@@ -32,10 +36,13 @@ public struct MemberReport: Codable, Sendable, Equatable {
     public var node_id: String
     public var overlay_address: String
     public var address: String
+    /// alive, suspect, dead, left or culled (gossip's view).
     public var state: String
+    public var incarnation: UInt32
     public var rtt_ms: Double?
     public var last_heard_s_ago: Double?
-    public var configured: Bool
+    /// The member's attributes as this node holds them (fetched over a channel; may lag).
+    public var attributes: [String: String]
 }
 
 extension StatusReport {
@@ -49,21 +56,36 @@ extension StatusReport {
         uptime_s = (uptime.secondsDouble * 1000).rounded() / 1000
         attributes = settings.attributes
         var byState: [String: Int] = [:]
-        for s in MemberState.allCases { byState[s.rawValue] = 0 }
-        for m in core.members.values { byState[m.state.rawValue, default: 0] += 1 }
+        for s in MemberState.allCases { byState[s.description] = 0 }
+        for m in core.members.values { byState[m.state.description, default: 0] += 1 }
         members = byState
         let c = core.counters
         counters = [
             "datagrams_in": c.datagramsIn, "bytes_in": c.bytesIn,
             "datagrams_out": c.datagramsOut, "bytes_out": c.bytesOut,
-            "probes_sent": c.probesSent, "probes_answered": c.probesAnswered, "probes_missed": c.probesMissed, "late_answers": c.lateAnswers,
-            "members_refused_table_full": c.membersRefusedTableFull,
+            "pings_sent": c.probesSent, "pings_answered": c.probesAnswered, "pings_missed": c.probesMissed,
+            "gossip_reliable_out": c.gossipReliableOut, "gossip_reliable_in": c.gossipReliableIn,
+            "gossip_reliable_failed": c.gossipReliableFailed, "channel_resets_after_timeout": c.channelResetsAfterTimeout,
             "send_errors": sendErrors, "receive_errors": receiveErrors,
             "drops_total": c.totalDrops,
         ]
         var d: [String: UInt64] = [:]
         for r in DropReason.allCases { d[r.rawValue] = c.drops[r] ?? 0 }
         drops = d
+        let g = core.gossip.counters
+        gossip = [
+            "messages_in": g.messagesIn, "messages_out": g.messagesOut, "bytes_in": g.bytesIn, "bytes_out": g.bytesOut,
+            "reliable_out": g.reliableOut, "reliable_bytes_out": g.reliableBytesOut,
+            "probes": g.probes, "indirect_probes": g.indirectProbes, "suspicions_raised": g.suspicionsRaised,
+            "refutations": g.refutations, "exchanges": g.exchanges,
+            "incarnation": UInt64(core.gossip.incarnation), "awareness": UInt64(core.gossip.awareness),
+            "active_view": UInt64(core.gossip.activeView.count), "passive_view": UInt64(core.gossip.passiveView.count),
+            "culls": UInt64(core.gossip.culls.count), "queued_updates": UInt64(core.gossip.queuedUpdates),
+            "drops_total": g.totalDrops,
+        ]
+        var gd: [String: UInt64] = [:]
+        for r in GossipDropReason.allCases { gd[r.rawValue] = g[r] }
+        gossip_drops = gd
         let sc = core.sessions.counters
         let sizes = core.sessions.tableSizes
         sessions = [
@@ -106,19 +128,23 @@ extension MemberReport {
         try c.encode(overlay_address, forKey: .overlay_address)
         try c.encode(address, forKey: .address)
         try c.encode(state, forKey: .state)
+        try c.encode(incarnation, forKey: .incarnation)
         try c.encode(rtt_ms, forKey: .rtt_ms)
         try c.encode(last_heard_s_ago, forKey: .last_heard_s_ago)
-        try c.encode(configured, forKey: .configured)
+        try c.encode(attributes, forKey: .attributes)
     }
 
     public init(_ m: Member, network: NetworkID, now: Instant) {
         node_id = m.nodeID.hex
         overlay_address = OverlayAddress(network: network, node: m.nodeID).description
         address = m.address.description
-        state = m.state.rawValue
+        state = m.state.description
+        incarnation = m.incarnation
         rtt_ms = m.rtt.map { ($0.milliseconds * 1000).rounded() / 1000 }
         last_heard_s_ago = m.lastHeard.map { ((now - $0).secondsDouble * 1000).rounded() / 1000 }
-        configured = m.configured
+        var a: [String: String] = [:]
+        for p in m.attributes?.pairs ?? [] { a[p.key] = p.value }
+        attributes = a
     }
 }
 

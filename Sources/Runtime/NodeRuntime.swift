@@ -18,6 +18,7 @@ public final class NodeRuntime {
     private let socket: UDPSocket
     private var timer: LoopTimer!
     private var persistTimer: LoopTimer!
+    private var leaveTimer: LoopTimer?
     private var control: ControlServer?
     private var signals: [SignalWatcher] = []
     private var store: PeerStore?
@@ -32,6 +33,9 @@ public final class NodeRuntime {
     public var onStopped: (() -> Void)?
 
     static let persistInterval: Duration = .seconds(30)
+    /// After `leave`, the node keeps running this long so the leave reaches its neighbours and
+    /// rides a few gossip rounds.
+    static let leaveGrace: Duration = .seconds(2)
 
     /// Binds the socket and opens the control socket and peer store; nothing is sent until `start`.
     public init(settings: NodeSettings, identity: NodeIdentity, loop: EventLoop, logger: Logger,
@@ -44,8 +48,12 @@ public final class NodeRuntime {
         var seed: UInt64 = 0
         for b in Sodium.randomBytes(8) { seed = seed << 8 | UInt64(b) }
         let network = try settings.resolvedNetworkKey()
-        core = try NodeCore(identity: identity, network: network.id, networkKey: network.key, timing: settings.timing,
-                            rng: SeededGenerator(seed: seed))
+        var discovery = settings.discovery
+        do {
+            discovery.attributes = try Attributes(settings.attributes.sorted { $0.key < $1.key }.map { ($0.key, $0.value) })
+        } catch {
+            throw RuntimeError("attributes: \(error)")
+        }
         startedAt = loop.now
         socket = UDPSocket(loop: loop)
         do {
@@ -55,6 +63,16 @@ public final class NodeRuntime {
             throw RuntimeError("\(error); is another node using port \(settings.listen.port)? Choose another --listen")
         }
         boundAddress = socket.localAddress ?? settings.listen
+        do {
+            // Gossip tells members where to reach us: the bound address (its port when the
+            // listen port was 0). A wildcard listen address is corrected by every peer that
+            // hears from us directly (gossip trusts the source address of direct contact).
+            core = try NodeCore(identity: identity, network: network.id, networkKey: network.key, address: boundAddress,
+                                timing: settings.timing, discovery: discovery, rng: SeededGenerator(seed: seed))
+        } catch {
+            socket.close()
+            throw error
+        }
         timer = LoopTimer(loop: loop) { [unowned self] in self.feed(.timer) }
         transfers = FileTransfers(loop: loop, inbox: (settings.dataDir as NSString).appendingPathComponent("inbox"), logger: self.logger) {
             [unowned self] bytes, stream, to in self.sendMessage(bytes, stream: stream, to: to)
@@ -98,7 +116,7 @@ public final class NodeRuntime {
                 logger.warning("peer store \(store.path) could not be read (\(error)); starting from seeds only")
             }
         }
-        for peer in settings.peers { feed(.command(.addSeed(peer))) }
+        for peer in settings.peers + settings.discovery.masters { feed(.command(.addSeed(peer))) }
         feed(.start)
         persistTimer.schedule(at: loop.now + Self.persistInterval)
         if handleSignals {
@@ -161,9 +179,9 @@ public final class NodeRuntime {
         switch event {
         case let .memberAdded(id, address):
             logger.info("member added", metadata: ["peer": "\(id.short)", "address": "\(address)"])
-        case let .memberStateChanged(id, from, to):
+        case let .memberStateChanged(id, from, to, incarnation):
             let level: Logger.Level = to == .dead || to == .suspect ? .warning : .info
-            logger.log(level: level, "member \(to.rawValue)", metadata: ["peer": "\(id.short)", "was": "\(from.rawValue)"])
+            logger.log(level: level, "member \(to)", metadata: ["peer": "\(id.short)", "was": "\(from)", "incarnation": "\(incarnation)"])
         case let .memberAddressChanged(id, address):
             logger.info("member moved", metadata: ["peer": "\(id.short)", "address": "\(address)"])
         case let .probeAnswered(id, rtt):
@@ -190,8 +208,14 @@ public final class NodeRuntime {
             transfers.failed(id, reason: reason)
         case let .channelWritable(peer):
             transfers.writable(peer)
+        case let .membership(e):
+            switch e {
+            case .joined: logger.info("joined the mesh")
+            case let .refuted(incarnation): logger.notice("refuted a suspicion about this node", metadata: ["incarnation": "\(incarnation)"])
+            default: logger.debug("gossip: \(e)")
+            }
         }
-        if case let .memberStateChanged(id, _, to) = event, to == .dead { transfers.peerDied(id) }
+        if case let .memberStateChanged(id, _, to, _) = event, to == .dead || to == .left || to == .culled { transfers.peerDied(id) }
         onEvent?(event)
     }
 
@@ -217,6 +241,7 @@ public final class NodeRuntime {
     private func closeHandles() {
         timer?.close()
         persistTimer?.close()
+        leaveTimer?.close()
         socket.close()
         control?.close()
         for s in signals { s.close() }
@@ -265,10 +290,37 @@ public final class NodeRuntime {
             guard let r = transfers.report(id: id) else { return Array(ControlJSON.error("no transfer \(idText) (finished ones are kept for the last \(FileTransfers.keepFinished))")) }
             return Array(ControlJSON.encode(r))
         case "members": return Array(ControlJSON.encode(memberReports))
+        case "join":
+            guard let text = parsed?["address"] as? String, let address = UnderlayAddress(parsing: text) else {
+                return Array(ControlJSON.error("join needs \"address\": [IPv6]:port or IPv4:port"))
+            }
+            feed(.command(.addSeed(address)))
+            return Array(ControlJSON.encode(["joining": address.description]))
+        case "leave":
+            // Graceful: the mesh learns this node left (state `left`), then the node stops.
+            guard leaveTimer == nil else { return Array(ControlJSON.error("already leaving")) }
+            feed(.command(.membership(.leave)))
+            let t = LoopTimer(loop: loop) { [unowned self] in self.stop() }
+            t.schedule(at: loop.now + Self.leaveGrace)
+            leaveTimer = t
+            return Array(ControlJSON.encode(["leaving": true]))
+        case "attributes":
+            var pairs: [(String, String)] = []
+            for part in ((parsed?["set"] as? String) ?? "").split(separator: "\n") {
+                guard let eq = part.firstIndex(of: "=") else { return Array(ControlJSON.error("attribute \"\(part)\" must be key=value")) }
+                pairs.append((String(part[..<eq]), String(part[part.index(after: eq)...])))
+            }
+            do {
+                let a = try Attributes(pairs)
+                feed(.command(.membership(.setAttributes(a))))
+                return Array(ControlJSON.encode(AttributesReply(attributes: Dictionary(pairs, uniquingKeysWith: { $1 }), version: core.gossip.attributeVersion)))
+            } catch {
+                return Array(ControlJSON.error("attributes: \(error)"))
+            }
         case "stop":
             loop.offload({ () }, completion: { [weak self] in self?.stop() })
             return Array(ControlJSON.encode(["stopping": true]))
-        default: return Array(ControlJSON.error("unknown command \"\(command)\"; known: status, members, send, transfer, stop"))
+        default: return Array(ControlJSON.error("unknown command \"\(command)\"; known: status, members, join, leave, attributes, send, transfer, stop"))
         }
     }
 }
@@ -287,4 +339,10 @@ extension NodeRuntime {
         }
         return .success(matches[0].nodeID)
     }
+}
+
+/// What the control socket answers to `attributes`.
+struct AttributesReply: Encodable {
+    var attributes: [String: String]
+    var version: UInt32
 }

@@ -63,18 +63,51 @@ struct Byzantine {
     }
 }
 
-/// Tells each peer a different story: every member in a pong is claimed to live at the address
-/// of some random other node. Installed as the node core's `SampleRewriter`.
-struct Equivocator: SampleRewriter {
+/// Tells each peer a different story: every member it vouches for (alive updates, join, shuffle
+/// and neighbour samples) is claimed to live at the address of some random other node.
+/// Installed as the node core's `GossipRewriter`.
+struct Equivocator: GossipRewriter {
     let addresses: [UnderlayAddress]
     var rng: SeededGenerator
     let tally: Tally
 
     final class Tally { var lies: UInt64 = 0 }
 
-    mutating func rewrite(_ sample: [PingWire.SampleEntry], for peer: NodeID) -> [PingWire.SampleEntry] {
+    mutating func rewrite(_ message: GossipMessage, for peer: NodeID?) -> GossipMessage {
+        switch message {
+        case let .ping(seq, updates): return .ping(seq: seq, updates: lie(updates))
+        case let .ack(seq, updates): return .ack(seq: seq, updates: lie(updates))
+        case let .gossip(updates): return .gossip(updates: lie(updates))
+        case let .joinReply(sample): return .joinReply(sample: lie(sample))
+        case let .neighborReply(accepted, sample): return .neighborReply(accepted: accepted, sample: lie(sample))
+        case let .shuffle(id, ttl, origin, sample): return .shuffle(id: id, ttl: ttl, origin: origin, sample: lie(sample))
+        case let .shuffleReply(id, sample): return .shuffleReply(id: id, sample: lie(sample))
+        default: return message
+        }
+    }
+
+    private mutating func elsewhere() -> UnderlayAddress { addresses[Int(rng.next() % UInt64(addresses.count))] }
+
+    private mutating func lie(_ sample: [PeerEntry]) -> [PeerEntry] {
         guard !sample.isEmpty else { return sample }
         tally.lies += 1
-        return sample.map { PingWire.SampleEntry(publicKey: $0.publicKey, address: addresses[Int(rng.next() % UInt64(addresses.count))]) }
+        var out = sample
+        for k in out.indices { out[k].address = elsewhere() }
+        return out
+    }
+
+    private mutating func lie(_ updates: [MemberUpdate]) -> [MemberUpdate] {
+        var lied = false
+        var out = updates
+        for k in out.indices {
+            if case let .alive(entry, inc, version) = out[k] {
+                var e = entry
+                e.address = elsewhere()
+                out[k] = .alive(e, incarnation: inc, attributeVersion: version)
+                lied = true
+            }
+        }
+        if lied { tally.lies += 1 }
+        return out
     }
 }

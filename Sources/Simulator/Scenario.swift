@@ -11,6 +11,10 @@ public struct Scenario: Sendable {
     /// How each node is seeded: "first" (every node knows node 0), "ring" (node i knows i-1), "random:K".
     public var seeding = "first"
     public var timing = NodeTiming()
+    /// Gossip discovery modes every node runs ([gossip] modes).
+    public var modes: [DiscoveryMode] = [.master]
+    /// Nodes that run as masters (is_master); the seeding decides who joins through whom.
+    public var masters: [Int] = []
     public var checks: [CheckSpec] = []
     /// Seconds between membership samples for convergence tracking and plots.
     public var sampleEverySeconds = 1.0

@@ -81,7 +81,7 @@ private struct Parser {
 
     mutating func scenario(_ t: TOMLTable) throws -> Scenario {
         try checkKeys(t, ["name", "nodes", "duration_s", "seeding", "sample_every_s", "network", "timing", "checks",
-                          "links", "events", "storage"], prefix: "")
+                          "links", "events", "storage", "gossip"], prefix: "")
         if let v = t["name"] { guard let n = v.string else { throw fail("name", "must be a string") }; s.name = n }
         if let v = t["nodes"] {
             guard let n = v.int, n >= 1, n <= 200_000 else { throw fail("nodes", "must be an integer from 1 to 200000") }
@@ -120,6 +120,28 @@ private struct Parser {
         if let v = t["timing"] {
             guard let tm = v.table else { throw fail("timing", "must be a table") }
             try timing(tm)
+        }
+        if let v = t["gossip"] {
+            guard let g = v.table else { throw fail("gossip", "must be a table") }
+            try checkKeys(g, ["modes", "masters"], prefix: "gossip.")
+            if let mv = g["modes"] {
+                guard let arr = mv.array, !arr.isEmpty else { throw fail("gossip.modes", "must be a non-empty array of \"master\", \"walk\", \"nearest\"") }
+                s.modes = try arr.map { item in
+                    switch item.string {
+                    case "master": return .master
+                    case "walk": return .walk
+                    case "nearest": return .nearest
+                    default: throw fail("gossip.modes", "unknown mode; use \"master\", \"walk\" or \"nearest\"")
+                    }
+                }
+            }
+            if let mv = g["masters"] {
+                guard let arr = mv.array else { throw fail("gossip.masters", "must be an array of node indices") }
+                s.masters = try arr.map { item in
+                    guard let i = item.int, i >= 0, i < s.nodes else { throw fail("gossip.masters", "every master must be a node index below nodes") }
+                    return i
+                }
+            }
         }
         if let v = t["events"] {
             guard let events = v.array else { throw fail("events", "must be an array of tables ([[events]])") }
@@ -198,14 +220,13 @@ private struct Parser {
     }
 
     mutating func timing(_ tm: TOMLTable) throws {
+        // The same keys as a node's config file [timing] section (Docs/gossip.md, "Timers").
         let ms: [(String, WritableKeyPath<NodeTiming, Duration>)] = [
-            ("tick_ms", \.tickInterval), ("probe_timeout_ms", \.probeTimeout), ("suspicion_timeout_ms", \.suspicionTimeout),
-            ("dead_retry_ms", \.deadRetryInterval), ("seed_retry_ms", \.seedRetryInterval),
+            ("probe_interval_ms", \.probeInterval), ("probe_timeout_ms", \.probeTimeout),
+            ("gossip_interval_ms", \.gossipInterval), ("suspicion_min_ms", \.suspicionMin),
+            ("suspicion_max_ms", \.suspicionMax), ("dead_retry_ms", \.deadRetryInterval), ("join_retry_ms", \.joinRetryInterval),
         ]
-        let ints: [(String, WritableKeyPath<NodeTiming, Int>)] = [
-            ("probes_per_tick", \.probesPerTick), ("suspect_after_misses", \.suspectAfterMisses),
-            ("max_members", \.maxMembers), ("sample_size", \.sampleSize),
-        ]
+        let ints: [(String, WritableKeyPath<NodeTiming, Int>)] = [("max_members", \.maxMembers)]
         for k in tm.keys.sorted() {
             if let kp = ms.first(where: { $0.0 == k })?.1 {
                 guard let v = tm[k]?.int, v > 0 else { throw fail("timing.\(k)", "must be a positive integer") }

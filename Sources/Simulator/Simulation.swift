@@ -51,7 +51,7 @@ public final class Simulation {
     var intervalBytes: [UInt32]
     var intervalMsgs: UInt64 = 0, intervalBytesTotal: UInt64 = 0, lastSampleAt: Int64 = 0
     var retiredDrops: [DropReason: UInt64] = [:]
-    var retiredRefused: UInt64 = 0
+    var retiredGossipDrops: UInt64 = 0
     /// Session-layer drops and handshakes of node incarnations that crashed.
     var retiredSessionDrops: [SessionDropReason: UInt64] = [:]
     var retiredHandshakes: UInt64 = 0
@@ -123,8 +123,11 @@ public final class Simulation {
         disturbedUntil = Array(repeating: -1, count: n)
         intervalBytes = Array(repeating: 0, count: n)
         let t = scenario.timing
-        grace = Int64(t.suspectAfterMisses + 1) * max(t.tickInterval, t.probeTimeout).nanoseconds
-            + t.suspicionTimeout.nanoseconds + t.deadRetryInterval.nanoseconds + 2 * t.tickInterval.nanoseconds
+        // A disturbed node's peers may rightly suspect it (a probe period and its timeout), and
+        // the suspicion runs out (twice suspicionMax: nodes that only heard of it wait longer);
+        // it comes back at the latest on a dead-member retry.
+        grace = 2 * (t.probeInterval + t.probeTimeout).nanoseconds + 2 * t.suspicionMax.nanoseconds
+            + t.deadRetryInterval.nanoseconds + 2 * t.probeInterval.nanoseconds
         nodes.reserveCapacity(n)
         for i in 0..<n { nodes.append(makeNode(index: i)) }
     }
@@ -137,10 +140,18 @@ public final class Simulation {
         if incarnation[i] > 0 { rng = rng.derived(0x7265_7374_6172_7400 | UInt64(incarnation[i])) }
         // Real sessions with real keys: the mesh's network key comes from the seed like everything else.
         do {
-            return try NodeCore(identity: identities[i], network: networkID, networkKey: simulatedNetworkKey, timing: scenario.timing, rng: rng)
+            return try NodeCore(identity: identities[i], network: networkID, networkKey: simulatedNetworkKey, address: addresses[i],
+                                timing: scenario.timing, discovery: discovery(for: i), rng: rng)
         } catch {
             fatalError("simulated node \(i) cannot be built: \(error)")
         }
+    }
+
+    func discovery(for i: Int) -> Discovery {
+        var d = Discovery()
+        d.modes = scenario.modes
+        d.isMaster = scenario.masters.contains(i)
+        return d
     }
 
     /// The simulated mesh's 32-byte network key, derived from the run seed.
@@ -277,7 +288,7 @@ public final class Simulation {
         let lastSync = Instant(nanoseconds: now / sync * sync)
         stored[i] = nodes[i].sortedMembers.filter { $0.state == .alive && $0.stateSince <= lastSync }.map { ($0.identity, $0.address) }
         for (reason, n) in nodes[i].counters.drops { retiredDrops[reason, default: 0] += n }
-        retiredRefused += nodes[i].counters.membersRefusedTableFull
+        retiredGossipDrops += nodes[i].gossip.counters.totalDrops
         for (reason, n) in nodes[i].sessions.counters.drops { retiredSessionDrops[reason, default: 0] += n }
         retiredHandshakes += nodes[i].sessions.counters.handshakesCompleted
         nodes[i] = makeNode(index: i)  // releases the old tables; rebuilt again on restart
@@ -312,9 +323,9 @@ public final class Simulation {
                     queue.push(max(at.nanoseconds, now), .wake(node: Int32(i), at: at.nanoseconds))
                 }
             case let .event(ev):
-                if case let .memberStateChanged(id, from, to) = ev {
+                if case let .memberStateChanged(id, from, to, _) = ev {
                     if to == .dead { classifyDeath(observer: i, id) }
-                    if trace != nil { log(i, "member \(indexOfID[id].map { "node \($0)" } ?? id.short): \(from.rawValue) → \(to.rawValue)") }
+                    if trace != nil { log(i, "member \(indexOfID[id].map { "node \($0)" } ?? id.short): \(from) → \(to)") }
                 } else if trace != nil, case let .memberAdded(id, _) = ev {
                     log(i, "member added: \(indexOfID[id].map { "node \($0)" } ?? id.short)")
                 }
@@ -394,8 +405,8 @@ public final class Simulation {
         log(i, "FALSE DEAD: declared node \(j) dead while it is up and reachable")
     }
 
-    /// Per live node: members that are alive and up, against the best possible (every live node,
-    /// up to the table size less the slots held by nodes that are down).
+    /// Per live node: members that are alive (or suspect) and up, against the best possible (every
+    /// live node, up to the table size less the slots held by nodes that are down).
     func sampleMembership() {
         var up = 0
         for l in life where l == .up { up += 1 }
@@ -407,7 +418,10 @@ public final class Simulation {
             for m in nodes[i].members.values {
                 guard let j = index(of: m.address) else { continue }
                 if life[j] == .up {
-                    if m.state == .alive { aliveUp += 1 }
+                    // SWIM: a suspect is still a member (it may refute); only dead, left or
+                    // culled ones are out. Under loss some member is suspect somewhere at
+                    // almost any instant in a large mesh, and that is not a failure to converge.
+                    if m.state == .alive || m.state == .suspect { aliveUp += 1 }
                 } else {
                     staleDown += 1
                     if m.state != .dead { stale += 1 }

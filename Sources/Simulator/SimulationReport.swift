@@ -8,14 +8,14 @@ import Sessions
 extension Simulation {
     func report(wallSeconds: Double) -> SimReport {
         var drops = retiredDrops
-        var refused = retiredRefused
+        var gossipDrops = retiredGossipDrops
         var sessionDrops = retiredSessionDrops
         var handshakes = retiredHandshakes
         for i in nodes.indices where life[i] != .waiting {
             for (reason, n) in nodes[i].counters.drops { drops[reason, default: 0] += n }
             for (reason, n) in nodes[i].sessions.counters.drops { sessionDrops[reason, default: 0] += n }
             handshakes += nodes[i].sessions.counters.handshakesCompleted
-            refused += nodes[i].counters.membersRefusedTableFull
+            gossipDrops += nodes[i].gossip.counters.totalDrops
         }
         let detect = c.detectSeconds.sorted()
         let up = life.filter { $0 == .up }.count
@@ -38,7 +38,7 @@ extension Simulation {
             "stale_views_end": series.staleViews.last?[1] ?? 0,
             "convergence_s": c.convergedAt ?? -1,
             "nodes_up_end": Double(up),
-            "members_refused_table_full": Double(refused),
+            "gossip_drops_total": Double(gossipDrops),
             // Both layers: what the sessions refused and what the protocol refused after them.
             "drops_total": Double(drops.values.reduce(0, +) + sessionDrops.values.reduce(0, +)),
             "session_drops_total": Double(sessionDrops.values.reduce(0, +)),

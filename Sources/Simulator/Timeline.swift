@@ -63,14 +63,14 @@ extension Simulation {
             for i in picked {
                 byzantine[i] = Byzantine(e, rng: root.derived(0x6279_7a00_0000_0000 ^ (UInt64(i) << 20) ^ UInt64(k)))
                 if e.behaviour == .equivocate {
-                    nodes[i].sampleRewriter = Equivocator(addresses: addresses, rng: root.derived(0x6571_7569_0000_0000 ^ (UInt64(i) << 20) ^ UInt64(k)),
+                    nodes[i].gossipRewriter = Equivocator(addresses: addresses, rng: root.derived(0x6571_7569_0000_0000 ^ (UInt64(i) << 20) ^ UInt64(k)),
                                                           tally: equivocations)
                 }
             }
             what += " \(e.behaviour.rawValue) p=\(e.probability)"
             revert = .honest(picked)
         case .honest:
-            for i in picked { byzantine[i] = nil; nodes[i].sampleRewriter = nil; disturbedUntil[i] = now + grace }
+            for i in picked { byzantine[i] = nil; nodes[i].gossipRewriter = nil; disturbedUntil[i] = now + grace }
         }
         note(what)
         if let r = revert, let d = e.forSeconds {

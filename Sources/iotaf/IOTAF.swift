@@ -5,7 +5,8 @@ struct IOTAF: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "iotaf",
         abstract: "A peer-to-peer mesh node for the Internet of Things.",
-        subcommands: [KeygenCommand.self, NodeCommandGroup.self, StatusCommand.self, MembersCommand.self, SendCommand.self,
+        subcommands: [KeygenCommand.self, NodeCommandGroup.self, StatusCommand.self, MembersCommand.self, JoinCommand.self, LeaveCommand.self,
+                      AttributesCommand.self, SendCommand.self,
                       MeshCommand.self, SimCommand.self, BenchCommand.self, NoiseCommand.self, NetworkCommand.self]
     )
 }

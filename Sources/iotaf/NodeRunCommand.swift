@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import MeshCore
+import Node
 import Runtime
 
 struct NodeCommandGroup: ParsableCommand {
@@ -29,6 +30,16 @@ struct NodeFlags: ParsableArguments {
     var networkKey: String?
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String?
+    @Option(name: .customLong("mode"), help: "[gossip] modes: master, walk or nearest (repeatable).")
+    var modes: [String] = []
+    @Option(name: .customLong("master"), help: "[gossip] masters: a master (introducer) address, [ADDR]:PORT (repeatable).")
+    var masters: [String] = []
+    @Flag(name: .customLong("is-master"), help: "[gossip] is_master: others join through this node.")
+    var isMaster = false
+    @Option(name: .customLong("admin-key"), help: "[gossip] admin_keys: an admin's Ed25519 public key, 64 hex digits (repeatable).")
+    var adminKeys: [String] = []
+    @Option(name: .customLong("attribute"), help: "[attributes]: key=value (repeatable).")
+    var attributes: [String] = []
 
     /// The settings: defaults, then the config file, then flags.
     func settings() throws -> NodeSettings {
@@ -57,6 +68,29 @@ struct NodeFlags: ParsableArguments {
         if let logLevel {
             guard let l = Logger.Level(rawValue: logLevel) else { throw CLIError("--log-level: unknown level \"\(logLevel)\"") }
             s.logLevel = l
+        }
+        if !modes.isEmpty {
+            s.discovery.modes = try modes.map { m in
+                guard let mode = DiscoveryMode(name: m) else { throw CLIError("--mode: unknown mode \"\(m)\"; use master, walk or nearest") }
+                return mode
+            }
+        }
+        if !masters.isEmpty {
+            s.discovery.masters = try masters.map { p in
+                guard let a = UnderlayAddress(parsing: p) else { throw CLIError("--master: bad address \"\(p)\"; use [IPv6]:port or IPv4:port") }
+                return a
+            }
+        }
+        if isMaster { s.discovery.isMaster = true }
+        if !adminKeys.isEmpty {
+            s.discovery.adminKeys = try adminKeys.map { k in
+                guard let key = AdminKey.parse(k) else { throw CLIError("--admin-key: \"\(k)\" is not 64 hex digits") }
+                return key
+            }
+        }
+        for a in attributes {
+            guard let eq = a.firstIndex(of: "=") else { throw CLIError("--attribute: \"\(a)\" must be key=value") }
+            s.attributes[String(a[..<eq])] = String(a[a.index(after: eq)...])
         }
         return s
     }

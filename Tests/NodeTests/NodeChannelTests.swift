@@ -110,7 +110,7 @@ func pattern(_ n: Int, seed: UInt64) -> [UInt8] {
         #expect(c.drops(.badFlags) == 1)
         #expect(p.cores[1].counters.drops[.unknownProtocol] == 1)
         #expect(p.received(at: 1).isEmpty)
-        // The ping protocol still works beside them.
+        // Gossip still works beside them.
         #expect(p.state(1, of: 0) == .alive)
     }
 
@@ -119,7 +119,7 @@ func pattern(_ n: Int, seed: UInt64) -> [UInt8] {
         let id = try p.sendMessage(0, pattern(2 << 20, seed: 1), stream: 5, to: 1).get()
         p.run(for: .milliseconds(20))
         p.down.insert(1)
-        p.run(for: .seconds(12)) // dead after two missed probes and the suspicion timeout, before the channel's 15 s
+        p.run(for: .seconds(12)) // dead after a missed probe and the suspicion timeout, before the channel's 15 s
         #expect(p.state(0, of: 1) == .dead)
         #expect(p.failures(at: 0).map { $0.0 } == [id])
         #expect(p.failures(at: 0).first?.1 == .closed)
@@ -136,9 +136,7 @@ func pattern(_ n: Int, seed: UInt64) -> [UInt8] {
         p.run(for: .milliseconds(30))
         #expect(p.received(at: 1).isEmpty)
         // Node 1 restarts: same key, fresh state (new session keys, new channel connection id).
-        p.cores[1] = try NodeCore(identity: NodeIdentity.deterministic(runSeed: 5, index: 1), network: .defaultNetwork,
-                                  networkKey: Pump.networkKey, rng: SeededGenerator(seed: 99))
-        p.wakes[1] = nil
+        p.restart(1)
         p.feed(1, .command(.addSeed(p.addresses[0])))
         p.feed(1, .start)
         p.run(for: .seconds(8))

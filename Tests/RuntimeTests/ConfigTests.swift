@@ -32,8 +32,13 @@ func parseError(_ text: String) -> ConfigError? {
             peers = ["[::1]:1", "10.0.0.1:2"]
             network_id = "00112233445566778899aabbccddeeff"
             [timing]
-            tick_ms = 250
+            probe_interval_ms = 250
             max_members = 10
+            [gossip]
+            modes = ["master", "walk"]
+            masters = ["[::1]:7401"]
+            is_master = true
+            admin_keys = ["00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"]
             [attributes]
             type = "meter"
             """, file: "t", into: &s)
@@ -41,7 +46,11 @@ func parseError(_ text: String) -> ConfigError? {
         #expect(s.listen.description == "127.0.0.1:9000")
         #expect(s.peers.map(\.description) == ["[::1]:1", "10.0.0.1:2"])
         #expect(s.network.description == "00112233445566778899aabbccddeeff")
-        #expect(s.timing.tickInterval == .milliseconds(250))
+        #expect(s.timing.probeInterval == .milliseconds(250))
+        #expect(s.discovery.modes == [.master, .walk])
+        #expect(s.discovery.masters.map(\.description) == ["[::1]:7401"])
+        #expect(s.discovery.isMaster)
+        #expect(s.discovery.adminKeys.count == 1 && s.discovery.adminKeys[0].count == 32 && s.discovery.adminKeys[0][1] == 0x11)
         #expect(s.timing.maxMembers == 10)
         #expect(s.attributes == ["type": "meter"])
     }
@@ -60,8 +69,8 @@ func parseError(_ text: String) -> ConfigError? {
     }
 
     @Test func wrongTypeIsNamed() throws {
-        let e = try #require(parseError("[timing]\ntick_ms = \"fast\"\n"))
-        #expect(e.key == "timing.tick_ms")
+        let e = try #require(parseError("[timing]\nprobe_interval_ms = \"fast\"\n"))
+        #expect(e.key == "timing.probe_interval_ms")
         #expect(e.line == 2)
         let e2 = try #require(parseError("[node]\npeers = \"[::1]:1\"\n"))
         #expect(e2.key == "node.peers")
@@ -87,7 +96,22 @@ func parseError(_ text: String) -> ConfigError? {
     @Test func badNetworkIDAndLevel() throws {
         #expect(try #require(parseError("[node]\nnetwork_id = \"abc\"\n")).key == "node.network_id")
         #expect(try #require(parseError("[log]\nlevel = \"loud\"\n")).key == "log.level")
-        #expect(try #require(parseError("[timing]\nprobes_per_tick = 0\n")).key == "timing.probes_per_tick")
+        #expect(try #require(parseError("[timing]\nsuspicion_max_ms = 0\n")).key == "timing.suspicion_max_ms")
+    }
+
+    @Test(arguments: [
+        ("[gossip]\nmodes = [\"master\", \"flood\"]\n", "gossip.modes", "unknown mode"),
+        ("[gossip]\nmodes = []\n", "gossip.modes", "at least one"),
+        ("[gossip]\nmasters = [\"nohost\"]\n", "gossip.masters", "bad address"),
+        ("[gossip]\nis_master = \"yes\"\n", "gossip.is_master", "true or false"),
+        ("[gossip]\nadmin_keys = [\"abcd\"]\n", "gossip.admin_keys", "64 hex digits"),
+        ("[gossip]\nseeds = []\n", "gossip.seeds", "unknown key"),
+    ])
+    func badGossipKeysAreNamedWithTheirLine(text: String, key: String, words: String) throws {
+        let e = try #require(parseError(text))
+        #expect(e.key == key)
+        #expect(e.line == 2)
+        #expect(e.description.contains(words), "\(e)")
     }
 }
 

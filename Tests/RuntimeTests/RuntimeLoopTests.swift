@@ -27,8 +27,10 @@ import Testing
         try a.start()
 
         let deadline = Date().addingTimeInterval(10)
+        // Gossip (the membership protocol) marks both alive on join; the first probe's ack gives a RTT.
         func aliveBothWays() -> Bool {
             a.core.members[b.identity.nodeID]?.state == .alive && b.core.members[a.identity.nodeID]?.state == .alive
+                && a.core.members[b.identity.nodeID]?.rtt != nil
         }
         while !aliveBothWays() && Date() < deadline { loop.runOnce() }
         #expect(aliveBothWays())
@@ -59,6 +61,7 @@ import Testing
         #expect(members.first?.node_id == b.identity.nodeID.hex)
         #expect(members.first?.state == "alive")
         #expect(members.first?.rtt_ms != nil)
+        #expect(members.first?.incarnation == 0)
 
         var stopped = 0
         a.onStopped = { stopped += 1 }
