@@ -31,6 +31,8 @@ public final class NodeRuntime {
     /// Called for every core event, after it is logged (benchmarks and the mesh view use it).
     @exclusivity(unchecked) public var onEvent: ((NodeEvent) -> Void)?
     public var onStopped: (() -> Void)?
+    /// `iotaf query` requests collecting answers until their timeout (ControlQueries.swift).
+    var pendingQueries: [UInt64: PendingQuery] = [:]
 
     static let persistInterval: Duration = .seconds(30)
     /// After `leave`, the node keeps running this long so the leave reaches its neighbours and
@@ -88,7 +90,7 @@ public final class NodeRuntime {
                 if let warning { logger.warning("\(warning)") }
             }
             if withControlSocket {
-                control = try ControlServer(loop: loop, path: settings.resolvedControlPath) { [unowned self] in self.answer($0) }
+                control = try ControlServer(loop: loop, path: settings.resolvedControlPath) { [unowned self] in self.answerLater($0, reply: $1) }
             }
         } catch {
             closeHandles()
@@ -216,6 +218,10 @@ public final class NodeRuntime {
             }
         }
         if case let .memberStateChanged(id, _, to, _) = event, to == .dead || to == .left || to == .culled { transfers.peerDied(id) }
+        if case let .membership(.queryAnswer(id, from, address, hops, pairs)) = event { collectAnswer(id, from: from, address: address, hops: hops, pairs: pairs) }
+        if case let .memberStateChanged(id, _, .culled, _) = event, id == identity.nodeID {
+            logger.error("an admin culled this node (\(id.short)): the mesh refuses it for good; it no longer takes part. Stop it, or run it with a new key")
+        }
         onEvent?(event)
     }
 
@@ -242,6 +248,7 @@ public final class NodeRuntime {
         timer?.close()
         persistTimer?.close()
         leaveTimer?.close()
+        finishPendingQueries()
         socket.close()
         control?.close()
         for s in signals { s.close() }
@@ -261,7 +268,7 @@ public final class NodeRuntime {
         return core.sortedMembers.map { MemberReport($0, network: core.network, now: now) }
     }
 
-    private func answer(_ request: [UInt8]) -> [UInt8] {
+    func answer(_ request: [UInt8]) -> [UInt8] {
         let parsed = (try? JSONSerialization.jsonObject(with: Data(request))) as? [String: Any]
         guard let command = parsed?["command"] as? String else {
             return Array(ControlJSON.error("request must be a JSON object with a \"command\" string"))
@@ -320,7 +327,7 @@ public final class NodeRuntime {
         case "stop":
             loop.offload({ () }, completion: { [weak self] in self?.stop() })
             return Array(ControlJSON.encode(["stopping": true]))
-        default: return Array(ControlJSON.error("unknown command \"\(command)\"; known: status, members, join, leave, attributes, send, transfer, stop"))
+        default: return Array(ControlJSON.error("unknown command \"\(command)\"; known: status, members, join, leave, attributes, query, cull, send, transfer, stop"))
         }
     }
 }

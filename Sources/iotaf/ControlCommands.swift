@@ -21,10 +21,10 @@ struct ControlTarget: ParsableArguments {
         return s.resolvedControlPath
     }
 
-    func fetch(_ command: String, _ fields: [String: String] = [:]) throws -> Data {
+    func fetch(_ command: String, _ fields: [String: String] = [:], timeoutSeconds: Int = 5) throws -> Data {
         let p = try path()
         let data: Data
-        do { data = try ControlClient.request(p, fields.merging(["command": command]) { $1 }) } catch { throw CLIError("\(error)") }
+        do { data = try ControlClient.request(p, fields.merging(["command": command]) { $1 }, timeoutSeconds: timeoutSeconds) } catch { throw CLIError("\(error)") }
         if let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any], let err = obj["error"] as? String {
             throw CLIError("node at \(p) refused: \(err)")
         }
