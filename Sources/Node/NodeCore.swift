@@ -58,6 +58,8 @@ public struct NodeCore {
     /// mesh in pieces); the node asks again until each seed has answered.
     public private(set) var unansweredSeeds: [UnderlayAddress] = []
     private var seedRetryAt: Instant?
+    /// When a culled sender was last sent its cull (`cullNoticeInterval`).
+    private var lastCullNotice: Instant?
     /// Peers whose channel timed out, reset once the endpoint's outputs are carried out.
     var connectionsToReset: [NodeID] = []
 
@@ -68,6 +70,7 @@ public struct NodeCore {
 
     /// How long an unanswered ping probe is remembered.
     static let probeMemory: Duration = .seconds(30)
+    static let cullNoticeInterval: Duration = .seconds(1)
 
     /// `address` is where others reach this node (its bound address); gossip tells it to members
     /// that have not heard from us directly. Fails only if the identity cannot serve as a Noise
@@ -309,6 +312,11 @@ public struct NodeCore {
         if gossip.culls[sender.nodeID] != nil {
             counters.drop(.culled)
             sessions.forget(peerKey: peerKey)
+            // Tell it why, at most once per interval across all culled senders (bounded work).
+            if lastCullNotice.map({ now - $0 >= Self.cullNoticeInterval }) ?? true {
+                lastCullNotice = now
+                absorb(gossip.tellCulled(PeerEntry(peer: sender, address: from)), now: now, into: &out)
+            }
             return
         }
         // The first plaintext bytes name the protocol (Docs/encoding.md).

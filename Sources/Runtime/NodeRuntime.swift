@@ -33,6 +33,8 @@ public final class NodeRuntime {
     public var onStopped: (() -> Void)?
     /// `iotaf query` requests collecting answers until their timeout (ControlQueries.swift).
     var pendingQueries: [UInt64: PendingQuery] = [:]
+    /// The mesh told this node an admin culled it; the node stopped.
+    public private(set) var wasCulled = false
 
     static let persistInterval: Duration = .seconds(30)
     /// After `leave`, the node keeps running this long so the leave reaches its neighbours and
@@ -220,7 +222,10 @@ public final class NodeRuntime {
         if case let .memberStateChanged(id, _, to, _) = event, to == .dead || to == .left || to == .culled { transfers.peerDied(id) }
         if case let .membership(.queryAnswer(id, from, address, hops, pairs)) = event { collectAnswer(id, from: from, address: address, hops: hops, pairs: pairs) }
         if case let .memberStateChanged(id, _, .culled, _) = event, id == identity.nodeID {
-            logger.error("an admin culled this node (\(id.short)): the mesh refuses it for good; it no longer takes part. Stop it, or run it with a new key")
+            // The mesh refuses this identity for good: running on would only knock on closed doors.
+            wasCulled = true
+            logger.error("an admin culled this node (\(id.short)); the mesh refuses this key for good, stopping. Only a new key (`iotaf keygen`) brings the device back")
+            stop()
         }
         onEvent?(event)
     }

@@ -121,6 +121,6 @@ struct NodeRunCommand: ParsableCommand {
             throw CLIError("\(error)")
         }
         loop.run()
-        _ = node
+        if node.wasCulled { throw CLIError("this node (\(identity.nodeID.hex)) was culled by an admin: the mesh refuses its key for good") }
     }
 }
