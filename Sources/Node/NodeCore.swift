@@ -311,12 +311,13 @@ public struct NodeCore {
         // A culled node is refused whatever it sends: its session is not kept either.
         if gossip.culls[sender.nodeID] != nil {
             counters.drop(.culled)
-            sessions.forget(peerKey: peerKey)
-            // Tell it why, at most once per interval across all culled senders (bounded work).
+            // Tell it why over the session it just used (its last use), at most once per interval
+            // across all culled senders (bounded work).
             if lastCullNotice.map({ now - $0 >= Self.cullNoticeInterval }) ?? true {
                 lastCullNotice = now
                 absorb(gossip.tellCulled(PeerEntry(peer: sender, address: from)), now: now, into: &out)
             }
+            sessions.forget(peerKey: peerKey)
             return
         }
         // The first plaintext bytes name the protocol (Docs/encoding.md).

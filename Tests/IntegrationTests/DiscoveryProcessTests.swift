@@ -188,6 +188,20 @@ import Testing
         let table = try runIotaf(["query", "type=meter", "--control", mesh.socket(0), "--timeout", "2", "--mode", "master"])
         #expect(table.out.contains("HOPS") && table.out.contains(String(mesh.ids[1].prefix(16))), "\(table.out)")
 
+        // A client that hangs up before the answer: the node drops the late answer and goes on.
+        let impatient = Process()
+        impatient.executableURL = URL(fileURLWithPath: try iotafBinary())
+        impatient.arguments = ["query", "room=*", "--control", mesh.socket(0), "--timeout", "2"]
+        impatient.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
+        try impatient.run()
+        Thread.sleep(forTimeInterval: 0.5)
+        kill(impatient.processIdentifier, SIGKILL)
+        impatient.waitUntilExit()
+        Thread.sleep(forTimeInterval: 2)
+        #expect(mesh.procs[0]?.isRunning == true)
+        let after = try mesh.query(0, "type=meter", ["--mode", "master", "--timeout", "2"])
+        #expect(Set(after.answers.keys) == meters, "node 0 still answers queries: \(after.answers)")
+
         let bad = try runIotaf(["query", "typemeter", "--control", mesh.socket(0)])
         #expect(bad.status != 0 && bad.err.contains("bad query"), "\(bad.err)")
     }
