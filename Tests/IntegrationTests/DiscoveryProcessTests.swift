@@ -180,6 +180,12 @@ import Testing
         #expect(walk.answers.count >= 2, "the walk's first step always answers: \(walk.answers)")
         for (_, a) in walk.answers { #expect(a.hops <= 6) }
 
+        // Nearest: to the peers with the lowest measured RTT (all measured by now through probes).
+        let nearest = try mesh.query(3, "type=relay", ["--mode", "nearest", "--hops", "3", "--timeout", "3"])
+        #expect(!nearest.answers.isEmpty && nearest.answers.values.allSatisfy { $0.value == "relay" && $0.hops >= 1 },
+                "nearest: \(nearest.answers)")
+        #expect(nearest.report["mode"] as? String == "nearest")
+
         // Nothing matches: an empty answer, exit 0.
         let none = try mesh.query(0, "type=toaster", ["--mode", "master", "--hops", "3", "--timeout", "1"])
         #expect(none.answers.isEmpty && (none.report["answers"] as? [Any])?.isEmpty == true, "\(none.report)")
