@@ -56,6 +56,16 @@ public struct Beacon: Equatable, Sendable {
         for b in bytes[15..<23] { nonce = nonce << 8 | UInt64(b) }
         return .success(Beacon(networkTag: Array(bytes[5..<13]), port: port, nonce: nonce))
     }
+
+    /// What a node does with a received datagram: the beacon to act on, or why it is dropped
+    /// (malformed, its own, or of another network).
+    public static func accept(_ bytes: [UInt8], networkTag: [UInt8], ownNonce: UInt64) -> Result<Beacon, BeaconDropReason> {
+        decode(bytes).flatMap { b in
+            if b.nonce == ownNonce { return .failure(.own) }
+            if b.networkTag != networkTag { return .failure(.otherNetwork) }
+            return .success(b)
+        }
+    }
 }
 
 /// Why a received beacon was not handed to the node (counted in `iotaf status`, `beacon_drops`).

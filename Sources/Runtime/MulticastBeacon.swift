@@ -213,12 +213,10 @@ final class MulticastBeacon {
         guard let source, !source.isIPv4Mapped, !source.isUnspecified else { drop(.badSource); return }
         if partial { drop(.trailingBytes); return }
         let beacon: Beacon
-        switch Beacon.decode(bytes) {
+        switch Beacon.accept(bytes, networkTag: networkTag, ownNonce: nonce) {
         case let .success(b): beacon = b
         case let .failure(reason): drop(reason); return
         }
-        if beacon.nonce == nonce { drop(.own); return }
-        if beacon.networkTag != networkTag { drop(.otherNetwork); return }
         let now = loop.now
         tokens = min(Self.burst, tokens + Double((now - tokensAt).nanoseconds) / 1e9 * Self.rate)
         tokensAt = now
