@@ -57,6 +57,7 @@ final class MulticastBeacon {
     /// Interfaces joined to the group: index → name, kept in index order for the send loop.
     private(set) var joined: [(index: UInt32, name: String)] = []
     private var missingWarned: Set<String> = []
+    private var sendWarned: Set<UInt32> = []
     private var closed = false
 
     private(set) var sent: UInt64 = 0
@@ -155,7 +156,12 @@ final class MulticastBeacon {
             }
         }
         // A beacon that the kernel cannot take now is skipped: the next one is due soon.
-        if rc >= 0 { sent += 1 } else { sendErrors += 1 }
+        if rc >= 0 { sent += 1; return }
+        sendErrors += 1
+        if !sendWarned.contains(interface) {
+            sendWarned.insert(interface)
+            logger.warning("beacon cannot be sent on \(UnderlayAddress.interfaceName(interface) ?? String(interface)): \(UVError(code: rc, operation: "send")); counted in `iotaf status` beacon.send_errors")
+        }
     }
 
     /// Joins the group on chosen interfaces not yet joined; forgets the ones that went away (the
