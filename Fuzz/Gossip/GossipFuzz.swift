@@ -7,6 +7,8 @@
 //   XORed over it, so mutations land inside well-formed structures.
 // - bit 2 set: the bytes are handed to a running GossipCore that has neighbours, suspects,
 //   an open exchange and a pending probe, as if they came from one of its neighbours.
+// Every input (after the mode byte) is also decoded as a `nearest` LAN beacon (Beacon.decode and
+// the runtime's verdict Beacon.accept); a decoded beacon must re-encode to the same bytes.
 // Properties checked: decode never traps; a decoded message re-encodes to the same bytes; the core
 // never traps, counts a drop for every message it cannot decode, and never emits a datagram
 // larger than GossipWire.maxDatagram (a precondition inside the core).
@@ -25,6 +27,7 @@ struct FuzzState {
     var now = Instant.zero
     var genuine: [[UInt8]] = []
     let neighbours: [PeerEntry]
+    let beaconTag = Beacon.networkTag(network)
 
     init() {
         neighbours = (1...6).map(entry)
@@ -75,6 +78,12 @@ public func fuzzOne(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
         }
         bytes = mixed
     }
+    // The `nearest` LAN beacon (Sources/Gossip/Beacon.swift): whatever decodes re-encodes to the
+    // same bytes, and the runtime's verdict never traps.
+    if case let .success(b) = Beacon.decode(bytes) {
+        precondition(b.encoded() == bytes, "beacon decode/encode round trip changed the bytes")
+    }
+    _ = Beacon.accept(bytes, networkTag: state.beaconTag, ownNonce: 1)
     let reliable = mode & 1 != 0
     let decoded = GossipWire.decode(bytes, transport: reliable ? .reliable : .datagram)
     if case let .success(m) = decoded {

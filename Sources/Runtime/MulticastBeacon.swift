@@ -1,5 +1,6 @@
 import CLibuv
 import Logging
+import Gossip
 import MeshCore
 import Sodium
 #if canImport(Glibc)

@@ -3,8 +3,8 @@ import Testing
 
 /// Mode `nearest` with no seeds at all: five real `iotaf node run` processes, each in its own
 /// network namespace with one veth into a shared bridge namespace (one LAN), find each other by
-/// the link-local multicast beacon alone, measure their round-trip times, and declare a SIGKILLed
-/// one dead. A sixth node of another network beacons on the same LAN and must stay out (its
+/// the link-local multicast beacon alone, measure their round-trip times, declare a SIGKILLed
+/// one dead and see it alive again after its restart. A sixth node of another network beacons on the same LAN and must stay out (its
 /// beacons are counted as `other_network` drops). The test creates every namespace and link under
 /// a unique prefix and deletes them even when it fails; it is skipped where `ip netns` is refused.
 @Suite(.serialized) struct NearestNetnsTests {
@@ -203,5 +203,12 @@ import Testing
             others.allSatisfy { s in s == o || m[ids[s]]?["state"] as? String == "alive" }
         }
         #expect(stillAlive, "the survivors stay alive to each other:\n\(seenAlive)")
+
+        // Same key and data directory: heard by beacon again, it out-bids its dead record.
+        try nodes.start(3)
+        let (back, seenBack) = nodes.waitUntil(all, within: 40) { o, m in
+            all.allSatisfy { s in s == o || m[ids[s]]?["state"] as? String == "alive" }
+        }
+        #expect(back, "node 3 alive again everywhere:\n\(seenBack)\nnode 3 log:\n\(nodes.log(3))")
     }
 }

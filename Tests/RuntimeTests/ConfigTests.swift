@@ -71,6 +71,14 @@ func parseError(_ text: String) -> ConfigError? {
         #expect(s.beacon.interfaces == ["eth0", "wlan0"])
     }
 
+    @Test func beaconIntervalsAndInterfaceNamesAreChecked() {
+        #expect(BeaconSettings.interval(milliseconds: 99) == nil)
+        #expect(BeaconSettings.interval(milliseconds: 100) == .milliseconds(100))
+        #expect(BeaconSettings.interval(milliseconds: 3_600_001) == nil)
+        #expect(BeaconSettings.isInterfaceName("eth0") && BeaconSettings.isInterfaceName("wlp3s0"))
+        for bad in ["", "a b", "a/b", "eth0%1", "sixteen-chars-xx", "eth0:1"] { #expect(!BeaconSettings.isInterfaceName(bad), "\(bad)") }
+    }
+
     @Test func unknownKeyIsNamedWithItsLine() throws {
         let e = try #require(parseError("[node]\nlisten = \"[::]:1\"\nlisten_port = 7\n"))
         #expect(e.key == "node.listen_port")

@@ -1,8 +1,8 @@
+import Gossip
 import MeshCore
-import Runtime
 import Testing
 
-/// The `nearest` LAN beacon's codec (Docs/encoding.md) and the runtime's verdict on a datagram.
+/// The `nearest` LAN beacon's codec (Docs/encoding.md) and the verdict the runtime applies to a datagram.
 @Suite struct BeaconTests {
     let tag = Beacon.networkTag(.defaultNetwork)
     var sample: Beacon { Beacon(networkTag: tag, port: 7400, nonce: 0x0102_0304_0506_0708) }
@@ -58,13 +58,5 @@ import Testing
         #expect(Beacon.accept(sample.encoded(), networkTag: tag, ownNonce: sample.nonce) == .failure(.own))
         #expect(try Beacon.accept(sample.encoded(), networkTag: tag, ownNonce: 1).get() == sample)
         #expect(Beacon.accept([1, 2, 3], networkTag: tag, ownNonce: 1) == .failure(.truncated))
-    }
-
-    @Test func intervalsAndInterfaceNamesAreChecked() {
-        #expect(BeaconSettings.interval(milliseconds: 99) == nil)
-        #expect(BeaconSettings.interval(milliseconds: 100) == .milliseconds(100))
-        #expect(BeaconSettings.interval(milliseconds: 3_600_001) == nil)
-        #expect(BeaconSettings.isInterfaceName("eth0") && BeaconSettings.isInterfaceName("wlp3s0"))
-        for bad in ["", "a b", "a/b", "eth0%1", "sixteen-chars-xx", "eth0:1"] { #expect(!BeaconSettings.isInterfaceName(bad), "\(bad)") }
     }
 }
