@@ -15,6 +15,10 @@ import Testing
         #expect(Array(bytes[13..<15]) == [0x1c, 0xe8])
         #expect(Array(bytes[15..<23]) == [1, 2, 3, 4, 5, 6, 7, 8])
         #expect(try Beacon.decode(bytes).get() == sample)
+        // The vector of Docs/encoding.md (tag computed independently with Python's hashlib.blake2b).
+        #expect(NetworkID.defaultNetwork.description == "601d6a20afdb1aad149cfc1c9f85a9c7")
+        #expect(Hex.encode(bytes) == "696f746201" + "038ecc582fb6d770" + "1ce8" + "0102030405060708")
+        #expect(Hex.encode(Beacon.networkTag(NetworkID(hex: "0123456789abcdef0123456789abcdef")!)) == "29794e7f111c827f")
         let edge = Beacon(networkTag: [UInt8](repeating: 0xff, count: 8), port: 65535, nonce: .max)
         #expect(try Beacon.decode(edge.encoded()).get() == edge)
     }
