@@ -170,7 +170,7 @@ import Testing
     }
 
     @Test(.enabled(if: LAN.available, "skipped: `ip netns add` is refused here (needs root, iproute2 and network namespace support)"),
-          .timeLimit(.minutes(3)))
+          .timeLimit(.minutes(5)))
     func fiveNodesFindEachOtherByBeaconWithNoSeeds() throws {
         let lan = try LAN(count: 6)
         defer { lan.remove() }
@@ -225,7 +225,7 @@ import Testing
     /// neighbour on each through the right interface: the runtime's scope table at work, since the
     /// core and gossip see link-local addresses without their interface.
     @Test(.enabled(if: LAN.available, "skipped: `ip netns add` is refused here (needs root, iproute2 and network namespace support)"),
-          .timeLimit(.minutes(2)))
+          .timeLimit(.minutes(3)))
     func aNodeOnTwoLinksReachesANeighbourOnEach() throws {
         let lan = try LAN(count: 3, bridges: ["br0", "br1"],
                           links: [(0, "br0", "eth0"), (0, "br1", "eth1"), (1, "br0", "eth0"), (2, "br1", "eth0")])
