@@ -7,9 +7,12 @@
 //   XORed over it, so mutations land inside well-formed structures.
 // - bit 2 set: the bytes are handed to a running GossipCore that has neighbours, suspects,
 //   an open exchange and a pending probe, as if they came from one of its neighbours.
-// With GOSSIP_FUZZ_DECODER=NAME (Fuzz/run-gossip.sh --each runs one per message type) the target
+// With GOSSIP_FUZZ_DECODER=NAME (Fuzz/run-gossip.sh --each runs one per message type, and
+// `beacon`) the target
 // is that one decoder: the input (after the mode byte) is the body behind NAME's header, or with
 // bit 1 set is XORed over the genuine NAME message; the transport is NAME's own.
+// Every input (after the mode byte) is also decoded as a `nearest` LAN beacon (Beacon.decode and
+// the runtime's verdict Beacon.accept); a decoded beacon must re-encode to the same bytes.
 // Properties checked: decode never traps; a decoded message re-encodes to the same bytes; the core
 // never traps, counts a drop for every message it cannot decode, and never emits a datagram
 // larger than GossipWire.maxDatagram (a precondition inside the core).
@@ -33,6 +36,7 @@ struct FuzzState {
     /// The one message type under test (GOSSIP_FUZZ_DECODER), as an index into `genuine`.
     var fixed: Int?
     let neighbours: [PeerEntry]
+    let beaconTag = Beacon.networkTag(network)
 
     init() {
         neighbours = (1...6).map(entry)
@@ -63,6 +67,8 @@ struct FuzzState {
         ]
         genuine = messages.map(GossipWire.encode)
         names = messages.map { m in String(String(describing: m).prefix { $0 != "(" }) }
+        genuine.append(Beacon(networkTag: Beacon.networkTag(network), port: 7400, nonce: 42).encoded())
+        names.append("beacon")
         if let wanted = getenv("GOSSIP_FUZZ_DECODER").map({ String(cString: $0) }) {
             guard let i = names.firstIndex(of: wanted) else {
                 fatalError("GOSSIP_FUZZ_DECODER=\(wanted): no such message; known: \(names.joined(separator: " "))")
@@ -87,23 +93,30 @@ public func fuzzOne(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
     var reliable = mode & 1 != 0
     if let fixed = state.fixed {
         let genuine = state.genuine[fixed]
-        reliable = genuine[3] >= 64
-        if mode & 2 != 0 {
+        let isBeacon = state.names[fixed] == "beacon"
+        reliable = !isBeacon && genuine[3] >= 64
+        if mode & 2 != 0 || isBeacon && bytes.isEmpty {
             var mixed = genuine
             for (i, b) in bytes.enumerated() {
                 if i < mixed.count { mixed[i] ^= b } else { mixed.append(b) }
             }
             bytes = mixed
-        } else {
+        } else if !isBeacon {
             bytes = Array(genuine.prefix(GossipWire.headerLength)) + bytes
         }
     } else if mode & 2 != 0, !bytes.isEmpty {
-        var mixed = state.genuine[Int(bytes[0]) % state.genuine.count]
+        var mixed = state.genuine[Int(bytes[0]) % (state.genuine.count - 1)] // not the beacon
         for (i, b) in bytes.dropFirst().enumerated() {
             if i < mixed.count { mixed[i] ^= b } else { mixed.append(b) }
         }
         bytes = mixed
     }
+    // The `nearest` LAN beacon (Sources/Gossip/Beacon.swift): whatever decodes re-encodes to the
+    // same bytes, and the runtime's verdict never traps.
+    if case let .success(b) = Beacon.decode(bytes) {
+        precondition(b.encoded() == bytes, "beacon decode/encode round trip changed the bytes")
+    }
+    _ = Beacon.accept(bytes, networkTag: state.beaconTag, ownNonce: 1)
     let decoded = GossipWire.decode(bytes, transport: reliable ? .reliable : .datagram)
     if case let .success(m) = decoded {
         precondition(GossipWire.encode(m) == bytes, "decode/encode round trip changed the bytes")

@@ -58,6 +58,12 @@ struct StatusCommand: ParsableCommand {
         for (k, v) in s.sessions.sorted(by: { $0.key < $1.key }) { print("  \(k.padding(toLength: 28, withPad: " ", startingAt: 0)) \(v)") }
         print("drops (sessions)")
         for (k, v) in s.session_drops.sorted(by: { $0.key < $1.key }) where v > 0 { print("  \(k.padding(toLength: 28, withPad: " ", startingAt: 0)) \(v)") }
+        if !s.beacon.isEmpty {
+            print("beacon (nearest)")
+            for (k, v) in s.beacon.sorted(by: { $0.key < $1.key }) { print("  \(k.padding(toLength: 28, withPad: " ", startingAt: 0)) \(v)") }
+            print("drops (beacon)")
+            for (k, v) in s.beacon_drops.sorted(by: { $0.key < $1.key }) { print("  \(k.padding(toLength: 28, withPad: " ", startingAt: 0)) \(v)") }
+        }
         ChannelStatus.print(s)
     }
 }
