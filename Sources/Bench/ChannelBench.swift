@@ -68,6 +68,10 @@ public enum ChannelBench {
         }
         a.onEvent = { event in
             switch event {
+            // Joining makes b a member; a ping over the new session, answered, starts the clock
+            // (gossip, the membership protocol, sends no `.probeAnswered` of its own).
+            case let .memberAdded(id, _) where id == target && started == 0:
+                a.command(.probe(target))
             case let .probeAnswered(id, _) where id == target && started == 0:
                 started = uv_hrtime()
                 fill()
