@@ -32,6 +32,8 @@ public final class UDPSocket {
     /// another try per call), doubling up to `batch` while each read fills every slot (a burst
     /// of channel frames), back to what the last short read found once the burst is drained.
     @exclusivity(unchecked) private var slots = 1
+    /// The last datagram's array, reused for the next one when no one else holds it.
+    @exclusivity(unchecked) private var spare: [UInt8] = []
     /// Datagrams the kernel would not take at once, sent in order when the socket is writable.
     private var queued: [(bytes: [UInt8], address: sockaddr_in6)] = []
     private var queuedHead = 0
@@ -165,8 +167,15 @@ public final class UDPSocket {
                 if h.msg_flags & Int32(MSG_TRUNC) != 0 { receiveErrors += 1; continue }
                 let source = UnsafeRawPointer(names + i).assumingMemoryBound(to: sockaddr.self)
                 guard let from = Self.address(from: source) else { continue }
-                let bytes = Array(UnsafeRawBufferPointer(start: vectors[i].iov_base, count: Int(headers[i].msg_len)))
+                let count = Int(headers[i].msg_len)
+                // The array the last datagram came in, if nobody kept it and the size matches:
+                // no allocation per datagram in a stream of same-sized frames.
+                var bytes = spare
+                spare = []
+                if bytes.count != count { bytes = [UInt8](unsafeUninitializedCapacity: count) { _, n in n = count } }
+                bytes.withUnsafeMutableBytes { $0.copyMemory(from: UnsafeRawBufferPointer(start: vectors[i].iov_base, count: count)) }
                 onDatagram(from, bytes)
+                spare = bytes
             }
             budget -= n
             if n < want {
