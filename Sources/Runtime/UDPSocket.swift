@@ -131,10 +131,21 @@ public final class UDPSocket {
         guard events != 0 else { return uv_poll_stop(poll) }
         return uv_poll_start(poll, events) { p, status, events in
             let sock = Unmanaged<UDPSocket>.fromOpaque(p!.pointee.data).takeUnretainedValue()
-            if status < 0 { sock.receiveErrors += 1; return }
+            if status < 0 { sock.recoverFromError(); return }
             if events & Int32(UV_WRITABLE.rawValue) != 0 { sock.flushQueue() }
             if events & Int32(UV_READABLE.rawValue) != 0 { sock.readAvailable() }
         }
+    }
+
+    /// libuv stops a poll whose descriptor reports an error (a pending socket error, e.g. from an
+    /// ICMP message): count it, clear it, and watch again, so one error never ends reception.
+    private func recoverFromError() {
+        receiveErrors += 1
+        guard !closed else { return }
+        var pending: Int32 = 0
+        var length = socklen_t(MemoryLayout<Int32>.size)
+        _ = getsockopt(fd, SOL_SOCKET, SO_ERROR, &pending, &length)
+        _ = watch()
     }
 
     /// Reads what the kernel holds, `slots` datagrams per call (see `slots`), and hands each on.
