@@ -37,7 +37,7 @@ let package = Package(
         .target(name: "Node", dependencies: ["MeshCore", "Sessions", "Channels", "Gossip"]),
         // The libuv driver, config, key files, control socket, on-disk stores.
         .target(name: "Runtime", dependencies: [
-            "Node", "MeshCore", "Sodium", "Sessions", "Channels", "CLibuv", "CSodium",
+            "Node", "Gossip", "MeshCore", "Sodium", "Sessions", "Channels", "CLibuv", "CSodium",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "TOMLKit", package: "TOMLKit"),
             .product(name: "GRDB", package: "GRDB.swift"),

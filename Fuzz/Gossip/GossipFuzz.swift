@@ -7,9 +7,16 @@
 //   XORed over it, so mutations land inside well-formed structures.
 // - bit 2 set: the bytes are handed to a running GossipCore that has neighbours, suspects,
 //   an open exchange and a pending probe, as if they came from one of its neighbours.
+// With GOSSIP_FUZZ_DECODER=NAME (Fuzz/run-gossip.sh --each runs one per message type, and
+// `beacon`) the target
+// is that one decoder: the input (after the mode byte) is the body behind NAME's header, or with
+// bit 1 set is XORed over the genuine NAME message; the transport is NAME's own.
+// Every input (after the mode byte) is also decoded as a `nearest` LAN beacon (Beacon.decode and
+// the runtime's verdict Beacon.accept); a decoded beacon must re-encode to the same bytes.
 // Properties checked: decode never traps; a decoded message re-encodes to the same bytes; the core
 // never traps, counts a drop for every message it cannot decode, and never emits a datagram
 // larger than GossipWire.maxDatagram (a precondition inside the core).
+import Glibc
 import MeshCore
 import Gossip
 
@@ -24,7 +31,12 @@ struct FuzzState {
     var core: GossipCore
     var now = Instant.zero
     var genuine: [[UInt8]] = []
+    /// Message names (the enum case), in `genuine`'s order.
+    var names: [String] = []
+    /// The one message type under test (GOSSIP_FUZZ_DECODER), as an index into `genuine`.
+    var fixed: Int?
     let neighbours: [PeerEntry]
+    let beaconTag = Beacon.networkTag(network)
 
     init() {
         neighbours = (1...6).map(entry)
@@ -42,17 +54,27 @@ struct FuzzState {
             .ping(seq: 1, updates: [.alive(entry(7), incarnation: 1, attributeVersion: 2), .suspect(entry(2).peer, incarnation: 1, accuser: 5), .cull(cull)]),
             .ack(seq: 1, updates: [.dead(entry(3).peer, incarnation: 9), .left(entry(4).peer, incarnation: 1)]),
             .pingRequest(seq: 2, target: entry(5)), .nack(seq: 1), .join(incarnation: 0),
-            .joinReply(sample: [entry(8)]), .forwardJoin(ttl: 3, joiner: entry(8)),
+            .joinReply(sample: [entry(8)]), .forwardJoin(ttl: 3, joiner: entry(8)), .neighbor(priority: .nearer),
             .neighborReply(accepted: true, sample: []), .disconnect,
             .shuffle(id: 1, ttl: 2, origin: entry(8), sample: [entry(10)]), .shuffleReply(id: 1, sample: [entry(11)]),
             .query(QueryMessage(id: 1, origin: entry(8), hops: 1, hopLimit: 4, mode: .master, query: AttributeQuery(key: "type", value: "m", match: .prefix))),
             .queryAnswer(id: 1, hops: 1, pairs: [AttributePair(key: "type", value: "meter")]),
             .digest(exchange: 1, buckets: Array(repeating: 1, count: 64), cullCount: 0, cullHash: 0),
             .digestReply(exchange: 1, differing: 3, cullsDiffer: true, busy: false), .attributesRequest(version: 0),
+            .gossip(updates: [.alive(entry(13), incarnation: 4, attributeVersion: 1), .left(entry(6).peer, incarnation: 2)]),
             .delta(exchange: 1, records: [MemberRecord(entry: entry(12), state: .alive, incarnation: 1, attributeVersion: 1)], culls: [cull]),
             .attributes(version: 3, try! Attributes([("type", "meter")])),
         ]
         genuine = messages.map(GossipWire.encode)
+        names = messages.map { m in String(String(describing: m).prefix { $0 != "(" }) }
+        genuine.append(Beacon(networkTag: Beacon.networkTag(network), port: 7400, nonce: 42).encoded())
+        names.append("beacon")
+        if let wanted = getenv("GOSSIP_FUZZ_DECODER").map({ String(cString: $0) }) {
+            guard let i = names.firstIndex(of: wanted) else {
+                fatalError("GOSSIP_FUZZ_DECODER=\(wanted): no such message; known: \(names.joined(separator: " "))")
+            }
+            fixed = i
+        }
         for _ in 0..<20 {
             now = now + .milliseconds(500)
             outs += core.handle(.timer, now: now)
@@ -68,14 +90,33 @@ public func fuzzOne(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
     guard size >= 1 else { return 0 }
     let mode = data[0]
     var bytes = Array(UnsafeBufferPointer(start: data + 1, count: size - 1))
-    if mode & 2 != 0, !bytes.isEmpty {
-        var mixed = state.genuine[Int(bytes[0]) % state.genuine.count]
+    var reliable = mode & 1 != 0
+    if let fixed = state.fixed {
+        let genuine = state.genuine[fixed]
+        let isBeacon = state.names[fixed] == "beacon"
+        reliable = !isBeacon && genuine[3] >= 64
+        if mode & 2 != 0 || isBeacon && bytes.isEmpty {
+            var mixed = genuine
+            for (i, b) in bytes.enumerated() {
+                if i < mixed.count { mixed[i] ^= b } else { mixed.append(b) }
+            }
+            bytes = mixed
+        } else if !isBeacon {
+            bytes = Array(genuine.prefix(GossipWire.headerLength)) + bytes
+        }
+    } else if mode & 2 != 0, !bytes.isEmpty {
+        var mixed = state.genuine[Int(bytes[0]) % (state.genuine.count - 1)] // not the beacon
         for (i, b) in bytes.dropFirst().enumerated() {
             if i < mixed.count { mixed[i] ^= b } else { mixed.append(b) }
         }
         bytes = mixed
     }
-    let reliable = mode & 1 != 0
+    // The `nearest` LAN beacon (Sources/Gossip/Beacon.swift): whatever decodes re-encodes to the
+    // same bytes, and the runtime's verdict never traps.
+    if case let .success(b) = Beacon.decode(bytes) {
+        precondition(b.encoded() == bytes, "beacon decode/encode round trip changed the bytes")
+    }
+    _ = Beacon.accept(bytes, networkTag: state.beaconTag, ownNonce: 1)
     let decoded = GossipWire.decode(bytes, transport: reliable ? .reliable : .datagram)
     if case let .success(m) = decoded {
         precondition(GossipWire.encode(m) == bytes, "decode/encode round trip changed the bytes")

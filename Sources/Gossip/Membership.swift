@@ -140,6 +140,15 @@ extension GossipCore {
         }
     }
 
+    /// Tells a culled node why it is refused: its cull, which it obeys by leaving the mesh. The
+    /// driver, which refuses the culled node's plaintext, calls this at a bounded rate.
+    public mutating func tellCulled(_ peer: PeerEntry) -> [GossipOutput] {
+        guard let c = culls[peer.nodeID] else { return [] }
+        var out: [GossipOutput] = []
+        send(.gossip(updates: [.cull(c)]), to: .peer(peer), into: &out)
+        return out
+    }
+
     mutating func applyCull(_ c: CullRecord, now: Instant, into out: inout [GossipOutput]) -> Bool {
         guard culls[c.subject] == nil else { return false }
         if let reason = c.verify(network: config.network, adminKeys: config.adminKeys) {

@@ -6,26 +6,41 @@ import Darwin
 
 /// A UDP endpoint on the real (or simulated) network. IPv4 is stored as an IPv4-mapped IPv6
 /// address, so one dual-stack socket and one type serve both families.
+///
+/// A link-local address (fe80::/10) names a host only together with the interface it is reached
+/// through: `scope` is that interface's index (0: none). Scopes are local to this host, so they
+/// never travel on the wire; the runtime strips them before the protocol cores see an address and
+/// restores them when it sends (see NodeRuntime's scope table and Docs/gossip.md, "nearest").
 public struct UnderlayAddress: Hashable, Sendable, CustomStringConvertible, Comparable {
     /// The IPv6 address as two big-endian halves: no heap allocation, cheap to hash and compare,
     /// since addresses are looked up on every datagram.
     public let high: UInt64
     public let low: UInt64
     public let port: UInt16
+    /// The interface index of a link-local address (sin6_scope_id); 0 for none.
+    public let scope: UInt32
 
-    public init(ip: [UInt8], port: UInt16) {
+    public init(ip: [UInt8], port: UInt16, scope: UInt32 = 0) {
         precondition(ip.count == 16, "an underlay address holds 16 bytes")
         var h: UInt64 = 0, l: UInt64 = 0
         for i in 0..<8 { h = h << 8 | UInt64(ip[i]) }
         for i in 8..<16 { l = l << 8 | UInt64(ip[i]) }
-        self.init(high: h, low: l, port: port)
+        self.init(high: h, low: l, port: port, scope: scope)
     }
 
-    public init(high: UInt64, low: UInt64, port: UInt16) {
+    public init(high: UInt64, low: UInt64, port: UInt16, scope: UInt32 = 0) {
         self.high = high
         self.low = low
         self.port = port
+        self.scope = scope
     }
+
+    /// fe80::/10: reachable only through one interface, which `scope` names.
+    public var isLinkLocal: Bool { high >> 54 == 0xfe80 >> 6 }
+    /// The same address with no interface index (what the cores and the wire see).
+    public var withoutScope: UnderlayAddress { scope == 0 ? self : UnderlayAddress(high: high, low: low, port: port) }
+    public func withScope(_ scope: UInt32) -> UnderlayAddress { UnderlayAddress(high: high, low: low, port: port, scope: scope) }
+    public func withPort(_ port: UInt16) -> UnderlayAddress { UnderlayAddress(high: high, low: low, port: port, scope: scope) }
 
     /// 16 bytes of IPv6 address in network order.
     public var ip: [UInt8] {
@@ -49,7 +64,9 @@ public struct UnderlayAddress: Hashable, Sendable, CustomStringConvertible, Comp
     public var isIPv4Mapped: Bool { high == 0 && (low >> 32) == 0xffff }
     public var isUnspecified: Bool { high == 0 && low == 0 }
 
-    /// Parses `[v6]:port`, `v4:port`, `[v6]` or `v4` with a default port.
+    /// Parses `[v6]:port`, `v4:port`, `[v6]` or `v4` with a default port; a link-local v6 may name
+    /// its interface, `[fe80::1%eth0]:7400` or `[fe80::1%3]:7400` (an interface that does not
+    /// exist, or a zone on any other address, is refused).
     /// Returns nil with no partial guesses: callers turn that into an error naming the setting.
     public init?(parsing text: String, defaultPort: UInt16? = nil) {
         var host = Substring(text)
@@ -77,8 +94,32 @@ public struct UnderlayAddress: Hashable, Sendable, CustomStringConvertible, Comp
         } else {
             return nil
         }
+        var scope: UInt32 = 0
+        if let percent = host.firstIndex(of: "%") {
+            let zone = String(host[host.index(after: percent)...])
+            host = host[..<percent]
+            guard let s = Self.interfaceIndex(zone) else { return nil }
+            scope = s
+        }
         guard let ip = Self.parseIP(String(host)) else { return nil }
-        self.init(ip: ip, port: port)
+        self.init(ip: ip, port: port, scope: scope)
+        if scope != 0 && !isLinkLocal { return nil }
+    }
+
+    /// An interface's index from its name or its decimal index; nil if there is no such interface.
+    public static func interfaceIndex(_ zone: String) -> UInt32? {
+        guard !zone.isEmpty else { return nil }
+        if let n = UInt32(zone) { return n > 0 && interfaceName(n) != nil ? n : nil }
+        let i = if_nametoindex(zone)
+        return i == 0 ? nil : i
+    }
+
+    /// The interface's name (eth0), or nil if the index names none.
+    public static func interfaceName(_ index: UInt32) -> String? {
+        var buf = [CChar](repeating: 0, count: Int(IF_NAMESIZE) + 1)
+        guard if_indextoname(index, &buf) != nil else { return nil }
+        let end = buf.firstIndex(of: 0) ?? buf.count
+        return String(decoding: buf[..<end].map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
     /// Parses an IPv6 or IPv4 literal into 16 bytes (IPv4 mapped).
@@ -106,7 +147,9 @@ public struct UnderlayAddress: Hashable, Sendable, CustomStringConvertible, Comp
 
     public var hostString: String {
         if isIPv4Mapped { return [24, 16, 8, 0].map { String((low >> UInt64($0)) & 0xff) }.joined(separator: ".") }
-        return Self.formatIPv6(ip)
+        let text = Self.formatIPv6(ip)
+        guard scope != 0 else { return text }
+        return "\(text)%\(Self.interfaceName(scope) ?? String(scope))"
     }
 
     public var description: String {
@@ -114,7 +157,7 @@ public struct UnderlayAddress: Hashable, Sendable, CustomStringConvertible, Comp
     }
 
     public static func < (a: UnderlayAddress, b: UnderlayAddress) -> Bool {
-        (a.high, a.low, a.port) < (b.high, b.low, b.port)
+        (a.high, a.low, a.port, a.scope) < (b.high, b.low, b.port, b.scope)
     }
 
     public static let loopbackV6 = [UInt8](repeating: 0, count: 15) + [1]

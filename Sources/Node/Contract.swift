@@ -24,6 +24,9 @@ public enum NodeCommand: Sendable, Equatable {
     case probe(NodeID)
     /// Anything the gossip core accepts: join, leave, attributes, culls, queries.
     case membership(GossipCommand)
+    /// The runtime heard a link-local multicast beacon advertising this address (mode `nearest`):
+    /// an unauthenticated hint; the session handshake proves who answers there.
+    case beaconHeard(UnderlayAddress)
     /// Queue a message for a member over its channel (see `NodeCore.sendMessage`, which also
     /// returns the result); answered with `.messageQueued` or `.messageRefused`.
     case sendMessage(to: NodeID, stream: UInt16, bytes: [UInt8])

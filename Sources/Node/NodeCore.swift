@@ -62,6 +62,8 @@ public struct NodeCore {
     /// mesh in pieces); the node asks again until each seed has answered.
     public private(set) var unansweredSeeds: [UnderlayAddress] = []
     private var seedRetryAt: Instant?
+    /// When a culled sender was last sent its cull (`cullNoticeInterval`).
+    private var lastCullNotice: Instant?
     /// Peers whose channel timed out, reset once the endpoint's outputs are carried out.
     var connectionsToReset: [NodeID] = []
 
@@ -72,6 +74,7 @@ public struct NodeCore {
 
     /// How long an unanswered ping probe is remembered.
     static let probeMemory: Duration = .seconds(30)
+    static let cullNoticeInterval: Duration = .seconds(1)
 
     /// `address` is where others reach this node (its bound address); gossip tells it to members
     /// that have not heard from us directly. Fails only if the identity cannot serve as a Noise
@@ -271,6 +274,8 @@ public struct NodeCore {
             absorb(sessions.send(pingBytes, to: m.entry.address, peerKey: m.entry.peer.publicKey, now: now), now: now, into: &out)
         case let .membership(command):
             absorb(gossip.handle(.command(command), now: now), now: now, into: &out)
+        case let .beaconHeard(address):
+            absorb(gossip.handle(.beaconHeard(address), now: now), now: now, into: &out)
         case let .sendMessage(to, stream, bytes):
             switch queueMessage(bytes, stream: stream, to: to, now: now, into: &out) {
             case let .success(id): out.append(.event(.messageQueued(id, to: to, stream: stream)))
@@ -308,6 +313,12 @@ public struct NodeCore {
         // A culled node is refused whatever it sends: its session is not kept either.
         if gossip.culls[sender.nodeID] != nil {
             counters.drop(.culled)
+            // Tell it why over the session it just used (its last use), at most once per interval
+            // across all culled senders (bounded work).
+            if lastCullNotice.map({ now - $0 >= Self.cullNoticeInterval }) ?? true {
+                lastCullNotice = now
+                absorb(gossip.tellCulled(PeerEntry(peer: sender, address: from)), now: now, into: &out)
+            }
             sessions.forget(peerKey: peerKey)
             return
         }

@@ -19,6 +19,8 @@ public struct NodeSettings: Sendable {
     public var timing = NodeTiming()
     /// The `[gossip]` section: discovery modes, masters, master flag, admin keys.
     public var discovery = Discovery()
+    /// `[gossip] beacon_*`: the LAN beacon of mode `nearest` (unused in the other modes).
+    public var beacon = BeaconSettings()
 
     public init() {}
 
@@ -72,7 +74,10 @@ public enum ConfigLoader {
         "gossip": ["modes": "an array of mode strings: \"master\", \"walk\", \"nearest\"",
                    "masters": "an array of address strings like [\"[::1]:7401\"]",
                    "is_master": "true or false",
-                   "admin_keys": "an array of 64-hex-digit Ed25519 public keys (culls they sign are obeyed)"],
+                   "admin_keys": "an array of 64-hex-digit Ed25519 public keys (culls they sign are obeyed)",
+                   "beacon_port": "a UDP port 1...65535, the same on every node of the LAN (mode nearest)",
+                   "beacon_interval_ms": "an integer 100...3600000 (mode nearest)",
+                   "beacon_interfaces": "an array of interface names like [\"eth0\", \"wlan0\"] (mode nearest)"],
         "attributes": [:],
     ]
 
@@ -190,6 +195,26 @@ public enum ConfigLoader {
         if let v = table["gossip"]?.table?["is_master"] {
             guard let b = v.bool else { throw fail("gossip", "is_master", "wrong type: must be true or false") }
             settings.discovery.isMaster = b
+        }
+        if let v = try positive("gossip", "beacon_port") {
+            guard v <= 65535 else { throw fail("gossip", "beacon_port", "\(v) is not a port; must be \(schema["gossip"]!["beacon_port"]!)") }
+            settings.beacon.port = UInt16(v)
+        }
+        if let v = try positive("gossip", "beacon_interval_ms") {
+            guard let d = BeaconSettings.interval(milliseconds: v) else {
+                throw fail("gossip", "beacon_interval_ms", "\(v) is out of range; must be \(schema["gossip"]!["beacon_interval_ms"]!)")
+            }
+            settings.beacon.interval = d
+        }
+        if let v = try strings("gossip", "beacon_interfaces") {
+            for name in v where !BeaconSettings.isInterfaceName(name) {
+                throw fail("gossip", "beacon_interfaces", "bad interface name \"\(name)\": 1 to 15 characters, no spaces, '/' or '%'")
+            }
+            settings.beacon.interfaces = v
+        }
+        let beaconKeys = ["beacon_port", "beacon_interval_ms", "beacon_interfaces"].filter { table["gossip"]?.table?[$0] != nil }
+        if let k = beaconKeys.first, !settings.discovery.modes.contains(.nearest) {
+            throw fail("gossip", k, "only mode nearest beacons; add \"nearest\" to [gossip] modes or remove \(k)")
         }
         if let v = try strings("gossip", "admin_keys") {
             settings.discovery.adminKeys = try v.map { text in

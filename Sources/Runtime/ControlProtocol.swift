@@ -30,6 +30,11 @@ public struct StatusReport: Codable, Sendable {
     public var channel_drops: [String: UInt64]
     /// File transfers: active ones and the last finished ones.
     public var transfers: [TransferReport]
+    /// Mode `nearest`'s LAN beacon: sent, heard (handed to gossip), errors, interfaces joined,
+    /// port, interval; empty in the other modes.
+    public var beacon: [String: UInt64] = [:]
+    /// Beacons received and not handed to gossip, by reason (Docs/gossip.md, "nearest").
+    public var beacon_drops: [String: UInt64] = [:]
 }
 
 public struct MemberReport: Codable, Sendable, Equatable {

@@ -3,20 +3,29 @@ import Foundation
 
 /// The node's local control socket: a Unix domain socket that takes one JSON request per line
 /// and answers one JSON line. The CLI (`iotaf status`, `iotaf members`) talks to it.
+/// A request may be answered later (a query collects answers for its timeout): the loop goes on
+/// meanwhile, and a client that hung up by then gets nothing.
 public final class ControlServer {
+    /// Hands the response line to the client; call it once, on the loop thread.
+    public typealias Reply = ([UInt8]) -> Void
     private let handle: UnsafeMutablePointer<uv_pipe_t>
     private let loop: EventLoop
     public let path: String
-    var respond: ([UInt8]) -> [UInt8]
+    var respond: ([UInt8], @escaping Reply) -> Void
     private var closed = false
 
     /// Longest request accepted; anything longer is answered with an error and closed.
     static let maxRequest = 64 * 1024
 
-    public init(loop: EventLoop, path: String, respond: @escaping ([UInt8]) -> [UInt8]) throws {
+    /// Answers every request at once.
+    public convenience init(loop: EventLoop, path: String, respond: @escaping ([UInt8]) -> [UInt8]) throws {
+        try self.init(loop: loop, path: path, respondLater: { request, reply in reply(respond(request)) })
+    }
+
+    public init(loop: EventLoop, path: String, respondLater: @escaping ([UInt8], @escaping Reply) -> Void) throws {
         self.loop = loop
         self.path = path
-        self.respond = respond
+        self.respond = respondLater
         guard path.utf8.count < 104 else {
             throw RuntimeError("control socket path \(path) is \(path.utf8.count) bytes; Unix sockets allow 103 — choose a shorter --control path")
         }
@@ -63,18 +72,20 @@ public final class ControlServer {
     public func close() {
         guard !closed else { return }
         closed = true
-        respond = { _ in [] }
+        respond = { _, reply in reply(Array(#"{"error":"node is stopping"}"#.utf8)) }
         closeAndFree(handle)
         unlink(path)
     }
 }
 
-/// One accepted client: reads a line, answers it, closes.
+/// One accepted client: reads a line, answers it (maybe later), closes.
 final class ControlConnection {
     let server: ControlServer
     let handle: UnsafeMutablePointer<uv_pipe_t>
     var buffer: [UInt8] = []
     var answered = false
+    /// The handle is closed (client hung up, or the answer was written): a late answer is dropped.
+    var closed = false
     let readBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 4096, alignment: 1)
 
     init(server: ControlServer, handle: UnsafeMutablePointer<uv_pipe_t>) {
@@ -90,7 +101,7 @@ final class ControlConnection {
             buf!.pointee = uv_buf_init(c.readBuffer.baseAddress!.assumingMemoryBound(to: CChar.self), UInt32(c.readBuffer.count))
         }, { stream, nread, buf in
             let c = Unmanaged<ControlConnection>.fromOpaque(stream!.pointee.data).takeUnretainedValue()
-            if nread < 0 { closeAndFree(c.handle); return }
+            if nread < 0 { c.closed = true; closeAndFree(c.handle); return }
             c.buffer.append(contentsOf: UnsafeRawBufferPointer(start: buf!.pointee.base, count: nread))
             c.process()
         })
@@ -100,7 +111,7 @@ final class ControlConnection {
         guard !answered else { return }
         if let newline = buffer.firstIndex(of: 0x0a) {
             answered = true
-            write(server.respond(Array(buffer[..<newline])))
+            server.respond(Array(buffer[..<newline])) { [self] response in write(response) }
         } else if buffer.count > ControlServer.maxRequest {
             answered = true
             write(Array(#"{"error":"request too long"}"#.utf8))
@@ -108,6 +119,8 @@ final class ControlConnection {
     }
 
     private func write(_ response: [UInt8]) {
+        guard !closed else { return }
+        closed = true
         uv_read_stop(asStream(handle))
         let bytes = response + [0x0a]
         let req = UnsafeMutablePointer<uv_write_t>.allocate(capacity: 1)

@@ -26,11 +26,26 @@ public final class NodeRuntime {
     public private(set) var boundAddress: UnderlayAddress
     @exclusivity(unchecked) private var stopping = false
     private var transfers: FileTransfers!
+    /// Mode `nearest`'s LAN beacon; nil in the other modes.
+    private var beacon: MulticastBeacon?
+    /// Link-local IP → the interface it was last heard on. The cores see link-local addresses
+    /// without their interface (scopes are local to this host and gossip carries none); sends to
+    /// them get it back from here. One address per IP: two hosts with the same link-local address
+    /// on two links would share an entry (addresses derived from MACs make that rare).
+    @exclusivity(unchecked) private var scopes: [LinkLocalIP: UInt32] = [:]
+    @exclusivity(unchecked) private var lastScoped: UnderlayAddress?
+    /// Sends to a link-local address whose interface is unknown (several links, never heard from).
+    public private(set) var unscopedSends: UInt64 = 0
+    static let maxScopes = 4096
     /// Messages received that no local user claimed (not a file transfer).
     public private(set) var unclaimedMessages: UInt64 = 0
     /// Called for every core event, after it is logged (benchmarks and the mesh view use it).
     @exclusivity(unchecked) public var onEvent: ((NodeEvent) -> Void)?
     public var onStopped: (() -> Void)?
+    /// `iotaf query` requests collecting answers until their timeout (ControlQueries.swift).
+    var pendingQueries: [UInt64: PendingQuery] = [:]
+    /// The mesh told this node an admin culled it; the node stopped.
+    public private(set) var wasCulled = false
 
     static let persistInterval: Duration = .seconds(30)
     /// After `leave`, the node keeps running this long so the leave reaches its neighbours and
@@ -74,6 +89,18 @@ public final class NodeRuntime {
             throw error
         }
         timer = LoopTimer(loop: loop) { [unowned self] in self.feed(.timer) }
+        if settings.discovery.modes.contains(.nearest) {
+            do {
+                beacon = try MulticastBeacon(loop: loop, settings: settings.beacon, network: network.id,
+                                             advertisedPort: boundAddress.port, logger: self.logger) { [unowned self] address in
+                    self.feed(.command(.beaconHeard(self.unscoped(address))))
+                }
+            } catch {
+                timer.close()
+                socket.close()
+                throw error
+            }
+        }
         transfers = FileTransfers(loop: loop, inbox: (settings.dataDir as NSString).appendingPathComponent("inbox"), logger: self.logger) {
             [unowned self] bytes, stream, to in self.sendMessage(bytes, stream: stream, to: to)
         }
@@ -88,7 +115,7 @@ public final class NodeRuntime {
                 if let warning { logger.warning("\(warning)") }
             }
             if withControlSocket {
-                control = try ControlServer(loop: loop, path: settings.resolvedControlPath) { [unowned self] in self.answer($0) }
+                control = try ControlServer(loop: loop, path: settings.resolvedControlPath) { [unowned self] in self.answerLater($0, reply: $1) }
             }
         } catch {
             closeHandles()
@@ -99,7 +126,9 @@ public final class NodeRuntime {
 
     /// Starts receiving, hands the core its seeds and remembered peers, and handles SIGINT/SIGTERM when asked.
     public func start(handleSignals: Bool = false) throws {
-        try socket.startReceiving { [unowned self] from, bytes in self.feed(.datagram(from: from, bytes: bytes)) }
+        try socket.startReceiving { [unowned self] from, bytes in
+            self.feed(.datagram(from: from.scope == 0 ? from : self.unscoped(from), bytes: bytes))
+        }
         logger.info("node started", metadata: [
             "node_id": "\(identity.nodeID.hex)", "overlay": "\(core.overlayAddress)", "listen": "\(boundAddress)",
             "control": "\(control?.path ?? "none")",
@@ -116,8 +145,15 @@ public final class NodeRuntime {
                 logger.warning("peer store \(store.path) could not be read (\(error)); starting from seeds only")
             }
         }
-        for peer in settings.peers + settings.discovery.masters { feed(.command(.addSeed(peer))) }
+        for peer in settings.peers + settings.discovery.masters { feed(.command(.addSeed(unscoped(peer)))) }
         feed(.start)
+        if let beacon {
+            try beacon.start()
+            logger.info("nearest: beaconing", metadata: ["beacon": "\(beacon.summary)"])
+            if !boundAddress.isUnspecified {
+                logger.warning("nearest: listening on \(boundAddress), not on [::]; neighbours that hear the beacon answer at a link-local address this socket may not receive")
+            }
+        }
         persistTimer.schedule(at: loop.now + Self.persistInterval)
         if handleSignals {
             for sig in [SIGINT, SIGTERM] {
@@ -168,7 +204,13 @@ public final class NodeRuntime {
     private func carryOut(_ outputs: [NodeOutput]) {
         for output in outputs {
             switch output {
-            case let .send(to, bytes): socket.send(bytes, to: to)
+            case let .send(to, bytes):
+                if to.isLinkLocal {
+                    guard let scoped = scoped(to) else { unscopedSends += 1; continue }
+                    socket.send(bytes, to: scoped)
+                } else {
+                    socket.send(bytes, to: to)
+                }
             case let .wake(at): timer.scheduleNoLater(than: at)
             case let .event(event): report(event)
             }
@@ -216,6 +258,13 @@ public final class NodeRuntime {
             }
         }
         if case let .memberStateChanged(id, _, to, _) = event, to == .dead || to == .left || to == .culled { transfers.peerDied(id) }
+        if case let .membership(.queryAnswer(id, from, address, hops, pairs)) = event { collectAnswer(id, from: from, address: address, hops: hops, pairs: pairs) }
+        if case let .memberStateChanged(id, _, .culled, _) = event, id == identity.nodeID {
+            // The mesh refuses this identity for good: running on would only knock on closed doors.
+            wasCulled = true
+            logger.error("an admin culled this node (\(id.short)); the mesh refuses this key for good, stopping. Only a new key (`iotaf keygen`) brings the device back")
+            stop()
+        }
         onEvent?(event)
     }
 
@@ -242,6 +291,8 @@ public final class NodeRuntime {
         timer?.close()
         persistTimer?.close()
         leaveTimer?.close()
+        finishPendingQueries()
+        beacon?.close()
         socket.close()
         control?.close()
         for s in signals { s.close() }
@@ -251,17 +302,51 @@ public final class NodeRuntime {
     // MARK: - Control socket
 
     public var status: StatusReport {
-        StatusReport(core: core, settings: settings, listen: boundAddress, uptime: loop.now - startedAt,
-                     sendErrors: socket.sendErrors, receiveErrors: socket.receiveErrors,
-                     unclaimedMessages: unclaimedMessages, transfers: transfers.reports)
+        var s = StatusReport(core: core, settings: settings, listen: boundAddress, uptime: loop.now - startedAt,
+                             sendErrors: socket.sendErrors, receiveErrors: socket.receiveErrors,
+                             unclaimedMessages: unclaimedMessages, transfers: transfers.reports)
+        s.counters["link_local_unscoped_sends"] = unscopedSends
+        if let beacon {
+            s.beacon = beacon.counters
+            s.beacon_drops = beacon.dropCounters
+        }
+        return s
     }
 
     public var memberReports: [MemberReport] {
         let now = loop.now
-        return core.sortedMembers.map { MemberReport($0, network: core.network, now: now) }
+        return core.sortedMembers.map { m in
+            var r = MemberReport(m, network: core.network, now: now)
+            // Link-local members are shown with the interface they are reached through.
+            if m.address.isLinkLocal, let a = scoped(m.address) { r.address = a.description }
+            return r
+        }
     }
 
-    private func answer(_ request: [UInt8]) -> [UInt8] {
+    // MARK: - Link-local scopes
+
+    /// Remembers the interface of a link-local address and returns the address without it.
+    private func unscoped(_ address: UnderlayAddress) -> UnderlayAddress {
+        guard address.scope != 0, address.isLinkLocal else { return address.withoutScope }
+        if address != lastScoped {
+            let key = LinkLocalIP(address)
+            if scopes[key] != address.scope {
+                if scopes.count >= Self.maxScopes { scopes.removeAll(keepingCapacity: true) }
+                scopes[key] = address.scope
+            }
+            lastScoped = address
+        }
+        return address.withoutScope
+    }
+
+    /// A link-local address with the interface it was heard on, else the beacon's only interface.
+    private func scoped(_ address: UnderlayAddress) -> UnderlayAddress? {
+        if address.scope != 0 { return address }
+        if let s = scopes[LinkLocalIP(address)] ?? beacon?.soleInterface { return address.withScope(s) }
+        return nil
+    }
+
+    func answer(_ request: [UInt8]) -> [UInt8] {
         let parsed = (try? JSONSerialization.jsonObject(with: Data(request))) as? [String: Any]
         guard let command = parsed?["command"] as? String else {
             return Array(ControlJSON.error("request must be a JSON object with a \"command\" string"))
@@ -292,9 +377,9 @@ public final class NodeRuntime {
         case "members": return Array(ControlJSON.encode(memberReports))
         case "join":
             guard let text = parsed?["address"] as? String, let address = UnderlayAddress(parsing: text) else {
-                return Array(ControlJSON.error("join needs \"address\": [IPv6]:port or IPv4:port"))
+                return Array(ControlJSON.error("join needs \"address\": [IPv6]:port, [fe80::…%interface]:port or IPv4:port"))
             }
-            feed(.command(.addSeed(address)))
+            feed(.command(.addSeed(unscoped(address))))
             return Array(ControlJSON.encode(["joining": address.description]))
         case "leave":
             // Graceful: the mesh learns this node left (state `left`), then the node stops.
@@ -320,7 +405,7 @@ public final class NodeRuntime {
         case "stop":
             loop.offload({ () }, completion: { [weak self] in self?.stop() })
             return Array(ControlJSON.encode(["stopping": true]))
-        default: return Array(ControlJSON.error("unknown command \"\(command)\"; known: status, members, join, leave, attributes, send, transfer, stop"))
+        default: return Array(ControlJSON.error("unknown command \"\(command)\"; known: status, members, join, leave, attributes, query, cull, send, transfer, stop"))
         }
     }
 }
@@ -339,6 +424,13 @@ extension NodeRuntime {
         }
         return .success(matches[0].nodeID)
     }
+}
+
+/// A link-local address's 16 bytes, the scope table's key.
+struct LinkLocalIP: Hashable {
+    let high: UInt64
+    let low: UInt64
+    init(_ a: UnderlayAddress) { high = a.high; low = a.low }
 }
 
 /// What the control socket answers to `attributes`.

@@ -270,6 +270,7 @@ public final class UDPSocket {
         var sa = sockaddr_in6()
         sa.sin6_family = sa_family_t(AF_INET6)
         sa.sin6_port = a.port.bigEndian
+        sa.sin6_scope_id = a.scope
         withUnsafeMutableBytes(of: &sa.sin6_addr) { a.copyIP(to: $0) }
         return sa
     }
@@ -282,7 +283,7 @@ public final class UDPSocket {
                     (UInt64(bigEndian: b.loadUnaligned(fromByteOffset: 0, as: UInt64.self)),
                      UInt64(bigEndian: b.loadUnaligned(fromByteOffset: 8, as: UInt64.self)))
                 }
-                return UnderlayAddress(high: h, low: l, port: UInt16(bigEndian: p.pointee.sin6_port))
+                return UnderlayAddress(high: h, low: l, port: UInt16(bigEndian: p.pointee.sin6_port), scope: p.pointee.sin6_scope_id)
             }
         case AF_INET:
             return sa.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { p in

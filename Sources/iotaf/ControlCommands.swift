@@ -21,10 +21,10 @@ struct ControlTarget: ParsableArguments {
         return s.resolvedControlPath
     }
 
-    func fetch(_ command: String, _ fields: [String: String] = [:]) throws -> Data {
+    func fetch(_ command: String, _ fields: [String: String] = [:], timeoutSeconds: Int = 5) throws -> Data {
         let p = try path()
         let data: Data
-        do { data = try ControlClient.request(p, fields.merging(["command": command]) { $1 }) } catch { throw CLIError("\(error)") }
+        do { data = try ControlClient.request(p, fields.merging(["command": command]) { $1 }, timeoutSeconds: timeoutSeconds) } catch { throw CLIError("\(error)") }
         if let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any], let err = obj["error"] as? String {
             throw CLIError("node at \(p) refused: \(err)")
         }
@@ -58,6 +58,12 @@ struct StatusCommand: ParsableCommand {
         for (k, v) in s.sessions.sorted(by: { $0.key < $1.key }) { print("  \(k.padding(toLength: 28, withPad: " ", startingAt: 0)) \(v)") }
         print("drops (sessions)")
         for (k, v) in s.session_drops.sorted(by: { $0.key < $1.key }) where v > 0 { print("  \(k.padding(toLength: 28, withPad: " ", startingAt: 0)) \(v)") }
+        if !s.beacon.isEmpty {
+            print("beacon (nearest)")
+            for (k, v) in s.beacon.sorted(by: { $0.key < $1.key }) { print("  \(k.padding(toLength: 28, withPad: " ", startingAt: 0)) \(v)") }
+            print("drops (beacon)")
+            for (k, v) in s.beacon_drops.sorted(by: { $0.key < $1.key }) { print("  \(k.padding(toLength: 28, withPad: " ", startingAt: 0)) \(v)") }
+        }
         ChannelStatus.print(s)
     }
 }

@@ -41,6 +41,7 @@ struct KeygenCommand: ParsableCommand {
             print("wrote \(out)")
             print("node id:         \(identity.nodeID.hex)")
             print("overlay address: \(overlay)")
+            print("public key:      \(Hex.encode(identity.publicKey))  (as an admin key: [gossip] admin_keys / --admin-key)")
         }
     }
 }

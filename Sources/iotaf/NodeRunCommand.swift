@@ -38,6 +38,12 @@ struct NodeFlags: ParsableArguments {
     var isMaster = false
     @Option(name: .customLong("admin-key"), help: "[gossip] admin_keys: an admin's Ed25519 public key, 64 hex digits (repeatable).")
     var adminKeys: [String] = []
+    @Option(name: .customLong("beacon-port"), help: "[gossip] beacon_port: UDP port of the LAN beacon (mode nearest). Default: 7399.")
+    var beaconPort: UInt16?
+    @Option(name: .customLong("beacon-interval-ms"), help: "[gossip] beacon_interval_ms: mean time between beacons, 100...3600000 (mode nearest). Default: 2000.")
+    var beaconIntervalMs: Int?
+    @Option(name: .customLong("beacon-interface"), help: "[gossip] beacon_interfaces: beacon on this interface only (repeatable; default: every multicast-capable one).")
+    var beaconInterfaces: [String] = []
     @Option(name: .customLong("attribute"), help: "[attributes]: key=value (repeatable).")
     var attributes: [String] = []
 
@@ -88,6 +94,23 @@ struct NodeFlags: ParsableArguments {
                 return key
             }
         }
+        if let beaconPort {
+            guard beaconPort > 0 else { throw CLIError("--beacon-port must be 1...65535") }
+            s.beacon.port = beaconPort
+        }
+        if let beaconIntervalMs {
+            guard let d = BeaconSettings.interval(milliseconds: beaconIntervalMs) else { throw CLIError("--beacon-interval-ms must be 100...3600000") }
+            s.beacon.interval = d
+        }
+        if !beaconInterfaces.isEmpty {
+            for name in beaconInterfaces where !BeaconSettings.isInterfaceName(name) {
+                throw CLIError("--beacon-interface: bad interface name \"\(name)\": 1 to 15 characters, no spaces, '/' or '%'")
+            }
+            s.beacon.interfaces = beaconInterfaces
+        }
+        if (beaconPort != nil || beaconIntervalMs != nil || !beaconInterfaces.isEmpty) && !s.discovery.modes.contains(.nearest) {
+            throw CLIError("--beacon-*: only mode nearest beacons; add --mode nearest")
+        }
         for a in attributes {
             guard let eq = a.firstIndex(of: "=") else { throw CLIError("--attribute: \"\(a)\" must be key=value") }
             s.attributes[String(a[..<eq])] = String(a[a.index(after: eq)...])
@@ -121,6 +144,6 @@ struct NodeRunCommand: ParsableCommand {
             throw CLIError("\(error)")
         }
         loop.run()
-        _ = node
+        if node.wasCulled { throw CLIError("this node (\(identity.nodeID.hex)) was culled by an admin: the mesh refuses its key for good") }
     }
 }

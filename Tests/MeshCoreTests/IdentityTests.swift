@@ -64,6 +64,26 @@ import Testing
         #expect(a.description == printed)
     }
 
+    /// Link-local addresses carry the interface they are reached through (lo is index 1 on Linux).
+    @Test func linkLocalScopesParsePrintAndStrip() throws {
+        let a = try #require(UnderlayAddress(parsing: "[fe80::1%lo]:7400"))
+        #expect(a.scope == 1 && a.isLinkLocal)
+        #expect(a.description == "[fe80::1%lo]:7400")
+        #expect(UnderlayAddress(parsing: "[fe80::1%1]:7400") == a)
+        #expect(a.withoutScope.description == "[fe80::1]:7400" && a.withoutScope.scope == 0)
+        #expect(a.withoutScope != a, "the interface is part of the address")
+        #expect(a.withoutScope.withScope(1) == a)
+        #expect(a.withPort(9).scope == 1 && a.withPort(9).port == 9)
+        #expect(try #require(UnderlayAddress(parsing: "[febf::1]:1")).isLinkLocal)
+        #expect(try #require(UnderlayAddress(parsing: "[fec0::1]:1")).isLinkLocal == false)
+        #expect(try #require(UnderlayAddress(parsing: "[fe80::1]:1")).scope == 0)
+    }
+
+    @Test(arguments: ["[fe80::1%no-such-if0]:1", "[fe80::1%]:1", "[fe80::1%0]:1", "[fe80::1%4000000000]:1", "[fd00::1%lo]:1", "[::1%1]:1"])
+    func badScopesAreRefused(text: String) {
+        #expect(UnderlayAddress(parsing: text) == nil)
+    }
+
     @Test(arguments: ["::1:7400", "[::1]", "[::1]:99999", "host:7400", "[::1]x", "", "1.2.3.4:", "[::1]:-1"])
     func badAddressesAreRefused(text: String) {
         #expect(UnderlayAddress(parsing: text) == nil)

@@ -91,6 +91,40 @@ struct Pump {
         #expect(p.events.contains { if case .membership(.joined) = $0.1 { return $0.0 == 1 } else { return false } })
     }
 
+    /// A cull spreads; the culled node, still talking, is told its cull (bounded: once a second)
+    /// and obeys; restarted with the same key it is refused and told again.
+    @Test func culledNodeIsToldAndRefusedAfterRestart() throws {
+        let admin = NodeIdentity.deterministic(runSeed: 77, index: 0)
+        var discovery = Discovery()
+        discovery.adminKeys = [admin.publicKey]
+        var p = Pump(count: 3, discovery: discovery)
+        p.feed(1, .command(.addSeed(p.addresses[0])))
+        p.feed(2, .command(.addSeed(p.addresses[0])))
+        for i in 0..<3 { p.feed(i, .start) }
+        p.run(for: .seconds(5))
+        let victim = p.cores[2].identity.nodeID
+        let record = CullRecord.sign(subject: victim, issuedAt: 1_800_000_000, network: .defaultNetwork, admin: admin)
+        p.feed(0, .command(.membership(.cull(record))))
+        p.run(for: .seconds(3))
+        #expect(p.state(0, of: 2) == .culled && p.state(1, of: 2) == .culled)
+        func toldCulled() -> Bool {
+            p.events.contains { if case let .memberStateChanged(id, _, .culled, _) = $0.1 { return $0.0 == 2 && id == victim } else { return false } }
+        }
+        #expect(toldCulled(), "the culled node learned it was culled")
+        #expect(p.cores[0].counters.drops[.culled] ?? 0 >= 1 || p.cores[1].counters.drops[.culled] ?? 0 >= 1)
+
+        // Same key, no memory, a fresh start: refused, and told again.
+        p.events.removeAll()
+        p.cores[2] = try NodeCore(identity: NodeIdentity.deterministic(runSeed: 5, index: 2), network: .defaultNetwork, networkKey: Pump.networkKey,
+                                  address: p.addresses[2], discovery: discovery, rng: SeededGenerator(seed: 123))
+        p.wakes[2] = nil
+        p.feed(2, .command(.addSeed(p.addresses[0])))
+        p.feed(2, .start)
+        p.run(for: .seconds(5))
+        #expect(p.state(0, of: 2) == .culled && p.state(1, of: 2) == .culled)
+        #expect(toldCulled(), "the restarted culled node was told again: \(p.cores[0].counters.drops) \(p.cores[1].counters.drops) \(p.cores[2].counters.drops) \(p.cores[2].gossip.counters.drops) \(p.events.filter { $0.0 == 2 }.map { "\($0.1)" })")
+    }
+
     @Test func crashedNodeGoesSuspectThenDeadThenAliveOnRestart() {
         var p = Pump(count: 3)
         p.feed(1, .command(.addSeed(p.addresses[0])))

@@ -19,7 +19,7 @@ func parseError(_ text: String) -> ConfigError? {
         for name in names {
             var s = NodeSettings()
             try ConfigLoader.load(path: dir.appendingPathComponent(name).path, into: &s)
-            #expect(!s.peers.isEmpty, "\(name) names peers")
+            #expect(!s.peers.isEmpty || s.discovery.modes.contains(.nearest), "\(name) names peers or finds them by beacon")
         }
     }
 
@@ -53,6 +53,30 @@ func parseError(_ text: String) -> ConfigError? {
         #expect(s.discovery.adminKeys.count == 1 && s.discovery.adminKeys[0].count == 32 && s.discovery.adminKeys[0][1] == 0x11)
         #expect(s.timing.maxMembers == 10)
         #expect(s.attributes == ["type": "meter"])
+    }
+
+    @Test func beaconKeysAreRead() throws {
+        var s = NodeSettings()
+        #expect(s.beacon == BeaconSettings() && s.beacon.port == 7399 && s.beacon.interval == .seconds(2) && s.beacon.interfaces.isEmpty)
+        try ConfigLoader.parse("""
+            [gossip]
+            modes = ["nearest"]
+            beacon_port = 7500
+            beacon_interval_ms = 750
+            beacon_interfaces = ["eth0", "wlan0"]
+            """, file: "t", into: &s)
+        #expect(s.discovery.modes == [.nearest])
+        #expect(s.beacon.port == 7500)
+        #expect(s.beacon.interval == .milliseconds(750))
+        #expect(s.beacon.interfaces == ["eth0", "wlan0"])
+    }
+
+    @Test func beaconIntervalsAndInterfaceNamesAreChecked() {
+        #expect(BeaconSettings.interval(milliseconds: 99) == nil)
+        #expect(BeaconSettings.interval(milliseconds: 100) == .milliseconds(100))
+        #expect(BeaconSettings.interval(milliseconds: 3_600_001) == nil)
+        #expect(BeaconSettings.isInterfaceName("eth0") && BeaconSettings.isInterfaceName("wlp3s0"))
+        for bad in ["", "a b", "a/b", "eth0%1", "sixteen-chars-xx", "eth0:1"] { #expect(!BeaconSettings.isInterfaceName(bad), "\(bad)") }
     }
 
     @Test func unknownKeyIsNamedWithItsLine() throws {
@@ -106,6 +130,13 @@ func parseError(_ text: String) -> ConfigError? {
         ("[gossip]\nis_master = \"yes\"\n", "gossip.is_master", "true or false"),
         ("[gossip]\nadmin_keys = [\"abcd\"]\n", "gossip.admin_keys", "64 hex digits"),
         ("[gossip]\nseeds = []\n", "gossip.seeds", "unknown key"),
+        ("[gossip]\nbeacon_port = 70000\nmodes = [\"nearest\"]\n", "gossip.beacon_port", "not a port"),
+        ("[gossip]\nbeacon_port = 0\nmodes = [\"nearest\"]\n", "gossip.beacon_port", "wrong type or value"),
+        ("[gossip]\nbeacon_interval_ms = 50\nmodes = [\"nearest\"]\n", "gossip.beacon_interval_ms", "out of range"),
+        ("[gossip]\nbeacon_interval_ms = \"2s\"\nmodes = [\"nearest\"]\n", "gossip.beacon_interval_ms", "wrong type"),
+        ("[gossip]\nbeacon_interfaces = [\"eth 0\"]\nmodes = [\"nearest\"]\n", "gossip.beacon_interfaces", "bad interface name"),
+        ("[gossip]\nbeacon_interfaces = \"eth0\"\nmodes = [\"nearest\"]\n", "gossip.beacon_interfaces", "wrong type"),
+        ("[gossip]\nbeacon_port = 7399\nmodes = [\"master\"]\n", "gossip.beacon_port", "only mode nearest"),
     ])
     func badGossipKeysAreNamedWithTheirLine(text: String, key: String, words: String) throws {
         let e = try #require(parseError(text))
