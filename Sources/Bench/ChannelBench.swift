@@ -68,6 +68,10 @@ public enum ChannelBench {
         }
         a.onEvent = { event in
             switch event {
+            // Joining makes b a member; a ping over the new session, answered, starts the clock
+            // (gossip, the membership protocol, sends no `.probeAnswered` of its own).
+            case let .memberAdded(id, _) where id == target && started == 0:
+                a.command(.probe(target))
             case let .probeAnswered(id, _) where id == target && started == 0:
                 started = uv_hrtime()
                 fill()
@@ -95,8 +99,8 @@ public enum ChannelBench {
     }
 }
 
-/// The physical baseline: one libuv loop, two UDP sockets on ::1 set up as the runtime's
-/// (`UDPSocket`: recvmmsg in batches of 8, 4 MiB kernel buffers); one pushes datagrams of the
+/// The physical baseline: one libuv loop, two UDP sockets on ::1 with the runtime's 4 MiB kernel
+/// buffers, received with libuv's own recvmmsg in batches of 8; one pushes datagrams of the
 /// given size with `uv_udp_try_send` as fast as the other receives them (at most `window` in
 /// flight, so the receive buffer does not overflow), no channels, no crypto.
 enum RawDatagramStream {

@@ -245,10 +245,12 @@ struct Connection<Peer: Hashable & Sendable & Comparable>: Sendable {
             if added == 0 {
                 ctx.counters.drop(.duplicateChunk)
             } else {
+                // The decoder checked offset + length <= total (the buffer's size); one copy, no per-byte bounds checks.
                 let start = Int(d.offset)
-                m.buffer.withUnsafeMutableBufferPointer { dst in
-                    d.bytes.withUnsafeBufferPointer { src in
-                        for i in 0..<src.count { dst[start + i] = src[i] }
+                precondition(start + d.bytes.count <= m.buffer.count)
+                m.buffer.withUnsafeMutableBytes { dst in
+                    d.bytes.withUnsafeBytes { src in
+                        (dst.baseAddress! + start).copyMemory(from: src.baseAddress!, byteCount: src.count)
                     }
                 }
             }
@@ -438,12 +440,19 @@ struct Connection<Peer: Hashable & Sendable & Comparable>: Sendable {
     }
 
     var nextDeadline: Instant? {
-        var best: Instant?
-        for d in [ackNow && !receivedNumbers.isEmpty ? Instant.zero : ackDeadline, lossTime, rtoDeadline, probeDeadline, failureDeadline] {
-            if let d, best == nil || d < best! { best = d }
-        }
+        // Asked after every frame: no temporary array.
+        var best: Instant? = ackNow && !receivedNumbers.isEmpty ? Instant.zero : ackDeadline
+        func consider(_ d: Instant?) { if let d, best == nil || d < best! { best = d } }
+        consider(lossTime)
+        consider(rtoDeadline)
+        consider(probeDeadline)
+        consider(failureDeadline)
         return best
     }
+
+    /// `nextDeadline`, read through the dictionary's in-place accessor (`connections[p]!.deadline()`)
+    /// rather than its getter, which would copy the whole connection.
+    mutating func deadline() -> Instant? { nextDeadline }
 
     mutating func onTimers(now: Instant, freshID: UInt64, ctx: inout ConnectionContext<Peer>) {
         if let d = failureDeadline, d <= now {

@@ -44,7 +44,7 @@ public struct ChannelEndpoint<Peer: Hashable & Sendable & Comparable>: Sendable 
         guard message.count <= config.maxMessage else {
             return (.failure(.messageTooLarge(size: message.count, max: config.maxMessage)), [])
         }
-        guard connections[peer] != nil || ensureConnection(peer) else { return (.failure(.tooManyConnections), []) }
+        guard connections.index(forKey: peer) != nil || ensureConnection(peer) else { return (.failure(.tooManyConnections), []) }
         let buffered = connections[peer]!.sendBuffered
         if buffered + message.count > config.perPeerSendBuffer || budget.sendBuffered + message.count > budget.sendLimit {
             insertWaiting(peer)
@@ -70,7 +70,7 @@ public struct ChannelEndpoint<Peer: Hashable & Sendable & Comparable>: Sendable 
         case .success(let p):
             packet = p
         }
-        guard connections[peer] != nil || ensureConnection(peer) else {
+        guard connections.index(forKey: peer) != nil || ensureConnection(peer) else {
             counters.drop(.tooManyConnections)
             return []
         }
@@ -152,7 +152,7 @@ public struct ChannelEndpoint<Peer: Hashable & Sendable & Comparable>: Sendable 
         }
         var wake: Instant?
         for peer in order {
-            if let d = connections[peer]!.nextDeadline, wake == nil || d < wake! { wake = d }
+            if let d = connections[peer]!.deadline(), wake == nil || d < wake! { wake = d }
         }
         if let wake { ctx.outputs.append(.wake(at: wake)) }
         return ctx.outputs

@@ -41,6 +41,10 @@ public struct NodeCore {
     /// Ping probes in flight (`NodeCommand.probe`), by sequence number.
     private var pending: [UInt64: PendingProbe] = [:]
     private var started = false
+    /// This node's ping and pong as sent (PingWire.bare): only the sequence number changes, so
+    /// each send rewrites it in place instead of encoding a new message.
+    private var pingBytes: [UInt8]
+    private var pongBytes: [UInt8]
     /// The session layer's next deadline, as it last reported it (it reports one with every call).
     private var sessionWake: Instant?
     /// The gossip core's next deadline.
@@ -82,6 +86,8 @@ public struct NodeCore {
         self.identity = identity.peer
         self.network = network
         self.timing = timing
+        pingBytes = PingWire.bare(.ping, network: network, senderKey: identity.peer.publicKey)
+        pongBytes = PingWire.bare(.pong, network: network, senderKey: identity.peer.publicKey)
         sessions = try SessionManager(identity: identity, networkKey: networkKey, timing: sessionTiming, rng: rng.derived(0x5e55))
         var channelConfig = channelConfig
         channelConfig.maxFrame = min(channelConfig.maxFrame, Self.maxChannelFrame)
@@ -264,8 +270,8 @@ public struct NodeCore {
             nextSeq &+= 1
             pending[seq] = PendingProbe(target: id, sentAt: now)
             counters.probesSent += 1
-            send(PingWire.Message(kind: .ping, network: network, senderKey: identity.publicKey, seq: seq),
-                 to: m.entry.address, peerKey: m.entry.peer.publicKey, now: now, into: &out)
+            PingWire.setSeq(seq, in: &pingBytes)
+            absorb(sessions.send(pingBytes, to: m.entry.address, peerKey: m.entry.peer.publicKey, now: now), now: now, into: &out)
         case let .membership(command):
             absorb(gossip.handle(.command(command), now: now), now: now, into: &out)
         case let .beaconHeard(address):
@@ -300,12 +306,6 @@ public struct NodeCore {
         }
     }
 
-    /// Sends a ping-protocol message through the session layer.
-    private mutating func send(_ message: PingWire.Message, to address: UnderlayAddress, peerKey: [UInt8]?, now: Instant,
-                               into out: inout [NodeOutput]) {
-        absorb(sessions.send(PingWire.encode(message), to: address, peerKey: peerKey, now: now), now: now, into: &out)
-    }
-
     // MARK: - Receiving
 
     private mutating func receive(from: UnderlayAddress, peerKey: [UInt8], bytes: [UInt8], now: Instant, into out: inout [NodeOutput]) {
@@ -338,21 +338,27 @@ public struct NodeCore {
     }
 
     private mutating func receivePing(_ bytes: [UInt8], from: UnderlayAddress, sender: PeerIdentity, now: Instant, into out: inout [NodeOutput]) {
-        let message: PingWire.Message
-        switch PingWire.decode(bytes) {
-        case let .failure(reason): counters.drop(reason); return
-        case let .success(m): message = m
-        }
-        guard message.network == network else { counters.drop(.wrongNetwork); return }
+        let kind: PingWire.Kind, seq: UInt64
         // The session proved who sent this; a message claiming another key is refused.
-        guard message.senderKey == sender.publicKey else { counters.drop(.keyMismatch); return }
+        if let bare = PingWire.decodeBare(bytes, network: network, senderKey: sender.publicKey) {
+            (kind, seq) = bare // what nodes send, checked in place
+        } else {
+            let message: PingWire.Message
+            switch PingWire.decode(bytes) {
+            case let .failure(reason): counters.drop(reason); return
+            case let .success(m): message = m
+            }
+            guard message.network == network else { counters.drop(.wrongNetwork); return }
+            guard message.senderKey == sender.publicKey else { counters.drop(.keyMismatch); return }
+            (kind, seq) = (message.kind, message.seq)
+        }
         if sender.nodeID == identity.nodeID { counters.drop(.fromSelf); return }
-        switch message.kind {
+        switch kind {
         case .ping:
-            let reply = PingWire.Message(kind: .pong, network: network, senderKey: identity.publicKey, seq: message.seq)
-            send(reply, to: from, peerKey: sender.publicKey, now: now, into: &out)
+            PingWire.setSeq(seq, in: &pongBytes)
+            absorb(sessions.send(pongBytes, to: from, peerKey: sender.publicKey, now: now), now: now, into: &out)
         case .pong:
-            guard let probe = pending.removeValue(forKey: message.seq), probe.target == sender.nodeID else {
+            guard let probe = pending.removeValue(forKey: seq), probe.target == sender.nodeID else {
                 counters.drop(.unexpectedPong)
                 return
             }

@@ -1,4 +1,7 @@
 import MeshCore
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The foundation's datagram protocol: ping and pong with a sample of members.
 /// Layout (big-endian), documented in Docs/encoding.md:
@@ -74,6 +77,38 @@ public enum PingWire {
                 }
             }
             count = at
+        }
+    }
+
+    /// Offset of the sequence number in the header.
+    static let seqOffset = 2 + 1 + 1 + 16 + 32
+
+    /// A ping or pong with no sample, as `NodeCore` sends them: the header (pong: and a zero count).
+    /// The sequence number is written in place with `setSeq` before each send.
+    static func bare(_ kind: Kind, network: NetworkID, senderKey: [UInt8]) -> [UInt8] {
+        encode(Message(kind: kind, network: network, senderKey: senderKey, seq: 0))
+    }
+
+    static func setSeq(_ seq: UInt64, in bytes: inout [UInt8]) {
+        bytes.withUnsafeMutableBytes { $0.storeBytes(of: seq.bigEndian, toByteOffset: seqOffset, as: UInt64.self) }
+    }
+
+    /// The kind and sequence number of a sample-less ping or pong from `senderKey` in `network`,
+    /// read in place without allocating; nil for anything else, which `decode` then judges
+    /// (so every refusal still gets its reason). What it accepts, `decode` accepts with the same fields.
+    static func decodeBare(_ bytes: [UInt8], network: NetworkID, senderKey: [UInt8]) -> (kind: Kind, seq: UInt64)? {
+        guard bytes.count >= headerLength, bytes[0] == magic[0], bytes[1] == magic[1], bytes[2] == version,
+              let kind = Kind(rawValue: bytes[3]) else { return nil }
+        switch kind {
+        case .ping: guard bytes.count == headerLength else { return nil }
+        case .pong: guard bytes.count == headerLength + 1, bytes[headerLength] == 0 else { return nil }
+        }
+        guard network.bytes.count == NetworkID.length, senderKey.count == 32 else { return nil }
+        return bytes.withUnsafeBytes { raw -> (kind: Kind, seq: UInt64)? in
+            let sameNetwork = network.bytes.withUnsafeBytes { memcmp(raw.baseAddress! + 4, $0.baseAddress!, NetworkID.length) == 0 }
+            let sameKey = senderKey.withUnsafeBytes { memcmp(raw.baseAddress! + 4 + NetworkID.length, $0.baseAddress!, 32) == 0 }
+            guard sameNetwork, sameKey else { return nil }
+            return (kind, UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: seqOffset, as: UInt64.self)))
         }
     }
 

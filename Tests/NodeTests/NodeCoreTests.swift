@@ -251,3 +251,34 @@ struct Pump {
         #expect(p.cores[0].channels.stats.framesOut == 0)
     }
 }
+
+/// The ping protocol (`NodeCommand.probe`), which `bench loop` measures: the core sends its
+/// ping and pong by rewriting the sequence number of one encoded message, and reads the
+/// answers in place.
+@Suite struct ProbeTests {
+    @Test func probesInFlightTogetherAreEachAnsweredOnce() {
+        var p = Pump(count: 2)
+        p.feed(1, .command(.addSeed(p.addresses[0])))
+        for i in 0..<2 { p.feed(i, .start) }
+        p.run(for: .seconds(2))
+        let target = p.cores[0].identity.nodeID
+        #expect(p.state(1, of: 0) == .alive)
+        p.events.removeAll()
+        // Three pings queued in one instant: the rewritten buffer must not change a ping already handed out.
+        for _ in 0..<3 { p.feed(1, .command(.probe(target))) }
+        #expect(p.cores[1].pendingProbes == 3)
+        p.run(for: .milliseconds(50))
+        let answered = p.events.filter { if case .probeAnswered(target, _) = $0.1 { return $0.0 == 1 } else { return false } }
+        #expect(answered.count == 3)
+        #expect(p.cores[1].pendingProbes == 0)
+        #expect(p.cores[1].counters.probesAnswered == 3)
+        #expect(p.cores[1].counters.drops[.unexpectedPong] == nil)
+        // And again, one at a time, as the bench does.
+        for _ in 0..<5 {
+            p.feed(1, .command(.probe(target)))
+            p.run(for: .milliseconds(20))
+        }
+        #expect(p.cores[1].counters.probesAnswered == 8)
+        #expect(p.cores[1].pendingProbes == 0)
+    }
+}
