@@ -90,7 +90,8 @@ public enum ChannelBench {
         let deadline = Date().addingTimeInterval(120)
         while elapsed == 0 && failure == nil && Date() < deadline { loop.runOnce() }
         let st = a.core.channels.stats
-        detail?("  sender: \(st.framesOut) frames, \(st.retransmittedChunks) chunks retransmitted, \(st.lossEvents) loss events, \(st.congestionEvents) congestion events, \(st.rtoExpirations) RTO expirations; receiver: \(b.core.channels.stats.framesOut) frames (ACKs), drops \(b.core.channels.stats.totalDrops), session drops \(b.core.sessions.counters.totalDrops), socket receive errors \(b.status.counters["receive_errors"] ?? 0)")
+        detail?("  sender: \(st.framesOut) frames, \(st.retransmittedChunks) chunks retransmitted, \(st.lossEvents) loss events, \(st.congestionEvents) congestion events, \(st.rtoExpirations) RTO expirations; receiver: \(b.core.channels.stats.framesOut) frames (ACKs), drops \(b.core.channels.stats.totalDrops), session drops \(b.core.sessions.counters.totalDrops), socket receive errors \(b.status.counters["receive_errors"] ?? 0)"
+                + "; UDP: sender \(a.status.counters["udp_gso_sends"] ?? 0) segmented sends carrying \(a.status.counters["udp_gso_datagrams"] ?? 0) of \(st.framesOut) frames, receiver \(b.status.counters["udp_gro_reads"] ?? 0) coalesced reads carrying \(b.status.counters["udp_gro_datagrams"] ?? 0) datagrams, GSO fallbacks \((a.status.counters["udp_gso_fallbacks"] ?? 0) + (b.status.counters["udp_gso_fallbacks"] ?? 0))")
         a.stop(); b.stop()
         loop.run()
         if let failure { throw RuntimeError("loopback transfer failed: \(failure)") }

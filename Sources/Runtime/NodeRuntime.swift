@@ -202,6 +202,9 @@ public final class NodeRuntime {
     }
 
     private func carryOut(_ outputs: [NodeOutput]) {
+        // A burst of channel frames to one peer leaves as one segmented send (UDPSocket).
+        socket.holdSends()
+        defer { socket.releaseSends() }
         for output in outputs {
             switch output {
             case let .send(to, bytes):
@@ -306,6 +309,12 @@ public final class NodeRuntime {
                              sendErrors: socket.sendErrors, receiveErrors: socket.receiveErrors,
                              unclaimedMessages: unclaimedMessages, transfers: transfers.reports)
         s.counters["link_local_unscoped_sends"] = unscopedSends
+        s.counters["udp_gso_enabled"] = socket.segmentationEnabled ? 1 : 0
+        s.counters["udp_gso_fallbacks"] = socket.gsoFallbacks
+        s.counters["udp_gso_sends"] = socket.gsoSends
+        s.counters["udp_gso_datagrams"] = socket.gsoDatagrams
+        s.counters["udp_gro_reads"] = socket.groReads
+        s.counters["udp_gro_datagrams"] = socket.groDatagrams
         if let beacon {
             s.beacon = beacon.counters
             s.beacon_drops = beacon.dropCounters

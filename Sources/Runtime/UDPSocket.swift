@@ -12,6 +12,17 @@ import Glibc
 /// readiness costs one system call that returns nothing (half the receive calls of a ping-pong);
 /// libuv's epoll registration is level-triggered, so a read that leaves a datagram behind is
 /// simply reported again, and a read that comes back short needs no second try.
+///
+/// Segmentation offload (Linux UDP GSO/GRO, as QUIC stacks use it): between `holdSends()` and
+/// `releaseSends()` (the runtime holds them while it carries out one core call, and the socket
+/// while it hands on one read), consecutive datagrams to one address with one length (the last
+/// may be shorter) are copied into one buffer and given to the kernel with one `sendmsg` and a
+/// UDP_SEGMENT control message; the kernel cuts it into the same datagrams (on loopback they
+/// travel as one buffer). With UDP_GRO set, the kernel may deliver such a train as one read with
+/// the segment size in a control message; the socket cuts it and hands on each datagram as before.
+/// A segmented send the kernel refuses (EIO, EINVAL, ENOTSUP...: a device without checksum
+/// offload, a route through IPsec) switches segmentation off for this socket (`gsoFallbacks`) and
+/// the datagrams go out one by one, so none is lost.
 public final class UDPSocket {
     private let handle: UnsafeMutablePointer<uv_udp_t>
     /// Readiness of `handle`'s descriptor. libuv's UDP watcher is never started (no
@@ -23,6 +34,31 @@ public final class UDPSocket {
     private let headers: UnsafeMutablePointer<iotaf_mmsghdr>
     private let vectors: UnsafeMutablePointer<iovec>
     private let names: UnsafeMutablePointer<sockaddr_storage>
+    /// One control buffer per slot, for the UDP_GRO segment size.
+    private let controls: UnsafeMutableRawPointer
+    /// Datagrams held for one segmented send: `trainCount` of `trainSegment` bytes each, the last
+    /// possibly shorter (`trainClosed` then), all to `trainTarget`.
+    private let train: UnsafeMutableRawBufferPointer
+    @exclusivity(unchecked) private var trainCount = 0
+    @exclusivity(unchecked) private var trainBytes = 0
+    @exclusivity(unchecked) private var trainSegment = 0
+    @exclusivity(unchecked) private var trainClosed = false
+    @exclusivity(unchecked) private var trainTarget = UnderlayAddress(high: 0, low: 0, port: 0)
+    @exclusivity(unchecked) private var trainAddress = sockaddr_in6()
+    /// Nesting depth of `holdSends`; the train leaves when it drops back to 0.
+    @exclusivity(unchecked) private var holds = 0
+    /// Segmented sends in use: the kernel knows UDP_SEGMENT and has not refused one.
+    public private(set) var segmentationEnabled: Bool
+    /// The kernel delivers coalesced reads to this socket (UDP_GRO accepted).
+    public let coalescedReceive: Bool
+    /// Segmented sends the kernel refused (segmentation then stays off; the datagrams were resent one by one).
+    public private(set) var gsoFallbacks: UInt64 = 0
+    /// Segmented sends made and the datagrams they carried.
+    public private(set) var gsoSends: UInt64 = 0
+    public private(set) var gsoDatagrams: UInt64 = 0
+    /// Coalesced reads received and the datagrams cut from them.
+    public private(set) var groReads: UInt64 = 0
+    public private(set) var groDatagrams: UInt64 = 0
     /// Read for every datagram, on the loop thread only: no dynamic exclusivity checks.
     @exclusivity(unchecked) private var onDatagram: (UnderlayAddress, [UInt8]) -> Void = { _, _ in }
     public private(set) var sendErrors: UInt64 = 0
@@ -54,8 +90,17 @@ public final class UDPSocket {
     /// Kernel socket buffers asked for (Linux caps them at net.core.rmem_max / wmem_max): a
     /// burst of channel frames should wait in the kernel rather than be dropped.
     static let kernelBuffer: Int32 = 4 << 20
+    /// Datagrams per segmented send at most (the kernel allows 64 before Linux 6.6, 128 since).
+    static let maxSegments = 64
+    /// Bytes per segmented send at most: an IPv6 payload (65,535 bytes) minus the UDP header and room to spare.
+    static let maxTrainBytes = 65_000
+    /// Largest datagram sent in a train: the kernel refuses segments that would not fit the route's
+    /// MTU unfragmented, and 1,232 (the 1,280-byte IPv6 minimum MTU minus IPv6 and UDP headers) fits
+    /// every IPv6 link; the node's datagrams are never larger.
+    static let maxSegment = 1232
 
-    public init(loop: EventLoop) {
+    /// - Parameter segmentationOffload: false never uses GSO or GRO (tests, and a fallback for kernels that misbehave).
+    public init(loop: EventLoop, segmentationOffload: Bool = true) {
         handle = .allocate(capacity: 1)
         // AF_INET6 makes libuv create the descriptor now, so the poll handle can watch it.
         uv_udp_init_ex(loop.raw, handle, UInt32(AF_INET6))
@@ -69,6 +114,10 @@ public final class UDPSocket {
         headers = .allocate(capacity: Self.batch)
         vectors = .allocate(capacity: Self.batch)
         names = .allocate(capacity: Self.batch)
+        controls = .allocate(byteCount: Int(IOTAF_GRO_CONTROL_SPACE) * Self.batch, alignment: 16)
+        train = .allocate(byteCount: Self.maxTrainBytes, alignment: 16)
+        segmentationEnabled = segmentationOffload && iotaf_udp_gso_supported(descriptor) != 0
+        coalescedReceive = segmentationOffload && iotaf_udp_enable_gro(descriptor) != 0
         for i in 0..<Self.batch {
             vectors[i] = iovec(iov_base: receiveBuffer.baseAddress! + i * Self.slotSize, iov_len: Self.slotSize)
             names[i] = sockaddr_storage()
@@ -76,6 +125,9 @@ public final class UDPSocket {
             headers[i].msg_hdr.msg_name = UnsafeMutableRawPointer(names + i)
             headers[i].msg_hdr.msg_iov = vectors + i
             headers[i].msg_hdr.msg_iovlen = 1
+            if coalescedReceive {
+                headers[i].msg_hdr.msg_control = controls + i * Int(IOTAF_GRO_CONTROL_SPACE)
+            }
         }
         // Each handle holds the socket until its close callback (`closeAndFree`) releases it.
         handle.pointee.data = Unmanaged.passRetained(self).toOpaque()
@@ -87,7 +139,12 @@ public final class UDPSocket {
         headers.deallocate()
         vectors.deallocate()
         names.deallocate()
+        controls.deallocate()
+        train.deallocate()
     }
+
+    /// The socket's descriptor (for socket options the runtime does not set itself).
+    public var descriptor: Int32 { fd }
 
     /// Binds to `address`; an unspecified IPv6 address binds dual-stack.
     public func bind(_ address: UnderlayAddress) throws {
@@ -156,6 +213,7 @@ public final class UDPSocket {
             for i in 0..<want {
                 headers[i].msg_hdr.msg_namelen = socklen_t(MemoryLayout<sockaddr_storage>.size)
                 headers[i].msg_hdr.msg_flags = 0
+                if coalescedReceive { headers[i].msg_hdr.msg_controllen = Int(IOTAF_GRO_CONTROL_SPACE) }
             }
             let n: Int
             if want == 1 {
@@ -172,23 +230,45 @@ public final class UDPSocket {
                 slots = 1
                 return
             }
+            // Sends made while these datagrams are handed on leave together, after the last one.
+            holdSends()
+            var delivered = 0
             for i in 0..<n {
-                guard receiving && !closed else { return }
+                guard receiving && !closed else { break }
                 let h = headers[i].msg_hdr
                 if h.msg_flags & Int32(MSG_TRUNC) != 0 { receiveErrors += 1; continue }
                 let source = UnsafeRawPointer(names + i).assumingMemoryBound(to: sockaddr.self)
                 guard let from = Self.address(from: source) else { continue }
-                let count = Int(headers[i].msg_len)
-                // The array the last datagram came in, if nobody kept it and the size matches:
-                // no allocation per datagram in a stream of same-sized frames.
-                var bytes = spare
-                spare = []
-                if bytes.count != count { bytes = [UInt8](unsafeUninitializedCapacity: count) { _, n in n = count } }
-                bytes.withUnsafeMutableBytes { $0.copyMemory(from: UnsafeRawBufferPointer(start: vectors[i].iov_base, count: count)) }
-                onDatagram(from, bytes)
-                spare = bytes
+                let total = Int(headers[i].msg_len)
+                // A coalesced read holds datagrams of `segment` bytes, the last possibly shorter.
+                var segment = total
+                if coalescedReceive {
+                    if h.msg_flags & Int32(MSG_CTRUNC) != 0 { receiveErrors += 1; continue }
+                    let s = withUnsafeMutablePointer(to: &headers[i].msg_hdr) { Int(iotaf_udp_gro_segment($0)) }
+                    if s > 0 && s < total {
+                        segment = s
+                        groReads += 1
+                        groDatagrams += UInt64((total + s - 1) / s)
+                    }
+                }
+                var offset = 0
+                repeat {
+                    let count = min(segment, total - offset)
+                    // The array the last datagram came in, if nobody kept it and the size matches:
+                    // no allocation per datagram in a stream of same-sized frames.
+                    var bytes = spare
+                    spare = []
+                    if bytes.count != count { bytes = [UInt8](unsafeUninitializedCapacity: count) { _, n in n = count } }
+                    bytes.withUnsafeMutableBytes { $0.copyMemory(from: UnsafeRawBufferPointer(start: vectors[i].iov_base! + offset, count: count)) }
+                    onDatagram(from, bytes)
+                    spare = bytes
+                    offset += count
+                    delivered += 1
+                } while offset < total && receiving && !closed
             }
-            budget -= n
+            releaseSends()
+            guard receiving && !closed else { return }
+            budget -= max(n, delivered)
             if n < want {
                 // Drained: the next readiness reads about as many as this one found.
                 slots = max(1, n)
@@ -207,18 +287,94 @@ public final class UDPSocket {
         }
     }
 
-    /// Sends now if the kernel takes it; otherwise queues it until the socket is writable.
-    /// Failures are counted.
+    /// Sends now if the kernel takes it (or, while sends are held, with the train they join);
+    /// otherwise queues it until the socket is writable. Failures are counted.
     public func send(_ bytes: [UInt8], to address: UnderlayAddress) {
         guard !closed else { return }
         sentSinceRead = true
-        var sa = Self.sockaddr6(address)
         // Datagrams keep their order: while some wait, new ones wait behind them.
+        if queuedHead < queued.count {
+            sendTrain()
+            enqueue(bytes, Self.sockaddr6(address))
+            return
+        }
+        if holds > 0 && segmentationEnabled && bytes.count > 0 && bytes.count <= Self.maxSegment {
+            if trainCount > 0 {
+                let joins = address == trainTarget && !trainClosed && bytes.count <= trainSegment
+                    && trainCount < Self.maxSegments && trainBytes + bytes.count <= Self.maxTrainBytes
+                if !joins { sendTrain() }
+            }
+            if trainCount == 0 {
+                trainTarget = address
+                trainAddress = Self.sockaddr6(address)
+                trainSegment = bytes.count
+                trainClosed = false
+            }
+            bytes.withUnsafeBytes { (train.baseAddress! + trainBytes).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+            trainBytes += bytes.count
+            trainCount += 1
+            if bytes.count < trainSegment { trainClosed = true }
+            return
+        }
+        sendTrain()
+        var sa = Self.sockaddr6(address)
+        sendOne(bytes, to: &sa)
+    }
+
+    /// Holds sends back so that consecutive datagrams can leave in one segmented send; every
+    /// call needs a matching `releaseSends`, and the last release sends what is held.
+    public func holdSends() { holds += 1 }
+
+    public func releaseSends() {
+        holds -= 1
+        if holds == 0 { sendTrain() }
+    }
+
+    private func sendOne(_ bytes: [UInt8], to sa: inout sockaddr_in6) {
         guard queuedHead == queued.count else { enqueue(bytes, sa); return }
         let rc = trySend(bytes, to: &sa)
         if rc >= 0 { return }
         if rc == Int32(UV_EAGAIN.rawValue) || rc == Int32(UV_ENOBUFS.rawValue) { enqueue(bytes, sa); return }
         sendErrors += 1
+    }
+
+    /// Sends the held train: one datagram as usual, several with one segmented `sendmsg`.
+    private func sendTrain() {
+        guard trainCount > 0 else { return }
+        let count = trainCount, length = trainBytes
+        trainCount = 0
+        trainBytes = 0
+        if count > 1 && segmentationEnabled {
+            let rc = iotaf_udp_send_segments(fd, train.baseAddress!, length, &trainAddress, UInt16(trainSegment))
+            if rc >= 0 {
+                gsoSends += 1
+                gsoDatagrams += UInt64(count)
+                return
+            }
+            let e = Int32(-rc)
+            if e == EAGAIN || e == EWOULDBLOCK || e == ENOBUFS {
+                // The kernel buffer is full: the datagrams wait in the queue like any others.
+                forEachInTrain(count: count, length: length) { enqueue($0, trainAddress) }
+                return
+            }
+            if [EIO, EINVAL, EOPNOTSUPP, ENOPROTOOPT, EMSGSIZE, EPROTONOSUPPORT, EPERM].contains(e) {
+                // This path cannot segment (no checksum offload, IPsec, an old kernel): never again on this socket.
+                segmentationEnabled = false
+                gsoFallbacks += 1
+            }
+            // Resent one by one: each then succeeds, waits, or is counted as a send error on its own.
+        }
+        forEachInTrain(count: count, length: length) { sendOne($0, to: &trainAddress) }
+    }
+
+    /// The held datagrams as arrays, in order.
+    private func forEachInTrain(count: Int, length: Int, _ body: ([UInt8]) -> Void) {
+        var offset = 0
+        for _ in 0..<count {
+            let size = min(trainSegment, length - offset)
+            body([UInt8](UnsafeRawBufferPointer(start: train.baseAddress! + offset, count: size)))
+            offset += size
+        }
     }
 
     private func trySend(_ bytes: [UInt8], to sa: inout sockaddr_in6) -> Int32 {
@@ -254,6 +410,7 @@ public final class UDPSocket {
 
     public func close() {
         guard !closed else { return }
+        sendTrain()
         closed = true
         receiving = false
         onDatagram = { _, _ in }
