@@ -74,6 +74,13 @@ private func startPair(_ dir: String) throws -> (procs: [Process], ids: [String]
             #expect(drops[reason] == 0, "\(reason)")
         }
         #expect(((s?["channels"] as? [String: Int])?["messages_delivered"] ?? 0) >= 65)
+        // Where the kernel segments UDP (GSO), the bulk frames left in trains and nothing fell back.
+        let sender = try JSONSerialization.jsonObject(with: Data(try runIotaf(["status", "--control", "\(dir)/n1.sock", "--json"]).out.utf8)) as? [String: Any]
+        let senderCounters = sender?["counters"] as? [String: Int] ?? [:]
+        #expect(senderCounters["udp_gso_fallbacks"] == 0 && (s?["counters"] as? [String: Int])?["udp_gso_fallbacks"] == 0)
+        if senderCounters["udp_gso_enabled"] == 1 {
+            #expect((senderCounters["udp_gso_datagrams"] ?? 0) > 50_000, "\(senderCounters)")
+        }
 
         // A send to a node that is not a member fails with a clear message and a non-zero exit.
         let stranger = String(repeating: "ab", count: 32)
