@@ -344,6 +344,11 @@ public final class UDPSocket {
         let count = trainCount, length = trainBytes
         trainCount = 0
         trainBytes = 0
+        // Datagrams waiting for the socket to become writable go first.
+        guard queuedHead == queued.count else {
+            forEachInTrain(count: count, length: length) { enqueue($0, trainAddress) }
+            return
+        }
         if count > 1 && segmentationEnabled {
             let rc = iotaf_udp_send_segments(fd, train.baseAddress!, length, &trainAddress, UInt16(trainSegment))
             if rc >= 0 {
@@ -357,14 +362,32 @@ public final class UDPSocket {
                 forEachInTrain(count: count, length: length) { enqueue($0, trainAddress) }
                 return
             }
-            if [EIO, EINVAL, EOPNOTSUPP, ENOPROTOOPT, EMSGSIZE, EPROTONOSUPPORT, EPERM].contains(e) {
+            if [EIO, EINVAL, EOPNOTSUPP, ENOPROTOOPT, EMSGSIZE, EPROTONOSUPPORT].contains(e) {
                 // This path cannot segment (no checksum offload, IPsec, an old kernel): never again on this socket.
                 segmentationEnabled = false
                 gsoFallbacks += 1
             }
             // Resent one by one: each then succeeds, waits, or is counted as a send error on its own.
         }
-        forEachInTrain(count: count, length: length) { sendOne($0, to: &trainAddress) }
+        // One by one straight from the train's buffer (a lone datagram, the common case of a
+        // request/answer exchange, costs no array); only one that must wait is copied out.
+        var offset = 0
+        for _ in 0..<count {
+            let size = min(trainSegment, length - offset)
+            let start = UnsafeRawPointer(train.baseAddress! + offset)
+            offset += size
+            if queuedHead < queued.count {
+                enqueue([UInt8](UnsafeRawBufferPointer(start: start, count: size)), trainAddress)
+                continue
+            }
+            let rc = trySend(start, size, to: &trainAddress)
+            if rc >= 0 { continue }
+            if rc == Int32(UV_EAGAIN.rawValue) || rc == Int32(UV_ENOBUFS.rawValue) {
+                enqueue([UInt8](UnsafeRawBufferPointer(start: start, count: size)), trainAddress)
+            } else {
+                sendErrors += 1
+            }
+        }
     }
 
     /// The held datagrams as arrays, in order.
@@ -378,12 +401,13 @@ public final class UDPSocket {
     }
 
     private func trySend(_ bytes: [UInt8], to sa: inout sockaddr_in6) -> Int32 {
-        bytes.withUnsafeBufferPointer { b in
-            var buf = uv_buf_init(UnsafeMutablePointer(mutating: UnsafeRawPointer(b.baseAddress!).assumingMemoryBound(to: CChar.self)),
-                                  UInt32(b.count))
-            return withUnsafePointer(to: &sa) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { uv_udp_try_send(handle, &buf, 1, $0) }
-            }
+        bytes.withUnsafeBytes { b in trySend(b.baseAddress ?? UnsafeRawPointer(train.baseAddress!), b.count, to: &sa) }
+    }
+
+    private func trySend(_ start: UnsafeRawPointer, _ count: Int, to sa: inout sockaddr_in6) -> Int32 {
+        var buf = uv_buf_init(UnsafeMutablePointer(mutating: start.assumingMemoryBound(to: CChar.self)), UInt32(count))
+        return withUnsafePointer(to: &sa) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { uv_udp_try_send(handle, &buf, 1, $0) }
         }
     }
 
