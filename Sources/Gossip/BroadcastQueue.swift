@@ -10,6 +10,9 @@ struct BroadcastQueue: Sendable {
     }
 
     private var buckets: [[Item]] = [[]]
+    /// Items before `heads[b]` in bucket b are gone (dropped oldest-first over capacity): an
+    /// offset instead of `removeFirst`, which would move the whole bucket on every drop.
+    private var heads: [Int] = [0]
     private var latest: [NodeID: UInt64] = [:]
     private var nextGeneration: UInt64 = 1
     private(set) var count = 0
@@ -28,10 +31,15 @@ struct BroadcastQueue: Sendable {
         // Over capacity: drop the most-sent items first (they have had their chance).
         var b = buckets.count - 1
         while count > capacity, b >= 0 {
-            if buckets[b].isEmpty { b -= 1; continue }
-            let old = buckets[b].removeFirst()
+            if heads[b] >= buckets[b].count { b -= 1; continue }
+            let old = buckets[b][heads[b]]
+            heads[b] += 1
             if latest[old.update.subject] == old.generation { latest[old.update.subject] = nil }
             count -= 1
+            if heads[b] >= 64, heads[b] * 2 >= buckets[b].count {
+                buckets[b].removeFirst(heads[b])
+                heads[b] = 0
+            }
         }
     }
 
@@ -42,15 +50,23 @@ struct BroadcastQueue: Sendable {
         var remaining = budget
         var promoted: [(Int, Item)] = []
         let smallest = 1 + 32 + 4
+        // Items that do not fit are passed over, but only so many in a row: a nearly full
+        // datagram would otherwise walk the whole queue (thousands of items at 10,000 members)
+        // looking for one small enough.
+        var misses = 0
+        let maxMisses = 16
         var t = 0
-        while t < buckets.count, remaining >= smallest, out.count < maxItems {
+        while t < buckets.count, remaining >= smallest, out.count < maxItems, misses < maxMisses {
             var removed: [Int] = []
             var i = buckets[t].count - 1
-            while i >= 0, remaining >= smallest, out.count < maxItems {
+            while i >= heads[t], remaining >= smallest, out.count < maxItems, misses < maxMisses {
                 let item = buckets[t][i]
                 if latest[item.update.subject] != item.generation {
                     removed.append(i)
-                } else if item.update.encodedLength <= remaining {
+                } else if item.update.encodedLength > remaining {
+                    misses += 1
+                } else {
+                    misses = 0
                     out.append(item.update)
                     remaining -= item.update.encodedLength
                     removed.append(i)
@@ -70,7 +86,7 @@ struct BroadcastQueue: Sendable {
             t += 1
         }
         for (b, item) in promoted.reversed() {
-            while buckets.count <= b { buckets.append([]) }
+            while buckets.count <= b { buckets.append([]); heads.append(0) }
             buckets[b].append(item)
             count += 1
         }

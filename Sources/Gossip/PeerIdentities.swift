@@ -1,30 +1,47 @@
-import Foundation
 import MeshCore
 
-/// Shares identities' key and node id arrays between member tables. A simulator running thousands
-/// of cores in one process hands them all one table: every core then stores a reference to one copy
-/// of each identity instead of its own decoded arrays (about 160 heap bytes a row). A single node
-/// needs none (its rows already share their key with the table's index).
+/// Interns peer entries (identity and address) so that a member row stores a 4-byte index instead
+/// of the entry itself (two arrays and an address: 72 bytes, plus 160 heap bytes when decoded).
+/// A simulator running thousands of cores in one process hands them all one table, so each
+/// identity is stored once for the whole run; a node's single core gets a table of its own.
 ///
-/// Thread-safe; interning returns an equal value, so it cannot change what a core decides.
+/// Append-only: an index stays valid for the table's life. A node's own table therefore grows
+/// with every (member, address) pair it ever held; forgotten members are not reclaimed.
+///
+/// Not locked (it is read on every member lookup): every core sharing one table must run on one
+/// thread, as a simulation does. Interning returns an index to an equal entry, so sharing cannot
+/// change what a core decides.
 public final class PeerIdentities: @unchecked Sendable {
-    private var byID: [NodeID: PeerIdentity] = [:]
-    private let lock = NSLock()
+    private var entries: [PeerEntry] = []
+    /// The entries held for each node (usually one; more after address changes).
+    private var byNode: [NodeID: [UInt32]] = [:]
 
     public init() {}
 
-    /// The shared copy of `p` (stored on first sight).
-    public func intern(_ p: PeerIdentity) -> PeerIdentity {
-        lock.lock()
-        defer { lock.unlock() }
-        if let known = byID[p.nodeID] { return known }
-        byID[p.nodeID] = p
-        return p
+    /// The index of an entry equal to `e` (stored on first sight, sharing the identity's arrays
+    /// with an earlier entry of the same node).
+    public func intern(_ e: PeerEntry) -> UInt32 {
+        if let known = byNode[e.nodeID] {
+            for i in known where entries[Int(i)].address == e.address { return i }
+            let i = UInt32(entries.count)
+            entries.append(PeerEntry(peer: entries[Int(known[0])].peer, address: e.address))
+            byNode[e.nodeID]!.append(i)
+            return i
+        }
+        let i = UInt32(entries.count)
+        precondition(i < UInt32.max, "peer identity table full")
+        entries.append(e)
+        byNode[e.nodeID] = [i]
+        return i
     }
 
-    public var count: Int {
-        lock.lock()
-        defer { lock.unlock() }
-        return byID.count
-    }
+    @inline(__always) func entry(_ i: UInt32) -> PeerEntry { entries[Int(i)] }
+    @inline(__always) func nodeID(_ i: UInt32) -> NodeID { entries[Int(i)].peer.nodeID }
+    @inline(__always) func address(_ i: UInt32) -> UnderlayAddress { entries[Int(i)].address }
+
+    /// The entry at an index returned by `intern` (the simulator maps addresses to its nodes once per index).
+    public func entry(at i: UInt32) -> PeerEntry { entries[Int(i)] }
+
+    /// Entries held (one per node and address seen).
+    public var count: Int { entries.count }
 }

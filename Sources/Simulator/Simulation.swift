@@ -20,6 +20,8 @@ public final class Simulation {
     /// Bumped on every crash, so a restarted node draws fresh randomness and stale timers die.
     var incarnation: [UInt32]
     let identities: [NodeIdentity]
+    /// One copy of each peer entry for all the nodes' member tables (N² rows at N nodes).
+    let peerTable = PeerIdentities()
     let nodeIDs: [NodeID]
     let indexOfID: [NodeID: Int]
     let networkID: NetworkID
@@ -141,7 +143,7 @@ public final class Simulation {
         // Real sessions with real keys: the mesh's network key comes from the seed like everything else.
         do {
             return try NodeCore(identity: identities[i], network: networkID, networkKey: simulatedNetworkKey, address: addresses[i],
-                                timing: scenario.timing, discovery: discovery(for: i), rng: rng)
+                                timing: scenario.timing, discovery: discovery(for: i), peerIdentities: peerTable, rng: rng)
         } catch {
             fatalError("simulated node \(i) cannot be built: \(error)")
         }
