@@ -99,11 +99,12 @@ public struct GossipCore {
         self.me = me
         self.config = config
         self.rng = rng
-        members = MemberTable(identities: identities ?? PeerIdentities())
+        let table = identities ?? PeerIdentities()
+        members = MemberTable(identities: table)
         var tag: UInt64 = 0
         for i in 0..<8 { tag = tag << 8 | UInt64(me.nodeID.bytes[i]) }
         myTag = tag
-        queue = BroadcastQueue(capacity: config.maxQueuedUpdates)
+        queue = BroadcastQueue(capacity: config.maxQueuedUpdates, identities: table)
         contacts = config.seeds
     }
 

@@ -13,6 +13,8 @@ import MeshCore
 /// change what a core decides.
 public final class PeerIdentities: @unchecked Sendable {
     private var entries: [PeerEntry] = []
+    /// For each entry, the first entry of its node: a dense per-node key.
+    private var first: [UInt32] = []
     /// The entries held for each node (usually one; more after address changes).
     private var byNode: [NodeID: [UInt32]] = [:]
 
@@ -25,16 +27,30 @@ public final class PeerIdentities: @unchecked Sendable {
             for i in known where entries[Int(i)].address == e.address { return i }
             let i = UInt32(entries.count)
             entries.append(PeerEntry(peer: entries[Int(known[0])].peer, address: e.address))
+            first.append(known[0])
             byNode[e.nodeID]!.append(i)
             return i
         }
         let i = UInt32(entries.count)
         precondition(i < UInt32.max, "peer identity table full")
         entries.append(e)
+        first.append(i)
         byNode[e.nodeID] = [i]
         return i
     }
 
+    /// The first entry held for `p`'s node (made, with an unspecified address, if none is):
+    /// what the gossip queue stores for updates that carry an identity but no address.
+    func intern(identity p: PeerIdentity) -> UInt32 {
+        if let known = byNode[p.nodeID] { return known[0] }
+        return intern(PeerEntry(peer: p, address: UnderlayAddress(high: 0, low: 0, port: 0)))
+    }
+
+    /// The first entry index of a node already held, if any: a per-node key.
+    func firstEntry(of id: NodeID) -> UInt32? { byNode[id]?[0] }
+
+    @inline(__always) func nodeKey(_ i: UInt32) -> UInt32 { first[Int(i)] }
+    @inline(__always) func identity(_ i: UInt32) -> PeerIdentity { entries[Int(i)].peer }
     @inline(__always) func entry(_ i: UInt32) -> PeerEntry { entries[Int(i)] }
     @inline(__always) func nodeID(_ i: UInt32) -> NodeID { entries[Int(i)].peer.nodeID }
     @inline(__always) func address(_ i: UInt32) -> UnderlayAddress { entries[Int(i)].address }
