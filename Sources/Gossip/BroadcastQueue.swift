@@ -95,11 +95,16 @@ struct BroadcastQueue: Sendable {
             heads[b] += 1
             discard(old, key: subjectKey(old))
             count -= 1
-            if heads[b] >= 64, heads[b] * 2 >= buckets[b].count {
-                buckets[b].removeFirst(heads[b])
-                heads[b] = 0
-            }
+            if heads[b] >= 64, heads[b] * 2 >= buckets[b].count { compact(b) }
         }
+    }
+
+    /// Drops the gone head of bucket `b` and gives back the memory of a bucket that emptied: an
+    /// item moves through `limit` buckets, and arrays never shrink by themselves, so each bucket
+    /// would otherwise keep the capacity of the largest wave that ever passed through it.
+    private mutating func compact(_ b: Int) {
+        buckets[b] = Array(buckets[b][heads[b]...])
+        heads[b] = 0
     }
 
     /// Takes updates that fit `budget` bytes, each counted as sent once; items reaching `limit`
@@ -144,6 +149,7 @@ struct BroadcastQueue: Sendable {
                 // `removed` is in descending index order.
                 for idx in removed { buckets[t].remove(at: idx) }
                 count -= removed.count
+                if buckets[t].capacity >= 256, (buckets[t].count - heads[t]) * 4 < buckets[t].capacity { compact(t) }
             }
             t += 1
         }
@@ -152,6 +158,8 @@ struct BroadcastQueue: Sendable {
             buckets[b].append(item)
             count += 1
         }
+        // Drained: give back the index's memory too (dictionaries never shrink by themselves).
+        if count == 0, latest.capacity > 64 { latest = [:] }
         return out
     }
 }
