@@ -67,7 +67,7 @@ import MeshCore
             let after = Self.heapInUse()!
             #expect(core.members.count == n)
             let perRow = Double(after - before) / Double(n)
-            print("[memory] \(n) members, \(identities == nil ? "own identities" : "shared identities"): \(after - before) heap bytes, \(Int(perRow.rounded())) B per row; GossipMember stride \(MemoryLayout<GossipMember>.stride) B")
+            print("[memory] \(n) members, \(identities == nil ? "own identities" : "shared identities"): \(after - before) heap bytes, \(Int(perRow.rounded())) B per row; row stride \(MemoryLayout<MemberTable.Row>.stride) B, queue item \(MemoryLayout<BroadcastQueue.Item>.stride) B")
             withExtendedLifetime(core) {}
         }
         #endif
