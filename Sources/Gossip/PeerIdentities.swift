@@ -15,39 +15,47 @@ public final class PeerIdentities: @unchecked Sendable {
     private var entries: [PeerEntry] = []
     /// For each entry, the first entry of its node: a dense per-node key.
     private var first: [UInt32] = []
-    /// The entries held for each node (usually one; more after address changes).
-    private var byNode: [NodeID: [UInt32]] = [:]
+    /// The first entry held for each node; `next` chains its others (after address changes).
+    private var byNode: [NodeID: UInt32] = [:]
+    private var next: [UInt32] = []
+    private static let none = UInt32.max
 
     public init() {}
 
     /// The index of an entry equal to `e` (stored on first sight, sharing the identity's arrays
     /// with an earlier entry of the same node).
     public func intern(_ e: PeerEntry) -> UInt32 {
-        if let known = byNode[e.nodeID] {
-            for i in known where entries[Int(i)].address == e.address { return i }
-            let i = UInt32(entries.count)
-            entries.append(PeerEntry(peer: entries[Int(known[0])].peer, address: e.address))
-            first.append(known[0])
-            byNode[e.nodeID]!.append(i)
+        let i = UInt32(entries.count)
+        precondition(i < Self.none, "peer identity table full")
+        if let head = byNode[e.nodeID] {
+            var k = head
+            while true {
+                if entries[Int(k)].address == e.address { return k }
+                if next[Int(k)] == Self.none { break }
+                k = next[Int(k)]
+            }
+            entries.append(PeerEntry(peer: entries[Int(head)].peer, address: e.address))
+            first.append(head)
+            next.append(Self.none)
+            next[Int(k)] = i
             return i
         }
-        let i = UInt32(entries.count)
-        precondition(i < UInt32.max, "peer identity table full")
         entries.append(e)
         first.append(i)
-        byNode[e.nodeID] = [i]
+        next.append(Self.none)
+        byNode[e.nodeID] = i
         return i
     }
 
     /// The first entry held for `p`'s node (made, with an unspecified address, if none is):
     /// what the gossip queue stores for updates that carry an identity but no address.
     func intern(identity p: PeerIdentity) -> UInt32 {
-        if let known = byNode[p.nodeID] { return known[0] }
+        if let head = byNode[p.nodeID] { return head }
         return intern(PeerEntry(peer: p, address: UnderlayAddress(high: 0, low: 0, port: 0)))
     }
 
     /// The first entry index of a node already held, if any: a per-node key.
-    func firstEntry(of id: NodeID) -> UInt32? { byNode[id]?[0] }
+    func firstEntry(of id: NodeID) -> UInt32? { byNode[id] }
 
     @inline(__always) func nodeKey(_ i: UInt32) -> UInt32 { first[Int(i)] }
     @inline(__always) func identity(_ i: UInt32) -> PeerIdentity { entries[Int(i)].peer }
