@@ -149,12 +149,16 @@ struct BroadcastQueue: Sendable {
                 // `removed` is in descending index order.
                 for idx in removed { buckets[t].remove(at: idx) }
                 count -= removed.count
-                if buckets[t].capacity >= 256, (buckets[t].count - heads[t]) * 4 < buckets[t].capacity { compact(t) }
+                if buckets[t].capacity > 2 * (buckets[t].count - heads[t]) + 64 { compact(t) }
             }
             t += 1
         }
         for (b, item) in promoted.reversed() {
             while buckets.count <= b { buckets.append([]); heads.append(0) }
+            if buckets[b].count == buckets[b].capacity, buckets[b].count >= 64 {
+                // Grow by half, not double: a wave of items passes through every bucket in turn.
+                buckets[b].reserveCapacity(buckets[b].count + buckets[b].count / 2)
+            }
             buckets[b].append(item)
             count += 1
         }
