@@ -4,7 +4,7 @@ import MeshCore
 /// exchange only the rows of the buckets that differ, over a reliable channel. At most
 /// `maxConcurrentExchanges` are started or served at a time.
 extension GossipCore {
-    static func bucket(_ id: NodeID) -> Int { Int(id.bytes[0] >> 2) }
+    static func bucket(_ id: NodeID) -> Int { MemberTable.bucket(id) }
 
     static func mix(_ x: UInt64) -> UInt64 {
         var z = x &+ 0x9E37_79B9_7F4A_7C15
@@ -30,17 +30,14 @@ extension GossipCore {
     }
 
     static func rowHash(_ id: NodeID, incarnation: UInt32, state: MemberState) -> UInt64 {
-        mix(prefix64(id.bytes) ^ mix(UInt64(incarnation) << 2 | stateClass(state)))
+        mix(id.leadingWord ^ mix(UInt64(incarnation) << 2 | stateClass(state)))
     }
 
     /// Order-independent (wrapping sums), so equal tables give equal digests whatever their order.
+    /// The table keeps its rows' sums up to date; only our own row is added here.
     func digest() -> (buckets: [UInt64], cullCount: UInt32, cullHash: UInt64) {
-        var b = [UInt64](repeating: 0, count: GossipWire.bucketCount)
+        var b = members.digestBuckets
         b[Self.bucket(me.nodeID)] &+= Self.rowHash(me.nodeID, incarnation: incarnation, state: hasLeft ? .left : .alive)
-        for id in memberOrder {
-            guard let m = members[id] else { continue }
-            b[Self.bucket(id)] &+= Self.rowHash(id, incarnation: m.incarnation, state: m.state)
-        }
         var ch: UInt64 = 0
         for id in cullOrder { ch &+= Self.mix(Self.prefix64(id.bytes) ^ (culls[id]?.issuedAt ?? 0)) }
         return (b, UInt32(cullOrder.count), ch)
@@ -101,9 +98,10 @@ extension GossipCore {
         if inDiff(me.nodeID) {
             records.append(MemberRecord(entry: me, state: hasLeft ? .left : .alive, incarnation: incarnation, attributeVersion: attributeVersion))
         }
-        for id in memberOrder where records.count < GossipWire.maxDeltaRecords && inDiff(id) {
-            guard let m = members[id], m.state != .culled else { continue }
-            records.append(MemberRecord(entry: m.entry, state: m.state, incarnation: m.incarnation, attributeVersion: m.attributeVersion))
+        for r in members.rows.indices where records.count < GossipWire.maxDeltaRecords {
+            let row = members.rows[r]
+            guard row.state != .culled, inDiff(members.nodeID(atRow: r)) else { continue }
+            records.append(MemberRecord(entry: members.entry(atRow: r), state: row.state, incarnation: row.incarnation, attributeVersion: row.attributeVersion))
         }
         var cs: [CullRecord] = []
         if sendCulls {

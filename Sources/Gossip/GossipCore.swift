@@ -13,9 +13,8 @@ public struct GossipCore {
     public internal(set) var incarnation: UInt32 = 0
     public internal(set) var attributes = Attributes()
     public internal(set) var attributeVersion: UInt32 = 0
-    public internal(set) var members: [NodeID: GossipMember] = [:]
-    /// Member ids in insertion order: the order every scan walks.
-    var memberOrder: [NodeID] = []
+    /// Every member we know of, in the order first learned (see `MemberTable`).
+    public internal(set) var members: MemberTable
     public internal(set) var activeView: [PeerEntry] = []
     public internal(set) var passiveView: [PeerEntry] = []
     public internal(set) var culls: [NodeID: CullRecord] = [:]
@@ -25,7 +24,6 @@ public struct GossipCore {
     public internal(set) var hasLeft = false
 
     var rng: SeededGenerator
-    let identities: PeerIdentities?
     let myTag: UInt64
     var queue: BroadcastQueue
     var nextSeq: UInt32 = 1
@@ -58,6 +56,9 @@ public struct GossipCore {
     var sidePingOrder: [UInt32] = []
     var nextDeadRetry: Instant?
     var deadRetryIndex = 0
+    /// Dead members in the order they died: what `retryDead` cycles through, so a table of
+    /// thousands of live members is not walked to find the few dead ones.
+    var deadMembers: [NodeID] = []
     /// Suspect members in the order they became suspect (the order expiry walks).
     var suspects: [NodeID] = []
     /// Open suspicions, beside the table rather than in every row.
@@ -91,17 +92,19 @@ public struct GossipCore {
     var nextHousekeeping: Instant?
     var requestedWake: Instant?
 
-    /// `identities`: a table shared with other cores in the same process (a simulator), so member
-    /// rows share identity arrays; nil for a node's single core.
+    /// `identities`: a table shared with other cores in the same process and thread (a simulator),
+    /// so each peer entry is stored once for all of them; nil for a node's single core (it gets
+    /// its own).
     public init(me: PeerEntry, config: GossipConfig, rng: SeededGenerator, identities: PeerIdentities? = nil) {
         self.me = me
         self.config = config
         self.rng = rng
-        self.identities = identities
+        let table = identities ?? PeerIdentities()
+        members = MemberTable(identities: table)
         var tag: UInt64 = 0
         for i in 0..<8 { tag = tag << 8 | UInt64(me.nodeID.bytes[i]) }
         myTag = tag
-        queue = BroadcastQueue(capacity: config.maxQueuedUpdates)
+        queue = BroadcastQueue(capacity: config.maxQueuedUpdates, identities: table)
         contacts = config.seeds
     }
 

@@ -22,9 +22,7 @@ extension GossipCore {
             var e = entry
             // The sender's own announcement: the address it was heard from beats the one it claims.
             if let from, from.nodeID == id { e.address = from.address }
-            if let identities { e.peer = identities.intern(e.peer) }
             members[e.nodeID] = GossipMember(entry: e, state: .alive, incarnation: inc, attributeVersion: av, stateSince: now)
-            memberOrder.append(e.nodeID)
             out.append(.event(.memberJoined(id, e.address)))
             queue.enqueue(.alive(e, incarnation: inc, attributeVersion: av))
             maybeFetchAttributes(id, into: &out)
@@ -195,6 +193,8 @@ extension GossipCore {
             suspicions[id] = nil
             suspects.removeAll { $0 == id }
         }
+        if old == .dead { deadMembers.removeAll { $0 == id } }
+        if state == .dead { deadMembers.append(id) }
         m.lastToldState = nil
         members[id] = m
         out.append(.event(.memberStateChanged(id, from: old, to: state, incarnation: inc)))
@@ -250,12 +250,12 @@ extension GossipCore {
     /// Dead members' addresses are retried, one per interval, with the news that we think they are
     /// dead: a node on the far side of a healed partition refutes and the two sides merge again.
     mutating func retryDead(now: Instant, into out: inout [GossipOutput]) {
-        let n = memberOrder.count
+        let n = deadMembers.count
         guard n > 0 else { return }
         var examined = 0
         while examined < n {
             if deadRetryIndex >= n { deadRetryIndex = 0 }
-            let id = memberOrder[deadRetryIndex]
+            let id = deadMembers[deadRetryIndex]
             deadRetryIndex += 1
             examined += 1
             guard let m = members[id], m.state == .dead else { continue }
@@ -269,17 +269,18 @@ extension GossipCore {
     }
 
     mutating func housekeeping(now: Instant, into out: inout [GossipOutput]) {
-        var kept: [NodeID] = []
-        for id in memberOrder {
-            guard let m = members[id] else { continue }
-            if (m.state == .dead || m.state == .left), now - m.stateSince >= config.forgetAfter {
-                members[id] = nil
-                out.append(.event(.memberForgotten(id)))
-            } else {
-                kept.append(id)
-            }
+        var forget = [Bool](repeating: false, count: members.count)
+        var forgotten: [NodeID] = []
+        for (r, row) in members.rows.enumerated() where row.state == .dead || row.state == .left {
+            guard now - Instant(nanoseconds: row.stateSinceNanos) >= config.forgetAfter else { continue }
+            forget[r] = true
+            forgotten.append(members.nodeID(atRow: r))
         }
-        memberOrder = kept
+        if !forgotten.isEmpty {
+            members.removeRows { forget[$0] }
+            deadMembers.removeAll { forgotten.contains($0) }
+            for id in forgotten { out.append(.event(.memberForgotten(id))) }
+        }
         deadRetryIndex = 0
         servedExchanges.removeAll { now - $0.since >= config.exchangeTimeout }
         outgoingExchanges.removeAll { now - $0.since >= config.exchangeTimeout }
@@ -296,11 +297,8 @@ extension GossipCore {
 
     /// Ensures a view peer has a member row, so probing it has an incarnation to suspect.
     mutating func ensureMember(_ e: PeerEntry, now: Instant, into out: inout [GossipOutput]) {
-        guard members[e.nodeID] == nil, e.nodeID != me.nodeID, members.count < config.maxMembers else { return }
-        var e = e
-        if let identities { e.peer = identities.intern(e.peer) }
+        guard !members.contains(e.nodeID), e.nodeID != me.nodeID, members.count < config.maxMembers else { return }
         members[e.nodeID] = GossipMember(entry: e, state: .alive, incarnation: 0, attributeVersion: 0, stateSince: now)
-        memberOrder.append(e.nodeID)
         out.append(.event(.memberJoined(e.nodeID, e.address)))
     }
 

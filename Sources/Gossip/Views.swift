@@ -165,11 +165,11 @@ extension GossipCore {
     /// passive view stocked from the member table.
     mutating func maintainViews(now: Instant, into out: inout [GossipOutput]) {
         guard !hasLeft else { return }
-        if passiveView.count < passiveCapacity / 2, !memberOrder.isEmpty {
+        if passiveView.count < passiveCapacity / 2, !members.isEmpty {
             var picks: [PeerEntry] = []
             for _ in 0..<4 {
-                let id = memberOrder[Int(rng.next() % UInt64(memberOrder.count))]
-                if let m = members[id], m.state == .alive { picks.append(m.entry) }
+                let r = Int(rng.next() % UInt64(members.count))
+                if members.rows[r].state == .alive { picks.append(members.entry(atRow: r)) }
             }
             integratePassive(picks, replacing: [])
         }

@@ -57,6 +57,9 @@ public struct NodeID: Hashable, Comparable, Sendable, CustomStringConvertible {
     }
 
     public var hex: String { Hex.encode(bytes) }
+    /// The first 8 bytes as a big-endian word (uniform, since node ids are hash outputs): what
+    /// compact tables hash and bucket by without reading the byte array.
+    public var leadingWord: UInt64 { w0 }
     /// First 8 bytes in hex: enough to tell members apart in logs and tables.
     public var short: String { Hex.encode(bytes.prefix(8)) }
     public var description: String { hex }

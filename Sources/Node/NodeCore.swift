@@ -78,11 +78,12 @@ public struct NodeCore {
 
     /// `address` is where others reach this node (its bound address); gossip tells it to members
     /// that have not heard from us directly. Fails only if the identity cannot serve as a Noise
-    /// static key or the network key is not 32 bytes.
+    /// static key or the network key is not 32 bytes. `peerIdentities`: a table shared by all the
+    /// cores of one simulation (see `PeerIdentities`); nil for a real node.
     public init(identity: NodeIdentity, network: NetworkID, networkKey: [UInt8], address: UnderlayAddress,
                 timing: NodeTiming = NodeTiming(), discovery: Discovery = Discovery(),
                 sessionTiming: SessionTiming = SessionTiming(), channelConfig: ChannelConfig = NodeCore.defaultChannelConfig,
-                rng: SeededGenerator) throws {
+                peerIdentities: PeerIdentities? = nil, rng: SeededGenerator) throws {
         self.identity = identity.peer
         self.network = network
         self.timing = timing
@@ -94,7 +95,8 @@ public struct NodeCore {
         channels = ChannelEndpoint(config: channelConfig, rng: rng.derived(0xc4a7))
         gossipChannels = ChannelEndpoint(config: Self.gossipChannelConfig, rng: rng.derived(0x6c4a))
         gossip = GossipCore(me: PeerEntry(peer: identity.peer, address: address),
-                            config: timing.gossipConfig(network: network, discovery: discovery), rng: rng.derived(0x6055))
+                            config: timing.gossipConfig(network: network, discovery: discovery), rng: rng.derived(0x6055),
+                            identities: peerIdentities)
         if !discovery.attributes.pairs.isEmpty {
             _ = gossip.handle(.command(.setAttributes(discovery.attributes)), now: .zero)
         }
@@ -103,7 +105,7 @@ public struct NodeCore {
     public var overlayAddress: OverlayAddress { OverlayAddress(network: network, node: identity.nodeID) }
     public var pendingProbes: Int { pending.count }
     /// The member table (gossip's), by node id.
-    public var members: [NodeID: Member] { gossip.members }
+    public var members: MemberTable { gossip.members }
     /// Members sorted by node id: the order tables and reports print in.
     public var sortedMembers: [Member] { gossip.sortedMembers }
 

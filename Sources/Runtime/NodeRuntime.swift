@@ -275,11 +275,11 @@ public final class NodeRuntime {
         guard let store else { completion?(); return }
         let now = loop.now
         let unixNow = Int64(Date().timeIntervalSince1970)
-        let rows = core.members.values.compactMap { m -> PeerStore.Row? in
+        let rows = Array(core.members.values.compactMap { m -> PeerStore.Row? in
             guard let heard = m.lastHeard else { return nil }
             return PeerStore.Row(publicKey: m.identity.publicKey, address: m.address,
                                  lastSeenUnix: unixNow - Int64((now - heard).secondsDouble))
-        }
+        })
         loop.offload({ () -> String? in
             do { try store.save(rows); return nil } catch { return "\(error)" }
         }, completion: { [weak self] failure in

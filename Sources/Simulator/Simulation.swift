@@ -20,6 +20,10 @@ public final class Simulation {
     /// Bumped on every crash, so a restarted node draws fresh randomness and stale timers die.
     var incarnation: [UInt32]
     let identities: [NodeIdentity]
+    /// One copy of each peer entry for all the nodes' member tables (N² rows at N nodes).
+    let peerTable = PeerIdentities()
+    /// The node each of `peerTable`'s entries is (by address; -1 for none), filled as it grows.
+    var nodeOfEntry: [Int32] = []
     let nodeIDs: [NodeID]
     let indexOfID: [NodeID: Int]
     let networkID: NetworkID
@@ -141,7 +145,7 @@ public final class Simulation {
         // Real sessions with real keys: the mesh's network key comes from the seed like everything else.
         do {
             return try NodeCore(identity: identities[i], network: networkID, networkKey: simulatedNetworkKey, address: addresses[i],
-                                timing: scenario.timing, discovery: discovery(for: i), rng: rng)
+                                timing: scenario.timing, discovery: discovery(for: i), peerIdentities: peerTable, rng: rng)
         } catch {
             fatalError("simulated node \(i) cannot be built: \(error)")
         }
@@ -413,18 +417,23 @@ public final class Simulation {
         let cap = scenario.timing.maxMembers
         var aliveSum = 0, wantSum = 0, stale = 0
         var converged = up > 0
+        while nodeOfEntry.count < peerTable.count {
+            nodeOfEntry.append(Int32(index(of: peerTable.entry(at: UInt32(nodeOfEntry.count)).address) ?? -1))
+        }
         for i in 0..<nodes.count where life[i] == .up {
             var aliveUp = 0, staleDown = 0
-            for m in nodes[i].members.values {
-                guard let j = index(of: m.address) else { continue }
+            // Rows by peer-table index and state: N² rows per sample at N nodes.
+            nodes[i].members.forEachEntry { e, state in
+                let j = Int(nodeOfEntry[Int(e)])
+                guard j >= 0 else { return }
                 if life[j] == .up {
                     // SWIM: a suspect is still a member (it may refute); only dead, left or
                     // culled ones are out. Under loss some member is suspect somewhere at
                     // almost any instant in a large mesh, and that is not a failure to converge.
-                    if m.state == .alive || m.state == .suspect { aliveUp += 1 }
+                    if state == .alive || state == .suspect { aliveUp += 1 }
                 } else {
                     staleDown += 1
-                    if m.state != .dead { stale += 1 }
+                    if state != .dead { stale += 1 }
                 }
             }
             let want = max(0, min(up - 1, cap - staleDown))

@@ -55,7 +55,7 @@ import MeshCore
         }
         // A simulator's cores share one identity table that the other cores have filled already.
         let shared = PeerIdentities()
-        for i in 1...n { _ = shared.intern(Mesh.identity(i)) }
+        for i in 1...n { _ = shared.intern(PeerEntry(peer: Mesh.identity(i), address: Mesh.address(i))) }
         for identities in [nil, shared] {
             var core = GossipCore(me: PeerEntry(peer: Mesh.identity(n + 1), address: Mesh.address(n + 1)),
                                   config: GossipConfig(network: Mesh.network), rng: SeededGenerator(seed: 1), identities: identities)
@@ -63,11 +63,11 @@ import MeshCore
             let before = Self.heapInUse()!
             for m in messages { _ = core.handle(.received(from: neighbour, bytes: m), now: .zero) }
             // Queued gossip is transient (bounded, sent within seconds): count only the table.
-            core.queue = BroadcastQueue(capacity: core.config.maxQueuedUpdates)
+            core.queue = BroadcastQueue(capacity: core.config.maxQueuedUpdates, identities: core.members.identities)
             let after = Self.heapInUse()!
             #expect(core.members.count == n)
             let perRow = Double(after - before) / Double(n)
-            print("[memory] \(n) members, \(identities == nil ? "own identities" : "shared identities"): \(after - before) heap bytes, \(Int(perRow.rounded())) B per row; GossipMember stride \(MemoryLayout<GossipMember>.stride) B")
+            print("[memory] \(n) members, \(identities == nil ? "own identities" : "shared identities"): \(after - before) heap bytes, \(Int(perRow.rounded())) B per row; row stride \(MemoryLayout<MemberTable.Row>.stride) B, queue item \(MemoryLayout<BroadcastQueue.Item>.stride) B")
             withExtendedLifetime(core) {}
         }
         #endif

@@ -1,0 +1,187 @@
+import MeshCore
+
+/// The member table, compact because every node holds a row per member and a simulator holds
+/// N² of them: rows live in an array in insertion order (the order every scan walks), each a
+/// 24-byte record whose peer entry is a 4-byte index into `PeerIdentities`; a node id finds its
+/// row through an open-addressing index of 4-byte slots. The fields only members in direct
+/// contact need (RTT, last heard, fetched attributes) live beside the rows, for the few that have
+/// them. Anti-entropy's bucket digest is kept up to date on every change, so an exchange does not
+/// walk the table.
+///
+/// Readers get `GossipMember` values (built from the row on each read); the core writes them
+/// back through the subscript. Nothing here is iterated in hash order.
+public struct MemberTable {
+    struct Row {
+        var stateSinceNanos: Int64
+        var entry: UInt32
+        var incarnation: UInt32
+        var attributeVersion: UInt32
+        var state: MemberState
+        var hasContact: Bool
+    }
+
+    /// What a member in direct contact has beyond its row; absent (all defaults) for the rest.
+    struct Contact: Equatable {
+        var heldAttributeVersion: UInt32 = 0
+        var requestedAttributeVersion: UInt32 = 0
+        var attributes: Attributes?
+        var rttNanos = Int64.min
+        var lastHeardNanos = Int64.min
+        var lastToldNanos = Int64.min
+
+        init() {}
+        init(_ m: GossipMember) {
+            heldAttributeVersion = m.heldAttributeVersion
+            requestedAttributeVersion = m.requestedAttributeVersion
+            attributes = m.attributes
+            rttNanos = m.rttNanos
+            lastHeardNanos = m.lastHeardNanos
+            lastToldNanos = m.lastToldNanos
+        }
+        var isEmpty: Bool { self == Contact() }
+    }
+
+    private(set) var rows: [Row] = []
+    /// Row numbers by node id, open addressing with linear probing; `empty` marks a free slot.
+    private var index: [UInt32] = []
+    private static let empty = UInt32.max
+    /// Looked up by node id only, never iterated.
+    private var contacts: [NodeID: Contact] = [:]
+    let identities: PeerIdentities
+    /// Anti-entropy's 64 bucket sums over the rows (wrapping, so order-independent).
+    private(set) var digestBuckets = [UInt64](repeating: 0, count: GossipWire.bucketCount)
+
+    init(identities: PeerIdentities) { self.identities = identities }
+
+    public var count: Int { rows.count }
+    public var isEmpty: Bool { rows.isEmpty }
+
+    /// Members in the order they were first learned.
+    public var values: LazyMapSequence<Range<Int>, GossipMember> {
+        (0..<rows.count).lazy.map { [self] in member(at: $0) }
+    }
+
+    public internal(set) subscript(id: NodeID) -> GossipMember? {
+        get { find(id).map(member(at:)) }
+        set {
+            if let r = find(id) {
+                if let m = newValue { update(row: r, to: m) } else { removeRows { $0 == r } }
+            } else if let m = newValue {
+                insert(m)
+            }
+        }
+    }
+
+    func contains(_ id: NodeID) -> Bool { find(id) != nil }
+    func nodeID(atRow r: Int) -> NodeID { identities.nodeID(rows[r].entry) }
+    func entry(atRow r: Int) -> PeerEntry { identities.entry(rows[r].entry) }
+
+    /// The row's peer entry index and state, for a driver that maps entries to its own nodes
+    /// (the simulator's convergence sampling) without building a `GossipMember` per row.
+    public func forEachEntry(_ body: (UInt32, MemberState) -> Void) {
+        for r in rows { body(r.entry, r.state) }
+    }
+
+    func member(at r: Int) -> GossipMember {
+        let row = rows[r]
+        var m = GossipMember(entry: identities.entry(row.entry), state: row.state, incarnation: row.incarnation,
+                             attributeVersion: row.attributeVersion, stateSince: Instant(nanoseconds: row.stateSinceNanos))
+        if row.hasContact, let c = contacts[m.nodeID] {
+            m.heldAttributeVersion = c.heldAttributeVersion
+            m.requestedAttributeVersion = c.requestedAttributeVersion
+            m.attributes = c.attributes
+            m.rttNanos = c.rttNanos
+            m.lastHeardNanos = c.lastHeardNanos
+            m.lastToldNanos = c.lastToldNanos
+        }
+        return m
+    }
+
+    // MARK: - Changes
+
+    mutating func insert(_ m: GossipMember) {
+        let id = m.nodeID
+        if (rows.count + 1) * 4 > index.count * 3 { grow() }
+        let r = rows.count
+        let c = Contact(m)
+        rows.append(Row(stateSinceNanos: m.stateSince.nanoseconds, entry: identities.intern(m.entry), incarnation: m.incarnation,
+                        attributeVersion: m.attributeVersion, state: m.state, hasContact: !c.isEmpty))
+        if !c.isEmpty { contacts[id] = c }
+        place(id, row: r)
+        digestBuckets[Self.bucket(id)] &+= GossipCore.rowHash(id, incarnation: m.incarnation, state: m.state)
+    }
+
+    mutating func update(row r: Int, to m: GossipMember) {
+        var row = rows[r]
+        let id = m.nodeID
+        if row.incarnation != m.incarnation || row.state != m.state {
+            let b = Self.bucket(id)
+            digestBuckets[b] &-= GossipCore.rowHash(id, incarnation: row.incarnation, state: row.state)
+            digestBuckets[b] &+= GossipCore.rowHash(id, incarnation: m.incarnation, state: m.state)
+        }
+        if identities.address(row.entry) != m.entry.address { row.entry = identities.intern(m.entry) }
+        row.incarnation = m.incarnation
+        row.attributeVersion = m.attributeVersion
+        row.state = m.state
+        row.stateSinceNanos = m.stateSince.nanoseconds
+        let c = Contact(m)
+        if c.isEmpty {
+            if row.hasContact { contacts[id] = nil }
+            row.hasContact = false
+        } else {
+            contacts[id] = c
+            row.hasContact = true
+        }
+        rows[r] = row
+    }
+
+    /// Removes the rows whose numbers satisfy `drop`, keeping the others in order.
+    mutating func removeRows(where drop: (Int) -> Bool) {
+        var kept: [Row] = []
+        kept.reserveCapacity(rows.count)
+        for (r, row) in rows.enumerated() {
+            if drop(r) {
+                let id = identities.nodeID(row.entry)
+                digestBuckets[Self.bucket(id)] &-= GossipCore.rowHash(id, incarnation: row.incarnation, state: row.state)
+                if row.hasContact { contacts[id] = nil }
+            } else {
+                kept.append(row)
+            }
+        }
+        guard kept.count != rows.count else { return }
+        rows = kept
+        rebuildIndex(capacity: index.count)
+    }
+
+    // MARK: - Index
+
+    static func bucket(_ id: NodeID) -> Int { Int(id.leadingWord >> 58) }
+
+    private func find(_ id: NodeID) -> Int? {
+        guard !index.isEmpty else { return nil }
+        let mask = index.count - 1
+        let w = id.leadingWord
+        var i = Int(truncatingIfNeeded: w ^ (w >> 29)) & mask
+        while true {
+            let s = index[i]
+            if s == Self.empty { return nil }
+            if identities.nodeID(rows[Int(s)].entry) == id { return Int(s) }
+            i = (i + 1) & mask
+        }
+    }
+
+    private mutating func place(_ id: NodeID, row: Int) {
+        let mask = index.count - 1
+        let w = id.leadingWord
+        var i = Int(truncatingIfNeeded: w ^ (w >> 29)) & mask
+        while index[i] != Self.empty { i = (i + 1) & mask }
+        index[i] = UInt32(row)
+    }
+
+    private mutating func grow() { rebuildIndex(capacity: max(16, index.count * 2)) }
+
+    private mutating func rebuildIndex(capacity: Int) {
+        index = [UInt32](repeating: Self.empty, count: capacity)
+        for r in rows.indices { place(identities.nodeID(rows[r].entry), row: r) }
+    }
+}
