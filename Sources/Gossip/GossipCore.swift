@@ -71,6 +71,15 @@ public struct GossipCore {
     var pendingNeighbours: [(peer: NodeID, since: Instant)] = []
     var nextShuffle: Instant?
     var pendingShuffle: (id: UInt32, sent: [PeerEntry])?
+    /// Shuffles this node forwarded, by id: the hop each came from, so the reply travels back
+    /// along the walk over sessions that exist rather than opening one to the origin. Bounded.
+    var shuffleReturns: [UInt32: (back: PeerEntry, until: Instant)] = [:]
+    var shuffleReturnOrder: [UInt32] = []
+    /// Low-priority neighbour requests refused in a row, and when the next may go: a node that
+    /// has neighbours but not a full view asks again with back-off, not every gossip round (each
+    /// request to a standby peer costs it a new session).
+    var neighbourRefusals = 0
+    var nextLowNeighbourRequest: Instant?
     var nextGossip: Instant?
     var gossipCursor = 0
     var everJoined = false
@@ -316,6 +325,9 @@ public struct GossipCore {
             if let p = pendingShuffle, p.id == id {
                 pendingShuffle = nil
                 integratePassive(sample, replacing: p.sent)
+            } else if let r = shuffleReturns.removeValue(forKey: id) {
+                shuffleReturnOrder.removeAll { $0 == id }
+                if now < r.until { send(.shuffleReply(id: id, sample: sample), to: .peer(r.back), into: &out) }
             } else {
                 counters.drop(.staleShuffle)
             }

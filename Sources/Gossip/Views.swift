@@ -84,9 +84,18 @@ extension GossipCore {
     mutating func handleNeighbourReply(from: PeerEntry, accepted: Bool, sample: [PeerEntry], now: Instant, into out: inout [GossipOutput]) {
         pendingNeighbours.removeAll { $0.peer == from.nodeID }
         if accepted {
+            neighbourRefusals = 0
+            nextLowNeighbourRequest = nil
             addToActive(from, now: now, into: &out)
         } else {
             integratePassive(sample, replacing: [])
+            if !activeView.isEmpty {
+                // Back off 1 s, 2 s, 4 s … up to a shuffle interval: peers with full views refuse
+                // low-priority requests, and a view one short still works.
+                let step = config.neighbourRequestTimeout.nanoseconds << min(neighbourRefusals, 4)
+                nextLowNeighbourRequest = now + .nanoseconds(min(step, config.shuffleInterval.nanoseconds))
+                neighbourRefusals += 1
+            }
         }
     }
 
@@ -174,7 +183,10 @@ extension GossipCore {
             integratePassive(picks, replacing: [])
         }
         let missing = activeCapacity - activeView.count - pendingNeighbours.count
-        if missing > 0, !passiveView.isEmpty {
+        // An empty view asks (high priority) at once; otherwise refusals pace the requests.
+        let paced = !activeView.isEmpty && (nextLowNeighbourRequest.map { now < $0 } ?? false)
+        if activeView.isEmpty { neighbourRefusals = 0; nextLowNeighbourRequest = nil }
+        if missing > 0, !passiveView.isEmpty, !paced {
             // As many requests in flight as places are free, so a passive view full of dead
             // entries (after a mass failure) is worked through quickly.
             let pool = passiveView.filter { p in !pendingNeighbours.contains { $0.peer == p.nodeID } }
@@ -212,11 +224,27 @@ extension GossipCore {
         guard origin.nodeID != me.nodeID else { return }
         if ttl > 1, activeView.count > 1,
            let next = randomSample(activeView.filter { $0.nodeID != from.nodeID && $0.nodeID != origin.nodeID }, count: 1).first {
+            rememberShuffleReturn(id: id, back: from, now: now)
             send(.shuffle(id: id, ttl: ttl - 1, origin: origin, sample: sample), to: .peer(next), into: &out)
             return
         }
         let reply = randomSample(passiveView.filter { $0.nodeID != origin.nodeID }, count: sample.count)
-        send(.shuffleReply(id: id, sample: reply), to: .peer(origin), into: &out)
+        // Back along the walk (the hop it came from relays it on): every hop has a session with
+        // the next, while the origin is usually a stranger here and would cost a handshake.
+        send(.shuffleReply(id: id, sample: reply), to: .peer(from), into: &out)
         integratePassive(sample, replacing: reply)
+    }
+}
+
+extension GossipCore {
+    static let shuffleReturnLimit = 64
+    static let shuffleReturnTime: Duration = .seconds(5)
+
+    mutating func rememberShuffleReturn(id: UInt32, back: PeerEntry, now: Instant) {
+        if shuffleReturns[id] == nil { shuffleReturnOrder.append(id) }
+        shuffleReturns[id] = (back, now + Self.shuffleReturnTime)
+        while shuffleReturnOrder.count > Self.shuffleReturnLimit {
+            shuffleReturns.removeValue(forKey: shuffleReturnOrder.removeFirst())
+        }
     }
 }
