@@ -132,14 +132,14 @@ public struct GossipCore {
         case let .received(from, bytes):
             counters.messagesIn += 1
             counters.bytesIn += UInt64(bytes.count)
-            switch GossipWire.decode(bytes, transport: .datagram) {
+            switch GossipWire.decode(bytes, transport: .datagram, known: members.identities) {
             case let .failure(reason): counters.drop(reason)
             case let .success(m): receive(m, from: from, now: now, into: &out)
             }
         case let .reliableReceived(from, bytes):
             counters.messagesIn += 1
             counters.bytesIn += UInt64(bytes.count)
-            switch GossipWire.decode(bytes, transport: .reliable) {
+            switch GossipWire.decode(bytes, transport: .reliable, known: members.identities) {
             case let .failure(reason): counters.drop(reason)
             case let .success(m): receive(m, from: from, now: now, into: &out)
             }

@@ -380,7 +380,9 @@ public enum GossipWire {
     public enum Transport: Sendable { case datagram, reliable }
 
     /// Decodes or names the reason for refusing; never traps on any input.
-    public static func decode(_ bytes: [UInt8], transport: Transport = .datagram) -> Result<GossipMessage, GossipDropReason> {
+    /// `known`: identities already held (a core passes its table), so a known member's entry costs
+    /// a lookup instead of the BLAKE2b that derives its node id.
+    public static func decode(_ bytes: [UInt8], transport: Transport = .datagram, known: PeerIdentities? = nil) -> Result<GossipMessage, GossipDropReason> {
         let limit = transport == .datagram ? maxDatagram : maxReliable
         if bytes.count > limit { return .failure(.oversized) }
         if bytes.count < headerLength { return .failure(.truncated) }
@@ -388,7 +390,7 @@ public enum GossipWire {
         if bytes[2] != version { return .failure(.unsupportedVersion) }
         var r = ByteReader(bytes, offset: headerLength)
         do {
-            let m = try decodeBody(type: bytes[3], &r)
+            let m = try decodeBody(type: bytes[3], &r, known)
             if m.isReliableOnly != (transport == .reliable) { return .failure(.wrongTransport) }
             if r.remaining != 0 { return .failure(.trailingBytes) }
             return .success(m)
@@ -399,26 +401,26 @@ public enum GossipWire {
         }
     }
 
-    private static func decodeBody(type: UInt8, _ r: inout ByteReader) throws -> GossipMessage {
+    private static func decodeBody(type: UInt8, _ r: inout ByteReader, _ k: PeerIdentities?) throws -> GossipMessage {
         switch type {
-        case 1: return .ping(seq: try r.u32(), updates: try readUpdates(&r))
-        case 2: return .ack(seq: try r.u32(), updates: try readUpdates(&r))
-        case 3: return .pingRequest(seq: try r.u32(), target: try readEntry(&r))
+        case 1: return .ping(seq: try r.u32(), updates: try readUpdates(&r, k))
+        case 2: return .ack(seq: try r.u32(), updates: try readUpdates(&r, k))
+        case 3: return .pingRequest(seq: try r.u32(), target: try readEntry(&r, k))
         case 4: return .nack(seq: try r.u32())
-        case 5: return .gossip(updates: try readUpdates(&r))
+        case 5: return .gossip(updates: try readUpdates(&r, k))
         case 6: return .join(incarnation: try r.u32())
-        case 7: return .joinReply(sample: try readEntries(&r))
-        case 8: return .forwardJoin(ttl: try r.u8(), joiner: try readEntry(&r))
+        case 7: return .joinReply(sample: try readEntries(&r, k))
+        case 8: return .forwardJoin(ttl: try r.u8(), joiner: try readEntry(&r, k))
         case 9:
             guard let p = NeighbourPriority(rawValue: try r.u8()) else { throw GossipDropReason.badFlag }
             return .neighbor(priority: p)
-        case 10: return .neighborReply(accepted: try readBool(&r), sample: try readEntries(&r))
+        case 10: return .neighborReply(accepted: try readBool(&r), sample: try readEntries(&r, k))
         case 11: return .disconnect
-        case 12: return .shuffle(id: try r.u32(), ttl: try r.u8(), origin: try readEntry(&r), sample: try readEntries(&r))
-        case 13: return .shuffleReply(id: try r.u32(), sample: try readEntries(&r))
+        case 12: return .shuffle(id: try r.u32(), ttl: try r.u8(), origin: try readEntry(&r, k), sample: try readEntries(&r, k))
+        case 13: return .shuffleReply(id: try r.u32(), sample: try readEntries(&r, k))
         case 14:
             let id = try r.u64()
-            let origin = try readEntry(&r)
+            let origin = try readEntry(&r, k)
             let hops = try r.u8()
             let hopLimit = try r.u8()
             guard let mode = DiscoveryMode(rawValue: try r.u8()) else { throw GossipDropReason.badFlag }
@@ -456,7 +458,7 @@ public enum GossipWire {
             var records: [MemberRecord] = []
             records.reserveCapacity(n)
             for _ in 0..<n {
-                let e = try readEntry(&r)
+                let e = try readEntry(&r, k)
                 guard let s = MemberState(rawValue: try r.u8()) else { throw GossipDropReason.badState }
                 records.append(MemberRecord(entry: e, state: s, incarnation: try r.u32(), attributeVersion: try r.u32()))
             }
@@ -481,23 +483,25 @@ public enum GossipWire {
         }
     }
 
-    static func readKey(_ r: inout ByteReader) throws -> PeerIdentity {
+    static func readKey(_ r: inout ByteReader, _ k: PeerIdentities?) throws -> PeerIdentity {
         // Any 32 bytes make a PeerIdentity; whether they are a valid point is the session layer's concern.
-        PeerIdentity(publicKey: try r.raw(32))!
+        let key = try r.raw(32)
+        if let k, let held = k.identity(forKey: key) { return held }
+        return PeerIdentity(publicKey: key)!
     }
 
-    static func readEntry(_ r: inout ByteReader) throws -> PeerEntry {
-        let p = try readKey(&r)
+    static func readEntry(_ r: inout ByteReader, _ k: PeerIdentities?) throws -> PeerEntry {
+        let p = try readKey(&r, k)
         let high = try r.u64(), low = try r.u64(), port = try r.u16()
         return PeerEntry(peer: p, address: UnderlayAddress(high: high, low: low, port: port))
     }
 
-    static func readEntries(_ r: inout ByteReader) throws -> [PeerEntry] {
+    static func readEntries(_ r: inout ByteReader, _ k: PeerIdentities?) throws -> [PeerEntry] {
         let n = Int(try r.u8())
         guard n <= maxSample else { throw GossipDropReason.badLength }
         var out: [PeerEntry] = []
         out.reserveCapacity(n)
-        for _ in 0..<n { out.append(try readEntry(&r)) }
+        for _ in 0..<n { out.append(try readEntry(&r, k)) }
         return out
     }
 
@@ -521,7 +525,7 @@ public enum GossipWire {
         return AttributePair(key: k, value: try readText(&r, count: n))
     }
 
-    static func readUpdates(_ r: inout ByteReader) throws -> [MemberUpdate] {
+    static func readUpdates(_ r: inout ByteReader, _ k: PeerIdentities?) throws -> [MemberUpdate] {
         let n = Int(try r.u8())
         guard n <= maxUpdates else { throw GossipDropReason.badLength }
         var out: [MemberUpdate] = []
@@ -529,16 +533,16 @@ public enum GossipWire {
         for _ in 0..<n {
             switch try r.u8() {
             case 1:
-                let e = try readEntry(&r)
+                let e = try readEntry(&r, k)
                 out.append(.alive(e, incarnation: try r.u32(), attributeVersion: try r.u32()))
             case 2:
-                let p = try readKey(&r)
+                let p = try readKey(&r, k)
                 out.append(.suspect(p, incarnation: try r.u32(), accuser: try r.u64()))
             case 3:
-                let p = try readKey(&r)
+                let p = try readKey(&r, k)
                 out.append(.dead(p, incarnation: try r.u32()))
             case 4:
-                let p = try readKey(&r)
+                let p = try readKey(&r, k)
                 out.append(.left(p, incarnation: try r.u32()))
             case 5:
                 out.append(.cull(try CullRecord.read(&r)))

@@ -65,6 +65,27 @@ enum Samples {
         }
     }
 
+    /// Decoding with a table of known identities (what a core does) gives the same messages, and
+    /// a known key comes back as the held identity (its arrays shared, no node id derived).
+    @Test func decodingWithKnownIdentitiesGivesTheSameMessages() {
+        let known = PeerIdentities()
+        for i in stride(from: 0, to: 100, by: 2) { _ = known.intern(Samples.entry(i)) }
+        for m in Samples.datagramMessages {
+            #expect(GossipWire.decode(GossipWire.encode(m), known: known) == .success(m))
+        }
+        for m in Samples.reliableMessages {
+            #expect(GossipWire.decode(GossipWire.encode(m), transport: .reliable, known: known) == .success(m))
+        }
+        let held = known.identity(forKey: Samples.entry(6).peer.publicKey)
+        #expect(held == Samples.entry(6).peer)
+        #expect(known.identity(forKey: Samples.entry(7).peer.publicKey) == nil)
+        if case let .success(.pingRequest(_, target)) = GossipWire.decode(GossipWire.encode(.pingRequest(seq: 5, target: Samples.entry(6))), known: known) {
+            #expect(target.nodeID == Samples.entry(6).nodeID)
+        } else {
+            Issue.record("pingRequest did not decode")
+        }
+    }
+
     @Test func reliableMessagesRoundTripAndAreRefusedInDatagrams() {
         for m in Samples.reliableMessages {
             let bytes = GossipWire.encode(m)
