@@ -89,7 +89,7 @@ extension GossipCore {
             addToActive(from, now: now, into: &out)
         } else {
             integratePassive(sample, replacing: [])
-            if !activeView.isEmpty {
+            if activeView.count == activeCapacity - 1 {
                 // Back off 1 s, 2 s, 4 s … up to a shuffle interval: peers with full views refuse
                 // low-priority requests, and a view one short still works.
                 let step = config.neighbourRequestTimeout.nanoseconds << min(neighbourRefusals, 4)
@@ -183,9 +183,10 @@ extension GossipCore {
             integratePassive(picks, replacing: [])
         }
         let missing = activeCapacity - activeView.count - pendingNeighbours.count
-        // An empty view asks (high priority) at once; otherwise refusals pace the requests.
-        let paced = !activeView.isEmpty && (nextLowNeighbourRequest.map { now < $0 } ?? false)
-        if activeView.isEmpty { neighbourRefusals = 0; nextLowNeighbourRequest = nil }
+        // A view one short still works: refusals pace its requests. A view two or more short asks
+        // every round, as before.
+        let paced = activeView.count == activeCapacity - 1 && (nextLowNeighbourRequest.map { now < $0 } ?? false)
+        if activeView.count < activeCapacity - 1 { neighbourRefusals = 0; nextLowNeighbourRequest = nil }
         if missing > 0, !passiveView.isEmpty, !paced {
             // As many requests in flight as places are free, so a passive view full of dead
             // entries (after a mass failure) is worked through quickly.
