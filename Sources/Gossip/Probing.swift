@@ -76,7 +76,11 @@ extension GossipCore {
     mutating func sendIndirectProbes(now: Instant, into out: inout [GossipOutput]) {
         guard var p = probe else { return }
         p.indirectSent = true
-        let helpers = randomSample((activeView + passiveView).filter { $0.nodeID != p.target.nodeID }, count: config.indirectChecks)
+        // Active neighbours first (sessions exist to them); standby peers only to make up the count.
+        var helpers = randomSample(activeView.filter { $0.nodeID != p.target.nodeID }, count: config.indirectChecks)
+        if helpers.count < config.indirectChecks {
+            helpers += randomSample(passiveView.filter { $0.nodeID != p.target.nodeID }, count: config.indirectChecks - helpers.count)
+        }
         for h in helpers {
             send(.pingRequest(seq: p.seq, target: p.target), to: .peer(h), into: &out)
             counters.indirectProbes += 1
