@@ -75,11 +75,6 @@ public struct GossipCore {
     /// along the walk over sessions that exist rather than opening one to the origin. Bounded.
     var shuffleReturns: [UInt32: (back: PeerEntry, until: Instant)] = [:]
     var shuffleReturnOrder: [UInt32] = []
-    /// Low-priority neighbour requests refused in a row, and when the next may go: a node that
-    /// has neighbours but not a full view asks again with back-off, not every gossip round (each
-    /// request to a standby peer costs it a new session).
-    var neighbourRefusals = 0
-    var nextLowNeighbourRequest: Instant?
     var nextGossip: Instant?
     var gossipCursor = 0
     var everJoined = false

@@ -84,18 +84,9 @@ extension GossipCore {
     mutating func handleNeighbourReply(from: PeerEntry, accepted: Bool, sample: [PeerEntry], now: Instant, into out: inout [GossipOutput]) {
         pendingNeighbours.removeAll { $0.peer == from.nodeID }
         if accepted {
-            neighbourRefusals = 0
-            nextLowNeighbourRequest = nil
             addToActive(from, now: now, into: &out)
         } else {
             integratePassive(sample, replacing: [])
-            if activeView.count == activeCapacity - 1 {
-                // Back off 1 s, 2 s, 4 s … up to a shuffle interval: peers with full views refuse
-                // low-priority requests, and a view one short still works.
-                let step = config.neighbourRequestTimeout.nanoseconds << min(neighbourRefusals, 4)
-                nextLowNeighbourRequest = now + .nanoseconds(min(step, config.shuffleInterval.nanoseconds))
-                neighbourRefusals += 1
-            }
         }
     }
 
@@ -183,11 +174,7 @@ extension GossipCore {
             integratePassive(picks, replacing: [])
         }
         let missing = activeCapacity - activeView.count - pendingNeighbours.count
-        // A view one short still works: refusals pace its requests. A view two or more short asks
-        // every round, as before.
-        let paced = activeView.count == activeCapacity - 1 && (nextLowNeighbourRequest.map { now < $0 } ?? false)
-        if activeView.count < activeCapacity - 1 { neighbourRefusals = 0; nextLowNeighbourRequest = nil }
-        if missing > 0, !passiveView.isEmpty, !paced {
+        if missing > 0, !passiveView.isEmpty {
             // As many requests in flight as places are free, so a passive view full of dead
             // entries (after a mass failure) is worked through quickly.
             let pool = passiveView.filter { p in !pendingNeighbours.contains { $0.peer == p.nodeID } }
