@@ -217,15 +217,11 @@ public struct NodeCore {
         case let .memberJoined(id, address):
             out.append(.event(.memberAdded(id, address)))
         case let .memberStateChanged(id, from, to, incarnation):
-            if to == .dead || to == .left || to == .culled, let key = gossip.members[id]?.entry.peer.publicKey {
-                // A member declared failed may hold no keys for our session any more (it
+            if to != .alive, let key = gossip.members[id]?.entry.peer.publicKey {
+                // A member that stopped answering may hold no keys for our session any more (it
                 // restarted, or the two sides' key rotation went astray): the next message starts
                 // a fresh handshake instead of talking into a session nobody holds. A culled key's
-                // session ends here and its plaintext is refused from now on. A suspect keeps its
-                // session: forgetting it made the suspect's own answers and refutations undecryptable
-                // here (and the buddy-system notice wait for a handshake), which turned one lost ack
-                // into a false death; the session layer re-handshakes by itself when data sent
-                // gets no answer.
+                // session ends here and its plaintext is refused from now on.
                 sessions.forget(peerKey: key)
             }
             out.append(.event(.memberStateChanged(id, from: from, to: to, incarnation: incarnation)))
