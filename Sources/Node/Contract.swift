@@ -24,6 +24,9 @@ public enum NodeCommand: Sendable, Equatable {
     case probe(NodeID)
     /// Anything the gossip core accepts: join, leave, attributes, culls, queries.
     case membership(GossipCommand)
+    /// A link-local multicast beacon was heard from this address (mode `nearest`): the driver's
+    /// multicast listener (or the simulator's virtual LAN) reports it; gossip decides what to do.
+    case beaconHeard(UnderlayAddress)
     /// Queue a message for a member over its channel (see `NodeCore.sendMessage`, which also
     /// returns the result); answered with `.messageQueued` or `.messageRefused`.
     case sendMessage(to: NodeID, stream: UInt16, bytes: [UInt8])

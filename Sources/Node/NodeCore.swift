@@ -265,6 +265,8 @@ public struct NodeCore {
                  to: m.entry.address, peerKey: m.entry.peer.publicKey, now: now, into: &out)
         case let .membership(command):
             absorb(gossip.handle(.command(command), now: now), now: now, into: &out)
+        case let .beaconHeard(address):
+            absorb(gossip.handle(.beaconHeard(address), now: now), now: now, into: &out)
         case let .sendMessage(to, stream, bytes):
             switch queueMessage(bytes, stream: stream, to: to, now: now, into: &out) {
             case let .success(id): out.append(.event(.messageQueued(id, to: to, stream: stream)))
