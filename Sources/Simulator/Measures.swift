@@ -42,7 +42,13 @@ extension Simulation {
 
     func startSpread(_ kind: Spread.Kind, subject: Int, excluding: [Int]) {
         var inc = Array(repeating: UInt32.max, count: nodes.count)
-        for i in 0..<nodes.count where isLive(i) { inc[i] = incarnation[i] }
+        let id = nodeIDs[subject]
+        for i in 0..<nodes.count where isLive(i) {
+            // A leave is news only to nodes that hold the leaver as a member (a node that never
+            // heard of it has nothing to update); joins and culls are news to everyone.
+            if kind == .leave, nodes[i].members[id].map({ $0.state == .alive || $0.state == .suspect }) != true { continue }
+            inc[i] = incarnation[i]
+        }
         for i in excluding { inc[i] = .max }
         spreads.append(Spread(kind: kind, subject: subject, at: now, observerIncarnation: inc,
                               learnedAt: Array(repeating: -1, count: nodes.count)))

@@ -1,0 +1,85 @@
+import Foundation
+import Simulator
+import Testing
+
+/// Small versions of the issue's gossip scenarios, so CI exercises every check kind and the
+/// leave, cull, starve and beacon events the 1,000-node scenarios use.
+@Suite struct GossipScenarioTests {
+    /// gossip-dissemination.toml at 100 nodes: a join, a leave and a cull with 10 % loss and 10 %
+    /// failed nodes, each measured in gossip rounds to 99.9 % of live nodes.
+    @Test func joinLeaveAndCullDisseminate() throws {
+        var s = try scenario("gossip-dissemination.toml")
+        s.nodes = 100
+        let r = Simulation(scenario: s, seed: 3).run()
+        #expect(r.passed, "\(r.checks)")
+        #expect(metric(r, "leaves") == 1)
+        #expect(metric(r, "culls") == 1)
+        #expect(metric(r, "crashes") == 10)
+        for kind in ["join", "leave", "cull"] {
+            #expect(metric(r, "dissemination_\(kind)_events") == 1)
+            let rounds = metric(r, "dissemination_\(kind)_rounds")
+            #expect(rounds >= 0 && rounds <= 10, "\(kind): \(rounds) rounds")
+        }
+        // A one-round limit is too strict for a join through the master: the check must fail.
+        s.checks = [Scenario.CheckSpec(kind: "disseminated_within", withinSeconds: nil, withinRounds: 0.5)]
+        #expect(!Simulation(scenario: s, seed: 3).run().passed)
+    }
+
+    /// Beacons (mode nearest), starved nodes, a mass crash, and the traffic, datagram, overlay and
+    /// discovery checks, on 60 nodes.
+    @Test func nearestStarvedAndCrashedMeshKeepsItsFloors() throws {
+        let s = try tiny(nodes: 60, seconds: 70, """
+            loss = 0.02
+            [gossip]
+            modes = ["nearest", "master"]
+            masters = [0]
+            beacon_every_s = 5
+            lan_size = 10
+            [[events]]
+            kind = "starve"
+            at_s = 5
+            count = 3
+            exclude = [0]
+            delay_ms = 500
+            max_delay_ms = 1000
+            [[events]]
+            kind = "crash"
+            at_s = 40
+            fraction = 0.5
+            exclude = [0]
+            [[checks]]
+            kind = "discovered_within"
+            fraction = 0.9
+            within_s = 30
+            [[checks]]
+            kind = "overlay_connected_within"
+            within_s = 30
+            [[checks]]
+            kind = "traffic_within"
+            max_bytes = 8000
+            [[checks]]
+            kind = "datagram_fits"
+            [[checks]]
+            kind = "crashed_detected_within"
+            within_s = 15
+            """)
+        let r = Simulation(scenario: s, seed: 2).run()
+        #expect(r.passed, "\(r.checks)")
+        #expect(metric(r, "beacons") > 60 * 10)
+        #expect(metric(r, "beacons_heard") > metric(r, "beacons") * 5)
+        #expect(metric(r, "same_lan_neighbour_fraction") > 0.3)
+        #expect(metric(r, "overlay_components_end") == 1)
+        #expect(metric(r, "largest_datagram_bytes") > 100)
+        #expect(metric(r, "traffic_mean_bytes_per_node_s") > 0)
+        #expect(canonical(r) == canonical(Simulation(scenario: s, seed: 2).run()))
+    }
+
+    @Test func cullNeedsAnAdminKey() {
+        #expect(throws: ScenarioError.self) {
+            _ = try Scenario.parse("nodes = 4\n[[events]]\nkind = \"cull\"\nat_s = 1\nnodes = [2]\n", file: "x.toml")
+        }
+        #expect(throws: ScenarioError.self) {
+            _ = try Scenario.parse("nodes = 4\n[[checks]]\nkind = \"disseminated_within\"\n", file: "x.toml")
+        }
+    }
+}
