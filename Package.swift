@@ -44,7 +44,7 @@ let package = Package(
         ]),
         // The deterministic driver: virtual clock, virtual network, scenarios, reports.
         .target(name: "Simulator", dependencies: [
-            "Node", "MeshCore", "Sessions",
+            "Node", "Gossip", "MeshCore", "Sessions",
             .product(name: "TOMLKit", package: "TOMLKit"),
         ]),
         // Benchmarks that print our figure beside a physical baseline measured in the same run.

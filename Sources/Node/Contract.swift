@@ -24,8 +24,9 @@ public enum NodeCommand: Sendable, Equatable {
     case probe(NodeID)
     /// Anything the gossip core accepts: join, leave, attributes, culls, queries.
     case membership(GossipCommand)
-    /// The runtime heard a link-local multicast beacon advertising this address (mode `nearest`):
-    /// an unauthenticated hint; the session handshake proves who answers there.
+    /// A link-local multicast beacon was heard from this address (mode `nearest`): the runtime's
+    /// `MulticastBeacon` (or the simulator's virtual LAN) reports it; an unauthenticated hint, the
+    /// session handshake proves who answers there.
     case beaconHeard(UnderlayAddress)
     /// Queue a message for a member over its channel (see `NodeCore.sendMessage`, which also
     /// returns the result); answered with `.messageQueued` or `.messageRefused`.

@@ -7,6 +7,14 @@ struct EventQueue {
         /// Node indices, not addresses: the receiver's handler rebuilds the sender's address, so an
         /// event carries one reference (the bytes) instead of two.
         case deliver(to: Int32, from: Int32, bytes: [UInt8])
+        /// A delivery to a CPU-starved node, already held back: handled as it comes.
+        case deliverLate(to: Int32, from: Int32, bytes: [UInt8])
+        /// Node `node` (in incarnation `incarnation`) multicasts its LAN beacon (mode `nearest`).
+        case beacon(node: Int32, incarnation: UInt32)
+        /// A beacon from `from` reaches `to`.
+        case beaconHeard(to: Int32, from: Int32)
+        /// A node that left gracefully stops, once its goodbyes had time to go out.
+        case stop(node: Int32, incarnation: UInt32)
         case wake(node: Int32, at: Int64)
         case sample
         /// Apply firing `firing` of `scenario.timeline[index]`.

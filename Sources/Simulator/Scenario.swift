@@ -15,6 +15,14 @@ public struct Scenario: Sendable {
     public var modes: [DiscoveryMode] = [.master]
     /// Nodes that run as masters (is_master); the seeding decides who joins through whom.
     public var masters: [Int] = []
+    /// `[gossip] admin = true`: an admin key, derived from the seed, that every node obeys; `cull` events sign with it.
+    public var adminKey = false
+    /// Mode `nearest`: every node multicasts a beacon this often (0: no beacons), heard by the
+    /// live nodes of its LAN in the same partition group, after the LAN's latency.
+    public var beaconEverySeconds = 0.0
+    /// Nodes per LAN, in contiguous blocks (node i is on LAN i / lan_size); 0: a LAN is a region
+    /// (or the whole mesh without regions).
+    public var lanSize = 0
     public var checks: [CheckSpec] = []
     /// Seconds between membership samples for convergence tracking and plots.
     public var sampleEverySeconds = 1.0
@@ -65,11 +73,29 @@ public struct Scenario: Sendable {
     public struct CheckSpec: Sendable, Equatable {
         public var kind: String
         public var withinSeconds: Double?
-        public init(kind: String, withinSeconds: Double?) { self.kind = kind; self.withinSeconds = withinSeconds }
+        /// `disseminated_within`: the limit in gossip rounds (gossip intervals).
+        public var withinRounds: Double?
+        /// `traffic_within`: bytes per second per node; `datagram_fits`: bytes per datagram.
+        public var maxBytes: Double?
+        /// `discovered_within`: the share of the live mesh every live node must know.
+        public var fraction: Double?
+        /// `traffic_within`: the steady-state window starts here (default: half the run).
+        public var fromSeconds: Double?
+        public init(kind: String, withinSeconds: Double?, withinRounds: Double? = nil, maxBytes: Double? = nil,
+                    fraction: Double? = nil, fromSeconds: Double? = nil) {
+            self.kind = kind; self.withinSeconds = withinSeconds; self.withinRounds = withinRounds
+            self.maxBytes = maxBytes; self.fraction = fraction; self.fromSeconds = fromSeconds
+        }
     }
 
     public static let checkKinds = ["membership_converged", "no_false_dead", "all_alive_at_end",
-                                    "crashed_detected_within", "healed_within"]
+                                    "crashed_detected_within", "healed_within", "disseminated_within",
+                                    "traffic_within", "datagram_fits", "overlay_connected_within", "discovered_within"]
+
+    /// The LAN a node is on (mode `nearest` beacons reach only the same LAN).
+    public func lan(of node: Int) -> Int {
+        lanSize > 0 ? node / lanSize : network.region(of: node, nodes: nodes)
+    }
 }
 
 /// Which nodes a timeline event touches. Random picks are drawn when the event fires, from the
@@ -86,6 +112,12 @@ public enum NodeSelector: Sendable, Equatable {
 public struct TimelineEvent: Sendable, Equatable {
     public enum Kind: String, Sendable, CaseIterable {
         case join, leave, crash, restart, partition, heal, degrade, restore, byzantine, honest
+        /// An admin-signed cull of the picked nodes, handed to one live node (`via`); the culled nodes stop.
+        case cull
+        /// CPU starvation: every datagram the picked nodes receive is handled `delay_ms`…`max_delay_ms` late.
+        case starve
+        /// Ends starvation.
+        case feed
     }
     public enum Behaviour: String, Sendable, CaseIterable { case drop, delay, corrupt, replay, equivocate }
 
@@ -108,6 +140,10 @@ public struct TimelineEvent: Sendable, Equatable {
     public var behaviour: Behaviour = .drop
     public var probability = 1.0
     public var delayMs = 500.0
+    /// Starve: the upper end of each node's input delay (each starved node draws one in delay_ms…max_delay_ms).
+    public var maxDelayMs: Double?
+    /// Cull: the live node the admin hands the signed cull to (default: the lowest live node not culled).
+    public var via: Int?
 
     public init(kind: Kind, atSeconds: Double) {
         self.kind = kind
@@ -123,6 +159,8 @@ public struct TimelineEvent: Sendable, Equatable {
         case .restore: return ["from", "to", "symmetric"]
         case .restart: return ["remember_peers"]
         case .byzantine: return ["behaviour", "probability", "delay_ms"]
+        case .starve: return ["delay_ms", "max_delay_ms"]
+        case .cull: return ["via"]
         default: return []
         }
     }

@@ -123,7 +123,16 @@ private struct Parser {
         }
         if let v = t["gossip"] {
             guard let g = v.table else { throw fail("gossip", "must be a table") }
-            try checkKeys(g, ["modes", "masters"], prefix: "gossip.")
+            try checkKeys(g, ["modes", "masters", "admin", "beacon_every_s", "lan_size"], prefix: "gossip.")
+            if let v = g["admin"] {
+                guard let b = v.bool else { throw fail("gossip.admin", "must be true or false") }
+                s.adminKey = b
+            }
+            if let d = try nonNegative(g, "beacon_every_s", "gossip.beacon_every_s") { s.beaconEverySeconds = d }
+            if let v = g["lan_size"] {
+                guard let n = v.int, n >= 0 else { throw fail("gossip.lan_size", "must be a non-negative integer (0: a LAN is a region)") }
+                s.lanSize = n
+            }
             if let mv = g["modes"] {
                 guard let arr = mv.array, !arr.isEmpty else { throw fail("gossip.modes", "must be a non-empty array of \"master\", \"walk\", \"nearest\"") }
                 s.modes = try arr.map { item in
@@ -153,13 +162,23 @@ private struct Parser {
                 guard let c = item.table, let kind = c["kind"]?.string, Scenario.checkKinds.contains(kind) else {
                     throw fail("checks[\(i)]", "needs kind = one of \(Scenario.checkKinds.joined(separator: ", "))")
                 }
-                try checkKeys(c, ["kind", "within_s"], prefix: "checks[\(i)].")
+                try checkKeys(c, ["kind", "within_s", "within_rounds", "max_bytes", "fraction", "from_s"], prefix: "checks[\(i)].")
                 let within = try nonNegative(c, "within_s", "checks[\(i)].within_s")
-                if within == nil, kind == "crashed_detected_within" || kind == "healed_within" {
+                if within == nil, ["crashed_detected_within", "healed_within", "overlay_connected_within", "discovered_within"].contains(kind) {
                     throw fail("checks[\(i)].within_s", "\(kind) needs within_s")
                 }
-                s.checks.append(Scenario.CheckSpec(kind: kind, withinSeconds: within))
+                let rounds = try nonNegative(c, "within_rounds", "checks[\(i)].within_rounds")
+                if rounds == nil, kind == "disseminated_within" { throw fail("checks[\(i)].within_rounds", "disseminated_within needs within_rounds") }
+                let maxBytes = try nonNegative(c, "max_bytes", "checks[\(i)].max_bytes")
+                if maxBytes == nil, kind == "traffic_within" { throw fail("checks[\(i)].max_bytes", "traffic_within needs max_bytes (per node per second)") }
+                let fraction = try probability(c, "fraction", "checks[\(i)].fraction")
+                let from = try nonNegative(c, "from_s", "checks[\(i)].from_s")
+                s.checks.append(Scenario.CheckSpec(kind: kind, withinSeconds: within, withinRounds: rounds, maxBytes: maxBytes,
+                                                   fraction: fraction, fromSeconds: from))
             }
+        }
+        if let k = s.timeline.firstIndex(where: { $0.kind == .cull }), !s.adminKey {
+            throw fail("events[\(k)]", "a cull needs an admin key: set admin = true in [gossip]")
         }
         return s
     }
@@ -255,8 +274,8 @@ private struct Parser {
         ev.untilSeconds = try nonNegative(e, "until_s", "\(path).until_s")
         if let v = try num(e, "for_s", "\(path).for_s") {
             guard v > 0 else { throw fail("\(path).for_s", "must be positive") }
-            guard [.crash, .partition, .degrade, .byzantine].contains(kind) else {
-                throw fail("\(path).for_s", "only crash, partition, degrade and byzantine events can be undone after for_s")
+            guard [.crash, .partition, .degrade, .byzantine, .starve].contains(kind) else {
+                throw fail("\(path).for_s", "only crash, partition, degrade, byzantine and starve events can be undone after for_s")
             }
             ev.forSeconds = v
         }
@@ -275,6 +294,8 @@ private struct Parser {
             ev.nodes = .fraction(f)
         } else if kind == .restart {
             ev.nodes = .crashed
+        } else if kind == .feed {
+            ev.nodes = .all
         } else if [.heal, .honest].contains(kind) || (kind == .partition && e["groups"] != nil)
                     || ([.degrade, .restore].contains(kind) && e["from"] != nil) {
             ev.nodes = .all
@@ -320,6 +341,14 @@ private struct Parser {
         }
         if let v = try probability(e, "probability", "\(path).probability") { ev.probability = v }
         if let v = try nonNegative(e, "delay_ms", "\(path).delay_ms") { ev.delayMs = v }
+        if let v = try nonNegative(e, "max_delay_ms", "\(path).max_delay_ms") {
+            guard v >= ev.delayMs else { throw fail("\(path).max_delay_ms", "must be at least delay_ms (\(ev.delayMs))") }
+            ev.maxDelayMs = v
+        }
+        if let v = e["via"] {
+            guard let n = v.int else { throw fail("\(path).via", "must be a node index") }
+            ev.via = try nodeIndex(n, "\(path).via")
+        }
         return ev
     }
 }

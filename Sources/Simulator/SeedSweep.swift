@@ -50,3 +50,31 @@ public enum SeedSweep {
         return parts.map { $0! }
     }
 }
+
+/// Percentiles over a sweep's reports of the metrics the floors are stated in.
+public enum SweepStats {
+    /// Metrics summarised across seeds.
+    public static let keys = ["dissemination_join_rounds", "dissemination_leave_rounds", "dissemination_cull_rounds",
+                              "traffic_mean_bytes_per_node_s", "traffic_max_bytes_per_node_s", "largest_datagram_bytes",
+                              "crash_detect_max_s", "overlay_connected_s", "discovered_fraction_s", "convergence_s",
+                              "false_dead_declarations"]
+
+    /// name → ["p50", "p99", "max"]; a run where the metric is -1 (never reached) counts as infinitely
+    /// late and shows as -1. Only metrics some run measured are listed.
+    public static func percentiles(_ reports: [SimReport]) -> [String: [String: Double]] {
+        var out: [String: [String: Double]] = [:]
+        for k in keys {
+            let values = reports.compactMap { $0.metrics[k] }
+            guard !values.isEmpty, values.contains(where: { $0 >= 0 }) else { continue }
+            let sorted = values.map { $0 < 0 ? Double.infinity : $0 }.sorted()
+            func at(_ q: Double) -> Double {
+                let v = sorted[max(0, Int((q * Double(sorted.count)).rounded(.up)) - 1)]
+                return v.isFinite ? v : -1
+            }
+            out[k] = ["p50": at(0.5), "p99": at(0.99), "max": at(1)]
+        }
+        return out
+    }
+
+    public static func show(_ v: Double) -> String { String(format: "%.2f", v) }
+}

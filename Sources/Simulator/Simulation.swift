@@ -1,4 +1,5 @@
 import Foundation
+import Gossip
 import MeshCore
 import Node
 import Sessions
@@ -47,6 +48,24 @@ public final class Simulation {
     var heals: [HealRecord] = []
     var timelineLog: [String] = []
     var lastJoinAt: Int64 = 0
+    /// The admin whose culls every node obeys (`[gossip] admin = true`), derived from the seed.
+    let admin: NodeIdentity?
+    /// Nodes that left gracefully and are saying goodbye: up, but no longer members.
+    var leaving: [Bool]
+    /// CPU starvation: how late each node handles what it receives (0: not starved).
+    var starveDelay: [Int64]
+    /// LAN of each node and the nodes of each LAN (mode `nearest` beacons).
+    let lanOf: [Int32]
+    let lanMembers: [[Int]]
+    /// Dissemination trackers of joins, leaves and culls.
+    var spreads: [Spread] = []
+    /// Bytes each node has sent, whole run (steady-state traffic is a difference of two snapshots).
+    var nodeBytes: [UInt64]
+    var largestDatagram = 0
+    var traffic = TrafficWindow()
+    var overlay = OverlayTrack()
+    var discoveredAt: Double?
+    var minKnownFraction = 0.0
     var now: Int64 = 0
     public private(set) var events: UInt64 = 0
 
@@ -71,6 +90,7 @@ public final class Simulation {
         var byzDropped: UInt64 = 0, byzDelayed: UInt64 = 0, byzCorrupted: UInt64 = 0, byzReplayed: UInt64 = 0
         var byzEquivocated: UInt64 = 0, falseDead: UInt64 = 0, expectedDead: UInt64 = 0, crashes: UInt64 = 0
         var restarts: UInt64 = 0, joins: UInt64 = 0, reordered: UInt64 = 0
+        var leaves: UInt64 = 0, culls: UInt64 = 0, beacons: UInt64 = 0, beaconsHeard: UInt64 = 0
         var detectSeconds: [Double] = []
         var convergedAt: Double?
     }
@@ -84,6 +104,8 @@ public final class Simulation {
         var falseDead: [[Double]] = []
         var upNodes: [[Double]] = []
         var markers: [[Double]] = []
+        var components: [[Double]] = []
+        var minKnown: [[Double]] = []
     }
 
     enum Revert {
@@ -92,6 +114,7 @@ public final class Simulation {
         case restoreLinks([(Scenario.LinkKey, Scenario.LinkModel?)])
         case restoreNodes([Int])
         case honest([Int])
+        case feed([Int])
     }
 
     struct CrashRecord {
@@ -126,6 +149,15 @@ public final class Simulation {
         downSince = Array(repeating: 0, count: n)
         disturbedUntil = Array(repeating: -1, count: n)
         intervalBytes = Array(repeating: 0, count: n)
+        nodeBytes = Array(repeating: 0, count: n)
+        leaving = Array(repeating: false, count: n)
+        starveDelay = Array(repeating: 0, count: n)
+        admin = scenario.adminKey ? NodeIdentity.deterministic(runSeed: seed ^ 0x6164_6d69_6e00_0000, index: 0) : nil
+        let lans = (0..<n).map { Int32(scenario.lan(of: $0)) }
+        var members = Array(repeating: [Int](), count: Int(lans.max() ?? 0) + 1)
+        for i in 0..<n { members[Int(lans[i])].append(i) }
+        lanOf = lans
+        lanMembers = members
         let t = scenario.timing
         // A disturbed node's peers may rightly suspect it (a probe period and its timeout), and
         // the suspicion runs out (twice suspicionMax: nodes that only heard of it wait longer);
@@ -155,6 +187,7 @@ public final class Simulation {
         var d = Discovery()
         d.modes = scenario.modes
         d.isMaster = scenario.masters.contains(i)
+        if let admin { d.adminKeys = [admin.publicKey] }
         return d
     }
 
@@ -204,18 +237,27 @@ public final class Simulation {
             switch e.kind {
             case let .deliver(to, from, bytes):
                 let j = Int(to)
-                guard life[j] == .up else { c.toDown += 1; continue }
-                c.delivered += 1
-                if trace != nil { log(j, "← node \(from)  \(Self.describe(bytes))") }
-                let before = trace == nil ? [:] : nodes[j].sessions.counters.drops
-                apply(j, nodes[j].handle(.datagram(from: addresses[Int(from)], bytes: bytes), now: Instant(nanoseconds: now)))
-                if trace != nil {
-                    // Say why a datagram went nowhere: the reason the session layer counted.
-                    for (reason, n) in nodes[j].sessions.counters.drops.sorted(by: { $0.key.rawValue < $1.key.rawValue })
-                    where n != before[reason, default: 0] {
-                        log(j, "session dropped it: \(reason.rawValue)")
-                    }
+                if starveDelay[j] > 0, life[j] == .up {
+                    // A starved node's CPU gets to its input late; a fixed delay keeps the order.
+                    queue.push(now + starveDelay[j], .deliverLate(to: to, from: from, bytes: bytes))
+                    continue
                 }
+                receive(j, from: Int(from), bytes)
+            case let .deliverLate(to, from, bytes):
+                receive(Int(to), from: Int(from), bytes)
+            case let .beacon(node, inc):
+                beacon(Int(node), incarnation: inc)
+            case let .beaconHeard(to, from):
+                let j = Int(to)
+                guard life[j] == .up, !leaving[j] else { continue }
+                c.beaconsHeard += 1
+                if trace != nil { log(j, "beacon heard from node \(from)") }
+                apply(j, nodes[j].handle(.command(.beaconHeard(addresses[Int(from)])), now: Instant(nanoseconds: now)))
+            case let .stop(node, inc):
+                let i = Int(node)
+                guard incarnation[i] == inc, life[i] == .up else { continue }
+                shutDown(i, crashRecord: false)
+                leaving[i] = false
             case let .wake(node, at):
                 let i = Int(node)
                 guard wakeAt[i] == at, life[i] == .up else { continue }
@@ -237,6 +279,42 @@ public final class Simulation {
         if lastSampleAt < end { sampleMembership() }
         progress?(Double(end) / 1e9, events)
         return report(wallSeconds: Date().timeIntervalSince(wallStart))
+    }
+
+    func receive(_ j: Int, from: Int, _ bytes: [UInt8]) {
+        guard life[j] == .up else { c.toDown += 1; return }
+        c.delivered += 1
+        if trace != nil { log(j, "← node \(from)  \(Self.describe(bytes))") }
+        let before = trace == nil ? [:] : nodes[j].sessions.counters.drops
+        apply(j, nodes[j].handle(.datagram(from: addresses[from], bytes: bytes), now: Instant(nanoseconds: now)))
+        if trace != nil {
+            // Say why a datagram went nowhere: the reason the session layer counted.
+            for (reason, n) in nodes[j].sessions.counters.drops.sorted(by: { $0.key.rawValue < $1.key.rawValue })
+            where n != before[reason, default: 0] {
+                log(j, "session dropped it: \(reason.rawValue)")
+            }
+        }
+    }
+
+    /// Size of a LAN beacon on the wire (a multicast datagram sent once, heard by the whole LAN).
+    static let beaconBytes = 48
+
+    func beacon(_ i: Int, incarnation inc: UInt32) {
+        guard life[i] == .up, incarnation[i] == inc, !leaving[i] else { return }
+        c.beacons += 1
+        c.sent += 1
+        c.bytesSent += UInt64(Self.beaconBytes)
+        nodeBytes[i] &+= UInt64(Self.beaconBytes)
+        intervalBytes[i] &+= UInt32(Self.beaconBytes)
+        intervalBytesTotal += UInt64(Self.beaconBytes)
+        intervalMsgs += 1
+        for j in lanMembers[Int(lanOf[i])] where j != i && life[j] == .up {
+            // Each listener's copy has its own latency and loss; a partition stops it like any datagram.
+            if case let .arrives(delay, _) = net.fate(from: i, to: j, bytes: Self.beaconBytes, now: now) {
+                queue.push(now + delay, .beaconHeard(to: Int32(j), from: Int32(i)))
+            }
+        }
+        queue.push(now + Self.nanos(scenario.beaconEverySeconds), .beacon(node: Int32(i), incarnation: inc))
     }
 
     func log(_ node: Int?, _ text: @autoclosure () -> String) {
@@ -278,13 +356,24 @@ public final class Simulation {
         for s in seedsFor(i) { apply(i, nodes[i].handle(.command(.addSeed(addresses[s])), now: t)) }
         for (p, a) in remembered { apply(i, nodes[i].handle(.command(.rememberPeer(p, a)), now: t)) }
         apply(i, nodes[i].handle(.start, now: t))
+        if scenario.beaconEverySeconds > 0, scenario.modes.contains(.nearest) {
+            var g = root.derived(0x6265_6163_6f6e_0000 ^ (UInt64(i) << 8) ^ UInt64(incarnation[i]))
+            let first = now + Self.nanos(g.unit() * scenario.beaconEverySeconds)
+            queue.push(first, .beacon(node: Int32(i), incarnation: incarnation[i]))
+        }
     }
 
-    func crash(_ i: Int) {
+    func crash(_ i: Int) { shutDown(i, crashRecord: true) }
+
+    /// A node is a member worth counting: up and not on its way out.
+    @inline(__always) func isLive(_ i: Int) -> Bool { life[i] == .up && !leaving[i] }
+
+    /// Stops a node: a crash (its detection is then measured) or the end of a graceful leave or a cull.
+    func shutDown(_ i: Int, crashRecord: Bool) {
         guard life[i] == .up else { return }
         let id = nodeIDs[i]
         var observers: [(Int32, UInt32)] = []
-        for o in 0..<nodes.count where o != i && life[o] == .up {
+        for o in 0..<nodes.count where o != i && isLive(o) {
             if let m = nodes[o].members[id], m.state != .dead { observers.append((Int32(o), incarnation[o])) }
         }
         // The simulated disk synced every `storageSyncSeconds`: members confirmed since are lost.
@@ -300,6 +389,8 @@ public final class Simulation {
         downSince[i] = now
         wakeAt[i] = -1
         incarnation[i] += 1
+        starveDelay[i] = 0
+        guard crashRecord else { return }
         c.crashes += 1
         crashRecords.append(CrashRecord(node: i, at: now, incarnation: incarnation[i], observers: observers))
         if let spec = scenario.checks.first(where: { $0.kind == "crashed_detected_within" }), let w = spec.withinSeconds {
@@ -327,6 +418,7 @@ public final class Simulation {
                     queue.push(max(at.nanoseconds, now), .wake(node: Int32(i), at: at.nanoseconds))
                 }
             case let .event(ev):
+                if !spreads.isEmpty { noteSpread(observer: i, ev) }
                 if case let .memberStateChanged(id, from, to, _) = ev {
                     if to == .dead { classifyDeath(observer: i, id) }
                     if trace != nil { log(i, "member \(indexOfID[id].map { "node \($0)" } ?? id.short): \(from) → \(to)") }
@@ -343,6 +435,8 @@ public final class Simulation {
         intervalMsgs += 1
         intervalBytesTotal += UInt64(bytes.count)
         intervalBytes[i] &+= UInt32(truncatingIfNeeded: bytes.count)
+        nodeBytes[i] &+= UInt64(bytes.count)
+        if bytes.count > largestDatagram { largestDatagram = bytes.count }
         guard let j = index(of: address) else {
             c.unroutable += 1
             if trace != nil { log(i, "→ \(address)  unroutable") }
@@ -395,7 +489,7 @@ public final class Simulation {
     /// either side ended within the grace period (probe timeouts plus suspicion).
     func classifyDeath(observer i: Int, _ id: NodeID) {
         guard let j = indexOfID[id] else { c.expectedDead += 1; return }
-        if life[j] != .up {
+        if life[j] != .up || leaving[j] {
             c.expectedDead += 1
             if incarnation[j] > 0 { c.detectSeconds.append(Double(now - downSince[j]) / 1e9) }
             return
@@ -413,34 +507,37 @@ public final class Simulation {
     /// live node, up to the table size less the slots held by nodes that are down).
     func sampleMembership() {
         var up = 0
-        for l in life where l == .up { up += 1 }
+        for i in life.indices where isLive(i) { up += 1 }
         let cap = scenario.timing.maxMembers
         var aliveSum = 0, wantSum = 0, stale = 0
         var converged = up > 0
+        var minKnown = up > 0 ? 1.0 : 0.0
         while nodeOfEntry.count < peerTable.count {
             nodeOfEntry.append(Int32(index(of: peerTable.entry(at: UInt32(nodeOfEntry.count)).address) ?? -1))
         }
-        for i in 0..<nodes.count where life[i] == .up {
+        for i in 0..<nodes.count where isLive(i) {
             var aliveUp = 0, staleDown = 0
             // Rows by peer-table index and state: N² rows per sample at N nodes.
             nodes[i].members.forEachEntry { e, state in
                 let j = Int(nodeOfEntry[Int(e)])
                 guard j >= 0 else { return }
-                if life[j] == .up {
+                if isLive(j) {
                     // SWIM: a suspect is still a member (it may refute); only dead, left or
                     // culled ones are out. Under loss some member is suspect somewhere at
                     // almost any instant in a large mesh, and that is not a failure to converge.
                     if state == .alive || state == .suspect { aliveUp += 1 }
                 } else {
                     staleDown += 1
-                    if state != .dead { stale += 1 }
+                    if state == .alive || state == .suspect { stale += 1 }
                 }
             }
             let want = max(0, min(up - 1, cap - staleDown))
             aliveSum += min(aliveUp, want)
             wantSum += want
             if aliveUp < want { converged = false }
+            if want > 0 { minKnown = min(minKnown, Double(min(aliveUp, want)) / Double(want)) }
         }
+        sampleExtras(minKnown: minKnown)
         let t = Double(now) / 1e9
         let fraction = wantSum == 0 ? 1 : Double(aliveSum) / Double(wantSum)
         series.alive.append([t, fraction])
@@ -474,7 +571,7 @@ public final class Simulation {
             let id = nodeIDs[rec.node]
             for (o, inc) in rec.observers {
                 let k = Int(o)
-                guard life[k] == .up, incarnation[k] == inc, let m = nodes[k].members[id], m.state != .dead else { continue }
+                guard isLive(k), incarnation[k] == inc, let m = nodes[k].members[id], m.state != .dead else { continue }
                 rec.stale += 1
             }
         }

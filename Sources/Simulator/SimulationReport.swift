@@ -18,7 +18,7 @@ extension Simulation {
             gossipDrops += nodes[i].gossip.counters.totalDrops
         }
         let detect = c.detectSeconds.sorted()
-        let up = life.filter { $0 == .up }.count
+        let up = life.indices.filter { isLive($0) }.count
         var metrics: [String: Double] = [
             "datagrams_sent": Double(c.sent), "datagrams_delivered": Double(c.delivered), "datagrams_lost": Double(c.lost),
             "datagrams_partitioned": Double(c.partitioned), "datagrams_queue_dropped": Double(c.queueDropped),
@@ -46,6 +46,7 @@ extension Simulation {
         ]
         for reason in SessionDropReason.allCases { metrics["session_drops_\(reason.rawValue)"] = Double(sessionDrops[reason] ?? 0) }
         for reason in DropReason.allCases { metrics["drops_\(reason.rawValue)"] = Double(drops[reason] ?? 0) }
+        measureMetrics(&metrics)
 
         let checks = scenario.checks.map { evaluate($0, metrics) }
         return SimReport(scenario: scenario.name, seed: seed, nodes: nodes.count, virtual_seconds: scenario.durationSeconds,
@@ -53,11 +54,13 @@ extension Simulation {
                          series: ["alive_fraction": series.alive, "messages_per_node_s": series.msgsPerNode,
                                   "bytes_per_node_s": series.bytesPerNode, "max_bytes_one_node_s": series.maxBytesNode,
                                   "stale_views_of_down_nodes": series.staleViews, "false_dead_cumulative": series.falseDead,
-                                  "nodes_up": series.upNodes, "markers": series.markers],
+                                  "nodes_up": series.upNodes, "markers": series.markers,
+                                  "overlay_components": series.components, "min_known_fraction": series.minKnown],
                          timeline: timelineLog)
     }
 
     private func evaluate(_ spec: Scenario.CheckSpec, _ metrics: [String: Double]) -> SimReport.Check {
+        if let measured = evaluateMeasure(spec, metrics) { return measured }
         func f(_ d: Double) -> String { String(format: "%.3f", d) }
         switch spec.kind {
         case "membership_converged":

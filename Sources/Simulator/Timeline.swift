@@ -1,3 +1,4 @@
+import Gossip
 import MeshCore
 
 /// Applying the scenario's timeline: each firing picks its nodes with a generator of its own
@@ -12,14 +13,50 @@ extension Simulation {
         var revert: Revert?
         switch e.kind {
         case .join:
-            for i in picked where life[i] == .waiting { boot(i, remembered: []); c.joins += 1 }
+            let joining = picked.filter { life[$0] == .waiting }
+            for i in joining { startSpread(.join, subject: i, excluding: joining) }
+            for i in joining { boot(i, remembered: []); c.joins += 1 }
             lastJoinAt = now
             c.convergedAt = nil
         case .leave:
-            for i in picked { crash(i) }
+            // Graceful: the node tells the mesh it leaves, and stops once its goodbyes are out.
+            let going = picked.filter { isLive($0) }
+            for i in going { leaving[i] = true }
+            for i in going { startSpread(.leave, subject: i, excluding: going) }
+            for i in going {
+                c.leaves += 1
+                apply(i, nodes[i].handle(.command(.membership(.leave)), now: Instant(nanoseconds: now)))
+                queue.push(now + Self.nanos(Self.leaveLingerSeconds), .stop(node: Int32(i), incarnation: incarnation[i]))
+            }
         case .crash:
             for i in picked { crash(i) }
+            markDisruption()
             revert = .restart(picked, remember: true)
+        case .cull:
+            let subjects = picked.filter { isLive($0) }
+            var isSubject = Array(repeating: false, count: nodes.count)
+            for i in subjects { isSubject[i] = true }
+            guard let admin, let via = e.via.flatMap({ isLive($0) && !isSubject[$0] ? $0 : nil })
+                    ?? (0..<nodes.count).first(where: { isLive($0) && !isSubject[$0] }) else {
+                what = "cull: no admin key or no live node to hand it to"
+                break
+            }
+            for i in subjects { startSpread(.cull, subject: i, excluding: subjects) }
+            for i in subjects {
+                c.culls += 1
+                let record = CullRecord.sign(subject: nodeIDs[i], issuedAt: UInt64(now / 1_000_000_000) + 1, network: networkID, admin: admin)
+                apply(via, nodes[via].handle(.command(.membership(.cull(record))), now: Instant(nanoseconds: now)))
+            }
+            // The culled devices are switched off: a cull is meant for nodes removed for good.
+            for i in subjects { shutDown(i, crashRecord: false) }
+            what = "cull \(Self.listNodes(subjects)) via node \(via)"
+        case .starve:
+            let lo = e.delayMs, hi = e.maxDelayMs ?? e.delayMs
+            for i in picked { starveDelay[i] = Self.nanos((lo + rng.unit() * (hi - lo)) / 1000) }
+            what += String(format: " input delayed %.0f–%.0f ms", lo, hi)
+            revert = .feed(picked)
+        case .feed:
+            for i in picked { starveDelay[i] = 0 }
         case .restart:
             for i in picked { restart(i, remember: e.rememberPeers) }
             if !e.rememberPeers { what += " (peer store wiped)" }
@@ -102,12 +139,16 @@ extension Simulation {
         case let .honest(list):
             for i in list { byzantine[i] = nil; disturbedUntil[i] = now + grace }
             note("honest \(Self.listNodes(list)) (end of byzantine)")
+        case let .feed(list):
+            for i in list { starveDelay[i] = 0 }
+            note("feed \(Self.listNodes(list)) (end of starvation)")
         }
     }
 
     private func healNow() {
         guard net.partitioned else { return }
         net.heal()
+        markDisruption()
         everyoneDisturbedUntil = now + grace
         heals.append(HealRecord(at: now, healedAt: nil))
     }
@@ -136,7 +177,7 @@ extension Simulation {
         let eligible: (Int) -> Bool
         switch e.kind {
         case .join: eligible = { self.life[$0] == .waiting }
-        case .leave, .crash: eligible = { self.life[$0] == .up }
+        case .leave, .crash, .cull, .starve: eligible = { self.isLive($0) }
         case .restart: eligible = { self.life[$0] == .down }
         default: eligible = { _ in true }
         }

@@ -71,6 +71,11 @@ private func writePlots(_ r: SimReport, to dir: String) throws {
                                             yLabel: "declarations", points: points("false_dead_cumulative"), markers: markers)),
             ("nodes-up.svg", SVGPlot.line(title: "\(title): nodes up", xLabel: "virtual seconds", yLabel: "nodes",
                                           points: points("nodes_up"), markers: markers)),
+            ("overlay-components.svg", SVGPlot.line(title: "\(title): connected components of the active views", xLabel: "virtual seconds",
+                                                    yLabel: "components among live nodes", points: points("overlay_components"), markers: markers)),
+            ("discovery.svg", SVGPlot.line(title: "\(title): share of the live mesh the least-informed node knows", xLabel: "virtual seconds",
+                                           yLabel: "fraction of live nodes known", points: points("min_known_fraction"),
+                                           yRange: 0...1, markers: markers)),
         ]
         for (file, svg) in plots {
             try svg.write(toFile: (dir as NSString).appendingPathComponent(file), atomically: true, encoding: .utf8)
@@ -141,13 +146,21 @@ struct SimRunCommand: ParsableCommand {
             print("failing seeds: \(failing.map { String($0.seed) }.joined(separator: ","))")
             print("reproduce one: iotaf sim replay \(scenario) --seed \(failing[0].seed) --trace")
         }
+        let spread = SweepStats.percentiles(outcomes.map(\.report))
+        if !spread.isEmpty {
+            print("over \(outcomes.count) seeds (p50 / p99 / max; a -1 means some run never got there):")
+            for (k, p) in spread.sorted(by: { $0.key < $1.key }) {
+                print("  \(k.padding(toLength: 34, withPad: " ", startingAt: 0)) \(SweepStats.show(p["p50"]!)) / \(SweepStats.show(p["p99"]!)) / \(SweepStats.show(p["max"]!))")
+            }
+        }
         if let report {
             struct Summary: Encodable {
                 var scenario: String; var seeds: [UInt64]; var failing: [UInt64]; var wall_seconds: Double
+                var percentiles: [String: [String: Double]]
                 var runs: [Run]
                 struct Run: Encodable { var seed: UInt64; var passed: Bool; var events: UInt64; var wall_seconds: Double; var checks: [SimReport.Check] }
             }
-            let sum = Summary(scenario: s.name, seeds: list, failing: failing.map(\.seed), wall_seconds: wall,
+            let sum = Summary(scenario: s.name, seeds: list, failing: failing.map(\.seed), wall_seconds: wall, percentiles: spread,
                               runs: outcomes.map { .init(seed: $0.seed, passed: $0.report.passed, events: $0.report.events,
                                                          wall_seconds: $0.report.wall_seconds, checks: $0.report.checks) })
             let e = JSONEncoder()
