@@ -357,6 +357,8 @@ public struct GossipCore {
     /// Direct contact: refresh what we know of the sender's address and tell a sender we believe
     /// failed what we believe, so it refutes with a higher incarnation and the mesh heals.
     mutating func heardFrom(_ from: PeerEntry, now: Instant, into out: inout [GossipOutput]) {
+        // The common case (an alive member at its known address) changes only `lastHeard`.
+        if members.noteHeardAlive(from.nodeID, address: from.address, nanos: now.nanoseconds) { return }
         guard var m = members[from.nodeID] else { return }
         m.lastHeard = now
         if m.entry.address != from.address {

@@ -135,6 +135,16 @@ public struct MemberTable {
         rows[r] = row
     }
 
+    /// Direct contact with an alive member at the address we hold: only its last-heard time
+    /// changes, set in place (every received message did this through a `GossipMember` built and
+    /// written back). False when the caller must take the general path.
+    mutating func noteHeardAlive(_ id: NodeID, address: UnderlayAddress, nanos: Int64) -> Bool {
+        guard let r = find(id), rows[r].state == .alive, identities.address(rows[r].entry) == address else { return false }
+        contacts[id, default: Contact()].lastHeardNanos = nanos
+        rows[r].hasContact = true
+        return true
+    }
+
     /// Removes the rows whose numbers satisfy `drop`, keeping the others in order.
     mutating func removeRows(where drop: (Int) -> Bool) {
         var kept: [Row] = []
