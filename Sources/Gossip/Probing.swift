@@ -17,7 +17,7 @@ extension GossipCore {
         }
         probe = nil
         nextProbe = now + .nanoseconds(config.probeInterval.nanoseconds * healthMultiplier)
-        guard let target = nextProbeTarget() else {
+        guard let target = wideProbeTarget(now: now) ?? nextProbeTarget() else {
             measurePassive(now: now, into: &out)
             return
         }
@@ -60,6 +60,25 @@ extension GossipCore {
             if let e = activeView.first(where: { $0.nodeID == id }), let m = members[id], m.state == .alive || m.state == .suspect {
                 return e
             }
+        }
+        return nil
+    }
+
+    /// Once per `wideProbeInterval`, a random member outside the active view instead of a
+    /// neighbour: only neighbours probe a member, so one whose neighbours all crashed with it (an
+    /// 80 % crash) was never suspected and stayed alive in every table. The failure goes down the
+    /// same SWIM path (indirect probes, suspicion, buddy message). Rare on purpose: a member we
+    /// have no session with costs a handshake.
+    mutating func wideProbeTarget(now: Instant) -> PeerEntry? {
+        guard let t = nextWideProbe, now >= t, !members.isEmpty else { return nil }
+        nextWideProbe = now + config.wideProbeInterval
+        for _ in 0..<4 {
+            let r = Int(rng.next() % UInt64(members.count))
+            guard members.rows[r].state == .alive else { continue }
+            let e = members.entry(atRow: r)
+            guard e.nodeID != me.nodeID, !inActive(e.nodeID) else { continue }
+            counters.wideProbes += 1
+            return e
         }
         return nil
     }
@@ -138,6 +157,10 @@ extension GossipCore {
                 // A beacon's sender, now known by key: a standby peer with a measured distance.
                 ensureMember(from, now: now, into: &out)
                 noteRTT(from.nodeID, now - s.sentAt)
+                if !lanPeers.contains(from.nodeID) {
+                    lanPeers.append(from.nodeID)
+                    if lanPeers.count > 512 { lanPeers.removeFirst() }
+                }
                 integratePassive([from], replacing: [])
             }
             return
