@@ -78,9 +78,9 @@ public struct GossipCore {
     var nextGossip: Instant?
     var gossipCursor = 0
     var everJoined = false
-    /// Peers met through a LAN beacon (mode `nearest`), oldest first, at most 512: the "near" ones
+    /// Addresses heard by LAN beacon (mode `nearest`), oldest first, at most 512: the "near" peers
     /// that `longLink` is not.
-    var lanPeers: [NodeID] = []
+    var lanAddresses: [UnderlayAddress] = []
     /// Join attempts since the active view was last non-empty (for the retry back-off).
     var joinAttempts = 0
 

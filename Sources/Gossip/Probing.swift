@@ -157,10 +157,7 @@ extension GossipCore {
                 // A beacon's sender, now known by key: a standby peer with a measured distance.
                 ensureMember(from, now: now, into: &out)
                 noteRTT(from.nodeID, now - s.sentAt)
-                if !lanPeers.contains(from.nodeID) {
-                    lanPeers.append(from.nodeID)
-                    if lanPeers.count > 512 { lanPeers.removeFirst() }
-                }
+
                 integratePassive([from], replacing: [])
             }
             return

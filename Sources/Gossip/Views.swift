@@ -26,6 +26,10 @@ extension GossipCore {
 
     mutating func beaconHeard(_ address: UnderlayAddress, now: Instant, into out: inout [GossipOutput]) {
         guard started, !hasLeft, address != me.address else { return }
+        if !lanAddresses.contains(address) {
+            lanAddresses.append(address)
+            if lanAddresses.count > 512 { lanAddresses.removeFirst() }
+        }
         if activeView.isEmpty {
             if !contacts.contains(address) { contacts.append(address) }
             send(.join(incarnation: incarnation), to: .address(address), into: &out)
@@ -132,24 +136,24 @@ extension GossipCore {
 
     func rttOrMax(_ id: NodeID) -> Int64 { members[id]?.rtt?.nanoseconds ?? Int64.max }
 
-    /// Mode `nearest` keeps one active slot for a peer not met by LAN beacon (the farthest such
+    /// Mode `nearest` keeps one active slot for a peer not heard by LAN beacon (the farthest such
     /// one): nearest-first eviction and `nearer` swaps skip it. Without it every cross-LAN link
     /// was replaced by a nearer one and the 1,000-node mesh split into LAN islands.
     var longLink: NodeID? {
         guard prefersNearest else { return nil }
-        return activeView.filter { !lanPeers.contains($0.nodeID) }.max { rttOrMax($0.nodeID) < rttOrMax($1.nodeID) }?.nodeID
+        return activeView.filter { !lanAddresses.contains($0.address) }.max { rttOrMax($0.nodeID) < rttOrMax($1.nodeID) }?.nodeID
     }
 
-    /// A peer for the long link when every active peer is a LAN peer: a random passive one not met
+    /// A peer for the long link when every active peer is a LAN peer: a random passive one not heard
     /// by beacon, else a random alive member of the table.
     mutating func longLinkCandidate() -> PeerEntry? {
-        let far = passiveView.filter { !lanPeers.contains($0.nodeID) }
+        let far = passiveView.filter { !lanAddresses.contains($0.address) }
         if let p = randomSample(far, count: 1).first { return p }
         guard !members.isEmpty else { return nil }
         for _ in 0..<4 {
             let r = Int(rng.next() % UInt64(members.count))
             let e = members.entry(atRow: r)
-            if members.rows[r].state == .alive, e.nodeID != me.nodeID, !inActive(e.nodeID), !lanPeers.contains(e.nodeID) { return e }
+            if members.rows[r].state == .alive, e.nodeID != me.nodeID, !inActive(e.nodeID), !lanAddresses.contains(e.address) { return e }
         }
         return nil
     }
