@@ -44,6 +44,8 @@ public struct GossipCore {
         var expectedNacks = 0
         var nacks = 0
         var acked = false
+        /// A wide probe (a member outside the active view): see `wideProbeTarget`.
+        var wide = false
     }
     var probe: Probe?
     var probeOrder: [NodeID] = []
@@ -51,6 +53,8 @@ public struct GossipCore {
     var probeIndex = 0
     /// When a probe round may next target a member outside the active view (`wideProbeInterval`).
     var nextWideProbe: Instant?
+    /// A member whose wide probe failed once: probed again next period before it is accused.
+    var wideRetry: NodeID?
     var nextProbe: Instant?
     struct Relay: Sendable { var requester: PeerEntry; var seq: UInt32; var deadline: Instant }
     var relays: [UInt32: Relay] = [:]
