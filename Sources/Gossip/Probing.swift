@@ -116,11 +116,12 @@ extension GossipCore {
     }
 
     mutating func probeFailed(_ p: Probe, now: Instant, into out: inout [GossipOutput]) {
-        if p.wide, p.nacks == 0 {
-            // A first failed wide probe is often a handshake lost or late, and the helpers have no
-            // session with the target either: probe it again next period, accuse on the second.
-            // (Without this second chance the wide probes raised enough false suspicions to delay
-            // a 60-node mesh's convergence from under 30 s to over 60 s.)
+        if p.wide {
+            // A wide probe accuses only when a helper confirmed it (nack: the helper could not
+            // reach the target either), and only at the second failure in a row: a first one is
+            // often a handshake lost or late, or our own session to that member broken. Without
+            // these, wide probes added false deaths (`partition-heal`, seed 4: 59) in the simulator.
+            guard p.nacks > 0 else { return }
             if wideRetry != p.target.nodeID { wideRetry = p.target.nodeID; return }
             wideRetry = nil
         }

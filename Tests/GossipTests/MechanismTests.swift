@@ -154,6 +154,8 @@ import MeshCore
             for (d, m) in Self.sent(outs) {
                 if d == .peer(x), case .ping = m { pingedX = true; pingsToX += 1 }
                 if d == .peer(Samples.entry(1)), case let .ping(seq, _) = m { _ = Self.deliver(&c, .ack(seq: seq, updates: []), from: 1, at: t) }
+                // Node 1, asked to help, cannot reach x either: it nacks (the confirmation a wide probe needs).
+                if d == .peer(Samples.entry(1)), case let .pingRequest(seq, _) = m { _ = Self.deliver(&c, .nack(seq: seq), from: 1, at: t) }
             }
         }
         #expect(pingedX)
