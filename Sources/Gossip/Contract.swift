@@ -101,8 +101,9 @@ public struct GossipConfig: Sendable, Equatable {
     public var suspicionConfirmations = 3
     public var deadRetryInterval: Duration = .seconds(10)
     /// One probe round in this period targets a random member outside the active view, so a crashed
-    /// member whose neighbours all crashed too is still found (zero: never).
-    public var wideProbeInterval: Duration = .seconds(5)
+    /// member whose neighbours all crashed too is still found (zero, the default: never; see
+    /// Docs/gossip.md for why it is off).
+    public var wideProbeInterval: Duration = .zero
     public var forgetAfter: Duration = .seconds(3600)
     public var maxMembers = 65536
     public var maxCulls = 4096
