@@ -85,6 +85,9 @@ public struct GossipConfig: Sendable, Equatable {
     /// Each update is sent at most `retransmitMultiplier × ⌈log10(n + 1)⌉` times by each node.
     public var retransmitMultiplier = 2
     public var maxQueuedUpdates = 8192
+    /// News pushed at once per `gossipInterval` (a new member, a raised incarnation), each to every
+    /// active neighbour but the sender; what does not fit waits for the gossip rounds.
+    public var newsPushBudget = 4
 
     // Failure detection (SWIM + Lifeguard).
     public var probeInterval: Duration = .milliseconds(500)
@@ -97,6 +100,10 @@ public struct GossipConfig: Sendable, Equatable {
     /// Independent suspicions that shrink the timeout from max to min.
     public var suspicionConfirmations = 3
     public var deadRetryInterval: Duration = .seconds(10)
+    /// One probe round in this period targets a random member outside the active view, so a crashed
+    /// member whose neighbours all crashed too is still found (zero, the default: never; see
+    /// Docs/gossip.md for why it is off).
+    public var wideProbeInterval: Duration = .zero
     public var forgetAfter: Duration = .seconds(3600)
     public var maxMembers = 65536
     public var maxCulls = 4096
@@ -194,6 +201,9 @@ public struct GossipCounters: Sendable, Equatable {
     public var indirectProbes: UInt64 = 0
     public var suspicionsRaised: UInt64 = 0
     public var refutations: UInt64 = 0
+    /// News pushed at once (`pushNews`), and wide probes (members outside the active view).
+    public var newsPushed: UInt64 = 0
+    public var wideProbes: UInt64 = 0
     public var exchanges: UInt64 = 0
 
     public subscript(reason: GossipDropReason) -> UInt64 {

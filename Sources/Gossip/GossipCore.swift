@@ -29,6 +29,8 @@ public struct GossipCore {
     var nextSeq: UInt32 = 1
     /// Off while a delta is applied: see `pushVerdict`.
     var pushesVerdicts = true
+    /// News pushes left in this gossip interval (see `pushNews`).
+    var newsBudget = 0
     var started = false
 
     // Probing.
@@ -42,11 +44,17 @@ public struct GossipCore {
         var expectedNacks = 0
         var nacks = 0
         var acked = false
+        /// A wide probe (a member outside the active view): see `wideProbeTarget`.
+        var wide = false
     }
     var probe: Probe?
     var probeOrder: [NodeID] = []
     var priorityProbes: [NodeID] = []
     var probeIndex = 0
+    /// When a probe round may next target a member outside the active view (`wideProbeInterval`).
+    var nextWideProbe: Instant?
+    /// A member whose wide probe failed once: probed again next period before it is accused.
+    var wideRetry: NodeID?
     var nextProbe: Instant?
     struct Relay: Sendable { var requester: PeerEntry; var seq: UInt32; var deadline: Instant }
     var relays: [UInt32: Relay] = [:]
@@ -78,6 +86,9 @@ public struct GossipCore {
     var nextGossip: Instant?
     var gossipCursor = 0
     var everJoined = false
+    /// Addresses heard by LAN beacon (mode `nearest`), oldest first, at most 512: the "near" peers
+    /// that `longLink` is not.
+    var lanAddresses: [UnderlayAddress] = []
     /// Join attempts since the active view was last non-empty (for the retry back-off).
     var joinAttempts = 0
 
@@ -159,6 +170,8 @@ public struct GossipCore {
         started = true
         queue.enqueue(selfAlive)
         nextGossip = now + config.gossipInterval
+        newsBudget = config.newsPushBudget
+        if config.wideProbeInterval > .zero { nextWideProbe = now + config.wideProbeInterval + jitter(config.wideProbeInterval) }
         nextProbe = now + jitter(config.probeInterval)
         nextShuffle = now + jitter(config.shuffleInterval)
         nextExchange = now + jitter(config.antiEntropyInterval)
@@ -190,6 +203,7 @@ public struct GossipCore {
         expireSuspicions(now: now, into: &out)
         if let t = nextGossip, now >= t {
             nextGossip = now + config.gossipInterval
+            newsBudget = config.newsPushBudget
             gossipRound(now: now, into: &out)
             maintainViews(now: now, into: &out)
         }

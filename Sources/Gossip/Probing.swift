@@ -17,16 +17,18 @@ extension GossipCore {
         }
         probe = nil
         nextProbe = now + .nanoseconds(config.probeInterval.nanoseconds * healthMultiplier)
-        guard let target = nextProbeTarget() else {
+        let wideTarget = wideProbeTarget(now: now)
+        guard let target = wideTarget ?? nextProbeTarget() else {
             measurePassive(now: now, into: &out)
             return
         }
         let seq = takeSeq()
-        let timeout = probeTimeout(for: target.nodeID)
+        // A wide probe's peer often has no session yet: allow for the handshake's round trip.
+        let timeout = probeTimeout(for: target.nodeID) * (wideTarget == nil ? 1 : 2)
         // A slow peer (long measured round trip) gets a longer period: its answer is not a failure.
         let end = max(nextProbe!, now + .nanoseconds(2 * timeout))
         nextProbe = end
-        probe = Probe(target: target, seq: seq, sentAt: now, indirectAt: now + .nanoseconds(timeout), endAt: end)
+        probe = Probe(target: target, seq: seq, sentAt: now, indirectAt: now + .nanoseconds(timeout), endAt: end, wide: wideTarget != nil)
         counters.probes += 1
         let spare = GossipWire.maxDatagram - GossipWire.headerLength - 4 - 1
         send(.ping(seq: seq, updates: piggyback(spare: spare)), to: .peer(target), into: &out)
@@ -64,6 +66,32 @@ extension GossipCore {
         return nil
     }
 
+    /// Once per `wideProbeInterval`, a random member outside the active view instead of a
+    /// neighbour: only neighbours probe a member, so one whose neighbours all crashed with it (an
+    /// 80 % crash) was never suspected and stayed alive in every table. The failure goes down the
+    /// same SWIM path (indirect probes, suspicion, buddy message). Rare on purpose: a member we
+    /// have no session with costs a handshake.
+    mutating func wideProbeTarget(now: Instant) -> PeerEntry? {
+        guard let t = nextWideProbe, now >= t, !members.isEmpty else { return nil }
+        nextWideProbe = now + config.wideProbeInterval
+        if let id = wideRetry {
+            if let m = members[id], m.state == .alive, !inActive(id) {
+                counters.wideProbes += 1
+                return m.entry
+            }
+            wideRetry = nil
+        }
+        for _ in 0..<4 {
+            let r = Int(rng.next() % UInt64(members.count))
+            guard members.rows[r].state == .alive else { continue }
+            let e = members.entry(atRow: r)
+            guard e.nodeID != me.nodeID, !inActive(e.nodeID) else { continue }
+            counters.wideProbes += 1
+            return e
+        }
+        return nil
+    }
+
     mutating func measurePassive(now: Instant, into out: inout [GossipOutput]) {
         guard let p = randomSample(passiveView, count: 1).first else { return }
         let seq = takeSeq()
@@ -92,6 +120,15 @@ extension GossipCore {
     }
 
     mutating func probeFailed(_ p: Probe, now: Instant, into out: inout [GossipOutput]) {
+        if p.wide {
+            // A wide probe accuses only when a helper confirmed it (nack: the helper could not
+            // reach the target either), and only at the second failure in a row: a first one is
+            // often a handshake lost or late, or our own session to that member broken. Without
+            // these, wide probes added false deaths (`partition-heal`, seed 4: 59) in the simulator.
+            guard p.nacks > 0 else { return }
+            if wideRetry != p.target.nodeID { wideRetry = p.target.nodeID; return }
+            wideRetry = nil
+        }
         // Lifeguard: missing nacks mean our own links or scheduling are the problem.
         awareness = min(config.maxAwareness - 1, awareness + max(0, p.expectedNacks - p.nacks))
         // HyParView repairs the overlay at once: a neighbour that fails a probe leaves the active
@@ -118,6 +155,7 @@ extension GossipCore {
                 probe = p
                 awareness = max(0, awareness - 1)
                 if from.nodeID == p.target.nodeID { noteRTT(from.nodeID, now - p.sentAt) }
+                if p.wide, wideRetry == p.target.nodeID { wideRetry = nil }
             }
             return
         }
@@ -142,6 +180,7 @@ extension GossipCore {
                 // A beacon's sender, now known by key: a standby peer with a measured distance.
                 ensureMember(from, now: now, into: &out)
                 noteRTT(from.nodeID, now - s.sentAt)
+
                 integratePassive([from], replacing: [])
             }
             return

@@ -26,6 +26,10 @@ extension GossipCore {
 
     mutating func beaconHeard(_ address: UnderlayAddress, now: Instant, into out: inout [GossipOutput]) {
         guard started, !hasLeft, address != me.address else { return }
+        if !lanAddresses.contains(address) {
+            lanAddresses.append(address)
+            if lanAddresses.count > 512 { lanAddresses.removeFirst() }
+        }
         if activeView.isEmpty {
             if !contacts.contains(address) { contacts.append(address) }
             send(.join(incarnation: incarnation), to: .address(address), into: &out)
@@ -71,7 +75,9 @@ extension GossipCore {
 
     mutating func handleNeighbour(from: PeerEntry, priority: NeighbourPriority, now: Instant, into out: inout [GossipOutput]) {
         var accept = priority == .high || activeView.count < activeCapacity || inActive(from.nodeID)
-        if !accept, priority == .nearer, prefersNearest, let worst = activeView.map({ rttOrMax($0.nodeID) }).max() {
+        let kept = longLink
+        if !accept, priority == .nearer, prefersNearest,
+           let worst = activeView.filter({ $0.nodeID != kept }).map({ rttOrMax($0.nodeID) }).max() {
             // The asker measured us as near; unless we know better, it replaces our farthest.
             let theirs = members[from.nodeID]?.rtt?.nanoseconds
             accept = theirs.map { $0 < worst } ?? true
@@ -121,12 +127,36 @@ extension GossipCore {
     mutating func evictionCandidate(excluding id: NodeID) -> PeerEntry? {
         let candidates = activeView.filter { $0.nodeID != id }
         if prefersNearest {
-            return candidates.max { rttOrMax($0.nodeID) < rttOrMax($1.nodeID) }
+            let kept = longLink
+            let others = candidates.filter { $0.nodeID != kept }
+            return (others.isEmpty ? candidates : others).max { rttOrMax($0.nodeID) < rttOrMax($1.nodeID) }
         }
         return randomSample(candidates, count: 1).first
     }
 
     func rttOrMax(_ id: NodeID) -> Int64 { members[id]?.rtt?.nanoseconds ?? Int64.max }
+
+    /// Mode `nearest` keeps one active slot for a peer not heard by LAN beacon (the farthest such
+    /// one): nearest-first eviction and `nearer` swaps skip it. Without it every cross-LAN link
+    /// was replaced by a nearer one and the 1,000-node mesh split into LAN islands.
+    var longLink: NodeID? {
+        guard prefersNearest else { return nil }
+        return activeView.filter { !lanAddresses.contains($0.address) }.max { rttOrMax($0.nodeID) < rttOrMax($1.nodeID) }?.nodeID
+    }
+
+    /// A peer for the long link when every active peer is a LAN peer: a random passive one not heard
+    /// by beacon, else a random alive member of the table.
+    mutating func longLinkCandidate() -> PeerEntry? {
+        let far = passiveView.filter { !lanAddresses.contains($0.address) }
+        if let p = randomSample(far, count: 1).first { return p }
+        guard !members.isEmpty else { return nil }
+        for _ in 0..<4 {
+            let r = Int(rng.next() % UInt64(members.count))
+            let e = members.entry(atRow: r)
+            if members.rows[r].state == .alive, e.nodeID != me.nodeID, !inActive(e.nodeID), !lanAddresses.contains(e.address) { return e }
+        }
+        return nil
+    }
 
     @discardableResult
     mutating func removeFromActive(_ id: NodeID, into out: inout [GossipOutput], notify: Bool = false) -> Bool {
@@ -188,9 +218,15 @@ extension GossipCore {
                 pendingNeighbours.append((c.nodeID, now))
                 send(.neighbor(priority: activeView.isEmpty ? .high : .low), to: .peer(c), into: &out)
             }
+        } else if prefersNearest, !activeView.isEmpty, pendingNeighbours.isEmpty, longLink == nil,
+                  let far = longLinkCandidate() {
+            // Every neighbour is on our LAN: ask one peer from elsewhere in (it must accept), so
+            // the LANs stay one overlay.
+            pendingNeighbours.append((far.nodeID, now))
+            send(.neighbor(priority: .high), to: .peer(far), into: &out)
         } else if prefersNearest, activeView.count >= activeCapacity, pendingNeighbours.isEmpty,
                   let best = passiveView.filter({ members[$0.nodeID]?.rtt != nil }).min(by: { rttOrMax($0.nodeID) < rttOrMax($1.nodeID) }),
-                  let worst = activeView.max(by: { rttOrMax($0.nodeID) < rttOrMax($1.nodeID) }),
+                  let worst = activeView.filter({ $0.nodeID != longLink }).max(by: { rttOrMax($0.nodeID) < rttOrMax($1.nodeID) }),
                   rttOrMax(best.nodeID) < rttOrMax(worst.nodeID) / 2 {
             // A much nearer standby peer: ask it in; accepting evicts the farthest active peer.
             pendingNeighbours.append((best.nodeID, now))

@@ -107,6 +107,66 @@ import MeshCore
         #expect(!Self.sent(quiet).contains { if case .gossip = $0.1 { return true }; return false })
     }
 
+    /// News of a new member is pushed at once to every active neighbour but the sender (once: a
+    /// second copy is not forwarded), within a per-interval budget; the rest waits for the queue.
+    @Test func newMemberIsPushedAtOnceWithinABudget() {
+        var c = Self.core { $0.newsPushBudget = 2 }
+        for i in 1...4 { _ = Self.deliver(&c, .neighbor(priority: .high), from: i) }
+        let x = Samples.entry(7)
+        let outs = Self.deliver(&c, .gossip(updates: [.alive(x, incarnation: 0, attributeVersion: 0)]), from: 1)
+        let pushed = Self.sent(outs).filter { $0.1 == .gossip(updates: [.alive(x, incarnation: 0, attributeVersion: 0)]) }.map(\.0)
+        #expect(Set(pushed) == Set([2, 3, 4].map { GossipDestination.peer(Samples.entry($0)) }))
+        #expect(pushed.count == 3)
+        // The same news again: nothing new, nothing forwarded.
+        let again = Self.deliver(&c, .gossip(updates: [.alive(x, incarnation: 0, attributeVersion: 0)]), from: 2)
+        #expect(!Self.sent(again).contains { if case .gossip = $0.1 { return true }; return false })
+        // A refutation of a suspicion we hold is news too.
+        _ = Self.deliver(&c, .gossip(updates: [.suspect(x.peer, incarnation: 0, accuser: 11)]), from: 2)
+        let refuted = Self.deliver(&c, .gossip(updates: [.alive(x, incarnation: 1, attributeVersion: 0)]), from: 3)
+        #expect(Self.sent(refuted).filter { $0.1 == .gossip(updates: [.alive(x, incarnation: 1, attributeVersion: 0)]) }.count == 3)
+        // The budget (2 per gossip interval) is spent: a third new member only goes in the queue.
+        let y = Samples.entry(8)
+        let over = Self.deliver(&c, .gossip(updates: [.alive(y, incarnation: 0, attributeVersion: 0)]), from: 1)
+        #expect(!Self.sent(over).contains { if case .gossip = $0.1 { return true }; return false })
+        #expect(c.members[y.nodeID]?.state == .alive)
+        // The next gossip interval refills it.
+        _ = c.handle(.timer, now: .zero + c.config.gossipInterval * 2)
+        let z = Samples.entry(9)
+        let later = Self.deliver(&c, .gossip(updates: [.alive(z, incarnation: 0, attributeVersion: 0)]), from: 1, at: .zero + c.config.gossipInterval * 2)
+        #expect(Self.sent(later).filter { $0.1 == .gossip(updates: [.alive(z, incarnation: 0, attributeVersion: 0)]) }.count == 3)
+    }
+
+    /// A member outside the active view (its neighbours crashed with it) is still probed, once per
+    /// `wideProbeInterval`, and suspected when it does not answer.
+    @Test func memberOutsideTheActiveViewIsProbedAndSuspected() {
+        var c = Self.core { $0.wideProbeInterval = .seconds(2) }
+        _ = Self.deliver(&c, .neighbor(priority: .high), from: 1)
+        let x = Samples.entry(7)
+        _ = Self.deliver(&c, .gossip(updates: [.alive(x, incarnation: 0, attributeVersion: 0)]), from: 1)
+        #expect(!c.inActive(x.nodeID))
+        var pingedX = false
+        var t = Instant.zero
+        var pingsToX = 0
+        while t < Instant.zero + .seconds(12), c.members[x.nodeID]?.state == .alive {
+            t = t + .milliseconds(50)
+            let outs = c.handle(.timer, now: t)
+            // Node 1 answers its probes; x never does.
+            for (d, m) in Self.sent(outs) {
+                if d == .peer(x), case .ping = m { pingedX = true; pingsToX += 1 }
+                if d == .peer(Samples.entry(1)), case let .ping(seq, _) = m { _ = Self.deliver(&c, .ack(seq: seq, updates: []), from: 1, at: t) }
+                // Node 1, asked to help, cannot reach x either: it nacks (the confirmation a wide probe needs).
+                if d == .peer(Samples.entry(1)), case let .pingRequest(seq, _) = m { _ = Self.deliver(&c, .nack(seq: seq), from: 1, at: t) }
+            }
+        }
+        #expect(pingedX)
+        #expect(c.members[x.nodeID]?.state == .suspect)
+        #expect(c.suspicions[x.nodeID]?.accusers.contains(c.myTag) == true)
+        // Accused only after a second failed wide probe (the first may be a lost handshake).
+        #expect(pingsToX >= 2)
+        #expect(c.counters.wideProbes >= 2)
+        #expect(c.members[Samples.entry(1).nodeID]?.state == .alive)
+    }
+
     /// Probing a member that others suspect, and failing, makes us an accuser too: an independent
     /// confirmation that shortens the timeout everywhere.
     @Test func failedProbeOfASuspectConfirmsTheSuspicion() {
@@ -259,6 +319,32 @@ import MeshCore
         print("[gossip] walk: every node knows 90% of \(n) after \(took.map { "\($0)" } ?? "never")")
         #expect(took != nil)
         #expect(mesh.components() == 1)
+    }
+
+    /// Mode `nearest` over several LANs (beacons heard only inside each): nearest-first keeps most
+    /// neighbours on the node's own LAN, but every node keeps a long link, so the LANs stay one
+    /// overlay rather than islands.
+    @Test func nearestModeKeepsTheLansConnected() {
+        let n = 60, lan = 15
+        var mesh = Mesh(nodes: n, seed: 21) { i in
+            var c = Mesh.defaultConfig()(i)
+            c.modes = [.nearest, .master]
+            return c
+        }
+        mesh.linkLatency = { a, b in a / lan == b / lan ? .microseconds(200) : .milliseconds(3) }
+        mesh.startAll(over: .seconds(2))
+        mesh.run(for: .seconds(3))
+        for _ in 0..<9 {
+            for i in 0..<n { for j in (i / lan * lan)..<(i / lan * lan + lan) where j != i { mesh.feed(i, .beaconHeard(Mesh.address(j))) } }
+            mesh.run(for: .seconds(10))
+        }
+        #expect(mesh.components() == 1)
+        let links = mesh.live.flatMap { i in mesh.cores[i]!.activeView.map { (i, mesh.byAddress[$0.address]!) } }
+        let sameLan = Double(links.filter { $0.0 / lan == $0.1 / lan }.count) / Double(links.count)
+        print("[gossip] nearest over 4 LANs: \(Int(sameLan * 100)) % of active links inside a LAN")
+        #expect(sameLan > 0.5)
+        let bridged = mesh.live.filter { i in mesh.cores[i]!.activeView.contains { mesh.byAddress[$0.address]! / lan != i / lan } }.count
+        #expect(bridged * 10 >= mesh.live.count * 9)
     }
 
     /// Mode `nearest`: nodes on a line (latency grows with distance), found by beacons only.

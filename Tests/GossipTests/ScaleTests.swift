@@ -71,6 +71,9 @@ import MeshCore
         #expect(joined != nil)
         #expect(joined.map { $0 <= .seconds(4) } ?? false)
 
+        // The join is pushed (one round); let the newcomer learn the older members by anti-entropy
+        // first, or it would not know the leaver at all (a `left` about an unknown member is not learned).
+        mesh.run(for: .seconds(3))
         let leaver = 33
         mesh.command(leaver, .leave)
         let left = mesh.runUntil(limit: .seconds(20), step: .milliseconds(50)) { m in
