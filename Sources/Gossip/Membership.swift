@@ -222,10 +222,11 @@ extension GossipCore {
         for id in suspects {
             guard let m = members[id], var s = suspicions[id], now >= s.deadline else { continue }
             let accused = s.accusers.contains(myTag)
-            if !s.extended, awareness > 0 || !accused {
+            if !s.extended, awareness > 0 || !accused || s.accusers.count == 1 {
                 // Our own health is in doubt, and so is our accusation; or we only heard of it and
-                // the accusers' verdict never came: ask the suspect ourselves and give its
-                // refutation another full period to reach us.
+                // the accusers' verdict never came; or we are the only accuser (nobody confirmed,
+                // and a lossy accuser's suspicion may never have reached the suspect): ask the
+                // suspect ourselves and give its refutation another full period to reach us.
                 s.extended = true
                 s.deadline = now + config.suspicionMax
                 suspicions[id] = s

@@ -169,6 +169,28 @@ import MeshCore
 
     /// Probing a member that others suspect, and failing, makes us an accuser too: an independent
     /// confirmation that shortens the timeout everywhere.
+    /// A sole accuser (no one confirmed) does not declare at its first deadline: a lossy accuser's
+    /// suspicion may never have reached the suspect, so it tells the suspect directly and waits
+    /// one more period, in which the refutation saves a healthy member.
+    @Test func soleAccuserAsksTheSuspectBeforeDeclaringDead() {
+        var c = Self.core()
+        let x = Samples.entry(1)
+        _ = Self.deliver(&c, .neighbor(priority: .high), from: 1)
+        _ = Self.deliver(&c, .gossip(updates: [.alive(x, incarnation: 0, attributeVersion: 0)]), from: 1)
+        var t = Instant.zero
+        while t < Instant.zero + .seconds(5), c.suspicions[x.nodeID] == nil {
+            t = t + .milliseconds(50)
+            _ = c.handle(.timer, now: t)
+        }
+        #expect(c.suspicions[x.nodeID]?.accusers == [c.myTag])
+        let deadline = c.suspicions[x.nodeID]!.deadline
+        let ask = c.handle(.timer, now: deadline)
+        #expect(Self.sent(ask).contains { $0.0 == .peer(x) && $0.1 == .gossip(updates: [.suspect(x.peer, incarnation: 0, accuser: c.myTag)]) })
+        #expect(c.members[x.nodeID]?.state == .suspect)
+        _ = Self.deliver(&c, .gossip(updates: [.alive(x, incarnation: 1, attributeVersion: 0)]), from: 1, at: deadline + .milliseconds(100))
+        #expect(c.members[x.nodeID]?.state == .alive)
+    }
+
     @Test func failedProbeOfASuspectConfirmsTheSuspicion() {
         var c = Self.core()
         let x = Samples.entry(1)
