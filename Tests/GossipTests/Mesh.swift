@@ -1,3 +1,4 @@
+import Foundation
 import MeshCore
 @testable import Gossip
 
@@ -47,9 +48,13 @@ struct Mesh {
     let identities = PeerIdentities()
 
     static let network = NetworkID(bytes: [UInt8](repeating: 9, count: 16))!
+    /// Tests run in parallel and share this cache, so it is locked.
     nonisolated(unsafe) static var identityCache: [Int: PeerIdentity] = [:]
+    static let identityLock = NSLock()
 
     static func identity(_ i: Int) -> PeerIdentity {
+        identityLock.lock()
+        defer { identityLock.unlock() }
         if let p = identityCache[i] { return p }
         let p = NodeIdentity.deterministic(runSeed: 77, index: i).peer
         identityCache[i] = p

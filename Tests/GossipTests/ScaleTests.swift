@@ -4,7 +4,9 @@ import MeshCore
 
 /// Multi-node behaviour on the in-memory mesh. Sizes are chosen so each test stays within a few
 /// seconds in a debug build; Docs/gossip.md lists the figures measured with larger meshes.
-@Suite struct ScaleTests {
+/// Serialized: the tests start from copies of one converged mesh, and its cores share one
+/// `PeerIdentities` table, which (like a simulation's) is not locked.
+@Suite(.serialized) struct ScaleTests {
     static let nodes = 200
     static let admin = NodeIdentity.deterministic(runSeed: 5, index: 99)
 
