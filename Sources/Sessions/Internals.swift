@@ -59,6 +59,11 @@ final class Keypair {
     let isInitiator: Bool
     @exclusivity(unchecked) var sendCounter: UInt64 = 0
     @exclusivity(unchecked) var replay = ReplayWindow()
+    /// XX initiator only: the final handshake datagram, kept until the responder is heard on these
+    /// keys. If it was lost, the responder cannot read anything we send (`unknown_index`), so it
+    /// rides again with our transport packets (at most every `finalResendInterval`).
+    @exclusivity(unchecked) var unconfirmedFinal: [UInt8]?
+    @exclusivity(unchecked) var finalSentAt = Instant.zero
 
     init(_ transport: NoiseTransport, localIndex: UInt32, remoteIndex: UInt32, created: Instant, isInitiator: Bool) {
         sender = transport.sender

@@ -532,8 +532,13 @@ public struct SessionManager {
             byKey[BytesKey(payload)] = handle
         }
         indices[ini.localIndex] = handle
+        let finalAt = out.count
         emitHandshake(.xxFinal, sender: 0, receiver: h.sender, noise: final, handle: handle, to: from, now: now, &out)
         let keypair = Keypair(transport, localIndex: ini.localIndex, remoteIndex: h.sender, created: now, isInitiator: true)
+        if finalAt < out.count, case let .send(_, bytes) = out[finalAt] {
+            keypair.unconfirmedFinal = bytes
+            keypair.finalSentAt = now
+        }
         establish(handle, keypair, address: from, now: now, &out)
     }
 
@@ -670,6 +675,15 @@ public struct SessionManager {
 
     private mutating func sendTransport(_ p: Peer, _ plaintext: [UInt8], now: Instant, _ out: inout [SessionOutput]) {
         guard let cur = p.current, cur.sendCounter < timing.rejectAfterMessages else { return }
+        if let final = cur.unconfirmedFinal {
+            if now - cur.created >= timing.rekeyTimeout {
+                cur.unconfirmedFinal = nil  // the dead-peer timer takes over from here
+            } else if now - cur.finalSentAt >= Self.finalResendInterval {
+                emit(&out, to: p.address, final)
+                cur.finalSentAt = now
+                counters.handshakeRetransmits += 1
+            }
+        }
         let counter = cur.sendCounter
         // Header, ciphertext and tag are written straight into the datagram that goes out.
         let headerLength = SessionWire.transportHeaderLength
@@ -737,6 +751,7 @@ public struct SessionManager {
         }
         // Committed only now: a forged far-future counter never moves the window.
         keypair.replay.commit(counter)
+        keypair.unconfirmedFinal = nil  // the responder holds these keys: it sent on them
         if slot == .next {
             // The initiator used the keys we answered with: they are confirmed and become current.
             establish(handle, keypair, address: from, now: now, &out)
@@ -944,6 +959,9 @@ public struct SessionManager {
             }
         }
     }
+
+    /// How often an unconfirmed XX final message rides again with transport packets.
+    static let finalResendInterval: Duration = .milliseconds(250)
 
     private mutating func emit(_ out: inout [SessionOutput], to address: UnderlayAddress, _ bytes: [UInt8]) {
         counters.datagramsOut += 1

@@ -34,6 +34,36 @@ import Testing
         #expect(ik.texts(1) == ["reply"])
     }
 
+    /// The XX initiator's final message is lost: the initiator holds keys the responder never got,
+    /// and its transport would be `unknown_index` there until the dead-peer timer (15 s). The final
+    /// message rides again with the next transport packet, so the session heals at once.
+    @Test func lostXXFinalIsResentWithTheNextPacket() {
+        var net = Pump()
+        net.add(1); net.add(2)
+        var dropped = 0
+        net.filter = { p in
+            if p.bytes.first == SessionWire.PacketType.xxFinal.rawValue && dropped == 0 { dropped += 1; return false }
+            return true
+        }
+        net.send(1, 2, "first", known: false)
+        net.run(for: .milliseconds(500))
+        #expect(dropped == 1)
+        #expect(net.nodes[Pump.address(1)]!.established == [net.key(2)])
+        #expect(net.texts(2).isEmpty)  // sent on keys the responder does not hold
+        net.send(1, 2, "second")
+        net.run(for: .milliseconds(500))
+        #expect(net.texts(2) == ["second"])
+        #expect(net.nodes[Pump.address(2)]!.established == [net.key(1)])
+        // Confirmed by the responder's answer: no more copies of the final message.
+        net.send(2, 1, "reply")
+        net.run(for: .milliseconds(500))
+        let finals = net.wire.filter { $0.bytes.first == SessionWire.PacketType.xxFinal.rawValue }.count
+        net.send(1, 2, "third")
+        net.run(for: .milliseconds(500))
+        #expect(net.texts(2) == ["second", "third"])
+        #expect(net.wire.filter { $0.bytes.first == SessionWire.PacketType.xxFinal.rawValue }.count == finals)
+    }
+
     @Test func sessionExpiresThenIKRehandshakes() {
         var net = Pump()
         net.add(1); net.add(2)
