@@ -4,7 +4,7 @@ import Testing
 /// Real processes on ::1: discovery in mode `walk` from a single known peer each, attribute
 /// queries across the mesh (`iotaf query`) and admin-signed culls (`iotaf cull`).
 @Suite(.serialized) struct DiscoveryProcessTests {
-    final class Mesh {
+    final class Mesh: ProcessMesh {
         let dir = "/tmp/iotaf-dp-\(UUID().uuidString.prefix(8))"
         let ports: [UInt16]
         var procs: [Process?]
@@ -61,33 +61,6 @@ import Testing
             let deadline = Date().addingTimeInterval(seconds)
             while p.isRunning, Date() < deadline { Thread.sleep(forTimeInterval: 0.1) }
             return p.isRunning ? nil : p.terminationStatus
-        }
-
-        /// node id → state, as node i's `members --json` says.
-        func states(_ i: Int) -> [String: String] {
-            guard let r = try? runIotaf(["members", "--control", socket(i), "--json"]), r.status == 0,
-                  let arr = try? JSONSerialization.jsonObject(with: Data(r.out.utf8)) as? [[String: Any]] else { return [:] }
-            var out: [String: String] = [:]
-            for m in arr { if let id = m["node_id"] as? String, let s = m["state"] as? String { out[id] = s } }
-            return out
-        }
-
-        /// Waits until every observer sees every subject (other than itself) in `state`.
-        func waitUntil(_ observers: [Int], see subjects: [Int], _ state: String, within seconds: Double) -> (Bool, String) {
-            let deadline = Date().addingTimeInterval(seconds)
-            var last = ""
-            while Date() < deadline {
-                var ok = true
-                last = ""
-                for o in observers {
-                    let st = states(o)
-                    last += "node \(o): \(subjects.map { st[ids[$0]] ?? "unknown" }) "
-                    if subjects.contains(where: { $0 != o && st[ids[$0]] != state }) { ok = false }
-                }
-                if ok { return (true, last) }
-                Thread.sleep(forTimeInterval: 0.3)
-            }
-            return (false, last)
         }
 
         /// `iotaf query --json` from node i: the answers as (node id → hops, value) and the raw report.

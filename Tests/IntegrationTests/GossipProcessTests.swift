@@ -4,7 +4,7 @@ import Testing
 /// Gossip membership between real processes on ::1: master mode, a SIGKILLed node declared dead
 /// by every other, its restart seen alive again, `iotaf join` and a graceful `iotaf leave`.
 @Suite(.serialized) struct GossipProcessTests {
-    final class Mesh {
+    final class Mesh: ProcessMesh {
         let dir = "/tmp/iotaf-gp-\(UUID().uuidString.prefix(8))"
         let ports: [UInt16]
         var procs: [Process?]
@@ -42,33 +42,6 @@ import Testing
             p.waitUntilExit()
             procs[i] = nil
             try? FileManager.default.removeItem(atPath: socket(i))
-        }
-
-        /// node id → state, as node i's `members --json` says.
-        func states(_ i: Int) -> [String: String] {
-            guard let r = try? runIotaf(["members", "--control", socket(i), "--json"]), r.status == 0,
-                  let arr = try? JSONSerialization.jsonObject(with: Data(r.out.utf8)) as? [[String: Any]] else { return [:] }
-            var out: [String: String] = [:]
-            for m in arr { if let id = m["node_id"] as? String, let s = m["state"] as? String { out[id] = s } }
-            return out
-        }
-
-        /// Waits until every running observer in `observers` sees `subjects` in `state`.
-        func waitUntil(_ observers: [Int], see subjects: [Int], _ state: String, within seconds: Double) -> (Bool, String) {
-            let deadline = Date().addingTimeInterval(seconds)
-            var last = ""
-            while Date() < deadline {
-                var ok = true
-                last = ""
-                for o in observers {
-                    let st = states(o)
-                    last += "node \(o): \(subjects.map { st[ids[$0]] ?? "unknown" }) "
-                    if subjects.contains(where: { $0 != o && st[ids[$0]] != state }) { ok = false }
-                }
-                if ok { return (true, last) }
-                Thread.sleep(forTimeInterval: 0.3)
-            }
-            return (false, last)
         }
 
         func stopAll() {
