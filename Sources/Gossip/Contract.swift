@@ -31,6 +31,10 @@ public enum GossipCommand: Sendable, Equatable {
     case query(id: UInt64, AttributeQuery, mode: DiscoveryMode, hopLimit: UInt8)
     /// Fetch a member's full attributes over a reliable channel.
     case fetchAttributes(NodeID)
+    /// A restarted node goes on above the incarnation and attribute version its last life
+    /// announced (kept on disk): its first `alive` then beats the mesh's `dead` about that life,
+    /// and its start attributes beat the ones it announced before, with no refutation round.
+    case resume(incarnation: UInt32, attributeVersion: UInt32)
 }
 
 /// Where a datagram goes: a known peer (the node can use Noise IK with its key) or a bare address

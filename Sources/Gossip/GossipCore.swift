@@ -427,6 +427,15 @@ public struct GossipCore {
                 members[id] = m
                 send(.attributesRequest(version: m.attributeVersion), to: .peer(m.entry), into: &out)
             }
+        case let .resume(inc, version):
+            guard !hasLeft else { return }
+            // Saturating: a stored u32 maximum must not wrap to 0 and lose to every claim.
+            let nextInc = inc == .max ? inc : inc + 1
+            let nextVersion = version == .max ? version : version + 1
+            guard nextInc > incarnation || nextVersion > attributeVersion else { return }
+            incarnation = max(incarnation, nextInc)
+            attributeVersion = max(attributeVersion, nextVersion)
+            if started { queue.enqueue(selfAlive) }
         }
     }
 

@@ -22,6 +22,11 @@ public final class NodeRuntime {
     private var control: ControlServer?
     private var signals: [SignalWatcher] = []
     private var store: PeerStore?
+    /// The self state on disk (or being written): a restart goes on above it (`resume`).
+    @exclusivity(unchecked) private var savedSelf: PeerStore.SelfState?
+    @exclusivity(unchecked) private var savingSelf = false
+    /// After a failed write, the next try waits this long rather than coming with every datagram.
+    @exclusivity(unchecked) private var selfRetryAt: Instant?
     private let startedAt: Instant
     public private(set) var boundAddress: UnderlayAddress
     @exclusivity(unchecked) private var stopping = false
@@ -144,6 +149,15 @@ public final class NodeRuntime {
             } catch {
                 logger.warning("peer store \(store.path) could not be read (\(error)); starting from seeds only")
             }
+            do {
+                if let last = try store.loadSelfState() {
+                    savedSelf = last
+                    feed(.command(.membership(.resume(incarnation: last.incarnation, attributeVersion: last.attributeVersion))))
+                    logger.info("resuming above the last life's incarnation \(last.incarnation) and attribute version \(last.attributeVersion)")
+                }
+            } catch {
+                logger.warning("\(error); starting at incarnation 0 (the mesh's refutation brings this node back, a little later)")
+            }
         }
         for peer in settings.peers + settings.discovery.masters { feed(.command(.addSeed(unscoped(peer)))) }
         feed(.start)
@@ -199,6 +213,33 @@ public final class NodeRuntime {
     private func feed(_ input: NodeInput) {
         guard !stopping else { return }
         carryOut(core.handle(input, now: loop.now))
+        if store != nil, !savingSelf, currentSelf != savedSelf, selfRetryAt.map({ loop.now >= $0 }) ?? true { persistSelf() }
+    }
+
+    private var currentSelf: PeerStore.SelfState {
+        PeerStore.SelfState(incarnation: core.gossip.incarnation, attributeVersion: core.gossip.attributeVersion)
+    }
+
+    /// Writes a changed incarnation or attribute version (rare: refutations, attribute updates),
+    /// one write at a time; a change made during a write is picked up when it completes.
+    private func persistSelf() {
+        guard let store else { return }
+        let state = currentSelf
+        savingSelf = true
+        loop.offload({ () -> String? in
+            do { try store.saveSelfState(state); return nil } catch { return "\(error)" }
+        }, completion: { [weak self] failure in
+            guard let self else { return }
+            self.savingSelf = false
+            if let failure {
+                self.logger.warning("could not save incarnation \(state.incarnation) to \(store.path): \(failure); retrying in \(Self.persistInterval), a restart before then may come back below it")
+                self.selfRetryAt = self.loop.now + Self.persistInterval
+                return
+            }
+            self.savedSelf = state
+            self.selfRetryAt = nil
+            if !self.stopping, self.currentSelf != state { self.persistSelf() }
+        })
     }
 
     private func carryOut(_ outputs: [NodeOutput]) {
@@ -280,10 +321,13 @@ public final class NodeRuntime {
             return PeerStore.Row(publicKey: m.identity.publicKey, address: m.address,
                                  lastSeenUnix: unixNow - Int64((now - heard).secondsDouble))
         })
+        let me = currentSelf
         loop.offload({ () -> String? in
-            do { try store.save(rows); return nil } catch { return "\(error)" }
+            // The self state rides along, so the last one is on disk after a graceful stop.
+            do { try store.save(rows); try store.saveSelfState(me); return nil } catch { return "\(error)" }
         }, completion: { [weak self] failure in
             guard let self else { completion?(); return }
+            if failure == nil { self.savedSelf = me }
             if let failure { self.logger.warning("could not save peers to \(store.path): \(failure)") }
             if completion == nil, !self.stopping { self.persistTimer.schedule(at: self.loop.now + Self.persistInterval) }
             completion?()

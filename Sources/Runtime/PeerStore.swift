@@ -25,6 +25,9 @@ public final class PeerStore: Sendable {
     public static func open(path: String) throws -> (PeerStore, warning: String?) {
         do {
             return (try PeerStore(path: path), nil)
+        } catch let error as DatabaseError where error.resultCode != .SQLITE_CORRUPT && error.resultCode != .SQLITE_NOTADB {
+            // Busy, locked, read-only, full: the file may be fine, so it stays where it is.
+            throw RuntimeError("peer store \(path) cannot be opened: \(error.message ?? "\(error)"); check the data directory's permissions and free space, and that no other iotaf uses it")
         } catch {
             let aside = path + ".corrupt-\(Int(Date().timeIntervalSince1970))"
             guard rename(path, aside) == 0 else {
@@ -36,7 +39,9 @@ public final class PeerStore: Sendable {
 
     init(path: String) throws {
         self.path = path
-        queue = try DatabaseQueue(path: path)
+        var config = Configuration()
+        config.busyMode = .timeout(5)  // the node's periodic writes and a reader may meet
+        queue = try DatabaseQueue(path: path, configuration: config)
         try queue.write { db in
             try db.execute(sql: """
                 CREATE TABLE IF NOT EXISTS peers (
@@ -46,7 +51,47 @@ public final class PeerStore: Sendable {
                     last_seen INTEGER NOT NULL
                 )
                 """)
+            // One row: what this node last announced about itself, so a restart goes on above it.
+            try db.execute(sql: """
+                CREATE TABLE IF NOT EXISTS self_state (
+                    id INTEGER PRIMARY KEY CHECK (id = 1),
+                    incarnation INTEGER NOT NULL,
+                    attribute_version INTEGER NOT NULL
+                )
+                """)
             _ = try Row.fetchCount(db)
+        }
+    }
+
+    /// What this node announced about itself in its last life.
+    public struct SelfState: Sendable, Equatable {
+        public var incarnation: UInt32
+        public var attributeVersion: UInt32
+        public init(incarnation: UInt32, attributeVersion: UInt32) {
+            self.incarnation = incarnation
+            self.attributeVersion = attributeVersion
+        }
+    }
+
+    /// The stored self state; nil when none was saved. Values outside u32 are an error that names
+    /// the file, so the caller can start from 0 and say why.
+    public func loadSelfState() throws -> SelfState? {
+        try queue.read { db in
+            guard let r = try GRDB.Row.fetchOne(db, sql: "SELECT incarnation, attribute_version FROM self_state WHERE id = 1") else { return nil }
+            let inc: Int64? = r["incarnation"], version: Int64? = r["attribute_version"]
+            guard let inc, let version, let i = UInt32(exactly: inc), let v = UInt32(exactly: version) else {
+                throw RuntimeError("peer store \(path): self_state row holds \(String(describing: inc)), \(String(describing: version)), not two u32 values")
+            }
+            return SelfState(incarnation: i, attributeVersion: v)
+        }
+    }
+
+    public func saveSelfState(_ state: SelfState) throws {
+        try queue.write { db in
+            try db.execute(sql: """
+                INSERT INTO self_state (id, incarnation, attribute_version) VALUES (1, ?, ?)
+                ON CONFLICT(id) DO UPDATE SET incarnation = excluded.incarnation, attribute_version = excluded.attribute_version
+                """, arguments: [Int64(state.incarnation), Int64(state.attributeVersion)])
         }
     }
 

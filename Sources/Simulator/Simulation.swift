@@ -38,6 +38,9 @@ public final class Simulation {
     let equivocations = Equivocator.Tally()
     /// The simulated disk: the peers a crashed node had synced, handed back on restart.
     var stored: [[(PeerIdentity, UnderlayAddress)]?]
+    /// Each crashed node's last incarnation and attribute version: the runtime writes them as they
+    /// change, so unlike `stored` no unsynced part is lost.
+    var storedSelf: [(incarnation: UInt32, attributeVersion: UInt32)?]
     var downSince: [Int64]
     /// Deaths declared about (or by) a node before this instant are blamed on a fault that just ended.
     var disturbedUntil: [Int64]
@@ -146,6 +149,7 @@ public final class Simulation {
         net = VirtualNetwork(model: scenario.network, nodes: n, root: root)
         byzantine = Array(repeating: nil, count: n)
         stored = Array(repeating: nil, count: n)
+        storedSelf = Array(repeating: nil, count: n)
         downSince = Array(repeating: 0, count: n)
         disturbedUntil = Array(repeating: -1, count: n)
         intervalBytes = Array(repeating: 0, count: n)
@@ -349,10 +353,13 @@ public final class Simulation {
 
     // MARK: - Node lifecycle
 
-    func boot(_ i: Int, remembered: [(PeerIdentity, UnderlayAddress)]) {
+    func boot(_ i: Int, remembered: [(PeerIdentity, UnderlayAddress)], resume: (incarnation: UInt32, attributeVersion: UInt32)? = nil) {
         if life[i] != .waiting { nodes[i] = makeNode(index: i) }
         life[i] = .up
         let t = Instant(nanoseconds: now)
+        if let r = resume {
+            apply(i, nodes[i].handle(.command(.membership(.resume(incarnation: r.incarnation, attributeVersion: r.attributeVersion))), now: t))
+        }
         for s in seedsFor(i) { apply(i, nodes[i].handle(.command(.addSeed(addresses[s])), now: t)) }
         for (p, a) in remembered { apply(i, nodes[i].handle(.command(.rememberPeer(p, a)), now: t)) }
         apply(i, nodes[i].handle(.start, now: t))
@@ -379,6 +386,7 @@ public final class Simulation {
         // The simulated disk synced every `storageSyncSeconds`: members confirmed since are lost.
         let sync = max(1, Self.nanos(scenario.storageSyncSeconds))
         let lastSync = Instant(nanoseconds: now / sync * sync)
+        storedSelf[i] = (nodes[i].gossip.incarnation, nodes[i].gossip.attributeVersion)
         stored[i] = nodes[i].sortedMembers.filter { $0.state == .alive && $0.stateSince <= lastSync }.map { ($0.identity, $0.address) }
         for (reason, n) in nodes[i].counters.drops { retiredDrops[reason, default: 0] += n }
         retiredGossipDrops += nodes[i].gossip.counters.totalDrops
@@ -400,8 +408,9 @@ public final class Simulation {
 
     func restart(_ i: Int, remember: Bool) {
         guard life[i] == .down else { return }
-        boot(i, remembered: remember ? stored[i] ?? [] : [])
+        boot(i, remembered: remember ? stored[i] ?? [] : [], resume: remember ? storedSelf[i] : nil)
         stored[i] = nil
+        storedSelf[i] = nil
         disturbedUntil[i] = now + grace
         c.restarts += 1
     }

@@ -309,6 +309,28 @@ import MeshCore
         #expect(mesh.cores[12]!.incarnation >= 1)
     }
 
+    /// With its last incarnation from disk (`resume`), a restarted node's first `alive` already
+    /// beats the `dead` it is remembered by: back everywhere with no refutation round.
+    @Test func resumedNodeComesBackWithoutRefuting() {
+        var mesh = Mesh(nodes: 30, seed: 4, config: Mesh.defaultConfig())
+        mesh.startAll(over: .seconds(2))
+        _ = mesh.runUntil(limit: .seconds(30)) { $0.everyoneKnowsEveryone() }
+        mesh.crash(12)
+        let dead = mesh.runUntil(limit: .seconds(20)) { $0.observers(of: 12, in: .dead) == $0.live.count }
+        #expect(dead != nil)
+        let restartedAt = mesh.now
+        mesh.restart(12)
+        mesh.command(12, .resume(incarnation: 0, attributeVersion: 0))  // before its start event
+        let back = mesh.runUntil(limit: .seconds(30)) { $0.everyoneKnowsEveryone() }
+        #expect(back != nil)
+        #expect(mesh.cores[12]!.incarnation == 1, "resumed above 0, and no refutation raised it further")
+        #expect(mesh.cores[12]!.attributeVersion == 1)
+        let refutations = mesh.eventLog.filter { e in
+            if e.node == 12, e.at >= restartedAt, case .refuted = e.event { return true } else { return false }
+        }
+        #expect(refutations.isEmpty, "\(refutations.count) refutations")
+    }
+
     @Test func sameSeedSameRun() {
         func run() -> (Int, Int, [String]) {
             var mesh = Mesh(nodes: 40, seed: 9, config: Mesh.defaultConfig())

@@ -1,4 +1,6 @@
 import Foundation
+import Gossip
+import GRDB
 import Logging
 import MeshCore
 import Node
@@ -75,6 +77,52 @@ import Testing
         // b remembered a in its peer store.
         let rows = try PeerStore.open(path: sb.dataDir + "/peers.sqlite").0.load().rows
         #expect(rows.map { NodeID(publicKey: $0.publicKey) } == [a.identity.nodeID])
+    }
+
+    /// A restart on the same data directory goes on above the last life's incarnation and
+    /// attribute version, with no mesh around: only the disk can explain the numbers.
+    @Test func restartResumesAboveTheStoredIncarnation() throws {
+        let dir = NSTemporaryDirectory() + "iotaf-resume-\(UUID().uuidString.prefix(8))"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var logger = Logger(label: "test")
+        logger.logLevel = .critical
+        var s = NodeSettings()
+        s.listen = UnderlayAddress(parsing: "[::1]:0")!
+        s.dataDir = dir
+        let identity = NodeIdentity.generate()
+        let store = dir + "/peers.sqlite"
+
+        func life(_ body: (NodeRuntime, EventLoop) -> Void) throws -> (UInt32, UInt32) {
+            let loop = try EventLoop()
+            let node = try NodeRuntime(settings: s, identity: identity, loop: loop, logger: logger, withControlSocket: false)
+            try node.start()
+            body(node, loop)
+            let seen = (node.core.gossip.incarnation, node.core.gossip.attributeVersion)
+            node.stop()  // a graceful stop writes the last self state
+            loop.run()
+            return seen
+        }
+
+        let first = try life { node, loop in
+            let a = try! Attributes([("type", "meter")])
+            node.command(.membership(.setAttributes(a)))
+            node.command(.membership(.setAttributes(a)))
+        }
+        #expect(first == (0, 2))
+        #expect(try PeerStore.open(path: store).0.loadSelfState() == .init(incarnation: 0, attributeVersion: 2))
+        let second = try life { _, _ in }
+        #expect(second == (1, 3), "resumed above the stored 0 and 2")
+        let third = try life { _, _ in }
+        #expect(third == (2, 4), "and again above what the second life stored")
+
+        // A row outside u32 is refused with an error that names the file, and the node starts at 0.
+        let raw = try DatabaseQueue(path: store)
+        try raw.write { try $0.execute(sql: "UPDATE self_state SET incarnation = -5, attribute_version = 4294967296") }
+        #expect(throws: (any Error).self) { try PeerStore.open(path: store).0.loadSelfState() }
+        do { _ = try PeerStore.open(path: store).0.loadSelfState() } catch { #expect("\(error)".contains(store)) }
+        let fourth = try life { _, _ in }
+        #expect(fourth == (0, 0), "a broken row is not trusted")
+        #expect(try PeerStore.open(path: store).0.loadSelfState() == .init(incarnation: 0, attributeVersion: 0), "and is replaced")
     }
 
     @Test func busyPortIsAClearError() throws {
