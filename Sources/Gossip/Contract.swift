@@ -35,6 +35,11 @@ public enum GossipCommand: Sendable, Equatable {
     /// announced (kept on disk): its first `alive` then beats the mesh's `dead` about that life,
     /// and its start attributes beat the ones it announced before, with no refutation round.
     case resume(incarnation: UInt32, attributeVersion: UInt32)
+    /// Members known alive (incarnation 0) from a snapshot of a mesh that already formed: the
+    /// simulator's `start = "converged"`, which skips the join storm (every join reaching every
+    /// node) to study a large mesh in steady state. Added quietly: no news, no events; culled,
+    /// known and excess members are skipped. The views still form through the usual joins.
+    case restoreMembers([PeerEntry])
 }
 
 /// Where a datagram goes: a known peer (the node can use Noise IK with its key) or a bare address

@@ -436,6 +436,11 @@ public struct GossipCore {
             incarnation = max(incarnation, nextInc)
             attributeVersion = max(attributeVersion, nextVersion)
             if started { queue.enqueue(selfAlive) }
+        case let .restoreMembers(entries):
+            for e in entries where e.nodeID != me.nodeID && culls[e.nodeID] == nil && !members.contains(e.nodeID) {
+                guard members.count < config.maxMembers else { counters.drop(.tableFull); break }
+                members[e.nodeID] = GossipMember(entry: e, state: .alive, incarnation: 0, attributeVersion: 0, stateSince: now)
+            }
         }
     }
 

@@ -30,6 +30,10 @@ public struct Scenario: Sendable {
     public var timeline: [TimelineEvent] = []
     /// The simulated disk syncs the peer store this often; a crash loses what was learned since.
     public var storageSyncSeconds = 30.0
+    /// `start = "converged"`: the nodes up at 0 s already know each other alive (a mesh that
+    /// formed earlier), so a run studies the steady state without paying for the join storm,
+    /// whose every join reaches every node (N² member updates, each sent several times).
+    public var startConverged = false
 
     public init() {}
 

@@ -81,7 +81,7 @@ private struct Parser {
 
     mutating func scenario(_ t: TOMLTable) throws -> Scenario {
         try checkKeys(t, ["name", "nodes", "duration_s", "seeding", "sample_every_s", "network", "timing", "checks",
-                          "links", "events", "storage", "gossip"], prefix: "")
+                          "links", "events", "storage", "gossip", "start"], prefix: "")
         if let v = t["name"] { guard let n = v.string else { throw fail("name", "must be a string") }; s.name = n }
         if let v = t["nodes"] {
             guard let n = v.int, n >= 1, n <= 200_000 else { throw fail("nodes", "must be an integer from 1 to 200000") }
@@ -94,6 +94,10 @@ private struct Parser {
         if let d = try num(t, "sample_every_s", "sample_every_s") {
             guard d > 0 else { throw fail("sample_every_s", "must be positive") }
             s.sampleEverySeconds = d
+        }
+        if let v = t["start"] {
+            guard let m = v.string, m == "cold" || m == "converged" else { throw fail("start", "must be \"cold\" or \"converged\"") }
+            s.startConverged = m == "converged"
         }
         if let v = t["seeding"] {
             guard let m = v.string, m == "first" || m == "ring" || (m.hasPrefix("random:") && Int(m.dropFirst(7)).map { $0 > 0 } == true) else {

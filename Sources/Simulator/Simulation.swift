@@ -231,6 +231,14 @@ public final class Simulation {
         let sampleStep = max(1, Self.nanos(scenario.sampleEverySeconds))
         var late = Array(repeating: false, count: scenario.nodes)
         for e in scenario.timeline where e.kind == .join { if case let .list(l) = e.nodes { for i in l { late[i] = true } } }
+        if scenario.startConverged {
+            // One shared array: every node's table copies rows out of it, not the array.
+            let formed = (0..<nodes.count).filter { !late[$0] }.map { PeerEntry(peer: identities[$0].peer, address: addresses[$0]) }
+            for i in 0..<nodes.count where !late[i] {
+                apply(i, nodes[i].handle(.command(.membership(.restoreMembers(formed))), now: .zero))
+                if let progress, i & 0xff == 0 { progress(0, events) }
+            }
+        }
         for i in 0..<nodes.count where !late[i] { boot(i, remembered: []) }
         for (k, e) in scenario.timeline.enumerated() { queue.push(Self.nanos(e.atSeconds), .timeline(index: Int32(k), firing: 0)) }
         queue.push(0, .sample)

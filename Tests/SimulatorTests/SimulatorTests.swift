@@ -45,6 +45,43 @@ func canonical(_ r: SimReport) -> Data {
         #expect(r.passed, "\(r.checks)")
     }
 
+    /// `start = "converged"`: the nodes up at 0 s know each other from the first sample, with
+    /// no join storm; a node that joins later is learned the usual way, and the mesh stays sound.
+    @Test func convergedStartSkipsTheJoinStorm() throws {
+        let text = """
+            name = "warm"
+            nodes = 60
+            duration_s = 40
+            seeding = "random:2"
+            start = "%@"
+            sample_every_s = 1
+            [network]
+            latency_ms = 5
+            loss = 0.01
+            [[events]]
+            kind = "join"
+            at_s = 10
+            nodes = [59]
+            [[checks]]
+            kind = "no_false_dead"
+            [[checks]]
+            kind = "membership_converged"
+            within_s = 30
+            [[checks]]
+            kind = "overlay_connected_within"
+            within_s = 20
+            """
+        let warm = Simulation(scenario: try Scenario.parse(text.replacingOccurrences(of: "%@", with: "converged"), file: "warm.toml"), seed: 3).run()
+        let cold = Simulation(scenario: try Scenario.parse(text.replacingOccurrences(of: "%@", with: "cold"), file: "cold.toml"), seed: 3).run()
+        #expect(warm.passed, "\(warm.checks)")
+        #expect(cold.passed, "\(cold.checks)")
+        // The first sample (0 s) already has every node up at 0 s knowing all others alive.
+        #expect(warm.series["alive_fraction"]?.first?.last == 1.0, "\(String(describing: warm.series["alive_fraction"]?.prefix(3)))")
+        #expect((cold.series["alive_fraction"]?.first?.last ?? 1) < 1.0)
+        #expect((warm.metrics["bytes_sent"] ?? .infinity) < (cold.metrics["bytes_sent"] ?? 0))
+        #expect(throws: (any Error).self) { try Scenario.parse("start = \"tepid\"", file: "bad.toml") }
+    }
+
     @Test func hundredNodeScenarioPassesItsChecks() throws {
         let r = Simulation(scenario: try scenario("mesh-100.toml"), seed: 1).run()
         #expect(r.nodes == 100)
