@@ -61,6 +61,24 @@ extension Simulation {
         return least == .max ? 0 : least
     }
 
+    /// Where a windowed run's CPU went, by thread CPU clocks: what the driver's thread did alone
+    /// (global events, handing out, merging) and what the groups did. `criticalPath` is what the
+    /// run would take on `threads` free cores: the driver's part plus, per window, the groups
+    /// dealt in order to whichever thread is free first. On a shared machine the wall clock says
+    /// little about the parallelism; these figures do not depend on the machine's load (beyond
+    /// cache effects). Not part of the report, which must not vary between runs.
+    public struct WindowStats: Sendable {
+        public var windows = 0
+        /// Windows whose groups were handed to more than one thread.
+        public var parallelWindows = 0
+        public var driverSeconds = 0.0
+        public var groupSeconds = 0.0
+        public var criticalPath = 0.0
+        public var threads = 1
+        /// CPU seconds of the run on one thread over the critical path.
+        public var speedup: Double { criticalPath > 0 ? (driverSeconds + groupSeconds) / criticalPath : 1 }
+    }
+
     /// The window width (0 when sequential).
     public var lookaheadMilliseconds: Double { Double(lookahead) / 1e6 }
 
@@ -86,10 +104,14 @@ extension Simulation {
             let globalAt = queue.nextTime ?? .max, nodeAt = nodeQueue.nextTime ?? .max
             guard min(globalAt, nodeAt) <= end else { break }
             if globalAt <= nodeAt {
+                let started = threadCPUSeconds()
                 let e = queue.pop()!
                 now = e.time
                 events += 1
                 handle(e, sampleStep: sampleStep)
+                let spent = threadCPUSeconds() - started
+                windowStats.driverSeconds += spent
+                windowStats.criticalPath += spent
             } else {
                 runWindow(until: min(nodeAt + lookahead, globalAt, end + 1))
             }
@@ -103,6 +125,7 @@ extension Simulation {
     /// Handles every node event before `windowEnd` (and those they cause before it), then
     /// carries out the outputs in merge order.
     func runWindow(until windowEnd: Int64) {
+        let started = threadCPUSeconds()
         var count = 0
         while let t = nodeQueue.nextTime, t < windowEnd, let e = nodeQueue.pop() {
             windowGroups[Self.nodeOf(e.kind)! % Self.groupCount].queue.push(e.time, e.kind)
@@ -110,6 +133,7 @@ extension Simulation {
         }
         let active = windowGroups.filter { !$0.queue.isEmpty }
         let threads = count >= Self.minimumParallelEvents ? min(concurrency, active.count) : 1
+        let handedOut = threadCPUSeconds()
         let tracing = trace != nil
         let traceNodes = self.traceNodes, traceWindow = self.traceWindow
         nodes.withUnsafeMutableBufferPointer { nodeSlots in
@@ -128,7 +152,22 @@ extension Simulation {
                 }
             }
         }
+        let merging = threadCPUSeconds()
+        // Before the merge resets the groups: each group's CPU, dealt in ticket order.
+        var busy = Array(repeating: 0.0, count: threads)
+        for g in active {
+            let k = busy.indices.min { busy[$0] < busy[$1] }!
+            busy[k] += g.cpuSeconds
+            windowStats.groupSeconds += g.cpuSeconds
+            g.cpuSeconds = 0
+        }
         merge(active)
+        let driver = (handedOut - started) + (threadCPUSeconds() - merging)
+        windowStats.windows += 1
+        if threads > 1 { windowStats.parallelWindows += 1 }
+        windowStats.driverSeconds += driver
+        windowStats.criticalPath += driver + busy.max()!
+        windowStats.threads = concurrency
     }
 
     /// Step 3: every group's steps in (time, node, order) order, carried out on this thread.
@@ -163,6 +202,8 @@ final class WindowGroup {
     var queue = EventQueue()
     var steps: [WindowStep] = []
     var nextOrder: Int32 = 0
+    /// Thread CPU this group spent in the current window.
+    var cpuSeconds = 0.0
     var events: UInt64 = 0, delivered: UInt64 = 0, toDown: UInt64 = 0, beaconsHeard: UInt64 = 0
 }
 
@@ -220,6 +261,8 @@ struct WindowWork: @unchecked Sendable {
     /// sequential loop's handlers, with the driver's parts (sends, events) left for the merge.
     func run(_ k: Int) {
         let g = groups[k]
+        let started = threadCPUSeconds()
+        defer { g.cpuSeconds += threadCPUSeconds() - started }
         while let e = g.queue.pop() {
             g.events += 1
             let t = e.time
@@ -296,4 +339,11 @@ struct WindowWork: @unchecked Sendable {
         if let only = traceNodes, !only.contains(node) { return }
         lines.append(String(format: "%10.6fs  ", s) + "node \(node)  " + text())
     }
+}
+
+/// CPU time of the calling thread, in seconds (a system call, about 0.3 µs; a few per window).
+func threadCPUSeconds() -> Double {
+    var t = timespec()
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t)
+    return Double(t.tv_sec) + Double(t.tv_nsec) / 1e9
 }

@@ -43,6 +43,8 @@ public final class Simulation {
     /// the report does not depend on it.
     public var concurrency: Int
     var windowGroups: [WindowGroup] = []
+    /// A windowed run's CPU accounting (not part of the report).
+    public internal(set) var windowStats = WindowStats()
     var net: VirtualNetwork
     let root: SeededGenerator
     var byzantine: [Byzantine?]

@@ -117,6 +117,11 @@ struct SimRunCommand: ParsableCommand {
         let bar = ProgressBar(total: s.durationSeconds)
         let result = sim.run(progress: quiet ? nil : { bar.update($0, $1) })
         if !quiet { stderr("\n") }
+        if sim.isWindowed {
+            let w = sim.windowStats
+            stderr(String(format: "sim: %d lookahead windows (%d on %d threads); CPU: driver thread %.1f s, nodes %.1f s; critical path on %d free cores %.1f s (%.2fx one thread)\n",
+                          w.windows, w.parallelWindows, w.threads, w.driverSeconds, w.groupSeconds, w.threads, w.criticalPath, w.speedup))
+        }
         if let report {
             do { try result.json().write(to: URL(fileURLWithPath: report)) } catch { throw CLIError("cannot write report \(report): \(error)") }
         }
