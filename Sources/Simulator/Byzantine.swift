@@ -71,6 +71,8 @@ struct Equivocator: GossipRewriter {
     var rng: SeededGenerator
     let tally: Tally
 
+    /// One per equivocator: it is bumped on the thread that runs its node's window group, and
+    /// read by the driver only between windows.
     final class Tally { var lies: UInt64 = 0 }
 
     mutating func rewrite(_ message: GossipMessage, for peer: NodeID?) -> GossipMessage {

@@ -15,8 +15,10 @@ public enum SeedSweep {
         init(_ n: Int) { outcomes = Array(repeating: nil, count: n) }
     }
 
-    /// `onDone` is called (serialised) as each run finishes, in completion order.
-    public static func run(_ scenario: Scenario, seeds: [UInt64], jobs: Int,
+    /// `onDone` is called (serialised) as each run finishes, in completion order. `threads` is
+    /// each run's `Simulation` threads setting (1: sequential); when several runs go at once,
+    /// each windowed run keeps to one thread, which changes nothing in its report.
+    public static func run(_ scenario: Scenario, seeds: [UInt64], jobs: Int, threads: Int = Simulation.defaultThreads,
                            onDone: @escaping @Sendable (Outcome, _ finished: Int) -> Void) -> [Outcome] {
         let state = State(seeds.count)
         let workers = max(1, min(jobs, seeds.count))
@@ -27,7 +29,9 @@ public enum SeedSweep {
                 state.next += 1
                 state.lock.unlock()
                 guard k < seeds.count else { return }
-                let report = Simulation(scenario: scenario, seed: seeds[k]).run()
+                let sim = Simulation(scenario: scenario, seed: seeds[k], threads: threads)
+                if workers > 1 { sim.concurrency = 1 }
+                let report = sim.run()
                 let outcome = Outcome(seed: seeds[k], report: report)
                 state.lock.lock()
                 state.outcomes[k] = outcome

@@ -21,21 +21,36 @@ public final class Simulation {
     /// Bumped on every crash, so a restarted node draws fresh randomness and stale timers die.
     var incarnation: [UInt32]
     let identities: [NodeIdentity]
-    /// One copy of each peer entry for all the nodes' member tables (N² rows at N nodes).
-    let peerTable = PeerIdentities()
-    /// The node each of `peerTable`'s entries is (by address; -1 for none), filled as it grows.
-    var nodeOfEntry: [Int32] = []
+    /// One copy of each peer entry for the member tables of all the nodes of one window group
+    /// (N² rows at N nodes): node i uses `peerTables[i % peerTables.count]`. One table when the
+    /// run is sequential; one per group when windows run on threads, so that no table is ever
+    /// touched by two threads at once (`PeerIdentities` is not locked).
+    let peerTables: [PeerIdentities]
+    /// Per table: the node each of its entries is (by address; -1 for none), filled as it grows.
+    var nodeOfEntry: [[Int32]]
     let nodeIDs: [NodeID]
     let indexOfID: [NodeID: Int]
     let networkID: NetworkID
     let addresses: [UnderlayAddress]
     var wakeAt: [Int64]
+    /// Every event when sequential; only the global ones (`isNodeLocal` false) in windowed runs.
     var queue = EventQueue()
+    /// Windowed runs: deliveries, late deliveries, wakes and heard beacons (ParallelWindow.swift).
+    var nodeQueue = EventQueue()
+    /// The lookahead: no datagram between nodes arrives sooner than this (0: run sequentially).
+    let lookahead: Int64
+    /// Threads a windowed run uses at most (1: the windows still run, on the calling thread);
+    /// the report does not depend on it.
+    public var concurrency: Int
+    var windowGroups: [WindowGroup] = []
+    /// A windowed run's CPU accounting (not part of the report).
+    public internal(set) var windowStats = WindowStats()
     var net: VirtualNetwork
     let root: SeededGenerator
     var byzantine: [Byzantine?]
-    /// Lies told by equivocating nodes (inside their sessions, so counted here, not on the wire).
-    let equivocations = Equivocator.Tally()
+    /// Lies told by equivocating nodes (inside their sessions, so counted here, not on the wire):
+    /// one tally per equivocator installed, since each is bumped by its node's thread.
+    var equivocationTallies: [Equivocator.Tally] = []
     /// The simulated disk: the peers a crashed node had synced, handed back on restart.
     var stored: [[(PeerIdentity, UnderlayAddress)]?]
     /// Each crashed node's last incarnation and attribute version: the runtime writes them as they
@@ -70,7 +85,7 @@ public final class Simulation {
     var discoveredAt: Double?
     var minKnownFraction = 0.0
     var now: Int64 = 0
-    public private(set) var events: UInt64 = 0
+    public internal(set) var events: UInt64 = 0
 
     var c = Counters()
     var series = Series()
@@ -133,10 +148,21 @@ public final class Simulation {
 
     struct HealRecord { var at: Int64; var healedAt: Int64? }
 
-    public init(scenario: Scenario, seed: UInt64) {
+    /// `threads`: 1 runs today's sequential loop event by event; 2 or more run lookahead
+    /// windows whose nodes are handled on up to that many threads (ParallelWindow.swift), when
+    /// the network model gives a lookahead of at least `minimumLookahead` (else sequentially).
+    /// A windowed run's report is the same for any thread count of 2 or more, but differs from
+    /// the sequential one (ties between events of one instant are ordered differently).
+    public init(scenario: Scenario, seed: UInt64, threads: Int = Simulation.defaultThreads) {
         self.scenario = scenario
         self.seed = seed
         let n = scenario.nodes
+        let bound = Self.lookahead(of: scenario)
+        lookahead = threads >= 2 && bound >= Self.minimumLookahead ? bound : 0
+        concurrency = max(1, threads)
+        let tables = lookahead > 0 ? Self.groupCount : 1
+        peerTables = (0..<tables).map { _ in PeerIdentities() }
+        nodeOfEntry = Array(repeating: [], count: tables)
         root = SeededGenerator(seed: seed)
         networkID = NetworkID(bytes: Array(Blake2bSeed.networkBytes(seed: seed)))!
         identities = (0..<n).map { NodeIdentity.deterministic(runSeed: seed, index: $0) }
@@ -170,7 +196,13 @@ public final class Simulation {
             + t.deadRetryInterval.nanoseconds + 2 * t.probeInterval.nanoseconds
         nodes.reserveCapacity(n)
         for i in 0..<n { nodes.append(makeNode(index: i)) }
+        if lookahead > 0 { windowGroups = (0..<Self.groupCount).map { _ in WindowGroup() } }
     }
+
+    /// The default of `threads`: the two cores this project's machines have.
+    public static let defaultThreads = 2
+    /// Whether the run uses lookahead windows (otherwise the sequential loop).
+    public var isWindowed: Bool { lookahead > 0 }
 
     /// The one place a node core is built, at start and on restart: same identity every time,
     /// fresh randomness per incarnation. When NodeCore gains parameters (secret identity,
@@ -181,7 +213,7 @@ public final class Simulation {
         // Real sessions with real keys: the mesh's network key comes from the seed like everything else.
         do {
             return try NodeCore(identity: identities[i], network: networkID, networkKey: simulatedNetworkKey, address: addresses[i],
-                                timing: scenario.timing, discovery: discovery(for: i), peerIdentities: peerTable, rng: rng)
+                                timing: scenario.timing, discovery: discovery(for: i), peerIdentities: peerTables[i % peerTables.count], rng: rng)
         } catch {
             fatalError("simulated node \(i) cannot be built: \(error)")
         }
@@ -242,55 +274,64 @@ public final class Simulation {
         for i in 0..<nodes.count where !late[i] { boot(i, remembered: []) }
         for (k, e) in scenario.timeline.enumerated() { queue.push(Self.nanos(e.atSeconds), .timeline(index: Int32(k), firing: 0)) }
         queue.push(0, .sample)
-        while let e = queue.pop(), e.time <= end {
-            now = e.time
-            events += 1
-            if events & 0x3fff == 0, let progress { progress(Double(now) / 1e9, events) }
-            switch e.kind {
-            case let .deliver(to, from, bytes):
-                let j = Int(to)
-                if starveDelay[j] > 0, life[j] == .up {
-                    // A starved node's CPU gets to its input late; a fixed delay keeps the order.
-                    queue.push(now + starveDelay[j], .deliverLate(to: to, from: from, bytes: bytes))
-                    continue
-                }
-                receive(j, from: Int(from), bytes)
-            case let .deliverLate(to, from, bytes):
-                receive(Int(to), from: Int(from), bytes)
-            case let .beacon(node, inc):
-                beacon(Int(node), incarnation: inc)
-            case let .beaconHeard(to, from):
-                let j = Int(to)
-                guard life[j] == .up, !leaving[j] else { continue }
-                c.beaconsHeard += 1
-                if trace != nil { log(j, "beacon heard from node \(from)") }
-                apply(j, nodes[j].handle(.command(.beaconHeard(addresses[Int(from)])), now: Instant(nanoseconds: now)))
-            case let .stop(node, inc):
-                let i = Int(node)
-                guard incarnation[i] == inc, life[i] == .up else { continue }
-                shutDown(i, crashRecord: false)
-                leaving[i] = false
-            case let .wake(node, at):
-                let i = Int(node)
-                guard wakeAt[i] == at, life[i] == .up else { continue }
-                wakeAt[i] = -1
-                if trace != nil { log(i, "timer") }
-                apply(i, nodes[i].handle(.timer, now: Instant(nanoseconds: now)))
-            case .sample:
-                sampleMembership()
-                queue.push(now + sampleStep, .sample)
-            case let .timeline(index, firing):
-                fire(Int(index), firing: Int(firing))
-            case let .revert(slot):
-                undo(Int(slot))
-            case let .crashDeadline(record):
-                evaluateCrash(Int(record))
+        if isWindowed {
+            runWindowed(end: end, sampleStep: sampleStep, progress: progress)
+        } else {
+            while let e = queue.pop(), e.time <= end {
+                now = e.time
+                events += 1
+                if events & 0x3fff == 0, let progress { progress(Double(now) / 1e9, events) }
+                handle(e, sampleStep: sampleStep)
             }
         }
         now = end
         if lastSampleAt < end { sampleMembership() }
         progress?(Double(end) / 1e9, events)
         return report(wallSeconds: Date().timeIntervalSince(wallStart))
+    }
+
+    /// One event of the sequential loop, or one global event of a windowed run.
+    func handle(_ e: EventQueue.Entry, sampleStep: Int64) {
+        switch e.kind {
+        case let .deliver(to, from, bytes):
+            let j = Int(to)
+            if starveDelay[j] > 0, life[j] == .up {
+                // A starved node's CPU gets to its input late; a fixed delay keeps the order.
+                queue.push(now + starveDelay[j], .deliverLate(to: to, from: from, bytes: bytes))
+                return
+            }
+            receive(j, from: Int(from), bytes)
+        case let .deliverLate(to, from, bytes):
+            receive(Int(to), from: Int(from), bytes)
+        case let .beacon(node, inc):
+            beacon(Int(node), incarnation: inc)
+        case let .beaconHeard(to, from):
+            let j = Int(to)
+            guard life[j] == .up, !leaving[j] else { return }
+            c.beaconsHeard += 1
+            if trace != nil { log(j, "beacon heard from node \(from)") }
+            apply(j, nodes[j].handle(.command(.beaconHeard(addresses[Int(from)])), now: Instant(nanoseconds: now)))
+        case let .stop(node, inc):
+            let i = Int(node)
+            guard incarnation[i] == inc, life[i] == .up else { return }
+            shutDown(i, crashRecord: false)
+            leaving[i] = false
+        case let .wake(node, at):
+            let i = Int(node)
+            guard wakeAt[i] == at, life[i] == .up else { return }
+            wakeAt[i] = -1
+            if trace != nil { log(i, "timer") }
+            apply(i, nodes[i].handle(.timer, now: Instant(nanoseconds: now)))
+        case .sample:
+            sampleMembership()
+            queue.push(now + sampleStep, .sample)
+        case let .timeline(index, firing):
+            fire(Int(index), firing: Int(firing))
+        case let .revert(slot):
+            undo(Int(slot))
+        case let .crashDeadline(record):
+            evaluateCrash(Int(record))
+        }
     }
 
     func receive(_ j: Int, from: Int, _ bytes: [UInt8]) {
@@ -323,7 +364,7 @@ public final class Simulation {
         for j in lanMembers[Int(lanOf[i])] where j != i && life[j] == .up {
             // Each listener's copy has its own latency and loss; a partition stops it like any datagram.
             if case let .arrives(delay, _) = net.fate(from: i, to: j, bytes: Self.beaconBytes, now: now) {
-                queue.push(now + delay, .beaconHeard(to: Int32(j), from: Int32(i)))
+                pushNodeEvent(now + delay, .beaconHeard(to: Int32(j), from: Int32(i)))
             }
         }
         queue.push(now + Self.nanos(scenario.beaconEverySeconds), .beacon(node: Int32(i), incarnation: inc))
@@ -425,14 +466,16 @@ public final class Simulation {
 
     // MARK: - Outputs and the wire
 
-    func apply(_ i: Int, _ outputs: [NodeOutput]) {
+    /// Carries out a node's outputs at `now`. `wakesTaken`: a window's worker has already
+    /// handled the wakes (ParallelWindow.swift), so they are skipped here.
+    func apply(_ i: Int, _ outputs: [NodeOutput], wakesTaken: Bool = false) {
         for o in outputs {
             switch o {
             case let .send(to, bytes): transmit(from: i, to: to, bytes: bytes)
             case let .wake(at):
-                if wakeAt[i] != at.nanoseconds {
+                if !wakesTaken, wakeAt[i] != at.nanoseconds {
                     wakeAt[i] = at.nanoseconds
-                    queue.push(max(at.nanoseconds, now), .wake(node: Int32(i), at: at.nanoseconds))
+                    pushNodeEvent(max(at.nanoseconds, now), .wake(node: Int32(i), at: at.nanoseconds))
                 }
             case let .event(ev):
                 if !spreads.isEmpty { noteSpread(observer: i, ev) }
@@ -492,10 +535,10 @@ public final class Simulation {
             if trace != nil { log(i, "→ node \(j)  \(Self.describe(bytes))  dropped (\(why))") }
         case let .arrives(delay, dup):
             if trace != nil { log(i, "→ node \(j)  \(Self.describe(bytes))  arrives in \(String(format: "%.3f", Double(delay + extra) / 1e6)) ms\(dup == nil ? "" : ", duplicated")") }
-            queue.push(now + delay + extra, .deliver(to: Int32(j), from: Int32(i), bytes: bytes))
+            pushNodeEvent(now + delay + extra, .deliver(to: Int32(j), from: Int32(i), bytes: bytes))
             if let dup {
                 c.duplicated += 1
-                queue.push(now + dup + extra, .deliver(to: Int32(j), from: Int32(i), bytes: bytes))
+                pushNodeEvent(now + dup + extra, .deliver(to: Int32(j), from: Int32(i), bytes: bytes))
             }
         }
     }
@@ -529,14 +572,17 @@ public final class Simulation {
         var aliveSum = 0, wantSum = 0, stale = 0
         var converged = up > 0
         var minKnown = up > 0 ? 1.0 : 0.0
-        while nodeOfEntry.count < peerTable.count {
-            nodeOfEntry.append(Int32(index(of: peerTable.entry(at: UInt32(nodeOfEntry.count)).address) ?? -1))
+        for (t, table) in peerTables.enumerated() {
+            while nodeOfEntry[t].count < table.count {
+                nodeOfEntry[t].append(Int32(index(of: table.entry(at: UInt32(nodeOfEntry[t].count)).address) ?? -1))
+            }
         }
         for i in 0..<nodes.count where isLive(i) {
             var aliveUp = 0, staleDown = 0
+            let nodeOf = nodeOfEntry[i % nodeOfEntry.count]
             // Rows by peer-table index and state: N² rows per sample at N nodes.
             nodes[i].members.forEachEntry { e, state in
-                let j = Int(nodeOfEntry[Int(e)])
+                let j = Int(nodeOf[Int(e)])
                 guard j >= 0 else { return }
                 if isLive(j) {
                     // SWIM: a suspect is still a member (it may refute); only dead, left or

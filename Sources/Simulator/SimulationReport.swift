@@ -29,7 +29,7 @@ extension Simulation {
             "max_queue_delay_ms": Double(net.maxQueueDelay) / 1e6,
             "byzantine_dropped": Double(c.byzDropped), "byzantine_delayed": Double(c.byzDelayed),
             "byzantine_corrupted": Double(c.byzCorrupted), "byzantine_replayed": Double(c.byzReplayed),
-            "byzantine_equivocated": Double(c.byzEquivocated + equivocations.lies),
+            "byzantine_equivocated": Double(c.byzEquivocated + equivocationTallies.reduce(0) { $0 + $1.lies }),
             "false_dead_declarations": Double(c.falseDead), "expected_dead_declarations": Double(c.expectedDead),
             "crashes": Double(c.crashes), "restarts": Double(c.restarts), "joins": Double(c.joins),
             "crash_detect_p50_s": detect.isEmpty ? -1 : detect[detect.count / 2],
@@ -43,6 +43,8 @@ extension Simulation {
             "drops_total": Double(drops.values.reduce(0, +) + sessionDrops.values.reduce(0, +)),
             "session_drops_total": Double(sessionDrops.values.reduce(0, +)),
             "handshakes_completed": Double(handshakes),
+            // 0: the sequential loop; else the width of the parallel windows (ParallelWindow.swift).
+            "parallel_lookahead_ms": Double(lookahead) / 1e6,
         ]
         for reason in SessionDropReason.allCases { metrics["session_drops_\(reason.rawValue)"] = Double(sessionDrops[reason] ?? 0) }
         for reason in DropReason.allCases { metrics["drops_\(reason.rawValue)"] = Double(drops[reason] ?? 0) }

@@ -100,8 +100,10 @@ extension Simulation {
             for i in picked {
                 byzantine[i] = Byzantine(e, rng: root.derived(0x6279_7a00_0000_0000 ^ (UInt64(i) << 20) ^ UInt64(k)))
                 if e.behaviour == .equivocate {
+                    let tally = Equivocator.Tally()
+                    equivocationTallies.append(tally)
                     nodes[i].gossipRewriter = Equivocator(addresses: addresses, rng: root.derived(0x6571_7569_0000_0000 ^ (UInt64(i) << 20) ^ UInt64(k)),
-                                                          tally: equivocations)
+                                                          tally: tally)
                 }
             }
             what += " \(e.behaviour.rawValue) p=\(e.probability)"

@@ -99,6 +99,8 @@ struct SimRunCommand: ParsableCommand {
     var seeds: String?
     @Option(help: "Worker threads for --seeds (default: the number of cores).")
     var jobs: Int = ProcessInfo.processInfo.activeProcessorCount
+    @Option(help: "Threads inside one run: 1 runs the sequential loop; 2 or more run lookahead windows on that many threads (the same report for any count of 2 or more; see Docs/simulator.md).")
+    var threads: Int = Simulation.defaultThreads
     @Option(help: "Where to write the JSON report (with --seeds: a summary of every run).")
     var report: String?
     @Option(help: "Directory for SVG plots (single seed only).")
@@ -108,12 +110,18 @@ struct SimRunCommand: ParsableCommand {
 
     func run() throws {
         let s = try loadScenario(scenario)
+        guard threads >= 1 else { throw CLIError("--threads must be at least 1") }
         if let seeds { return try sweep(s, seeds) }
-        let sim = Simulation(scenario: s, seed: seed)
-        stderr("sim: \(s.name): \(s.nodes) nodes, \(s.durationSeconds) virtual s, seed \(seed)\n")
+        let sim = Simulation(scenario: s, seed: seed, threads: threads)
+        stderr("sim: \(s.name): \(s.nodes) nodes, \(s.durationSeconds) virtual s, seed \(seed), \(engine(sim))\n")
         let bar = ProgressBar(total: s.durationSeconds)
         let result = sim.run(progress: quiet ? nil : { bar.update($0, $1) })
         if !quiet { stderr("\n") }
+        if sim.isWindowed {
+            let w = sim.windowStats
+            stderr(String(format: "sim: %d lookahead windows (%d on %d threads); CPU: driver thread %.1f s, nodes %.1f s; critical path on %d free cores %.1f s (%.2fx one thread)\n",
+                          w.windows, w.parallelWindows, w.threads, w.driverSeconds, w.groupSeconds, w.threads, w.criticalPath, w.speedup))
+        }
         if let report {
             do { try result.json().write(to: URL(fileURLWithPath: report)) } catch { throw CLIError("cannot write report \(report): \(error)") }
         }
@@ -128,7 +136,7 @@ struct SimRunCommand: ParsableCommand {
         stderr("sim: \(s.name): \(s.nodes) nodes, \(s.durationSeconds) virtual s, \(list.count) seeds on \(min(jobs, list.count)) threads\n")
         let start = Date()
         let quiet = self.quiet
-        let outcomes = SeedSweep.run(s, seeds: list, jobs: jobs) { o, finished in
+        let outcomes = SeedSweep.run(s, seeds: list, jobs: jobs, threads: threads) { o, finished in
             let failed = o.report.checks.filter { !$0.passed }.map(\.name)
             if !quiet || !failed.isEmpty {
                 stderr(String(format: "[%d/%d] seed %llu %@ (%.1f s wall)%@\n", finished, list.count, o.seed,
@@ -144,7 +152,7 @@ struct SimRunCommand: ParsableCommand {
         }
         if !failing.isEmpty {
             print("failing seeds: \(failing.map { String($0.seed) }.joined(separator: ","))")
-            print("reproduce one: iotaf sim replay \(scenario) --seed \(failing[0].seed) --trace")
+            print("reproduce one: iotaf sim replay \(scenario) --seed \(failing[0].seed) --trace\(threads == 1 ? " --threads 1" : "")")
         }
         let spread = SweepStats.percentiles(outcomes.map(\.report))
         if !spread.isEmpty {
@@ -191,11 +199,14 @@ struct SimReplayCommand: ParsableCommand {
     var until: Double = .infinity
     @Option(help: "Where to write the JSON report.")
     var report: String?
+    @Option(help: "Threads inside the run, as given to `sim run` (1: sequential; the same run for any count of 2 or more).")
+    var threads: Int = Simulation.defaultThreads
 
     func run() throws {
         let s = try loadScenario(scenario)
         guard from <= until else { throw CLIError("--from \(from) is after --until \(until)") }
-        let sim = Simulation(scenario: s, seed: seed)
+        guard threads >= 1 else { throw CLIError("--threads must be at least 1") }
+        let sim = Simulation(scenario: s, seed: seed, threads: threads)
         if let node {
             let ids = node.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
             guard ids.allSatisfy({ $0 != nil && $0! >= 0 && $0! < s.nodes }) else {
@@ -211,4 +222,10 @@ struct SimReplayCommand: ParsableCommand {
         summary(result)
         if !result.passed { throw ExitCode(1) }
     }
+}
+
+/// How a run is driven, for the start line: sequential, or windows of how many milliseconds.
+func engine(_ sim: Simulation) -> String {
+    guard sim.isWindowed else { return "sequential" }
+    return String(format: "%d threads, %.3f ms lookahead windows", sim.concurrency, sim.lookaheadMilliseconds)
 }
