@@ -77,6 +77,14 @@ public struct GossipCore {
     var contactIndex = 0
     var nextJoin: Instant?
     var pendingNeighbours: [(peer: NodeID, since: Instant)] = []
+    /// Neighbour-request bookkeeping that spares handshakes (Views.swift, "Repair"): peers that
+    /// refused us lately, peers we refused lately (they look for a neighbour: our referrals), the
+    /// peer a refusal referred us to, and the back-off of requests to peers we have no session with.
+    var neighbourRefusers: [(peer: NodeID, until: Instant)] = []
+    var neighbourSeekers: [(entry: PeerEntry, until: Instant)] = []
+    var neighbourReferral: (entry: PeerEntry, until: Instant)?
+    var coldRequestsAt: Instant?
+    var refusalStreak = 0
     var nextShuffle: Instant?
     var pendingShuffle: (id: UInt32, sent: [PeerEntry])?
     /// Shuffles this node forwarded, by id: the hop each came from, so the reply travels back
@@ -409,7 +417,7 @@ public struct GossipCore {
         switch c {
         case let .join(addresses):
             for a in addresses where !contacts.contains(a) { contacts.append(a) }
-            if started { tryJoin(now: now, into: &out) }
+            if started { joinOrLink(addresses, now: now, into: &out) }
         case .leave:
             leave(now: now, into: &out)
         case let .setAttributes(a):

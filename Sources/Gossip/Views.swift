@@ -24,6 +24,21 @@ extension GossipCore {
         send(.join(incarnation: incarnation), to: .address(a), into: &out)
     }
 
+    /// A join asked for by the node (its seeds, until each answers). Once we have neighbours, each
+    /// address gets a high-priority NEIGHBOR instead of a JOIN: one link with that seed, which is
+    /// what the node's retries are for, rather than a JOIN's link plus its forward walks, which
+    /// gave a node three times as many links as it has places and each walk end and eviction a
+    /// handshake (the join wave's largest share after the refused neighbour requests).
+    mutating func joinOrLink(_ addresses: [UnderlayAddress], now: Instant, into out: inout [GossipOutput]) {
+        guard !hasLeft, everJoined, !activeView.isEmpty, !addresses.isEmpty else {
+            tryJoin(now: now, into: &out)
+            return
+        }
+        for a in addresses.prefix(4) where a != me.address && !activeView.contains(where: { $0.address == a }) {
+            send(.neighbor(priority: .high), to: .address(a), into: &out)
+        }
+    }
+
     mutating func beaconHeard(_ address: UnderlayAddress, now: Instant, into out: inout [GossipOutput]) {
         guard started, !hasLeft, address != me.address else { return }
         if !lanAddresses.contains(address) {
@@ -49,14 +64,20 @@ extension GossipCore {
         let sample = randomSample((activeView + passiveView).filter { $0.nodeID != from.nodeID }, count: 8)
         addToActive(from, now: now, into: &out)
         send(.joinReply(sample: sample), to: .peer(from), into: &out)
-        for p in activeView where p.nodeID != from.nodeID {
+        // One walk fewer than the joiner has places: with us and every walk's end it is full, and
+        // does not evict one of them at once (an evicted peer then looks for a neighbour, and
+        // each peer it asks that has no session with it costs a handshake).
+        let others = activeView.filter { $0.nodeID != from.nodeID }
+        for p in randomSample(others, count: min(others.count, max(1, activeCapacity - 1))) {
             send(.forwardJoin(ttl: config.activeWalkLength, joiner: from), to: .peer(p), into: &out)
         }
     }
 
     mutating func handleForwardJoin(ttl: UInt8, joiner: PeerEntry, from: PeerEntry, now: Instant, into out: inout [GossipOutput]) {
         guard joiner.nodeID != me.nodeID, culls[joiner.nodeID] == nil else { return }
-        if ttl == 0 || activeView.count <= 1 {
+        // Past the passive walk's length, a node with a free place ends the walk: it needs a
+        // neighbour anyway, whereas a full walk end evicts one (which then has to find another).
+        if ttl == 0 || activeView.count <= 1 || (ttl <= config.passiveWalkLength && activeView.count < activeCapacity) {
             if !inActive(joiner.nodeID) {
                 addToActive(joiner, now: now, into: &out)
                 send(.neighbor(priority: .high), to: .peer(joiner), into: &out)
@@ -83,7 +104,20 @@ extension GossipCore {
             accept = theirs.map { $0 < worst } ?? true
         }
         if accept { addToActive(from, now: now, into: &out) }
-        let sample = accept ? [] : randomSample(passiveView.filter { $0.nodeID != from.nodeID }, count: 4)
+        var sample: [PeerEntry] = []
+        if !accept {
+            // A referral first: the peer we refused most recently (it too looks for a neighbour),
+            // handed to one asker only; then random standby peers, as HyParView does.
+            let active = activeView
+            neighbourSeekers.removeAll { s in
+                now >= s.until || s.entry.nodeID == from.nodeID || active.contains { $0.nodeID == s.entry.nodeID }
+            }
+            if let seeker = neighbourSeekers.popLast() { sample.append(seeker.entry) }
+            sample += randomSample(passiveView.filter { p in p.nodeID != from.nodeID && !sample.contains { $0.nodeID == p.nodeID } },
+                                   count: 4 - sample.count)
+            neighbourSeekers.append((from, now + Self.referralTime))
+            if neighbourSeekers.count > 16 { neighbourSeekers.removeFirst() }
+        }
         send(.neighborReply(accepted: accept, sample: sample), to: .peer(from), into: &out)
     }
 
@@ -91,9 +125,53 @@ extension GossipCore {
         pendingNeighbours.removeAll { $0.peer == from.nodeID }
         if accepted {
             addToActive(from, now: now, into: &out)
+            refusalStreak = 0
+            coldRequestsAt = nil
         } else {
             integratePassive(sample, replacing: [])
+            // A full peer: not asked again for a while. Requests to peers we have no session with
+            // back off while refusals continue (timeouts do not count: dead entries are still
+            // worked through at full speed). The referral (the sample's first entry) is tried next.
+            neighbourRefusers.removeAll { now >= $0.until || $0.peer == from.nodeID }
+            neighbourRefusers.append((from.nodeID, now + Self.refusalMemory))
+            if neighbourRefusers.count > 32 { neighbourRefusers.removeFirst() }
+            refusalStreak += 1
+            coldRequestsAt = now + .nanoseconds(config.gossipInterval.nanoseconds << Int64(min(refusalStreak, 5)))
+            if let r = sample.first, r.nodeID != me.nodeID { neighbourReferral = (r, now + Self.referralTime) }
         }
+    }
+
+    static let referralTime: Duration = .seconds(2)
+    static let refusalMemory: Duration = .seconds(10)
+    /// Heard from this recently, a peer still has a session with us (keys live 180 s).
+    static let warmTime: Duration = .seconds(60)
+
+    func isWarm(_ id: NodeID, now: Instant) -> Bool {
+        members[id]?.lastHeard.map { now - $0 < Self.warmTime } ?? false
+    }
+
+    /// Which standby peers to ask in (at most `count`), cheapest first: every request to a peer we
+    /// have no session with costs a handshake, and during the join wave most such requests were
+    /// refused by full peers. Peers we heard from lately (a session exists), then the peer a
+    /// refusal referred us to, then random others, these only when not backing off.
+    mutating func neighbourCandidates(from pool: [PeerEntry], count: Int, now: Instant) -> [PeerEntry] {
+        guard !activeView.isEmpty else { return randomSample(pool, count: count) }
+        neighbourRefusers.removeAll { now >= $0.until }
+        let open = pool.filter { p in !neighbourRefusers.contains { $0.peer == p.nodeID } }
+        var warm: [PeerEntry] = []
+        var cold: [PeerEntry] = []
+        for p in open { if isWarm(p.nodeID, now: now) { warm.append(p) } else { cold.append(p) } }
+        var picks = randomSample(warm, count: count)
+        if picks.count < count, let r = neighbourReferral {
+            neighbourReferral = nil
+            if now < r.until, refusalStreak <= 3, let i = cold.firstIndex(where: { $0.nodeID == r.entry.nodeID }) {
+                picks.append(cold.remove(at: i))
+            }
+        }
+        if picks.count < count, coldRequestsAt.map({ now >= $0 }) ?? true {
+            picks += randomSample(cold, count: count - picks.count)
+        }
+        return picks
     }
 
     /// Adds a peer to the active view, evicting one (told by `disconnect`) when full.
@@ -212,7 +290,7 @@ extension GossipCore {
             if prefersNearest {
                 candidates = Array(pool.sorted { rttOrMax($0.nodeID) < rttOrMax($1.nodeID) }.prefix(missing))
             } else {
-                candidates = randomSample(pool, count: missing)
+                candidates = neighbourCandidates(from: pool, count: missing, now: now)
             }
             for c in candidates {
                 pendingNeighbours.append((c.nodeID, now))
