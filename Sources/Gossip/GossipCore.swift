@@ -85,8 +85,6 @@ public struct GossipCore {
     var neighbourReferral: (entry: PeerEntry, until: Instant)?
     var coldRequestsAt: Instant?
     var refusalStreak = 0
-    /// The one high-priority request an empty active view has in flight.
-    var highRequest: NodeID?
     var nextShuffle: Instant?
     var pendingShuffle: (id: UInt32, sent: [PeerEntry])?
     /// Shuffles this node forwarded, by id: the hop each came from, so the reply travels back

@@ -155,7 +155,7 @@ extension GossipCore {
     /// refused by full peers. Peers we heard from lately (a session exists), then the peer a
     /// refusal referred us to, then random others, these only when not backing off.
     mutating func neighbourCandidates(from pool: [PeerEntry], count: Int, now: Instant) -> [PeerEntry] {
-        guard count > 0 else { return [] }
+        guard !activeView.isEmpty else { return randomSample(pool, count: count) }
         neighbourRefusers.removeAll { now >= $0.until }
         let open = pool.filter { p in !neighbourRefusers.contains { $0.peer == p.nodeID } }
         var warm: [PeerEntry] = []
@@ -285,34 +285,16 @@ extension GossipCore {
         if missing > 0, !passiveView.isEmpty {
             // As many requests in flight as places are free, so a passive view full of dead
             // entries (after a mass failure) is worked through quickly.
-            var pool = passiveView.filter { p in !pendingNeighbours.contains { $0.peer == p.nodeID } }
+            let pool = passiveView.filter { p in !pendingNeighbours.contains { $0.peer == p.nodeID } }
+            let candidates: [PeerEntry]
             if prefersNearest {
-                let candidates = Array(pool.sorted { rttOrMax($0.nodeID) < rttOrMax($1.nodeID) }.prefix(missing))
-                for c in candidates {
-                    pendingNeighbours.append((c.nodeID, now))
-                    send(.neighbor(priority: activeView.isEmpty ? .high : .low), to: .peer(c), into: &out)
-                }
-                return
+                candidates = Array(pool.sorted { rttOrMax($0.nodeID) < rttOrMax($1.nodeID) }.prefix(missing))
+            } else {
+                candidates = neighbourCandidates(from: pool, count: missing, now: now)
             }
-            var candidates: [(PeerEntry, NeighbourPriority)] = []
-            let highPending = highRequest.map { id in pendingNeighbours.contains { $0.peer == id } } ?? false
-            if activeView.isEmpty, !highPending {
-                // An empty view asks one peer at high priority (it must accept, evicting one of its
-                // own if full; a warm one if we have it); the other places are asked at low
-                // priority. Every place asked at high priority cost an eviction, and each evicted
-                // peer with an empty view did the same: in the master scenario's join wave,
-                // 18,000 handshakes.
-                let warm = pool.filter { isWarm($0.nodeID, now: now) }
-                if let first = randomSample(warm.isEmpty ? pool : warm, count: 1).first {
-                    candidates.append((first, .high))
-                    pool.removeAll { $0.nodeID == first.nodeID }
-                    highRequest = first.nodeID
-                }
-            }
-            candidates += neighbourCandidates(from: pool, count: missing - candidates.count, now: now).map { ($0, .low) }
-            for (c, priority) in candidates {
+            for c in candidates {
                 pendingNeighbours.append((c.nodeID, now))
-                send(.neighbor(priority: priority), to: .peer(c), into: &out)
+                send(.neighbor(priority: activeView.isEmpty ? .high : .low), to: .peer(c), into: &out)
             }
         } else if prefersNearest, !activeView.isEmpty, pendingNeighbours.isEmpty, longLink == nil,
                   let far = longLinkCandidate() {

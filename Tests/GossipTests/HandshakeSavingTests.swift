@@ -72,30 +72,6 @@ import MeshCore
         #expect(c.refusalStreak == 0 && c.coldRequestsAt == nil)
     }
 
-    @Test func emptyViewAsksOnePeerAtHighPriorityAtATime() {
-        var c = M.core()
-        c.integratePassive((10...13).map(Samples.entry), replacing: [])
-        var out: [GossipOutput] = []
-        c.maintainViews(now: Self.at(0), into: &out)
-        let first = Self.requests(out)
-        #expect(first.count == 4)
-        #expect(first.filter { $0.1 == .high }.count == 1)
-        // The others are refused (full) and the high one is still pending: no second high request.
-        for case let (.peer(p), .low) in first {
-            let i = (10...13).first { Samples.entry($0) == p }!
-            _ = M.deliver(&c, .neighborReply(accepted: false, sample: []), from: i, at: Self.at(50))
-        }
-        c.integratePassive([Samples.entry(14)], replacing: [])
-        out = []
-        c.maintainViews(now: Self.at(200), into: &out)
-        #expect(Self.requests(out).allSatisfy { $0.1 == .low })
-        // Once it times out, the next one goes out at high priority.
-        out = []
-        _ = c.handle(.timer, now: Self.at(1_100))
-        c.maintainViews(now: Self.at(1_200), into: &out)
-        #expect(Self.requests(out).filter { $0.1 == .high }.count == 1)
-    }
-
     @Test func joinedNodeLinksToAFurtherSeedInsteadOfJoiningAgain() {
         var c = M.core()
         _ = M.deliver(&c, .joinReply(sample: []), from: 1)
