@@ -417,7 +417,7 @@ public struct GossipCore {
         switch c {
         case let .join(addresses):
             for a in addresses where !contacts.contains(a) { contacts.append(a) }
-            if started { joinOrLink(addresses, now: now, into: &out) }
+            if started { tryJoin(now: now, into: &out) }
         case .leave:
             leave(now: now, into: &out)
         case let .setAttributes(a):

@@ -24,21 +24,6 @@ extension GossipCore {
         send(.join(incarnation: incarnation), to: .address(a), into: &out)
     }
 
-    /// A join asked for by the node (its seeds, until each answers). Once we have neighbours, each
-    /// address gets a high-priority NEIGHBOR instead of a JOIN: one link with that seed, which is
-    /// what the node's retries are for, rather than a JOIN's link plus its forward walks, which
-    /// gave a node three times as many links as it has places and each walk end and eviction a
-    /// handshake (the join wave's largest share after the refused neighbour requests).
-    mutating func joinOrLink(_ addresses: [UnderlayAddress], now: Instant, into out: inout [GossipOutput]) {
-        guard !hasLeft, everJoined, !activeView.isEmpty, !addresses.isEmpty else {
-            tryJoin(now: now, into: &out)
-            return
-        }
-        for a in addresses.prefix(4) where a != me.address && !activeView.contains(where: { $0.address == a }) {
-            send(.neighbor(priority: .high), to: .address(a), into: &out)
-        }
-    }
-
     mutating func beaconHeard(_ address: UnderlayAddress, now: Instant, into out: inout [GossipOutput]) {
         guard started, !hasLeft, address != me.address else { return }
         if !lanAddresses.contains(address) {
@@ -64,20 +49,14 @@ extension GossipCore {
         let sample = randomSample((activeView + passiveView).filter { $0.nodeID != from.nodeID }, count: 8)
         addToActive(from, now: now, into: &out)
         send(.joinReply(sample: sample), to: .peer(from), into: &out)
-        // One walk fewer than the joiner has places: with us and every walk's end it is full, and
-        // does not evict one of them at once (an evicted peer then looks for a neighbour, and
-        // each peer it asks that has no session with it costs a handshake).
-        let others = activeView.filter { $0.nodeID != from.nodeID }
-        for p in randomSample(others, count: min(others.count, max(1, activeCapacity - 1))) {
+        for p in activeView where p.nodeID != from.nodeID {
             send(.forwardJoin(ttl: config.activeWalkLength, joiner: from), to: .peer(p), into: &out)
         }
     }
 
     mutating func handleForwardJoin(ttl: UInt8, joiner: PeerEntry, from: PeerEntry, now: Instant, into out: inout [GossipOutput]) {
         guard joiner.nodeID != me.nodeID, culls[joiner.nodeID] == nil else { return }
-        // Past the passive walk's length, a node with a free place ends the walk: it needs a
-        // neighbour anyway, whereas a full walk end evicts one (which then has to find another).
-        if ttl == 0 || activeView.count <= 1 || (ttl <= config.passiveWalkLength && activeView.count < activeCapacity) {
+        if ttl == 0 || activeView.count <= 1 {
             if !inActive(joiner.nodeID) {
                 addToActive(joiner, now: now, into: &out)
                 send(.neighbor(priority: .high), to: .peer(joiner), into: &out)

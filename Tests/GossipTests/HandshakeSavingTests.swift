@@ -71,37 +71,4 @@ import MeshCore
         #expect(c.activeView.count == 2)
         #expect(c.refusalStreak == 0 && c.coldRequestsAt == nil)
     }
-
-    @Test func joinedNodeLinksToAFurtherSeedInsteadOfJoiningAgain() {
-        var c = M.core()
-        _ = M.deliver(&c, .joinReply(sample: []), from: 1)
-        #expect(c.activeView.count == 1)
-        let outs = c.handle(.command(.join([Samples.entry(7).address])), now: Self.at(2_000))
-        let sent = M.sent(outs)
-        #expect(sent.contains { $0.0 == .address(Samples.entry(7).address) && $0.1 == .neighbor(priority: .high) })
-        #expect(!sent.contains { if case .join = $0.1 { return true } else { return false } })
-        // A node with no neighbour still joins.
-        var fresh = M.core(2)
-        let first = M.sent(fresh.handle(.command(.join([Samples.entry(7).address])), now: .zero))
-        #expect(first.contains { if case .join = $0.1 { return $0.0 == .address(Samples.entry(7).address) } else { return false } })
-    }
-
-    @Test func forwardJoinWalkEndsAtAFreePlaceAndContactsSendOneWalkFewerThanPlaces() {
-        var c = M.core()
-        _ = M.deliver(&c, .neighbor(priority: .high), from: 1)
-        _ = M.deliver(&c, .neighbor(priority: .high), from: 2)
-        // Early in the walk it goes on, even with free places.
-        let early = M.sent(M.deliver(&c, .forwardJoin(ttl: 5, joiner: Samples.entry(9)), from: 1))
-        #expect(early.contains { if case .forwardJoin(4, _) = $0.1 { return $0.0 == .peer(Samples.entry(2)) } else { return false } })
-        #expect(!c.inActive(Samples.entry(9).nodeID))
-        // Past the passive walk's length a free place ends it.
-        let late = M.sent(M.deliver(&c, .forwardJoin(ttl: 3, joiner: Samples.entry(9)), from: 1))
-        #expect(late.contains { $0.0 == .peer(Samples.entry(9)) && $0.1 == .neighbor(priority: .high) })
-        #expect(c.inActive(Samples.entry(9).nodeID))
-        // A contact with five other neighbours sends four walks (the joiner has five places).
-        var contact = M.core()
-        for i in 1...5 { _ = M.deliver(&contact, .neighbor(priority: .high), from: i) }
-        let walks = M.sent(M.deliver(&contact, .join(incarnation: 0), from: 8)).filter { if case .forwardJoin = $0.1 { return true } else { return false } }
-        #expect(walks.count == contact.config.activeViewSize - 1)
-    }
 }
