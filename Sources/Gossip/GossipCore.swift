@@ -79,11 +79,11 @@ public struct GossipCore {
     var pendingNeighbours: [(peer: NodeID, since: Instant)] = []
     /// Neighbour-request bookkeeping that spares handshakes (Views.swift, "Repair"): peers that
     /// refused us lately, peers we refused lately (they look for a neighbour: our referrals), the
-    /// peer a refusal referred us to, and the back-off of requests to peers we have no session with.
+    /// peer a refusal referred us to, and the back-off of further requests while refusals continue.
     var neighbourRefusers: [(peer: NodeID, until: Instant)] = []
     var neighbourSeekers: [(entry: PeerEntry, until: Instant)] = []
     var neighbourReferral: (entry: PeerEntry, until: Instant)?
-    var coldRequestsAt: Instant?
+    var neighbourBackoffUntil: Instant?
     var refusalStreak = 0
     var nextShuffle: Instant?
     var pendingShuffle: (id: UInt32, sent: [PeerEntry])?

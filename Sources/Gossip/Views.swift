@@ -105,50 +105,43 @@ extension GossipCore {
         if accepted {
             addToActive(from, now: now, into: &out)
             refusalStreak = 0
-            coldRequestsAt = nil
+            neighbourBackoffUntil = nil
         } else {
             integratePassive(sample, replacing: [])
-            // A full peer: not asked again for a while. Requests to peers we have no session with
-            // back off while refusals continue (timeouts do not count: dead entries are still
-            // worked through at full speed). The referral (the sample's first entry) is tried next.
+            // A full peer: not asked again for a while. Further requests back off while refusals
+            // continue (timeouts do not count: dead entries are still worked through at full
+            // speed). The referral (the sample's first entry) is tried next, back-off or not.
             neighbourRefusers.removeAll { now >= $0.until || $0.peer == from.nodeID }
             neighbourRefusers.append((from.nodeID, now + Self.refusalMemory))
             if neighbourRefusers.count > 32 { neighbourRefusers.removeFirst() }
             refusalStreak += 1
-            coldRequestsAt = now + .nanoseconds(config.gossipInterval.nanoseconds << Int64(min(refusalStreak, 5)))
+            neighbourBackoffUntil = now + .nanoseconds(config.gossipInterval.nanoseconds << Int64(min(refusalStreak, 5)))
             if let r = sample.first, r.nodeID != me.nodeID { neighbourReferral = (r, now + Self.referralTime) }
         }
     }
 
     static let referralTime: Duration = .seconds(2)
     static let refusalMemory: Duration = .seconds(10)
-    /// Heard from this recently, a peer still has a session with us (keys live 180 s).
-    static let warmTime: Duration = .seconds(60)
 
-    func isWarm(_ id: NodeID, now: Instant) -> Bool {
-        members[id]?.lastHeard.map { now - $0 < Self.warmTime } ?? false
-    }
-
-    /// Which standby peers to ask in (at most `count`), cheapest first: every request to a peer we
-    /// have no session with costs a handshake, and during the join wave most such requests were
-    /// refused by full peers. Peers we heard from lately (a session exists), then the peer a
-    /// refusal referred us to, then random others, these only when not backing off.
+    /// Which standby peers to ask in (at most `count`). During the join wave most requests went to
+    /// full peers and were refused, each a handshake when no session existed. Peers that refused
+    /// lately are skipped; the peer a refusal referred us to goes first; random others follow,
+    /// only when not backing off. (Asking peers we had heard from lately first, since a session
+    /// exists, was tried and dropped: it re-linked each node within its own neighbourhood, and
+    /// the walk-mode mesh split into components.)
     mutating func neighbourCandidates(from pool: [PeerEntry], count: Int, now: Instant) -> [PeerEntry] {
         guard !activeView.isEmpty else { return randomSample(pool, count: count) }
         neighbourRefusers.removeAll { now >= $0.until }
-        let open = pool.filter { p in !neighbourRefusers.contains { $0.peer == p.nodeID } }
-        var warm: [PeerEntry] = []
-        var cold: [PeerEntry] = []
-        for p in open { if isWarm(p.nodeID, now: now) { warm.append(p) } else { cold.append(p) } }
-        var picks = randomSample(warm, count: count)
-        if picks.count < count, let r = neighbourReferral {
+        var open = pool.filter { p in !neighbourRefusers.contains { $0.peer == p.nodeID } }
+        var picks: [PeerEntry] = []
+        if let r = neighbourReferral {
             neighbourReferral = nil
-            if now < r.until, refusalStreak <= 3, let i = cold.firstIndex(where: { $0.nodeID == r.entry.nodeID }) {
-                picks.append(cold.remove(at: i))
+            if now < r.until, refusalStreak <= 3, let i = open.firstIndex(where: { $0.nodeID == r.entry.nodeID }) {
+                picks.append(open.remove(at: i))
             }
         }
-        if picks.count < count, coldRequestsAt.map({ now >= $0 }) ?? true {
-            picks += randomSample(cold, count: count - picks.count)
+        if picks.count < count, neighbourBackoffUntil.map({ now >= $0 }) ?? true {
+            picks += randomSample(open, count: count - picks.count)
         }
         return picks
     }

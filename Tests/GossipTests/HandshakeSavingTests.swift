@@ -38,19 +38,17 @@ import MeshCore
         #expect(r5?.1.contains(Samples.entry(4)) == false)
     }
 
-    @Test func repairAsksWarmPeersFirstAndBacksOffAfterRefusals() {
+    @Test func repairSkipsRefusersBacksOffAndTriesTheReferral() {
         var c = M.core { $0.activeViewSize = 2 }
         _ = M.deliver(&c, .neighbor(priority: .high), from: 1)
-        // 5 has talked to us (a session exists); 10...13 are only names from samples.
-        _ = M.deliver(&c, .gossip(updates: [.alive(Samples.entry(5), incarnation: 0, attributeVersion: 0)]), from: 5)
-        _ = M.deliver(&c, .gossip(updates: []), from: 5, at: Self.at(10))
-        c.integratePassive((10...13).map(Samples.entry) + [Samples.entry(5)], replacing: [])
+        c.integratePassive([Samples.entry(5)], replacing: [])
         var out: [GossipOutput] = []
         c.maintainViews(now: Self.at(20), into: &out)
         #expect(Self.requests(out).map(\.0) == [.peer(Samples.entry(5))])
         #expect(Self.requests(out).map(\.1) == [.low])
-        // 5 is full. Not asked again soon, and requests to cold peers wait for the back-off.
+        // 5 is full. It is not asked again soon, and other requests wait for the back-off.
         _ = M.deliver(&c, .neighborReply(accepted: false, sample: []), from: 5, at: Self.at(100))
+        c.integratePassive((10...13).map(Samples.entry), replacing: [])
         out = []
         c.maintainViews(now: Self.at(300), into: &out)
         #expect(Self.requests(out).isEmpty)
@@ -69,6 +67,6 @@ import MeshCore
         // An acceptance ends the back-off.
         _ = M.deliver(&c, .neighborReply(accepted: true, sample: []), from: 20, at: Self.at(900))
         #expect(c.activeView.count == 2)
-        #expect(c.refusalStreak == 0 && c.coldRequestsAt == nil)
+        #expect(c.refusalStreak == 0 && c.neighbourBackoffUntil == nil)
     }
 }
