@@ -77,6 +77,14 @@ public struct GossipCore {
     var contactIndex = 0
     var nextJoin: Instant?
     var pendingNeighbours: [(peer: NodeID, since: Instant)] = []
+    /// Neighbour-request bookkeeping that spares handshakes (Views.swift, "Repair"): peers that
+    /// refused us lately, peers we refused lately (they look for a neighbour: our referrals), the
+    /// peer a refusal referred us to, and the back-off of further requests while refusals continue.
+    var neighbourRefusers: [(peer: NodeID, until: Instant)] = []
+    var neighbourSeekers: [(entry: PeerEntry, until: Instant)] = []
+    var neighbourReferral: (entry: PeerEntry, until: Instant)?
+    var neighbourBackoffUntil: Instant?
+    var refusalStreak = 0
     var nextShuffle: Instant?
     var pendingShuffle: (id: UInt32, sent: [PeerEntry])?
     /// Shuffles this node forwarded, by id: the hop each came from, so the reply travels back

@@ -83,7 +83,20 @@ extension GossipCore {
             accept = theirs.map { $0 < worst } ?? true
         }
         if accept { addToActive(from, now: now, into: &out) }
-        let sample = accept ? [] : randomSample(passiveView.filter { $0.nodeID != from.nodeID }, count: 4)
+        var sample: [PeerEntry] = []
+        if !accept {
+            // A referral first: the peer we refused most recently (it too looks for a neighbour),
+            // handed to one asker only; then random standby peers, as HyParView does.
+            let active = activeView
+            neighbourSeekers.removeAll { s in
+                now >= s.until || s.entry.nodeID == from.nodeID || active.contains { $0.nodeID == s.entry.nodeID }
+            }
+            if let seeker = neighbourSeekers.popLast() { sample.append(seeker.entry) }
+            sample += randomSample(passiveView.filter { p in p.nodeID != from.nodeID && !sample.contains { $0.nodeID == p.nodeID } },
+                                   count: 4 - sample.count)
+            neighbourSeekers.append((from, now + Self.referralTime))
+            if neighbourSeekers.count > 16 { neighbourSeekers.removeFirst() }
+        }
         send(.neighborReply(accepted: accept, sample: sample), to: .peer(from), into: &out)
     }
 
@@ -91,9 +104,46 @@ extension GossipCore {
         pendingNeighbours.removeAll { $0.peer == from.nodeID }
         if accepted {
             addToActive(from, now: now, into: &out)
+            refusalStreak = 0
+            neighbourBackoffUntil = nil
         } else {
             integratePassive(sample, replacing: [])
+            // A full peer: not asked again for a while. Further requests back off while refusals
+            // continue (timeouts do not count: dead entries are still worked through at full
+            // speed). The referral (the sample's first entry) is tried next, back-off or not.
+            neighbourRefusers.removeAll { now >= $0.until || $0.peer == from.nodeID }
+            neighbourRefusers.append((from.nodeID, now + Self.refusalMemory))
+            if neighbourRefusers.count > 32 { neighbourRefusers.removeFirst() }
+            refusalStreak += 1
+            neighbourBackoffUntil = now + .nanoseconds(config.gossipInterval.nanoseconds << Int64(min(refusalStreak, 5)))
+            if let r = sample.first, r.nodeID != me.nodeID { neighbourReferral = (r, now + Self.referralTime) }
         }
+    }
+
+    static let referralTime: Duration = .seconds(2)
+    static let refusalMemory: Duration = .seconds(10)
+
+    /// Which standby peers to ask in (at most `count`). During the join wave most requests went to
+    /// full peers and were refused, each a handshake when no session existed. Peers that refused
+    /// lately are skipped; the peer a refusal referred us to goes first; random others follow,
+    /// only when not backing off. (Asking peers we had heard from lately first, since a session
+    /// exists, was tried and dropped: it re-linked each node within its own neighbourhood, and
+    /// the walk-mode mesh split into components.)
+    mutating func neighbourCandidates(from pool: [PeerEntry], count: Int, now: Instant) -> [PeerEntry] {
+        guard !activeView.isEmpty else { return randomSample(pool, count: count) }
+        neighbourRefusers.removeAll { now >= $0.until }
+        var open = pool.filter { p in !neighbourRefusers.contains { $0.peer == p.nodeID } }
+        var picks: [PeerEntry] = []
+        if let r = neighbourReferral {
+            neighbourReferral = nil
+            if now < r.until, refusalStreak <= 3, let i = open.firstIndex(where: { $0.nodeID == r.entry.nodeID }) {
+                picks.append(open.remove(at: i))
+            }
+        }
+        if picks.count < count, neighbourBackoffUntil.map({ now >= $0 }) ?? true {
+            picks += randomSample(open, count: count - picks.count)
+        }
+        return picks
     }
 
     /// Adds a peer to the active view, evicting one (told by `disconnect`) when full.
@@ -212,7 +262,7 @@ extension GossipCore {
             if prefersNearest {
                 candidates = Array(pool.sorted { rttOrMax($0.nodeID) < rttOrMax($1.nodeID) }.prefix(missing))
             } else {
-                candidates = randomSample(pool, count: missing)
+                candidates = neighbourCandidates(from: pool, count: missing, now: now)
             }
             for c in candidates {
                 pendingNeighbours.append((c.nodeID, now))

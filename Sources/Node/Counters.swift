@@ -41,6 +41,11 @@ public struct NodeCounters: Sendable, Equatable {
     /// Users' channel connections reset because a message timed out (see `NodeChannels`).
     public var channelResetsAfterTimeout: UInt64 = 0
     public var drops: [DropReason: UInt64] = [:]
+    /// Handshakes this node started, by what it was sending when no session existed: a gossip
+    /// purpose (`GossipSendPurpose`'s raw values) or `node_probe`. Handshakes the session layer
+    /// starts on its own (rekeys, a peer that went quiet) and users' channel traffic are not here:
+    /// they are the rest of `SessionCounters.handshakesInitiated`.
+    public var sessionsOpened: [String: UInt64] = [:]
 
     public var totalDrops: UInt64 { drops.values.reduce(0, +) }
 

@@ -198,18 +198,33 @@ public struct NodeCore {
             switch o {
             case let .send(.peer(entry), bytes):
                 let b = rewritten(bytes, for: entry.nodeID)
+                let opened = sessionsStarted
                 absorb(sessions.send(b, to: entry.address, peerKey: entry.peer.publicKey, now: now), now: now, into: &out)
+                noteSessionOpened(since: opened, bytes)
             case let .send(.address(address), bytes):
                 let b = rewritten(bytes, for: nil)
+                let opened = sessionsStarted
                 absorb(sessions.send(b, to: address, peerKey: nil, now: now), now: now, into: &out)
+                noteSessionOpened(since: opened, bytes)
             case let .sendReliable(entry, bytes):
+                let opened = sessionsStarted
                 sendGossipReliable(bytes, to: entry, now: now, into: &out)
+                noteSessionOpened(since: opened, bytes)
             case let .wake(at):
                 gossipWake = at // folded into the node's single wake-up at the end of `handle`
             case let .event(event):
                 report(event, now: now, into: &out)
             }
         }
+    }
+
+    /// Counts the handshake a gossip send just started, under the message's purpose (a rekey of
+    /// an existing session is not a new session). Two integer compares when none started.
+    private var sessionsStarted: UInt64 { sessions.counters.handshakesInitiated &- sessions.counters.rekeys }
+
+    private mutating func noteSessionOpened(since initiated: UInt64, _ bytes: [UInt8]) {
+        guard sessionsStarted != initiated else { return }
+        counters.sessionsOpened[gossip.purpose(ofSent: bytes).rawValue, default: 0] += 1
     }
 
     private mutating func report(_ event: GossipEvent, now: Instant, into out: inout [NodeOutput]) {
@@ -277,7 +292,9 @@ public struct NodeCore {
             pending[seq] = PendingProbe(target: id, sentAt: now)
             counters.probesSent += 1
             PingWire.setSeq(seq, in: &pingBytes)
+            let opened = sessionsStarted
             absorb(sessions.send(pingBytes, to: m.entry.address, peerKey: m.entry.peer.publicKey, now: now), now: now, into: &out)
+            if sessionsStarted != opened { counters.sessionsOpened["node_probe", default: 0] += 1 }
         case let .membership(command):
             absorb(gossip.handle(.command(command), now: now), now: now, into: &out)
         case let .beaconHeard(address):

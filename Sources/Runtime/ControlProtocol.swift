@@ -74,6 +74,7 @@ extension StatusReport {
             "send_errors": sendErrors, "receive_errors": receiveErrors,
             "drops_total": c.totalDrops,
         ]
+        for (reason, n) in c.sessionsOpened { counters["sessions_opened_\(reason)"] = n }
         var d: [String: UInt64] = [:]
         for r in DropReason.allCases { d[r.rawValue] = c.drops[r] ?? 0 }
         drops = d

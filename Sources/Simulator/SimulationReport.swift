@@ -1,4 +1,5 @@
 import Foundation
+import Gossip
 import MeshCore
 import Node
 import Sessions
@@ -11,7 +12,12 @@ extension Simulation {
         var gossipDrops = retiredGossipDrops
         var sessionDrops = retiredSessionDrops
         var handshakes = retiredHandshakes
+        // Sessions opened per purpose of the message that needed them (live nodes only).
+        var opened: [String: UInt64] = [:]
+        var initiated: UInt64 = 0
         for i in nodes.indices where life[i] != .waiting {
+            for (reason, n) in nodes[i].counters.sessionsOpened { opened[reason, default: 0] += n }
+            initiated += nodes[i].sessions.counters.handshakesInitiated - nodes[i].sessions.counters.rekeys
             for (reason, n) in nodes[i].counters.drops { drops[reason, default: 0] += n }
             for (reason, n) in nodes[i].sessions.counters.drops { sessionDrops[reason, default: 0] += n }
             handshakes += nodes[i].sessions.counters.handshakesCompleted
@@ -46,6 +52,11 @@ extension Simulation {
             // 0: the sequential loop; else the width of the parallel windows (ParallelWindow.swift).
             "parallel_lookahead_ms": Double(lookahead) / 1e6,
         ]
+        metrics["sessions_initiated"] = Double(initiated)
+        for reason in GossipSendPurpose.allCases.map(\.rawValue) + ["node_probe"] {
+            metrics["sessions_opened_\(reason)"] = Double(opened[reason] ?? 0)
+        }
+        metrics["sessions_opened_unattributed"] = Double(initiated - opened.values.reduce(0, +))
         for reason in SessionDropReason.allCases { metrics["session_drops_\(reason.rawValue)"] = Double(sessionDrops[reason] ?? 0) }
         for reason in DropReason.allCases { metrics["drops_\(reason.rawValue)"] = Double(drops[reason] ?? 0) }
         measureMetrics(&metrics)

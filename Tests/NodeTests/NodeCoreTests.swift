@@ -89,6 +89,18 @@ struct Pump {
         // Gossip is the membership: every node has the others in its active view.
         for a in 0..<3 { #expect(p.cores[a].gossip.activeView.count == 2) }
         #expect(p.events.contains { if case .membership(.joined) = $0.1 { return $0.0 == 1 } else { return false } })
+        // Each node counts the sessions it opened by what it was sending: node 1's first was its join.
+        #expect(p.cores[1].counters.sessionsOpened["join"] == 1)
+        #expect(p.cores[2].counters.sessionsOpened["join"] == 1)
+        var total: UInt64 = 0
+        for a in 0..<3 {
+            let s = p.cores[a].sessions.counters
+            let counted = p.cores[a].counters.sessionsOpened.values.reduce(0, +)
+            #expect(counted <= s.handshakesInitiated - s.rekeys, "node \(a): \(p.cores[a].counters.sessionsOpened)")
+            total += counted
+        }
+        // The two joins, and whichever of 1 and 2 spoke to the other first.
+        #expect(total >= 3)
     }
 
     /// A cull spreads; the culled node, still talking, is told its cull (bounded: once a second)
