@@ -185,14 +185,24 @@ public struct GossipCore {
         .nanoseconds(Int64(Double(d.nanoseconds) * (0.5 + rng.unit())))
     }
 
+    /// Runs after every input: folded in place, with no temporary array.
     func nextDue() -> Instant? {
-        var ds: [Instant?] = [nextGossip, nextProbe, nextShuffle, nextExchange, nextDeadRetry, nextHousekeeping]
-        if !everJoined || activeView.isEmpty { ds.append(nextJoin) }
-        if let p = probe, !p.acked, !p.indirectSent { ds.append(p.indirectAt) }
-        for p in pendingNeighbours { ds.append(p.since + config.neighbourRequestTimeout) }
-        for id in suspects { ds.append(suspicions[id]?.deadline) }
-        for s in relayOrder { ds.append(relays[s]?.deadline) }
-        return ds.compactMap { $0 }.min()
+        var best: Instant?
+        @inline(__always) func consider(_ t: Instant?) {
+            if let t, best.map({ t < $0 }) ?? true { best = t }
+        }
+        consider(nextGossip)
+        consider(nextProbe)
+        consider(nextShuffle)
+        consider(nextExchange)
+        consider(nextDeadRetry)
+        consider(nextHousekeeping)
+        if !everJoined || activeView.isEmpty { consider(nextJoin) }
+        if let p = probe, !p.acked, !p.indirectSent { consider(p.indirectAt) }
+        for p in pendingNeighbours { consider(p.since + config.neighbourRequestTimeout) }
+        for id in suspects { consider(suspicions[id]?.deadline) }
+        for s in relayOrder { consider(relays[s]?.deadline) }
+        return best
     }
 
     mutating func runDue(now: Instant, into out: inout [GossipOutput]) {

@@ -6,6 +6,9 @@ import Sodium
 final class LocalSecrets {
     let staticKey: DHKeyPair
     let network: NetworkSecrets
+    /// The IK `ss` result per peer static key (WireGuard's `precomputed_static_static`): a
+    /// repeated handshake with a known peer skips one X25519 on each side. Wiped by the cache.
+    let staticStatic: StaticStaticCache
     /// Keys the deterministic stream that ephemeral keys, cookie secrets and nonces come from.
     /// Keyed by the identity secret as well as the injected generator, so a weak or shared
     /// simulator seed never makes another node's ephemerals predictable.
@@ -15,8 +18,9 @@ final class LocalSecrets {
     @exclusivity(unchecked) var previousCookieSecret: [UInt8] = []
     @exclusivity(unchecked) var cookieSecretBorn: Instant?
 
-    init(staticKey: DHKeyPair, network: NetworkSecrets, streamKey: [UInt8]) {
+    init(staticKey: DHKeyPair, network: NetworkSecrets, streamKey: [UInt8], staticStaticCapacity: Int) {
         self.staticKey = staticKey
+        staticStatic = StaticStaticCache(localStatic: staticKey, capacity: staticStaticCapacity)
         self.network = network
         self.streamKey = streamKey
     }
