@@ -273,17 +273,16 @@ public struct GossipCore {
 
     mutating func gossipRound(now: Instant, into out: inout [GossipOutput]) {
         guard !queue.isEmpty, !activeView.isEmpty else { return }
-        // Round-robin over the active view, so an update's few sends reach every neighbour.
-        var targets: [PeerEntry] = []
-        for _ in 0..<min(config.gossipFanout, activeView.count) {
-            if gossipCursor >= activeView.count { gossipCursor = 0 }
-            targets.append(activeView[gossipCursor])
-            gossipCursor += 1
-        }
-        for t in targets {
+        // Round-robin over the active view, so an update's few sends reach every neighbour. The
+        // cursor moves past all `fanout` targets even when the queue runs dry before the last.
+        let count = activeView.count
+        let fanout = min(config.gossipFanout, count)
+        let first = gossipCursor >= count ? 0 : gossipCursor
+        if fanout > 0 { gossipCursor = (first + fanout - 1) % count + 1 }
+        for k in 0..<fanout {
             let updates = piggyback(spare: GossipWire.maxDatagram - GossipWire.headerLength - 1)
             if updates.isEmpty { break }
-            send(.gossip(updates: updates), to: .peer(t), into: &out)
+            send(.gossip(updates: updates), to: .peer(activeView[(first + k) % count]), into: &out)
         }
     }
 
