@@ -3,7 +3,7 @@ import MeshCore
 /// The member table, compact because every node holds a row per member and a simulator holds
 /// N² of them: rows live in an array in insertion order (the order every scan walks), each a
 /// 24-byte record whose peer entry is a 4-byte index into `PeerIdentities`; a node id finds its
-/// row through an open-addressing index of 4-byte slots (plus a 1-byte tag per slot). The fields only members in direct
+/// row through an open-addressing index of 4-byte slots. The fields only members in direct
 /// contact need (RTT, last heard, fetched attributes) live beside the rows, for the few that have
 /// them. Anti-entropy's bucket digest is kept up to date on every change, so an exchange does not
 /// walk the table.
@@ -44,10 +44,6 @@ public struct MemberTable {
     private(set) var rows: [Row] = []
     /// Row numbers by node id, open addressing with linear probing; `empty` marks a free slot.
     private var index: [UInt32] = []
-    /// One byte per slot of `index`: 0 for a free slot, else a tag from the id's top bits. A probe
-    /// reads the tags (one cache line holds 64 consecutive slots) and visits a row only when the
-    /// tag matches; each visit reads the row and the identity table, two scattered reads.
-    private var tags: [UInt8] = []
     private static let empty = UInt32.max
     /// Looked up by node id only, never iterated.
     private var contacts: [NodeID: Contact] = [:]
@@ -179,23 +175,15 @@ public struct MemberTable {
 
     static func bucket(_ id: NodeID) -> Int { Int(id.leadingWord >> 58) }
 
-    /// The slot tag of an id: its top byte, never 0 (which marks a free slot). The slot number
-    /// comes from the low bits, so the two are independent.
-    @inline(__always) private static func tag(_ w: UInt64) -> UInt8 { max(1, UInt8(truncatingIfNeeded: w >> 56)) }
-
     private func find(_ id: NodeID) -> Int? {
         guard !index.isEmpty else { return nil }
         let mask = index.count - 1
         let w = id.leadingWord
-        let tag = Self.tag(w)
         var i = Int(truncatingIfNeeded: w ^ (w >> 29)) & mask
         while true {
-            let t = tags[i]
-            if t == 0 { return nil }
-            if t == tag {
-                let s = index[i]
-                if identities.isNode(rows[Int(s)].entry, id, leadingWord: w) { return Int(s) }
-            }
+            let s = index[i]
+            if s == Self.empty { return nil }
+            if identities.isNode(rows[Int(s)].entry, id, leadingWord: w) { return Int(s) }
             i = (i + 1) & mask
         }
     }
@@ -204,16 +192,14 @@ public struct MemberTable {
         let mask = index.count - 1
         let w = id.leadingWord
         var i = Int(truncatingIfNeeded: w ^ (w >> 29)) & mask
-        while tags[i] != 0 { i = (i + 1) & mask }
+        while index[i] != Self.empty { i = (i + 1) & mask }
         index[i] = UInt32(row)
-        tags[i] = Self.tag(w)
     }
 
     private mutating func grow() { rebuildIndex(capacity: max(16, index.count * 2)) }
 
     private mutating func rebuildIndex(capacity: Int) {
         index = [UInt32](repeating: Self.empty, count: capacity)
-        tags = [UInt8](repeating: 0, count: capacity)
         for r in rows.indices { place(identities.nodeID(rows[r].entry), row: r) }
     }
 }
