@@ -193,14 +193,24 @@ public struct GossipCore {
         .nanoseconds(Int64(Double(d.nanoseconds) * (0.5 + rng.unit())))
     }
 
+    /// Runs after every input: folded in place, with no temporary array.
     func nextDue() -> Instant? {
-        var ds: [Instant?] = [nextGossip, nextProbe, nextShuffle, nextExchange, nextDeadRetry, nextHousekeeping]
-        if !everJoined || activeView.isEmpty { ds.append(nextJoin) }
-        if let p = probe, !p.acked, !p.indirectSent { ds.append(p.indirectAt) }
-        for p in pendingNeighbours { ds.append(p.since + config.neighbourRequestTimeout) }
-        for id in suspects { ds.append(suspicions[id]?.deadline) }
-        for s in relayOrder { ds.append(relays[s]?.deadline) }
-        return ds.compactMap { $0 }.min()
+        var best: Instant?
+        @inline(__always) func consider(_ t: Instant?) {
+            if let t, best.map({ t < $0 }) ?? true { best = t }
+        }
+        consider(nextGossip)
+        consider(nextProbe)
+        consider(nextShuffle)
+        consider(nextExchange)
+        consider(nextDeadRetry)
+        consider(nextHousekeeping)
+        if !everJoined || activeView.isEmpty { consider(nextJoin) }
+        if let p = probe, !p.acked, !p.indirectSent { consider(p.indirectAt) }
+        for p in pendingNeighbours { consider(p.since + config.neighbourRequestTimeout) }
+        for id in suspects { consider(suspicions[id]?.deadline) }
+        for s in relayOrder { consider(relays[s]?.deadline) }
+        return best
     }
 
     mutating func runDue(now: Instant, into out: inout [GossipOutput]) {
@@ -271,17 +281,16 @@ public struct GossipCore {
 
     mutating func gossipRound(now: Instant, into out: inout [GossipOutput]) {
         guard !queue.isEmpty, !activeView.isEmpty else { return }
-        // Round-robin over the active view, so an update's few sends reach every neighbour.
-        var targets: [PeerEntry] = []
-        for _ in 0..<min(config.gossipFanout, activeView.count) {
-            if gossipCursor >= activeView.count { gossipCursor = 0 }
-            targets.append(activeView[gossipCursor])
-            gossipCursor += 1
-        }
-        for t in targets {
+        // Round-robin over the active view, so an update's few sends reach every neighbour. The
+        // cursor moves past all `fanout` targets even when the queue runs dry before the last.
+        let count = activeView.count
+        let fanout = min(config.gossipFanout, count)
+        let first = gossipCursor >= count ? 0 : gossipCursor
+        if fanout > 0 { gossipCursor = (first + fanout - 1) % count + 1 }
+        for k in 0..<fanout {
             let updates = piggyback(spare: GossipWire.maxDatagram - GossipWire.headerLength - 1)
             if updates.isEmpty { break }
-            send(.gossip(updates: updates), to: .peer(t), into: &out)
+            send(.gossip(updates: updates), to: .peer(activeView[(first + k) % count]), into: &out)
         }
     }
 

@@ -73,6 +73,14 @@ public struct MemberTable {
     }
 
     func contains(_ id: NodeID) -> Bool { find(id) != nil }
+
+    /// A member's incarnation, attribute version and state, read from its row without building a
+    /// `GossipMember`: enough to refuse an update that is old news.
+    func versions(_ id: NodeID) -> (incarnation: UInt32, attributeVersion: UInt32, state: MemberState)? {
+        guard let r = find(id) else { return nil }
+        let row = rows[r]
+        return (row.incarnation, row.attributeVersion, row.state)
+    }
     func nodeID(atRow r: Int) -> NodeID { identities.nodeID(rows[r].entry) }
     func entry(atRow r: Int) -> PeerEntry { identities.entry(rows[r].entry) }
 
@@ -175,7 +183,7 @@ public struct MemberTable {
         while true {
             let s = index[i]
             if s == Self.empty { return nil }
-            if identities.nodeID(rows[Int(s)].entry) == id { return Int(s) }
+            if identities.isNode(rows[Int(s)].entry, id, leadingWord: w) { return Int(s) }
             i = (i + 1) & mask
         }
     }

@@ -15,6 +15,20 @@ extension GossipCore {
         let id = u.subject
         if culls[id] != nil { return false }
         if id == me.nodeID { return aboutMe(u, from: from, now: now, into: &out) }
+        // Most piggybacked updates are old news: refused from the row, before a member is built
+        // (the same tests as the cases below, which change nothing when they refuse).
+        if let v = members.versions(id) {
+            switch u {
+            case let .alive(_, inc, av):
+                let newer = inc > v.incarnation
+                let sameButNewerAttributes = inc == v.incarnation && av > v.attributeVersion && (v.state == .alive || v.state == .suspect)
+                if !newer && !sameButNewerAttributes { return false }
+            case let .suspect(_, inc, _) where inc < v.incarnation || !(v.state == .alive || v.state == .suspect):
+                return false
+            default:
+                break
+            }
+        }
         guard var m = members[id] else {
             // Only an alive update introduces a member: the others carry no address.
             guard case let .alive(entry, inc, av) = u else { return false }

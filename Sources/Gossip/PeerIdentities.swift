@@ -13,6 +13,9 @@ import MeshCore
 /// change what a core decides.
 public final class PeerIdentities: @unchecked Sendable {
     private var entries: [PeerEntry] = []
+    /// Each entry's node id leading word: table lookups compare it first, without copying the
+    /// entry (two retains and releases) for every slot they probe.
+    private var leadingWords: [UInt64] = []
     /// For each entry, the first entry of its node: a dense per-node key.
     private var first: [UInt32] = []
     /// The first entry held for each node; `next` chains its others (after address changes).
@@ -38,12 +41,14 @@ public final class PeerIdentities: @unchecked Sendable {
                 k = next[Int(k)]
             }
             entries.append(PeerEntry(peer: entries[Int(head)].peer, address: e.address))
+            leadingWords.append(e.nodeID.leadingWord)
             first.append(head)
             next.append(Self.none)
             next[Int(k)] = i
             return i
         }
         entries.append(e)
+        leadingWords.append(e.nodeID.leadingWord)
         first.append(i)
         next.append(Self.none)
         byNode[e.nodeID] = i
@@ -71,6 +76,11 @@ public final class PeerIdentities: @unchecked Sendable {
     @inline(__always) func identity(_ i: UInt32) -> PeerIdentity { entries[Int(i)].peer }
     @inline(__always) func entry(_ i: UInt32) -> PeerEntry { entries[Int(i)] }
     @inline(__always) func nodeID(_ i: UInt32) -> NodeID { entries[Int(i)].peer.nodeID }
+    @inline(__always) func leadingWord(_ i: UInt32) -> UInt64 { leadingWords[Int(i)] }
+    /// Whether entry `i` belongs to node `id`, reading the full id only when the leading words agree.
+    @inline(__always) func isNode(_ i: UInt32, _ id: NodeID, leadingWord w: UInt64) -> Bool {
+        leadingWords[Int(i)] == w && entries[Int(i)].peer.nodeID == id
+    }
     @inline(__always) func address(_ i: UInt32) -> UnderlayAddress { entries[Int(i)].address }
 
     /// The entry at an index returned by `intern` (the simulator maps addresses to its nodes once per index).

@@ -397,11 +397,14 @@ public struct NodeCore {
         // same key array each time, so this compare is usually a pointer compare.
         if let last = lastIdentity, last.publicKey == key { return last }
         let k = KeyBytes(key)
-        defer { lastIdentity = identityCache[k] }
-        if let known = identityCache[k] { return known }
-        guard let peer = PeerIdentity(publicKey: key) else { return nil }
+        if let known = identityCache[k] {
+            lastIdentity = known
+            return known
+        }
+        guard let peer = PeerIdentity(publicKey: key) else { lastIdentity = nil; return nil }
         if identityCache.count >= 65536 { identityCache.removeAll(keepingCapacity: true) }
         identityCache[k] = peer
+        lastIdentity = peer
         return peer
     }
 }

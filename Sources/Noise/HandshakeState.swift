@@ -37,6 +37,8 @@ public final class HandshakeState {
     @exclusivity(unchecked) private var pskIndex = 0
     @exclusivity(unchecked) private var messageIndex = 0
     private let ephemeralSource: () -> [UInt8]
+    /// Where the `ss` result comes from when given (see ``StaticStaticCache``).
+    private let staticStatic: StaticStaticCache?
     /// Set once the last handshake message has been written or read.
     @exclusivity(unchecked) public private(set) var transport: NoiseTransport?
 
@@ -46,6 +48,8 @@ public final class HandshakeState {
     ///   - localEphemeral / remoteEphemeral: only for patterns with `e` in a pre-message.
     ///   - psks: one 32-byte key per psk modifier, in the order the tokens occur.
     ///   - ephemeralSource: returns the secret key for each new ephemeral key pair.
+    ///   - staticStatic (designated initialiser): the `ss` results of earlier handshakes with the
+    ///     same local key; ignored unless it was made for `localStatic`.
     public convenience init(protocolName: String, initiator: Bool, prologue: [UInt8] = [],
                             localStatic: DHKeyPair? = nil, localEphemeral: DHKeyPair? = nil,
                             remoteStatic: [UInt8]? = nil, remoteEphemeral: [UInt8]? = nil,
@@ -62,6 +66,7 @@ public final class HandshakeState {
                 localStatic: DHKeyPair? = nil, localEphemeral: DHKeyPair? = nil,
                 remoteStatic: [UInt8]? = nil, remoteEphemeral: [UInt8]? = nil,
                 psks: [[UInt8]] = [],
+                staticStatic: StaticStaticCache? = nil,
                 ephemeralSource: @escaping () -> [UInt8] = { Sodium.randomBytes(32) }) throws {
         guard info.cipher.isAvailable else {
             throw NoiseError.unsupported("\(info.cipher.rawValue) is not available on this CPU")
@@ -86,6 +91,8 @@ public final class HandshakeState {
         self.remoteEphemeral = remoteEphemeral
         self.psks = psks
         self.ephemeralSource = ephemeralSource
+        // Only a cache made for this very local key may stand in for the DH.
+        self.staticStatic = staticStatic.flatMap { $0.localStatic.publicKey == localStatic?.publicKey ? $0 : nil }
         self.symmetric = SymmetricState(protocolName: info.name, cipher: info.cipher, hash: info.hash)
 
         // Check up front that every key the pattern will use is here, so a missing key is a
@@ -235,6 +242,11 @@ public final class HandshakeState {
         }
         guard let remote = remoteIsStatic ? rs : re else {
             throw NoiseError.missingKey("remote \(remoteIsStatic ? "static" : "ephemeral") key for \(token.rawValue)")
+        }
+        if token == .ss, let staticStatic {
+            // The cache owns (and wipes) its copy; this one shares its storage and is not wiped here.
+            sym.mixKey(try staticStatic.sharedSecret(remoteStatic: remote, dh: protocolInfo.dh))
+            return
         }
         var shared = try protocolInfo.dh.dh(secretKey: local.secretKey, publicKey: remote)
         sym.mixKey(shared)

@@ -89,6 +89,8 @@ public struct SessionTableSizes: Sendable, Equatable {
     public var rateLimitEntries = 0
     public var queuedMessages = 0
     public var keypairs = 0
+    /// Precomputed IK static-static results (one per peer static key, bounded by `maxPeers`).
+    public var staticStaticResults = 0
 
     /// All zero: a manager that has never accepted anything.
     public init() {}

@@ -1,3 +1,4 @@
+import Foundation
 import MeshCore
 import Noise
 import Sodium
@@ -6,6 +7,9 @@ import Sodium
 final class LocalSecrets {
     let staticKey: DHKeyPair
     let network: NetworkSecrets
+    /// The IK `ss` result per peer static key (WireGuard's `precomputed_static_static`): a
+    /// repeated handshake with a known peer skips one X25519 on each side. Wiped by the cache.
+    let staticStatic: StaticStaticCache
     /// Keys the deterministic stream that ephemeral keys, cookie secrets and nonces come from.
     /// Keyed by the identity secret as well as the injected generator, so a weak or shared
     /// simulator seed never makes another node's ephemerals predictable.
@@ -15,8 +19,9 @@ final class LocalSecrets {
     @exclusivity(unchecked) var previousCookieSecret: [UInt8] = []
     @exclusivity(unchecked) var cookieSecretBorn: Instant?
 
-    init(staticKey: DHKeyPair, network: NetworkSecrets, streamKey: [UInt8]) {
+    init(staticKey: DHKeyPair, network: NetworkSecrets, streamKey: [UInt8], staticStaticCapacity: Int) {
         self.staticKey = staticKey
+        staticStatic = StaticStaticCache(localStatic: staticKey, capacity: staticStaticCapacity)
         self.network = network
         self.streamKey = streamKey
     }
@@ -317,7 +322,9 @@ struct StaticKeyCache {
     mutating func curve25519(_ edKey: [UInt8]) -> [UInt8]? {
         let key = BytesKey(edKey)
         if let x = map[key] { return x }
-        guard edKey.count == Ed25519.publicKeyLength, let x = try? Ed25519.curve25519PublicKey(edKey) else { return nil }
+        guard edKey.count == Ed25519.publicKeyLength,
+              let x = SharedKeyForms.shared.form(of: key) ?? (try? Ed25519.curve25519PublicKey(edKey)) else { return nil }
+        SharedKeyForms.shared.remember(key, x)
         if ring.count < capacity {
             ring.append(key)
         } else {
@@ -327,6 +334,43 @@ struct StaticKeyCache {
         }
         map[key] = x
         return x
+    }
+}
+
+/// The same conversions for every manager in the process: a public function of public keys, so
+/// sharing it changes no result. A simulator runs a manager per node, and each of them used to
+/// convert the keys of the same few thousand members again (about 50 conversions a node in the
+/// 1,000-node scenario, each costing more than an X25519). Bounded (the oldest entry goes);
+/// locked, because managers may run on several threads.
+final class SharedKeyForms: @unchecked Sendable {
+    static let shared = SharedKeyForms(capacity: 16384)
+
+    private let lock = NSLock()
+    private var map: [BytesKey: [UInt8]] = [:]
+    private var ring: [BytesKey] = []
+    private var head = 0
+    let capacity: Int
+
+    init(capacity: Int) { self.capacity = max(1, capacity) }
+
+    func form(of key: BytesKey) -> [UInt8]? {
+        lock.lock()
+        defer { lock.unlock() }
+        return map[key]
+    }
+
+    func remember(_ key: BytesKey, _ x: [UInt8]) {
+        lock.lock()
+        defer { lock.unlock() }
+        guard map[key] == nil else { return }
+        if ring.count < capacity {
+            ring.append(key)
+        } else {
+            map.removeValue(forKey: ring[head])
+            ring[head] = key
+            head = (head + 1) % capacity
+        }
+        map[key] = x
     }
 }
 

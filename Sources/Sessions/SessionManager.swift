@@ -84,7 +84,8 @@ public struct SessionManager {
         for _ in 0..<4 { entropy.u64(rng.next()) }
         var streamKey = Blake2b.hash(entropy.bytes, outputLength: 32, key: seed)
         defer { Sodium.zero(&streamKey) }
-        secrets = LocalSecrets(staticKey: staticKey, network: network, streamKey: streamKey)
+        secrets = LocalSecrets(staticKey: staticKey, network: network, streamKey: streamKey,
+                               staticStaticCapacity: timing.maxPeers)
         self.rng = rng
         self.timing = timing
         ns = TimingNanos(timing)
@@ -205,8 +206,22 @@ public struct SessionManager {
         responders = responders.filter { now < $0.value.created + ns.responderWait }
         if responders.count != waiting { tracker.respondersChanged = true }
         limiter.prune(now: now, rate: timing.handshakesPerAddressPerSecond)
+        // Only peers with a timer due have work: the others' timers are all later than `now`
+        // (`refreshDue` brings every peer's `due` up to date). The one thing a not-due peer can
+        // still hold is a previous keypair past its reject age (its grace ends later): dropped
+        // here, as the scan of every peer used to.
+        refreshDue()
+        var due: [Int] = []
+        for (handle, p) in peers {
+            if let d = p.due, d <= now.nanoseconds {
+                due.append(handle)
+            } else if let k = p.previous, now - k.created >= ns.reject {
+                dropExpired(p, now: now)
+            }
+        }
         // Sorted so that a simulator run repeats: dictionary order differs between processes.
-        for handle in peers.keys.sorted() {
+        due.sort()
+        for handle in due {
             guard let p = peers[handle] else { continue }
             dropExpired(p, now: now)
             if let ini = peers[handle]!.initiation, now >= ini.retryAt {
@@ -331,6 +346,7 @@ public struct SessionManager {
         s.rateLimitEntries = limiter.buckets.count
         s.queuedMessages = peers.values.reduce(0) { $0 + $1.queue.count }
         s.keypairs = peers.values.reduce(0) { $0 + $1.keypairCount }
+        s.staticStaticResults = secrets.staticStatic.count
         return s
     }
 
@@ -343,6 +359,7 @@ public struct SessionManager {
     /// Forgets a peer at once (culling): sessions, handshake and queue; keys are wiped.
     public mutating func forget(peerKey: [UInt8]) {
         if let h = byKey[BytesKey(peerKey)] { removePeer(h) }
+        if let x = staticKeys.curve25519(peerKey) { secrets.staticStatic.forget(remoteStatic: x) }
         refreshDue()  // lets go of the removed peer (and its keys) now
     }
 
@@ -607,7 +624,7 @@ public struct SessionManager {
         return try? HandshakeState(protocol: kind == .ik ? Self.ikProtocol : Self.xxProtocol, initiator: initiator,
                                    prologue: Self.prologue, localStatic: secrets.staticKey,
                                    remoteStatic: initiator ? remoteStatic : nil, psks: [secrets.network.psk],
-                                   ephemeralSource: { box.bytes })
+                                   staticStatic: kind == .ik ? secrets.staticStatic : nil, ephemeralSource: { box.bytes })
     }
 
     /// The payload must be an Ed25519 key whose X25519 form is the static key Noise authenticated.
@@ -969,7 +986,7 @@ public struct SessionManager {
     }
 
     private func appendWake(_ out: inout [SessionOutput]) {
-        if ProcessInfoHack.skip { return }; if let wake = nextWake { out.append(.wake(at: wake)) }
+        if let wake = nextWake { out.append(.wake(at: wake)) }
     }
 }
 
@@ -999,5 +1016,3 @@ extension Instant {
     @inline(__always) static func + (a: Instant, ns: Int64) -> Instant { Instant(nanoseconds: a.nanoseconds &+ ns) }
     @inline(__always) static func - (a: Instant, b: Instant) -> Int64 { a.nanoseconds &- b.nanoseconds }
 }
-import Foundation
-enum ProcessInfoHack { static let skip = ProcessInfo.processInfo.environment["SKIPWAKE"] != nil }

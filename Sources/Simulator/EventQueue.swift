@@ -41,13 +41,21 @@ struct EventQueue {
     var isEmpty: Bool { heap.isEmpty }
     var nextTime: Int64? { heap.first?.time }
 
+    /// Whether the entry at `i` comes before the one at `j`: reads the keys in place rather than
+    /// copying entries (each copy retains and releases the event's bytes); `swapAt` moves
+    /// entries without touching their reference counts.
+    @inline(__always) private func precedes(_ i: Int, _ j: Int) -> Bool {
+        let a = heap[i].time, b = heap[j].time
+        return a != b ? a < b : heap[i].seq < heap[j].seq
+    }
+
     mutating func push(_ time: Int64, _ kind: Kind) {
         heap.append(Entry(time: time, seq: nextSeq, kind: kind))
         nextSeq &+= 1
         var i = heap.count - 1
         while i > 0 {
             let parent = (i - 1) / 2
-            guard Entry.precedes(heap[i], heap[parent]) else { break }
+            guard precedes(i, parent) else { break }
             heap.swapAt(i, parent)
             i = parent
         }
@@ -55,21 +63,18 @@ struct EventQueue {
 
     mutating func pop() -> Entry? {
         guard !heap.isEmpty else { return nil }
-        let top = heap[0]
-        let last = heap.removeLast()
-        if !heap.isEmpty {
-            heap[0] = last
-            var i = 0
-            let n = heap.count
-            while true {
-                let l = 2 * i + 1, r = l + 1
-                var m = i
-                if l < n, Entry.precedes(heap[l], heap[m]) { m = l }
-                if r < n, Entry.precedes(heap[r], heap[m]) { m = r }
-                if m == i { break }
-                heap.swapAt(i, m)
-                i = m
-            }
+        heap.swapAt(0, heap.count - 1)
+        let top = heap.removeLast()
+        var i = 0
+        let n = heap.count
+        while true {
+            let l = 2 * i + 1, r = l + 1
+            var m = i
+            if l < n, precedes(l, m) { m = l }
+            if r < n, precedes(r, m) { m = r }
+            if m == i { break }
+            heap.swapAt(i, m)
+            i = m
         }
         return top
     }

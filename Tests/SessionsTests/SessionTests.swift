@@ -209,6 +209,11 @@ import Testing
         #expect(net.counters(1).totalDrops + net.counters(2).totalDrops == net.counters(1)[.handshakeCollision] + net.counters(2)[.handshakeCollision])
         // Old keys are let go: never more than current + previous (+ unconfirmed next).
         #expect(net.sizes(1).keypairs <= 3 && net.sizes(2).keypairs <= 3)
+        // Every rekey was an IK handshake with the same peer: one precomputed static-static
+        // result each side, reused rather than recomputed; forgetting the peer wipes it.
+        #expect(net.sizes(1).staticStaticResults == 1 && net.sizes(2).staticStaticResults == 1)
+        net.nodes[Pump.address(1)]!.manager.forget(peerKey: net.key(2))
+        #expect(net.sizes(1).staticStaticResults == 0)
     }
 
     @Test func rekeyAfterMessageCount() {
