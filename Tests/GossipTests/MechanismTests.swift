@@ -30,7 +30,9 @@ import MeshCore
         #expect(c.incarnation == 1)
         #expect(outs.contains(.event(.refuted(incarnation: 1))))
         // The teller gets the refutation directly.
-        #expect(Self.sent(outs).contains { $0.0 == .peer(Samples.entry(1)) && $0.1 == .gossip(updates: [.alive(Samples.entry(0), incarnation: 1, attributeVersion: 0)]) })
+        // Twice: the teller is usually an accuser, and one lost copy let a starved node's accuser
+        // declare it dead.
+        #expect(Self.sent(outs).filter { $0.0 == .peer(Samples.entry(1)) && $0.1 == .gossip(updates: [.alive(Samples.entry(0), incarnation: 1, attributeVersion: 0)]) }.count == 2)
         // A stale claim (below our incarnation) does not bump it again.
         _ = Self.deliver(&c, .gossip(updates: [.dead(Samples.entry(0).peer, incarnation: 0)]), from: 2)
         #expect(c.incarnation == 1)
@@ -189,6 +191,75 @@ import MeshCore
         #expect(c.members[x.nodeID]?.state == .suspect)
         _ = Self.deliver(&c, .gossip(updates: [.alive(x, incarnation: 1, attributeVersion: 0)]), from: 1, at: deadline + .milliseconds(100))
         #expect(c.members[x.nodeID]?.state == .alive)
+    }
+
+    /// A probe that fails while the helpers nack: each nacking helper could not reach the target
+    /// either, an independent confirmation. A crashed member with a single probing neighbour
+    /// (few active peers after churn) is then not left to the sole accuser's longest wait.
+    @Test func nackingHelpersConfirmTheSuspicion() throws {
+        var c = Self.core()
+        for i in 1...4 {
+            _ = Self.deliver(&c, .neighbor(priority: .high), from: i)
+            _ = Self.deliver(&c, .gossip(updates: [.alive(Samples.entry(i), incarnation: 0, attributeVersion: 0)]), from: i)
+        }
+        var t = Instant.zero
+        var target: PeerEntry?
+        var seq: UInt32 = 0
+        var helpers: [Int] = []
+        // Run until a probe reaches its indirect stage; every helper nacks it; the target is silent.
+        while t < Instant.zero + .seconds(5), c.suspicions.isEmpty {
+            t = t + .milliseconds(10)
+            for (d, m) in Self.sent(c.handle(.timer, now: t)) {
+                if case let .ping(s, _) = m, target == nil, case let .peer(e) = d { target = e; seq = s }
+                if case let .pingRequest(s, _) = m, s == seq, case let .peer(e) = d, let i = (1...4).first(where: { Samples.entry($0) == e }) {
+                    helpers.append(i)
+                }
+            }
+            if !helpers.isEmpty {
+                for h in helpers { _ = Self.deliver(&c, .nack(seq: seq), from: h, at: t) }
+                helpers = []
+            }
+        }
+        let x = try #require(target)
+        let s = try #require(c.suspicions[x.nodeID])
+        // Our accusation plus each nacking helper (all but the target: 3 with 4 neighbours).
+        #expect(s.accusers.first == c.myTag)
+        #expect(s.accusers.count == 4)
+        #expect(Set(s.accusers.dropFirst()) == Set((1...4).filter { Samples.entry($0) != x }.map { GossipCore.accuserTag(Samples.entry($0).nodeID) }))
+        // Three confirmations: the shortest timeout, and no sole-accuser second chance.
+        #expect(s.deadline == s.start + c.config.suspicionMin)
+        // (Expiry alone: later probe rounds of the other, unanswering neighbours would raise our
+        // awareness, which has its own rule.)
+        var out: [GossipOutput] = []
+        c.expireSuspicions(now: s.deadline, into: &out)
+        #expect(c.members[x.nodeID]?.state == .dead)
+    }
+
+    /// A suspect that spoke to us directly since the suspicion began (here: its late answer to our
+    /// probe, as from a CPU-starved node) is not declared dead at the deadline: it is asked to
+    /// refute and given another `suspicionMin`. Silent after that (a crash), it is declared dead.
+    @Test func suspectHeardFromSinceTheSuspicionIsNotDeclaredDead() throws {
+        var c = Self.core()
+        let x = Samples.entry(1)
+        _ = Self.deliver(&c, .neighbor(priority: .high), from: 1)
+        _ = Self.deliver(&c, .gossip(updates: [.alive(x, incarnation: 0, attributeVersion: 0)]), from: 1)
+        // We accuse x, and three others confirm: the shortest timeout, declared by us.
+        for (i, tag) in [(2, c.myTag), (2, 21), (3, 31), (4, 41)] {
+            _ = Self.deliver(&c, .gossip(updates: [.suspect(x.peer, incarnation: 0, accuser: tag)]), from: i)
+        }
+        let s = try #require(c.suspicions[x.nodeID])
+        #expect(s.deadline == s.start + c.config.suspicionMin)
+        // x talks to us (a late ack, a ping of its own) after the suspicion began.
+        _ = Self.deliver(&c, .ping(seq: 5, updates: []), from: 1, at: s.start + .milliseconds(800))
+        let first = c.handle(.timer, now: s.deadline)
+        #expect(c.members[x.nodeID]?.state == .suspect)
+        #expect(c.counters.deathsAverted == 1)
+        #expect(Self.sent(first).contains { $0.0 == .peer(x) && $0.1 == .gossip(updates: [.suspect(x.peer, incarnation: 0, accuser: c.myTag)]) })
+        // Then silence: the next deadline declares it.
+        let next = c.suspicions[x.nodeID]!.deadline
+        #expect(next == s.deadline + c.config.suspicionMin)
+        _ = c.handle(.timer, now: next)
+        #expect(c.members[x.nodeID]?.state == .dead)
     }
 
     @Test func failedProbeOfASuspectConfirmsTheSuspicion() {
