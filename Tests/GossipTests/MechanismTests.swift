@@ -198,16 +198,37 @@ import MeshCore
     /// (few active peers after churn) is then not left to the sole accuser's longest wait.
     @Test func nackingHelpersConfirmTheSuspicion() throws {
         var c = Self.core()
+        let (x, s) = try Self.probeWithNacks(&c, rtt: nil)
+        // Our accusation plus each nacking helper (all but the target: 3 with 4 neighbours).
+        #expect(s.accusers.first == c.myTag)
+        #expect(s.accusers.count == 4)
+        #expect(Set(s.accusers.dropFirst()) == Set((1...4).filter { Samples.entry($0) != x }.map { GossipCore.accuserTag(Samples.entry($0).nodeID) }))
+        // Three confirmations: the shortest timeout, and no sole-accuser second chance.
+        #expect(s.deadline == s.start + c.config.suspicionMin)
+        // (Expiry alone: later probe rounds of the other, unanswering neighbours would raise our
+        // awareness, which has its own rule.)
+        var out: [GossipOutput] = []
+        c.expireSuspicions(now: s.deadline, into: &out)
+        #expect(c.members[x.nodeID]?.state == .dead)
+        // A target measured as slow (a starved peer: 900 ms round trips) answers after helpers
+        // without that measure gave up: their nacks do not confirm.
+        var slow = Self.core()
+        let (_, s2) = try Self.probeWithNacks(&slow, rtt: .milliseconds(900))
+        #expect(s2.accusers == [slow.myTag])
+    }
+
+    /// Four neighbours; run until a probe fails while every helper nacks it (the target is silent).
+    static func probeWithNacks(_ c: inout GossipCore, rtt: Duration?) throws -> (PeerEntry, Suspicion) {
         for i in 1...4 {
             _ = Self.deliver(&c, .neighbor(priority: .high), from: i)
             _ = Self.deliver(&c, .gossip(updates: [.alive(Samples.entry(i), incarnation: 0, attributeVersion: 0)]), from: i)
+            if let rtt { c.noteRTT(Samples.entry(i).nodeID, rtt) }
         }
         var t = Instant.zero
         var target: PeerEntry?
         var seq: UInt32 = 0
         var helpers: [Int] = []
-        // Run until a probe reaches its indirect stage; every helper nacks it; the target is silent.
-        while t < Instant.zero + .seconds(5), c.suspicions.isEmpty {
+        while t < Instant.zero + .seconds(20), c.suspicions.isEmpty {
             t = t + .milliseconds(10)
             for (d, m) in Self.sent(c.handle(.timer, now: t)) {
                 if case let .ping(s, _) = m, target == nil, case let .peer(e) = d { target = e; seq = s }
@@ -221,18 +242,7 @@ import MeshCore
             }
         }
         let x = try #require(target)
-        let s = try #require(c.suspicions[x.nodeID])
-        // Our accusation plus each nacking helper (all but the target: 3 with 4 neighbours).
-        #expect(s.accusers.first == c.myTag)
-        #expect(s.accusers.count == 4)
-        #expect(Set(s.accusers.dropFirst()) == Set((1...4).filter { Samples.entry($0) != x }.map { GossipCore.accuserTag(Samples.entry($0).nodeID) }))
-        // Three confirmations: the shortest timeout, and no sole-accuser second chance.
-        #expect(s.deadline == s.start + c.config.suspicionMin)
-        // (Expiry alone: later probe rounds of the other, unanswering neighbours would raise our
-        // awareness, which has its own rule.)
-        var out: [GossipOutput] = []
-        c.expireSuspicions(now: s.deadline, into: &out)
-        #expect(c.members[x.nodeID]?.state == .dead)
+        return (x, try #require(c.suspicions[x.nodeID]))
     }
 
     /// A suspect that spoke to us directly since the suspicion began (here: its late answer to our
@@ -259,6 +269,26 @@ import MeshCore
         let next = c.suspicions[x.nodeID]!.deadline
         #expect(next == s.deadline + c.config.suspicionMin)
         _ = c.handle(.timer, now: next)
+        #expect(c.members[x.nodeID]?.state == .dead)
+    }
+
+    /// A node that only heard of a suspicion nobody confirmed asks the suspect at its deadline and
+    /// then gives it three periods, not one: the question usually needs a handshake first, and
+    /// between two starved nodes handshake and answer took 5 s (more than one `suspicionMax`).
+    @Test func hearsayOfAnUnconfirmedSuspicionWaitsThreePeriods() throws {
+        var c = Self.core()
+        let x = Samples.entry(5)
+        _ = Self.deliver(&c, .gossip(updates: [.alive(x, incarnation: 0, attributeVersion: 0)]), from: 1)
+        _ = Self.deliver(&c, .gossip(updates: [.suspect(x.peer, incarnation: 0, accuser: 21)]), from: 2)
+        let s = try #require(c.suspicions[x.nodeID])
+        var out: [GossipOutput] = []
+        c.expireSuspicions(now: s.deadline, into: &out)
+        #expect(Self.sent(out).contains { $0.0 == .peer(x) && $0.1 == .gossip(updates: [.suspect(x.peer, incarnation: 0, accuser: c.myTag)]) })
+        let next = try #require(c.suspicions[x.nodeID]?.deadline)
+        #expect(next == s.deadline + c.config.suspicionMax * 3)
+        c.expireSuspicions(now: s.deadline + c.config.suspicionMax, into: &out)
+        #expect(c.members[x.nodeID]?.state == .suspect)
+        c.expireSuspicions(now: next, into: &out)
         #expect(c.members[x.nodeID]?.state == .dead)
     }
 
