@@ -129,9 +129,6 @@ extension GossipCore {
             if wideRetry != p.target.nodeID { wideRetry = p.target.nodeID; return }
             wideRetry = nil
         }
-        // A target we measured as slow (a long round trip: a starved or distant peer) answers
-        // after a helper without that measure has given up: its nack is no evidence then.
-        let knownSlow = members[p.target.nodeID]?.rtt.map { 3 * $0.nanoseconds > config.probeTimeout.nanoseconds } ?? false
         // Lifeguard: missing nacks mean our own links or scheduling are the problem.
         awareness = min(config.maxAwareness - 1, awareness + max(0, p.expectedNacks - p.nacks))
         // HyParView repairs the overlay at once: a neighbour that fails a probe leaves the active
@@ -147,13 +144,6 @@ extension GossipCore {
         guard m.state == .alive || !known.contains(myTag) else { return }
         let suspicion = MemberUpdate.suspect(m.entry.peer, incarnation: m.incarnation, accuser: myTag)
         applyUpdate(suspicion, from: nil, now: now, into: &out)
-        // Each helper that nacked could not reach the target either: an independent confirmation
-        // (Lifeguard), counted like another member's accusation, unless the target is known slow.
-        // Without it a member probed by a single neighbour (few active peers after churn) waited
-        // out the longest timeout, then the sole accuser's second chance: 8 s and more.
-        for h in p.nackers where !knownSlow && h != myTag && !known.contains(h) {
-            applyUpdate(.suspect(m.entry.peer, incarnation: m.incarnation, accuser: h), from: nil, now: now, into: &out)
-        }
         // Buddy system: tell the suspect itself at once. If it is alive it refutes straight back
         // to us, well before our timeout, even when our own links are slow.
         send(.gossip(updates: [suspicion]), to: .peer(m.entry), into: &out)

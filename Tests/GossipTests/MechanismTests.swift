@@ -193,28 +193,14 @@ import MeshCore
         #expect(c.members[x.nodeID]?.state == .alive)
     }
 
-    /// A probe that fails while the helpers nack: each nacking helper could not reach the target
-    /// either, an independent confirmation. A crashed member with a single probing neighbour
-    /// (few active peers after churn) is then not left to the sole accuser's longest wait.
-    @Test func nackingHelpersConfirmTheSuspicion() throws {
+    /// A probe that fails while the helpers nack makes us the only accuser: a nack is no
+    /// confirmation. Counted as one (tried), it made the first accuser of a CPU-starved node run the
+    /// shortest timeout while its helpers had given up after 240 ms, before the starved node could
+    /// answer: at 1,000 nodes, 2,940 false deaths in the first 300 s of `gossip-starved`.
+    @Test func nackingHelpersDoNotConfirmTheSuspicion() throws {
         var c = Self.core()
-        let (x, s) = try Self.probeWithNacks(&c, rtt: nil)
-        // Our accusation plus each nacking helper (all but the target: 3 with 4 neighbours).
-        #expect(s.accusers.first == c.myTag)
-        #expect(s.accusers.count == 4)
-        #expect(Set(s.accusers.dropFirst()) == Set((1...4).filter { Samples.entry($0) != x }.map { GossipCore.accuserTag(Samples.entry($0).nodeID) }))
-        // Three confirmations: the shortest timeout, and no sole-accuser second chance.
-        #expect(s.deadline == s.start + c.config.suspicionMin)
-        // (Expiry alone: later probe rounds of the other, unanswering neighbours would raise our
-        // awareness, which has its own rule.)
-        var out: [GossipOutput] = []
-        c.expireSuspicions(now: s.deadline, into: &out)
-        #expect(c.members[x.nodeID]?.state == .dead)
-        // A target measured as slow (a starved peer: 900 ms round trips) answers after helpers
-        // without that measure gave up: their nacks do not confirm.
-        var slow = Self.core()
-        let (_, s2) = try Self.probeWithNacks(&slow, rtt: .milliseconds(900))
-        #expect(s2.accusers == [slow.myTag])
+        let (_, s) = try Self.probeWithNacks(&c, rtt: nil)
+        #expect(s.accusers == [c.myTag])
     }
 
     /// Four neighbours; run until a probe fails while every helper nacks it (the target is silent).
