@@ -195,6 +195,9 @@ struct Suspicion: Sendable, Equatable {
     var deadline: Instant
     /// Lifeguard: an accuser in poor local health waits once more before declaring.
     var extended = false
+    /// Evidence of life counts from here: the suspect heard from directly after this instant is
+    /// not declared dead by us (see `expireSuspicions`). Nil: from `start`.
+    var evidenceFrom: Instant?
 }
 
 /// Counted drops and traffic, for `iotaf members --json` and simulator reports.
@@ -210,6 +213,8 @@ public struct GossipCounters: Sendable, Equatable {
     public var indirectProbes: UInt64 = 0
     public var suspicionsRaised: UInt64 = 0
     public var refutations: UInt64 = 0
+    /// Suspicions whose expiry found the suspect had spoken to us since: not declared dead.
+    public var deathsAverted: UInt64 = 0
     /// News pushed at once (`pushNews`), and wide probes (members outside the active view).
     public var newsPushed: UInt64 = 0
     public var wideProbes: UInt64 = 0

@@ -44,6 +44,8 @@ public struct GossipCore {
         var expectedNacks = 0
         var nacks = 0
         var acked = false
+        /// The helpers that nacked (accuser tags): each is an independent confirmation.
+        var nackers: [UInt64] = []
         /// A wide probe (a member outside the active view): see `wideProbeTarget`.
         var wide = false
     }
@@ -124,9 +126,7 @@ public struct GossipCore {
         self.rng = rng
         let table = identities ?? PeerIdentities()
         members = MemberTable(identities: table)
-        var tag: UInt64 = 0
-        for i in 0..<8 { tag = tag << 8 | UInt64(me.nodeID.bytes[i]) }
-        myTag = tag
+        myTag = Self.accuserTag(me.nodeID)
         queue = BroadcastQueue(capacity: config.maxQueuedUpdates, identities: table)
         contacts = config.seeds
     }
@@ -329,7 +329,7 @@ public struct GossipCore {
         case let .pingRequest(seq, target):
             relayProbe(seq: seq, target: target, requester: from, now: now, into: &out)
         case let .nack(seq):
-            if var p = probe, p.seq == seq { p.nacks += 1; probe = p } else { counters.drop(.unknownSequence) }
+            gotNack(seq, from: from)
         case let .gossip(updates):
             applyAll(updates, from: from, now: now, into: &out)
         case let .join(inc):

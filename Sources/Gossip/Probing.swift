@@ -140,12 +140,24 @@ extension GossipCore {
         // independent confirmation, which shortens everyone's timeout (Lifeguard). Without it the
         // first accuser waits out the longest timeout alone.
         guard let m = members[p.target.nodeID], m.state == .alive || m.state == .suspect else { return }
-        if m.state == .suspect, suspicions[p.target.nodeID]?.accusers.contains(myTag) ?? false { return }
+        let known = suspicions[p.target.nodeID]?.accusers ?? []
+        guard m.state == .alive || !known.contains(myTag) else { return }
         let suspicion = MemberUpdate.suspect(m.entry.peer, incarnation: m.incarnation, accuser: myTag)
         applyUpdate(suspicion, from: nil, now: now, into: &out)
         // Buddy system: tell the suspect itself at once. If it is alive it refutes straight back
         // to us, well before our timeout, even when our own links are slow.
         send(.gossip(updates: [suspicion]), to: .peer(m.entry), into: &out)
+    }
+
+    /// A helper could not reach our probe's target either. Only nacks for the probe in flight
+    /// count, once per helper.
+    mutating func gotNack(_ seq: UInt32, from: PeerEntry) {
+        guard var p = probe, p.seq == seq else { counters.drop(.unknownSequence); return }
+        let tag = Self.accuserTag(from.nodeID)
+        guard !p.nackers.contains(tag) else { return }
+        p.nacks += 1
+        p.nackers.append(tag)
+        probe = p
     }
 
     mutating func gotAck(_ seq: UInt32, from: PeerEntry, now: Instant, into out: inout [GossipOutput]) {
