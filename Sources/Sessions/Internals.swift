@@ -305,26 +305,21 @@ struct BytesKey: Hashable {
     }
 }
 
-/// Ed25519 public key -> its X25519 form. libsodium's conversion checks that the point is in the
-/// prime-order subgroup, which costs about as much as a Diffie-Hellman; peers come back again and
-/// again (rekeys, re-handshakes), so each key is converted once. Bounded: the oldest entry goes.
-struct StaticKeyCache {
-    private var map: [BytesKey: [UInt8]] = [:]
-    private var ring: [BytesKey] = []
+/// A map that keeps at most `capacity` entries: when full, the oldest insertion goes.
+struct BoundedMap<Key: Hashable, Value> {
+    private var map: [Key: Value] = [:]
+    private var ring: [Key] = []
     private var head = 0
     let capacity: Int
 
     init(capacity: Int) { self.capacity = max(1, capacity) }
 
     var count: Int { map.count }
+    subscript(key: Key) -> Value? { map[key] }
 
-    /// The X25519 form of an Ed25519 public key, or nil if it is not a valid key.
-    mutating func curve25519(_ edKey: [UInt8]) -> [UInt8]? {
-        let key = BytesKey(edKey)
-        if let x = map[key] { return x }
-        guard edKey.count == Ed25519.publicKeyLength,
-              let x = SharedKeyForms.shared.form(of: key) ?? (try? Ed25519.curve25519PublicKey(edKey)) else { return nil }
-        SharedKeyForms.shared.remember(key, x)
+    /// Stores a new key (an existing one keeps its value and its place).
+    mutating func insert(_ key: Key, _ value: Value) {
+        guard map[key] == nil else { return }
         if ring.count < capacity {
             ring.append(key)
         } else {
@@ -332,7 +327,29 @@ struct StaticKeyCache {
             ring[head] = key
             head = (head + 1) % capacity
         }
-        map[key] = x
+        map[key] = value
+    }
+}
+
+/// Ed25519 public key -> its X25519 form. libsodium's conversion checks that the point is in the
+/// prime-order subgroup, which costs about as much as a Diffie-Hellman; peers come back again and
+/// again (rekeys, re-handshakes), so each key is converted once. Bounded: the oldest entry goes.
+struct StaticKeyCache {
+    private var forms: BoundedMap<BytesKey, [UInt8]>
+
+    init(capacity: Int) { forms = BoundedMap(capacity: capacity) }
+
+    var capacity: Int { forms.capacity }
+    var count: Int { forms.count }
+
+    /// The X25519 form of an Ed25519 public key, or nil if it is not a valid key.
+    mutating func curve25519(_ edKey: [UInt8]) -> [UInt8]? {
+        let key = BytesKey(edKey)
+        if let x = forms[key] { return x }
+        guard edKey.count == Ed25519.publicKeyLength,
+              let x = SharedKeyForms.shared.form(of: key) ?? (try? Ed25519.curve25519PublicKey(edKey)) else { return nil }
+        SharedKeyForms.shared.remember(key, x)
+        forms.insert(key, x)
         return x
     }
 }
@@ -346,31 +363,20 @@ final class SharedKeyForms: @unchecked Sendable {
     static let shared = SharedKeyForms(capacity: 16384)
 
     private let lock = NSLock()
-    private var map: [BytesKey: [UInt8]] = [:]
-    private var ring: [BytesKey] = []
-    private var head = 0
-    let capacity: Int
+    private var forms: BoundedMap<BytesKey, [UInt8]>
 
-    init(capacity: Int) { self.capacity = max(1, capacity) }
+    init(capacity: Int) { forms = BoundedMap(capacity: capacity) }
 
     func form(of key: BytesKey) -> [UInt8]? {
         lock.lock()
         defer { lock.unlock() }
-        return map[key]
+        return forms[key]
     }
 
     func remember(_ key: BytesKey, _ x: [UInt8]) {
         lock.lock()
         defer { lock.unlock() }
-        guard map[key] == nil else { return }
-        if ring.count < capacity {
-            ring.append(key)
-        } else {
-            map.removeValue(forKey: ring[head])
-            ring[head] = key
-            head = (head + 1) % capacity
-        }
-        map[key] = x
+        forms.insert(key, x)
     }
 }
 
