@@ -58,7 +58,10 @@ public struct GossipCore {
     /// A member whose wide probe failed once: probed again next period before it is accused.
     var wideRetry: NodeID?
     var nextProbe: Instant?
-    struct Relay: Sendable { var requester: PeerEntry; var seq: UInt32; var deadline: Instant }
+    /// An indirect probe we make for another node. The nack goes at `deadline`; the relay stays
+    /// open until `forgetAt`, so a target that answers late (its session to us was still being
+    /// set up: a handshake costs a round trip) still clears the requester's probe.
+    struct Relay: Sendable { var requester: PeerEntry; var seq: UInt32; var deadline: Instant; var forgetAt: Instant; var nacked = false }
     var relays: [UInt32: Relay] = [:]
     var relayOrder: [UInt32] = []
     /// Pings for RTT measurement and dead-member retries.
@@ -209,7 +212,7 @@ public struct GossipCore {
         if let p = probe, !p.acked, !p.indirectSent { consider(p.indirectAt) }
         for p in pendingNeighbours { consider(p.since + config.neighbourRequestTimeout) }
         for id in suspects { consider(suspicions[id]?.deadline) }
-        for s in relayOrder { consider(relays[s]?.deadline) }
+        for s in relayOrder { if let r = relays[s] { consider(r.nacked ? r.forgetAt : r.deadline) } }
         return best
     }
 

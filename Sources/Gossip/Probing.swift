@@ -113,6 +113,16 @@ extension GossipCore {
             send(.pingRequest(seq: p.seq, target: p.target), to: .peer(h), into: &out)
             counters.indirectProbes += 1
         }
+        // Leave the helpers time to answer: the request's round trip, then a handshake and a ping
+        // to the target (a helper far from us is likely far from it too). Without this, a lost
+        // ack to a near neighbour sent through far helpers became a suspicion, and its refutation
+        // a new incarnation gossiped to the whole mesh (most of the steady-state traffic).
+        let targetRTT = members[p.target.nodeID]?.rtt?.nanoseconds ?? 0
+        let window = helpers.map { h -> Int64 in
+            let rtt = members[h.nodeID]?.rtt?.nanoseconds ?? config.probeTimeout.nanoseconds
+            return rtt + 2 * max(rtt, targetRTT)
+        }.max() ?? 0
+        if let end = nextProbe, end < now + .nanoseconds(window) { nextProbe = now + .nanoseconds(window) }
         // Only helpers heard from lately are expected to nack: after a mass failure the helpers
         // are dead too, and their silence says nothing about our own health.
         p.expectedNacks = helpers.filter { h in members[h.nodeID]?.lastHeard.map { now - $0 < .seconds(5) } ?? false }.count
@@ -209,7 +219,9 @@ extension GossipCore {
         let mine = takeSeq()
         // Answer with a nack a little before the requester gives up, so it learns its own link works.
         let wait = max(config.probeTimeout.nanoseconds * 8 / 10 * healthMultiplier, 3 * (members[target.nodeID]?.rtt?.nanoseconds ?? 0))
-        relays[mine] = Relay(requester: requester, seq: seq, deadline: now + .nanoseconds(wait))
+        // A helper often has no session to the target yet: its handshake and then the ping cost two
+        // round trips, and the requester still listens for a while after our nack.
+        relays[mine] = Relay(requester: requester, seq: seq, deadline: now + .nanoseconds(wait), forgetAt: now + .nanoseconds(3 * wait))
         relayOrder.append(mine)
         send(.ping(seq: mine, updates: []), to: .peer(target), into: &out)
     }
@@ -218,13 +230,17 @@ extension GossipCore {
         guard !relayOrder.isEmpty else { return }
         var kept: [UInt32] = []
         for s in relayOrder {
-            guard let r = relays[s] else { continue }
-            if now >= r.deadline {
+            guard var r = relays[s] else { continue }
+            if now >= r.forgetAt {
                 relays[s] = nil
-                send(.nack(seq: r.seq), to: .peer(r.requester), into: &out)
-            } else {
-                kept.append(s)
+                continue
             }
+            if !r.nacked, now >= r.deadline {
+                r.nacked = true
+                relays[s] = r
+                send(.nack(seq: r.seq), to: .peer(r.requester), into: &out)
+            }
+            kept.append(s)
         }
         relayOrder = kept
     }

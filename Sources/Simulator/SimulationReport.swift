@@ -15,7 +15,11 @@ extension Simulation {
         // Sessions opened per purpose of the message that needed them (live nodes only).
         var opened: [String: UInt64] = [:]
         var initiated: UInt64 = 0
+        // What the protocol itself did (live nodes only): why the traffic is what it is.
+        let protocolKeys = Self.protocolCounterKeys
+        var protocolCounts = [UInt64](repeating: 0, count: protocolKeys.count)
         for i in nodes.indices where life[i] != .waiting {
+            for (k, (_, path)) in protocolKeys.enumerated() { protocolCounts[k] += nodes[i].gossip.counters[keyPath: path] }
             for (reason, n) in nodes[i].counters.sessionsOpened { opened[reason, default: 0] += n }
             initiated += nodes[i].sessions.counters.handshakesInitiated - nodes[i].sessions.counters.rekeys
             for (reason, n) in nodes[i].counters.drops { drops[reason, default: 0] += n }
@@ -53,6 +57,7 @@ extension Simulation {
             "parallel_lookahead_ms": Double(lookahead) / 1e6,
         ]
         metrics["sessions_initiated"] = Double(initiated)
+        for (k, (name, _)) in protocolKeys.enumerated() { metrics["gossip_\(name)"] = Double(protocolCounts[k]) }
         for reason in GossipSendPurpose.allCases.map(\.rawValue) + ["node_probe"] {
             metrics["sessions_opened_\(reason)"] = Double(opened[reason] ?? 0)
         }
@@ -70,6 +75,12 @@ extension Simulation {
                                   "nodes_up": series.upNodes, "markers": series.markers,
                                   "overlay_components": series.components, "min_known_fraction": series.minKnown],
                          timeline: timelineLog)
+    }
+
+    static var protocolCounterKeys: [(String, KeyPath<GossipCounters, UInt64>)] {
+        [("messages_out", \.messagesOut), ("probes", \.probes), ("indirect_probes", \.indirectProbes),
+         ("suspicions_raised", \.suspicionsRaised), ("refutations", \.refutations), ("deaths_averted", \.deathsAverted),
+         ("news_pushed", \.newsPushed), ("wide_probes", \.wideProbes), ("exchanges", \.exchanges)]
     }
 
     private func evaluate(_ spec: Scenario.CheckSpec, _ metrics: [String: Double]) -> SimReport.Check {
