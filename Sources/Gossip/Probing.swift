@@ -231,16 +231,16 @@ extension GossipCore {
         var kept: [UInt32] = []
         for s in relayOrder {
             guard var r = relays[s] else { continue }
-            if now >= r.forgetAt {
-                relays[s] = nil
-                continue
-            }
             if !r.nacked, now >= r.deadline {
                 r.nacked = true
                 relays[s] = r
                 send(.nack(seq: r.seq), to: .peer(r.requester), into: &out)
             }
-            kept.append(s)
+            if now >= r.forgetAt {
+                relays[s] = nil
+            } else {
+                kept.append(s)
+            }
         }
         relayOrder = kept
     }

@@ -353,6 +353,67 @@ import MeshCore
         #expect(Self.sent(late).contains { $0.0 == .peer(Samples.entry(1)) && $0.1 == .nack(seq: 77) })
     }
 
+    /// A near target (10 ms) and far helpers (240 ms round trips): a lost direct ack sends the
+    /// probe through helpers, whose own handshake and ping to the target take two more round
+    /// trips. The requester waits for that, so a helper's answer 650 ms after the request clears
+    /// the probe (it used to become a suspicion, refuted by a new incarnation sent mesh-wide).
+    @Test func requesterWaitsForFarHelpers() {
+        var c = Self.core()
+        for i in 1...4 {
+            _ = Self.deliver(&c, .neighbor(priority: .high), from: i)
+            _ = Self.deliver(&c, .gossip(updates: [.alive(Samples.entry(i), incarnation: 0, attributeVersion: 0)]), from: i)
+        }
+        var t = Instant.zero
+        var seq: UInt32?
+        var requestedAt: Instant?
+        while t < Instant.zero + .seconds(10), requestedAt == nil {
+            t = t + .milliseconds(10)
+            for (d, m) in Self.sent(c.handle(.timer, now: t)) {
+                if case let .ping(s, _) = m, seq == nil, c.probe?.seq == s, case let .peer(target) = d {
+                    seq = s
+                    for i in 1...4 { c.noteRTT(Samples.entry(i).nodeID, Samples.entry(i) == target ? .milliseconds(10) : .milliseconds(240)) }
+                }
+                if case let .pingRequest(s, _) = m, s == seq { requestedAt = t }
+            }
+        }
+        guard let seq, let requestedAt else { Issue.record("no indirect probe"); return }
+        // Nothing until the helper's answer: no suspicion in the meantime.
+        while t < requestedAt + .milliseconds(640) {
+            t = t + .milliseconds(10)
+            _ = c.handle(.timer, now: t)
+        }
+        #expect(c.suspicions.isEmpty)
+        _ = Self.deliver(&c, .ack(seq: seq, updates: []), from: 1, at: requestedAt + .milliseconds(650))
+        t = requestedAt + .milliseconds(650)
+        // Past the end of that probe (the next one cannot have failed yet): still no suspicion.
+        while t < requestedAt + .milliseconds(900) {
+            t = t + .milliseconds(10)
+            _ = c.handle(.timer, now: t)
+        }
+        #expect(c.probe?.seq != seq)
+        #expect(c.counters.suspicionsRaised == 0)
+    }
+
+    /// A helper with no session to the target spends a round trip on the handshake before its ping
+    /// even leaves: an answer after the nack still clears the requester's probe, and the requester
+    /// waits for it (it would otherwise suspect a live neighbour whose one ack was lost).
+    @Test func lateAnswerThroughAHelperStillCounts() {
+        var c = Self.core()
+        let outs = Self.deliver(&c, .pingRequest(seq: 78, target: Samples.entry(9)), from: 1)
+        guard case let .ping(mySeq, _)? = Self.sent(outs).first(where: { $0.0 == .peer(Samples.entry(9)) })?.1 else {
+            Issue.record("no relayed ping"); return
+        }
+        let nacked = c.handle(.timer, now: Instant.zero + .milliseconds(250))
+        #expect(Self.sent(nacked).contains { $0.1 == .nack(seq: 78) })
+        var forwarded = c
+        let late = Self.deliver(&forwarded, .ack(seq: mySeq, updates: []), from: 9, at: Instant.zero + .milliseconds(500))
+        #expect(Self.sent(late).contains { $0.0 == .peer(Samples.entry(1)) && $0.1 == .ack(seq: 78, updates: []) })
+        // Long after: the relay is forgotten, the ack is an unknown sequence.
+        _ = c.handle(.timer, now: Instant.zero + .seconds(2))
+        let tooLate = Self.deliver(&c, .ack(seq: mySeq, updates: []), from: 9, at: Instant.zero + .seconds(2))
+        #expect(!Self.sent(tooLate).contains { $0.1 == .ack(seq: 78, updates: []) })
+    }
+
     @Test func undecodableInputIsCountedNeverTrusted() {
         var c = Self.core()
         _ = c.handle(.received(from: Samples.entry(1), bytes: [1, 2, 3, 4, 5]), now: .zero)
