@@ -119,7 +119,9 @@ extension GossipCore {
         // a new incarnation gossiped to the whole mesh (most of the steady-state traffic).
         let targetRTT = members[p.target.nodeID]?.rtt?.nanoseconds ?? 0
         let window = helpers.map { h -> Int64 in
-            let rtt = members[h.nodeID]?.rtt?.nanoseconds ?? config.probeTimeout.nanoseconds
+            // Unmeasured: the round trip the default timeout assumes (a third of it), so the
+            // window stays the configured one.
+            let rtt = members[h.nodeID]?.rtt?.nanoseconds ?? config.probeTimeout.nanoseconds / 3
             return rtt + 2 * max(rtt, targetRTT)
         }.max() ?? 0
         if let end = nextProbe, end < now + .nanoseconds(window) { nextProbe = now + .nanoseconds(window) }
