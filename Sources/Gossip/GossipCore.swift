@@ -31,6 +31,8 @@ public struct GossipCore {
     var pushesVerdicts = true
     /// News pushes left in this gossip interval (see `pushNews`).
     var newsBudget = 0
+    /// News taken in during the current input, sent together when it is handled (`flushNews`).
+    var pendingNews: [(update: MemberUpdate, except: NodeID?)] = []
     var started = false
 
     // Probing.
@@ -86,6 +88,9 @@ public struct GossipCore {
     /// refused us lately, peers we refused lately (they look for a neighbour: our referrals), the
     /// peer a refusal referred us to, and the back-off of further requests while refusals continue.
     var neighbourRefusers: [(peer: NodeID, until: Instant)] = []
+    /// Peers that dropped us while we did not hold them: their reply to an earlier request or join
+    /// may still be in flight, behind (or overtaken by) the disconnect. See `acceptLink`.
+    var recentDisconnects: [(peer: NodeID, until: Instant)] = []
     var neighbourSeekers: [(entry: PeerEntry, until: Instant)] = []
     var neighbourReferral: (entry: PeerEntry, until: Instant)?
     var neighbourBackoffUntil: Instant?
@@ -167,6 +172,7 @@ public struct GossipCore {
         case let .command(c):
             apply(c, now: now, into: &out)
         }
+        flushNews(into: &out)
         if started, let wake = nextDue(), wake != requestedWake {
             requestedWake = wake
             out.append(.wake(at: wake))
@@ -338,7 +344,7 @@ public struct GossipCore {
         case let .join(inc):
             handleJoin(from: from, incarnation: inc, now: now, into: &out)
         case let .joinReply(sample):
-            addToActive(from, now: now, into: &out)
+            acceptLink(from, now: now, into: &out)
             integratePassive(sample, replacing: [])
         case let .forwardJoin(ttl, joiner):
             handleForwardJoin(ttl: ttl, joiner: joiner, from: from, now: now, into: &out)
@@ -347,7 +353,13 @@ public struct GossipCore {
         case let .neighborReply(accepted, sample):
             handleNeighbourReply(from: from, accepted: accepted, sample: sample, now: now, into: &out)
         case .disconnect:
-            if removeFromActive(from.nodeID, into: &out) { integratePassive([from], replacing: []) }
+            if removeFromActive(from.nodeID, into: &out) {
+                integratePassive([from], replacing: [])
+            } else {
+                recentDisconnects.removeAll { now >= $0.until || $0.peer == from.nodeID }
+                recentDisconnects.append((from.nodeID, now + Self.disconnectMemory))
+                if recentDisconnects.count > 16 { recentDisconnects.removeFirst() }
+            }
         case let .shuffle(id, ttl, origin, sample):
             handleShuffle(id: id, ttl: ttl, origin: origin, sample: sample, from: from, now: now, into: &out)
         case let .shuffleReply(id, sample):

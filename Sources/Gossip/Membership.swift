@@ -306,8 +306,29 @@ extension GossipCore {
         guard pushesVerdicts, newsBudget > 0, !activeView.isEmpty else { return }
         newsBudget -= 1
         counters.newsPushed += 1
-        for p in activeView where p.nodeID != except?.nodeID && p.nodeID != u.subject {
-            send(.gossip(updates: [u]), to: .peer(p), into: &out)
+        pendingNews.append((u, except?.nodeID))
+    }
+
+    /// The news of one input leaves together: one datagram per neighbour, not one per item (a
+    /// datagram of joins used to fan out as a datagram per join per neighbour).
+    mutating func flushNews(into out: inout [GossipOutput]) {
+        guard !pendingNews.isEmpty else { return }
+        let news = pendingNews
+        pendingNews.removeAll(keepingCapacity: true)
+        let budget = GossipWire.maxDatagram - GossipWire.headerLength - 1
+        for p in activeView {
+            var batch: [MemberUpdate] = []
+            var size = 0
+            for (u, except) in news where p.nodeID != except && p.nodeID != u.subject {
+                if !batch.isEmpty, size + u.encodedLength > budget || batch.count >= GossipWire.maxUpdates {
+                    send(.gossip(updates: batch), to: .peer(p), into: &out)
+                    batch.removeAll()
+                    size = 0
+                }
+                batch.append(u)
+                size += u.encodedLength
+            }
+            if !batch.isEmpty { send(.gossip(updates: batch), to: .peer(p), into: &out) }
         }
     }
 

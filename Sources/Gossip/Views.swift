@@ -103,7 +103,7 @@ extension GossipCore {
     mutating func handleNeighbourReply(from: PeerEntry, accepted: Bool, sample: [PeerEntry], now: Instant, into out: inout [GossipOutput]) {
         pendingNeighbours.removeAll { $0.peer == from.nodeID }
         if accepted {
-            addToActive(from, now: now, into: &out)
+            acceptLink(from, now: now, into: &out)
             refusalStreak = 0
             neighbourBackoffUntil = nil
         } else {
@@ -120,6 +120,22 @@ extension GossipCore {
         }
     }
 
+    /// A peer accepted us (join or neighbour reply). If it also dropped us lately, the two
+    /// crossed: whichever was sent last, taking the link would leave it one-sided (we hold the
+    /// peer, the peer not us) for good, since nothing else re-checks a link. So we drop it too and
+    /// say so; the peer stays a standby.
+    mutating func acceptLink(_ from: PeerEntry, now: Instant, into out: inout [GossipOutput]) {
+        recentDisconnects.removeAll { now >= $0.until }
+        if recentDisconnects.contains(where: { $0.peer == from.nodeID }) {
+            recentDisconnects.removeAll { $0.peer == from.nodeID }
+            send(.disconnect, to: .peer(from), into: &out)
+            integratePassive([from], replacing: [])
+            return
+        }
+        addToActive(from, now: now, into: &out)
+    }
+
+    static let disconnectMemory: Duration = .seconds(2)
     static let referralTime: Duration = .seconds(2)
     static let refusalMemory: Duration = .seconds(10)
 

@@ -427,10 +427,30 @@ import MeshCore
         #expect(c.members.isEmpty)
     }
 
+    /// A disconnect that overtakes the accepting reply it follows (or precedes): the link is
+    /// dropped on both sides instead of held by one side only.
+    @Test func crossedDisconnectAndAcceptLeaveNoOneSidedLink() {
+        var c = Self.core()
+        _ = Self.deliver(&c, .disconnect, from: 1, at: .zero + .milliseconds(5))
+        let outs = Self.deliver(&c, .neighborReply(accepted: true, sample: []), from: 1, at: .zero + .milliseconds(8))
+        #expect(!c.inActive(Samples.entry(1).nodeID))
+        #expect(Self.sent(outs).contains { $0.0 == .peer(Samples.entry(1)) && $0.1 == .disconnect })
+        // Without a disconnect, an accepting reply makes the link.
+        let later = Self.deliver(&c, .joinReply(sample: []), from: 2, at: .zero + .milliseconds(9))
+        #expect(c.inActive(Samples.entry(2).nodeID))
+        #expect(!Self.sent(later).contains { $0.1 == .disconnect })
+    }
+
     @Test func joinThroughAContactBuildsSymmetricViews() {
         var mesh = Mesh(nodes: 12, seed: 3, config: Mesh.defaultConfig())
         mesh.startAll(over: .seconds(1))
         mesh.run(for: .seconds(10))
+        for extra in 0..<4 {
+            var asym: [(Int, Int)] = []
+            for i in mesh.live { for p in mesh.cores[i]!.activeView { let j = mesh.byAddress[p.address]!; if !mesh.cores[j]!.activeView.contains(where: { $0.nodeID == mesh.entries[i].nodeID }) { asym.append((i, j)) } } }
+            print("DBG at \(10 + extra) s asym \(asym) sizes \(mesh.live.map { mesh.cores[$0]!.activeView.count })")
+            mesh.run(for: .seconds(1))
+        }
         for i in mesh.live {
             for p in mesh.cores[i]!.activeView {
                 // HyParView's active view is symmetric.
