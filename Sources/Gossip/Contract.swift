@@ -38,7 +38,8 @@ public enum GossipCommand: Sendable, Equatable {
     /// Members known alive (incarnation 0) from a snapshot of a mesh that already formed: the
     /// simulator's `start = "converged"`, which skips the join storm (every join reaching every
     /// node) to study a large mesh in steady state. Added quietly: no news, no events; culled,
-    /// known and excess members are skipped. The views still form through the usual joins.
+    /// known and excess members are skipped. The views still form through joins, sent to random
+    /// restored members as well as the seeds (as the runtime joins through remembered peers).
     case restoreMembers([PeerEntry])
 }
 

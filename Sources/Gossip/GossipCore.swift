@@ -104,6 +104,8 @@ public struct GossipCore {
     var nextGossip: Instant?
     var gossipCursor = 0
     var everJoined = false
+    /// Set by `restoreMembers`: the restored members are join contacts (see `tryJoin`).
+    var joinThroughRestored = false
     /// Addresses heard by LAN beacon (mode `nearest`), oldest first, at most 512: the "near" peers
     /// that `longLink` is not.
     var lanAddresses: [UnderlayAddress] = []
@@ -469,6 +471,7 @@ public struct GossipCore {
             attributeVersion = max(attributeVersion, nextVersion)
             if started { queue.enqueue(selfAlive) }
         case let .restoreMembers(entries):
+            joinThroughRestored = true
             for e in entries where e.nodeID != me.nodeID && culls[e.nodeID] == nil && !members.contains(e.nodeID) {
                 guard members.count < config.maxMembers else { counters.drop(.tableFull); break }
                 members[e.nodeID] = GossipMember(entry: e, state: .alive, incarnation: 0, attributeVersion: 0, stateSince: now)

@@ -17,11 +17,33 @@ extension GossipCore {
         let quarter = config.joinRetryInterval.nanoseconds / 4
         nextJoin = now + .nanoseconds(min(config.joinRetryInterval.nanoseconds, quarter << min(joinAttempts, 4)))
         joinAttempts += 1
-        guard !hasLeft, !contacts.isEmpty else { return }
+        guard !hasLeft else { return }
+        // Members handed over by `restoreMembers` are join contacts until the first join, like the
+        // runtime's remembered peers (and Serf's snapshot rejoin): one of them first, the seeds
+        // every other time. A whole mesh coming back at once no longer queues at the one master's
+        // handshake limit (at 2,000 nodes the last joins waited there 30 s). Only then: joining
+        // random known members in general let a cold start form islands that never met.
+        if !everJoined, joinThroughRestored, contacts.isEmpty || joinAttempts % 2 == 1, let known = knownMemberToJoin() {
+            send(.join(incarnation: incarnation), to: .peer(known), into: &out)
+            return
+        }
+        guard !contacts.isEmpty else { return }
         if contactIndex >= contacts.count { contactIndex = 0 }
         let a = contacts[contactIndex]
         contactIndex += 1
         send(.join(incarnation: incarnation), to: .address(a), into: &out)
+    }
+
+    /// A random member held alive, not a seed's address: a few draws, none if the table is empty.
+    mutating func knownMemberToJoin() -> PeerEntry? {
+        guard !members.isEmpty else { return nil }
+        for _ in 0..<4 {
+            let r = Int(rng.next() % UInt64(members.count))
+            guard members.rows[r].state == .alive else { continue }
+            let e = members.entry(atRow: r)
+            if e.nodeID != me.nodeID, !contacts.contains(e.address) { return e }
+        }
+        return nil
     }
 
     mutating func beaconHeard(_ address: UnderlayAddress, now: Instant, into out: inout [GossipOutput]) {
