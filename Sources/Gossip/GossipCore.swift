@@ -346,7 +346,7 @@ public struct GossipCore {
         case let .join(inc):
             handleJoin(from: from, incarnation: inc, now: now, into: &out)
         case let .joinReply(sample):
-            acceptLink(from, now: now, into: &out)
+            addToActive(from, now: now, into: &out)
             integratePassive(sample, replacing: [])
         case let .forwardJoin(ttl, joiner):
             handleForwardJoin(ttl: ttl, joiner: joiner, from: from, now: now, into: &out)

@@ -427,14 +427,17 @@ import MeshCore
         #expect(c.members.isEmpty)
     }
 
-    /// A disconnect that overtakes the accepting reply it follows (or precedes): the link is
-    /// dropped on both sides instead of held by one side only.
+    /// A disconnect that overtakes the accepting reply it follows (or precedes): the link is not
+    /// taken on one side; a new request settles it on both.
     @Test func crossedDisconnectAndAcceptLeaveNoOneSidedLink() {
         var c = Self.core()
         _ = Self.deliver(&c, .disconnect, from: 1, at: .zero + .milliseconds(5))
         let outs = Self.deliver(&c, .neighborReply(accepted: true, sample: []), from: 1, at: .zero + .milliseconds(8))
         #expect(!c.inActive(Samples.entry(1).nodeID))
-        #expect(Self.sent(outs).contains { $0.0 == .peer(Samples.entry(1)) && $0.1 == .disconnect })
+        #expect(Self.sent(outs).contains { $0.0 == .peer(Samples.entry(1)) && $0.1 == .neighbor(priority: .high) })
+        // The answer to that request makes the link.
+        _ = Self.deliver(&c, .neighborReply(accepted: true, sample: []), from: 1, at: .zero + .milliseconds(12))
+        #expect(c.inActive(Samples.entry(1).nodeID))
         // Without a disconnect, an accepting reply makes the link.
         let later = Self.deliver(&c, .joinReply(sample: []), from: 2, at: .zero + .milliseconds(9))
         #expect(c.inActive(Samples.entry(2).nodeID))
