@@ -24,11 +24,14 @@ extension GossipCore {
         }
         let seq = takeSeq()
         // A wide probe's peer often has no session yet: allow for the handshake's round trip.
-        let timeout = probeTimeout(for: target.nodeID) * (wideTarget == nil ? 1 : 2)
+        let widening: Int64 = wideTarget == nil ? 1 : 2
+        let timeout = probeTimeout(for: target.nodeID) * widening
         // A slow peer (long measured round trip) gets a longer period: its answer is not a failure.
         let end = max(nextProbe!, now + .nanoseconds(2 * timeout))
+        let paced = max(nextProbe!, now + .nanoseconds(2 * config.probeTimeout.nanoseconds * healthMultiplier * widening))
         nextProbe = end
-        probe = Probe(target: target, seq: seq, sentAt: now, indirectAt: now + .nanoseconds(timeout), endAt: end, wide: wideTarget != nil)
+        probe = Probe(target: target, seq: seq, sentAt: now, indirectAt: now + .nanoseconds(timeout), endAt: end, pacedEnd: paced,
+                      wide: wideTarget != nil)
         counters.probes += 1
         let spare = GossipWire.maxDatagram - GossipWire.headerLength - 4 - 1
         send(.ping(seq: seq, updates: piggyback(spare: spare)), to: .peer(target), into: &out)
@@ -37,12 +40,20 @@ extension GossipCore {
     }
 
     /// The direct probe's timeout: the configured one stretched by local health, and at least three
-    /// smoothed round trips to this peer.
+    /// smoothed round trips to this peer, but never longer than Lifeguard's own longest timeout
+    /// (`probeTimeout × maxAwareness`): the period is twice the timeout, and a prober whose
+    /// timeout grew without bound stopped probing its whole active view (see `noteRTT`).
     func probeTimeout(for id: NodeID) -> Int64 {
         var timeout = config.probeTimeout.nanoseconds * healthMultiplier
-        if let rtt = members[id]?.rtt { timeout = max(timeout, 3 * rtt.nanoseconds) }
+        if let rtt = members[id]?.rtt { timeout = max(timeout, min(3 * rtt.nanoseconds, longestProbeTimeout)) }
         return timeout
     }
+
+    var longestProbeTimeout: Int64 { config.probeTimeout.nanoseconds * Int64(config.maxAwareness) }
+
+    /// The longest answer that is still taken for a round trip: Lifeguard's longest probe period
+    /// (`probeInterval × maxAwareness`, 4 s by default). A later answer waited for something else.
+    var longestRoundTrip: Int64 { config.probeInterval.nanoseconds * Int64(config.maxAwareness) }
 
     /// Round-robin over a shuffled copy of the active view (SWIM's bounded detection time);
     /// neighbours that others suspect come first, so confirmations (or refutations) come quickly.
@@ -168,6 +179,9 @@ extension GossipCore {
                 awareness = max(0, awareness - 1)
                 if from.nodeID == p.target.nodeID { noteRTT(from.nodeID, now - p.sentAt) }
                 if p.wide, wideRetry == p.target.nodeID { wideRetry = nil }
+                // The period was stretched to wait for a slow peer's answer; it came, so the round
+                // keeps its usual pace and the other neighbours are not left unprobed meanwhile.
+                if let t = nextProbe, t > p.pacedEnd { nextProbe = max(p.pacedEnd, now) }
             }
             return
         }
@@ -181,7 +195,9 @@ extension GossipCore {
             sidePings[seq] = nil
             sidePingOrder.removeAll { $0 == seq }
             if let t = s.target {
-                if t == from.nodeID { noteRTT(t, now - s.sentAt) }
+                // A dead member's answer is no round trip: it came after the member restarted (or a
+                // partition healed) and, usually, after the handshake that waited for it.
+                if t == from.nodeID, !s.deadRetry { noteRTT(t, now - s.sentAt) }
                 if s.deadRetry, t == from.nodeID, activeView.count < activeCapacity * 2 {
                     // A member we had declared dead answers: a healed partition. Link the two sides
                     // of the overlay through it at once (high priority: it must accept).
@@ -208,7 +224,8 @@ extension GossipCore {
         guard relayOrder.count < 64 else { counters.drop(.exchangeBusy); return }
         let mine = takeSeq()
         // Answer with a nack a little before the requester gives up, so it learns its own link works.
-        let wait = max(config.probeTimeout.nanoseconds * 8 / 10 * healthMultiplier, 3 * (members[target.nodeID]?.rtt?.nanoseconds ?? 0))
+        let wait = max(config.probeTimeout.nanoseconds * 8 / 10 * healthMultiplier,
+                       min(3 * (members[target.nodeID]?.rtt?.nanoseconds ?? 0), longestProbeTimeout))
         relays[mine] = Relay(requester: requester, seq: seq, deadline: now + .nanoseconds(wait))
         relayOrder.append(mine)
         send(.ping(seq: mine, updates: []), to: .peer(target), into: &out)

@@ -296,6 +296,102 @@ import MeshCore
         #expect(c.suspicions[x.nodeID]!.deadline < before)
     }
 
+    /// Runs `c` from `t` to `end` in 50 ms steps. Neighbours 2…4 answer every ping 10 ms later, and
+    /// node 1 too while `oneIsUp`; asked to help, they nack a probe of a silent node 1. Returns the
+    /// probe pings sent (time, target) and the seqs of pings to node 1 left unanswered.
+    static func drive(_ c: inout GossipCore, from t: inout Instant, to end: Instant, oneIsUp: Bool)
+        -> (probes: [(Instant, Int)], unanswered: [UInt32]) {
+        var probes: [(Instant, Int)] = []
+        var unanswered: [UInt32] = []
+        while t < end {
+            t = t + .milliseconds(50)
+            for (d, m) in Self.sent(c.handle(.timer, now: t)) {
+                guard case let .peer(e) = d, let i = (1...4).first(where: { Samples.entry($0) == e }) else { continue }
+                switch m {
+                case let .ping(seq, _):
+                    if c.probe?.seq == seq { probes.append((t, i)) }
+                    if i == 1 && !oneIsUp { unanswered.append(seq); continue }
+                    _ = Self.deliver(&c, .ack(seq: seq, updates: []), from: i, at: t + .milliseconds(10))
+                case let .pingRequest(seq, target) where target.nodeID == Samples.entry(1).nodeID && !oneIsUp:
+                    _ = Self.deliver(&c, .nack(seq: seq), from: i, at: t + .milliseconds(10))
+                default: break
+                }
+            }
+        }
+        return (probes, unanswered)
+    }
+
+    /// A crashed member's late answer is no round trip. The pings sent to it while it was down
+    /// (our failed probe, the dead-member retry) wait in the session layer for a handshake and are
+    /// answered when it restarts, here 14 s later. Taken as its RTT, that made a 40 s probe
+    /// timeout and an 80 s probe period (twice the timeout), in which we probed no neighbour at
+    /// all: the member's next crash was confirmed by none of its neighbours (`gossip-churn`, 200
+    /// nodes, seed 2: node 158, crashed at 180 s, not dead anywhere 10 s later).
+    @Test func lateAnswersOfARestartedMemberDoNotStallProbing() throws {
+        var c = Self.core()
+        for i in 1...4 {
+            _ = Self.deliver(&c, .neighbor(priority: .high), from: i)
+            _ = Self.deliver(&c, .gossip(updates: [.alive(Samples.entry(i), incarnation: 0, attributeVersion: 0)]), from: i)
+        }
+        let x = Samples.entry(1)
+        var t = Instant.zero
+        // x crashes at 1 s; we probe it, fail, and its neighbours' verdict reaches us.
+        _ = Self.drive(&c, from: &t, to: .zero + .seconds(1), oneIsUp: true)
+        var down = Self.drive(&c, from: &t, to: .zero + .seconds(6), oneIsUp: false)
+        #expect(c.members[x.nodeID]?.state == .suspect)
+        _ = Self.deliver(&c, .gossip(updates: [.dead(x.peer, incarnation: 0)]), from: 2, at: t)
+        #expect(c.members[x.nodeID]?.state == .dead)
+        // The dead-member retry pings it at 10 s, unanswered too.
+        let more = Self.drive(&c, from: &t, to: .zero + .seconds(12), oneIsUp: false)
+        down.unanswered += more.unanswered
+        #expect(down.unanswered.count >= 2)
+        // x restarts at 20 s: it refutes, and the handshakes complete, so it answers every queued ping.
+        _ = Self.drive(&c, from: &t, to: .zero + .seconds(20), oneIsUp: false)
+        _ = Self.deliver(&c, .gossip(updates: [.alive(x, incarnation: 1, attributeVersion: 0)]), from: 1, at: t)
+        for seq in down.unanswered { _ = Self.deliver(&c, .ack(seq: seq, updates: []), from: 1, at: t) }
+        #expect(c.members[x.nodeID]?.state == .alive)
+        #expect(c.inActive(x.nodeID))
+        #expect(c.members[x.nodeID]?.rtt == nil)
+        #expect(c.counters.roundTripsDiscarded >= 1)
+        // Up for 10 s: every neighbour keeps being probed at the usual pace (5 neighbours, a round
+        // about every 600 ms), x included.
+        let up = Self.drive(&c, from: &t, to: .zero + .seconds(30), oneIsUp: true)
+        let gaps = zip(up.probes.dropFirst(), up.probes).map { $0.0 - $1.0 }
+        #expect(up.probes.count >= 12)
+        #expect(gaps.allSatisfy { $0 <= .seconds(1) })
+        #expect(up.probes.contains { $0.1 == 1 })
+        // x crashes again at 30 s: we accuse it within two probe cycles (the round-robin is reshuffled).
+        _ = Self.drive(&c, from: &t, to: .zero + .seconds(38), oneIsUp: false)
+        let s = try #require(c.suspicions[x.nodeID])
+        #expect(s.accusers.contains(c.myTag))
+    }
+
+    /// A slow peer's round trip stretches its probe's timeout (three RTTs) no further than
+    /// Lifeguard's own longest one, `probeTimeout × maxAwareness`; and once it answered, the round
+    /// ends at the usual pace instead of waiting out the stretched period.
+    @Test func aSlowPeersProbeIsBoundedAndKeepsThePaceOnceAnswered() throws {
+        var c = Self.core()
+        _ = Self.deliver(&c, .neighbor(priority: .high), from: 1)
+        let x = Samples.entry(1)
+        _ = Self.deliver(&c, .gossip(updates: [.alive(x, incarnation: 0, attributeVersion: 0)]), from: 1)
+        c.noteRTT(x.nodeID, .milliseconds(3_500))
+        #expect(c.members[x.nodeID]?.rtt == .milliseconds(3_500))
+        let longest = c.config.probeTimeout * c.config.maxAwareness
+        #expect(c.probeTimeout(for: x.nodeID) == longest.nanoseconds)
+        var t = Instant.zero
+        while c.probe == nil, t < .zero + .seconds(2) {
+            t = t + .milliseconds(50)
+            _ = c.handle(.timer, now: t)
+        }
+        let p = try #require(c.probe)
+        #expect(p.indirectAt == p.sentAt + longest)
+        #expect(c.nextProbe == p.sentAt + longest * 2)
+        _ = Self.deliver(&c, .ack(seq: p.seq, updates: []), from: 1, at: t + .milliseconds(20))
+        #expect(c.nextProbe == p.sentAt + c.config.probeTimeout * 2)
+        // A sample far below the estimate replaces it: the estimate was stale.
+        #expect(c.members[x.nodeID]?.rtt == .milliseconds(20))
+    }
+
     /// A node with neighbours; probe one that never answers.
     @Test func lifeguardRaisesLocalHealthWhenHelpersDoNotNack() {
         var c = Self.core()
