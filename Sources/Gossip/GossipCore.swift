@@ -54,6 +54,8 @@ public struct GossipCore {
     var probe: Probe?
     var probeOrder: [NodeID] = []
     var priorityProbes: [NodeID] = []
+    /// Members that probed us lately though we do not hold them in our active view (`notePing`).
+    var pingedBy: [(peer: NodeID, at: Instant)] = []
     var probeIndex = 0
     /// When a probe round may next target a member outside the active view (`wideProbeInterval`).
     var nextWideProbe: Instant?
@@ -322,6 +324,7 @@ public struct GossipCore {
         heardFrom(from, now: now, into: &out)
         switch m {
         case let .ping(seq, updates):
+            notePing(from: from.nodeID, now: now)
             applyAll(updates, from: from, now: now, into: &out)
             let spare = GossipWire.maxDatagram - GossipWire.headerLength - 4 - 1
             send(.ack(seq: seq, updates: piggyback(spare: spare)), to: .peer(from), into: &out)
