@@ -18,7 +18,7 @@ extension GossipCore {
         probe = nil
         nextProbe = now + .nanoseconds(config.probeInterval.nanoseconds * healthMultiplier)
         let wideTarget = wideProbeTarget(now: now)
-        guard let target = wideTarget ?? nextProbeTarget() else {
+        guard let target = wideTarget ?? nextProbeTarget(now: now) else {
             measurePassive(now: now, into: &out)
             return
         }
@@ -55,26 +55,29 @@ extension GossipCore {
     /// (`probeInterval × maxAwareness`, 4 s by default). A later answer waited for something else.
     var longestRoundTrip: Int64 { config.probeInterval.nanoseconds * Int64(config.maxAwareness) }
 
-    /// Round-robin over a shuffled copy of the active view (SWIM's bounded detection time);
-    /// neighbours that others suspect come first, so confirmations (or refutations) come quickly,
-    /// and so do suspects that probed us lately (they were queued only if so: `notePing`).
-    mutating func nextProbeTarget() -> PeerEntry? {
+    /// Round-robin over a shuffled copy of the active view and of the members that probed us
+    /// lately (`notePing`: they hold us as their neighbour, so we probe them back) — SWIM's bounded
+    /// detection time; members that others suspect come first, so confirmations (or refutations)
+    /// come quickly.
+    mutating func nextProbeTarget(now: Instant) -> PeerEntry? {
         while let id = priorityProbes.first {
             priorityProbes.removeFirst()
             guard let m = members[id], m.state == .suspect else { continue }
             return activeView.first(where: { $0.nodeID == id }) ?? m.entry
         }
-        guard !activeView.isEmpty else { return nil }
+        let reverse = reverseNeighbours(now: now)
+        guard !activeView.isEmpty || !reverse.isEmpty else { return nil }
         for _ in 0..<(probeOrder.count + 1) {
             if probeIndex >= probeOrder.count {
-                probeOrder = randomSample(activeView.map(\.nodeID), count: activeView.count)
+                let ids = activeView.map(\.nodeID) + reverse
+                probeOrder = randomSample(ids, count: ids.count)
                 probeIndex = 0
             }
             let id = probeOrder[probeIndex]
             probeIndex += 1
-            if let e = activeView.first(where: { $0.nodeID == id }), let m = members[id], m.state == .alive || m.state == .suspect {
-                return e
-            }
+            guard let m = members[id], m.state == .alive || m.state == .suspect else { continue }
+            if let e = activeView.first(where: { $0.nodeID == id }) { return e }
+            if pingedUsLately(id, now: now) { return m.entry }
         }
         return nil
     }
@@ -82,11 +85,15 @@ extension GossipCore {
     /// Only active neighbours probe, so a member that pings us holds us in its active view. Views
     /// are meant to be symmetric, but datagrams reorder and get lost: a `disconnect` overtaken by
     /// the `neighbor` request its sender sent right after it, or a lost `disconnect`, leaves a link
-    /// that only one side holds. In `gossip-churn` at 200 nodes (seed 2) node 190 held five
-    /// neighbours since the join wave at 4 s, of which only one held it: when it crashed at 80 s
-    /// that one was its sole accuser, nobody confirmed, and it was declared after 10.4 s. So a
-    /// member that pinged us within `reverseNeighbourWindow` is checked by us, like a neighbour,
-    /// when someone else suspects it: its failure confirms the suspicion.
+    /// that only one side holds; and a neighbour that crashed is evicted like any other when a
+    /// join needs its place, before anyone noticed the crash. Only the members holding a node in
+    /// their active view probe it, so such a node was probed by few or none: in `gossip-churn` at
+    /// 200 nodes (seed 2) node 190 held five neighbours since the join wave at 4 s, of which only
+    /// one held it; when it crashed at 80 s that one was its sole accuser, nobody confirmed, and
+    /// it was declared after 10.4 s (and, in another run of the same seed, that one evicted it
+    /// 1.2 s after the crash and nobody ever suspected it). So a member that pinged us within
+    /// `reverseNeighbourWindow` is probed by us like a neighbour (`nextProbeTarget`), and checked
+    /// at once when someone else suspects it.
     mutating func notePing(from id: NodeID, now: Instant) {
         guard !inActive(id) else { return }
         pingedBy.removeAll { $0.peer == id || now - $0.at >= Self.reverseNeighbourWindow }
@@ -98,8 +105,14 @@ extension GossipCore {
         pingedBy.contains { $0.peer == id && now - $0.at < Self.reverseNeighbourWindow }
     }
 
-    /// A neighbour with five peers probes each about every 3 s (5 s at most between two cycles).
-    static let reverseNeighbourWindow: Duration = .seconds(10)
+    /// The members that probed us within the window and are not in our active view, oldest first.
+    func reverseNeighbours(now: Instant) -> [NodeID] {
+        pingedBy.compactMap { p in now - p.at < Self.reverseNeighbourWindow && !inActive(p.peer) ? p.peer : nil }
+    }
+
+    /// A node with five neighbours probes each about every 3 s (up to 6 s apart across two
+    /// reshuffled cycles); the window leaves us time to probe a member after its last ping.
+    static let reverseNeighbourWindow: Duration = .seconds(15)
     static let reverseNeighbourLimit = 32
 
     /// Once per `wideProbeInterval`, a random member outside the active view instead of a
