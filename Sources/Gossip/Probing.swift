@@ -33,8 +33,14 @@ extension GossipCore {
         probe = Probe(target: target, seq: seq, sentAt: now, indirectAt: now + .nanoseconds(timeout), endAt: end, pacedEnd: paced,
                       wide: wideTarget != nil)
         counters.probes += 1
-        let spare = GossipWire.maxDatagram - GossipWire.headerLength - 4 - 1
-        send(.ping(seq: seq, updates: piggyback(spare: spare)), to: .peer(target), into: &out)
+        if inActive(target.nodeID) {
+            let spare = GossipWire.maxDatagram - GossipWire.headerLength - 4 - 1
+            send(.ping(seq: seq, updates: piggyback(spare: spare)), to: .peer(target), into: &out)
+        } else {
+            // Not our neighbour (a member that probed us, a wide probe): asked to answer for itself,
+            // so that it does not take us for a neighbour that probes it (see `notePing`).
+            send(.pingRequest(seq: seq, target: target), to: .peer(target), into: &out)
+        }
         // In `nearest` mode, also learn the round-trip time of one passive peer per round.
         if config.modes.contains(.nearest) { measurePassive(now: now, into: &out) }
     }
@@ -82,7 +88,11 @@ extension GossipCore {
         return nil
     }
 
-    /// Only active neighbours probe, so a member that pings us holds us in its active view. Views
+    /// A `ping` is a neighbour's probe: the core sends every other ping-like question (a helper's
+    /// relayed probe, a probe of a member outside the active view, a distance measurement) as a
+    /// `ping-req` naming the receiver itself, which it acks at once; only dead-member retries and
+    /// pings to a beacon's address are still pings. So a member that pings us holds us in its
+    /// active view. Views
     /// are meant to be symmetric, but datagrams reorder and get lost: a `disconnect` overtaken by
     /// the `neighbor` request its sender sent right after it, or a lost `disconnect`, leaves a link
     /// that only one side holds; and a neighbour that crashed is evicted like any other when a
@@ -147,7 +157,7 @@ extension GossipCore {
         sidePings[seq] = (p.nodeID, now, false)
         sidePingOrder.append(seq)
         trimSidePings()
-        send(.ping(seq: seq, updates: []), to: .peer(p), into: &out)
+        send(.pingRequest(seq: seq, target: p), to: .peer(p), into: &out)
     }
 
     mutating func sendIndirectProbes(now: Instant, into out: inout [GossipOutput]) {
@@ -266,7 +276,9 @@ extension GossipCore {
                        min(3 * (members[target.nodeID]?.rtt?.nanoseconds ?? 0), longestProbeTimeout))
         relays[mine] = Relay(requester: requester, seq: seq, deadline: now + .nanoseconds(wait))
         relayOrder.append(mine)
-        send(.ping(seq: mine, updates: []), to: .peer(target), into: &out)
+        // Asked to answer for itself (a ping-req naming the receiver is acked at once): a plain ping
+        // would make the target take us for a neighbour (`notePing`).
+        send(.pingRequest(seq: mine, target: target), to: .peer(target), into: &out)
     }
 
     mutating func expireRelays(now: Instant, into out: inout [GossipOutput]) {
