@@ -105,7 +105,8 @@ extension GossipCore {
     /// `reverseNeighbourWindow` is probed by us like a neighbour (`nextProbeTarget`), and checked
     /// at once when someone else suspects it.
     mutating func notePing(from id: NodeID, now: Instant) {
-        guard !inActive(id) else { return }
+        // Neighbours too: one we drop (evicted for a newcomer, often a crashed one nobody noticed
+        // yet) is probed on for the rest of the window.
         pingedBy.removeAll { $0.peer == id || now - $0.at >= Self.reverseNeighbourWindow }
         pingedBy.append((id, now))
         if pingedBy.count > Self.reverseNeighbourLimit { pingedBy.removeFirst() }
