@@ -349,6 +349,8 @@ public struct GossipCore {
         case let .neighborReply(accepted, sample):
             handleNeighbourReply(from: from, accepted: accepted, sample: sample, now: now, into: &out)
         case .disconnect:
+            // It no longer holds us: no longer probed back either (`notePing`).
+            pingedBy.removeAll { $0.peer == from.nodeID }
             if removeFromActive(from.nodeID, into: &out) { integratePassive([from], replacing: []) }
         case let .shuffle(id, ttl, origin, sample):
             handleShuffle(id: id, ttl: ttl, origin: origin, sample: sample, from: from, now: now, into: &out)
