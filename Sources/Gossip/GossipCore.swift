@@ -328,6 +328,7 @@ public struct GossipCore {
             applyAll(updates, from: from, now: now, into: &out)
             let spare = GossipWire.maxDatagram - GossipWire.headerLength - 4 - 1
             send(.ack(seq: seq, updates: piggyback(spare: spare)), to: .peer(from), into: &out)
+            keepLinkSymmetric(with: from, now: now, into: &out)
         case let .ack(seq, updates):
             applyAll(updates, from: from, now: now, into: &out)
             gotAck(seq, from: from, now: now, into: &out)

@@ -112,6 +112,22 @@ extension GossipCore {
         if pingedBy.count > Self.reverseNeighbourLimit { pingedBy.removeFirst() }
     }
 
+    /// The sender of a `ping` holds us in its active view (see `notePing`); if we do not hold it,
+    /// the link is one-sided: it gossips and pushes verdicts to us, we send it nothing but acks,
+    /// so it hears news only from the acks' few piggybacked updates (`gossip-churn` at 1,000
+    /// nodes, seed 1: node 430's four neighbours all held it one-sided; the `dead` of every crash
+    /// from 60 s to 105 s reached it last, up to 8.8 s after the crash). We take it in when we
+    /// have room, else tell it `disconnect`, so it drops the link and repairs its view.
+    mutating func keepLinkSymmetric(with p: PeerEntry, now: Instant, into out: inout [GossipOutput]) {
+        guard !hasLeft, !inActive(p.nodeID), members[p.nodeID]?.state == .alive else { return }
+        if activeView.count < activeCapacity {
+            pendingNeighbours.removeAll { $0.peer == p.nodeID }
+            addToActive(p, now: now, into: &out)
+        } else {
+            send(.disconnect, to: .peer(p), into: &out)
+        }
+    }
+
     func pingedUsLately(_ id: NodeID, now: Instant) -> Bool {
         pingedBy.contains { $0.peer == id && now - $0.at < Self.reverseNeighbourWindow }
     }
