@@ -117,16 +117,21 @@ extension GossipCore {
     /// so it hears news only from the acks' few piggybacked updates (`gossip-churn` at 1,000
     /// nodes, seed 1: node 430's four neighbours all held it one-sided; the `dead` of every crash
     /// from 60 s to 105 s reached it last, up to 8.8 s after the crash). We take it in when we
-    /// have room, else tell it `disconnect`, so it drops the link and repairs its view.
+    /// have room, else tell it `disconnect`, so it drops the link and repairs its view. Not a
+    /// member whose state changed lately (typically: our probe failed, we dropped it, it refuted):
+    /// taken back in, a CPU-starved one failed the next probe again, and under 5 % loss that loop
+    /// added a third to `gossip-starved`'s traffic; it is told `disconnect` instead.
     mutating func keepLinkSymmetric(with p: PeerEntry, now: Instant, into out: inout [GossipOutput]) {
-        guard !hasLeft, !inActive(p.nodeID), members[p.nodeID]?.state == .alive else { return }
-        if activeView.count < activeCapacity {
+        guard !hasLeft, !inActive(p.nodeID), let m = members[p.nodeID], m.state == .alive else { return }
+        if activeView.count < activeCapacity, now - m.stateSince >= Self.settledFor {
             pendingNeighbours.removeAll { $0.peer == p.nodeID }
             addToActive(p, now: now, into: &out)
         } else {
             send(.disconnect, to: .peer(p), into: &out)
         }
     }
+
+    static let settledFor: Duration = .seconds(30)
 
     func pingedUsLately(_ id: NodeID, now: Instant) -> Bool {
         pingedBy.contains { $0.peer == id && now - $0.at < Self.reverseNeighbourWindow }

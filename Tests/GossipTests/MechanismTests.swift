@@ -498,13 +498,19 @@ import MeshCore
         }
         for i in [1, 6] { _ = Self.deliver(&c, .gossip(updates: [.alive(Samples.entry(i), incarnation: 0, attributeVersion: 0)]), from: 2) }
         #expect(c.activeView.count == 4)
-        // Room for one: node 1's ping makes the link symmetric, with no request and no refusal.
-        let taken = Self.sent(Self.deliver(&c, .ping(seq: 1, updates: []), from: 1))
+        // A member alive since lately (here: just learned; typically one we dropped after a failed
+        // probe, which refuted) is told `disconnect`, not taken back in.
+        let fresh = Self.sent(Self.deliver(&c, .ping(seq: 7, updates: []), from: 1, at: .zero + .seconds(1)))
+        #expect(!c.inActive(Samples.entry(1).nodeID))
+        #expect(fresh.contains { $0.0 == .peer(Samples.entry(1)) && $0.1 == .disconnect })
+        // Settled, and room for one: node 1's ping makes the link symmetric, with no request.
+        let later = Instant.zero + GossipCore.settledFor + .seconds(1)
+        let taken = Self.sent(Self.deliver(&c, .ping(seq: 1, updates: []), from: 1, at: later))
         #expect(c.inActive(Samples.entry(1).nodeID))
         #expect(taken.contains { if case .ack(1, _) = $0.1 { return $0.0 == .peer(Samples.entry(1)) } else { return false } })
         #expect(!taken.contains { if case .disconnect = $0.1 { return true } else { return false } })
         // Full: node 6's ping is answered, and it is told we do not hold it.
-        let told = Self.sent(Self.deliver(&c, .ping(seq: 2, updates: []), from: 6))
+        let told = Self.sent(Self.deliver(&c, .ping(seq: 2, updates: []), from: 6, at: later))
         #expect(!c.inActive(Samples.entry(6).nodeID))
         #expect(told.contains { $0.0 == .peer(Samples.entry(6)) && $0.1 == .disconnect })
         #expect(told.contains { if case .ack(2, _) = $0.1 { return $0.0 == .peer(Samples.entry(6)) } else { return false } })
