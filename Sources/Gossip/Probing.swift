@@ -128,6 +128,9 @@ extension GossipCore {
             addToActive(p, now: now, into: &out)
         } else {
             send(.disconnect, to: .peer(p), into: &out)
+            // It will drop us: no reason to probe it back (under 5 % loss that doubled the relayed
+            // probes of `gossip-starved`).
+            pingedBy.removeAll { $0.peer == p.nodeID }
         }
     }
 
