@@ -219,6 +219,8 @@ public struct GossipCounters: Sendable, Equatable {
     /// News pushed at once (`pushNews`), and wide probes (members outside the active view).
     public var newsPushed: UInt64 = 0
     public var wideProbes: UInt64 = 0
+    /// Answers too late to be round trips (`noteRTT`): not taken into any RTT.
+    public var roundTripsDiscarded: UInt64 = 0
     public var exchanges: UInt64 = 0
 
     public subscript(reason: GossipDropReason) -> UInt64 {

@@ -72,8 +72,9 @@ extension GossipCore {
                 setState(id, .suspect, incarnation: inc, now: now, into: &out)
                 suspicions[id] = Suspicion(start: now, accusers: [accuser], deadline: now + suspicionTimeout(confirmations: 0, accused: accuser == myTag))
                 suspects.append(id)
-                if accuser != myTag, inActive(id), !priorityProbes.contains(id) {
-                    // A neighbour of ours is suspected elsewhere: check it ourselves next.
+                if accuser != myTag, inActive(id) || pingedUsLately(id, now: now), !priorityProbes.contains(id) {
+                    // A neighbour of ours (or a member that holds us as its neighbour, see
+                    // `notePing`) is suspected elsewhere: check it ourselves next.
                     priorityProbes.append(id)
                     if probe?.acked ?? true, let t = nextProbe, t > now + .milliseconds(100) { nextProbe = now + .milliseconds(100) }
                 }

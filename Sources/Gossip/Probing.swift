@@ -18,53 +18,137 @@ extension GossipCore {
         probe = nil
         nextProbe = now + .nanoseconds(config.probeInterval.nanoseconds * healthMultiplier)
         let wideTarget = wideProbeTarget(now: now)
-        guard let target = wideTarget ?? nextProbeTarget() else {
+        guard let target = wideTarget ?? nextProbeTarget(now: now) else {
             measurePassive(now: now, into: &out)
             return
         }
         let seq = takeSeq()
         // A wide probe's peer often has no session yet: allow for the handshake's round trip.
-        let timeout = probeTimeout(for: target.nodeID) * (wideTarget == nil ? 1 : 2)
+        let widening: Int64 = wideTarget == nil ? 1 : 2
+        let timeout = probeTimeout(for: target.nodeID) * widening
         // A slow peer (long measured round trip) gets a longer period: its answer is not a failure.
         let end = max(nextProbe!, now + .nanoseconds(2 * timeout))
+        let paced = max(nextProbe!, now + .nanoseconds(2 * config.probeTimeout.nanoseconds * healthMultiplier * widening))
         nextProbe = end
-        probe = Probe(target: target, seq: seq, sentAt: now, indirectAt: now + .nanoseconds(timeout), endAt: end, wide: wideTarget != nil)
+        probe = Probe(target: target, seq: seq, sentAt: now, indirectAt: now + .nanoseconds(timeout), endAt: end, pacedEnd: paced,
+                      wide: wideTarget != nil)
         counters.probes += 1
-        let spare = GossipWire.maxDatagram - GossipWire.headerLength - 4 - 1
-        send(.ping(seq: seq, updates: piggyback(spare: spare)), to: .peer(target), into: &out)
+        if inActive(target.nodeID) {
+            let spare = GossipWire.maxDatagram - GossipWire.headerLength - 4 - 1
+            send(.ping(seq: seq, updates: piggyback(spare: spare)), to: .peer(target), into: &out)
+        } else {
+            // Not our neighbour (a member that probed us, a wide probe): asked to answer for itself,
+            // so that it does not take us for a neighbour that probes it (see `notePing`).
+            send(.pingRequest(seq: seq, target: target), to: .peer(target), into: &out)
+        }
         // In `nearest` mode, also learn the round-trip time of one passive peer per round.
         if config.modes.contains(.nearest) { measurePassive(now: now, into: &out) }
     }
 
     /// The direct probe's timeout: the configured one stretched by local health, and at least three
-    /// smoothed round trips to this peer.
+    /// smoothed round trips to this peer, but never longer than Lifeguard's own longest timeout
+    /// (`probeTimeout × maxAwareness`): the period is twice the timeout, and a prober whose
+    /// timeout grew without bound stopped probing its whole active view (see `noteRTT`).
     func probeTimeout(for id: NodeID) -> Int64 {
         var timeout = config.probeTimeout.nanoseconds * healthMultiplier
-        if let rtt = members[id]?.rtt { timeout = max(timeout, 3 * rtt.nanoseconds) }
+        if let rtt = members[id]?.rtt { timeout = max(timeout, min(3 * rtt.nanoseconds, longestProbeTimeout)) }
         return timeout
     }
 
-    /// Round-robin over a shuffled copy of the active view (SWIM's bounded detection time);
-    /// neighbours that others suspect come first, so confirmations (or refutations) come quickly.
-    mutating func nextProbeTarget() -> PeerEntry? {
+    var longestProbeTimeout: Int64 { config.probeTimeout.nanoseconds * Int64(config.maxAwareness) }
+
+    /// The longest answer that is still taken for a round trip: Lifeguard's longest probe period
+    /// (`probeInterval × maxAwareness`, 4 s by default). A later answer waited for something else.
+    var longestRoundTrip: Int64 { config.probeInterval.nanoseconds * Int64(config.maxAwareness) }
+
+    /// Round-robin over a shuffled copy of the active view and of the members that probed us
+    /// lately (`notePing`: they hold us as their neighbour, so we probe them back) — SWIM's bounded
+    /// detection time; members that others suspect come first, so confirmations (or refutations)
+    /// come quickly.
+    mutating func nextProbeTarget(now: Instant) -> PeerEntry? {
         while let id = priorityProbes.first {
             priorityProbes.removeFirst()
-            if let e = activeView.first(where: { $0.nodeID == id }), members[id]?.state == .suspect { return e }
+            guard let m = members[id], m.state == .suspect else { continue }
+            return activeView.first(where: { $0.nodeID == id }) ?? m.entry
         }
-        guard !activeView.isEmpty else { return nil }
+        let reverse = reverseNeighbours(now: now)
+        guard !activeView.isEmpty || !reverse.isEmpty else { return nil }
         for _ in 0..<(probeOrder.count + 1) {
             if probeIndex >= probeOrder.count {
-                probeOrder = randomSample(activeView.map(\.nodeID), count: activeView.count)
+                let ids = activeView.map(\.nodeID) + reverse
+                probeOrder = randomSample(ids, count: ids.count)
                 probeIndex = 0
             }
             let id = probeOrder[probeIndex]
             probeIndex += 1
-            if let e = activeView.first(where: { $0.nodeID == id }), let m = members[id], m.state == .alive || m.state == .suspect {
-                return e
-            }
+            guard let m = members[id], m.state == .alive || m.state == .suspect else { continue }
+            if let e = activeView.first(where: { $0.nodeID == id }) { return e }
+            if pingedUsLately(id, now: now) { return m.entry }
         }
         return nil
     }
+
+    /// A `ping` is a neighbour's probe: the core sends every other ping-like question (a helper's
+    /// relayed probe, a probe of a member outside the active view, a distance measurement) as a
+    /// `ping-req` naming the receiver itself, which it acks at once; only dead-member retries and
+    /// pings to a beacon's address are still pings. So a member that pings us holds us in its
+    /// active view. Views
+    /// are meant to be symmetric, but datagrams reorder and get lost: a `disconnect` overtaken by
+    /// the `neighbor` request its sender sent right after it, or a lost `disconnect`, leaves a link
+    /// that only one side holds; and a neighbour that crashed is evicted like any other when a
+    /// join needs its place, before anyone noticed the crash. Only the members holding a node in
+    /// their active view probe it, so such a node was probed by few or none: in `gossip-churn` at
+    /// 200 nodes (seed 2) node 190 held five neighbours since the join wave at 4 s, of which only
+    /// one held it; when it crashed at 80 s that one was its sole accuser, nobody confirmed, and
+    /// it was declared after 10.4 s (and, in another run of the same seed, that one evicted it
+    /// 1.2 s after the crash and nobody ever suspected it). So a member that pinged us within
+    /// `reverseNeighbourWindow` is probed by us like a neighbour (`nextProbeTarget`), and checked
+    /// at once when someone else suspects it.
+    mutating func notePing(from id: NodeID, now: Instant) {
+        // Neighbours too: one we drop (evicted for a newcomer, often a crashed one nobody noticed
+        // yet) is probed on for the rest of the window.
+        pingedBy.removeAll { $0.peer == id || now - $0.at >= Self.reverseNeighbourWindow }
+        pingedBy.append((id, now))
+        if pingedBy.count > Self.reverseNeighbourLimit { pingedBy.removeFirst() }
+    }
+
+    /// The sender of a `ping` holds us in its active view (see `notePing`); if we do not hold it,
+    /// the link is one-sided: it gossips and pushes verdicts to us, we send it nothing but acks,
+    /// so it hears news only from the acks' few piggybacked updates (`gossip-churn` at 1,000
+    /// nodes, seed 1: node 430's four neighbours all held it one-sided; the `dead` of every crash
+    /// from 60 s to 105 s reached it last, up to 8.8 s after the crash). We take it in when we
+    /// have room, else tell it `disconnect`, so it drops the link and repairs its view. Not a
+    /// member whose state changed lately (typically: our probe failed, we dropped it, it refuted):
+    /// taken back in, a CPU-starved one fails the next probe again, round after round (in
+    /// `gossip-starved` at 200 nodes the mean traffic fell from 1,296 to 1,251 B/s without that
+    /// loop); it is told `disconnect` instead.
+    mutating func keepLinkSymmetric(with p: PeerEntry, now: Instant, into out: inout [GossipOutput]) {
+        guard !hasLeft, !inActive(p.nodeID), let m = members[p.nodeID], m.state == .alive else { return }
+        if activeView.count < activeCapacity, now - m.stateSince >= Self.settledFor {
+            pendingNeighbours.removeAll { $0.peer == p.nodeID }
+            addToActive(p, now: now, into: &out)
+        } else {
+            send(.disconnect, to: .peer(p), into: &out)
+            // It will drop us, alive: no reason to probe it back.
+            pingedBy.removeAll { $0.peer == p.nodeID }
+        }
+    }
+
+    static let settledFor: Duration = .seconds(30)
+
+    func pingedUsLately(_ id: NodeID, now: Instant) -> Bool {
+        pingedBy.contains { $0.peer == id && now - $0.at < Self.reverseNeighbourWindow }
+    }
+
+    /// The members that probed us within the window and are not in our active view, oldest first.
+    func reverseNeighbours(now: Instant) -> [NodeID] {
+        pingedBy.compactMap { p in now - p.at < Self.reverseNeighbourWindow && !inActive(p.peer) ? p.peer : nil }
+    }
+
+    /// A node with five neighbours probes each about every 3 s (up to 6 s apart across two
+    /// reshuffled cycles); the window leaves us time to probe a member after its last ping.
+    static let reverseNeighbourWindow: Duration = .seconds(15)
+    static let reverseNeighbourLimit = 32
 
     /// Once per `wideProbeInterval`, a random member outside the active view instead of a
     /// neighbour: only neighbours probe a member, so one whose neighbours all crashed with it (an
@@ -98,7 +182,7 @@ extension GossipCore {
         sidePings[seq] = (p.nodeID, now, false)
         sidePingOrder.append(seq)
         trimSidePings()
-        send(.ping(seq: seq, updates: []), to: .peer(p), into: &out)
+        send(.pingRequest(seq: seq, target: p), to: .peer(p), into: &out)
     }
 
     mutating func sendIndirectProbes(now: Instant, into out: inout [GossipOutput]) {
@@ -180,6 +264,9 @@ extension GossipCore {
                 awareness = max(0, awareness - 1)
                 if from.nodeID == p.target.nodeID { noteRTT(from.nodeID, now - p.sentAt) }
                 if p.wide, wideRetry == p.target.nodeID { wideRetry = nil }
+                // The period was stretched to wait for a slow peer's answer; it came, so the round
+                // keeps its usual pace and the other neighbours are not left unprobed meanwhile.
+                if let t = nextProbe, t > p.pacedEnd { nextProbe = max(p.pacedEnd, now) }
             }
             return
         }
@@ -193,7 +280,9 @@ extension GossipCore {
             sidePings[seq] = nil
             sidePingOrder.removeAll { $0 == seq }
             if let t = s.target {
-                if t == from.nodeID { noteRTT(t, now - s.sentAt) }
+                // A dead member's answer is no round trip: it came after the member restarted (or a
+                // partition healed) and, usually, after the handshake that waited for it.
+                if t == from.nodeID, !s.deadRetry { noteRTT(t, now - s.sentAt) }
                 if s.deadRetry, t == from.nodeID, activeView.count < activeCapacity * 2 {
                     // A member we had declared dead answers: a healed partition. Link the two sides
                     // of the overlay through it at once (high priority: it must accept).
@@ -220,12 +309,15 @@ extension GossipCore {
         guard relayOrder.count < 64 else { counters.drop(.exchangeBusy); return }
         let mine = takeSeq()
         // Answer with a nack a little before the requester gives up, so it learns its own link works.
-        let wait = max(config.probeTimeout.nanoseconds * 8 / 10 * healthMultiplier, 3 * (members[target.nodeID]?.rtt?.nanoseconds ?? 0))
+        let wait = max(config.probeTimeout.nanoseconds * 8 / 10 * healthMultiplier,
+                       min(3 * (members[target.nodeID]?.rtt?.nanoseconds ?? 0), longestProbeTimeout))
         // A helper often has no session to the target yet: its handshake and then the ping cost two
         // round trips, and the requester still listens for a while after our nack.
         relays[mine] = Relay(requester: requester, seq: seq, deadline: now + .nanoseconds(wait), forgetAt: now + .nanoseconds(3 * wait))
         relayOrder.append(mine)
-        send(.ping(seq: mine, updates: []), to: .peer(target), into: &out)
+        // Asked to answer for itself (a ping-req naming the receiver is acked at once): a plain ping
+        // would make the target take us for a neighbour (`notePing`).
+        send(.pingRequest(seq: mine, target: target), to: .peer(target), into: &out)
     }
 
     mutating func expireRelays(now: Instant, into out: inout [GossipOutput]) {

@@ -19,16 +19,17 @@ extension GossipCore {
     public func purpose(ofSent bytes: [UInt8]) -> GossipSendPurpose {
         guard bytes.count >= GossipWire.headerLength else { return .other }
         switch bytes[3] {
-        case 1:
+        case 1, 3:
+            // A ping-req naming its receiver is a probe, a relayed probe or a measurement too
+            // (`notePing`); one sent to helpers carries our probe's seq after its indirect stage.
             guard bytes.count >= GossipWire.headerLength + 4 else { return .other }
             var seq: UInt32 = 0
             for i in 4..<8 { seq = seq << 8 | UInt32(bytes[i]) }
-            if let p = probe, p.seq == seq { return p.wide ? .wideProbe : .probe }
+            if let p = probe, p.seq == seq, bytes[3] == 1 || !p.indirectSent { return p.wide ? .wideProbe : .probe }
             if relays[seq] != nil { return .relayedProbe }
             if let s = sidePings[seq] { return s.deadRetry ? .deadRetry : .measure }
-            return .other
+            return bytes[3] == 1 ? .other : .pingRequest
         case 2: return .ack
-        case 3: return .pingRequest
         case 4: return .nack
         case 5: return .gossip
         case 6: return .join
