@@ -617,8 +617,9 @@ import MeshCore
     @Test func lateAnswerThroughAHelperStillCounts() {
         var c = Self.core()
         let outs = Self.deliver(&c, .pingRequest(seq: 78, target: Samples.entry(9)), from: 1)
-        guard case let .ping(mySeq, _)? = Self.sent(outs).first(where: { $0.0 == .peer(Samples.entry(9)) })?.1 else {
-            Issue.record("no relayed ping"); return
+        // The relayed probe asks the target to answer for itself (a ping-req naming it).
+        guard case let .pingRequest(mySeq, _)? = Self.sent(outs).first(where: { $0.0 == .peer(Samples.entry(9)) })?.1 else {
+            Issue.record("no relayed probe"); return
         }
         let nacked = c.handle(.timer, now: Instant.zero + .milliseconds(250))
         #expect(Self.sent(nacked).contains { $0.1 == .nack(seq: 78) })
