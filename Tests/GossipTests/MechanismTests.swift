@@ -13,6 +13,16 @@ import MeshCore
         return core
     }
 
+    /// A core whose active view holds `Samples.entry(i)` for each i, each known alive.
+    static func coreWithNeighbours(_ ids: ClosedRange<Int>) -> GossipCore {
+        var c = core()
+        for i in ids {
+            _ = deliver(&c, .neighbor(priority: .high), from: i)
+            _ = deliver(&c, .gossip(updates: [.alive(Samples.entry(i), incarnation: 0, attributeVersion: 0)]), from: i)
+        }
+        return c
+    }
+
     static func deliver(_ core: inout GossipCore, _ m: GossipMessage, from i: Int, at t: Instant = .zero) -> [GossipOutput] {
         core.handle(.received(from: Samples.entry(i), bytes: GossipWire.encode(m)), now: t)
     }
@@ -93,11 +103,7 @@ import MeshCore
     /// teller; a `dead` about a member we hold alive (old news, e.g. a healed partition) waits for
     /// the gossip rounds, so the member's refutation is not outrun.
     @Test func verdictEndingASuspicionIsPushedAtOnce() {
-        var c = Self.core()
-        for i in 1...4 {
-            _ = Self.deliver(&c, .neighbor(priority: .high), from: i)
-            _ = Self.deliver(&c, .gossip(updates: [.alive(Samples.entry(i), incarnation: 0, attributeVersion: 0)]), from: i)
-        }
+        var c = Self.coreWithNeighbours(1...4)
         let x = Samples.entry(7), y = Samples.entry(8)
         _ = Self.deliver(&c, .gossip(updates: [.alive(x, incarnation: 2, attributeVersion: 0), .alive(y, incarnation: 2, attributeVersion: 0)]), from: 1)
         _ = Self.deliver(&c, .gossip(updates: [.suspect(x.peer, incarnation: 2, accuser: 11)]), from: 1)
@@ -329,11 +335,7 @@ import MeshCore
     /// all: the member's next crash was confirmed by none of its neighbours (`gossip-churn`, 200
     /// nodes, seed 2: node 158, crashed at 180 s, not dead anywhere 10 s later).
     @Test func lateAnswersOfARestartedMemberDoNotStallProbing() throws {
-        var c = Self.core()
-        for i in 1...4 {
-            _ = Self.deliver(&c, .neighbor(priority: .high), from: i)
-            _ = Self.deliver(&c, .gossip(updates: [.alive(Samples.entry(i), incarnation: 0, attributeVersion: 0)]), from: i)
-        }
+        var c = Self.coreWithNeighbours(1...4)
         let x = Samples.entry(1)
         var t = Instant.zero
         // x crashes at 1 s; we probe it, fail, and its neighbours' verdict reaches us.
@@ -409,11 +411,7 @@ import MeshCore
     /// the suspicion. Before, only the members holding a node probed it: in `gossip-churn` at 200
     /// nodes a crashed node evicted by its one prober 1.2 s after the crash was never suspected.
     @Test func anEvictedNeighbourIsProbedBackAndConfirmed() throws {
-        var c = Self.core()
-        for i in 1...5 {
-            _ = Self.deliver(&c, .neighbor(priority: .high), from: i)
-            _ = Self.deliver(&c, .gossip(updates: [.alive(Samples.entry(i), incarnation: 0, attributeVersion: 0)]), from: i)
-        }
+        var c = Self.coreWithNeighbours(1...5)
         let x = Samples.entry(1)
         // x probes us (it holds us), then crashes; we evict it for a newcomer, unaware.
         var t = Instant.zero + .seconds(1)
@@ -445,11 +443,7 @@ import MeshCore
     /// A member that disconnects from us, or that we tell `disconnect` (our view is full), no
     /// longer holds us: it is not probed back. The window ends the others.
     @Test func aMemberThatDisconnectsIsNotProbedBack() {
-        var c = Self.core()
-        for i in 1...5 {
-            _ = Self.deliver(&c, .neighbor(priority: .high), from: i)
-            _ = Self.deliver(&c, .gossip(updates: [.alive(Samples.entry(i), incarnation: 0, attributeVersion: 0)]), from: i)
-        }
+        var c = Self.coreWithNeighbours(1...5)
         let x = Samples.entry(1)
         _ = Self.deliver(&c, .ping(seq: 900, updates: []), from: 1, at: .zero + .seconds(1))
         _ = Self.deliver(&c, .disconnect, from: 1, at: .zero + .seconds(2))
@@ -510,11 +504,7 @@ import MeshCore
 
     /// A node with neighbours; probe one that never answers.
     @Test func lifeguardRaisesLocalHealthWhenHelpersDoNotNack() {
-        var c = Self.core()
-        for i in 1...4 {
-            _ = Self.deliver(&c, .neighbor(priority: .high), from: i)
-            _ = Self.deliver(&c, .gossip(updates: [.alive(Samples.entry(i), incarnation: 0, attributeVersion: 0)]), from: i)
-        }
+        var c = Self.coreWithNeighbours(1...4)
         #expect(c.activeView.count == 4)
         var t = Instant.zero
         var probed: PeerEntry?
@@ -575,11 +565,7 @@ import MeshCore
     /// trips. The requester waits for that, so a helper's answer 650 ms after the request clears
     /// the probe (it used to become a suspicion, refuted by a new incarnation sent mesh-wide).
     @Test func requesterWaitsForFarHelpers() {
-        var c = Self.core()
-        for i in 1...4 {
-            _ = Self.deliver(&c, .neighbor(priority: .high), from: i)
-            _ = Self.deliver(&c, .gossip(updates: [.alive(Samples.entry(i), incarnation: 0, attributeVersion: 0)]), from: i)
-        }
+        var c = Self.coreWithNeighbours(1...4)
         var t = Instant.zero
         var seq: UInt32?
         var requestedAt: Instant?
