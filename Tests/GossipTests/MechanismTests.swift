@@ -669,13 +669,19 @@ import MeshCore
         #expect(mesh.eventLog.filter { if case .joined = $0.event { return true } else { return false } }.count == 12)
     }
 
-    @Test func restartedNodeComesBackAlive() {
+    /// 30 nodes that found each other; node 12 crashed and every live node holds it dead.
+    static func meshWithNode12DeadEverywhere() -> Mesh {
         var mesh = Mesh(nodes: 30, seed: 4, config: Mesh.defaultConfig())
         mesh.startAll(over: .seconds(2))
         _ = mesh.runUntil(limit: .seconds(30)) { $0.everyoneKnowsEveryone() }
         mesh.crash(12)
         let dead = mesh.runUntil(limit: .seconds(20)) { $0.observers(of: 12, in: .dead) == $0.live.count }
         #expect(dead != nil)
+        return mesh
+    }
+
+    @Test func restartedNodeComesBackAlive() {
+        var mesh = Self.meshWithNode12DeadEverywhere()
         // A fresh process: incarnation 0, empty tables; it must out-bid the "dead" it is remembered by.
         mesh.restart(12)
         let back = mesh.runUntil(limit: .seconds(30)) { $0.everyoneKnowsEveryone() }
@@ -687,12 +693,7 @@ import MeshCore
     /// With its last incarnation from disk (`resume`), a restarted node's first `alive` already
     /// beats the `dead` it is remembered by: back everywhere with no refutation round.
     @Test func resumedNodeComesBackWithoutRefuting() {
-        var mesh = Mesh(nodes: 30, seed: 4, config: Mesh.defaultConfig())
-        mesh.startAll(over: .seconds(2))
-        _ = mesh.runUntil(limit: .seconds(30)) { $0.everyoneKnowsEveryone() }
-        mesh.crash(12)
-        let dead = mesh.runUntil(limit: .seconds(20)) { $0.observers(of: 12, in: .dead) == $0.live.count }
-        #expect(dead != nil)
+        var mesh = Self.meshWithNode12DeadEverywhere()
         let restartedAt = mesh.now
         mesh.restart(12)
         mesh.command(12, .resume(incarnation: 0, attributeVersion: 0))  // before its start event
