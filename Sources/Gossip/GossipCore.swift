@@ -54,11 +54,11 @@ public struct GossipCore {
         var wide = false
     }
     var probe: Probe?
-    var probeOrder: [NodeID] = []
+    /// When we last probed each neighbour (`nextProbeTarget`); pruned, so it stays view-sized.
+    var probedAt: [NodeID: Int64] = [:]
     var priorityProbes: [NodeID] = []
     /// Members that probed us lately though we do not hold them in our active view (`notePing`).
     var pingedBy: [(peer: NodeID, at: Instant)] = []
-    var probeIndex = 0
     /// When a probe round may next target a member outside the active view (`wideProbeInterval`).
     var nextWideProbe: Instant?
     /// A member whose wide probe failed once: probed again next period before it is accused.

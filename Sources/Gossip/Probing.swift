@@ -61,31 +61,43 @@ extension GossipCore {
     /// (`probeInterval × maxAwareness`, 4 s by default). A later answer waited for something else.
     var longestRoundTrip: Int64 { config.probeInterval.nanoseconds * Int64(config.maxAwareness) }
 
-    /// Round-robin over a shuffled copy of the active view and of the members that probed us
-    /// lately (`notePing`: they hold us as their neighbour, so we probe them back) — SWIM's bounded
-    /// detection time; members that others suspect come first, so confirmations (or refutations)
-    /// come quickly.
+    /// The neighbour (active view, or a member that probed us lately: it holds us as its
+    /// neighbour, see `notePing`) we last heard from or probed longest ago; members that others
+    /// suspect come first, so confirmations (or refutations) come quickly. A crashed neighbour
+    /// stops talking while the others go on pinging us, answering our probes and gossiping, so its
+    /// turn comes within a period or two of its crash. A reshuffled round-robin let a neighbour
+    /// wait up to two cycles (about 6 s) for its turn: the probe phase that was left of the
+    /// crash-detection tail (Docs/gossip.md, "The crash-detection tail, found", mechanism 4).
+    /// Still bounded like SWIM's round-robin: a probe sends its target to the back whether or not
+    /// it is answered, so two neighbours that crash together are both probed within two periods.
     mutating func nextProbeTarget(now: Instant) -> PeerEntry? {
         while let id = priorityProbes.first {
             priorityProbes.removeFirst()
             guard let m = members[id], m.state == .suspect else { continue }
+            noteProbed(id, now: now)
             return activeView.first(where: { $0.nodeID == id }) ?? m.entry
         }
-        let reverse = reverseNeighbours(now: now)
-        guard !activeView.isEmpty || !reverse.isEmpty else { return nil }
-        for _ in 0..<(probeOrder.count + 1) {
-            if probeIndex >= probeOrder.count {
-                let ids = activeView.map(\.nodeID) + reverse
-                probeOrder = randomSample(ids, count: ids.count)
-                probeIndex = 0
-            }
-            let id = probeOrder[probeIndex]
-            probeIndex += 1
-            guard let m = members[id], m.state == .alive || m.state == .suspect else { continue }
-            if let e = activeView.first(where: { $0.nodeID == id }) { return e }
-            if pingedUsLately(id, now: now) { return m.entry }
+        var best: PeerEntry?
+        var oldest = Int64.max
+        func consider(_ e: PeerEntry) {
+            guard let m = members[e.nodeID], m.state == .alive || m.state == .suspect else { return }
+            let known = max(m.lastHeardNanos, probedAt[e.nodeID] ?? .min)
+            guard known < oldest else { return }
+            best = e
+            oldest = known
         }
-        return nil
+        for e in activeView { consider(e) }
+        for id in reverseNeighbours(now: now) { if let m = members[id] { consider(m.entry) } }
+        if let b = best { noteProbed(b.nodeID, now: now) }
+        return best
+    }
+
+    mutating func noteProbed(_ id: NodeID, now: Instant) {
+        if probedAt.count >= 64 {
+            let cutoff = now.nanoseconds - Self.reverseNeighbourWindow.nanoseconds
+            probedAt = probedAt.filter { $0.value >= cutoff }
+        }
+        probedAt[id] = now.nanoseconds
     }
 
     /// A `ping` is a neighbour's probe: the core sends every other ping-like question (a helper's

@@ -627,6 +627,7 @@ public final class Simulation {
 
     func evaluateCrash(_ r: Int) {
         var rec = crashRecords[r]
+        var staleNames: [String] = []
         rec.evaluated = true
         if life[rec.node] != .down || incarnation[rec.node] != rec.incarnation {
             rec.skipped = true
@@ -636,10 +637,12 @@ public final class Simulation {
                 let k = Int(o)
                 guard isLive(k), incarnation[k] == inc, let m = nodes[k].members[id], m.state != .dead else { continue }
                 rec.stale += 1
+                if staleNames.count < 5 { staleNames.append("\(k) (\(m.state))") }
             }
         }
         crashRecords[r] = rec
-        log(rec.node, "crash deadline: \(rec.skipped ? "restarted before the deadline" : "\(rec.stale) of \(rec.observers.count) observers still see it not dead")")
+        let who = staleNames.isEmpty ? "" : ": " + staleNames.joined(separator: ", ")
+        log(rec.node, "crash deadline: \(rec.skipped ? "restarted before the deadline" : "\(rec.stale) of \(rec.observers.count) observers still see it not dead\(who)")")
     }
 }
 

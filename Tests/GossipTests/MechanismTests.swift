@@ -440,6 +440,43 @@ import MeshCore
         #expect(c.suspicions[x.nodeID]?.accusers == [21, c.myTag])
     }
 
+    /// A crashed neighbour stops talking while the others go on: it is the next one probed. With
+    /// a reshuffled round-robin it waited up to two cycles (about 6 s) for its turn, the probe
+    /// phase left of the crash-detection tail; and two neighbours that crash together are both
+    /// probed at once, not the first one again and again.
+    @Test func aSilentNeighbourIsProbedNextAndTwoSilentOnesInTurn() {
+        for crashed in [[1], [2], [3], [4], [5], [2, 4]] {
+            var c = Self.coreWithNeighbours(1...5)
+            let crashAt = Instant.zero + .seconds(2) + .milliseconds(137 * Int64(crashed[0]))
+            var t = Instant.zero
+            var firstProbed: [Int] = []
+            var seq: UInt32 = 10_000
+            while t < crashAt + .seconds(3), firstProbed.count < crashed.count {
+                t = t + .milliseconds(50)
+                let down = t >= crashAt ? crashed : []
+                for i in 1...5 where !down.contains(i) {
+                    seq += 1
+                    _ = Self.deliver(&c, .ping(seq: seq, updates: []), from: i, at: t)
+                }
+                for (d, m) in Self.sent(c.handle(.timer, now: t)) {
+                    guard case let .peer(e) = d, let i = (1...5).first(where: { Samples.entry($0) == e }) else { continue }
+                    switch m {
+                    case let .ping(s, _) where !down.contains(i):
+                        _ = Self.deliver(&c, .ack(seq: s, updates: []), from: i, at: t + .milliseconds(5))
+                    case .ping where t >= crashAt && !firstProbed.contains(i):
+                        firstProbed.append(i)
+                    case let .pingRequest(s, _) where !down.contains(i):
+                        _ = Self.deliver(&c, .nack(seq: s), from: i, at: t + .milliseconds(10))
+                    default: break
+                    }
+                }
+            }
+            #expect(firstProbed.sorted() == crashed, "crashed \(crashed): probed \(firstProbed)")
+            // One probe period (twice the 300 ms timeout) per silent neighbour, and the 50 ms step.
+            #expect(t - crashAt <= .milliseconds(650 * Int64(crashed.count)), "crashed \(crashed): first probed \(t - crashAt) after the crash")
+        }
+    }
+
     /// A member that disconnects from us, or that we tell `disconnect` (our view is full), no
     /// longer holds us: it is not probed back. The window ends the others.
     @Test func aMemberThatDisconnectsIsNotProbedBack() {
