@@ -59,6 +59,8 @@ public struct GossipCore {
     var priorityProbes: [NodeID] = []
     /// Members that probed us lately though we do not hold them in our active view (`notePing`).
     var pingedBy: [(peer: NodeID, at: Instant)] = []
+    /// The newcomers we admitted as their join contact, newest last (`handleJoin`).
+    var admitted: [(peer: NodeID, at: Instant)] = []
     /// When a probe round may next target a member outside the active view (`wideProbeInterval`).
     var nextWideProbe: Instant?
     /// A member whose wide probe failed once: probed again next period before it is accused.
