@@ -167,6 +167,10 @@ final class Peer {
             if let new = initiation { tracker.ownEphemerals[BytesKey(new.ephemeral)] = handle }
         }
     }
+    /// The attempts first-contact (XX) retransmissions replaced, oldest first (at most
+    /// `SessionManager.earlierAttemptsKept`): an answer may still be on a slow link, and the
+    /// first answer to any attempt completes the handshake. No timers of their own.
+    @exclusivity(unchecked) var earlierInitiations: [Initiation] = []
     @exclusivity(unchecked) var queue: [[UInt8]] = [] { didSet { touch() } }
     @exclusivity(unchecked) var lastSent: Instant? { didSet { touch() } }
     @exclusivity(unchecked) var lastReceived: Instant?

@@ -64,6 +64,60 @@ import Testing
         #expect(net.wire.filter { $0.bytes.first == SessionWire.PacketType.xxFinal.rawValue }.count == finals)
     }
 
+    /// First contact (a newcomer calling its seed) loses its first message: the initiation goes
+    /// out again after 250 ms (plus jitter), not after a second, so the session is up well
+    /// within half a second.
+    @Test func lostFirstContactInitiationIsRetriedSoon() {
+        var net = Pump()
+        net.add(1); net.add(2)
+        var dropped = 0
+        net.filter = { p in
+            if p.bytes.first == SessionWire.PacketType.xxInitiation.rawValue && dropped == 0 { dropped += 1; return false }
+            return true
+        }
+        net.send(1, 2, "join", known: false)
+        net.run(for: .milliseconds(450))
+        #expect(dropped == 1)
+        #expect(net.nodes[Pump.address(1)]!.established == [net.key(2)])
+        #expect(net.texts(2) == ["join"])
+        // A known peer (IK) keeps the one-second schedule.
+        var ik = Pump()
+        ik.add(1); ik.add(2)
+        var ikDropped = 0
+        ik.filter = { p in
+            if p.bytes.first == SessionWire.PacketType.ikInitiation.rawValue && ikDropped == 0 { ikDropped += 1; return false }
+            return true
+        }
+        ik.send(1, 2, "known")
+        ik.run(for: .milliseconds(900))
+        #expect(ik.texts(2).isEmpty)
+        ik.run(for: .seconds(1))
+        #expect(ik.texts(2) == ["known"])
+    }
+
+    /// On a link slower than the quick first-contact retry, the answer to the replaced attempt
+    /// still completes the handshake (one round trip after the first message), instead of being
+    /// refused as `unknown_index` while each retransmission outruns its own answer.
+    @Test func lateAnswerToReplacedFirstContactAttemptCompletes() {
+        var net = Pump()
+        net.latency = .milliseconds(400)
+        net.add(1); net.add(2)
+        net.send(1, 2, "slow", known: false)
+        net.run(for: .milliseconds(820))
+        #expect(net.counters(1).handshakeRetransmits >= 1)
+        #expect(net.nodes[Pump.address(1)]!.established == [net.key(2)])
+        net.run(for: .milliseconds(500))
+        #expect(net.texts(2) == ["slow"])
+        #expect(net.nodes[Pump.address(2)]!.established == [net.key(1)])
+        // Later answers (to the newer attempt) find nothing to complete: counted, no second session.
+        net.run(for: .seconds(3))
+        #expect(net.nodes[Pump.address(1)]!.established == [net.key(2)])
+        net.send(1, 2, "again")
+        net.run(for: .seconds(1))
+        #expect(net.texts(2) == ["slow", "again"])
+        #expect(net.sizes(1).indices == 1)
+    }
+
     @Test func sessionExpiresThenIKRehandshakes() {
         var net = Pump()
         net.add(1); net.add(2)
