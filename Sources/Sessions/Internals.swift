@@ -121,6 +121,9 @@ struct ResponderHandshake {
     let remoteIndex: UInt32
     let address: UnderlayAddress
     let created: Instant
+    /// Transport datagrams for this index that overtook the third message (sent in the same
+    /// instant, reordered by jitter); read once it arrives. At most `earlyTransportKept`.
+    var early: [[UInt8]] = []
 }
 
 /// A class so that the per-packet path updates counters and replay windows in place instead of

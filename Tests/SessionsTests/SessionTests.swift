@@ -52,7 +52,8 @@ import Testing
         #expect(net.texts(2).isEmpty)  // sent on keys the responder does not hold
         net.send(1, 2, "second")
         net.run(for: .milliseconds(500))
-        #expect(net.texts(2) == ["second"])
+        // "first" waited at the responder for the third message (kept for its handshake).
+        #expect(net.texts(2) == ["first", "second"])
         #expect(net.nodes[Pump.address(2)]!.established == [net.key(1)])
         // Confirmed by the responder's answer: no more copies of the final message.
         net.send(2, 1, "reply")
@@ -60,7 +61,7 @@ import Testing
         let finals = net.wire.filter { $0.bytes.first == SessionWire.PacketType.xxFinal.rawValue }.count
         net.send(1, 2, "third")
         net.run(for: .milliseconds(500))
-        #expect(net.texts(2) == ["second", "third"])
+        #expect(net.texts(2) == ["first", "second", "third"])
         #expect(net.wire.filter { $0.bytes.first == SessionWire.PacketType.xxFinal.rawValue }.count == finals)
     }
 
@@ -116,6 +117,29 @@ import Testing
         net.run(for: .seconds(1))
         #expect(net.texts(2) == ["slow", "again"])
         #expect(net.sizes(1).indices == 1)
+    }
+
+    /// The XX initiator's first transport packet overtakes its third message (both leave in the
+    /// same instant; jitter reorders them): the responder keeps it for that handshake and reads
+    /// it once the third message arrives, instead of dropping it as `unknown_index`.
+    @Test func transportOvertakingTheXXFinalIsKeptUntilItArrives() {
+        var net = Pump()
+        net.add(1); net.add(2)
+        var held: [UInt8]?
+        net.filter = { p in
+            if p.bytes.first == SessionWire.PacketType.xxFinal.rawValue && held == nil { held = p.bytes; return false }
+            return true
+        }
+        net.send(1, 2, "join", known: false)
+        net.run(for: .milliseconds(90))
+        #expect(held != nil)
+        #expect(net.texts(2).isEmpty)
+        #expect(net.counters(2)[.unknownIndex] == 0)
+        net.inject(held!, from: Pump.address(1), to: Pump.address(2))
+        #expect(net.texts(2) == ["join"])
+        #expect(net.nodes[Pump.address(2)]!.established == [net.key(1)])
+        // A forged packet naming a pending handshake from another address is not kept.
+        #expect(net.counters(2)[.decryptFailed] == 0)
     }
 
     @Test func sessionExpiresThenIKRehandshakes() {
