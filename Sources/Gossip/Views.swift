@@ -11,11 +11,12 @@ extension GossipCore {
     func inPassive(_ id: NodeID) -> Bool { passiveView.contains { $0.nodeID == id } }
 
     mutating func tryJoin(now: Instant, into out: inout [GossipOutput]) {
-        // Retries back off from a quarter of the interval: a lost join (or reply) costs a newcomer
-        // 0.5 s, not 2 s (ten gossip rounds); a contact that stays silent still gets one try per
-        // `joinRetryInterval`.
-        let quarter = config.joinRetryInterval.nanoseconds / 4
-        nextJoin = now + .nanoseconds(min(config.joinRetryInterval.nanoseconds, quarter << min(joinAttempts, 4)))
+        // Retries back off from an eighth of the interval (250 ms, doubling): a lost join (or
+        // reply) costs a newcomer about one gossip round, not ten; a contact that stays silent
+        // still gets one try per `joinRetryInterval`. A repeated join costs the contact a second
+        // reply and forward-join walk, nothing more (the member update is the same).
+        let eighth = config.joinRetryInterval.nanoseconds / 8
+        nextJoin = now + .nanoseconds(min(config.joinRetryInterval.nanoseconds, eighth << min(joinAttempts, 4)))
         joinAttempts += 1
         guard !hasLeft else { return }
         // Members handed over by `restoreMembers` are join contacts until the first join, like the

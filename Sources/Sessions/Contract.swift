@@ -114,6 +114,12 @@ public struct SessionTiming: Sendable, Equatable {
     /// up to a third of random jitter so that peers do not retry in lock step.
     public var handshakeRetryInitial: Duration = .seconds(1)
     public var handshakeRetryMax: Duration = .seconds(8)
+    /// First retransmission of a first-contact (XX) initiation, doubling from there to
+    /// ``handshakeRetryMax``. Shorter than ``handshakeRetryInitial``: a node calling a seed has
+    /// nothing else to do, a lost first or second message would otherwise cost it a whole second
+    /// (five gossip rounds), and the XX responder keeps each attempt apart, so a repeat is
+    /// harmless. The replaced attempt is kept: its late answer on a slow link still completes.
+    public var firstContactRetryInitial: Duration = .milliseconds(250)
     /// How long the replaced keys still decrypt packets that were in flight.
     public var previousKeyGrace: Duration = .seconds(15)
     /// Start a new handshake after this many packets under one key.

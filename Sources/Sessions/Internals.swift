@@ -121,6 +121,9 @@ struct ResponderHandshake {
     let remoteIndex: UInt32
     let address: UnderlayAddress
     let created: Instant
+    /// Transport datagrams for this index that overtook the third message (sent in the same
+    /// instant, reordered by jitter); read once it arrives. At most `earlyTransportKept`.
+    var early: [[UInt8]] = []
 }
 
 /// A class so that the per-packet path updates counters and replay windows in place instead of
@@ -167,6 +170,10 @@ final class Peer {
             if let new = initiation { tracker.ownEphemerals[BytesKey(new.ephemeral)] = handle }
         }
     }
+    /// The attempts first-contact (XX) retransmissions replaced, oldest first (at most
+    /// `SessionManager.earlierAttemptsKept`): an answer may still be on a slow link, and the
+    /// first answer to any attempt completes the handshake. No timers of their own.
+    @exclusivity(unchecked) var earlierInitiations: [Initiation] = []
     @exclusivity(unchecked) var queue: [[UInt8]] = [] { didSet { touch() } }
     @exclusivity(unchecked) var lastSent: Instant? { didSet { touch() } }
     @exclusivity(unchecked) var lastReceived: Instant?

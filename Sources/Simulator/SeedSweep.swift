@@ -58,7 +58,7 @@ public enum SeedSweep {
 /// Percentiles over a sweep's reports of the metrics the floors are stated in.
 public enum SweepStats {
     /// Metrics summarised across seeds.
-    public static let keys = ["dissemination_join_rounds", "dissemination_leave_rounds", "dissemination_cull_rounds",
+    public static let keys = ["dissemination_join_rounds", "dissemination_join_admitted_rounds", "dissemination_leave_rounds", "dissemination_cull_rounds",
                               "traffic_mean_bytes_per_node_s", "traffic_max_bytes_per_node_s", "largest_datagram_bytes",
                               "crash_detect_max_s", "overlay_connected_s", "discovered_fraction_s", "convergence_s",
                               "false_dead_declarations"]

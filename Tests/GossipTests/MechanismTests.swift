@@ -861,4 +861,30 @@ import MeshCore
         let answers = mesh.eventLog.compactMap { if case let .queryAnswer(9, from, _, hops, _) = $0.event { return (from, hops) } else { return nil } }
         #expect(!answers.isEmpty)
     }
+
+    /// A newcomer whose join (or the reply) is lost asks again after 250 ms, doubling to the 2 s
+    /// `joinRetryInterval`: with 10 % loss a lost join used to cost it 0.5 s (2.5 gossip rounds).
+    @Test func lostJoinIsRetriedWithinAbout250ms() {
+        var c = Self.core(1)
+        var joins: [Instant] = []
+        func collect(_ outs: [GossipOutput], at t: Instant) {
+            for (d, m) in Self.sent(outs) where d == .address(Samples.entry(0).address) {
+                if case .join = m { joins.append(t) }
+            }
+        }
+        collect(c.handle(.command(.join([Samples.entry(0).address])), now: .zero), at: .zero)
+        var t = Instant.zero
+        while t < Instant(nanoseconds: 4_000_000_000) {
+            t = t + .milliseconds(10)
+            collect(c.handle(.timer, now: t), at: t)
+        }
+        let gaps = zip(joins.dropFirst(), joins).map { ($0 - $1).nanoseconds / 1_000_000 }
+        #expect(gaps.first.map { $0 >= 250 && $0 <= 260 } == true, "first retry after \(gaps.first ?? -1) ms")
+        #expect(Array(gaps.prefix(4)).map { ($0 + 5) / 250 * 250 } == [250, 500, 1000, 2000])
+        // Five went out; the reply admits it and the retries stop (`nextJoin` waits for an
+        // empty active view).
+        #expect(joins.count == 5)
+        _ = Self.deliver(&c, .joinReply(sample: []), from: 0, at: t)
+        #expect(c.activeView.map(\.nodeID) == [Samples.entry(0).nodeID])
+    }
 }

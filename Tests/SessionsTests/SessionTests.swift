@@ -52,7 +52,8 @@ import Testing
         #expect(net.texts(2).isEmpty)  // sent on keys the responder does not hold
         net.send(1, 2, "second")
         net.run(for: .milliseconds(500))
-        #expect(net.texts(2) == ["second"])
+        // "first" waited at the responder for the third message (kept for its handshake).
+        #expect(net.texts(2) == ["first", "second"])
         #expect(net.nodes[Pump.address(2)]!.established == [net.key(1)])
         // Confirmed by the responder's answer: no more copies of the final message.
         net.send(2, 1, "reply")
@@ -60,8 +61,85 @@ import Testing
         let finals = net.wire.filter { $0.bytes.first == SessionWire.PacketType.xxFinal.rawValue }.count
         net.send(1, 2, "third")
         net.run(for: .milliseconds(500))
-        #expect(net.texts(2) == ["second", "third"])
+        #expect(net.texts(2) == ["first", "second", "third"])
         #expect(net.wire.filter { $0.bytes.first == SessionWire.PacketType.xxFinal.rawValue }.count == finals)
+    }
+
+    /// First contact (a newcomer calling its seed) loses its first message: the initiation goes
+    /// out again after 250 ms (plus jitter), not after a second, so the session is up well
+    /// within half a second.
+    @Test func lostFirstContactInitiationIsRetriedSoon() {
+        var net = Pump()
+        net.add(1); net.add(2)
+        var dropped = 0
+        net.filter = { p in
+            if p.bytes.first == SessionWire.PacketType.xxInitiation.rawValue && dropped == 0 { dropped += 1; return false }
+            return true
+        }
+        net.send(1, 2, "join", known: false)
+        net.run(for: .milliseconds(450))
+        #expect(dropped == 1)
+        #expect(net.nodes[Pump.address(1)]!.established == [net.key(2)])
+        #expect(net.texts(2) == ["join"])
+        // A known peer (IK) keeps the one-second schedule.
+        var ik = Pump()
+        ik.add(1); ik.add(2)
+        var ikDropped = 0
+        ik.filter = { p in
+            if p.bytes.first == SessionWire.PacketType.ikInitiation.rawValue && ikDropped == 0 { ikDropped += 1; return false }
+            return true
+        }
+        ik.send(1, 2, "known")
+        ik.run(for: .milliseconds(900))
+        #expect(ik.texts(2).isEmpty)
+        ik.run(for: .seconds(1))
+        #expect(ik.texts(2) == ["known"])
+    }
+
+    /// On a link slower than the quick first-contact retry, the answer to the replaced attempt
+    /// still completes the handshake (one round trip after the first message), instead of being
+    /// refused as `unknown_index` while each retransmission outruns its own answer.
+    @Test func lateAnswerToReplacedFirstContactAttemptCompletes() {
+        var net = Pump()
+        net.latency = .milliseconds(400)
+        net.add(1); net.add(2)
+        net.send(1, 2, "slow", known: false)
+        net.run(for: .milliseconds(820))
+        #expect(net.counters(1).handshakeRetransmits >= 1)
+        #expect(net.nodes[Pump.address(1)]!.established == [net.key(2)])
+        net.run(for: .milliseconds(500))
+        #expect(net.texts(2) == ["slow"])
+        #expect(net.nodes[Pump.address(2)]!.established == [net.key(1)])
+        // Later answers (to the newer attempt) find nothing to complete: counted, no second session.
+        net.run(for: .seconds(3))
+        #expect(net.nodes[Pump.address(1)]!.established == [net.key(2)])
+        net.send(1, 2, "again")
+        net.run(for: .seconds(1))
+        #expect(net.texts(2) == ["slow", "again"])
+        #expect(net.sizes(1).indices == 1)
+    }
+
+    /// The XX initiator's first transport packet overtakes its third message (both leave in the
+    /// same instant; jitter reorders them): the responder keeps it for that handshake and reads
+    /// it once the third message arrives, instead of dropping it as `unknown_index`.
+    @Test func transportOvertakingTheXXFinalIsKeptUntilItArrives() {
+        var net = Pump()
+        net.add(1); net.add(2)
+        var held: [UInt8]?
+        net.filter = { p in
+            if p.bytes.first == SessionWire.PacketType.xxFinal.rawValue && held == nil { held = p.bytes; return false }
+            return true
+        }
+        net.send(1, 2, "join", known: false)
+        net.run(for: .milliseconds(90))
+        #expect(held != nil)
+        #expect(net.texts(2).isEmpty)
+        #expect(net.counters(2)[.unknownIndex] == 0)
+        net.inject(held!, from: Pump.address(1), to: Pump.address(2))
+        #expect(net.texts(2) == ["join"])
+        #expect(net.nodes[Pump.address(2)]!.established == [net.key(1)])
+        // A forged packet naming a pending handshake from another address is not kept.
+        #expect(net.counters(2)[.decryptFailed] == 0)
     }
 
     @Test func sessionExpiresThenIKRehandshakes() {
