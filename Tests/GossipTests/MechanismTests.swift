@@ -115,6 +115,23 @@ import MeshCore
         #expect(!Self.sent(quiet).contains { if case .gossip = $0.1 { return true }; return false })
     }
 
+    /// A `left` (and a cull, by the same path) is pushed twice to each neighbour but the teller, a
+    /// `dead` once: see `pushVerdict`.
+    @Test func leaveIsPushedTwiceAndDeathOnce() {
+        var c = Self.coreWithNeighbours(1...4)
+        let x = Samples.entry(7), y = Samples.entry(8)
+        _ = Self.deliver(&c, .gossip(updates: [.alive(x, incarnation: 2, attributeVersion: 0), .alive(y, incarnation: 2, attributeVersion: 0)]), from: 1)
+        let left = Self.sent(Self.deliver(&c, .gossip(updates: [.left(x.peer, incarnation: 2)]), from: 2))
+            .filter { $0.1 == .gossip(updates: [.left(x.peer, incarnation: 2)]) }.map(\.0)
+        #expect(c.members[x.nodeID]?.state == .left)
+        for i in [1, 3, 4] { #expect(left.filter { $0 == .peer(Samples.entry(i)) }.count == 2) }
+        #expect(left.count == 6)
+        _ = Self.deliver(&c, .gossip(updates: [.suspect(y.peer, incarnation: 2, accuser: 11)]), from: 1)
+        let dead = Self.sent(Self.deliver(&c, .gossip(updates: [.dead(y.peer, incarnation: 2)]), from: 2))
+            .filter { $0.1 == .gossip(updates: [.dead(y.peer, incarnation: 2)]) }
+        #expect(dead.count == 3)
+    }
+
     /// News of a new member is pushed at once to every active neighbour but the sender (once: a
     /// second copy is not forwarded), within a per-interval budget; the rest waits for the queue.
     @Test func newMemberIsPushedAtOnceWithinABudget() {
