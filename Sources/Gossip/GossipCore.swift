@@ -399,7 +399,10 @@ public struct GossipCore {
         case .attributesRequest:
             sendReliable(.attributes(version: attributeVersion, attributes), to: from, into: &out)
         case let .delta(_, records, culls):
-            synced = true
+            // A big delta means we were far behind (a newcomer, a healed partition) and more may
+            // follow: exchange again in a second rather than in `antiEntropyInterval`.
+            synced = records.count < GossipWire.maxDeltaRecords / 2
+            if !synced, let t = nextExchange, t > now + .seconds(1) { nextExchange = now + .seconds(1) }
             applyDelta(records: records, culls: culls, from: from, now: now, into: &out)
         case let .attributes(version, attrs):
             if var m = members[from.nodeID], version > m.heldAttributeVersion {

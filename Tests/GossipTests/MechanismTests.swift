@@ -516,6 +516,53 @@ import MeshCore
         #expect(Set(c.activeView.map(\.nodeID)).intersection(settled).count == 4)
     }
 
+    /// A newcomer to a mesh larger than one delta (`maxDeltaRecords`) learns all of it from one
+    /// peer in a few exchanges, a second apart: each delta is whole buckets, which then match, and
+    /// a big delta brings the next exchange forward. Cut at the first rows in table order, every
+    /// delta from the same peer carried the same 4,000 rows and every bucket still differed.
+    @Test func aNewcomerLearnsAMeshLargerThanOneDeltaFromOnePeer() throws {
+        let n = 6_000
+        var old = Self.coreWithNeighbours(1...1)
+        var batch: [MemberUpdate] = []
+        for i in 2...n {
+            batch.append(.alive(Samples.entry(i), incarnation: 0, attributeVersion: 0))
+            if batch.count == 16 || i == n {
+                _ = Self.deliver(&old, .gossip(updates: batch), from: 1)
+                batch.removeAll()
+            }
+        }
+        #expect(old.members.count == n)
+        var newcomer = Self.core(n + 1)
+        let oldEntry = Samples.entry(0), newEntry = Samples.entry(n + 1)
+        var t = Instant.zero + .seconds(1)
+        var exchanges = 0
+        var nextAfter: [Duration] = []
+        while newcomer.members.count < n + 1, exchanges < 6 {
+            exchanges += 1
+            var out: [GossipOutput] = []
+            newcomer.startExchange(with: oldEntry, now: t, into: &out)
+            for (_, m) in Self.sent(out) {
+                let served = old.handle(.received(from: newEntry, bytes: GossipWire.encode(m)), now: t)
+                for o in served {
+                    switch o {
+                    case let .send(_, bytes): _ = newcomer.handle(.received(from: oldEntry, bytes: bytes), now: t)
+                    case let .sendReliable(_, bytes): _ = newcomer.handle(.reliableReceived(from: oldEntry, bytes: bytes), now: t)
+                    default: break
+                    }
+                }
+            }
+            // The next exchange is due in a second while the deltas are big.
+            _ = newcomer.handle(.timer, now: t)
+            nextAfter.append(try #require(newcomer.nextExchange) - t)
+            t = t + .seconds(1)
+        }
+        // 6,001 members (the old node and the 6,000 it knows) in whole buckets of about 94 rows,
+        // at most 4,000 a delta: two exchanges, three if the buckets fall badly.
+        #expect(newcomer.members.count == n + 1)
+        #expect(exchanges <= 3)
+        #expect(nextAfter.dropLast().allSatisfy { $0 <= .seconds(1) })
+    }
+
     /// A member that disconnects from us, or that we tell `disconnect` (our view is full), no
     /// longer holds us: it is not probed back. The window ends the others.
     @Test func aMemberThatDisconnectsIsNotProbedBack() {
