@@ -154,17 +154,17 @@ extension Simulation {
     }
 
     /// Mean and max bytes per second over the nodes live through the whole steady-state window.
-    func steadyTraffic() -> (mean: Double, max: Double, nodes: Int, seconds: Double) {
-        guard let start = traffic.startAt, now > start else { return (-1, -1, 0, 0) }
+    func steadyTraffic() -> (mean: Double, max: Double, nodes: Int, seconds: Double, busiest: Int) {
+        guard let start = traffic.startAt, now > start else { return (-1, -1, 0, 0, -1) }
         let seconds = Double(now - start) / 1e9
-        var sum = 0.0, peak = 0.0, n = 0
+        var sum = 0.0, peak = 0.0, n = 0, busiest = -1
         for i in 0..<nodes.count where isLive(i) && traffic.incarnation[i] == incarnation[i] {
             let rate = Double(nodeBytes[i] - traffic.bytes[i]) / seconds
             sum += rate
-            peak = max(peak, rate)
+            if rate > peak { peak = rate; busiest = i }
             n += 1
         }
-        return (n == 0 ? -1 : sum / Double(n), n == 0 ? -1 : peak, n, seconds)
+        return (n == 0 ? -1 : sum / Double(n), n == 0 ? -1 : peak, n, seconds, busiest)
     }
 
     /// Share of live nodes' active-view neighbours on their own LAN (what `nearest` should raise).
@@ -242,7 +242,7 @@ extension Simulation {
             let tr = steadyTraffic()
             guard tr.nodes > 0 else { return .init(name: spec.kind, passed: false, detail: "no node was live through the steady-state window") }
             return .init(name: spec.kind, passed: tr.max <= limit,
-                         detail: "from \(f(Double(traffic.startAt ?? 0) / 1e9)) s to the end (\(tr.nodes) nodes): mean \(String(format: "%.0f", tr.mean)) B/s, max \(String(format: "%.0f", tr.max)) B/s per node (limit \(String(format: "%.0f", limit)))")
+                         detail: "from \(f(Double(traffic.startAt ?? 0) / 1e9)) s to the end (\(tr.nodes) nodes): mean \(String(format: "%.0f", tr.mean)) B/s, max \(String(format: "%.0f", tr.max)) B/s per node (node \(tr.busiest)) (limit \(String(format: "%.0f", limit)))")
         case "datagram_fits":
             let limit = spec.maxBytes ?? 1232
             return .init(name: spec.kind, passed: Double(largestDatagram) <= limit,
