@@ -559,6 +559,8 @@ import MeshCore
         // 6,001 members (the old node and the 6,000 it knows) in whole buckets of about 94 rows,
         // at most 4,000 a delta: two exchanges, three if the buckets fall badly.
         #expect(newcomer.members.count == n + 1)
+        // Old news to the mesh: the newcomer does not gossip them all again.
+        #expect(newcomer.queue.count < 100)
         #expect(exchanges <= 3)
         #expect(nextAfter.dropLast().allSatisfy { $0 <= .seconds(1) })
     }
