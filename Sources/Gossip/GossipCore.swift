@@ -29,6 +29,8 @@ public struct GossipCore {
     var nextSeq: UInt32 = 1
     /// Off while a delta is applied: see `pushVerdict`.
     var pushesVerdicts = true
+    /// On while a catch-up delta is applied: see `applyDelta`.
+    var catchingUp = false
     /// News pushes left in this gossip interval (see `pushNews`).
     var newsBudget = 0
     /// News taken in during the current input, sent together when it is handled (`flushNews`).

@@ -38,11 +38,8 @@ extension GossipCore {
             if let from, from.nodeID == id { e.address = from.address }
             members[e.nodeID] = GossipMember(entry: e, state: .alive, incarnation: inc, attributeVersion: av, stateSince: now)
             out.append(.event(.memberJoined(id, e.address)))
-            // A member first heard of in an anti-entropy delta is old news to the mesh (the
-            // sender had it): a newcomer that learned 10,000 members that way re-gossiped them
-            // all, full datagrams every round for minutes (`gossip-master-10000`: 19.6 KB/s from
-            // one newcomer 40 s after its join). Changes to members we knew still go out.
-            if pushesVerdicts { queue.enqueue(.alive(e, incarnation: inc, attributeVersion: av)) }
+            // A member first heard of in a catch-up delta (see `applyDelta`) is not gossiped on.
+            if !catchingUp { queue.enqueue(.alive(e, incarnation: inc, attributeVersion: av)) }
             pushNews(.alive(e, incarnation: inc, attributeVersion: av), except: from, into: &out)
             maybeFetchAttributes(id, into: &out)
             return true
