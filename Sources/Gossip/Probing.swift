@@ -19,7 +19,7 @@ extension GossipCore {
         nextProbe = now + .nanoseconds(config.probeInterval.nanoseconds * healthMultiplier)
         let wideTarget = wideProbeTarget(now: now)
         guard let target = wideTarget ?? nextProbeTarget(now: now) else {
-            measurePassive(now: now, into: &out)
+            measureDistance(now: now, into: &out)
             return
         }
         let seq = takeSeq()
@@ -41,8 +41,8 @@ extension GossipCore {
             // so that it does not take us for a neighbour that probes it (see `notePing`).
             send(.pingRequest(seq: seq, target: target), to: .peer(target), into: &out)
         }
-        // In `nearest` mode, also learn the round-trip time of one passive peer per round.
-        if config.modes.contains(.nearest) { measurePassive(now: now, into: &out) }
+        // In `nearest` mode, also learn the round-trip time of one more peer per round.
+        if config.modes.contains(.nearest) { measureDistance(now: now, into: &out) }
     }
 
     /// The direct probe's timeout: the configured one stretched by local health, and at least three
@@ -188,8 +188,13 @@ extension GossipCore {
         return nil
     }
 
-    mutating func measurePassive(now: Instant, into out: inout [GossipOutput]) {
-        guard let p = randomSample(passiveView, count: 1).first else { return }
+    /// A distance measurement (a `ping-req` naming its receiver: no probe, no suspicion): an active
+    /// neighbour not measured yet first, else a random passive peer. Probes go to the neighbour
+    /// heard from longest ago, so one that keeps talking to us may never be probed, and `nearest`
+    /// ranks neighbours by round trip.
+    mutating func measureDistance(now: Instant, into out: inout [GossipOutput]) {
+        let unmeasured = activeView.first { members[$0.nodeID].map { $0.rtt == nil } ?? false }
+        guard let p = unmeasured ?? randomSample(passiveView, count: 1).first else { return }
         let seq = takeSeq()
         sidePings[seq] = (p.nodeID, now, false)
         sidePingOrder.append(seq)
