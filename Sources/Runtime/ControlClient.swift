@@ -54,10 +54,61 @@ public enum ControlClient {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }
         guard rc == 0 else {
-            let err = String(cString: strerror(errno))
+            let code = errno
             close(fd)
-            throw Failure(description: "cannot reach a node on control socket \(path): \(err); is `iotaf node run` running with this --control path?")
+            throw Failure(description: "cannot reach a node on control socket \(path): \(problem(path, errno: code))")
         }
         return fd
+    }
+
+    /// Why connecting to `path` failed, in words that say what to check.
+    static func problem(_ path: String, errno code: Int32) -> String {
+        let dir = (path as NSString).deletingLastPathComponent
+        var st = stat()
+        switch code {
+        case ENOENT where !dir.isEmpty && stat(dir, &st) != 0:
+            return "its directory \(dir) does not exist, so no node runs with this control path (is the node running? does its config put the socket elsewhere?)"
+        case ENOENT:
+            return "no such socket; is `iotaf node run` running with this control path?"
+        case ECONNREFUSED:
+            return "the socket file exists but no node listens on it (left by a node that stopped uncleanly?)"
+        case EACCES, EPERM:
+            return "permission denied; run as the node's user (or root)"
+        case ENOTSOCK:
+            return "the path is not a socket"
+        default:
+            return "\(String(cString: strerror(code))); is `iotaf node run` running with this control path?"
+        }
+    }
+
+    /// Whether a node answers at `path`, and if not, why (for `locate`'s report).
+    public static func probe(_ path: String) -> String? {
+        do { close(try connect(path)); return nil } catch let f as Failure {
+            return f.description.components(separatedBy: ": ").dropFirst().joined(separator: ": ")
+        } catch { return "\(error)" }
+    }
+
+    /// Finds a running node's control socket when the CLI got no --control or --config: the
+    /// sockets named by the configs in `configDirectory` (the packaged ones), then the packaged
+    /// default, then the default data directory's. Returns the first a node listens on, or every
+    /// place looked at with why it did not do.
+    public static func locate(configDirectory: String = "/etc/iotaf",
+                              fallbacks: [String] = ["/run/iotaf/control.sock", "/var/lib/iotaf/control.sock",
+                                                     "iotaf-data/control.sock"]) -> Result<String, Failure> {
+        var candidates: [(path: String, origin: String)] = []
+        let configs = ((try? FileManager.default.contentsOfDirectory(atPath: configDirectory)) ?? []).filter { $0.hasSuffix(".toml") }.sorted()
+        for name in configs {
+            let file = (configDirectory as NSString).appendingPathComponent(name)
+            if let p = ConfigLoader.controlPath(ofConfig: file) { candidates.append((p, "named by \(file)")) }
+        }
+        for f in fallbacks { candidates.append((f, "default")) }
+        var looked: [String] = []
+        var seen: Set<String> = []
+        for c in candidates where seen.insert(c.path).inserted {
+            guard let why = probe(c.path) else { return .success(c.path) }
+            looked.append("\(c.path) (\(c.origin)): \(why)")
+        }
+        return .failure(Failure(description: "found no running node; looked for its control socket at:\n  " + looked.joined(separator: "\n  ")
+                        + "\npass --control PATH (the node's [node] control) or --config PATH (its config file)"))
     }
 }
