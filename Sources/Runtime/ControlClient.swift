@@ -40,40 +40,43 @@ public enum ControlClient {
     }
 
     static func connect(_ path: String) throws -> Int32 {
+        guard path.utf8.count < MemoryLayout.size(ofValue: sockaddr_un().sun_path) else {
+            throw Failure(description: "control socket path \(path) is too long")
+        }
+        let (fd, code) = rawConnect(path)
+        guard fd >= 0 else { throw Failure(description: "cannot reach a node on control socket \(path): \(problem(path, errno: code))") }
+        return fd
+    }
+
+    /// A connected descriptor, or -1 and the errno.
+    static func rawConnect(_ path: String) -> (fd: Int32, errno: Int32) {
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw Failure(description: "cannot create a Unix socket: \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else { return (-1, errno) }
         var addr = sockaddr_un()
         addr.sun_family = sa_family_t(AF_UNIX)
         let bytes = Array(path.utf8)
-        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else {
-            close(fd)
-            throw Failure(description: "control socket path \(path) is too long")
-        }
+        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else { close(fd); return (-1, ENAMETOOLONG) }
         withUnsafeMutableBytes(of: &addr.sun_path) { $0.copyBytes(from: bytes + [0]) }
         let rc = withUnsafePointer(to: &addr) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }
-        guard rc == 0 else {
-            let code = errno
-            close(fd)
-            throw Failure(description: "cannot reach a node on control socket \(path): \(problem(path, errno: code))")
-        }
-        return fd
+        guard rc == 0 else { let code = errno; close(fd); return (-1, code) }
+        return (fd, 0)
     }
 
     /// Why connecting to `path` failed, in words that say what to check.
-    static func problem(_ path: String, errno code: Int32) -> String {
+    static func problem(_ path: String, errno code: Int32, short: Bool = false) -> String {
         let dir = (path as NSString).deletingLastPathComponent
         var st = stat()
         switch code {
         case ENOENT where !dir.isEmpty && stat(dir, &st) != 0:
-            return "its directory \(dir) does not exist, so no node runs with this control path (is the node running? does its config put the socket elsewhere?)"
+            return "its directory \(dir) does not exist" + (short ? "" : ", so no node runs with this control path (is the node running? does its config put the socket elsewhere?)")
         case ENOENT:
-            return "no such socket; is `iotaf node run` running with this control path?"
+            return "no such socket" + (short ? "" : "; is `iotaf node run` running with this control path?")
         case ECONNREFUSED:
-            return "the socket file exists but no node listens on it (left by a node that stopped uncleanly?)"
+            return short ? "no node listens there" : "the socket file exists but no node listens on it (left by a node that stopped uncleanly?)"
         case EACCES, EPERM:
-            return "permission denied; run as the node's user (or root)"
+            return "permission denied" + (short ? "" : "; run as the node's user (or root)")
         case ENOTSOCK:
             return "the path is not a socket"
         default:
@@ -83,9 +86,10 @@ public enum ControlClient {
 
     /// Whether a node answers at `path`, and if not, why (for `locate`'s report).
     public static func probe(_ path: String) -> String? {
-        do { close(try connect(path)); return nil } catch let f as Failure {
-            return f.description.components(separatedBy: ": ").dropFirst().joined(separator: ": ")
-        } catch { return "\(error)" }
+        let (fd, code) = rawConnect(path)
+        guard fd >= 0 else { return problem(path, errno: code, short: true) }
+        close(fd)
+        return nil
     }
 
     /// Finds a running node's control socket when the CLI got no --control or --config: the
