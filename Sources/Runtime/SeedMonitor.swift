@@ -6,7 +6,7 @@ import MeshCore
 /// `NodeRuntime` tells it of seeds, datagrams and sessions; `answeredElsewhere` lets it see a seed
 /// the core no longer asks (a member answers from that address, or it is this node's own).
 final class SeedMonitor {
-    private(set) var watch: SeedWatch
+    @exclusivity(unchecked) private(set) var watch: SeedWatch
     private let loop: EventLoop
     private let logger: Logger
     private var timer: LoopTimer!
