@@ -47,7 +47,7 @@ public struct NodeSettings: Sendable {
     /// A `network_id` that contradicts the key file is refused.
     public func resolvedNetworkKey() throws -> NetworkKey {
         guard let networkKeyPath else {
-            guard network == .defaultNetwork else { try validate(); return .defaultNetwork }
+            if network != .defaultNetwork { try validate() }  // throws: an id without its key is never the open network
             return .defaultNetwork
         }
         let k = try NetworkKey.read(networkKeyPath)

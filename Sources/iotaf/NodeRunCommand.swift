@@ -12,7 +12,7 @@ struct NodeCommandGroup: ParsableCommand {
 
 /// Flags that override config keys, shared by `node run`.
 struct NodeFlags: ParsableArguments {
-    @Option(help: "Config file (TOML). Every key can also be given as a flag.")
+    @Option(help: "Config file (TOML). Every key but the [timing] ones can also be given as a flag.")
     var config: String?
     @Option(help: "Identity key file (from `iotaf keygen`). Default: DATA/identity.key.")
     var key: String?
