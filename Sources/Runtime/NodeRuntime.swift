@@ -443,6 +443,9 @@ public final class NodeRuntime {
             guard let text = parsed?["address"] as? String, let address = UnderlayAddress(parsing: text) else {
                 return Array(ControlJSON.error("join needs \"address\": [IPv6]:port, [fe80::…%interface]:port or IPv4:port"))
             }
+            guard unscoped(address) != boundAddress else {
+                return Array(ControlJSON.error("\(address) is this node's own address; give a master's or a member's"))
+            }
             feed(.command(.addSeed(unscoped(address))))
             seeds.watchSeed(unscoped(address))
             return Array(ControlJSON.encode(["joining": unscoped(address).description]))

@@ -117,7 +117,8 @@ extension ChannelProcessTests {
         send.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
         try send.run()
         // Wait until bytes are flowing, then kill the receiver without a chance to say goodbye.
-        let deadline = Date().addingTimeInterval(20)
+        // Hashing the 1 GiB first takes ~1 s alone, over 20 s on a loaded 2-core machine.
+        let deadline = Date().addingTimeInterval(90)
         var flowing = false
         while Date() < deadline && !flowing {
             Thread.sleep(forTimeInterval: 0.2)

@@ -77,6 +77,9 @@ import Testing
         let joined = try runIotaf(["join", "[::1]:\(ports[0])", "--control", "\(dir)/n2.sock"])
         #expect(joined.status == 0 && joined.out.contains("joined: [::1]:\(ports[0]) answered"), "\(joined.out) \(joined.err)")
 
+        let itself = try runIotaf(["join", "[::1]:\(ports[2])", "--control", "\(dir)/n2.sock"])
+        #expect(itself.status != 0 && itself.err.contains("this node's own address"), "\(itself.err)")
+
         // A port nobody listens on: the reason arrives within seconds, naming the port.
         let deadPort = freeUDPPort()
         let t = Date()
