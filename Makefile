@@ -7,7 +7,11 @@ NODES ?= 5
 DURATION ?=
 JOBS ?= 2
 
-.PHONY: run test deps build build-debug bench sim clean
+.PHONY: run test deps build build-debug bench sim clean fuzz soak testbed-clean
+FUZZ_SECONDS ?= 60
+SOAK_HOSTS ?= 30
+SOAK_MINUTES ?= 30
+SOAK_SEED ?= 1
 
 deps:
 	@bash scripts/install-deps.sh
@@ -23,9 +27,28 @@ build-debug: deps
 run: build
 	.build/release/iotaf mesh --nodes $(NODES) $(if $(DURATION),--duration $(DURATION))
 
+#   make test also runs every libFuzzer target for 3 s (scripts/fuzz-all.sh) so that a decoder
+#   that crashes on a committed regression input, or within seconds, fails CI.
 test: deps
 	swift build --build-tests -j $(JOBS)
 	swift test --skip-build --parallel --num-workers $(JOBS)
+	bash scripts/fuzz-all.sh 3
+
+# Every libFuzzer target in Fuzz/ for FUZZ_SECONDS each (make fuzz FUZZ_SECONDS=5: a quick pass).
+fuzz:
+	bash scripts/fuzz-all.sh $(FUZZ_SECONDS)
+
+# The real-network test bed at SOAK_HOSTS hosts for SOAK_MINUTES with a random nemesis drawn
+# from SOAK_SEED; ends with a summary of faults injected and checks passed (Docs/testbed.md).
+# Needs root.
+soak: deps
+	swift build --build-tests -j $(JOBS)
+	IOTAF_SOAK=1 SOAK_HOSTS=$(SOAK_HOSTS) SOAK_MINUTES=$(SOAK_MINUTES) SOAK_SEED=$(SOAK_SEED) \
+		swift test --skip-build --filter TestbedSoakTests
+
+# Removes namespaces and files that an interrupted test-bed run left behind.
+testbed-clean:
+	bash scripts/testbed-clean.sh
 
 bench: build
 	.build/release/iotaf bench loop
@@ -36,4 +59,4 @@ sim: build
 	.build/release/iotaf sim run Simulations/mesh-100.toml --seed 1 --report out/mesh-100.json --plots out/plots
 
 clean:
-	rm -rf .build out
+	rm -rf .build .build-fuzz .build-fuzz-channels out

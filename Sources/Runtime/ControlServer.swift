@@ -1,5 +1,6 @@
 import CLibuv
 import Foundation
+import MeshCore
 
 /// The node's local control socket: a Unix domain socket that takes one JSON request per line
 /// and answers one JSON line. The CLI (`iotaf status`, `iotaf members`) talks to it.
@@ -9,13 +10,16 @@ public final class ControlServer {
     /// Hands the response line to the client; call it once, on the loop thread.
     public typealias Reply = ([UInt8]) -> Void
     private let handle: UnsafeMutablePointer<uv_pipe_t>
-    private let loop: EventLoop
+    let loop: EventLoop
     public let path: String
     var respond: ([UInt8], @escaping Reply) -> Void
     private var closed = false
 
     /// Longest request accepted; anything longer is answered with an error and closed.
     static let maxRequest = 64 * 1024
+    /// A client that connects and sends no whole line within this is answered with an error and
+    /// closed: a silent client must not hold a connection (and its memory) for ever.
+    static let requestTimeoutMs: UInt64 = 5_000
 
     /// Answers every request at once.
     public convenience init(loop: EventLoop, path: String, respond: @escaping ([UInt8]) -> [UInt8]) throws {
@@ -34,7 +38,11 @@ public final class ControlServer {
         handle = .allocate(capacity: 1)
         uv_pipe_init(loop.raw, handle, 0)
         handle.pointee.data = Unmanaged.passRetained(self).toOpaque()
+        // The socket is made 0600 by bind itself (umask), not chmod after: no window in which
+        // another user could connect. The umask is process-wide but this runs before any worker.
+        let oldMask = umask(0o177)
         var rc = uv_pipe_bind(handle, path)
+        umask(oldMask)
         if rc == 0 {
             rc = uv_listen(asStream(handle), 16) { server, status in
                 guard status == 0, let server else { return }
@@ -83,7 +91,22 @@ public final class ControlServer {
         let connection = ControlConnection(server: self, handle: client)
         client.pointee.data = Unmanaged.passRetained(connection).toOpaque()
         guard uv_accept(asStream(handle), asStream(client)) == 0 else { closeAndFree(client); return }
+        if let uid = Self.peerUID(client), uid != geteuid(), uid != 0 {
+            // The socket is 0600, so only root could have let another user in (chmod): refuse.
+            connection.refuse("connection from uid \(uid) refused: only the node's own user (uid \(geteuid())) or root may use its control socket")
+            return
+        }
         connection.startReading()
+    }
+
+    /// The connecting process's user (SO_PEERCRED), nil when the kernel does not say.
+    static func peerUID(_ client: UnsafeMutablePointer<uv_pipe_t>) -> uid_t? {
+        var fd: uv_os_fd_t = -1
+        guard uv_fileno(asHandle(client), &fd) == 0 else { return nil }
+        var cred = (pid: Int32(0), uid: UInt32(0), gid: UInt32(0))  // struct ucred
+        var len = socklen_t(MemoryLayout.size(ofValue: cred))
+        guard getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 else { return nil }
+        return cred.uid
     }
 
     public func close() {
@@ -104,21 +127,47 @@ final class ControlConnection {
     /// The handle is closed (client hung up, or the answer was written): a late answer is dropped.
     var closed = false
     let readBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 4096, alignment: 1)
+    /// Runs from accept until the request line is whole (ControlServer.requestTimeoutMs).
+    var idleTimer: LoopTimer?
 
     init(server: ControlServer, handle: UnsafeMutablePointer<uv_pipe_t>) {
         self.server = server
         self.handle = handle
     }
 
+    /// Answers `reason` as an error without reading, and closes.
+    func refuse(_ reason: String) {
+        answered = true
+        write(Self.errorLine(reason))
+    }
+
+    static func errorLine(_ reason: String) -> [UInt8] {
+        let data = (try? JSONSerialization.data(withJSONObject: ["error": reason])) ?? Data(#"{"error":"refused"}"#.utf8)
+        return Array(data)
+    }
+
+    private func stopTimer() {
+        idleTimer?.close()
+        idleTimer = nil
+    }
+
     deinit { readBuffer.deallocate() }
 
     func startReading() {
+        let timer = LoopTimer(loop: server.loop) { [self] in
+            stopTimer()
+            guard !answered else { return }
+            answered = true
+            write(Self.errorLine("no request line within \(ControlServer.requestTimeoutMs / 1000) s; send one JSON object and a newline"))
+        }
+        timer.schedule(at: Instant(nanoseconds: server.loop.now.nanoseconds + Int64(ControlServer.requestTimeoutMs) * 1_000_000))
+        idleTimer = timer
         uv_read_start(asStream(handle), { h, _, buf in
             let c = Unmanaged<ControlConnection>.fromOpaque(h!.pointee.data).takeUnretainedValue()
             buf!.pointee = uv_buf_init(c.readBuffer.baseAddress!.assumingMemoryBound(to: CChar.self), UInt32(c.readBuffer.count))
         }, { stream, nread, buf in
             let c = Unmanaged<ControlConnection>.fromOpaque(stream!.pointee.data).takeUnretainedValue()
-            if nread < 0 { c.closed = true; closeAndFree(c.handle); return }
+            if nread < 0 { c.closed = true; c.stopTimer(); closeAndFree(c.handle); return }
             c.buffer.append(contentsOf: UnsafeRawBufferPointer(start: buf!.pointee.base, count: nread))
             c.process()
         })
@@ -128,9 +177,11 @@ final class ControlConnection {
         guard !answered else { return }
         if let newline = buffer.firstIndex(of: 0x0a) {
             answered = true
+            stopTimer()  // a query is answered when its own timeout ends
             server.respond(Array(buffer[..<newline])) { [self] response in write(response) }
         } else if buffer.count > ControlServer.maxRequest {
             answered = true
+            stopTimer()
             write(Array(#"{"error":"request too long"}"#.utf8))
         }
     }
@@ -138,6 +189,7 @@ final class ControlConnection {
     private func write(_ response: [UInt8]) {
         guard !closed else { return }
         closed = true
+        stopTimer()
         uv_read_stop(asStream(handle))
         let bytes = response + [0x0a]
         let req = UnsafeMutablePointer<uv_write_t>.allocate(capacity: 1)
