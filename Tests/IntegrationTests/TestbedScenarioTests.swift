@@ -35,6 +35,7 @@ import Testing
         // Watch past the pause, long enough for any suspicion raised during it to have expired.
         let watchEnds = Date().addingTimeInterval(8)
         while Date() < watchEnds { noteDeaths(); Thread.sleep(forTimeInterval: 0.25) }
+        print("testbed: 2 s SIGSTOP, declared dead by \(Set(declaredDead).count) hosts")
         #expect(declaredDead.isEmpty, "no one declares a host dead for a 2 s SIGSTOP; declared by: \(Set(declaredDead).sorted())")
         let afterPause = bed.waitUntil(all, see: all, "alive", within: 10)
         #expect(afterPause.ok, "all alive after the pause:\n\(afterPause.views)")
@@ -44,10 +45,12 @@ import Testing
         let live = all.filter { !killed.contains($0) }
         for k in killed { bed.kill9(k) }
         let dead = bed.waitUntil(live, see: killed, "dead", within: 10)
+        print("testbed: 3 hosts killed -9, dead at every live host after \(String(format: "%.1f", dead.after)) s")
         #expect(dead.ok, "the 3 killed hosts dead everywhere within 10 s (took \(dead.after) s):\n\(dead.views)")
         // Restarted (same key and data directory): alive everywhere within 10 s.
         for k in killed { try bed.restart(k) }
         let back = bed.waitUntil(all, see: all, "alive", within: 10)
+        print("testbed: 3 hosts restarted, alive everywhere after \(String(format: "%.1f", back.after)) s")
         #expect(back.ok, "the restarted hosts alive everywhere within 10 s (took \(back.after) s):\n\(back.views)host 3 log:\n\(bed.log(3))")
         if !back.ok { _ = bed.waitUntil(all, see: all, "alive", within: 30) }  // later phases start from a whole mesh
 
@@ -60,6 +63,7 @@ import Testing
         Thread.sleep(until: Date().addingTimeInterval(60 - split.after))
         try bed.heal()
         let healed = bed.waitUntil(all, see: all, "alive", within: 30)
+        print("testbed: partition of 5 for 60 s healed, all alive after \(String(format: "%.1f", healed.after)) s (split seen after \(String(format: "%.1f", split.after)) s)")
         #expect(healed.ok, "everyone alive within 30 s of the heal (took \(healed.after) s):\n\(healed.views)host 7 log:\n\(bed.log(7))")
     }
 }
@@ -81,6 +85,7 @@ import Testing
         try bed.start(0, ["--mode", "nearest", "--mode", "master", "--is-master"])
         for i in 1..<bed.count { try bed.start(i, ["--mode", "nearest", "--mode", "master", "--master", bed.endpoint(0)]) }
         let met = bed.waitUntil(all, see: all, "alive", within: 60)
+        print("testbed: 12 hosts on 2 LANs, 20 % loss on LAN 1: full membership after \(String(format: "%.1f", met.after)) s")
         #expect(met.ok, "full membership on 2 LANs with 20 % loss on LAN 1 within 60 s (took \(Date().timeIntervalSince(started)) s):\n\(met.views)host 8 log:\n\(bed.log(8))")
         // The loss was real: LAN 1's hosts dropped datagrams by the nemesis's rules.
         let rules = bed.nemesisRules(8)
