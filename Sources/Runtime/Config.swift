@@ -219,6 +219,7 @@ public enum ConfigLoader {
         if let v = try strings("gossip", "admin_keys") {
             settings.discovery.adminKeys = try v.map { text in
                 guard let key = AdminKey.parse(text) else { throw fail("gossip", "admin_keys", "bad key \"\(text)\": must be 64 hex digits (an Ed25519 public key)") }
+                guard IdentityKey.isCanonical(key) else { throw fail("gossip", "admin_keys", "bad key \"\(text)\": \(AdminKey.nonCanonical)") }
                 return key
             }
         }
@@ -272,6 +273,11 @@ extension DiscoveryMode {
 
 /// An admin's Ed25519 public key as the config and CLI write it: 64 hex digits.
 public enum AdminKey {
+    /// Why a well-formed key is still refused: its sign bit is set, so it is the negated twin of an
+    /// identity key, which never verifies a signature (`IdentityKey.verify`).
+    public static let nonCanonical = "not a canonical Ed25519 key (its sign bit, the top bit of the last byte, is set: "
+        + "the negated twin of an identity key, which signs nothing); use the public key `iotaf keygen` printed"
+
     public static func parse(_ text: String) -> [UInt8]? {
         let digits = Array(text.lowercased().utf8)
         guard digits.count == 64 else { return nil }

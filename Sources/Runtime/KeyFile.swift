@@ -46,7 +46,15 @@ public enum KeyFile {
             guard parts.count == 2, parts[0] == tag, let seed = Hex.decode(String(parts[1])), seed.count == 32 else {
                 throw RuntimeError("key file \(path) is not an iotaf identity (expected `\(tag) <64 hex digits>`); regenerate it with `iotaf keygen --out \(path) --force`")
             }
-            return try NodeIdentity(seed: seed)
+            do {
+                return try NodeIdentity(seed: seed)
+            } catch IdentityError.nonCanonicalKey {
+                // Keys made before iotaf refused the negated twin of a key: half of them are it.
+                throw RuntimeError("key file \(path) holds a seed whose Ed25519 public key is not canonical (sign bit set); "
+                    + "every node refuses such a key, since its negated twin is the same secret's other identity "
+                    + "(Docs/noise.md, \"One key, one identity\"). Generate a new identity with `iotaf keygen --out \(path) --force` "
+                    + "(the node gets a new node id)")
+            }
         }
         throw RuntimeError("key file \(path) is empty; regenerate it with `iotaf keygen --out \(path) --force`")
     }
