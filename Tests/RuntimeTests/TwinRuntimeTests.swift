@@ -19,6 +19,24 @@ import Testing
         return try NodeIdentity(seed: id.seed, presenting: negated)
     }
 
+    /// Half of the seeds made before the rule give a non-canonical key: such a key file is refused
+    /// with what to do, not run as an identity every peer would refuse.
+    @Test func aKeyFileWhoseKeyIsNotCanonicalIsAClearError() throws {
+        let dir = NSTemporaryDirectory() + "iotaf-twin-key-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let path = dir + "/old.key"
+        // Seed 00..1f: public key 03a1…b8, sign bit set (Docs/encoding.md).
+        let text = "iotaf-ed25519-seed-v1 \(Hex.encode(Array(0..<32)))\n"
+        #expect(FileManager.default.createFile(atPath: path, contents: Data(text.utf8), attributes: [.posixPermissions: 0o600]))
+        do {
+            _ = try KeyFile.read(path)
+            Issue.record("a non-canonical key was accepted")
+        } catch {
+            #expect("\(error)".contains("not canonical") && "\(error)".contains("iotaf keygen --out \(path) --force"), "\(error)")
+        }
+    }
+
     @Test func negatedTwinsAreRefusedOverUDP() throws {
         let dir = NSTemporaryDirectory() + "iotaf-twin-\(UUID().uuidString.prefix(8))"
         defer { try? FileManager.default.removeItem(atPath: dir) }
