@@ -27,7 +27,8 @@ func parseError(_ text: String) -> ConfigError? {
                 text = text.split(separator: "\n", omittingEmptySubsequences: false).map { line in
                     guard line.contains("\"\(ConfigLoader.placeholderPrefix)") else { return String(line) }
                     let key = line.split(separator: "=")[0].trimmingCharacters(in: .whitespaces)
-                    let real = key == "admin_keys" ? "\"\(String(repeating: "ab", count: 32))\"" : "\"[fd00:1::2]:7400\""
+                    // An admin key must be a canonical curve point (IdentityKey): one `iotaf keygen` printed.
+                    let real = key == "admin_keys" ? "\"da4766e7a9b80a5945c84f18b5418c776988fdda097909245c04bf2c38ba1d14\"" : "\"[fd00:1::2]:7400\""
                     return "\(key) = [\(real)]"
                 }.joined(separator: "\n")
             }
