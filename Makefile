@@ -32,7 +32,7 @@ run: build
 test: deps
 	swift build --build-tests -j $(JOBS)
 	swift test --skip-build --parallel --num-workers $(JOBS)
-	bash scripts/fuzz-all.sh 3
+	bash scripts/fuzz-all.sh --if-supported 3
 
 # Every libFuzzer target in Fuzz/ for FUZZ_SECONDS each (make fuzz FUZZ_SECONDS=5: a quick pass).
 fuzz:

@@ -4,14 +4,24 @@
 # reads as seeds (Fuzz/corpus/NAME, or Fuzz/Channels/regressions), so it is replayed on every later
 # run until fixed: commit it as a regression input. Exits non-zero when any target finds one.
 #
-#   scripts/fuzz-all.sh [SECONDS]        (make fuzz FUZZ_SECONDS=N; make test runs it for 3 s)
+#   scripts/fuzz-all.sh [--if-supported] [SECONDS]   (make fuzz FUZZ_SECONDS=N; make test: 3 s)
 #
-# Needs a toolchain whose swiftc takes -sanitize=fuzzer (the Linux swift.org toolchains do).
+# Needs a toolchain whose swiftc takes -sanitize=fuzzer (the Linux swift.org toolchains do; Apple's
+# Xcode toolchains do not). With --if-supported (what `make test` passes) a toolchain without it
+# is reported and skipped instead of failing.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+IF_SUPPORTED=0
+if [[ "${1:-}" == "--if-supported" ]]; then IF_SUPPORTED=1; shift; fi
 SECONDS_EACH="${1:-60}"
 LOGS=.build-fuzz/logs
 mkdir -p "$LOGS"
+probe="$LOGS/probe"
+printf '@_cdecl("LLVMFuzzerTestOneInput") public func f(_ d: UnsafePointer<UInt8>, _ n: Int) -> CInt { 0 }\n' > "$probe.swift"
+if ! swiftc -sanitize=fuzzer -parse-as-library "$probe.swift" -o "$probe" > "$probe.log" 2>&1; then
+    echo "fuzz: this swiftc does not take -sanitize=fuzzer ($probe.log); the fuzz targets cannot be built here" >&2
+    exit $((IF_SUPPORTED ? 0 : 1))
+fi
 regressions_dir() { # target name → where its runner reads seeds from
     case "$1" in
         channels) echo Fuzz/Channels/regressions ;;
