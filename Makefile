@@ -7,7 +7,8 @@ NODES ?= 5
 DURATION ?=
 JOBS ?= 2
 
-.PHONY: run test deps build build-debug bench sim clean fuzz soak testbed-clean
+.PHONY: run test deps build build-debug bench sim clean fuzz soak floods testbed-clean
+FLOOD_SECONDS ?= 30
 FUZZ_SECONDS ?= 60
 SOAK_HOSTS ?= 30
 SOAK_MINUTES ?= 30
@@ -45,6 +46,12 @@ soak: deps
 	swift build --build-tests -j $(JOBS)
 	IOTAF_SOAK=1 SOAK_HOSTS=$(SOAK_HOSTS) SOAK_MINUTES=$(SOAK_MINUTES) SOAK_SEED=$(SOAK_SEED) \
 		swift test --skip-build --filter TestbedSoakTests
+
+# Floods from an attacker namespace (garbage, oversized, wrong network key, replayed handshakes and
+# transport packets) for FLOOD_SECONDS each against a member of a 4-host bed (Docs/testbed.md). Root.
+floods: deps
+	swift build --build-tests -j $(JOBS)
+	IOTAF_FLOODS=1 IOTAF_FLOOD_SECONDS=$(FLOOD_SECONDS) swift test --skip-build --filter TestbedFloodTests
 
 # Removes namespaces and files that an interrupted test-bed run left behind.
 testbed-clean:

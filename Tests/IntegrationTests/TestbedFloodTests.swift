@@ -8,10 +8,14 @@ import Testing
 /// throughout, grow by less than 20 MiB, name each drop in its counters, and complete a real file
 /// transfer made during each flood.
 ///
-/// Each flood lasts `IOTAF_FLOOD_SECONDS` (default 6 s inside `make test`, to keep the suite's
-/// time; the issue's 30 s: `IOTAF_FLOOD_SECONDS=30`).
+/// Opt-in (`make floods`, IOTAF_FLOODS=1): at the issue's length (5 floods of 30 s, each keeping
+/// a core busy) it would cost `make test` minutes and load the 2 cores under the other tests'
+/// timing bounds; under the suite's load the members suspect the target (Docs/testbed.md).
+/// Each flood lasts `IOTAF_FLOOD_SECONDS` (default the issue's 30 s; `make floods FLOOD_SECONDS=6`
+/// for a quick pass).
 @Suite(.serialized) struct TestbedFloodTests {
-    static var floodSeconds: Double { Double(ProcessInfo.processInfo.environment["IOTAF_FLOOD_SECONDS"] ?? "") ?? 6 }
+    static var floodSeconds: Double { Double(ProcessInfo.processInfo.environment["IOTAF_FLOOD_SECONDS"] ?? "") ?? 30 }
+    static var enabled: Bool { ProcessInfo.processInfo.environment["IOTAF_FLOODS"] == "1" }
     static let flood = "\(Testbed.repoRoot)/scripts/testbed-flood.py"
 
     /// A drop counter of the target's `status --json`: section ("session_drops", "drops") and reason.
@@ -19,9 +23,10 @@ import Testing
         (status[section] as? [String: Any])?[reason] as? Int ?? 0
     }
 
-    @Test(.enabled(if: Testbed.available && FileManager.default.isExecutableFile(atPath: "/usr/bin/python3"),
-                   "skipped: the test bed needs root, iproute2 (ip netns), nftables and python3; .ci/run runs it as root"),
-          .timeLimit(.minutes(5)))
+    @Test(.enabled(if: enabled, "opt-in: `make floods` (IOTAF_FLOODS=1)"),
+          .enabled(if: Testbed.available && FileManager.default.isExecutableFile(atPath: "/usr/bin/python3"),
+                   "skipped: the test bed needs root, iproute2 (ip netns), nftables and python3"),
+          .timeLimit(.minutes(10)))
     func theTargetSurvivesFiveFloodsAndNamesEveryDrop() throws {
         let bed = try Testbed(lans: [5])
         defer { bed.teardown() }
@@ -99,16 +104,9 @@ import Testing
             }.sorted()
             let cookies = ((after["sessions"] as? [String: Int])?["cookie_replies_sent"] ?? 0) - ((before["sessions"] as? [String: Int])?["cookie_replies_sent"] ?? 0)
             print("testbed: flood \(name): \(report.trimmingCharacters(in: .whitespacesAndNewlines)); target drops \(rises.joined(separator: ", ")); cookie replies +\(cookies); members saw \(notAlive.isEmpty ? "alive only" : notAlive.sorted().joined(separator: ", "))")
-            let stayedAlive = { #expect(notAlive.isEmpty, "\(name): the target stays alive at every member during the flood: \(notAlive.sorted()) (flooder: \(report))") }
-            if name == "replayed stranger handshake" {
-                // Known defect (found by this test, left to the sessions' owner): under load every
-                // replayed initiation is answered with a cookie reply (about 12,000 a second here)
-                // before the replay check, and the target's members suspect it for the length of
-                // the flood. Recorded as a known issue so the rest of the suite stays meaningful.
-                withKnownIssue("cookie replies to a replayed-handshake flood starve the target (see Docs/testbed.md)", isIntermittent: true) { stayedAlive() }
-            } else {
-                stayedAlive()
-            }
+            let declaredDead = notAlive.filter { $0.hasSuffix("dead") }
+            #expect(declaredDead.isEmpty, "\(name): no member declares the target dead during the flood: \(declaredDead.sorted())")
+            #expect(notAlive.isEmpty, "\(name): the target stays alive (not even suspect) at every member during the flood: \(notAlive.sorted()) (flooder: \(report))")
             let sent = (try? JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: sendOut)))) as? [String: Any]
             #expect(send.terminationStatus == 0 && sent?["state"] as? String == "completed",
                     "\(name): a 1 MiB transfer to the target during the flood completes: \(String(describing: sent))")
