@@ -22,11 +22,12 @@ public final class NodeRuntime {
     private var control: ControlServer?
     private var signals: [SignalWatcher] = []
     private var store: PeerStore?
-    /// The self state on disk (or being written): a restart goes on above it (`resume`).
-    @exclusivity(unchecked) private var savedSelf: PeerStore.SelfState?
-    @exclusivity(unchecked) private var savingSelf = false
-    /// After a failed write, the next try waits this long rather than coming with every datagram.
-    @exclusivity(unchecked) private var selfRetryAt: Instant?
+    /// The core's `.persist` batches, carried out one at a time in order on the thread pool
+    /// (two in flight could land out of order and leave the older state on disk).
+    private var persistQueue: [(batch: PersistBatch, then: [NodeOutput])] = []
+    private var persisting = false
+    /// Persist batches that failed (the core heard `.failed`).
+    public private(set) var persistFailures: UInt64 = 0
     private let startedAt: Instant
     public private(set) var boundAddress: UnderlayAddress
     @exclusivity(unchecked) private var stopping = false
@@ -150,10 +151,16 @@ public final class NodeRuntime {
                 logger.warning("peer store \(store.path) could not be read (\(error)); starting from seeds only")
             }
             do {
-                if let last = try store.loadSelfState() {
-                    savedSelf = last
+                // What the services persisted in the last life (`.persist` outputs).
+                let rows = try store.loadServiceRows()
+                if !rows.isEmpty { feed(.restored(rows)) }
+                if !rows.contains(where: { $0.table == "gossip.self" }), let last = try store.loadSelfState() {
+                    // A store written before services persisted their own rows keeps the self
+                    // state in its own table.
                     feed(.command(.membership(.resume(incarnation: last.incarnation, attributeVersion: last.attributeVersion))))
-                    logger.info("resuming above the last life's incarnation \(last.incarnation) and attribute version \(last.attributeVersion)")
+                }
+                if core.gossip.incarnation > 0 || core.gossip.attributeVersion > 0 {
+                    logger.info("resuming above the last life's incarnation and attribute version: now \(core.gossip.incarnation) and \(core.gossip.attributeVersion)")
                 }
             } catch {
                 logger.warning("\(error); starting at incarnation 0 (the mesh's refutation brings this node back, a little later)")
@@ -213,33 +220,45 @@ public final class NodeRuntime {
     private func feed(_ input: NodeInput) {
         guard !stopping else { return }
         carryOut(core.handle(input, now: loop.now))
-        if store != nil, !savingSelf, currentSelf != savedSelf, selfRetryAt.map({ loop.now >= $0 }) ?? true { persistSelf() }
     }
 
-    private var currentSelf: PeerStore.SelfState {
-        PeerStore.SelfState(incarnation: core.gossip.incarnation, attributeVersion: core.gossip.attributeVersion)
+    /// Queues a `.persist` batch; its `then` outputs are carried out once it is durable.
+    private func persist(_ batch: PersistBatch, then: [NodeOutput]) {
+        guard store != nil else {
+            // No store (benchmarks, tests that ask for none): nothing to wait for.
+            carryOut(then)
+            feed(.persisted(batch.ticket, .durable))
+            return
+        }
+        persistQueue.append((batch, then))
+        if !persisting { persistNext() }
     }
 
-    /// Writes a changed incarnation or attribute version (rare: refutations, attribute updates),
-    /// one write at a time; a change made during a write is picked up when it completes.
-    private func persistSelf() {
-        guard let store else { return }
-        let state = currentSelf
-        savingSelf = true
+    private func persistNext() {
+        guard let store, !persistQueue.isEmpty else { persisting = false; return }
+        persisting = true
+        let (batch, then) = persistQueue.removeFirst()
+        let ops = batch.ops
         loop.offload({ () -> String? in
-            do { try store.saveSelfState(state); return nil } catch { return "\(error)" }
+            do { try store.apply(ops); return nil } catch { return "\(error)" }
         }, completion: { [weak self] failure in
             guard let self else { return }
-            self.savingSelf = false
             if let failure {
-                self.logger.warning("could not save incarnation \(state.incarnation) to \(store.path): \(failure); retrying in \(Self.persistInterval), a restart before then may come back below it")
-                self.selfRetryAt = self.loop.now + Self.persistInterval
-                return
+                self.persistFailures += 1
+                self.logger.warning("could not write to \(store.path): \(failure); the messages waiting for it are dropped (the node retries with its next change); check free space and permissions")
+                self.feed(.persisted(batch.ticket, .failed(failure)))
+            } else {
+                if !self.stopping { self.carryOut(then) }
+                self.feed(.persisted(batch.ticket, .durable))
             }
-            self.savedSelf = state
-            self.selfRetryAt = nil
-            if !self.stopping, self.currentSelf != state { self.persistSelf() }
+            self.persistNext()
         })
+    }
+
+    /// Runs an `.offload` job on the thread pool and hands its result back.
+    private func offload(_ job: OffloadJob) {
+        let work = job.work
+        loop.offload({ work() }, completion: { [weak self] outcome in self?.feed(.offloaded(job.ticket, outcome)) })
     }
 
     private func carryOut(_ outputs: [NodeOutput]) {
@@ -257,6 +276,8 @@ public final class NodeRuntime {
                 }
             case let .wake(at): timer.scheduleNoLater(than: at)
             case let .event(event): report(event)
+            case let .persist(batch, then): persist(batch, then: then)
+            case let .offload(job): offload(job)
             }
         }
     }
@@ -321,13 +342,10 @@ public final class NodeRuntime {
             return PeerStore.Row(publicKey: m.identity.publicKey, address: m.address,
                                  lastSeenUnix: unixNow - Int64((now - heard).secondsDouble))
         })
-        let me = currentSelf
         loop.offload({ () -> String? in
-            // The self state rides along, so the last one is on disk after a graceful stop.
-            do { try store.save(rows); try store.saveSelfState(me); return nil } catch { return "\(error)" }
+            do { try store.save(rows); return nil } catch { return "\(error)" }
         }, completion: { [weak self] failure in
             guard let self else { completion?(); return }
-            if failure == nil { self.savedSelf = me }
             if let failure { self.logger.warning("could not save peers to \(store.path): \(failure)") }
             if completion == nil, !self.stopping { self.persistTimer.schedule(at: self.loop.now + Self.persistInterval) }
             completion?()

@@ -11,6 +11,8 @@ struct Pump {
     var now = Instant.zero
     var down: Set<Int> = []
     var events: [(Int, NodeEvent)] = []
+    /// Every `.persist` batch, by node, in order.
+    var disk: [(Int, PersistBatch)] = []
     let latency: Duration = .milliseconds(5)
 
     static let networkKey = [UInt8](repeating: 7, count: 32)
@@ -41,13 +43,20 @@ struct Pump {
 
     mutating func feed(_ i: Int, _ input: NodeInput) {
         guard !down.contains(i) else { return }
-        for o in cores[i].handle(input, now: now) {
-            switch o {
-            case let .send(to, bytes):
-                if let j = addresses.firstIndex(of: to) { inFlight.append((now + latency, j, addresses[i], bytes)) }
-            case let .wake(at): wakes[i] = at
-            case let .event(e): events.append((i, e))
-            }
+        for o in cores[i].handle(input, now: now) { take(i, o) }
+    }
+
+    /// Carries out one output; a persist is durable at once (its batches are kept in `disk`).
+    mutating func take(_ i: Int, _ o: NodeOutput) {
+        switch o {
+        case let .send(to, bytes):
+            if let j = addresses.firstIndex(of: to) { inFlight.append((now + latency, j, addresses[i], bytes)) }
+        case let .wake(at): wakes[i] = at
+        case let .event(e): events.append((i, e))
+        case let .persist(batch, then):
+            disk.append((i, batch))
+            for t in then { take(i, t) }
+        case .offload: break
         }
     }
 
@@ -257,8 +266,8 @@ struct Pump {
         for a in 0..<3 { for b in 0..<3 where a != b {
             #expect(p.cores[a].members[p.cores[b].identity.nodeID]?.attributes == d.attributes, "node \(a) holds \(b)'s attributes")
         } }
-        #expect(p.cores[0].gossipChannels.stats.messagesDelivered > 0)
-        #expect(p.cores[0].counters.gossipReliableIn > 0)
+        #expect(p.cores[0].reliable.stats.messagesDelivered > 0)
+        #expect(p.cores[0].counters.reliableIn > 0)
         // The users' endpoint carried none of it.
         #expect(p.cores[0].channels.stats.framesOut == 0)
     }
