@@ -41,6 +41,8 @@ public enum NodeCommand: Sendable, Equatable {
     case sendMessage(to: NodeID, stream: UInt16, bytes: [UInt8])
     /// A round-trip time measured outside gossip (the ping service's), for gossip's nearest mode.
     case rttSample(NodeID, Duration)
+    /// A command for the service that owns this protocol id, in that service's own type.
+    case service(ProtocolID, ServicePayload)
 }
 
 /// What the core asks its driver to do, in order.
@@ -82,6 +84,8 @@ public enum NodeEvent: Sendable, Equatable {
     case channelWritable(NodeID)
     /// The other gossip events: neighbours, joined, refutations, attributes, query answers.
     case membership(GossipEvent)
+    /// An event of the service that owns this protocol id, in that service's own type.
+    case service(ProtocolID, ServicePayload)
 }
 
 /// Why the node refused to queue a message. Nothing was allocated for it.

@@ -32,6 +32,8 @@ public struct GossipService: NodeService, MemberDirectory {
     /// The self record last handed to the driver to persist (nil: unknown, after a failed write).
     private var persistedSelf: SelfRecord? = SelfRecord(incarnation: 0, attributeVersion: 0)
     private var nextPersist: UInt64 = 1
+    /// Persists handed out and not yet answered with `.persisted`.
+    private var writesInFlight = 0
 
     /// What this node last announced about itself: a restart goes on above it (`resume`), so its
     /// first `alive` beats the mesh's `dead` about its last life with no refutation round.
@@ -79,7 +81,7 @@ public struct GossipService: NodeService, MemberDirectory {
     public func takes(_ command: NodeCommand) -> Bool {
         switch command {
         case .addSeed, .rememberPeer, .membership, .beaconHeard, .rttSample: return true
-        case .probe, .sendMessage: return false
+        case .probe, .sendMessage, .service: return false
         }
     }
 
@@ -104,11 +106,17 @@ public struct GossipService: NodeService, MemberDirectory {
             apply(command, now: now, into: &out)
         case let .restored(rows):
             for row in rows where row.table == SelfRecord.table {
-                guard let last = SelfRecord(row.value) else { counters.badSelfRecords += 1; continue }
+                guard let last = SelfRecord(row.value) else {
+                    // Not trusted; the current record replaces it with this call.
+                    counters.badSelfRecords += 1
+                    persistedSelf = nil
+                    continue
+                }
                 absorb(core.handle(.command(.resume(incarnation: last.incarnation, attributeVersion: last.attributeVersion)), now: now), into: &out)
             }
         case let .persisted(_, outcome):
-            // A failed write leaves the record unknown: the next change of anything persists again.
+            writesInFlight -= 1
+            // A failed write leaves the record unknown: the next call persists it again.
             if case .failed = outcome { persistedSelf = nil; counters.failedWrites += 1 }
         case .membership, .offloaded:
             break
@@ -130,11 +138,22 @@ public struct GossipService: NodeService, MemberDirectory {
     /// and this call's sends wait for it (etcd's rule): a refutation or new attributes never reach
     /// the mesh before the number that beats them is on disk, so a restart never comes back below
     /// what the mesh heard.
+    ///
+    /// Sends made while a write is in flight (the next gossip round's, which carry the new numbers)
+    /// wait behind it too: they go out as a persist with no ops, which a driver completes only
+    /// after every earlier persist of the node.
     private mutating func persistSelfBeforeSending(_ out: inout [Output]) {
         let current = SelfRecord(incarnation: core.incarnation, attributeVersion: core.attributeVersion)
-        guard current != persistedSelf else { return }
-        persistedSelf = current
-        counters.selfWrites += 1
+        let ops: [StorageOp]
+        if current != persistedSelf {
+            persistedSelf = current
+            counters.selfWrites += 1
+            ops = [.put(table: SelfRecord.table, key: [], value: current.encoded)]
+        } else if writesInFlight > 0, out.contains(where: { if case .send = $0 { return true }; if case .sendReliable = $0 { return true }; return false }) {
+            ops = []
+        } else {
+            return
+        }
         var sends: [Output] = []
         var rest: [Output] = []
         for o in out {
@@ -143,9 +162,9 @@ public struct GossipService: NodeService, MemberDirectory {
             default: rest.append(o)
             }
         }
-        let batch = PersistBatch(ticket: PersistTicket(service: Self.protocolID, sequence: nextPersist),
-                                 ops: [.put(table: SelfRecord.table, key: [], value: current.encoded)])
+        let batch = PersistBatch(ticket: PersistTicket(service: Self.protocolID, sequence: nextPersist), ops: ops)
         nextPersist += 1
+        writesInFlight += 1
         rest.append(.persist(batch, then: sends))
         out = rest
     }
@@ -205,7 +224,7 @@ public struct GossipService: NodeService, MemberDirectory {
             absorb(core.handle(.beaconHeard(address), now: now), into: &out)
         case let .rttSample(id, rtt):
             absorb(core.handle(.rttSample(id, rtt), now: now), into: &out)
-        case .probe, .sendMessage:
+        case .probe, .sendMessage, .service:
             break
         }
     }

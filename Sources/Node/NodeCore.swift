@@ -53,6 +53,13 @@ public struct NodeCore {
 
     static let membershipSlot = -1
 
+    /// Set by a driver whose disk makes a batch durable the moment it is handed over (the
+    /// simulator's fault-free disk, test pumps): the node answers each `.persist` with
+    /// `.persisted(.durable)` itself, in the same call, and the driver only stores the batch and
+    /// carries out its `then`. A driver with a real or a faulty disk leaves it off and answers
+    /// `.persisted` when the write completes.
+    public var persistsCompleteAtOnce = false
+
     /// `address` is where others reach this node (its bound address); gossip tells it to members
     /// that have not heard from us directly. Fails only if the identity cannot serve as a Noise
     /// static key or the network key is not 32 bytes. `peerIdentities`: a table shared by all the
@@ -271,6 +278,7 @@ public struct NodeCore {
                 var after: [NodeOutput] = []
                 carry(then, from: slot, now: now, into: &after)
                 out.append(.persist(batch, then: after))
+                if persistsCompleteAtOnce { run(slot, .persisted(batch.ticket, .durable), now: now, into: &out) }
             case let .offload(job):
                 out.append(.offload(job))
             case let .event(e):

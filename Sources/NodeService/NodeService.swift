@@ -167,3 +167,23 @@ public struct NoMembers: MemberDirectory {
     public func isCulled(_ id: NodeID) -> Bool { false }
     public func isNeighbour(_ id: NodeID) -> Bool { false }
 }
+
+/// A command or event value of a service the node's own enums do not name: a new service brings
+/// its own typed values and travels in `NodeCommand.service` / `NodeEvent.service` without a
+/// change to any other service or to the node.
+public struct ServicePayload: Sendable, Equatable, CustomStringConvertible {
+    public let value: any Sendable
+    private let equals: @Sendable (any Sendable) -> Bool
+
+    public init<T: Sendable & Equatable>(_ value: T) {
+        self.value = value
+        equals = { ($0 as? T) == value }
+    }
+
+    /// The value, if it is a `T`.
+    public func `as`<T>(_ type: T.Type) -> T? { value as? T }
+
+    public static func == (a: ServicePayload, b: ServicePayload) -> Bool { a.equals(b.value) }
+
+    public var description: String { "\(value)" }
+}

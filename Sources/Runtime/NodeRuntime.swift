@@ -315,6 +315,8 @@ public final class NodeRuntime {
             transfers.failed(id, reason: reason)
         case let .channelWritable(peer):
             transfers.writable(peer)
+        case let .service(id, payload):
+            logger.debug("service \(id): \(payload)")
         case let .membership(e):
             switch e {
             case .joined: logger.info("joined the mesh")

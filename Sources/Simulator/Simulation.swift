@@ -212,8 +212,10 @@ public final class Simulation {
         if incarnation[i] > 0 { rng = rng.derived(0x7265_7374_6172_7400 | UInt64(incarnation[i])) }
         // Real sessions with real keys: the mesh's network key comes from the seed like everything else.
         do {
-            return try NodeCore(identity: identities[i], network: networkID, networkKey: simulatedNetworkKey, address: addresses[i],
-                                timing: scenario.timing, discovery: discovery(for: i), peerIdentities: peerTables[i % peerTables.count], rng: rng)
+            var core = try NodeCore(identity: identities[i], network: networkID, networkKey: simulatedNetworkKey, address: addresses[i],
+                                    timing: scenario.timing, discovery: discovery(for: i), peerIdentities: peerTables[i % peerTables.count], rng: rng)
+            core.persistsCompleteAtOnce = true  // `SyncedDisk`
+            return core
         } catch {
             fatalError("simulated node \(i) cannot be built: \(error)")
         }
@@ -485,8 +487,8 @@ public final class Simulation {
                 }
             case let .persist(batch, then):
                 // The disk is the driver's (written on this thread, also after a parallel window).
-                // Its completion is not handed back yet: `SyncedDisk` never fails, and a disk
-                // with faults brings a completion event of its own.
+                // `SyncedDisk` is durable at once, so the nodes answer their own persists
+                // (`persistsCompleteAtOnce`); a disk with faults brings a completion event instead.
                 if case .durable = disk.write(node: i, batch.ops, now: now) { apply(i, then, wakesTaken: wakesTaken) }
             case let .offload(job):
                 // Run inline; the virtual CPU charge and the `.offloaded` answer come with a

@@ -24,6 +24,8 @@ struct Pump {
             try! NodeCore(identity: NodeIdentity.deterministic(runSeed: 5, index: i), network: network, networkKey: networkKey,
                           address: addresses[i], timing: timing, discovery: discovery, rng: SeededGenerator(seed: UInt64(i)))
         }
+        // The pump's disk (`disk`) is durable at once.
+        for i in cores.indices { cores[i].persistsCompleteAtOnce = true }
         self.addresses = addresses
         wakes = Array(repeating: nil, count: count)
     }
