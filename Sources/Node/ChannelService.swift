@@ -76,7 +76,7 @@ public struct ChannelService: NodeService {
             // Pending messages to a member that is gone fail now rather than after the channel's
             // own timeout, and a member that comes back starts clean.
             absorb(endpoint.reset(peer: peer.nodeID, now: now), now: now, into: &out)
-        case .start, .command, .membership, .persisted, .offloaded, .restored:
+        case .start, .command, .membership, .persisted, .offloaded, .restored, .stop:
             break
         }
         return out

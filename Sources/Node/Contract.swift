@@ -19,6 +19,9 @@ public enum NodeInput: Sendable {
     case offloaded(JobTicket, JobOutcome)
     /// What the node's services persisted in an earlier life, read by the driver at start, before `.start`.
     case restored([StoredRow])
+    /// The driver is about to stop: the services persist what should outlive this life (the
+    /// driver carries out those persists before it exits).
+    case stop
 }
 
 public enum NodeCommand: Sendable, Equatable {

@@ -67,15 +67,24 @@ public struct GossipService: NodeService, MemberDirectory {
 
     static let cullNoticeInterval: Duration = .seconds(1)
 
-    public init(core: GossipCore, joinRetryInterval: Duration) {
+    /// How often the members heard from are persisted (nil: never).
+    let peerSnapshotInterval: Duration?
+    private var nextPeerSnapshot: Instant?
+    /// Remembered peers kept at most: enough to rejoin through, few enough that a restart does
+    /// not knock on every door of a large mesh. The most recently heard are kept.
+    static let maxRememberedPeers = 256
+
+    public init(core: GossipCore, joinRetryInterval: Duration, peerSnapshotInterval: Duration? = nil) {
         self.core = core
         self.joinRetryInterval = joinRetryInterval
+        self.peerSnapshotInterval = peerSnapshotInterval
     }
 
     public var deadline: Instant? {
-        guard let s = seedRetryAt else { return coreWake }
-        guard let w = coreWake else { return s }
-        return min(s, w)
+        var d = coreWake
+        if let s = seedRetryAt, d.map({ s < $0 }) ?? true { d = s }
+        if let s = nextPeerSnapshot, d.map({ s < $0 }) ?? true { d = s }
+        return d
     }
 
     public func takes(_ command: NodeCommand) -> Bool {
@@ -92,19 +101,32 @@ public struct GossipService: NodeService, MemberDirectory {
         switch input {
         case .start:
             started = true
+            if let i = peerSnapshotInterval { nextPeerSnapshot = now + i }
             absorb(core.handle(.start, now: now), into: &out)
+        case .stop:
+            if peerSnapshotInterval != nil { out.append(.persist(peerSnapshot(), then: [])) }
         case .timer:
             if let w = coreWake, now >= w {
                 coreWake = nil
                 absorb(core.handle(.timer, now: now), into: &out)
             }
             if let w = seedRetryAt, now >= w { retrySeeds(now: now, into: &out) }
+            if let w = nextPeerSnapshot, now >= w, let i = peerSnapshotInterval {
+                nextPeerSnapshot = now + i
+                out.append(.persist(peerSnapshot(), then: []))
+            }
         case let .message(from, bytes, reliable):
             let entry = PeerEntry(peer: from.identity, address: from.address)
             absorb(core.handle(reliable ? .reliableReceived(from: entry, bytes: bytes) : .received(from: entry, bytes: bytes), now: now), into: &out)
         case let .command(command):
             apply(command, now: now, into: &out)
         case let .restored(rows):
+            // Remembered peers are join targets, as seeds are (gossip stops once it has a neighbour).
+            let remembered = rows.compactMap { $0.table == Self.peersTable ? Self.decodePeer($0) : nil }
+                .filter { $0.nodeID != core.me.nodeID }
+            if !remembered.isEmpty {
+                absorb(core.handle(.command(.join(remembered.map(\.address))), now: now), into: &out)
+            }
             for row in rows where row.table == SelfRecord.table {
                 guard let last = SelfRecord(row.value) else {
                     // Not trusted; the current record replaces it with this call.
@@ -114,6 +136,9 @@ public struct GossipService: NodeService, MemberDirectory {
                 }
                 absorb(core.handle(.command(.resume(incarnation: last.incarnation, attributeVersion: last.attributeVersion)), now: now), into: &out)
             }
+        case let .persisted(ticket, outcome) where ticket.sequence == 0:
+            // A peer snapshot: the next one retries.
+            if case .failed = outcome { counters.failedWrites += 1 }
         case let .persisted(_, outcome):
             writesInFlight -= 1
             // A failed write leaves the record unknown: the next call persists it again.
@@ -123,6 +148,39 @@ public struct GossipService: NodeService, MemberDirectory {
         }
         persistSelfBeforeSending(&out)
         return out
+    }
+
+    /// The remembered peers' table: key, the member's Ed25519 key (32 bytes); value, the address
+    /// it was last heard from: IPv6 (16 bytes, IPv4 as IPv4-mapped) then port (u16 BE).
+    public static let peersTable = "gossip.peers"
+
+    /// The members heard from, most recent first, at most `maxRememberedPeers`, as one batch
+    /// that replaces the table.
+    func peerSnapshot() -> PersistBatch {
+        var heard: [(GossipMember, Instant)] = []
+        for m in core.members.values {
+            guard let h = m.lastHeard, m.state != .culled, m.nodeID != core.me.nodeID else { continue }
+            heard.append((m, h))
+        }
+        // Most recent first; ties by node id, so the rows do not depend on the table's order.
+        heard.sort { (a: (GossipMember, Instant), b: (GossipMember, Instant)) -> Bool in
+            if a.1 != b.1 { return a.1 > b.1 }
+            return a.0.nodeID < b.0.nodeID
+        }
+        let rows = heard.prefix(Self.maxRememberedPeers).map { m, _ -> StoredRow in
+            var w = ByteWriter(capacity: 18)
+            w.raw(m.address.ip)
+            w.u16(m.address.port)
+            return StoredRow(table: Self.peersTable, key: m.identity.publicKey, value: w.bytes)
+        }
+        // Snapshots are not ordered with the self record's writes: no ticket of that sequence.
+        return PersistBatch(ticket: PersistTicket(service: Self.protocolID, sequence: 0), ops: [.replace(table: Self.peersTable, rows: Array(rows))])
+    }
+
+    static func decodePeer(_ row: StoredRow) -> PeerEntry? {
+        guard row.value.count == 18, let peer = PeerIdentity(publicKey: row.key) else { return nil }
+        let port = UInt16(row.value[16]) << 8 | UInt16(row.value[17])
+        return PeerEntry(peer: peer, address: UnderlayAddress(ip: Array(row.value[0..<16]), port: port))
     }
 
     public struct Counters: Sendable, Equatable {

@@ -79,7 +79,7 @@ public struct NodeCore {
         if !discovery.attributes.pairs.isEmpty {
             _ = gossip.handle(.command(.setAttributes(discovery.attributes)), now: .zero)
         }
-        membership = GossipService(core: gossip, joinRetryInterval: timing.joinRetryInterval)
+        membership = GossipService(core: gossip, joinRetryInterval: timing.joinRetryInterval, peerSnapshotInterval: timing.peerSnapshotInterval)
         routes = membership.protocolIDs.map { ($0, Self.membershipSlot) }
         try add(PingService(me: identity.peer, network: network))
         try add(ChannelService(me: identity.nodeID, config: channelConfig, rng: rng.derived(0xc4a7)))
@@ -157,6 +157,9 @@ public struct NodeCore {
         case let .restored(rows):
             run(Self.membershipSlot, .restored(rows), now: now, into: &out)
             for slot in services.indices { run(slot, .restored(rows), now: now, into: &out) }
+        case .stop:
+            run(Self.membershipSlot, .stop, now: now, into: &out)
+            for slot in services.indices { run(slot, .stop, now: now, into: &out) }
         }
         foldWake(into: &out)
         return out

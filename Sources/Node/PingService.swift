@@ -75,7 +75,7 @@ public struct PingService: NodeService {
         case .timer:
             expire(now: now)
             return []
-        case .start, .command, .membership, .persisted, .offloaded, .restored:
+        case .start, .command, .membership, .persisted, .offloaded, .restored, .stop:
             return []
         }
     }

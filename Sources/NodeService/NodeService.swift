@@ -103,6 +103,9 @@ public enum ServiceInput<Command: Sendable>: Sendable {
     /// What this service persisted in an earlier life, as the driver read it at start (before
     /// `.start`): every row of every table the service wrote, by table then key.
     case restored([StoredRow])
+    /// The driver is about to stop: persist what should outlive this life. The driver carries out
+    /// the persists this returns before it exits.
+    case stop
 }
 
 /// What a service asks the node to do, in order.

@@ -17,7 +17,6 @@ public final class NodeRuntime {
     var logger: Logger
     private let socket: UDPSocket
     private var timer: LoopTimer!
-    private var persistTimer: LoopTimer!
     private var leaveTimer: LoopTimer?
     private var control: ControlServer?
     private var signals: [SignalWatcher] = []
@@ -26,6 +25,8 @@ public final class NodeRuntime {
     /// (two in flight could land out of order and leave the older state on disk).
     private var persistQueue: [(batch: PersistBatch, then: [NodeOutput])] = []
     private var persisting = false
+    /// Called once the persist queue is empty (a stop waits for it).
+    private var whenPersisted: (() -> Void)?
     /// Persist batches that failed (the core heard `.failed`).
     public private(set) var persistFailures: UInt64 = 0
     private let startedAt: Instant
@@ -53,7 +54,6 @@ public final class NodeRuntime {
     /// The mesh told this node an admin culled it; the node stopped.
     public private(set) var wasCulled = false
 
-    static let persistInterval: Duration = .seconds(30)
     /// After `leave`, the node keeps running this long so the leave reaches its neighbours and
     /// rides a few gossip rounds.
     static let leaveGrace: Duration = .seconds(2)
@@ -110,7 +110,6 @@ public final class NodeRuntime {
         transfers = FileTransfers(loop: loop, inbox: (settings.dataDir as NSString).appendingPathComponent("inbox"), logger: self.logger) {
             [unowned self] bytes, stream, to in self.sendMessage(bytes, stream: stream, to: to)
         }
-        persistTimer = LoopTimer(loop: loop) { [unowned self] in self.persistPeers(then: nil) }
         do {
             if withPeerStore || withControlSocket {
                 try FileManager.default.createDirectory(atPath: settings.dataDir, withIntermediateDirectories: true)
@@ -141,29 +140,28 @@ public final class NodeRuntime {
         ])
         if let store {
             do {
-                let (rows, skipped) = try store.load()
-                if skipped > 0 { logger.warning("peer store: skipped \(skipped) malformed rows") }
-                for row in rows {
-                    if let peer = PeerIdentity(publicKey: row.publicKey) { feed(.command(.rememberPeer(peer, row.address))) }
-                }
-                if !rows.isEmpty { logger.info("remembered \(rows.count) peers from \(store.path)") }
-            } catch {
-                logger.warning("peer store \(store.path) could not be read (\(error)); starting from seeds only")
-            }
-            do {
-                // What the services persisted in the last life (`.persist` outputs).
+                // What the services persisted in the last life (`.persist` outputs): gossip's
+                // self record and remembered peers.
                 let rows = try store.loadServiceRows()
                 if !rows.isEmpty { feed(.restored(rows)) }
+                let remembered = rows.filter { $0.table == GossipService.peersTable }.count
+                if remembered > 0 { logger.info("remembered \(remembered) peers from \(store.path)") }
+                // A store written before services kept their own rows has its own tables.
+                if !rows.contains(where: { $0.table == GossipService.peersTable }) {
+                    let (old, skipped) = try store.load()
+                    if skipped > 0 { logger.warning("peer store: skipped \(skipped) malformed rows") }
+                    for row in old {
+                        if let peer = PeerIdentity(publicKey: row.publicKey) { feed(.command(.rememberPeer(peer, row.address))) }
+                    }
+                }
                 if !rows.contains(where: { $0.table == "gossip.self" }), let last = try store.loadSelfState() {
-                    // A store written before services persisted their own rows keeps the self
-                    // state in its own table.
                     feed(.command(.membership(.resume(incarnation: last.incarnation, attributeVersion: last.attributeVersion))))
                 }
                 if core.gossip.incarnation > 0 || core.gossip.attributeVersion > 0 {
                     logger.info("resuming above the last life's incarnation and attribute version: now \(core.gossip.incarnation) and \(core.gossip.attributeVersion)")
                 }
             } catch {
-                logger.warning("\(error); starting at incarnation 0 (the mesh's refutation brings this node back, a little later)")
+                logger.warning("peer store \(store.path) could not be read (\(error)); starting from seeds only, at incarnation 0 (the mesh's refutation brings this node back, a little later)")
             }
         }
         for peer in settings.peers + settings.discovery.masters { feed(.command(.addSeed(unscoped(peer)))) }
@@ -175,7 +173,6 @@ public final class NodeRuntime {
                 logger.warning("nearest: listening on \(boundAddress), not on [::]; neighbours that hear the beacon answer at a link-local address this socket may not receive")
             }
         }
-        persistTimer.schedule(at: loop.now + Self.persistInterval)
         if handleSignals {
             for sig in [SIGINT, SIGTERM] {
                 signals.append(SignalWatcher(loop: loop, signal: sig) { [unowned self] sig in
@@ -207,12 +204,16 @@ public final class NodeRuntime {
     /// Saves the peer table (on the thread pool), then closes every handle; the loop then ends.
     public func stop() {
         guard !stopping else { return }
+        // The services persist what outlives this life (gossip: its remembered peers); the
+        // handles close once every persist is on disk.
+        carryOut(core.handle(.stop, now: loop.now))
         stopping = true
-        persistPeers { [self] in
+        let finish = { [self] in
             closeHandles()
             logger.info("node stopped")
             onStopped?()
         }
+        if persisting || !persistQueue.isEmpty { whenPersisted = finish } else { finish() }
     }
 
     // MARK: - Driving the core
@@ -235,7 +236,11 @@ public final class NodeRuntime {
     }
 
     private func persistNext() {
-        guard let store, !persistQueue.isEmpty else { persisting = false; return }
+        guard let store, !persistQueue.isEmpty else {
+            persisting = false
+            if let w = whenPersisted { whenPersisted = nil; w() }
+            return
+        }
         persisting = true
         let (batch, then) = persistQueue.removeFirst()
         let ops = batch.ops
@@ -335,28 +340,8 @@ public final class NodeRuntime {
         onEvent?(event)
     }
 
-    private func persistPeers(then completion: (() -> Void)?) {
-        guard let store else { completion?(); return }
-        let now = loop.now
-        let unixNow = Int64(Date().timeIntervalSince1970)
-        let rows = Array(core.members.values.compactMap { m -> PeerStore.Row? in
-            guard let heard = m.lastHeard else { return nil }
-            return PeerStore.Row(publicKey: m.identity.publicKey, address: m.address,
-                                 lastSeenUnix: unixNow - Int64((now - heard).secondsDouble))
-        })
-        loop.offload({ () -> String? in
-            do { try store.save(rows); return nil } catch { return "\(error)" }
-        }, completion: { [weak self] failure in
-            guard let self else { completion?(); return }
-            if let failure { self.logger.warning("could not save peers to \(store.path): \(failure)") }
-            if completion == nil, !self.stopping { self.persistTimer.schedule(at: self.loop.now + Self.persistInterval) }
-            completion?()
-        })
-    }
-
     private func closeHandles() {
         timer?.close()
-        persistTimer?.close()
         leaveTimer?.close()
         finishPendingQueries()
         beacon?.close()

@@ -212,8 +212,11 @@ public final class Simulation {
         if incarnation[i] > 0 { rng = rng.derived(0x7265_7374_6172_7400 | UInt64(incarnation[i])) }
         // Real sessions with real keys: the mesh's network key comes from the seed like everything else.
         do {
+            // What a crashed node remembered is the simulator's own model (`stored`, `storageSyncSeconds`).
+            var timing = scenario.timing
+            timing.peerSnapshotInterval = nil
             var core = try NodeCore(identity: identities[i], network: networkID, networkKey: simulatedNetworkKey, address: addresses[i],
-                                    timing: scenario.timing, discovery: discovery(for: i), peerIdentities: peerTables[i % peerTables.count], rng: rng)
+                                    timing: timing, discovery: discovery(for: i), peerIdentities: peerTables[i % peerTables.count], rng: rng)
             core.persistsCompleteAtOnce = true  // `SyncedDisk`
             return core
         } catch {

@@ -34,6 +34,7 @@ struct Pump {
     mutating func restart(_ i: Int, seed: UInt64 = 99) {
         cores[i] = try! NodeCore(identity: NodeIdentity.deterministic(runSeed: 5, index: i), network: .defaultNetwork,
                                  networkKey: Pump.networkKey, address: addresses[i], rng: SeededGenerator(seed: seed))
+        cores[i].persistsCompleteAtOnce = true
         wakes[i] = nil
     }
 

@@ -36,7 +36,7 @@ private struct EchoService: NodeService {
             return [.event(.service(Self.id, ServicePayload(Heard(from: from.nodeID, bytes: bytes.count, reliable: reliable))))]
         case let .membership(change):
             return [.event(.service(Self.id, ServicePayload(Changed(change: change))))]
-        case .command, .persisted, .offloaded, .restored:
+        case .command, .persisted, .offloaded, .restored, .stop:
             return []
         }
     }
@@ -163,5 +163,31 @@ private struct EchoService: NodeService {
         #expect(q.cores[0].gossip.incarnation == 0)
         #expect(q.cores[0].membership.counters.badSelfRecords == 1)
         #expect(q.disk.last?.1.ops == [.put(table: "gossip.self", key: [], value: [0, 0, 0, 0, 0, 0, 0, 0])])
+    }
+
+    /// Gossip snapshots the members it heard from (every 30 s and at `.stop`); a node restarted
+    /// with no seed finds the mesh again through them.
+    @Test func rememberedPeersBringARestartedNodeBack() throws {
+        var p = Pump(count: 2)
+        p.feed(1, .command(.addSeed(p.addresses[0])))
+        for i in 0..<2 { p.feed(i, .start) }
+        p.run(for: .seconds(31))
+        func snapshot(_ node: Int) -> [StoredRow]? {
+            for (n, batch) in p.disk.reversed() where n == node {
+                for case let .replace(GossipService.peersTable, rows) in batch.ops { return rows }
+            }
+            return nil
+        }
+        let rows = try #require(snapshot(1))
+        #expect(rows.map(\.key) == [p.cores[0].identity.publicKey])
+        p.feed(0, .stop)
+        #expect(snapshot(0)?.map(\.key) == [p.cores[1].identity.publicKey])
+
+        p.restart(1)
+        p.feed(1, .restored(rows))
+        p.feed(1, .start)
+        p.run(for: .seconds(5))
+        #expect(p.state(1, of: 0) == .alive)
+        #expect(p.cores[1].unansweredSeeds.isEmpty, "no seed was configured")
     }
 }

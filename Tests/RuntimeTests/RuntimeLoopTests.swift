@@ -74,9 +74,10 @@ import Testing
         #expect(stopped == 2)
         #expect(!FileManager.default.fileExists(atPath: path), "control socket removed on stop")
         #expect(!FileManager.default.fileExists(atPath: sb.resolvedControlPath))
-        // b remembered a in its peer store.
-        let rows = try PeerStore.open(path: sb.dataDir + "/peers.sqlite").0.load().rows
-        #expect(rows.map { NodeID(publicKey: $0.publicKey) } == [a.identity.nodeID])
+        // b remembered a in its peer store: gossip persisted it at the stop.
+        let rows = try PeerStore.open(path: sb.dataDir + "/peers.sqlite").0.loadServiceRows().filter { $0.table == GossipService.peersTable }
+        #expect(rows.map { NodeID(publicKey: $0.key) } == [a.identity.nodeID])
+        #expect(rows.first?.value.suffix(2) == [UInt8(a.boundAddress.port >> 8), UInt8(a.boundAddress.port & 0xff)])
     }
 
     /// A restart on the same data directory goes on above the last life's incarnation and
