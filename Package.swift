@@ -60,7 +60,7 @@ let package = Package(
 
         .testTarget(name: "MeshCoreTests", dependencies: ["MeshCore", "Sodium"]),
         .testTarget(name: "GossipTests", dependencies: ["Gossip", "MeshCore", "Sodium"]),
-        .testTarget(name: "NodeTests", dependencies: ["Node", "MeshCore", "Sessions", "Channels"]),
+        .testTarget(name: "NodeTests", dependencies: ["Node", "MeshCore", "Sessions", "Channels", "Sodium"]),
         .testTarget(name: "NoiseTests", dependencies: ["Noise", "Sodium"]),
         .testTarget(name: "ChannelsTests", dependencies: ["Channels", "MeshCore"]),
         .testTarget(name: "SessionsTests", dependencies: ["Sessions", "Noise", "MeshCore", "Sodium"]),

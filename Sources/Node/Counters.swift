@@ -43,6 +43,8 @@ public struct NodeCounters: Sendable, Equatable {
     public var reliableFailed: UInt64 = 0
     /// Users' channel connections reset because a message timed out (see `NodeChannels`).
     public var channelResetsAfterTimeout: UInt64 = 0
+    /// Virtual CPU of the offload jobs run inline (`NodeCore.offloadsRunInline`, the simulator).
+    public var offloadCost: Duration = .zero
     public var drops: [DropReason: UInt64] = [:]
     /// Handshakes this node started, by what it was sending when no session existed: a gossip
     /// purpose (`GossipSendPurpose`'s raw values) or `node_probe`. Handshakes the session layer

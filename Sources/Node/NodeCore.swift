@@ -59,6 +59,10 @@ public struct NodeCore {
     /// carries out its `then`. A driver with a real or a faulty disk leaves it off and answers
     /// `.persisted` when the write completes.
     public var persistsCompleteAtOnce = false
+    /// Set by a driver that runs heavy work on the node's own thread of time (the simulator): the
+    /// node runs each `.offload` job at once, answers `.offloaded` in the same call, and adds the
+    /// job's `cost` to `counters.offloadCost` for the driver to charge its virtual CPU.
+    public var offloadsRunInline = false
 
     /// `address` is where others reach this node (its bound address); gossip tells it to members
     /// that have not heard from us directly. Fails only if the identity cannot serve as a Noise
@@ -283,7 +287,12 @@ public struct NodeCore {
                 out.append(.persist(batch, then: after))
                 if persistsCompleteAtOnce { run(slot, .persisted(batch.ticket, .durable), now: now, into: &out) }
             case let .offload(job):
-                out.append(.offload(job))
+                if offloadsRunInline {
+                    own.offloadCost += job.cost
+                    run(slot, .offloaded(job.ticket, job.work()), now: now, into: &out)
+                } else {
+                    out.append(.offload(job))
+                }
             case let .event(e):
                 out.append(.event(e))
             case let .command(c):

@@ -185,6 +185,9 @@ public final class NodeRuntime {
 
     public func command(_ command: NodeCommand) { feed(.command(command)) }
 
+    /// Adds a service to the node before `start` (see `NodeCore.add`).
+    public func add(_ service: some NodeService<NodeCommand, NodeEvent>) throws { try core.add(service) }
+
     /// Queues a message to a member over its channel; events about it come through `onEvent`.
     public func sendMessage(_ bytes: [UInt8], stream: UInt16, to: NodeID) -> Result<MessageID, MessageSendError> {
         guard !stopping else { return .failure(.unknownPeer(to)) }

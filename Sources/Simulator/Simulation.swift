@@ -218,6 +218,7 @@ public final class Simulation {
             var core = try NodeCore(identity: identities[i], network: networkID, networkKey: simulatedNetworkKey, address: addresses[i],
                                     timing: timing, discovery: discovery(for: i), peerIdentities: peerTables[i % peerTables.count], rng: rng)
             core.persistsCompleteAtOnce = true  // `SyncedDisk`
+            core.offloadsRunInline = true  // charged in `counters.offloadCost`
             return core
         } catch {
             fatalError("simulated node \(i) cannot be built: \(error)")
@@ -493,10 +494,9 @@ public final class Simulation {
                 // `SyncedDisk` is durable at once, so the nodes answer their own persists
                 // (`persistsCompleteAtOnce`); a disk with faults brings a completion event instead.
                 if case .durable = disk.write(node: i, batch.ops, now: now) { apply(i, then, wakesTaken: wakesTaken) }
-            case let .offload(job):
-                // Run inline; the virtual CPU charge and the `.offloaded` answer come with a
-                // service that offloads (none does yet).
-                _ = job.work()
+            case .offload:
+                // The nodes run their jobs inline (`offloadsRunInline`): none reaches the driver.
+                break
             }
         }
     }

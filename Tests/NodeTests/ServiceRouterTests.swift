@@ -1,5 +1,6 @@
 import MeshCore
 @testable import Node
+import Sodium
 import Testing
 
 /// A service added from outside the node: it sends a datagram and a large reliable message when
@@ -189,5 +190,64 @@ private struct EchoService: NodeService {
         p.run(for: .seconds(5))
         #expect(p.state(1, of: 0) == .alive)
         #expect(p.cores[1].unansweredSeeds.isEmpty, "no seed was configured")
+    }
+}
+
+/// A service that hashes what it is given off the loop: `.offload` out, `.offloaded` back.
+struct HashingService: NodeService {
+    static let id = ProtocolID(0x7d)
+    struct Hash: Sendable, Equatable { var bytes: [UInt8] }
+    struct Hashed: Sendable, Equatable { var digest: [UInt8] }
+
+    var protocolIDs: [ProtocolID] { [Self.id] }
+    var deadline: Instant? { nil }
+    var next: UInt64 = 1
+
+    func takes(_ command: NodeCommand) -> Bool {
+        if case .service(Self.id, _) = command { return true }
+        return false
+    }
+
+    mutating func handle(_ input: ServiceInput<NodeCommand>, now: Instant, members: some MemberDirectory) -> [ServiceOutput<NodeCommand, NodeEvent>] {
+        switch input {
+        case let .command(.service(_, payload)):
+            guard let h = payload.as(Hash.self) else { return [] }
+            let bytes = h.bytes
+            defer { next += 1 }
+            return [.offload(OffloadJob(ticket: JobTicket(service: Self.id, sequence: next), cost: .milliseconds(3)) {
+                .bytes(Blake2b.hash(bytes, outputLength: 32))
+            })]
+        case let .offloaded(_, .bytes(digest)):
+            return [.event(.service(Self.id, ServicePayload(Hashed(digest: digest))))]
+        default:
+            return []
+        }
+    }
+}
+
+@Suite struct OffloadTests {
+    @Test func anOffloadIsHandedToTheDriverAndItsResultComesBack() throws {
+        var p = Pump(count: 1)
+        try p.cores[0].add(HashingService())
+        let data: [UInt8] = Array("hello".utf8)
+        let out = p.cores[0].handle(.command(.service(HashingService.id, ServicePayload(HashingService.Hash(bytes: data)))), now: p.now)
+        guard case let .offload(job)? = out.first(where: { if case .offload = $0 { return true } else { return false } }) else {
+            Issue.record("no offload in \(out)")
+            return
+        }
+        #expect(job.cost == .milliseconds(3))
+        let back = p.cores[0].handle(.offloaded(job.ticket, job.work()), now: p.now)
+        #expect(back.contains(.event(.service(HashingService.id, ServicePayload(HashingService.Hashed(digest: Blake2b.hash(data, outputLength: 32)))))))
+    }
+
+    /// The simulator's way: the node runs the job in the same call and counts its cost.
+    @Test func anInlineOffloadIsAnsweredInTheSameCallAndCharged() throws {
+        var p = Pump(count: 1)
+        p.cores[0].offloadsRunInline = true
+        try p.cores[0].add(HashingService())
+        let out = p.cores[0].handle(.command(.service(HashingService.id, ServicePayload(HashingService.Hash(bytes: [1, 2, 3])))), now: p.now)
+        #expect(!out.contains { if case .offload = $0 { return true } else { return false } })
+        #expect(out.contains(.event(.service(HashingService.id, ServicePayload(HashingService.Hashed(digest: Blake2b.hash([1, 2, 3], outputLength: 32)))))))
+        #expect(p.cores[0].counters.offloadCost == .milliseconds(3))
     }
 }
