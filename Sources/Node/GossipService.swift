@@ -238,6 +238,9 @@ public struct GossipService: NodeService, MemberDirectory {
         return out
     }
 
+    /// Whether the gossip core's own wake (not a seed retry or a snapshot) is due.
+    func roundDue(_ now: Instant) -> Bool { coreWake.map { now >= $0 } ?? false }
+
     /// A seed that turned out to be this node: stop asking it.
     mutating func forgetSeed(_ address: UnderlayAddress) {
         unansweredSeeds.removeAll { $0 == address }

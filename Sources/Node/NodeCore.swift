@@ -138,16 +138,18 @@ public struct NodeCore {
                 sessionWake = nil
                 absorb(sessions.tick(now: now), now: now, into: &out)
             }
+            for slot in services.indices where services[slot].deadline.map({ now >= $0 }) ?? false {
+                run(slot, .timer, now: now, into: &out)
+            }
             if let w = reliableWake, now >= w {
                 reliableWake = nil
                 absorbReliable(reliable.tick(now: now), now: now, into: &out)
             }
-            for slot in services.indices where services[slot].deadline.map({ now >= $0 }) ?? false {
-                run(slot, .timer, now: now, into: &out)
-            }
             if let w = membership.deadline, now >= w {
+                // Idle reliable connections are swept on gossip's own rounds.
+                let round = membership.roundDue(now)
                 run(Self.membershipSlot, .timer, now: now, into: &out)
-                closeIdleReliable(now: now, into: &out)
+                if round { closeIdleReliable(now: now, into: &out) }
             }
         case .start:
             run(Self.membershipSlot, .start, now: now, into: &out)
@@ -307,15 +309,17 @@ public struct NodeCore {
     /// a culled key's plaintext is refused from now on) and its reliable connection closes. Then
     /// every other service hears of the change.
     private mutating func membershipChanged(_ change: MembershipChange, from sender: Int, now: Instant, into out: inout [NodeOutput]) {
+        var gone: NodeID?
         switch change {
         case let .down(peer), let .culled(peer):
             sessions.forget(peerKey: peer.publicKey)
-            closeReliable(peer.nodeID, now: now, into: &out)
+            gone = peer.nodeID
         case .up:
             break
         }
         if sender != Self.membershipSlot { run(Self.membershipSlot, .membership(change), now: now, into: &out) }
         for slot in services.indices where slot != sender { run(slot, .membership(change), now: now, into: &out) }
+        if let gone { closeReliable(gone, now: now, into: &out) }
     }
 
     /// Where a peer's frames go: its member row, else where it last reached us from.
