@@ -29,8 +29,10 @@ public struct GossipService: NodeService, MemberDirectory {
     private var lastCullNotice: Instant?
     private var started = false
     let joinRetryInterval: Duration
-    /// The self record last handed to the driver to persist (nil: unknown, after a failed write).
-    private var persistedSelf: SelfRecord? = SelfRecord(incarnation: 0, attributeVersion: 0)
+    /// The self record last handed to the driver to persist (nil: none yet, or unknown after a
+    /// failed write). Nil at first, so a node writes its record with its first call: a restart
+    /// then always resumes above its last life, even one that never raised either number.
+    private var persistedSelf: SelfRecord?
     private var nextPersist: UInt64 = 1
     /// Persists handed out and not yet answered with `.persisted`.
     private var writesInFlight = 0
