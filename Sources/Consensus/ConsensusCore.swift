@@ -331,6 +331,7 @@ public struct ConsensusCore {
             guard ids.insert(id).inserted, !ancestors.contains(id), !mempool.isCommitted(id) else { throw .invalidProposal }
         }
         tree.insert(b)
+        wanted[b.hash] = nil
         tryCommit(b.parent)
         vote(for: b)
         if let more = waiting.removeValue(forKey: b.hash) {
@@ -475,7 +476,8 @@ public struct ConsensusCore {
         }
         tree.commit(finalised)
         let floor = tree.committed.round
-        certificates = certificates.filter { tree[$0.key] != nil }
+        // Keep certificates of blocks still to come (the certificate can arrive before its block).
+        certificates = certificates.filter { $0.value.round > floor || tree[$0.key] != nil }
         wanted = wanted.filter { $0.value.round > floor }
         pendingFetched = pendingFetched.filter { $0.value.height > tree.committed.height }
     }

@@ -41,6 +41,7 @@ enum Byzantine {
             case (.equivocator, .proposal(let p)?):
                 let extra = Array("byz-\(me)-\(p.block.round)".utf8)
                 net.checks.submitted(extra)
+                net.byzantineActs += 1
                 let b = p.block
                 let other = Block(chainID: chainID, epoch: b.epoch, round: b.round, height: b.height, proposer: b.proposer,
                                   justify: b.justify, payloads: b.payloads + [extra])
@@ -55,9 +56,12 @@ enum Byzantine {
                 for i in 0..<32 { fake[i] = UInt8(truncatingIfNeeded: net.rng.next()) }
                 let second = Vote.signed(round: v.round, block: BlockHash(bytes: fake)!, voter: v.voter, by: identity, chainID: chainID)
                 if case .send(let to, _) = o { result.append(.send(to: to, bytes: ConsensusMessage.vote(second).encoded())) }
+                net.byzantineActs += 1
             case (.withholdVotes, .vote?):
+                net.byzantineActs += 1
                 continue
             case (.invalidProposer, .proposal(let p)?):
+                net.byzantineActs += 1
                 result.append(.broadcast(bytes: broken(p, identity: identity, chainID: chainID, net: net)))
             default:
                 result.append(o)

@@ -44,6 +44,9 @@ final class VirtualNet {
     /// Filled when set: one line per delivered message and per commit (golden transcripts).
     var transcript: [String]?
     private(set) var events = 0
+    /// Byzantine acts carried out (a second proposal or vote sent, a broken proposal), so a test
+    /// can tell a behaviour was exercised.
+    var byzantineActs = 0
 
     init(validators n: Int, seed: UInt64, faults: NetFaults = NetFaults(), configure: (inout ConsensusConfig) -> Void = { _ in }) {
         identities = (0..<n).map { NodeIdentity.deterministic(runSeed: 0xC0_5E45, index: $0) }
@@ -119,8 +122,10 @@ final class VirtualNet {
             feed(s, .persisted(token: token))
         case .submit(let s, let payload):
             checks.submitted(payload)
-            guard slots[s].core != nil else { return }
-            feed(s, .submit(payload))
+            // A client whose validator is down submits to the next one that is up.
+            guard let live = (0..<slots.count).map({ (s + $0) % slots.count }).first(where: { slots[$0].core != nil && slots[$0].checked })
+            else { return }
+            feed(live, .submit(payload))
         case .crash(let s):
             slots[s].core = nil
             slots[s].life += 1
