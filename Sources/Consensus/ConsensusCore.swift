@@ -610,11 +610,14 @@ public struct ConsensusCore {
         }
     }
 
-    /// Hands our own pending payloads to an upcoming leader (each payload to each leader once).
+    /// Hands our own pending payloads to an upcoming leader.
     mutating func forwardPayloads(to leader: Int) {
         guard leader != index, mempool.count > 0 else { return }
         let excluded = tree.uncommittedPayloads(from: safety.highQC.blockHash) ?? []
-        let ps = mempool.forward(to: leader, maxCount: config.limits.maxForwardCount, maxBytes: config.maxBatchBytes, excluding: excluded)
+        // Again after two full rotations: by then every leader had its turn and the payload is
+        // still pending, so the forward (or the block that carried it) was lost.
+        let ps = mempool.forward(to: leader, round: round, again: UInt64(2 * validators.count),
+                                 maxCount: config.limits.maxForwardCount, maxBytes: config.maxBatchBytes, excluding: excluded)
         guard !ps.isEmpty else { return }
         counters.payloadsForwarded += ps.count
         out.append(.send(to: validators.keys[leader], bytes: ConsensusMessage.payloads(ps).encoded()))

@@ -8,8 +8,8 @@ struct Mempool {
         let payload: [UInt8]
         /// Submitted here (not forwarded to us): we keep handing it to upcoming leaders.
         let local: Bool
-        /// Leaders (validator indices) it was forwarded to already.
-        var forwardedTo: Set<Int> = []
+        /// Leaders (validator indices) it was forwarded to, and in which round.
+        var forwardedTo: [Int: UInt64] = [:]
     }
 
     let maxCount: Int
@@ -61,17 +61,20 @@ struct Mempool {
         return out
     }
 
-    /// Local payloads not yet forwarded to `leader`, oldest first, marked as forwarded.
-    mutating func forward(to leader: Int, maxCount: Int, maxBytes: Int, excluding excluded: Set<PayloadID>) -> [[UInt8]] {
+    /// Local payloads for `leader`, oldest first: those not forwarded to it yet, or forwarded
+    /// `again` rounds ago or more and still pending (the forward, or the leader's block, was lost).
+    mutating func forward(to leader: Int, round: UInt64, again: UInt64, maxCount: Int, maxBytes: Int,
+                          excluding excluded: Set<PayloadID>) -> [[UInt8]] {
         var out: [[UInt8]] = []
         var size = 0
         for id in order[head...] {
             guard out.count < maxCount else { break }
-            guard var e = entries[id], e.local, !e.forwardedTo.contains(leader), !excluded.contains(id) else { continue }
+            guard var e = entries[id], e.local, !excluded.contains(id) else { continue }
+            if let last = e.forwardedTo[leader], round < last + again { continue }
             if size + e.payload.count > maxBytes { break }
             out.append(e.payload)
             size += e.payload.count
-            e.forwardedTo.insert(leader)
+            e.forwardedTo[leader] = round
             entries[id] = e
         }
         return out

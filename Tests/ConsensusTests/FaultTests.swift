@@ -28,7 +28,7 @@ import MeshCore
     }
 
     @Test(arguments: [4, 7])
-    func equivocatingLeaderSplitsNoOneAndIsCaught(validators n: Int) {
+    func equivocatingLeaderSplitsNobody(validators n: Int) {
         var s = Self.lossy(n)
         s.byzantine = (0..<(n - 1) / 3).map { ($0, .equivocator) }
         let outcomes = expectClean(s)
