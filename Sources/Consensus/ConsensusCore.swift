@@ -119,8 +119,11 @@ public struct ConsensusCore {
 
     // MARK: - Rounds (the pacemaker)
 
+    /// The round timeout, doubled per consecutive round ended by a timeout certificate beyond the
+    /// first: one crashed leader costs two timeouts (its round, and the round before, whose votes
+    /// went to it), and those should not compound.
     var roundDuration: Duration {
-        let k = min(consecutiveTimeouts, config.maxBackoffExponent)
+        let k = min(max(consecutiveTimeouts - 1, 0), config.maxBackoffExponent)
         return config.roundTimeout * (1 << k)
     }
 

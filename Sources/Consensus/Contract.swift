@@ -44,7 +44,8 @@ public struct ConsensusConfig: Sendable {
     public var genesis: Genesis
     public var limits = WireLimits()
     /// How long a round lasts before this validator times it out; doubled per consecutive
-    /// timed-out round up to `2^maxBackoffExponent`, reset when a certificate advances the round.
+    /// timed-out round after the first, up to `2^maxBackoffExponent`, reset when a quorum
+    /// certificate advances the round.
     public var roundTimeout: Duration = .seconds(1)
     public var maxBackoffExponent = 5
     /// A leader with some payloads waits this long for more before proposing (batching by time).

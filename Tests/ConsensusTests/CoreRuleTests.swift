@@ -146,7 +146,7 @@ import Sodium
         var outs = c.handle(.timer, now: .zero + .seconds(2))
         #expect(outs.messages.contains { if case .timeout(let t) = $0.message { t.round == 1 && $0.persisted } else { false } })
         for v in [0, 3] {
-            let sig = f.identities[v].sign(timeoutSigned(round: 1, high: 0))
+            let sig = f.identities[v].sign(timeoutDigestBytes(f, round: 1, high: 0))
             let t = TimeoutFixture.make(round: 1, voter: v, high: f.genesis.certificate, signature: sig)
             outs += c.handle(.message(from: f.key(v), bytes: t), now: .zero + .seconds(2))
         }
@@ -155,16 +155,6 @@ import Sodium
         outs = c.handle(.timer, now: .zero + .seconds(3))
         let proposals = outs.messages.compactMap { if case .proposal(let p) = $0.message { p } else { nil } }
         #expect(proposals.count == 1 && proposals[0].timeoutCertificate?.round == 1 && proposals[0].block.round == 2)
-    }
-
-    func timeoutSigned(round: UInt64, high: UInt64) -> [UInt8] {
-        var w = ByteWriter()
-        w.raw(Array("iotaf/consensus/timeout/v1".utf8))
-        w.raw(f.chainID)
-        w.u64(0)
-        w.u64(round)
-        w.u64(high)
-        return w.bytes
     }
 
     @Test func safetyStateRoundTripsAndATornWriteIsRefused() throws {

@@ -12,6 +12,8 @@ struct Checks {
     private(set) var height: [Int: UInt64] = [:]
     private(set) var lastCommitAt: [Int: Instant] = [:]
     private(set) var violations: [String] = []
+    /// The highest round of any block a checked slot committed.
+    private(set) var maxCommittedRound: UInt64 = 0
 
     mutating func submitted(_ payload: [UInt8]) { submitted.insert(payload) }
 
@@ -22,6 +24,7 @@ struct Checks {
         height[slot] = c.height
         lastCommitAt[slot] = t
         guard checked else { return }
+        maxCommittedRound = max(maxCommittedRound, c.round)
         if c.height != previous + 1 { violations.append("slot \(slot): height \(c.height) after \(previous)") }
         if c.certificate.blockHash != c.hash { violations.append("slot \(slot): height \(c.height) certificate names another block") }
         if let d = decided[c.height] {
