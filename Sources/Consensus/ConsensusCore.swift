@@ -34,8 +34,9 @@ public struct ConsensusCore {
 
     /// A block's certificate, from a child's `justify` or formed from votes here.
     var certificates: [BlockHash: QuorumCertificate] = [:]
-    /// Certificates whose signatures were checked, keyed by round and block.
-    var verified: Set<CertificateKey> = []
+    /// Certificates whose signatures were checked: the whole certificate, not its round and block,
+    /// so a forged copy (a signer dropped, a signature swapped) of a checked one is checked afresh.
+    var verified: Set<QuorumCertificate> = []
     /// Proposals whose parent is missing, by parent hash (bounded).
     var waiting: [BlockHash: [Proposal]] = [:]
     var waitingCount = 0
@@ -53,7 +54,6 @@ public struct ConsensusCore {
     /// The round in which we last sent `sync` to each validator (one per round per peer).
     var syncedAt: [Int: UInt64] = [:]
 
-    struct CertificateKey: Hashable { let round: UInt64; let hash: BlockHash }
     struct Fetch { var next: Instant; let round: UInt64; var asked: Int }
     struct VoteTally {
         var choice: [Int: BlockHash] = [:]
@@ -75,7 +75,7 @@ public struct ConsensusCore {
         mempool = Mempool(maxCount: config.mempoolMaxCount, maxBytes: config.mempoolMaxBytes,
                           maxCommittedRemembered: config.committedPayloadsRemembered)
         self.rng = rng
-        verified.insert(CertificateKey(round: 0, hash: config.genesis.blockHash))
+        verified.insert(config.genesis.certificate)
     }
 
     /// When to call back with `.timer`: the round's timeout, a leader's batch closing, or a block fetch retry.
@@ -264,13 +264,13 @@ public struct ConsensusCore {
 
     func check(_ qc: QuorumCertificate) throws(DropReason) {
         guard qc.epoch == epoch else { throw .wrongEpoch }
-        if verified.contains(CertificateKey(round: qc.round, hash: qc.blockHash)) { return }
+        if verified.contains(qc) { return }
         try qc.verify(set: validators, genesis: genesis)
     }
 
     mutating func checkAndRemember(_ qc: QuorumCertificate) throws(DropReason) {
         try check(qc)
-        verified.insert(CertificateKey(round: qc.round, hash: qc.blockHash))
+        verified.insert(qc)
         if verified.count > 4096 {
             let floor = tree.committed.round
             verified = verified.filter { $0.round >= floor || $0.round == 0 }
@@ -387,7 +387,7 @@ public struct ConsensusCore {
         let qc = QuorumCertificate(epoch: epoch, round: v.round, blockHash: v.blockHash,
                                    signers: SignerBitmap(count: validators.count, signers: signers),
                                    signatures: signers.map { sigs[$0]! })
-        verified.insert(CertificateKey(round: qc.round, hash: qc.blockHash))
+        verified.insert(qc)
         counters.certificatesFormed += 1
         noteCertificate(qc, from: nil)
     }
@@ -483,6 +483,13 @@ public struct ConsensusCore {
         certificates = certificates.filter { $0.value.round > floor || tree[$0.key] != nil }
         wanted = wanted.filter { $0.value.round > floor }
         pendingFetched = pendingFetched.filter { $0.value.height > tree.committed.height }
+        if waitingCount > 0 {
+            waiting = waiting.compactMapValues { ps in
+                let kept = ps.filter { $0.block.height > tree.committed.height }
+                return kept.isEmpty ? nil : kept
+            }
+            waitingCount = waiting.values.reduce(0) { $0 + $1.count }
+        }
     }
 
     /// Whether every ancestor of `n` down to the committed height is known (so a path that misses

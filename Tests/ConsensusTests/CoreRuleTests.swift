@@ -85,6 +85,18 @@ import Sodium
         #expect(c.safety.highQC.round == 1 && c.round == 2)
     }
 
+    @Test func forgedCopyOfACheckedCertificateIsCheckedAgain() {
+        var c = f.core(2)
+        let b = f.block()
+        let good = f.certificate(b, signers: [0, 1, 3])
+        _ = c.handle(.message(from: f.key(0), bytes: ConsensusMessage.sync(good, nil).encoded()), now: .zero)
+        #expect(c.counters.totalDrops == 0)
+        // Same round and block, one signer fewer: once accepted on the strength of the genuine
+        // one, such a block could not be served to a validator catching up.
+        _ = c.handle(.message(from: f.key(0), bytes: ConsensusMessage.sync(good.droppingLastSigner, nil).encoded()), now: .zero)
+        #expect(c.counters.dropped(.tooFewSigners) == 1)
+    }
+
     @Test func certificateWithASignatureFromTheWrongSignerIsRefused() {
         var c = f.core(2)
         let b = f.block()

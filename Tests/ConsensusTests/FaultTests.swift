@@ -58,7 +58,7 @@ import MeshCore
         let outcomes = expectClean(s)
         var reasons: [DropReason: Int] = [:]
         for o in outcomes { for c in o.net.slots.compactMap(\.core) { reasons.merge(c.counters.drops, uniquingKeysWith: +) } }
-        for r in [DropReason.badSignature, .invalidProposal, .malformed] { #expect(reasons[r, default: 0] > 0, "\(r) never counted: \(reasons)") }
+        for r in [DropReason.badSignature, .invalidProposal, .malformed, .tooFewSigners] { #expect(reasons[r, default: 0] > 0, "\(r) never counted: \(reasons)") }
     }
 
     @Test(arguments: [4, 7])

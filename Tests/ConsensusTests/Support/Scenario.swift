@@ -119,6 +119,10 @@ struct Scenario {
         }
         s.payloads = 40 + pick(60)
         s.every = .milliseconds(Int64(5 + pick(40)))
+        // Rounds that timed out before healing may have backed off to 3.2 s (400 ms × 2^3); with a
+        // validator down for good, the round it leads and the round before it time out too, so
+        // commits may wait for three such rounds after healing before two honest leaders in a row.
+        s.livenessBound = .seconds(12)
         return s
     }
 
