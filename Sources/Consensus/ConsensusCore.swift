@@ -453,7 +453,7 @@ public struct ConsensusCore {
     /// finalises P and all its ancestors. Looks down from `hash` for the highest such pair.
     mutating func tryCommit(_ hash: BlockHash) {
         guard let path = tree.pathFromCommitted(to: hash) else {
-            if let n = tree[hash], n.height > tree.committed.height, hasChainTo(n) { counters.conflictingChains += 1 }
+            if let n = tree[hash], n.height > tree.committed.height, conflictsWithCommitted(n) { counters.conflictingChains += 1 }
             return
         }
         var target: Int?
@@ -492,9 +492,9 @@ public struct ConsensusCore {
         }
     }
 
-    /// Whether every ancestor of `n` down to the committed height is known (so a path that misses
-    /// the committed block truly conflicts with it, rather than having a gap).
-    func hasChainTo(_ n: BlockTree.Node) -> Bool {
+    /// Whether `n`'s ancestors are all known down to the committed height and end in another block
+    /// than the committed one there (a true conflict, not a gap still being fetched).
+    func conflictsWithCommitted(_ n: BlockTree.Node) -> Bool {
         var cursor: BlockTree.Node? = n
         while let c = cursor, c.height > tree.committed.height {
             guard let p = c.parent else { return false }
