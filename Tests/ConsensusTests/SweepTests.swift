@@ -7,7 +7,7 @@ import MeshCore
 /// every payload committed after the faults heal. The suite runs `defaultSeeds`; set
 /// CONSENSUS_SWEEP_SEEDS=FIRST..LAST for a larger sweep (Docs/consensus.md reports one).
 @Suite struct SweepTests {
-    static let defaultSeeds: ClosedRange<UInt64> = 1...50
+    static let defaultSeeds: ClosedRange<UInt64> = 1...40
 
     static var seeds: ClosedRange<UInt64> {
         guard let text = ProcessInfo.processInfo.environment["CONSENSUS_SWEEP_SEEDS"] else { return defaultSeeds }
