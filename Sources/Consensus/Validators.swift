@@ -3,12 +3,14 @@ import MeshCore
 import Sodium
 
 /// A validator's Ed25519 public key: the identity votes are checked against and messages are
-/// addressed to. The adapter maps it to a session peer (a node id is a hash of this key).
+/// addressed to. The adapter maps it to a session peer (a node id is a hash of this key). Only
+/// the canonical key of a pair is one (``IdentityKey``): a validator cannot be listed, or speak,
+/// under its key's negated twin.
 public struct ValidatorKey: Hashable, Comparable, Sendable, CustomStringConvertible {
     public let bytes: [UInt8]
 
     public init?(_ bytes: [UInt8]) {
-        guard bytes.count == Ed25519.publicKeyLength else { return nil }
+        guard bytes.count == Ed25519.publicKeyLength, IdentityKey.isCanonical(bytes) else { return nil }
         self.bytes = bytes
     }
 
@@ -96,7 +98,7 @@ public enum GenesisError: Error, Equatable, CustomStringConvertible {
 
     public var description: String {
         switch self {
-        case .badKey(let line): "genesis line \(line): expected a 64-hex-digit Ed25519 public key"
+        case .badKey(let line): "genesis line \(line): expected a 64-hex-digit canonical Ed25519 public key (as `iotaf keygen` prints)"
         case .badSet(let count): "genesis: \(count) keys; need 1 to \(ValidatorSet.maxValidators) distinct keys"
         }
     }

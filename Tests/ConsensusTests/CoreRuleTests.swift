@@ -183,6 +183,11 @@ import Sodium
         let g = try Genesis.parse("# validators\n" + f.genesis.text)
         #expect(g == f.genesis)
         #expect(throws: GenesisError.badKey(line: 2)) { try Genesis.parse(Hex.encode(f.identities[0].publicKey) + "\nnot-a-key\n") }
+        // The negated twin of a validator's key (sign bit set) names no validator.
+        var twin = f.identities[1].publicKey
+        twin[31] |= 0x80
+        #expect(ValidatorKey(twin) == nil)
+        #expect(throws: GenesisError.badKey(line: 1)) { try Genesis.parse(Hex.encode(twin) + "\n") }
         #expect(throws: GenesisError.badSet(count: 2)) {
             try Genesis.parse(Hex.encode(f.identities[0].publicKey) + "\n" + Hex.encode(f.identities[0].publicKey) + "\n")
         }
