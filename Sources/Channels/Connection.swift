@@ -329,7 +329,7 @@ struct Connection<Peer: Hashable & Sendable & Comparable>: Sendable {
 
     private mutating func processAck(_ ack: ChannelWire.Ack, now: Instant, ctx: inout ConnectionContext<Peer>) {
         peerMaxData = max(peerMaxData, ack.maxData)
-        var ackedBytes = 0
+        var ackedBytes = 0, ackedPackets = 0
         var rttSample: Int64?
         // The newest packet acknowledged here (largest `delivered` when sent) gives the rate sample.
         var newest: SentPacket?
@@ -346,6 +346,7 @@ struct Connection<Peer: Hashable & Sendable & Comparable>: Sendable {
                     if p.ackEliciting {
                         bytesInFlight -= p.size
                         ackedBytes += p.size
+                        ackedPackets += 1
                         delivered += p.size
                         deliveredAt = now
                         if newest == nil || p.delivered > newest!.delivered || (p.delivered == newest!.delivered && p.sentAt > newest!.sentAt) {
@@ -369,7 +370,10 @@ struct Connection<Peer: Hashable & Sendable & Comparable>: Sendable {
                 }
             }
             if appLimitedUntil > 0 && delivered >= appLimitedUntil { appLimitedUntil = 0 }
-            cc.onAck(acked: ackedBytes, delivered: delivered, sample: sample, rtt: rttSample, bytesInFlight: bytesInFlight, now: now)
+            if cc.onAck(acked: ackedBytes, packets: ackedPackets, delivered: delivered, sample: sample, rtt: rttSample,
+                        bytesInFlight: bytesInFlight, now: now) {
+                ctx.counters.congestionEvents += 1
+            }
             ptoCount = 0
             lastProgress = now
         }
@@ -415,6 +419,7 @@ struct Connection<Peer: Hashable & Sendable & Comparable>: Sendable {
                 let deadline = sent[i].sentAt + .nanoseconds(delay)
                 if largestAcked - sent[i].number >= 3 || deadline <= now {
                     declareLost(i, now: now, ctx: &ctx)
+                    cc.onLost()
                 } else if lossTime == nil || deadline < lossTime! {
                     lossTime = deadline
                 }
@@ -523,7 +528,9 @@ struct Connection<Peer: Hashable & Sendable & Comparable>: Sendable {
             probeCredit = 2
             ptoCount += 1
             ctx.counters.probeTimeouts += 1
-            if ptoCount == 3 {
+            // Persistent congestion (RFC 9002 7.6): three probe timeouts in a row and nothing
+            // acknowledged for at least `minRTO`, so a loaded receiver's pause is not mistaken for it.
+            if ptoCount >= 3, cc.window > cc.minWindow, let last = lastProgress, now - last >= config.minRTO {
                 cc.onPersistentCongestion()
                 ctx.counters.congestionEvents += 1
             }
@@ -537,8 +544,8 @@ struct Connection<Peer: Hashable & Sendable & Comparable>: Sendable {
     /// Builds and emits as many frames as the congestion window, pacing and the queues allow.
     mutating func flush(now: Instant, ctx: inout ConnectionContext<Peer>) {
         flowBlocked = false
-        paceDeadline = nil
         refillPacing(now: now)
+        paceDeadline = nil
         var ranOutOfData = false
         while true {
             let wantAck = unackedEliciting > 0 && (ackNow || (ackDeadline.map { $0 <= now } ?? false))
@@ -618,7 +625,10 @@ struct Connection<Peer: Hashable & Sendable & Comparable>: Sendable {
     private mutating func refillPacing(now: Instant) {
         if let rate = cc.pacingRate {
             let elapsed = Double(max(0, (now - paceUpdatedAt).nanoseconds)) / 1e9
-            paceTokens = min(paceTokens + rate * elapsed, paceBurst(rate: rate))
+            // A sender held back by pacing keeps the credit of a late wake-up (a loaded loop fires
+            // timers late), up to one window; credit saved while idle is capped at one burst.
+            let cap = paceDeadline != nil ? max(paceBurst(rate: rate), Double(cc.window)) : paceBurst(rate: rate)
+            paceTokens = min(paceTokens + rate * elapsed, cap)
         }
         paceUpdatedAt = now
     }

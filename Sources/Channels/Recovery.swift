@@ -38,10 +38,13 @@ struct RTTEstimator: Sendable {
 
     /// RFC 9002 6.2.1's probe timeout before backoff: SRTT + max(4·RTTVAR, G) + the peer's ACK
     /// delay; before any sample, the initial RTO. At most `maxRTO`.
+    /// At least `minProbeTimeout`: a runtime's timers and thread pool add milliseconds that a
+    /// sub-millisecond path's RTT variance does not show.
     func probeTimeout(maxAckDelay: Int64) -> Int64 {
         guard let s = smoothed else { return rto }
-        return min(s + max(4 * variance, Self.granularity) + maxAckDelay, maxRTO)
+        return min(max(s + max(4 * variance, Self.granularity) + maxAckDelay, Self.minProbeTimeout), maxRTO)
     }
+    static let minProbeTimeout: Int64 = 25_000_000
 
     /// RFC 9002's time threshold: a packet this much older than an acknowledged one is lost.
     var lossDelay: Int64 {
@@ -99,6 +102,11 @@ struct RateController: Sendable {
     private(set) var filledPipe = false
     private var cycleIndex = 0
     private var cycleStart = Instant.zero
+    // This round's evidence for the congestion test.
+    private var roundLost = 0
+    private var roundAcked = 0
+    private var roundMinRTT: Int64 = .max
+    private var roundMaxRate = 0.0
 
     init(mss: Int, initialFrames: Int, maxWindow: Int) {
         self.mss = mss
@@ -129,17 +137,26 @@ struct RateController: Sendable {
         return rate
     }
 
-    /// Called once per acknowledgement that newly acknowledged `acked` ack-eliciting bytes.
-    mutating func onAck(acked: Int, delivered: Int, sample: RateSample?, rtt: Int64?, bytesInFlight: Int, now: Instant) {
+    /// A packet was declared lost by the packet or time threshold.
+    mutating func onLost() { roundLost += 1 }
+
+    /// Called once per acknowledgement that newly acknowledged `acked` ack-eliciting bytes in
+    /// `packets` packets. Returns true when the round it ended showed congestion.
+    mutating func onAck(acked: Int, packets: Int, delivered: Int, sample: RateSample?, rtt: Int64?, bytesInFlight: Int, now: Instant) -> Bool {
         if let rtt, rtt > 0, rtt <= minRTT || now.nanoseconds - minRTTAt.nanoseconds > Self.minRTTWindow {
             minRTT = rtt
             minRTTAt = now
         }
+        if let rtt, rtt > 0 { roundMinRTT = min(roundMinRTT, rtt) }
+        roundAcked += packets
+        if let sample, !sample.appLimited { roundMaxRate = max(roundMaxRate, sample.bytesPerSecond) }
         var roundStart = false
+        var congested = false
         if let sample, sample.priorDelivered >= nextRoundDelivered {
             nextRoundDelivered = delivered
             round += 1
             roundStart = true
+            congested = endRound()
         }
         if let sample, sample.bytesPerSecond > 0, !sample.appLimited || sample.bytesPerSecond >= bandwidth {
             while let last = bandwidthFilter.last, last.rate <= sample.bytesPerSecond { bandwidthFilter.removeLast() }
@@ -173,6 +190,22 @@ struct RateController: Sendable {
             pacingGain = Self.cycle[cycleIndex]
         }
         updateWindow(acked: acked, delivered: delivered)
+        return congested
+    }
+
+    /// The congestion test at the end of a round, after TCP Veno's split of random from congestive
+    /// loss: loss above 2 % of the round's packets is congestion only if the queue stood all round
+    /// (even the round's smallest RTT exceeds `RTprop` by a quarter, at least 2 ms). Then the
+    /// bandwidth model is replaced by what the round actually delivered, the window follows it, and
+    /// startup ends; random loss on an unqueued path (radio) leaves the model alone.
+    private mutating func endRound() -> Bool {
+        defer { roundLost = 0; roundAcked = 0; roundMinRTT = .max; roundMaxRate = 0 }
+        guard roundLost >= 3, Double(roundLost) > 0.02 * Double(roundLost + roundAcked),
+              minRTT != .max, roundMinRTT != .max, roundMaxRate > 0,
+              roundMinRTT > minRTT + max(minRTT / 4, 2_000_000) else { return false }
+        if roundMaxRate < bandwidth { bandwidthFilter = [(round, roundMaxRate)] }
+        filledPipe = true
+        return true
     }
 
     private mutating func enterProbeBandwidth(now: Instant) {
