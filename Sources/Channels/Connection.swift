@@ -150,7 +150,7 @@ struct Connection<Peer: Hashable & Sendable & Comparable>: Sendable {
         self.localID = localID
         rtt = RTTEstimator(initialRTO: config.initialRTO, minRTO: config.minRTO, maxRTO: config.maxRTO)
         cc = RateController(mss: config.maxFrame, initialFrames: config.initialCongestionFrames,
-                            maxWindow: config.maxCongestionWindow)
+                            maxWindow: config.maxCongestionWindow, ackDelay: config.maxAckDelay)
         peerMaxData = UInt64(config.initialWindow)
         grantInitial(&budget)
     }
@@ -767,7 +767,7 @@ struct Connection<Peer: Hashable & Sendable & Comparable>: Sendable {
         flowBlocked = false
         lastProbeAt = nil
         cc = RateController(mss: config.maxFrame, initialFrames: config.initialCongestionFrames,
-                            maxWindow: config.maxCongestionWindow)
+                            maxWindow: config.maxCongestionWindow, ackDelay: config.maxAckDelay)
 
         receivedNumbers = RangeSet()
         numberFloor = 0

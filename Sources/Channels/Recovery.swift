@@ -79,12 +79,17 @@ struct RateController: Sendable {
     /// Probe-bandwidth gains, one per minimum RTT: probe up, drain what the probe queued, cruise.
     static let cycle: [Double] = [1.25, 0.75, 1, 1, 1, 1, 1, 1]
     static let bandwidthWindowRounds: UInt64 = 10
+    /// A bandwidth sample also outlives 250 ms: on a sub-millisecond path ten rounds last a few
+    /// milliseconds, less than a loaded machine's scheduling stalls, and the estimate collapsed.
+    static let bandwidthWindowMinimum: Int64 = 250_000_000
     static let minRTTWindow: Int64 = 10_000_000_000
 
     let mss: Int
     let minWindow: Int
     let maxWindow: Int
     let initialWindow: Int
+    /// The peer may hold an acknowledgement this long: the window covers it on top of the BDP.
+    let ackDelay: Int64
     private(set) var window: Int
     private(set) var mode = Mode.startup
     private(set) var pacingGain = startupGain
@@ -92,7 +97,7 @@ struct RateController: Sendable {
     /// one-BDP bottleneck queue by almost a BDP and lost it.
     private var windowGain = 2.0
     /// Monotone deque over (round, rate): the front holds the windowed maximum.
-    private var bandwidthFilter: [(round: UInt64, rate: Double)] = []
+    private var bandwidthFilter: [(round: UInt64, at: Instant, rate: Double)] = []
     private(set) var minRTT: Int64 = .max
     private var minRTTAt = Instant.zero
     private(set) var round: UInt64 = 0
@@ -108,8 +113,9 @@ struct RateController: Sendable {
     private var roundMinRTT: Int64 = .max
     private var roundMaxRate = 0.0
 
-    init(mss: Int, initialFrames: Int, maxWindow: Int) {
+    init(mss: Int, initialFrames: Int, maxWindow: Int, ackDelay: Duration) {
         self.mss = mss
+        self.ackDelay = ackDelay.nanoseconds
         initialWindow = mss * max(2, initialFrames)
         window = initialWindow
         minWindow = 4 * mss
@@ -156,18 +162,19 @@ struct RateController: Sendable {
             nextRoundDelivered = delivered
             round += 1
             roundStart = true
-            congested = endRound()
+            congested = endRound(now: now)
         }
         if let sample, sample.bytesPerSecond > 0, !sample.appLimited || sample.bytesPerSecond >= bandwidth {
             while let last = bandwidthFilter.last, last.rate <= sample.bytesPerSecond { bandwidthFilter.removeLast() }
-            bandwidthFilter.append((round, sample.bytesPerSecond))
+            bandwidthFilter.append((round, now, sample.bytesPerSecond))
         }
-        while let first = bandwidthFilter.first, first.round + Self.bandwidthWindowRounds <= round, bandwidthFilter.count > 1 {
-            bandwidthFilter.removeFirst()
+        func stale(_ e: (round: UInt64, at: Instant, rate: Double)) -> Bool {
+            e.round + Self.bandwidthWindowRounds <= round && now.nanoseconds - e.at.nanoseconds > Self.bandwidthWindowMinimum
         }
-        if let first = bandwidthFilter.first, first.round + Self.bandwidthWindowRounds <= round {
+        while let first = bandwidthFilter.first, stale(first), bandwidthFilter.count > 1 { bandwidthFilter.removeFirst() }
+        if let first = bandwidthFilter.first, stale(first) {
             // Only stale samples left: keep the newest until a fresh one arrives.
-            bandwidthFilter = [(round, first.rate)]
+            bandwidthFilter = [(round, now, first.rate)]
         }
         if roundStart && !filledPipe, let sample, !sample.appLimited {
             // Startup ends when three rounds in a row failed to raise the rate by a quarter.
@@ -193,17 +200,20 @@ struct RateController: Sendable {
         return congested
     }
 
+    /// Below this much added delay a "queue" may be a loaded host's scheduling, not the path.
+    static let standingQueueMinimum: Int64 = 5_000_000
+
     /// The congestion test at the end of a round, after TCP Veno's split of random from congestive
     /// loss: loss above 2 % of the round's packets is congestion only if the queue stood all round
     /// (even the round's smallest RTT exceeds `RTprop` by a quarter, at least 2 ms). Then the
     /// bandwidth model is replaced by what the round actually delivered, the window follows it, and
     /// startup ends; random loss on an unqueued path (radio) leaves the model alone.
-    private mutating func endRound() -> Bool {
+    private mutating func endRound(now: Instant) -> Bool {
         defer { roundLost = 0; roundAcked = 0; roundMinRTT = .max; roundMaxRate = 0 }
         guard roundLost >= 3, Double(roundLost) > 0.02 * Double(roundLost + roundAcked),
               minRTT != .max, roundMinRTT != .max, roundMaxRate > 0,
-              roundMinRTT > minRTT + max(minRTT / 4, 2_000_000) else { return false }
-        if roundMaxRate < bandwidth { bandwidthFilter = [(round, roundMaxRate)] }
+              roundMinRTT > minRTT + max(minRTT / 4, Self.standingQueueMinimum) else { return false }
+        if roundMaxRate < bandwidth { bandwidthFilter = [(round, now, roundMaxRate)] }
         filledPipe = true
         return true
     }
@@ -222,8 +232,9 @@ struct RateController: Sendable {
             window = min(window + acked, maxWindow)
             return
         }
-        // Room for delayed and aggregated acknowledgements on top of the gain.
-        let target = Int(windowGain * Double(bdp)) + 4 * mss
+        // Room for delayed and aggregated acknowledgements on top of the gain: a flight must last
+        // until the acknowledgement the peer may hold back arrives.
+        let target = Int(windowGain * Double(bdp) + bandwidth * Double(ackDelay) / 1e9) + 4 * mss
         if filledPipe {
             window = min(window + acked, target)
         } else if window < target || delivered < initialWindow {
