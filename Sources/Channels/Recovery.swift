@@ -112,6 +112,8 @@ struct RateController: Sendable {
     private var roundAcked = 0
     private var roundMinRTT: Int64 = .max
     private var roundMaxRate = 0.0
+    /// Moving average (1/8 per round) of the share of packets lost per round, at most 0.3.
+    private(set) var lossShare = 0.0
 
     init(mss: Int, initialFrames: Int, maxWindow: Int, ackDelay: Duration) {
         self.mss = mss
@@ -136,7 +138,9 @@ struct RateController: Sendable {
     /// first sample taken from a tiny flight (a window probe) does not throttle startup.
     var pacingRate: Double? {
         guard bandwidth > 0 else { return nil }
-        var rate = pacingGain * bandwidth
+        // BtlBw counts delivered bytes only: sending at it would leave the lost share of the link
+        // idle, so the rate is raised by that share (a real queue still trips the congestion test).
+        var rate = pacingGain * bandwidth / (1 - lossShare)
         if !filledPipe, minRTT != .max, minRTT > 0 {
             rate = max(rate, pacingGain * Double(initialWindow) * 1e9 / Double(minRTT))
         }
@@ -191,7 +195,9 @@ struct RateController: Sendable {
             pacingGain = 1 / Self.startupGain
         }
         if mode == .drain, let bdp, bytesInFlight <= bdp { enterProbeBandwidth(now: now) }
-        if mode == .probeBandwidth, minRTT != .max, now.nanoseconds - cycleStart.nanoseconds >= minRTT {
+        // A phase lasts one RTprop; the draining phase ends as soon as the flight is one BDP (BBR v1).
+        if mode == .probeBandwidth, minRTT != .max,
+           now.nanoseconds - cycleStart.nanoseconds >= minRTT || (pacingGain < 1 && bytesInFlight <= bdp ?? 0) {
             cycleIndex = (cycleIndex + 1) % Self.cycle.count
             cycleStart = now
             pacingGain = Self.cycle[cycleIndex]
@@ -210,6 +216,10 @@ struct RateController: Sendable {
     /// startup ends; random loss on an unqueued path (radio) leaves the model alone.
     private mutating func endRound(now: Instant) -> Bool {
         defer { roundLost = 0; roundAcked = 0; roundMinRTT = .max; roundMaxRate = 0 }
+        if roundLost + roundAcked > 0 {
+            let share = Double(roundLost) / Double(roundLost + roundAcked)
+            lossShare = min(0.3, lossShare + (share - lossShare) / 8)
+        }
         guard roundLost >= 3, Double(roundLost) > 0.02 * Double(roundLost + roundAcked),
               minRTT != .max, roundMinRTT != .max, roundMaxRate > 0,
               roundMinRTT > minRTT + max(minRTT / 4, Self.standingQueueMinimum) else { return false }
