@@ -24,13 +24,15 @@ public enum NodeLinkGoodput {
 
     /// - Parameters:
     ///   - bytes: sent as 1 MiB messages on stream 8 (as `iotaf send` does), refilled on `.channelWritable`.
-    ///   - loss: the probability that a datagram is lost, each direction, before it reaches the queue.
+    ///   - loss: the probability that a datagram is lost, each direction, after its serialisation.
     public static func run(bytes: Int, loss: Double, rtt: Duration, linkBytesPerSecond: Double, seed: UInt64) -> Result {
         var sim = Pair(loss: loss, rtt: rtt, rate: linkBytesPerSecond, seed: seed)
         return sim.transfer(bytes: bytes)
     }
 
-    /// One link direction: serialisation at `rate` behind a drop-tail queue, then the delay.
+    /// One link direction: serialisation at `rate` behind a drop-tail queue, then the delay. A
+    /// lost datagram is lost on the wire, after it took its airtime (as on a radio link), so the
+    /// link's useful capacity is (1 - loss) x rate.
     struct Link {
         var freeAt: Int64 = 0
         let nanosPerByte: Double
@@ -42,10 +44,10 @@ public enum NodeLinkGoodput {
 
         /// The arrival instant, or nil when the datagram is lost.
         mutating func carry(_ size: Int, now: Int64) -> Int64? {
-            if loss > 0, rng.unit() < loss { lost += 1; return nil }
             let start = max(now, freeAt)
             if start - now > queueNanos { overflowed += 1; return nil }
             freeAt = start + Int64(Double(size) * nanosPerByte)
+            if loss > 0, rng.unit() < loss { lost += 1; return nil }
             return freeAt + delay
         }
     }
