@@ -83,8 +83,12 @@ public enum NodeLinkGoodput {
             let networkKey = key
             let addresses = addresses
             cores = (0..<2).map { i in
-                try! NodeCore(identity: .deterministic(runSeed: seed, index: i), network: .defaultNetwork, networkKey: networkKey,
-                              address: addresses[i], rng: root.derived(UInt64(i) + 1))
+                var core = try! NodeCore(identity: .deterministic(runSeed: seed, index: i), network: .defaultNetwork, networkKey: networkKey,
+                                         address: addresses[i], rng: root.derived(UInt64(i) + 1))
+                // No disk and no thread pool here: writes are durable at once, jobs run inline.
+                core.persistsCompleteAtOnce = true
+                core.offloadsRunInline = true
+                return core
             }
             let bdp = rate * rtt.secondsDouble
             let queueBytes = max(bdp, Double(64 * NodeCore.defaultChannelConfig.maxFrame))
@@ -148,6 +152,10 @@ public enum NodeLinkGoodput {
                         suspicions += 1
                     default: break
                     }
+                case let .persist(_, then):
+                    carryOut(i, then)
+                case .offload:
+                    break
                 }
             }
         }
