@@ -16,7 +16,7 @@ extension GossipCore {
             probeFailed(p, now: now, into: &out)
         }
         probe = nil
-        nextProbe = now + .nanoseconds(config.probeInterval.nanoseconds * healthMultiplier)
+        nextProbe = now + .nanoseconds(paced(config.probeInterval).nanoseconds * healthMultiplier)
         let wideTarget = wideProbeTarget(now: now)
         guard let target = wideTarget ?? nextProbeTarget(now: now) else {
             measureDistance(now: now, into: &out)
@@ -28,9 +28,9 @@ extension GossipCore {
         let timeout = probeTimeout(for: target.nodeID) * widening
         // A slow peer (long measured round trip) gets a longer period: its answer is not a failure.
         let end = max(nextProbe!, now + .nanoseconds(2 * timeout))
-        let paced = max(nextProbe!, now + .nanoseconds(2 * config.probeTimeout.nanoseconds * healthMultiplier * widening))
+        let usual = max(nextProbe!, now + .nanoseconds(2 * paced(config.probeTimeout).nanoseconds * healthMultiplier * widening))
         nextProbe = end
-        probe = Probe(target: target, seq: seq, sentAt: now, indirectAt: now + .nanoseconds(timeout), endAt: end, pacedEnd: paced,
+        probe = Probe(target: target, seq: seq, sentAt: now, indirectAt: now + .nanoseconds(timeout), endAt: end, pacedEnd: usual,
                       wide: wideTarget != nil)
         counters.probes += 1
         if inActive(target.nodeID) {
@@ -50,16 +50,16 @@ extension GossipCore {
     /// (`probeTimeout × maxAwareness`): the period is twice the timeout, and a prober whose
     /// timeout grew without bound stopped probing its whole active view (see `noteRTT`).
     func probeTimeout(for id: NodeID) -> Int64 {
-        var timeout = config.probeTimeout.nanoseconds * healthMultiplier
+        var timeout = paced(config.probeTimeout).nanoseconds * healthMultiplier
         if let rtt = members[id]?.rtt { timeout = max(timeout, min(3 * rtt.nanoseconds, longestProbeTimeout)) }
         return timeout
     }
 
-    var longestProbeTimeout: Int64 { config.probeTimeout.nanoseconds * Int64(config.maxAwareness) }
+    var longestProbeTimeout: Int64 { paced(config.probeTimeout).nanoseconds * Int64(config.maxAwareness) }
 
     /// The longest answer that is still taken for a round trip: Lifeguard's longest probe period
     /// (`probeInterval × maxAwareness`, 4 s by default). A later answer waited for something else.
-    var longestRoundTrip: Int64 { config.probeInterval.nanoseconds * Int64(config.maxAwareness) }
+    var longestRoundTrip: Int64 { paced(config.probeInterval).nanoseconds * Int64(config.maxAwareness) }
 
     /// The neighbour (active view, or a member that probed us lately: it holds us as its
     /// neighbour, see `notePing`) we last heard from or probed longest ago; members that others
@@ -214,6 +214,19 @@ extension GossipCore {
             send(.pingRequest(seq: p.seq, target: p.target), to: .peer(h), into: &out)
             counters.indirectProbes += 1
         }
+        // Ask the target again ourselves as well (memberlist's fallback ping), once, plus once for
+        // every helper we lack: two nodes alone on a link losing 10 % each way failed a single
+        // ping one time in five, a suspicion every few seconds; with four attempts, one in 1,500.
+        let rePings = 1 + config.indirectChecks - helpers.count
+        for _ in 0..<rePings {
+            if inActive(p.target.nodeID) {
+                send(.ping(seq: p.seq, updates: []), to: .peer(p.target), into: &out)
+            } else {
+                send(.pingRequest(seq: p.seq, target: p.target), to: .peer(p.target), into: &out)
+            }
+        }
+        p.directAttempts += rePings
+        counters.rePings += UInt64(rePings)
         // Leave the helpers time to answer: the request's round trip, then a handshake and a ping
         // to the target (a helper far from us is likely far from it too). Without this, a lost
         // ack to a near neighbour sent through far helpers became a suspicion, and its refutation
@@ -222,7 +235,7 @@ extension GossipCore {
         let window = helpers.map { h -> Int64 in
             // Unmeasured: the round trip the default timeout assumes (a third of it), so the
             // window stays the configured one.
-            let rtt = members[h.nodeID]?.rtt?.nanoseconds ?? config.probeTimeout.nanoseconds / 3
+            let rtt = members[h.nodeID]?.rtt?.nanoseconds ?? paced(config.probeTimeout).nanoseconds / 3
             return rtt + 2 * max(rtt, targetRTT)
         }.max() ?? 0
         if let end = nextProbe, end < now + .nanoseconds(window) { nextProbe = now + .nanoseconds(window) }
@@ -242,6 +255,7 @@ extension GossipCore {
             if wideRetry != p.target.nodeID { wideRetry = p.target.nodeID; return }
             wideRetry = nil
         }
+        noteUnansweredProbe(p.target.nodeID, attempts: p.directAttempts)
         // Lifeguard: missing nacks mean our own links or scheduling are the problem.
         awareness = min(config.maxAwareness - 1, awareness + max(0, p.expectedNacks - p.nacks))
         // HyParView repairs the overlay at once: a neighbour that fails a probe leaves the active
@@ -260,6 +274,7 @@ extension GossipCore {
         // Buddy system: tell the suspect itself at once. If it is alive it refutes straight back
         // to us, well before our timeout, even when our own links are slow.
         send(.gossip(updates: [suspicion]), to: .peer(m.entry), into: &out)
+        suspicions[p.target.nodeID]?.asked += 1
     }
 
     /// A helper could not reach our probe's target either. Only nacks for the probe in flight
@@ -279,7 +294,15 @@ extension GossipCore {
                 p.acked = true
                 probe = p
                 awareness = max(0, awareness - 1)
-                if from.nodeID == p.target.nodeID { noteRTT(from.nodeID, now - p.sentAt) }
+                if from.nodeID == p.target.nodeID {
+                    noteRTT(from.nodeID, now - p.sentAt)
+                    // Answered by the target: every attempt before the answered one was lost.
+                    for _ in 1..<p.directAttempts { noteRoundTrip(lost: true) }
+                    noteRoundTrip(lost: false)
+                } else {
+                    // Relayed by a helper: the target is alive, and every direct attempt was lost.
+                    for _ in 0..<p.directAttempts { noteRoundTrip(lost: true) }
+                }
                 if p.wide, wideRetry == p.target.nodeID { wideRetry = nil }
                 // The period was stretched to wait for a slow peer's answer; it came, so the round
                 // keeps its usual pace and the other neighbours are not left unprobed meanwhile.
@@ -326,7 +349,7 @@ extension GossipCore {
         guard relayOrder.count < 64 else { counters.drop(.exchangeBusy); return }
         let mine = takeSeq()
         // Answer with a nack a little before the requester gives up, so it learns its own link works.
-        let wait = max(config.probeTimeout.nanoseconds * 8 / 10 * healthMultiplier,
+        let wait = max(paced(config.probeTimeout).nanoseconds * 8 / 10 * healthMultiplier,
                        min(3 * (members[target.nodeID]?.rtt?.nanoseconds ?? 0), longestProbeTimeout))
         // A helper often has no session to the target yet: its handshake and then the ping cost two
         // round trips, and the requester still listens for a while after our nack.
