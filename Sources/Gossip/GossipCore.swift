@@ -59,8 +59,6 @@ public struct GossipCore {
         var nackers: [UInt64] = []
         /// A wide probe (a member outside the active view): see `wideProbeTarget`.
         var wide = false
-        /// Pings (or self-naming ping-reqs) sent to the target itself: the first and its re-pings.
-        var directAttempts = 1
     }
     var probe: Probe?
     /// When we last probed each neighbour (`nextProbeTarget`); pruned, so it stays view-sized.

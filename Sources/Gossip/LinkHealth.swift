@@ -36,15 +36,14 @@ extension GossipCore {
         roundTripLoss += ((lost ? 1 : 0) - roundTripLoss) * Self.lossSmoothing
     }
 
-    /// A direct probe (and its re-pings) went unanswered by the target itself. It counts as loss
-    /// only once the target proves alive (speaks to us, or a helper relays its ack): a crashed
-    /// member's silence says nothing about our link.
-    mutating func noteUnansweredProbe(_ id: NodeID, attempts: Int) {
-        guard attempts > 0 else { return }
+    /// A direct probe (and its re-pings) went unanswered by the target itself. It counts as one
+    /// loss only once the target proves alive (speaks to us): a crashed member's silence says
+    /// nothing about our link.
+    mutating func noteUnansweredProbe(_ id: NodeID) {
         if let k = unprovenFailures[id] {
-            unprovenFailures[id] = k &+ UInt8(min(attempts, 8))
+            unprovenFailures[id] = min(8, k + 1)
         } else if unprovenFailures.count < Self.unprovenLimit {
-            unprovenFailures[id] = UInt8(min(attempts, 8))
+            unprovenFailures[id] = 1
         }
     }
 

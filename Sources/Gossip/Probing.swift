@@ -216,7 +216,7 @@ extension GossipCore {
         }
         // Ask the target again ourselves as well (memberlist's fallback ping), once, plus once for
         // every helper we lack: two nodes alone on a link losing 10 % each way failed a single
-        // ping one time in five, a suspicion every few seconds; with four attempts, one in 1,500.
+        // ping one time in five, a suspicion every few seconds; with five attempts, one in 4,000.
         let rePings = 1 + config.indirectChecks - helpers.count
         for _ in 0..<rePings {
             if inActive(p.target.nodeID) {
@@ -225,7 +225,6 @@ extension GossipCore {
                 send(.pingRequest(seq: p.seq, target: p.target), to: .peer(p.target), into: &out)
             }
         }
-        p.directAttempts += rePings
         counters.rePings += UInt64(rePings)
         // Leave the helpers time to answer: the request's round trip, then a handshake and a ping
         // to the target (a helper far from us is likely far from it too). Without this, a lost
@@ -255,7 +254,7 @@ extension GossipCore {
             if wideRetry != p.target.nodeID { wideRetry = p.target.nodeID; return }
             wideRetry = nil
         }
-        noteUnansweredProbe(p.target.nodeID, attempts: p.directAttempts)
+        noteUnansweredProbe(p.target.nodeID)
         // Lifeguard: missing nacks mean our own links or scheduling are the problem.
         awareness = min(config.maxAwareness - 1, awareness + max(0, p.expectedNacks - p.nacks))
         // HyParView repairs the overlay at once: a neighbour that fails a probe leaves the active
@@ -294,15 +293,11 @@ extension GossipCore {
                 p.acked = true
                 probe = p
                 awareness = max(0, awareness - 1)
-                if from.nodeID == p.target.nodeID {
-                    noteRTT(from.nodeID, now - p.sentAt)
-                    // Answered by the target: every attempt before the answered one was lost.
-                    for _ in 1..<p.directAttempts { noteRoundTrip(lost: true) }
-                    noteRoundTrip(lost: false)
-                } else {
-                    // Relayed by a helper: the target is alive, and every direct attempt was lost.
-                    for _ in 0..<p.directAttempts { noteRoundTrip(lost: true) }
-                }
+                // One sample per probe, its first ping: answered in time, or lost (the target is
+                // alive: it answered a re-ping, or a helper relayed its answer). The re-pings go
+                // together, so which of them was answered says nothing more.
+                if from.nodeID == p.target.nodeID { noteRTT(from.nodeID, now - p.sentAt) }
+                noteRoundTrip(lost: from.nodeID != p.target.nodeID || now >= p.indirectAt)
                 if p.wide, wideRetry == p.target.nodeID { wideRetry = nil }
                 // The period was stretched to wait for a slow peer's answer; it came, so the round
                 // keeps its usual pace and the other neighbours are not left unprobed meanwhile.
