@@ -254,7 +254,10 @@ extension GossipCore {
             if wideRetry != p.target.nodeID { wideRetry = p.target.nodeID; return }
             wideRetry = nil
         }
-        noteUnansweredProbe(p.target.nodeID)
+        // No helper answered either (no nack): our own link is the likelier culprit, and a node
+        // behind a bad link must learn so at once, before its first suspicions expire. With a
+        // nack the target may have crashed: counted once it proves alive.
+        if p.nacks == 0 && p.expectedNacks > 0 { noteRoundTrip(lost: true) } else { noteUnansweredProbe(p.target.nodeID) }
         // Lifeguard: missing nacks mean our own links or scheduling are the problem.
         awareness = min(config.maxAwareness - 1, awareness + max(0, p.expectedNacks - p.nacks))
         // HyParView repairs the overlay at once: a neighbour that fails a probe leaves the active
