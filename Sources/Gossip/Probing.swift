@@ -254,10 +254,10 @@ extension GossipCore {
             if wideRetry != p.target.nodeID { wideRetry = p.target.nodeID; return }
             wideRetry = nil
         }
-        // No helper answered either (no nack): our own link is the likelier culprit, and a node
-        // behind a bad link must learn so at once, before its first suspicions expire. With a
-        // nack the target may have crashed: counted once it proves alive.
-        if p.nacks == 0 && p.expectedNacks > 0 { noteRoundTrip(lost: true) } else { noteUnansweredProbe(p.target.nodeID) }
+        // Counted once the target proves alive: a crashed member's silence is not loss. (Counting
+        // a failure with no helper's nack at once made survivors of an 80 % crash, whose helpers
+        // died too, wait for evidence that never came, and their overlay never re-formed.)
+        noteUnansweredProbe(p.target.nodeID)
         // Lifeguard: missing nacks mean our own links or scheduling are the problem.
         awareness = min(config.maxAwareness - 1, awareness + max(0, p.expectedNacks - p.nacks))
         // HyParView repairs the overlay at once: a neighbour that fails a probe leaves the active
@@ -269,6 +269,9 @@ extension GossipCore {
         // independent confirmation, which shortens everyone's timeout (Lifeguard). Without it the
         // first accuser waits out the longest timeout alone.
         guard let m = members[p.target.nodeID], m.state == .alive || m.state == .suspect else { return }
+        // Alive again since the probe left (it refuted, or came back from the dead): the silence
+        // was its last life's or its last incarnation's, not news.
+        if m.state == .alive, m.stateSince > p.sentAt { return }
         let known = suspicions[p.target.nodeID]?.accusers ?? []
         guard m.state == .alive || !known.contains(myTag) else { return }
         let suspicion = MemberUpdate.suspect(m.entry.peer, incarnation: m.incarnation, accuser: myTag)
