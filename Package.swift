@@ -33,18 +33,20 @@ let package = Package(
                 swiftSettings: [.unsafeFlags(["-cross-module-optimization"], .when(configuration: .release))]),
         // Membership, failure detection, dissemination and discovery (sans-IO).
         .target(name: "Gossip", dependencies: ["MeshCore", "Sodium"]),
-        // The node state machine (sans-IO).
-        .target(name: "Node", dependencies: ["MeshCore", "Sessions", "Channels", "Gossip"]),
+        // The contract every protocol of a node keeps (sans-IO services: inputs, outputs, one deadline).
+        .target(name: "NodeService", dependencies: ["MeshCore"]),
+        // The node state machine (sans-IO): a router around services.
+        .target(name: "Node", dependencies: ["MeshCore", "NodeService", "Sessions", "Channels", "Gossip"]),
         // The libuv driver, config, key files, control socket, on-disk stores.
         .target(name: "Runtime", dependencies: [
-            "Node", "Gossip", "MeshCore", "Sodium", "Sessions", "Channels", "CLibuv", "CSodium",
+            "Node", "NodeService", "Gossip", "MeshCore", "Sodium", "Sessions", "Channels", "CLibuv", "CSodium",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "TOMLKit", package: "TOMLKit"),
             .product(name: "GRDB", package: "GRDB.swift"),
         ]),
         // The deterministic driver: virtual clock, virtual network, scenarios, reports.
         .target(name: "Simulator", dependencies: [
-            "Node", "Gossip", "MeshCore", "Sessions",
+            "Node", "NodeService", "Gossip", "MeshCore", "Sessions",
             .product(name: "TOMLKit", package: "TOMLKit"),
         ]),
         // Benchmarks that print our figure beside a physical baseline measured in the same run.
@@ -58,11 +60,11 @@ let package = Package(
 
         .testTarget(name: "MeshCoreTests", dependencies: ["MeshCore", "Sodium"]),
         .testTarget(name: "GossipTests", dependencies: ["Gossip", "MeshCore", "Sodium"]),
-        .testTarget(name: "NodeTests", dependencies: ["Node", "MeshCore", "Sessions", "Channels"]),
+        .testTarget(name: "NodeTests", dependencies: ["Node", "MeshCore", "Sessions", "Channels", "Sodium"]),
         .testTarget(name: "NoiseTests", dependencies: ["Noise", "Sodium"]),
         .testTarget(name: "ChannelsTests", dependencies: ["Channels", "MeshCore"]),
         .testTarget(name: "SessionsTests", dependencies: ["Sessions", "Noise", "MeshCore", "Sodium"]),
-        .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Node", "MeshCore", "Sessions", "Channels", "Gossip", .product(name: "GRDB", package: "GRDB.swift")]),
+        .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Node", "MeshCore", "Sessions", "Channels", "Gossip", "Sodium", .product(name: "GRDB", package: "GRDB.swift")]),
         .testTarget(name: "SimulatorTests", dependencies: ["Simulator", "Node", "MeshCore"]),
         .testTarget(name: "IntegrationTests", dependencies: ["MeshCore", "Sodium"]),
     ]

@@ -55,7 +55,8 @@ public final class Simulation {
     var stored: [[(PeerIdentity, UnderlayAddress)]?]
     /// Each crashed node's last incarnation and attribute version: the runtime writes them as they
     /// change, so unlike `stored` no unsynced part is lost.
-    var storedSelf: [(incarnation: UInt32, attributeVersion: UInt32)?]
+    /// The nodes' disks: what their services persisted (`.persist`), handed back at a restart.
+    var disk: any VirtualDisk = SyncedDisk()
     var downSince: [Int64]
     /// Deaths declared about (or by) a node before this instant are blamed on a fault that just ended.
     var disturbedUntil: [Int64]
@@ -175,7 +176,6 @@ public final class Simulation {
         net = VirtualNetwork(model: scenario.network, nodes: n, root: root)
         byzantine = Array(repeating: nil, count: n)
         stored = Array(repeating: nil, count: n)
-        storedSelf = Array(repeating: nil, count: n)
         downSince = Array(repeating: 0, count: n)
         disturbedUntil = Array(repeating: -1, count: n)
         intervalBytes = Array(repeating: 0, count: n)
@@ -212,8 +212,14 @@ public final class Simulation {
         if incarnation[i] > 0 { rng = rng.derived(0x7265_7374_6172_7400 | UInt64(incarnation[i])) }
         // Real sessions with real keys: the mesh's network key comes from the seed like everything else.
         do {
-            return try NodeCore(identity: identities[i], network: networkID, networkKey: simulatedNetworkKey, address: addresses[i],
-                                timing: scenario.timing, discovery: discovery(for: i), peerIdentities: peerTables[i % peerTables.count], rng: rng)
+            // What a crashed node remembered is the simulator's own model (`stored`, `storageSyncSeconds`).
+            var timing = scenario.timing
+            timing.peerSnapshotInterval = nil
+            var core = try NodeCore(identity: identities[i], network: networkID, networkKey: simulatedNetworkKey, address: addresses[i],
+                                    timing: timing, discovery: discovery(for: i), peerIdentities: peerTables[i % peerTables.count], rng: rng)
+            core.persistsCompleteAtOnce = true  // `SyncedDisk`
+            core.offloadsRunInline = true  // charged in `counters.offloadCost`
+            return core
         } catch {
             fatalError("simulated node \(i) cannot be built: \(error)")
         }
@@ -403,13 +409,11 @@ public final class Simulation {
 
     // MARK: - Node lifecycle
 
-    func boot(_ i: Int, remembered: [(PeerIdentity, UnderlayAddress)], resume: (incarnation: UInt32, attributeVersion: UInt32)? = nil) {
+    func boot(_ i: Int, remembered: [(PeerIdentity, UnderlayAddress)], restored: [StoredRow] = []) {
         if life[i] != .waiting { nodes[i] = makeNode(index: i) }
         life[i] = .up
         let t = Instant(nanoseconds: now)
-        if let r = resume {
-            apply(i, nodes[i].handle(.command(.membership(.resume(incarnation: r.incarnation, attributeVersion: r.attributeVersion))), now: t))
-        }
+        if !restored.isEmpty { apply(i, nodes[i].handle(.restored(restored), now: t)) }
         for s in seedsFor(i) { apply(i, nodes[i].handle(.command(.addSeed(addresses[s])), now: t)) }
         for (p, a) in remembered { apply(i, nodes[i].handle(.command(.rememberPeer(p, a)), now: t)) }
         apply(i, nodes[i].handle(.start, now: t))
@@ -436,7 +440,7 @@ public final class Simulation {
         // The simulated disk synced every `storageSyncSeconds`: members confirmed since are lost.
         let sync = max(1, Self.nanos(scenario.storageSyncSeconds))
         let lastSync = Instant(nanoseconds: now / sync * sync)
-        storedSelf[i] = (nodes[i].gossip.incarnation, nodes[i].gossip.attributeVersion)
+        disk.crash(node: i, now: now)
         stored[i] = nodes[i].sortedMembers.filter { $0.state == .alive && $0.stateSince <= lastSync }.map { ($0.identity, $0.address) }
         for (reason, n) in nodes[i].counters.drops { retiredDrops[reason, default: 0] += n }
         retiredGossipDrops += nodes[i].gossip.counters.totalDrops
@@ -458,9 +462,9 @@ public final class Simulation {
 
     func restart(_ i: Int, remember: Bool) {
         guard life[i] == .down else { return }
-        boot(i, remembered: remember ? stored[i] ?? [] : [], resume: remember ? storedSelf[i] : nil)
+        if !remember { disk.wipe(node: i) }
+        boot(i, remembered: remember ? stored[i] ?? [] : [], restored: remember ? disk.rows(node: i) : [])
         stored[i] = nil
-        storedSelf[i] = nil
         disturbedUntil[i] = now + grace
         c.restarts += 1
     }
@@ -486,6 +490,14 @@ public final class Simulation {
                 } else if trace != nil, case let .memberAdded(id, _) = ev {
                     log(i, "member added: \(indexOfID[id].map { "node \($0)" } ?? id.short)")
                 }
+            case let .persist(batch, then):
+                // The disk is the driver's (written on this thread, also after a parallel window).
+                // `SyncedDisk` is durable at once, so the nodes answer their own persists
+                // (`persistsCompleteAtOnce`); a disk with faults brings a completion event instead.
+                if case .durable = disk.write(node: i, batch.ops, now: now) { apply(i, then, wakesTaken: wakesTaken) }
+            case .offload:
+                // The nodes run their jobs inline (`offloadsRunInline`): none reaches the driver.
+                break
             }
         }
     }
