@@ -45,6 +45,15 @@ extension GossipCore {
 
     mutating func startExchange(now: Instant, into out: inout [GossipOutput]) {
         outgoingExchanges.removeAll { now - $0.since >= config.exchangeTimeout }
+        exchangeRounds &+= 1
+        // Every `strangerExchangeEvery`-th exchange goes to a random member outside the active
+        // view (see `strangerToExchangeWith`), once the node has settled.
+        if synced, exchangeRounds % Self.strangerExchangeEvery == 0, let since = startedAt, now - since >= Self.strangerExchangeAfter,
+           let stranger = strangerToExchangeWith() {
+            counters.strangerExchanges += 1
+            startExchange(with: stranger, now: now, into: &out)
+            return
+        }
         // Introducers are asked last: every newcomer would otherwise sync through them.
         let ordinary = activeView.filter { !contacts.contains($0.address) }
         guard let peer = randomSample(ordinary.isEmpty ? activeView : ordinary, count: 1).first else { return }
@@ -147,6 +156,8 @@ extension GossipCore {
         // the least-informed node knew 54 % of the mesh after 120 s).
         catchingUp = records.count >= GossipWire.maxDeltaRecords / 2
         defer { pushesVerdicts = true; catchingUp = false }
+        let known = members.count
+        defer { bridgeIfAnotherWorld(learned: members.count - known, knownBefore: known, from: from, now: now, into: &out) }
         for c in cs { applyUpdate(.cull(c), from: from, now: now, into: &out) }
         let accuser = Self.prefix64(from.nodeID.bytes)
         for r in records {
@@ -165,5 +176,50 @@ extension GossipCore {
             }
             applyUpdate(u, from: nil, now: now, into: &out)
         }
+    }
+}
+
+/// Islands (issue 23, problem 1). HyParView's views can close in on themselves: in a cold walk-mode
+/// start, a group of nodes whose active and passive views all point inward heard nothing more of
+/// the rest of the mesh (`gossip-walk-1000`: 6 of 20 seeds ended with two overlays, a node knowing
+/// 1.5 % of the mesh). Probes, gossip, shuffles and anti-entropy all stay inside the views, so
+/// nothing inside the island ever reaches out, though its members still hold a few outsiders in
+/// their tables (their seed, their first contacts), and the mainland holds some of them. Two rules
+/// heal it: an exchange now and then with a random member outside the active view (a stranger),
+/// and a link to any peer whose delta shows a world we did not know.
+extension GossipCore {
+    /// One anti-entropy exchange in this many goes to a stranger (40 s at the default interval).
+    static let strangerExchangeEvery = 2
+    /// Not before the node has been up this long: a cold start's tables are still filling.
+    static let strangerExchangeAfter: Duration = .seconds(20)
+
+    /// A random alive member outside the active view: a few draws, nil when none is found. In a
+    /// converged mesh its digest matches ours and the exchange costs one datagram each way.
+    mutating func strangerToExchangeWith() -> PeerEntry? {
+        guard members.count > activeView.count else { return nil }
+        for _ in 0..<4 {
+            let r = Int(rng.next() % UInt64(members.count))
+            guard members.rows[r].state == .alive else { continue }
+            let e = members.entry(atRow: r)
+            if e.nodeID != me.nodeID, !inActive(e.nodeID) { return e }
+        }
+        return nil
+    }
+
+    /// A delta that taught us a quarter of our table or more (at least four members) came from a
+    /// part of the mesh our overlay does not reach, or we were far behind. We pass the catch-up on
+    /// to a neighbour at once (an island then learns the mesh in a few exchanges, not one per
+    /// interval), and when the teacher is not our neighbour we ask it in at high priority (it
+    /// must accept), which links the two overlays.
+    mutating func bridgeIfAnotherWorld(learned: Int, knownBefore: Int, from: PeerEntry, now: Instant, into out: inout [GossipOutput]) {
+        guard !hasLeft, learned >= 4, learned * 4 >= knownBefore else { return }
+        if let next = randomSample(activeView.filter { $0.nodeID != from.nodeID }, count: 1).first {
+            startExchange(with: next, now: now, into: &out)
+        }
+        guard !inActive(from.nodeID), !pendingNeighbours.contains(where: { $0.peer == from.nodeID }),
+              members[from.nodeID]?.state == .alive else { return }
+        counters.bridges += 1
+        pendingNeighbours.append((from.nodeID, now))
+        send(.neighbor(priority: .high), to: .peer(from), into: &out)
     }
 }

@@ -89,6 +89,11 @@ public struct GossipConfig: Sendable, Equatable {
     /// Ed25519 keys whose culls are obeyed.
     public var adminKeys: [[UInt8]] = []
 
+    /// The uplink this node has, in bytes per second (0: unknown, no limit), and the share of it
+    /// membership may use: periods and timeouts stretch to fit (Pacing.swift, RFC 6206 Trickle).
+    public var uplinkBytesPerSecond = 0
+    public var uplinkShare = 0.25
+
     // Dissemination.
     public var gossipInterval: Duration = .milliseconds(200)
     public var gossipFanout = 3
@@ -199,6 +204,9 @@ struct Suspicion: Sendable, Equatable {
     /// Evidence of life counts from here: the suspect heard from directly after this instant is
     /// not declared dead by us (see `expireSuspicions`). Nil: from `start`.
     var evidenceFrom: Instant?
+    /// Our own `suspect` messages to the suspect itself (the buddy message, each extension's
+    /// question): each one it did not answer is a chance to refute it missed (LinkHealth.swift).
+    var asked = 0
 }
 
 /// Counted drops and traffic, for `iotaf members --json` and simulator reports.
@@ -221,6 +229,14 @@ public struct GossipCounters: Sendable, Equatable {
     public var wideProbes: UInt64 = 0
     /// Answers too late to be round trips (`noteRTT`): not taken into any RTT.
     public var roundTripsDiscarded: UInt64 = 0
+    /// Suspicions kept open past their timeout because too few questions had gone unanswered for
+    /// our measured loss (LinkHealth.swift), and direct re-pings of a probe's target.
+    public var suspicionsProlonged: UInt64 = 0
+    public var rePings: UInt64 = 0
+    /// Anti-entropy exchanges with a member outside the active view, and links asked of a peer
+    /// whose delta showed a part of the mesh we did not know (AntiEntropy.swift, islands).
+    public var strangerExchanges: UInt64 = 0
+    public var bridges: UInt64 = 0
     public var exchanges: UInt64 = 0
 
     public subscript(reason: GossipDropReason) -> UInt64 {

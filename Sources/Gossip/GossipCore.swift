@@ -21,6 +21,11 @@ public struct GossipCore {
     var cullOrder: [NodeID] = []
     /// Lifeguard's local health score: 0 is healthy; each step stretches probe timing.
     public internal(set) var awareness = 0
+    /// Smoothed fraction of our direct round trips that were lost (LinkHealth.swift): how many
+    /// unanswered questions a suspicion needs before we declare.
+    public internal(set) var roundTripLoss = 0.0
+    /// Members whose direct probes went unanswered, and how many attempts, until they prove alive.
+    var unprovenFailures: [NodeID: UInt8] = [:]
     public internal(set) var hasLeft = false
 
     var rng: SeededGenerator
@@ -131,8 +136,18 @@ public struct GossipCore {
     var servedExchanges: [(peer: NodeID, since: Instant)] = []
     /// Set by the first delta received: until then a newcomer exchanges every second.
     var synced = false
+    /// Exchanges started, and when we started: see `strangerExchangeEvery`.
+    var exchangeRounds = 0
+    var startedAt: Instant?
 
     var nextHousekeeping: Instant?
+
+    // Uplink pacing (Pacing.swift): the token bucket in bytes, the pace, and its window.
+    public internal(set) var pace = 1.0
+    var tokens = 0.0
+    var lastRefill: Instant?
+    var paceWindowStart: Instant?
+    var windowBytes = 0.0
     var requestedWake: Instant?
 
     /// `identities`: a table shared with other cores in the same process and thread (a simulator),
@@ -195,14 +210,16 @@ public struct GossipCore {
     mutating func start(now: Instant, into out: inout [GossipOutput]) {
         guard !started else { return }
         started = true
+        startedAt = now
         queue.enqueue(selfAlive)
-        nextGossip = now + config.gossipInterval
+        refillUplink(now: now)
+        nextGossip = now + paced(config.gossipInterval)
         newsBudget = config.newsPushBudget
         if config.wideProbeInterval > .zero { nextWideProbe = now + config.wideProbeInterval + jitter(config.wideProbeInterval) }
-        nextProbe = now + jitter(config.probeInterval)
-        nextShuffle = now + jitter(config.shuffleInterval)
-        nextExchange = now + jitter(config.antiEntropyInterval)
-        nextDeadRetry = now + config.deadRetryInterval
+        nextProbe = now + jitter(paced(config.probeInterval))
+        nextShuffle = now + jitter(paced(config.shuffleInterval))
+        nextExchange = now + jitter(paced(config.antiEntropyInterval))
+        nextDeadRetry = now + paced(config.deadRetryInterval)
         nextHousekeeping = now + .seconds(60)
         if !contacts.isEmpty { tryJoin(now: now, into: &out) }
     }
@@ -234,14 +251,15 @@ public struct GossipCore {
 
     mutating func runDue(now: Instant, into out: inout [GossipOutput]) {
         guard started else { return }
+        refillUplink(now: now)
         if let p = probe, !p.acked, !p.indirectSent, now >= p.indirectAt { sendIndirectProbes(now: now, into: &out) }
         if let t = nextProbe, now >= t { probeRound(now: now, into: &out) }
         expireRelays(now: now, into: &out)
         expireSuspicions(now: now, into: &out)
         if let t = nextGossip, now >= t {
-            nextGossip = now + config.gossipInterval
+            nextGossip = now + paced(config.gossipInterval)
             newsBudget = config.newsPushBudget
-            gossipRound(now: now, into: &out)
+            if mayChatter { gossipRound(now: now, into: &out) }
             maintainViews(now: now, into: &out)
         }
         if !pendingNeighbours.isEmpty {
@@ -253,15 +271,15 @@ public struct GossipCore {
         }
         if let t = nextJoin, now >= t, activeView.isEmpty { tryJoin(now: now, into: &out) }
         if let t = nextShuffle, now >= t {
-            nextShuffle = now + config.shuffleInterval
-            shuffle(now: now, into: &out)
+            nextShuffle = now + paced(config.shuffleInterval)
+            if mayChatter { shuffle(now: now, into: &out) }
         }
         if let t = nextExchange, now >= t {
-            nextExchange = synced ? now + jitter(config.antiEntropyInterval) : now + .seconds(1)
-            startExchange(now: now, into: &out)
+            nextExchange = synced ? now + jitter(paced(config.antiEntropyInterval)) : now + paced(.seconds(1))
+            if mayChatter { startExchange(now: now, into: &out) }
         }
         if let t = nextDeadRetry, now >= t {
-            nextDeadRetry = now + config.deadRetryInterval
+            nextDeadRetry = now + paced(config.deadRetryInterval)
             retryDead(now: now, into: &out)
         }
         if let t = nextHousekeeping, now >= t {
@@ -277,6 +295,7 @@ public struct GossipCore {
         precondition(bytes.count <= GossipWire.maxDatagram, "a gossip datagram grew past its budget")
         counters.messagesOut += 1
         counters.bytesOut += UInt64(bytes.count)
+        chargeUplink(bytes.count)
         out.append(.send(dest, bytes: bytes))
     }
 
@@ -284,6 +303,7 @@ public struct GossipCore {
         let bytes = GossipWire.encode(m)
         counters.reliableOut += 1
         counters.reliableBytesOut += UInt64(bytes.count)
+        chargeUplink(bytes.count + bytes.count / 1000 * Self.framingBytes)
         out.append(.sendReliable(peer, bytes: bytes))
     }
 
@@ -295,7 +315,9 @@ public struct GossipCore {
 
     mutating func piggyback(spare: Int) -> [MemberUpdate] {
         guard !queue.isEmpty else { return [] }
-        return queue.take(budget: spare, limit: retransmitLimit)
+        let allowed = piggybackAllowance(spare)
+        guard allowed > 0 else { return [] }
+        return queue.take(budget: allowed, limit: retransmitLimit)
     }
 
     mutating func gossipRound(now: Instant, into out: inout [GossipOutput]) {
@@ -337,6 +359,7 @@ public struct GossipCore {
         }
         if hasLeft { counters.drop(.afterLeave); return }
         heardFrom(from, now: now, into: &out)
+        proveAlive(from.nodeID)
         switch m {
         case let .ping(seq, updates):
             notePing(from: from.nodeID, now: now)

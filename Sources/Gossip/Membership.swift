@@ -212,8 +212,8 @@ extension GossipCore {
     func suspicionTimeout(confirmations c: Int, accused: Bool) -> Duration {
         let k = max(1, config.suspicionConfirmations)
         let frac = c <= 0 ? 0 : min(1, log(Double(c + 1)) / log(Double(k + 1)))
-        let maxN = Double(config.suspicionMax.nanoseconds)
-        let minN = Double(config.suspicionMin.nanoseconds)
+        let maxN = Double(paced(config.suspicionMax).nanoseconds)
+        let minN = Double(paced(config.suspicionMin).nanoseconds)
         let grace = accused ? 0 : maxN
         return .nanoseconds(Int64(max(minN, maxN - (maxN - minN) * frac) + grace))
     }
@@ -256,7 +256,7 @@ extension GossipCore {
                 // late answer to our probe, its own probe of us). A crashed member cannot; a
                 // starved one answers late. Ask it to refute, and wait as long as it keeps talking.
                 s.evidenceFrom = now
-                s.deadline = now + config.suspicionMin
+                s.deadline = now + paced(config.suspicionMin)
                 suspicions[id] = s
                 counters.deathsAverted += 1
                 send(.gossip(updates: [.suspect(m.entry.peer, incarnation: m.incarnation, accuser: myTag)]), to: .peer(m.entry), into: &out)
@@ -274,8 +274,21 @@ extension GossipCore {
                 // (`gossip-starved`, 200 nodes, seed 1, 498 s: node 169 declared node 22 dead
                 // 0.3 s before its answer came). A crash ends sooner: its accuser's verdict is pushed.
                 let hearsay = !accused && s.accusers.count == 1
-                s.deadline = now + config.suspicionMax * (hearsay ? 3 : 1)
+                s.deadline = now + paced(config.suspicionMax) * (hearsay ? 3 : 1)
+                s.asked += 1
                 suspicions[id] = s
+                send(.gossip(updates: [.suspect(m.entry.peer, incarnation: m.incarnation, accuser: myTag)]), to: .peer(m.entry), into: &out)
+                continue
+            }
+            // Chances to refute, not seconds (LinkHealth.swift): every accuser's failed probe and
+            // every question of ours the suspect left unanswered is one; we declare only when
+            // losing all of them by chance is unlikely on the links we measure. Hearsay also needs
+            // two questions of our own: other accusers may sit behind a bad link themselves.
+            if s.accusers.count + s.asked < evidenceNeeded || (!accused && s.asked < 2) {
+                s.asked += 1
+                s.deadline = now + .nanoseconds(paced(accused ? config.suspicionMin : config.suspicionMax).nanoseconds * healthMultiplier)
+                suspicions[id] = s
+                counters.suspicionsProlonged += 1
                 send(.gossip(updates: [.suspect(m.entry.peer, incarnation: m.incarnation, accuser: myTag)]), to: .peer(m.entry), into: &out)
                 continue
             }

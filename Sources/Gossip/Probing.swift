@@ -16,7 +16,7 @@ extension GossipCore {
             probeFailed(p, now: now, into: &out)
         }
         probe = nil
-        nextProbe = now + .nanoseconds(config.probeInterval.nanoseconds * healthMultiplier)
+        nextProbe = now + .nanoseconds(paced(config.probeInterval).nanoseconds * healthMultiplier)
         let wideTarget = wideProbeTarget(now: now)
         guard let target = wideTarget ?? nextProbeTarget(now: now) else {
             measureDistance(now: now, into: &out)
@@ -28,9 +28,9 @@ extension GossipCore {
         let timeout = probeTimeout(for: target.nodeID) * widening
         // A slow peer (long measured round trip) gets a longer period: its answer is not a failure.
         let end = max(nextProbe!, now + .nanoseconds(2 * timeout))
-        let paced = max(nextProbe!, now + .nanoseconds(2 * config.probeTimeout.nanoseconds * healthMultiplier * widening))
+        let usual = max(nextProbe!, now + .nanoseconds(2 * paced(config.probeTimeout).nanoseconds * healthMultiplier * widening))
         nextProbe = end
-        probe = Probe(target: target, seq: seq, sentAt: now, indirectAt: now + .nanoseconds(timeout), endAt: end, pacedEnd: paced,
+        probe = Probe(target: target, seq: seq, sentAt: now, indirectAt: now + .nanoseconds(timeout), endAt: end, pacedEnd: usual,
                       wide: wideTarget != nil)
         counters.probes += 1
         if inActive(target.nodeID) {
@@ -50,16 +50,16 @@ extension GossipCore {
     /// (`probeTimeout × maxAwareness`): the period is twice the timeout, and a prober whose
     /// timeout grew without bound stopped probing its whole active view (see `noteRTT`).
     func probeTimeout(for id: NodeID) -> Int64 {
-        var timeout = config.probeTimeout.nanoseconds * healthMultiplier
+        var timeout = paced(config.probeTimeout).nanoseconds * healthMultiplier
         if let rtt = members[id]?.rtt { timeout = max(timeout, min(3 * rtt.nanoseconds, longestProbeTimeout)) }
         return timeout
     }
 
-    var longestProbeTimeout: Int64 { config.probeTimeout.nanoseconds * Int64(config.maxAwareness) }
+    var longestProbeTimeout: Int64 { paced(config.probeTimeout).nanoseconds * Int64(config.maxAwareness) }
 
     /// The longest answer that is still taken for a round trip: Lifeguard's longest probe period
     /// (`probeInterval × maxAwareness`, 4 s by default). A later answer waited for something else.
-    var longestRoundTrip: Int64 { config.probeInterval.nanoseconds * Int64(config.maxAwareness) }
+    var longestRoundTrip: Int64 { paced(config.probeInterval).nanoseconds * Int64(config.maxAwareness) }
 
     /// The neighbour (active view, or a member that probed us lately: it holds us as its
     /// neighbour, see `notePing`) we last heard from or probed longest ago; members that others
@@ -214,6 +214,18 @@ extension GossipCore {
             send(.pingRequest(seq: p.seq, target: p.target), to: .peer(h), into: &out)
             counters.indirectProbes += 1
         }
+        // Ask the target again ourselves as well (memberlist's fallback ping), once, plus once for
+        // every helper we lack: two nodes alone on a link losing 10 % each way failed a single
+        // ping one time in five, a suspicion every few seconds; with five attempts, one in 4,000.
+        let rePings = 1 + config.indirectChecks - helpers.count
+        for _ in 0..<rePings {
+            if inActive(p.target.nodeID) {
+                send(.ping(seq: p.seq, updates: []), to: .peer(p.target), into: &out)
+            } else {
+                send(.pingRequest(seq: p.seq, target: p.target), to: .peer(p.target), into: &out)
+            }
+        }
+        counters.rePings += UInt64(rePings)
         // Leave the helpers time to answer: the request's round trip, then a handshake and a ping
         // to the target (a helper far from us is likely far from it too). Without this, a lost
         // ack to a near neighbour sent through far helpers became a suspicion, and its refutation
@@ -222,7 +234,7 @@ extension GossipCore {
         let window = helpers.map { h -> Int64 in
             // Unmeasured: the round trip the default timeout assumes (a third of it), so the
             // window stays the configured one.
-            let rtt = members[h.nodeID]?.rtt?.nanoseconds ?? config.probeTimeout.nanoseconds / 3
+            let rtt = members[h.nodeID]?.rtt?.nanoseconds ?? paced(config.probeTimeout).nanoseconds / 3
             return rtt + 2 * max(rtt, targetRTT)
         }.max() ?? 0
         if let end = nextProbe, end < now + .nanoseconds(window) { nextProbe = now + .nanoseconds(window) }
@@ -242,6 +254,10 @@ extension GossipCore {
             if wideRetry != p.target.nodeID { wideRetry = p.target.nodeID; return }
             wideRetry = nil
         }
+        // Counted once the target proves alive: a crashed member's silence is not loss. (Counting
+        // a failure with no helper's nack at once made survivors of an 80 % crash, whose helpers
+        // died too, wait for evidence that never came, and their overlay never re-formed.)
+        noteUnansweredProbe(p.target.nodeID)
         // Lifeguard: missing nacks mean our own links or scheduling are the problem.
         awareness = min(config.maxAwareness - 1, awareness + max(0, p.expectedNacks - p.nacks))
         // HyParView repairs the overlay at once: a neighbour that fails a probe leaves the active
@@ -253,6 +269,9 @@ extension GossipCore {
         // independent confirmation, which shortens everyone's timeout (Lifeguard). Without it the
         // first accuser waits out the longest timeout alone.
         guard let m = members[p.target.nodeID], m.state == .alive || m.state == .suspect else { return }
+        // Alive again since the probe left (it refuted, or came back from the dead): the silence
+        // was its last life's or its last incarnation's, not news.
+        if m.state == .alive, m.stateSince > p.sentAt { return }
         let known = suspicions[p.target.nodeID]?.accusers ?? []
         guard m.state == .alive || !known.contains(myTag) else { return }
         let suspicion = MemberUpdate.suspect(m.entry.peer, incarnation: m.incarnation, accuser: myTag)
@@ -260,6 +279,7 @@ extension GossipCore {
         // Buddy system: tell the suspect itself at once. If it is alive it refutes straight back
         // to us, well before our timeout, even when our own links are slow.
         send(.gossip(updates: [suspicion]), to: .peer(m.entry), into: &out)
+        suspicions[p.target.nodeID]?.asked += 1
     }
 
     /// A helper could not reach our probe's target either. Only nacks for the probe in flight
@@ -279,7 +299,11 @@ extension GossipCore {
                 p.acked = true
                 probe = p
                 awareness = max(0, awareness - 1)
+                // One sample per probe, its first ping: answered in time, or lost (the target is
+                // alive: it answered a re-ping, or a helper relayed its answer). The re-pings go
+                // together, so which of them was answered says nothing more.
                 if from.nodeID == p.target.nodeID { noteRTT(from.nodeID, now - p.sentAt) }
+                noteRoundTrip(lost: from.nodeID != p.target.nodeID || now >= p.indirectAt)
                 if p.wide, wideRetry == p.target.nodeID { wideRetry = nil }
                 // The period was stretched to wait for a slow peer's answer; it came, so the round
                 // keeps its usual pace and the other neighbours are not left unprobed meanwhile.
@@ -326,7 +350,7 @@ extension GossipCore {
         guard relayOrder.count < 64 else { counters.drop(.exchangeBusy); return }
         let mine = takeSeq()
         // Answer with a nack a little before the requester gives up, so it learns its own link works.
-        let wait = max(config.probeTimeout.nanoseconds * 8 / 10 * healthMultiplier,
+        let wait = max(paced(config.probeTimeout).nanoseconds * 8 / 10 * healthMultiplier,
                        min(3 * (members[target.nodeID]?.rtt?.nanoseconds ?? 0), longestProbeTimeout))
         // A helper often has no session to the target yet: its handshake and then the ping cost two
         // round trips, and the requester still listens for a while after our nack.

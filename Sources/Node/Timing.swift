@@ -57,6 +57,7 @@ public struct NodeTiming: Sendable, Equatable {
         c.modes = discovery.modes
         c.isMaster = discovery.isMaster
         c.adminKeys = discovery.adminKeys
+        c.uplinkBytesPerSecond = discovery.uplinkKbps * 1000 / 8
         return c
     }
 }
@@ -71,6 +72,9 @@ public struct Discovery: Sendable, Equatable {
     public var adminKeys: [[UInt8]] = []
     /// This node's attributes, told to the mesh at start.
     public var attributes = Attributes()
+    /// The node's uplink in kbit/s (`[gossip] uplink_kbps`; 0: unknown, no limit): membership keeps
+    /// its traffic within a quarter of it (Docs/gossip.md, "Narrowband uplinks").
+    public var uplinkKbps = 0
 
     public init() {}
 }

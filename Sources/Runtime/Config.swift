@@ -89,6 +89,7 @@ public enum ConfigLoader {
         "gossip": ["modes": "an array of mode strings: \"master\", \"walk\", \"nearest\"",
                    "masters": "an array of address strings like [\"[::1]:7401\"]",
                    "is_master": "true or false",
+                   "uplink_kbps": "a positive integer: the node's uplink in kbit/s (membership keeps to a quarter of it)",
                    "admin_keys": "an array of 64-hex-digit Ed25519 public keys (culls they sign are obeyed)",
                    "beacon_port": "a UDP port 1...65535, the same on every node of the LAN (mode nearest)",
                    "beacon_interval_ms": "an integer 100...3600000 (mode nearest)",
@@ -272,6 +273,7 @@ public enum ConfigLoader {
             guard let b = v.bool else { throw fail("gossip", "is_master", "wrong type: must be true or false") }
             settings.discovery.isMaster = b
         }
+        if let v = try positive("gossip", "uplink_kbps") { settings.discovery.uplinkKbps = v }
         if let v = try positive("gossip", "beacon_port") {
             guard v <= 65535 else { throw fail("gossip", "beacon_port", "\(v) is not a port; must be \(schema["gossip"]!["beacon_port"]!)") }
             settings.beacon.port = UInt16(v)

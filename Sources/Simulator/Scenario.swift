@@ -23,6 +23,8 @@ public struct Scenario: Sendable {
     /// Nodes per LAN, in contiguous blocks (node i is on LAN i / lan_size); 0: a LAN is a region
     /// (or the whole mesh without regions).
     public var lanSize = 0
+    /// `[gossip] uplink_kbps`: every node is told this uplink (its membership paces to a quarter).
+    public var uplinkKbps = 0
     public var checks: [CheckSpec] = []
     /// Seconds between membership samples for convergence tracking and plots.
     public var sampleEverySeconds = 1.0

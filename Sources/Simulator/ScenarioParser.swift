@@ -127,7 +127,11 @@ private struct Parser {
         }
         if let v = t["gossip"] {
             guard let g = v.table else { throw fail("gossip", "must be a table") }
-            try checkKeys(g, ["modes", "masters", "admin", "beacon_every_s", "lan_size"], prefix: "gossip.")
+            try checkKeys(g, ["modes", "masters", "admin", "beacon_every_s", "lan_size", "uplink_kbps"], prefix: "gossip.")
+            if let v = g["uplink_kbps"] {
+                guard let n = v.int, n >= 0 else { throw fail("gossip.uplink_kbps", "must be a non-negative integer (kbit/s; 0: unknown)") }
+                s.uplinkKbps = n
+            }
             if let v = g["admin"] {
                 guard let b = v.bool else { throw fail("gossip.admin", "must be true or false") }
                 s.adminKey = b

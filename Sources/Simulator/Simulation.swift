@@ -229,6 +229,7 @@ public final class Simulation {
         var d = Discovery()
         d.modes = scenario.modes
         d.isMaster = scenario.masters.contains(i)
+        d.uplinkKbps = scenario.uplinkKbps
         if let admin { d.adminKeys = [admin.publicKey] }
         return d
     }

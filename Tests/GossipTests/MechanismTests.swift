@@ -94,8 +94,11 @@ import MeshCore
         let ask = c.handle(.timer, now: fourth)
         #expect(Self.sent(ask).contains { $0.0 == .peer(p) && $0.1 == .gossip(updates: [.suspect(p.peer, incarnation: 0, accuser: c.myTag)]) })
         #expect(c.members[p.nodeID]?.state == .suspect)
-        // ...and with no refutation a full period later, declare it dead.
-        let outs = c.handle(.timer, now: fourth + c.config.suspicionMax)
+        // ...asks once more a full period later (hearsay needs two questions of its own,
+        // LinkHealth.swift), and with no refutation another period later, declares it dead.
+        let again = c.handle(.timer, now: fourth + c.config.suspicionMax)
+        #expect(!again.contains(.event(.memberStateChanged(p.nodeID, from: .suspect, to: .dead, incarnation: 0))))
+        let outs = c.handle(.timer, now: fourth + c.config.suspicionMax * 2)
         #expect(outs.contains(.event(.memberStateChanged(p.nodeID, from: .suspect, to: .dead, incarnation: 0))))
     }
 
@@ -299,6 +302,10 @@ import MeshCore
         c.expireSuspicions(now: s.deadline + c.config.suspicionMax, into: &out)
         #expect(c.members[x.nodeID]?.state == .suspect)
         c.expireSuspicions(now: next, into: &out)
+        // A second question of our own (LinkHealth.swift), then the verdict.
+        #expect(c.members[x.nodeID]?.state == .suspect)
+        let last = try #require(c.suspicions[x.nodeID]?.deadline)
+        c.expireSuspicions(now: last, into: &out)
         #expect(c.members[x.nodeID]?.state == .dead)
     }
 
@@ -819,12 +826,15 @@ import MeshCore
     /// beats the `dead` it is remembered by: back everywhere with no refutation round.
     @Test func resumedNodeComesBackWithoutRefuting() {
         var mesh = Self.meshWithNode12DeadEverywhere()
+        // What its disk held: the incarnation it last announced, which the mesh's `dead` carries
+        // (not always 0: a suspicion during the join wave may have made it refute once).
+        let stored = mesh.cores[0]!.members[mesh.entries[12].nodeID]!.incarnation
         let restartedAt = mesh.now
         mesh.restart(12)
-        mesh.command(12, .resume(incarnation: 0, attributeVersion: 0))  // before its start event
+        mesh.command(12, .resume(incarnation: stored, attributeVersion: 0))  // before its start event
         let back = mesh.runUntil(limit: .seconds(30)) { $0.everyoneKnowsEveryone() }
         #expect(back != nil)
-        #expect(mesh.cores[12]!.incarnation == 1, "resumed above 0, and no refutation raised it further")
+        #expect(mesh.cores[12]!.incarnation == stored + 1, "resumed above its last life, and no refutation raised it further")
         #expect(mesh.cores[12]!.attributeVersion == 1)
         let refutations = mesh.eventLog.filter { e in
             if e.node == 12, e.at >= restartedAt, case .refuted = e.event { return true } else { return false }
