@@ -87,7 +87,7 @@ extension Simulation {
         switch kind {
         case let .deliver(to, _, _), let .deliverLate(to, _, _), let .beaconHeard(to, _): return Int(to)
         case let .wake(node, _): return Int(node)
-        case .beacon, .stop, .sample, .timeline, .revert, .crashDeadline: return nil
+        case .beacon, .stop, .sample, .timeline, .revert, .crashDeadline, .workload: return nil
         }
     }
 
@@ -109,6 +109,7 @@ extension Simulation {
                 now = e.time
                 events += 1
                 handle(e, sampleStep: sampleStep)
+                checkSafety()
                 let spent = threadCPUSeconds() - started
                 windowStats.driverSeconds += spent
                 windowStats.criticalPath += spent
@@ -139,7 +140,7 @@ extension Simulation {
         nodes.withUnsafeMutableBufferPointer { nodeSlots in
             wakeAt.withUnsafeMutableBufferPointer { wakeSlots in
                 let work = WindowWork(groups: active, nodes: nodeSlots, wakeAt: wakeSlots, life: life, leaving: leaving,
-                                      starveDelay: starveDelay, addresses: addresses, windowEnd: windowEnd,
+                                      starveDelay: cpu.inputDelay, addresses: addresses, windowEnd: windowEnd,
                                       tracing: tracing, traceNodes: traceNodes, traceWindow: traceWindow)
                 if threads <= 1 {
                     for k in active.indices { work.run(k) }
@@ -192,6 +193,7 @@ extension Simulation {
             if let trace { for line in s.lines { trace(line) } }
             for (t, kind) in s.later { nodeQueue.push(t, kind) }
             apply(Int(s.node), s.outputs, wakesTaken: true)
+            checkSafety()
         }
     }
 }
@@ -296,7 +298,7 @@ struct WindowWork: @unchecked Sendable {
                 wakeAt[i] = -1
                 if tracing { log(i, t, "timer", &lines) }
                 outputs = nodes[i].handle(.timer, now: now)
-            case .beacon, .stop, .sample, .timeline, .revert, .crashDeadline:
+            case .beacon, .stop, .sample, .timeline, .revert, .crashDeadline, .workload:
                 preconditionFailure("a global event in a node window")
             }
             var carried = false

@@ -23,6 +23,8 @@ struct EventQueue {
         case revert(slot: Int32)
         /// The deadline of `crashed_detected_within` for one crash record.
         case crashDeadline(record: Int32)
+        /// A workload's timer: `workloads[slot].fire(tag:)`.
+        case workload(slot: Int32, tag: Int32)
     }
 
     struct Entry {
