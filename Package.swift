@@ -63,7 +63,8 @@ let package = Package(
         .testTarget(name: "ChannelsTests", dependencies: ["Channels", "MeshCore"]),
         .testTarget(name: "SessionsTests", dependencies: ["Sessions", "Noise", "MeshCore", "Sodium"]),
         .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Node", "MeshCore", "Sessions", "Channels", "Gossip", .product(name: "GRDB", package: "GRDB.swift")]),
-        .testTarget(name: "SimulatorTests", dependencies: ["Simulator", "Node", "MeshCore"]),
+        // testdata/: golden transcripts read by path (GoldenTranscriptTests), not bundled.
+        .testTarget(name: "SimulatorTests", dependencies: ["Simulator", "Node", "MeshCore"], exclude: ["testdata"]),
         .testTarget(name: "IntegrationTests", dependencies: ["MeshCore", "Sodium"]),
     ]
 )

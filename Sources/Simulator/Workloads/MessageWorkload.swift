@@ -81,6 +81,7 @@ final class MessageWorkload: Workload {
         let j = targets[Int(rng.next() % UInt64(targets.count))]
         let seq = UInt64(sent.count)
         sent.append(Sent(from: Int32(i), to: Int32(j), at: sim.now, fromIncarnation: sim.incarnationOf(i), toIncarnation: sim.incarnationOf(j)))
+        sim.log(i, "workload messages: send #\(seq) (\(size) B) to node \(j)")
         sim.command(i, .sendMessage(to: sim.nodeID(j), stream: stream, bytes: Self.body(seq: seq, size: size)))
     }
 
@@ -118,6 +119,7 @@ final class MessageWorkload: Workload {
             }
             sent[Int(seq)].receivedAt = sim.now
             sent[Int(seq)].receivedIncarnation = inc
+            sim.log(j, "workload messages: received #\(seq) from node \(m.from)")
         case .messageRefused(_, let s, _) where s == stream:
             refused += 1
         case .messageFailed:
