@@ -283,7 +283,7 @@ public final class Simulation {
 
     /// One event of the sequential loop, or one global event of a windowed run.
     func handle(_ e: EventQueue.Entry, sampleStep: Int64) {
-        switch e.kind {
+        switch e.event {
         case let .deliver(to, from, bytes):
             let j = Int(to)
             let late = cpu.inputDelay[j]
