@@ -79,6 +79,19 @@ public struct VirtualDisk: Sendable {
         return .success(advance(node, by: syncNanos, now: now))
     }
 
+    /// A persist output as etcd orders it: every write, then one sync; the sends listed after it
+    /// may leave at the instant returned, not before. Fails (and writes nothing more) on an I/O error.
+    public mutating func persist(_ node: Int, _ writes: [(key: String, value: [UInt8])], now: Int64) -> Result<Int64, IOError> {
+        var t = now
+        for w in writes {
+            switch write(node, key: w.key, value: w.value, now: t) {
+            case let .success(done): t = done
+            case let .failure(e): return .failure(e)
+            }
+        }
+        return sync(node, now: t)
+    }
+
     /// What the node reads now: its latest write of `key`, synced or not.
     public func read(_ node: Int, key: String) -> [UInt8]? {
         if let w = disks[node].pending.last(where: { $0.key == key }) { return w.value }

@@ -50,6 +50,16 @@ import Testing
         #expect(d.counters.ioErrors == 2)
     }
 
+    /// A persist is durable when it returns, at an instant after every write and the sync.
+    @Test func persistIsDurableByItsCompletionInstant() throws {
+        var d = VirtualDisk(nodes: 1, rng: SeededGenerator(seed: 1), writeNanos: 10, syncNanos: 100)
+        d.arm(.loseUnsynced, on: 0)
+        guard case let .success(done) = d.persist(0, [("a", [1]), ("b", [2])], now: 1000) else { Issue.record("persist failed"); return }
+        #expect(done == 1000 + 10 + 10 + 100)
+        d.crash(0)
+        #expect(d.read(0, key: "a") == [1] && d.read(0, key: "b") == [2])
+    }
+
     @Test func diskFaultIsATimelineEvent() throws {
         let s = try tiny(nodes: 4, seconds: 10, """
             [[events]]
