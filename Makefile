@@ -12,8 +12,10 @@ JOBS ?= 2
 deps:
 	@bash scripts/install-deps.sh
 
+# Release builds link the Swift runtime and Foundation statically: the binary then needs only
+# Debian's libuv1, libsodium23 and libsqlite3-0 on the box (`ldd .build/release/iotaf` shows them).
 build: deps
-	swift build -c release -j $(JOBS)
+	swift build -c release -j $(JOBS) --static-swift-stdlib
 
 build-debug: deps
 	swift build -j $(JOBS)

@@ -22,7 +22,24 @@ public struct NodeSettings: Sendable {
     /// `[gossip] beacon_*`: the LAN beacon of mode `nearest` (unused in the other modes).
     public var beacon = BeaconSettings()
 
+    /// Where the config set keys whose checks wait for the flags (`validate`).
+    var beaconKeyInConfig: ConfigError?
+    var networkIDInConfig: ConfigError?
+
     public init() {}
+
+    /// Checks across keys that flags may still change, run once the config and the flags are
+    /// both applied: beacon keys need mode nearest; a network id needs its network key.
+    public func validate() throws {
+        if let e = beaconKeyInConfig, !discovery.modes.contains(.nearest) { throw e }
+        if network != .defaultNetwork && networkKeyPath == nil {
+            let what = "names the private mesh \(network) but no network key, so no handshake with its members could complete"
+                + " (and the node would not be private); add network_key = \"PATH/network.key\" (or --network-key PATH) with the mesh's"
+                + " network.key from `iotaf network init`, or remove the network id"
+            if let e = networkIDInConfig { throw ConfigError(file: e.file, key: e.key, line: e.line, message: what) }
+            throw RuntimeError("--network-id \(what)")
+        }
+    }
 
     /// The key file: `--key`, or `identity.key` in the data directory.
     public var resolvedKeyPath: String { keyPath ?? (dataDir as NSString).appendingPathComponent("identity.key") }
@@ -30,7 +47,8 @@ public struct NodeSettings: Sendable {
     /// A `network_id` that contradicts the key file is refused.
     public func resolvedNetworkKey() throws -> NetworkKey {
         guard let networkKeyPath else {
-            return network == .defaultNetwork ? .defaultNetwork : NetworkKey(id: network, key: NetworkKey.defaultNetwork.key)
+            if network != .defaultNetwork { try validate() }  // throws: an id without its key is never the open network
+            return .defaultNetwork
         }
         let k = try NetworkKey.read(networkKeyPath)
         if network != .defaultNetwork && network != k.id {
@@ -66,11 +84,7 @@ public enum ConfigLoader {
                  "data": "a directory path string", "network_id": "32 hex digits (from `iotaf network init`)",
                  "network_key": "a path string to the mesh's network.key (from `iotaf network init`)"],
         "log": ["level": "one of trace, debug, info, notice, warning, error, critical"],
-        "timing": ["probe_interval_ms": "a positive integer", "probe_timeout_ms": "a positive integer",
-                   "gossip_interval_ms": "a positive integer", "suspicion_min_ms": "a positive integer",
-                   "suspicion_max_ms": "a positive integer", "dead_retry_ms": "a positive integer",
-                   "join_retry_ms": "a positive integer", "forget_dead_after_s": "a positive integer",
-                   "max_members": "a positive integer"],
+        "timing": Dictionary(uniqueKeysWithValues: timingBounds.map { ($0.key, "an integer \($0.range.lowerBound)...\($0.range.upperBound)") }),
         "gossip": ["modes": "an array of mode strings: \"master\", \"walk\", \"nearest\"",
                    "masters": "an array of address strings like [\"[::1]:7401\"]",
                    "is_master": "true or false",
@@ -81,17 +95,49 @@ public enum ConfigLoader {
         "attributes": [:],
     ]
 
-    public static func load(path: String, into settings: inout NodeSettings) throws {
+    /// `[timing]` keys and the values they accept: wide enough for a radio mesh and a LAN, narrow
+    /// enough that a typo (seconds written as milliseconds, a stray zero) is caught at load.
+    static let timingBounds: [(key: String, range: ClosedRange<Int>)] = [
+        ("probe_interval_ms", 50...600_000), ("probe_timeout_ms", 10...60_000), ("gossip_interval_ms", 10...600_000),
+        ("suspicion_min_ms", 100...3_600_000), ("suspicion_max_ms", 100...3_600_000), ("dead_retry_ms", 100...86_400_000),
+        ("join_retry_ms", 100...3_600_000), ("forget_dead_after_s", 1...31_536_000), ("max_members", 1...1_048_576),
+    ]
+
+    /// The control socket a config file puts its node's at, read leniently (only `[node] control`
+    /// and `[node] data`): the CLI looks there even when the rest of the file would be refused.
+    public static func controlPath(ofConfig path: String) -> String? {
+        guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8),
+              let table = try? TOMLTable(string: text) else { return nil }
+        let base = (path as NSString).deletingLastPathComponent
+        func resolve(_ v: String) -> String { v.hasPrefix("/") ? v : (base as NSString).appendingPathComponent(v) }
+        var s = NodeSettings()
+        if let c = table["node"]?.table?["control"]?.string { s.controlPath = resolve(c) }
+        if let d = table["node"]?.table?["data"]?.string { s.dataDir = resolve(d) }
+        return s.resolvedControlPath
+    }
+
+    /// A value that starts with this is a placeholder in a shipped config: refused until replaced.
+    public static let placeholderPrefix = "CHANGE-ME"
+
+    /// Loads a config file. With `finalChecks` false the cross-key checks that flags may still
+    /// satisfy (`NodeSettings.validate`) are left to the caller, who runs them after the flags.
+    public static func load(path: String, into settings: inout NodeSettings, finalChecks: Bool = true) throws {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw ConfigError(file: path, key: nil, line: nil, message: "cannot read the config file; check the path (or run with flags only, no --config)")
         }
         guard let text = String(data: data, encoding: .utf8) else {
             throw ConfigError(file: path, key: nil, line: nil, message: "the config file is not UTF-8 text")
         }
-        try parse(text, file: path, baseDirectory: (path as NSString).deletingLastPathComponent, into: &settings)
+        try parse(text, file: path, baseDirectory: (path as NSString).deletingLastPathComponent, into: &settings, finalChecks: finalChecks)
     }
 
-    public static func parse(_ text: String, file: String, baseDirectory: String = ".", into settings: inout NodeSettings) throws {
+    public static func parse(_ text: String, file: String, baseDirectory: String = ".", into settings: inout NodeSettings,
+                             finalChecks: Bool = true) throws {
+        try parseKeys(text, file: file, baseDirectory: baseDirectory, into: &settings)
+        if finalChecks { try settings.validate() }
+    }
+
+    static func parseKeys(_ text: String, file: String, baseDirectory: String, into settings: inout NodeSettings) throws {
         let table: TOMLTable
         do {
             table = try TOMLTable(string: text)
@@ -104,6 +150,11 @@ public enum ConfigLoader {
         }
 
         for section in table.keys.sorted() {
+            if let value = table[section], value.table == nil {
+                // `key = value` above the first [section]: TOML puts it at the top level.
+                throw ConfigError(file: file, key: section, line: lines.line(section: "", key: section),
+                                  message: "key outside any section; move it under its section ([node], [log], [gossip], [timing] or [attributes])")
+            }
             guard let allowed = schema[section] else {
                 throw fail(section, nil, "unknown section; allowed sections are \(schema.keys.sorted().joined(separator: ", "))")
             }
@@ -112,6 +163,17 @@ public enum ConfigLoader {
             }
             for key in sub.keys.sorted() where section != "attributes" && allowed[key] == nil {
                 throw fail(section, key, "unknown key; allowed keys in [\(section)] are \(allowed.keys.sorted().joined(separator: ", "))")
+            }
+        }
+
+        // A shipped config's placeholder must be replaced (or its line commented out) before use.
+        for section in table.keys.sorted() {
+            guard let sub = table[section]?.table else { continue }
+            for key in sub.keys.sorted() {
+                let values = sub[key]?.array.map { a in (0..<a.count).compactMap { a[$0].string } } ?? [sub[key]?.string].compactMap { $0 }
+                if let v = values.first(where: { $0.hasPrefix(placeholderPrefix) }) {
+                    throw fail(section, key, "still holds the placeholder \"\(v)\"; replace it with a real value (the comment above it says how) or comment the line out")
+                }
             }
         }
 
@@ -124,6 +186,13 @@ public enum ConfigLoader {
         func positive(_ s: String, _ k: String, allowZero: Bool = false) throws -> Int? {
             guard let v = table[s]?.table?[k] else { return nil }
             guard let i = v.int, allowZero ? i >= 0 : i > 0 else { throw fail(s, k, "wrong type or value: must be \(schema[s]![k]!)") }
+            return i
+        }
+        func bounded(_ k: String) throws -> Int? {
+            guard let v = table["timing"]?.table?[k] else { return nil }
+            let range = timingBounds.first { $0.key == k }!.range
+            guard let i = v.int else { throw fail("timing", k, "wrong type: must be \(schema["timing"]![k]!)") }
+            guard range.contains(i) else { throw fail("timing", k, "\(i) is out of range; must be \(schema["timing"]![k]!)") }
             return i
         }
 
@@ -152,15 +221,16 @@ public enum ConfigLoader {
             settings.logLevel = l
         }
         if let attrs = table["attributes"]?.table {
-            var total = 0
+            var pairs: [(String, String)] = []
             for key in attrs.keys.sorted() {
                 guard let v = attrs[key]?.string else { throw fail("attributes", key, "wrong type: attribute values are strings") }
-                total += key.utf8.count + v.utf8.count
-                settings.attributes[key] = v
+                if let problem = AttributeLimits.problem(key: key, value: v) { throw fail("attributes", key, problem) }
+                pairs.append((key, v))
             }
-            if total > 4096 { throw fail("attributes", nil, "attributes total \(total) bytes; the limit is 4096") }
+            if let problem = AttributeLimits.problem(pairs) { throw fail("attributes", nil, problem) }
+            for (k, v) in pairs { settings.attributes[k] = v }
         }
-        let ms = { (k: String) throws -> Duration? in try positive("timing", k).map { .milliseconds($0) } }
+        let ms = { (k: String) throws -> Duration? in try bounded(k).map { .milliseconds($0) } }
         if let v = try ms("probe_interval_ms") { settings.timing.probeInterval = v }
         if let v = try ms("probe_timeout_ms") { settings.timing.probeTimeout = v }
         if let v = try ms("gossip_interval_ms") { settings.timing.gossipInterval = v }
@@ -168,8 +238,13 @@ public enum ConfigLoader {
         if let v = try ms("suspicion_max_ms") { settings.timing.suspicionMax = v }
         if let v = try ms("dead_retry_ms") { settings.timing.deadRetryInterval = v }
         if let v = try ms("join_retry_ms") { settings.timing.joinRetryInterval = v }
-        if let v = try positive("timing", "forget_dead_after_s") { settings.timing.forgetDeadAfter = .seconds(v) }
-        if let v = try positive("timing", "max_members") { settings.timing.maxMembers = v }
+        if let v = try bounded("forget_dead_after_s") { settings.timing.forgetDeadAfter = .seconds(v) }
+        if let v = try bounded("max_members") { settings.timing.maxMembers = v }
+        // Cross-checks: a pair that contradicts itself is refused, never silently clamped.
+        if settings.timing.suspicionMin > settings.timing.suspicionMax {
+            let k = table["timing"]?.table?["suspicion_min_ms"] != nil ? "suspicion_min_ms" : "suspicion_max_ms"
+            throw fail("timing", k, "suspicion_min_ms (\(Int(settings.timing.suspicionMin.milliseconds)) ms) is above suspicion_max_ms (\(Int(settings.timing.suspicionMax.milliseconds)) ms); the minimum must not exceed the maximum")
+        }
 
         func strings(_ s: String, _ k: String) throws -> [String]? {
             guard let v = table[s]?.table?[k] else { return nil }
@@ -212,9 +287,12 @@ public enum ConfigLoader {
             }
             settings.beacon.interfaces = v
         }
-        let beaconKeys = ["beacon_port", "beacon_interval_ms", "beacon_interfaces"].filter { table["gossip"]?.table?[$0] != nil }
-        if let k = beaconKeys.first, !settings.discovery.modes.contains(.nearest) {
-            throw fail("gossip", k, "only mode nearest beacons; add \"nearest\" to [gossip] modes or remove \(k)")
+        // Beacon keys need mode nearest, which a `--mode` flag may still add: checked in `validate`.
+        if let k = ["beacon_port", "beacon_interval_ms", "beacon_interfaces"].first(where: { table["gossip"]?.table?[$0] != nil }) {
+            settings.beaconKeyInConfig = fail("gossip", k, "only mode nearest beacons; add \"nearest\" to [gossip] modes (or --mode nearest) or remove \(k)")
+        }
+        if table["node"]?.table?["network_id"] != nil {
+            settings.networkIDInConfig = fail("node", "network_id", "")
         }
         if let v = try strings("gossip", "admin_keys") {
             settings.discovery.adminKeys = try v.map { text in
@@ -222,6 +300,22 @@ public enum ConfigLoader {
                 return key
             }
         }
+    }
+}
+
+/// The attribute limits of the gossip wire (`GossipWire`), as config and flag checks.
+public enum AttributeLimits {
+    /// What is wrong with one pair, or nil.
+    public static func problem(key: String, value: String) -> String? {
+        if key.isEmpty { return "an attribute key is empty" }
+        if key.utf8.count > GossipWire.maxKeyLength { return "key is \(key.utf8.count) bytes; the limit is \(GossipWire.maxKeyLength)" }
+        if value.utf8.count > GossipWire.maxValueLength { return "value is \(value.utf8.count) bytes; the limit is \(GossipWire.maxValueLength)" }
+        return nil
+    }
+
+    /// What is wrong with the whole set (count, encoded size), or nil.
+    public static func problem(_ pairs: [(String, String)]) -> String? {
+        do { _ = try Attributes(pairs); return nil } catch { return "\(error)" }
     }
 }
 

@@ -35,6 +35,8 @@ public struct StatusReport: Codable, Sendable {
     public var beacon: [String: UInt64] = [:]
     /// Beacons received and not handed to gossip, by reason (Docs/gossip.md, "nearest").
     public var beacon_drops: [String: UInt64] = [:]
+    /// The addresses this node joins through (peers, masters, `iotaf join`) and whether each answered.
+    public var seeds: [SeedReport] = []
 }
 
 public struct MemberReport: Codable, Sendable, Equatable {
@@ -59,7 +61,8 @@ extension StatusReport {
         self.listen = listen.description
         control = settings.resolvedControlPath
         uptime_s = (uptime.secondsDouble * 1000).rounded() / 1000
-        attributes = settings.attributes
+        // The live set (`iotaf attributes` may have changed the configured one).
+        attributes = Dictionary(core.gossip.attributes.pairs.map { ($0.key, $0.value) }, uniquingKeysWith: { $1 })
         var byState: [String: Int] = [:]
         for s in MemberState.allCases { byState[s.description] = 0 }
         for m in core.members.values { byState[m.state.description, default: 0] += 1 }

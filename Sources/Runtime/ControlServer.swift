@@ -29,6 +29,7 @@ public final class ControlServer {
         guard path.utf8.count < 104 else {
             throw RuntimeError("control socket path \(path) is \(path.utf8.count) bytes; Unix sockets allow 103 — choose a shorter --control path")
         }
+        try Self.checkDirectory(of: path)
         try Self.removeStaleSocket(path)
         handle = .allocate(capacity: 1)
         uv_pipe_init(loop.raw, handle, 0)
@@ -45,6 +46,22 @@ public final class ControlServer {
             throw RuntimeError("cannot open control socket \(path): \(UVError(code: rc, operation: "listen")); check the directory exists and is writable")
         }
         chmod(path, 0o600)
+    }
+
+    /// The socket's directory must exist and be writable: say which, rather than bind's errno.
+    static func checkDirectory(of path: String) throws {
+        let dir = (path as NSString).deletingLastPathComponent
+        guard !dir.isEmpty else { return }
+        var st = stat()
+        guard stat(dir, &st) == 0 else {
+            throw RuntimeError("cannot open control socket \(path): its directory \(dir) does not exist; create it (a systemd unit: RuntimeDirectory=iotaf for /run/iotaf) or choose another --control / [node] control path")
+        }
+        guard (st.st_mode & S_IFMT) == S_IFDIR else {
+            throw RuntimeError("cannot open control socket \(path): \(dir) is not a directory; choose another --control / [node] control path")
+        }
+        guard access(dir, W_OK | X_OK) == 0 else {
+            throw RuntimeError("cannot open control socket \(path): its directory \(dir) is not writable by this user (uid \(getuid())); fix its owner or mode, or choose another --control path")
+        }
     }
 
     /// A socket file left by a node that crashed is removed; a live one is refused.

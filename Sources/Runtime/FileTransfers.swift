@@ -402,7 +402,8 @@ func hex(_ id: UInt64) -> String { String(format: "%016llx", id) }
 /// renamed into place only when the hash matches. Used by one thread-pool job at a time.
 final class FileSink: @unchecked Sendable {
     let partPath: String
-    let finalPath: String
+    /// The name the sender gave; an earlier file of that name is kept and this one gets a suffix.
+    private(set) var finalPath: String
     let directory: String
     private var fd: Int32 = -1
     private let state = UnsafeMutableRawPointer.allocate(byteCount: crypto_generichash_statebytes(), alignment: 64)
@@ -458,8 +459,9 @@ final class FileSink: @unchecked Sendable {
             unlink(partPath)
             return .failure(Failure(status: .hashMismatch, detail: "BLAKE2b of the received bytes differs from the offer"))
         }
-        if rename(partPath, finalPath) != 0 {
-            return .failure(Failure(status: .writeFailed, detail: "rename to \(finalPath): \(String(cString: strerror(errno)))"))
+        switch InboxName.place(partPath, at: finalPath) {
+        case let .success(path): finalPath = path
+        case let .failure(e): return .failure(Failure(status: .writeFailed, detail: e.description))
         }
         return .success(())
     }

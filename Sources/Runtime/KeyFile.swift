@@ -7,6 +7,17 @@ import Sodium
 public enum KeyFile {
     static let tag = "iotaf-ed25519-seed-v1"
 
+    /// Creates the directory a key file goes into (mode 0700: it holds secrets), if missing.
+    public static func makeDirectory(of path: String) throws {
+        let dir = (path as NSString).deletingLastPathComponent
+        guard !dir.isEmpty, !FileManager.default.fileExists(atPath: dir) else { return }
+        do {
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        } catch {
+            throw RuntimeError("cannot create the directory \(dir) for key file \(path): \(DataDirectory.reason(error)); create it yourself (mode 0700) or choose another --out")
+        }
+    }
+
     public static func write(_ identity: NodeIdentity, to path: String, force: Bool) throws {
         let fm = FileManager.default
         if fm.fileExists(atPath: path) && !force {
@@ -39,15 +50,48 @@ public enum KeyFile {
         guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
             throw RuntimeError("cannot read key file \(path); check its permissions")
         }
-        for line in text.split(whereSeparator: \.isNewline) {
-            let trimmed = line.trimmingCharacters(in: .whitespaces)
-            if trimmed.isEmpty || trimmed.hasPrefix("#") { continue }
-            let parts = trimmed.split(separator: " ")
-            guard parts.count == 2, parts[0] == tag, let seed = Hex.decode(String(parts[1])), seed.count == 32 else {
-                throw RuntimeError("key file \(path) is not an iotaf identity (expected `\(tag) <64 hex digits>`); regenerate it with `iotaf keygen --out \(path) --force`")
-            }
-            return try NodeIdentity(seed: seed)
+        let regenerate = "regenerate it with `iotaf keygen --out \(path) --force` (a new identity) or restore it from a backup"
+        switch KeyLine.find(in: text, tag: tag, fields: [64]) {
+        case let .found(fields):
+            return try NodeIdentity(seed: Hex.decode(fields[0])!)
+        case let .problem(what):
+            throw RuntimeError("key file \(path) (\(data.count) bytes) \(what); expected one line `\(tag) <64 hex digits>`; \(regenerate)")
         }
-        throw RuntimeError("key file \(path) is empty; regenerate it with `iotaf keygen --out \(path) --force`")
+    }
+}
+
+/// Finds and checks the one key line of a key file (`TAG field...` after comment lines), saying
+/// precisely what is wrong with a file that was cut short, edited or is of another kind.
+enum KeyLine {
+    enum Outcome: Equatable {
+        case found([String])
+        case problem(String)
+    }
+
+    /// `fields` are the hex lengths expected after the tag.
+    static func find(in text: String, tag: String, fields: [Int]) -> Outcome {
+        if text.isEmpty { return .problem("is empty") }
+        let lines = text.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }
+        guard let line = lines.first(where: { !$0.isEmpty && !$0.hasPrefix("#") }) else {
+            return .problem("holds only comments, no key line: it was probably cut short")
+        }
+        let parts = line.split(separator: " ").map(String.init)
+        guard parts[0] == tag else {
+            if tag.hasPrefix(parts[0]) { return .problem("ends inside its tag `\(parts[0])`: it was cut short") }
+            if parts[0].hasPrefix("iotaf-") { return .problem("is a `\(parts[0])` file, not `\(tag)`") }
+            return .problem("does not start with `\(tag)`: it is not this kind of key file")
+        }
+        let values = Array(parts.dropFirst())
+        if values.count < fields.count { return .problem("has \(values.count) of the \(fields.count) values after `\(tag)`: it was cut short") }
+        if values.count > fields.count { return .problem("has \(values.count) values after `\(tag)`, not \(fields.count)") }
+        for (i, (value, length)) in zip(values, fields).enumerated() {
+            let which = fields.count == 1 ? "its key" : "value \(i + 1)"
+            if value.contains(where: { !$0.isHexDigit }) || Hex.decode(value.count % 2 == 0 ? value : value + "0") == nil {
+                return .problem("has a character that is not a hex digit in \(which)")
+            }
+            if value.count < length { return .problem("has \(value.count) of the \(length) hex digits of \(which): it was cut short") }
+            if value.count > length { return .problem("has \(value.count) hex digits in \(which), not \(length)") }
+        }
+        return .found(values)
     }
 }

@@ -48,16 +48,11 @@ public struct NetworkKey: Sendable, Equatable {
         guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
             throw RuntimeError("cannot read network key file \(path); check its permissions")
         }
-        for line in text.split(whereSeparator: \.isNewline) {
-            let t = line.trimmingCharacters(in: .whitespaces)
-            if t.isEmpty || t.hasPrefix("#") { continue }
-            let parts = t.split(separator: " ")
-            guard parts.count == 3, parts[0] == tag, let id = NetworkID(hex: String(parts[1])),
-                  let key = Hex.decode(String(parts[2])), key.count == 32 else {
-                throw RuntimeError("network key file \(path) is not an iotaf network key (expected `\(tag) <32 hex id> <64 hex key>`)")
-            }
-            return NetworkKey(id: id, key: key)
+        switch KeyLine.find(in: text, tag: tag, fields: [NetworkID.length * 2, 64]) {
+        case let .found(fields):
+            return NetworkKey(id: NetworkID(hex: fields[0])!, key: Hex.decode(fields[1])!)
+        case let .problem(what):
+            throw RuntimeError("network key file \(path) (\(data.count) bytes) \(what); expected one line `\(tag) <32 hex id> <64 hex key>`; copy the mesh's network.key again")
         }
-        throw RuntimeError("network key file \(path) is empty")
     }
 }

@@ -33,6 +33,8 @@ public final class NodeRuntime {
     private var transfers: FileTransfers!
     /// Mode `nearest`'s LAN beacon; nil in the other modes.
     private var beacon: MulticastBeacon?
+    /// Says which seeds do not answer, and the likely reason (SeedWatch.swift).
+    private var seeds: SeedMonitor!
     /// Link-local IP → the interface it was last heard on. The cores see link-local addresses
     /// without their interface (scopes are local to this host and gossip carries none); sends to
     /// them get it back from here. One address per IP: two hosts with the same link-local address
@@ -94,6 +96,9 @@ public final class NodeRuntime {
             throw error
         }
         timer = LoopTimer(loop: loop) { [unowned self] in self.feed(.timer) }
+        seeds = SeedMonitor(loop: loop, network: network.id, logger: self.logger) { [unowned self] a in
+            !self.core.unansweredSeeds.contains(a) || self.core.members.values.contains { $0.state == .alive && $0.address == a }
+        }
         if settings.discovery.modes.contains(.nearest) {
             do {
                 beacon = try MulticastBeacon(loop: loop, settings: settings.beacon, network: network.id,
@@ -112,7 +117,7 @@ public final class NodeRuntime {
         persistTimer = LoopTimer(loop: loop) { [unowned self] in self.persistPeers(then: nil) }
         do {
             if withPeerStore || withControlSocket {
-                try FileManager.default.createDirectory(atPath: settings.dataDir, withIntermediateDirectories: true)
+                try DataDirectory.create(settings.dataDir)
             }
             if withPeerStore {
                 let (store, warning) = try PeerStore.open(path: (settings.dataDir as NSString).appendingPathComponent("peers.sqlite"))
@@ -125,14 +130,16 @@ public final class NodeRuntime {
         } catch {
             closeHandles()
             if error is RuntimeError { throw error }
-            throw RuntimeError("cannot prepare data directory \(settings.dataDir): \(error)")
+            throw RuntimeError("cannot prepare data directory \(settings.dataDir): \(DataDirectory.reason(error))")
         }
     }
 
     /// Starts receiving, hands the core its seeds and remembered peers, and handles SIGINT/SIGTERM when asked.
     public func start(handleSignals: Bool = false) throws {
         try socket.startReceiving { [unowned self] from, bytes in
-            self.feed(.datagram(from: from.scope == 0 ? from : self.unscoped(from), bytes: bytes))
+            let from = from.scope == 0 ? from : self.unscoped(from)
+            self.seeds.heard(from: from)
+            self.feed(.datagram(from: from, bytes: bytes))
         }
         logger.info("node started", metadata: [
             "node_id": "\(identity.nodeID.hex)", "overlay": "\(core.overlayAddress)", "listen": "\(boundAddress)",
@@ -161,6 +168,7 @@ public final class NodeRuntime {
         }
         for peer in settings.peers + settings.discovery.masters { feed(.command(.addSeed(unscoped(peer)))) }
         feed(.start)
+        for peer in settings.peers + settings.discovery.masters { seeds.watchSeed(unscoped(peer)) }
         if let beacon {
             try beacon.start()
             logger.info("nearest: beaconing", metadata: ["beacon": "\(beacon.summary)"])
@@ -275,6 +283,7 @@ public final class NodeRuntime {
         case let .memberForgotten(id):
             logger.info("member forgotten", metadata: ["peer": "\(id.short)"])
         case let .sessionEstablished(id, address):
+            seeds.answered(address)
             logger.debug("session established", metadata: ["peer": "\(id.short)", "address": "\(address)"])
         case let .sessionFailed(address, reason):
             logger.warning("handshake with \(address) failed: \(reason); if it is a member, check both nodes use the same network key")
@@ -336,6 +345,7 @@ public final class NodeRuntime {
 
     private func closeHandles() {
         timer?.close()
+        seeds?.close()
         persistTimer?.close()
         leaveTimer?.close()
         finishPendingQueries()
@@ -359,6 +369,7 @@ public final class NodeRuntime {
         s.counters["udp_gso_datagrams"] = socket.gsoDatagrams
         s.counters["udp_gro_reads"] = socket.groReads
         s.counters["udp_gro_datagrams"] = socket.groDatagrams
+        s.seeds = seeds.reports
         if let beacon {
             s.beacon = beacon.counters
             s.beacon_drops = beacon.dropCounters
@@ -432,8 +443,12 @@ public final class NodeRuntime {
             guard let text = parsed?["address"] as? String, let address = UnderlayAddress(parsing: text) else {
                 return Array(ControlJSON.error("join needs \"address\": [IPv6]:port, [fe80::…%interface]:port or IPv4:port"))
             }
+            guard unscoped(address) != boundAddress else {
+                return Array(ControlJSON.error("\(address) is this node's own address; give a master's or a member's"))
+            }
             feed(.command(.addSeed(unscoped(address))))
-            return Array(ControlJSON.encode(["joining": address.description]))
+            seeds.watchSeed(unscoped(address))
+            return Array(ControlJSON.encode(["joining": unscoped(address).description]))
         case "leave":
             // Graceful: the mesh learns this node left (state `left`), then the node stops.
             guard leaveTimer == nil else { return Array(ControlJSON.error("already leaving")) }
@@ -443,17 +458,11 @@ public final class NodeRuntime {
             leaveTimer = t
             return Array(ControlJSON.encode(["leaving": true]))
         case "attributes":
-            var pairs: [(String, String)] = []
-            for part in ((parsed?["set"] as? String) ?? "").split(separator: "\n") {
-                guard let eq = part.firstIndex(of: "=") else { return Array(ControlJSON.error("attribute \"\(part)\" must be key=value")) }
-                pairs.append((String(part[..<eq]), String(part[part.index(after: eq)...])))
-            }
-            do {
-                let a = try Attributes(pairs)
-                feed(.command(.membership(.setAttributes(a))))
-                return Array(ControlJSON.encode(AttributesReply(attributes: Dictionary(pairs, uniquingKeysWith: { $1 }), version: core.gossip.attributeVersion)))
-            } catch {
-                return Array(ControlJSON.error("attributes: \(error)"))
+            switch AttributeEdit.apply(parsed ?? [:], to: core.gossip.attributes) {
+            case let .failure(e): return Array(ControlJSON.error(e.description))
+            case let .success(changed):
+                if let changed { feed(.command(.membership(.setAttributes(changed)))) }
+                return Array(ControlJSON.encode(AttributesReply(core.gossip.attributes, version: core.gossip.attributeVersion)))
             }
         case "stop":
             loop.offload({ () }, completion: { [weak self] in self?.stop() })
@@ -486,8 +495,3 @@ struct LinkLocalIP: Hashable {
     init(_ a: UnderlayAddress) { high = a.high; low = a.low }
 }
 
-/// What the control socket answers to `attributes`.
-struct AttributesReply: Encodable {
-    var attributes: [String: String]
-    var version: UInt32
-}

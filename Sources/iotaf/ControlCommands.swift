@@ -3,7 +3,8 @@ import Foundation
 import MeshCore
 import Runtime
 
-/// Finds the control socket: --control, else the one the config names.
+/// Finds the control socket: --control, else the one the config names, else the packaged and
+/// default places (`ControlClient.locate`), saying where it looked when no node answers there.
 struct ControlTarget: ParsableArguments {
     @Option(help: "The node's control socket.")
     var control: String?
@@ -14,11 +15,15 @@ struct ControlTarget: ParsableArguments {
 
     func path() throws -> String {
         if let control { return control }
-        var s = NodeSettings()
         if let config {
-            do { try ConfigLoader.load(path: config, into: &s) } catch { throw CLIError("config error: \(error)") }
+            guard FileManager.default.isReadableFile(atPath: config) else { throw CLIError("cannot read config file \(config); check the path") }
+            guard let p = ConfigLoader.controlPath(ofConfig: config) else { throw CLIError("config error: \(config) is not valid TOML; `iotaf node run --config \(config)` says where") }
+            return p
         }
-        return s.resolvedControlPath
+        switch ControlClient.locate() {
+        case let .success(p): return p
+        case let .failure(why): throw CLIError(why.description)
+        }
     }
 
     func fetch(_ command: String, _ fields: [String: String] = [:], timeoutSeconds: Int = 5) throws -> Data {
@@ -47,6 +52,9 @@ struct StatusCommand: ParsableCommand {
         print("control socket   \(s.control)")
         print("uptime           \(String(format: "%.1f", s.uptime_s)) s")
         print("members          " + s.members.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
+        for (i, seed) in s.seeds.enumerated() {
+            print((i == 0 ? "seeds            " : "                 ") + SeedLine.render(seed))
+        }
         if !s.attributes.isEmpty {
             print("attributes       " + s.attributes.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "))
         }
@@ -95,16 +103,50 @@ enum MemberTable {
 }
 
 struct JoinCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "join", abstract: "Make a running node join the mesh through ADDR (a master or any member).")
+    static let configuration = CommandConfiguration(
+        commandName: "join", abstract: "Make a running node join the mesh through ADDR (a master or any member) and wait for the outcome.",
+        discussion: "Exits 0 once ADDR answered (a session formed: this node is admitted), 1 with the likely reason when it does not answer (another network key, unreachable, wrong port) or when --timeout passes. The node keeps trying either way.")
     @Argument(help: "[IPv6]:port or IPv4:port of a master or a member.")
     var address: String
+    @Option(help: "Seconds to wait for the answer.")
+    var timeout: Double = 15
     @OptionGroup var target: ControlTarget
 
     func run() throws {
         guard UnderlayAddress(parsing: address) != nil else { throw CLIError("bad address \"\(address)\": use [IPv6]:port or IPv4:port") }
         let data = try target.fetch("join", ["address": address])
-        if target.json { print(String(decoding: data, as: UTF8.self)); return }
-        print("joining through \(address); watch `iotaf members`")
+        let joining = (try? JSONSerialization.jsonObject(with: data) as? [String: Any])?["joining"] as? String ?? address
+        if !target.json { FileHandle.standardError.write(Data("joining through \(joining) ...\n".utf8)) }
+        let deadline = Date().addingTimeInterval(timeout)
+        while true {
+            let status = try JSONDecoder().decode(StatusReport.self, from: target.fetch("status"))
+            let seed = status.seeds.last { $0.address == joining }
+            if let seed, seed.state != "waiting" {
+                if target.json { print(String(decoding: ControlJSON.encode(seed), as: UTF8.self)) }
+                guard seed.state == "answered" else { throw CLIError(seed.reason ?? "\(joining) does not answer") }
+                if !target.json {
+                    print("joined: \(joining) answered" + (seed.answered_after_s.map { " after \($0) s" } ?? "")
+                          + "; \(status.members["alive", default: 0]) members alive (`iotaf members` lists them)")
+                }
+                return
+            }
+            if Date() >= deadline {
+                if target.json, let seed { print(String(decoding: ControlJSON.encode(seed), as: UTF8.self)) }
+                throw CLIError("\(joining) has not answered within \(timeout) s; the node keeps trying (`iotaf status` shows the seed)")
+            }
+            Thread.sleep(forTimeInterval: 0.1)
+        }
+    }
+}
+
+/// One seed in `iotaf status`.
+enum SeedLine {
+    static func render(_ s: SeedReport) -> String {
+        switch s.state {
+        case "answered": return "\(s.address) answered" + (s.answered_after_s.map { " after \($0) s" } ?? "")
+        case "not_answering": return "\(s.address) NOT ANSWERING (asked \(s.asked_s_ago) s ago): \(s.reason ?? "")"
+        default: return "\(s.address) waiting for an answer (asked \(s.asked_s_ago) s ago)"
+        }
     }
 }
 
@@ -123,14 +165,44 @@ struct LeaveCommand: ParsableCommand {
 
 struct AttributesCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "attributes", abstract: "Replace a running node's attributes (key=value ...); the mesh learns the new version.")
-    @Argument(help: "key=value pairs; none clears the attributes.")
-    var pairs: [String] = []
+        commandName: "attributes", abstract: "Show or change a running node's attributes; the mesh learns each new version.",
+        discussion: "With no option it prints them. --set and --unset change one key without touching the rest; --clear removes all first. Changes last until the node restarts (then the config's [attributes] and --attribute flags apply).")
+    @Option(name: .customLong("set"), help: "KEY=VALUE to add or change (repeatable).")
+    var set: [String] = []
+    @Option(name: .customLong("unset"), help: "KEY to remove (repeatable).")
+    var unset: [String] = []
+    @Flag(help: "Remove every attribute (before any --set).")
+    var clear = false
+    @Argument(help: .hidden)
+    var stray: [String] = []
     @OptionGroup var target: ControlTarget
 
     func run() throws {
-        for p in pairs where !p.contains("=") { throw CLIError("attribute \"\(p)\" must be key=value") }
-        let data = try target.fetch("attributes", ["set": pairs.joined(separator: "\n")])
-        print(String(decoding: data, as: UTF8.self))
+        if !stray.isEmpty {
+            throw CLIError("`iotaf attributes \(stray.joined(separator: " "))`: give changes as --set KEY=VALUE or --unset KEY (no arguments prints the attributes; --clear removes them all)")
+        }
+        for p in set {
+            guard let eq = p.firstIndex(of: "=") else { throw CLIError("--set \"\(p)\" must be KEY=VALUE") }
+            if let problem = AttributeLimits.problem(key: String(p[..<eq]), value: String(p[p.index(after: eq)...])) { throw CLIError("--set \(p.prefix(40)): \(problem)") }
+        }
+        var fields: [String: String] = [:]
+        if clear { fields["clear"] = "true" }
+        if !set.isEmpty { fields["put"] = set.joined(separator: "\n") }
+        if !unset.isEmpty { fields["unset"] = unset.joined(separator: "\n") }
+        let data = try target.fetch("attributes", fields)
+        if target.json { print(String(decoding: data, as: UTF8.self).trimmingCharacters(in: .newlines)); return }
+        struct Reply: Decodable { var attributes: [String: String]; var version: UInt32 }
+        let r = try JSONDecoder().decode(Reply.self, from: data)
+        print(AttributeTable.render(r.attributes, version: r.version))
+    }
+}
+
+enum AttributeTable {
+    static func render(_ attributes: [String: String], version: UInt32) -> String {
+        guard !attributes.isEmpty else { return "no attributes (version \(version))" }
+        let width = max(3, attributes.keys.map(\.count).max()!)
+        return (["KEY".padding(toLength: width, withPad: " ", startingAt: 0) + "  VALUE"]
+            + attributes.sorted { $0.key < $1.key }.map { $0.key.padding(toLength: width, withPad: " ", startingAt: 0) + "  " + $0.value }
+            + ["(version \(version))"]).joined(separator: "\n")
     }
 }

@@ -12,7 +12,7 @@ struct NodeCommandGroup: ParsableCommand {
 
 /// Flags that override config keys, shared by `node run`.
 struct NodeFlags: ParsableArguments {
-    @Option(help: "Config file (TOML). Every key can also be given as a flag.")
+    @Option(help: "Config file (TOML). Every key but the [timing] ones can also be given as a flag.")
     var config: String?
     @Option(help: "Identity key file (from `iotaf keygen`). Default: DATA/identity.key.")
     var key: String?
@@ -51,7 +51,7 @@ struct NodeFlags: ParsableArguments {
     func settings() throws -> NodeSettings {
         var s = NodeSettings()
         if let config {
-            do { try ConfigLoader.load(path: config, into: &s) } catch { throw CLIError("config error: \(error)") }
+            do { try ConfigLoader.load(path: config, into: &s, finalChecks: false) } catch { throw CLIError("config error: \(error)") }
         }
         if let key { s.keyPath = key }
         if let data { s.dataDir = data }
@@ -113,10 +113,20 @@ struct NodeFlags: ParsableArguments {
         }
         for a in attributes {
             guard let eq = a.firstIndex(of: "=") else { throw CLIError("--attribute: \"\(a)\" must be key=value") }
-            s.attributes[String(a[..<eq])] = String(a[a.index(after: eq)...])
+            let (k, v) = (String(a[..<eq]), String(a[a.index(after: eq)...]))
+            if let problem = AttributeLimits.problem(key: k, value: v) { throw CLIError("--attribute \(k.prefix(40)): \(problem)") }
+            s.attributes[k] = v
         }
+        if let problem = AttributeLimits.problem(s.attributes.map { ($0.key, $0.value) }) { throw CLIError("attributes (config and --attribute): \(problem)") }
+        do { try s.validate() } catch let e as ConfigError { throw CLIError("config error: \(e)") } catch { throw CLIError("\(error)") }
         return s
     }
+}
+
+/// Exit statuses of `iotaf node run` that scripts and service units rely on (README, "Running as a service").
+enum NodeExit {
+    /// An admin culled this node: restarting with the same key is refused by the mesh.
+    static let culled: Int32 = 10
 }
 
 struct NodeRunCommand: ParsableCommand {
@@ -144,6 +154,9 @@ struct NodeRunCommand: ParsableCommand {
             throw CLIError("\(error)")
         }
         loop.run()
-        if node.wasCulled { throw CLIError("this node (\(identity.nodeID.hex)) was culled by an admin: the mesh refuses its key for good") }
+        if node.wasCulled {
+            FileHandle.standardError.write(Data("Error: this node (\(identity.nodeID.hex)) was culled by an admin: the mesh refuses its key for good; exit status \(NodeExit.culled) (a service unit should not restart it: RestartPreventExitStatus=\(NodeExit.culled))\n".utf8))
+            throw ExitCode(NodeExit.culled)
+        }
     }
 }

@@ -48,12 +48,12 @@ struct SendCommand: ParsableCommand {
             if !target.json {
                 let pct = r.size > 0 ? Double(r.bytes_done) * 100 / Double(r.size) : 0
                 let rate = Double(r.bytes_done) / 1_048_576 / max(Date().timeIntervalSince(t0), 0.001)
-                FileHandle.standardError.write(Data(String(format: "\r%@: %.1f / %.1f MiB (%.0f%%) %.1f MiB/s   ", r.state,
+                FileHandle.standardError.write(Data(String(format: "\r%@: %.1f / %.1f MiB (%.0f%%) %.1f MiB/s   ", TransferWords.progress(r.state),
                     Double(r.bytes_done) / 1_048_576, Double(r.size) / 1_048_576, pct, rate).utf8))
             }
             Thread.sleep(forTimeInterval: 0.2)
         }
-        throw CLIError("transfer \(id) did not finish within \(timeout) s (last state: \(last?.state ?? "unknown")); see `iotaf status`")
+        throw CLIError("transfer \(id) did not finish within \(timeout) s (it was \(last.map { TransferWords.progress($0.state) } ?? "not started")); see `iotaf status`")
     }
 
     private func fetch(_ control: String, _ body: [String: String]) throws -> Data {
@@ -69,6 +69,22 @@ struct SendCommand: ParsableCommand {
     private func request(_ control: String, _ body: [String: String]) throws -> [String: Any] {
         let data = try fetch(control, body)
         return (try? JSONSerialization.jsonObject(with: data) as? [String: Any]) ?? [:]
+    }
+}
+
+/// A transfer's state in the words a person reads (the JSON keeps the state names).
+enum TransferWords {
+    static func progress(_ state: String) -> String {
+        switch state {
+        case "hashing": "reading and hashing the file"
+        case "sending": "sending"
+        case "awaiting_result": "sent; waiting for the receiver to check the hash"
+        case "receiving": "receiving"
+        case "verifying": "checking the hash"
+        case "completed": "done"
+        case "failed": "failed"
+        default: state
+        }
     }
 }
 

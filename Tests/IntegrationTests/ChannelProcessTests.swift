@@ -117,7 +117,8 @@ extension ChannelProcessTests {
         send.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
         try send.run()
         // Wait until bytes are flowing, then kill the receiver without a chance to say goodbye.
-        let deadline = Date().addingTimeInterval(20)
+        // Hashing the 1 GiB first takes ~1 s alone, over 20 s on a loaded 2-core machine.
+        let deadline = Date().addingTimeInterval(90)
         var flowing = false
         while Date() < deadline && !flowing {
             Thread.sleep(forTimeInterval: 0.2)
@@ -143,5 +144,31 @@ extension ChannelProcessTests {
         #expect((t?["error"] as? String)?.isEmpty == false)
         #expect(((s?["channels"] as? [String: Int])?["messages_failed"] ?? 0) > 0)
         #expect(((s?["channels"] as? [String: Int])?["send_buffered_bytes"] ?? -1) == 0, "the failed messages' memory was freed")
+    }
+}
+
+extension ChannelProcessTests {
+    /// Two files of one name from one sender: the inbox keeps both (`name-2.ext` for the second),
+    /// and `iotaf send` speaks in words, not state names.
+    @Test func aSecondFileOfTheSameNameIsKeptBesideTheFirst() throws {
+        let dir = "/tmp/iotaf-chn-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let (procs, ids) = try startPair(dir)
+        defer { for p in procs where p.isRunning { p.terminate() } }
+        let file = "\(dir)/notes.txt"
+        var paths: [String] = []
+        for version in ["first", "second"] {
+            try version.write(toFile: file, atomically: true, encoding: .utf8)
+            let r = try runIotaf(["send", "--control", "\(dir)/n1.sock", "--to", ids[0], "--file", file])
+            #expect(r.status == 0 && r.out.contains("the receiver verified its hash"), "\(r.out) \(r.err)")
+            #expect(!r.err.contains("awaiting_result") && !r.err.contains("hashing:"), "progress in words: \(r.err)")
+            paths.append("\(dir)/d0/inbox/\(ids[1])/" + (version == "first" ? "notes.txt" : "notes-2.txt"))
+        }
+        #expect(try String(contentsOfFile: paths[0], encoding: .utf8) == "first", "the earlier file is not overwritten")
+        #expect(try String(contentsOfFile: paths[1], encoding: .utf8) == "second")
+        let s = try JSONSerialization.jsonObject(with: Data(try runIotaf(["status", "--control", "\(dir)/n0.sock", "--json"]).out.utf8)) as? [String: Any]
+        let received = ((s?["transfers"] as? [[String: Any]]) ?? []).compactMap { $0["path"] as? String }
+        #expect(Set(received) == Set(paths), "status names where each file went: \(received)")
     }
 }

@@ -222,7 +222,7 @@ import Testing
         #expect(culled, "node 3 culled everywhere: \(seenCulled)")
         // Node 3 learns it was culled and stops with an error.
         let firstExit = mesh.exitStatus(3, within: 15)
-        #expect(firstExit != nil && firstExit != 0, "culled node stops: \(String(describing: firstExit))")
+        #expect(firstExit == 10, "culled node stops with its own status (README, RestartPreventExitStatus=10): \(String(describing: firstExit))")
         let log3 = (try? String(contentsOfFile: mesh.log(3), encoding: .utf8)) ?? ""
         #expect(log3.contains("culled"), "\(log3)")
         mesh.procs[3] = nil
@@ -231,7 +231,7 @@ import Testing
         // Restarted with the same key (a fresh incarnation): refused, told again, stops again.
         try mesh.start(3)
         let secondExit = mesh.exitStatus(3, within: 20)
-        #expect(secondExit != nil && secondExit != 0, "restarted culled node is refused and stops: \(String(describing: secondExit))")
+        #expect(secondExit == 10, "restarted culled node is refused and stops: \(String(describing: secondExit))")
         Thread.sleep(forTimeInterval: 1)
         let (still, seenStill) = mesh.waitUntil([0, 1, 2], see: [3], "culled", within: 5)
         #expect(still, "still culled, alive nowhere: \(seenStill)")

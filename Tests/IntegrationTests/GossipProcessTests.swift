@@ -84,7 +84,7 @@ import Testing
         Thread.sleep(forTimeInterval: 1)
         #expect(mesh.states(2).isEmpty)
         let j = try runIotaf(["join", "[::1]:\(mesh.ports[0])", "--control", mesh.socket(2)])
-        #expect(j.status == 0, "\(j.err)")
+        #expect(j.status == 0 && j.out.contains("joined: [::1]:\(mesh.ports[0]) answered"), "\(j.out) \(j.err)")
         let all = [0, 1, 2]
         let (met, seen) = mesh.waitUntil(all, see: all, "alive", within: 30)
         #expect(met, "joined by command: \(seen)")

@@ -178,8 +178,10 @@ import Testing
         defer { nodes.stopAll() }
         let all = Array(0..<5)
         for i in all { try nodes.start(i) }
-        // Another mesh on the same LAN: same beacon group and port, another network id.
-        try nodes.start(5, extra: ["--network-id", "0123456789abcdef0123456789abcdef"])
+        // Another mesh on the same LAN: same beacon group and port, another network (id and key;
+        // an id without its key is refused).
+        #expect(try runIotaf(["network", "init", "--out", "\(nodes.dir)/other"]).status == 0)
+        try nodes.start(5, extra: ["--network-key", "\(nodes.dir)/other/network.key"])
 
         let ids = nodes.ids
         let (met, seen) = nodes.waitUntil(all, within: 40) { o, m in

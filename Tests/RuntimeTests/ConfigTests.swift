@@ -12,15 +12,98 @@ func parseError(_ text: String) -> ConfigError? {
 }
 
 @Suite struct ConfigTests {
-    @Test func everyExampleConfigLoads() throws {
+    @Test func everyExampleConfigLoadsOnceItsPlaceholdersAreReplacedAndIsPrivate() throws {
         let dir = packageRoot.appendingPathComponent("Configs")
         let names = try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.hasSuffix(".toml") }.sorted()
         #expect(names == ["iot-box.toml", "laptop.toml", "meter-relay.toml", "validator.toml"])
+        var withPlaceholders: [String] = []
         for name in names {
+            var text = try String(contentsOf: dir.appendingPathComponent(name), encoding: .utf8)
+            if text.contains("\"\(ConfigLoader.placeholderPrefix)") {
+                withPlaceholders.append(name)
+                let e = try #require(parseError(text), "\(name) with its placeholders must be refused")
+                #expect(e.description.contains("placeholder") && e.line != nil && e.key != nil, "\(e)")
+                // What an operator does: put real values in.
+                text = text.split(separator: "\n", omittingEmptySubsequences: false).map { line in
+                    guard line.contains("\"\(ConfigLoader.placeholderPrefix)") else { return String(line) }
+                    let key = line.split(separator: "=")[0].trimmingCharacters(in: .whitespaces)
+                    let real = key == "admin_keys" ? "\"\(String(repeating: "ab", count: 32))\"" : "\"[fd00:1::2]:7400\""
+                    return "\(key) = [\(real)]"
+                }.joined(separator: "\n")
+            }
             var s = NodeSettings()
-            try ConfigLoader.load(path: dir.appendingPathComponent(name).path, into: &s)
+            try ConfigLoader.parse(text, file: name, baseDirectory: dir.path, into: &s)
             #expect(!s.peers.isEmpty || s.discovery.modes.contains(.nearest), "\(name) names peers or finds them by beacon")
+            #expect(s.networkKeyPath != nil, "\(name) is for a private mesh: it names its network key")
+            #expect(s.discovery.adminKeys.allSatisfy { $0 != AdminKey.parse("3fd4d0a1fc64dfa7bf928c7feb5f58bf159457bf4300d196871341dee114e6ee") })
         }
+        #expect(withPlaceholders == ["iot-box.toml", "validator.toml"])
+    }
+
+    @Test func aKeyOutsideAnySectionIsNamedWithItsLine() throws {
+        let e = try #require(parseError("# comment\nlisten = \"[::]:1\"\n[node]\nkey = \"k\"\n"))
+        #expect(e.key == "listen")
+        #expect(e.line == 2)
+        #expect(e.description.contains("outside any section"))
+    }
+
+    @Test func attributesOverTheirLimitsAreNamedWithTheirLine() throws {
+        let longKey = String(repeating: "k", count: 65)
+        let e = try #require(parseError("[attributes]\ntype = \"x\"\n\(longKey) = \"v\"\n"))
+        #expect(e.key == "attributes.\(longKey)" && e.line == 3 && e.description.contains("limit is 64"), "\(e)")
+        let e2 = try #require(parseError("[attributes]\nblob = \"\(String(repeating: "v", count: 4097))\"\n"))
+        #expect(e2.key == "attributes.blob" && e2.line == 2 && e2.description.contains("limit is 4096"), "\(e2)")
+        let many = (0..<3).map { "k\($0) = \"\(String(repeating: "v", count: 4000))\"" }.joined(separator: "\n")
+        let e3 = try #require(parseError("[attributes]\n\(many)\n"))
+        #expect(e3.key == "attributes" && e3.line == 1 && e3.description.contains("the limit is 8192"), "\(e3)")
+        #expect(AttributeLimits.problem(key: "", value: "x") != nil)
+        #expect(AttributeLimits.problem(key: "type", value: "meter") == nil)
+    }
+
+    @Test(arguments: [
+        ("[timing]\nprobe_interval_ms = 5\n", "timing.probe_interval_ms", "out of range"),
+        ("[timing]\nmax_members = 0\n", "timing.max_members", "out of range"),
+        ("[timing]\nforget_dead_after_s = 99999999999\n", "timing.forget_dead_after_s", "out of range"),
+        ("[timing]\nsuspicion_min_ms = 9000\nsuspicion_max_ms = 8000\n", "timing.suspicion_min_ms", "must not exceed"),
+        ("[timing]\nsuspicion_min_ms = 5000\n", "timing.suspicion_min_ms", "must not exceed"),
+    ])
+    func timingValuesHaveBoundsAndCrossChecks(text: String, key: String, words: String) throws {
+        let e = try #require(parseError(text))
+        #expect(e.key == key && e.line == 2 && e.description.contains(words), "\(e)")
+    }
+
+    @Test func beaconKeysWaitForAModeFromTheFlags() throws {
+        var s = NodeSettings()
+        try ConfigLoader.parse("[gossip]\nbeacon_port = 7500\n", file: "t", into: &s, finalChecks: false)
+        #expect(throws: ConfigError.self) { try s.validate() }
+        s.discovery.modes = [.nearest]  // what `--mode nearest` does
+        try s.validate()
+        #expect(s.beacon.port == 7500)
+    }
+
+    @Test func aNetworkIDWithoutItsKeyIsRefused() throws {
+        let e = try #require(parseError("[node]\nnetwork_id = \"00112233445566778899aabbccddeeff\"\n"))
+        #expect(e.key == "node.network_id" && e.line == 2 && e.description.contains("network_key"), "\(e)")
+        var s = NodeSettings()
+        s.network = NetworkID(hex: "00112233445566778899aabbccddeeff")!  // `--network-id` alone
+        #expect(throws: RuntimeError.self) { try s.validate() }
+        #expect(throws: RuntimeError.self) { _ = try s.resolvedNetworkKey() }
+    }
+
+    @Test func aKeyFileOfAnotherMeshIsRefused() throws {
+        let dir = NSTemporaryDirectory() + "iotaf-netkey-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let path = dir + "/network.key"
+        let key = NetworkKey.generate()
+        try key.write(to: path, force: false)
+        var s = NodeSettings()
+        try ConfigLoader.parse("[node]\nnetwork_key = \"network.key\"\nnetwork_id = \"00112233445566778899aabbccddeeff\"\n",
+                               file: "t", baseDirectory: dir, into: &s)
+        do { _ = try s.resolvedNetworkKey(); Issue.record("a contradicting network id was accepted") } catch {
+            #expect("\(error)".contains("contradicts") && "\(error)".contains(key.id.description), "\(error)")
+        }
+        s.network = key.id
+        #expect(try s.resolvedNetworkKey() == key)
     }
 
     @Test func valuesAreRead() throws {
@@ -31,6 +114,7 @@ func parseError(_ text: String) -> ConfigError? {
             listen = "127.0.0.1:9000"
             peers = ["[::1]:1", "10.0.0.1:2"]
             network_id = "00112233445566778899aabbccddeeff"
+            network_key = "/n"
             [timing]
             probe_interval_ms = 250
             max_members = 10
@@ -172,7 +256,7 @@ func parseError(_ text: String) -> ConfigError? {
         }
         let bad = dir + "/bad.key"
         _ = FileManager.default.createFile(atPath: bad, contents: Data("hello\n".utf8), attributes: [.posixPermissions: 0o600])
-        do { _ = try KeyFile.read(bad); Issue.record("corrupt key accepted") } catch { #expect("\(error)".contains("not an iotaf identity")) }
+        do { _ = try KeyFile.read(bad); Issue.record("corrupt key accepted") } catch { #expect("\(error)".contains("not this kind of key file")) }
         let open = dir + "/open.key"
         try KeyFile.write(NodeIdentity.generate(), to: open, force: false)
         chmod(open, 0o644)
