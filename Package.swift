@@ -60,11 +60,11 @@ let package = Package(
 
         .testTarget(name: "MeshCoreTests", dependencies: ["MeshCore", "Sodium"]),
         .testTarget(name: "GossipTests", dependencies: ["Gossip", "MeshCore", "Sodium", "SimulatorKit"]),
-        .testTarget(name: "NodeTests", dependencies: ["Node", "MeshCore", "Sessions", "Channels"]),
+        .testTarget(name: "NodeTests", dependencies: ["Node", "MeshCore", "Sessions", "Channels", "Sodium"]),
         .testTarget(name: "NoiseTests", dependencies: ["Noise", "Sodium"]),
         .testTarget(name: "ChannelsTests", dependencies: ["Channels", "MeshCore"]),
         .testTarget(name: "SessionsTests", dependencies: ["Sessions", "Noise", "MeshCore", "Sodium", "SimulatorKit"]),
-        .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Node", "MeshCore", "Sessions", "Channels", "Gossip", .product(name: "GRDB", package: "GRDB.swift")]),
+        .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Node", "MeshCore", "Sessions", "Channels", "Gossip", "Sodium", .product(name: "GRDB", package: "GRDB.swift")]),
         // testdata/: golden transcripts read by path (GoldenTranscriptTests), not bundled.
         .testTarget(name: "SimulatorTests", dependencies: ["Simulator", "Node", "MeshCore"], exclude: ["testdata"]),
         .testTarget(name: "IntegrationTests", dependencies: ["MeshCore", "Sodium"]),

@@ -116,7 +116,8 @@ public struct CullRecord: Sendable, Equatable {
 
     public func verify(network: NetworkID, adminKeys: [[UInt8]]) -> GossipDropReason? {
         guard adminKeys.contains(adminKey) else { return .unknownAdmin }
-        let ok = Ed25519.verify(signature, message: Self.signedBytes(network: network, subject: subject, issuedAt: issuedAt), publicKey: adminKey)
+        // Only against the canonical key: an admin key's negated twin signs nothing (IdentityKey).
+        let ok = IdentityKey.verify(signature, message: Self.signedBytes(network: network, subject: subject, issuedAt: issuedAt), publicKey: adminKey)
         return ok ? nil : .badSignature
     }
 

@@ -6,6 +6,8 @@ public enum GossipDropReason: String, Sendable, CaseIterable, Equatable {
     // Codec.
     case truncated, trailingBytes, oversized, badMagic, unsupportedVersion, unknownType
     case badLength, badUpdateKind, badText, nonCanonical, badFlag, badState
+    /// A peer's Ed25519 key is the non-canonical one of its pair (`IdentityKey`).
+    case nonCanonicalKey
     /// A type that may only travel over a reliable channel arrived in a datagram, or the reverse.
     case wrongTransport
     // Core.
@@ -484,10 +486,13 @@ public enum GossipWire {
     }
 
     static func readKey(_ r: inout ByteReader, _ k: PeerIdentities?) throws -> PeerIdentity {
-        // Any 32 bytes make a PeerIdentity; whether they are a valid point is the session layer's concern.
+        // Whether the bytes are a valid point is the session layer's concern; but the negated twin
+        // of a key (the same secret's other encoding) is no member of its own, so a record naming
+        // one is refused here, before it reaches the member table.
         let key = try r.raw(32)
         if let k, let held = k.identity(forKey: key) { return held }
-        return PeerIdentity(publicKey: key)!
+        guard let p = PeerIdentity(publicKey: key) else { throw GossipDropReason.nonCanonicalKey }
+        return p
     }
 
     static func readEntry(_ r: inout ByteReader, _ k: PeerIdentities?) throws -> PeerEntry {

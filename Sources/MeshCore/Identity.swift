@@ -23,7 +23,8 @@ public struct NetworkID: Hashable, Sendable, CustomStringConvertible {
     public var description: String { Hex.encode(bytes) }
 }
 
-/// A node id: BLAKE2b-256 over a domain label and the Ed25519 public key. Stable across
+/// A node id: BLAKE2b-256 over a domain label and the canonical form of the Ed25519 public key
+/// (``IdentityKey/pairForm(_:)``), so a key and its negated twin have one id. Stable across
 /// addresses, so a node that moves is the same member.
 public struct NodeID: Hashable, Comparable, Sendable, CustomStringConvertible {
     public let bytes: [UInt8]
@@ -32,8 +33,12 @@ public struct NodeID: Hashable, Comparable, Sendable, CustomStringConvertible {
     private let w0, w1, w2, w3: UInt64
     public static let length = 32
 
+    /// The id of the identity `publicKey` belongs to. A key and its negation (which hold the same
+    /// X25519 key, so the same secret) give the same id: a cull, a member row or a peer-store row
+    /// naming one names both. Only canonical keys are accepted as identities (``PeerIdentity``),
+    /// and for those this is the hash of the key itself.
     public init(publicKey: [UInt8]) {
-        self.init(checked: Blake2b.hash(Array("iotaf/node-id/v1".utf8) + publicKey, outputLength: Self.length))
+        self.init(checked: Blake2b.hash(Array("iotaf/node-id/v1".utf8) + IdentityKey.pairForm(publicKey), outputLength: Self.length))
     }
 
     public init?(bytes: [UInt8]) {
@@ -94,13 +99,76 @@ public struct OverlayAddress: Hashable, Sendable, CustomStringConvertible {
     public var description: String { UnderlayAddress.formatIPv6(bytes) }
 }
 
+/// One key, one identity. An Ed25519 public key encodes a point as its y coordinate (255 bits,
+/// little-endian) and the sign of its x coordinate in the top bit. A key A and its negation -A
+/// differ only in that bit, and both convert to the same X25519 key (the Noise static key names
+/// only u = (1 + y) / (1 - y)); so whoever holds a node's secret can present either, and sign
+/// for either with the negated scalar. Exactly one of the two is an identity: the canonical one,
+/// whose sign bit is clear and whose y is reduced below p = 2^255 - 19 (so that no other spelling
+/// of the point exists either). Keys are generated canonical; sessions refuse the other form
+/// (`non_canonical_key`), gossip's decoder refuses it in member records, and signatures by an
+/// identity verify only against a canonical key. Docs/noise.md, "One key, one identity".
+public enum IdentityKey {
+    /// Whether `key` is the canonical one of its pair (32 bytes, sign bit clear, y < p). Whether it
+    /// is a point of the prime-order subgroup at all is checked where the key is used (the X25519
+    /// conversion in sessions, libsodium's verification for signatures).
+    public static func isCanonical(_ key: [UInt8]) -> Bool {
+        guard key.count == Ed25519.publicKeyLength, key[31] & 0x80 == 0 else { return false }
+        return !encodesYAtLeastP(key)
+    }
+
+    /// The bytes a node id hashes: the key with its sign bit cleared, the same for a key and its
+    /// twin. For a canonical key it is the key itself.
+    public static func pairForm(_ key: [UInt8]) -> [UInt8] {
+        guard key.count == Ed25519.publicKeyLength, key[31] & 0x80 != 0 else { return key }
+        var k = key
+        k[31] &= 0x7f
+        return k
+    }
+
+    /// Verifies a signature made by an identity (an admin's cull, later attribute records,
+    /// transactions, votes): only a canonical key verifies, so the negated twin of a key (same
+    /// secret, other encoding) can never sign in its name or as a second signer.
+    public static func verify(_ signature: [UInt8], message: [UInt8], publicKey: [UInt8]) -> Bool {
+        isCanonical(publicKey) && Ed25519.verify(signature, message: message, publicKey: publicKey)
+    }
+
+    /// y (the low 255 bits) >= p: bits 0-254 of p are 0xed, then 30 bytes of 0xff, then 0x7f.
+    private static func encodesYAtLeastP(_ key: [UInt8]) -> Bool {
+        guard key[31] & 0x7f == 0x7f, key[0] >= 0xed else { return false }
+        for i in 1..<31 where key[i] != 0xff { return false }
+        return true
+    }
+}
+
+/// Why a seed or key cannot be a node's identity.
+public enum IdentityError: Error, Equatable, CustomStringConvertible {
+    /// The seed's public key is the non-canonical one of its pair (``IdentityKey``): every node
+    /// would refuse it.
+    case nonCanonicalKey
+
+    public var description: String {
+        switch self {
+        case .nonCanonicalKey:
+            "this Ed25519 seed gives a non-canonical public key (sign bit set), which every node refuses "
+                + "as the negated twin of another identity; generate a new key (`iotaf keygen`)"
+        }
+    }
+}
+
 /// The public side of a node: what every peer can know.
 public struct PeerIdentity: Hashable, Sendable {
     public let publicKey: [UInt8]
     public let nodeID: NodeID
 
+    /// Nil unless `publicKey` is 32 bytes and canonical (``IdentityKey/isCanonical(_:)``): the
+    /// negated twin of a key is no identity of its own.
     public init?(publicKey: [UInt8]) {
-        guard publicKey.count == Ed25519.publicKeyLength else { return nil }
+        guard IdentityKey.isCanonical(publicKey) else { return nil }
+        self.init(unchecked: publicKey)
+    }
+
+    init(unchecked publicKey: [UInt8]) {
         self.publicKey = publicKey
         nodeID = NodeID(publicKey: publicKey)
     }
@@ -113,31 +181,57 @@ public final class NodeIdentity: @unchecked Sendable {
     private var seedBytes: [UInt8]
     private var secretKeyBytes: [UInt8]
 
+    /// Throws `IdentityError.nonCanonicalKey` for the half of all seeds whose public key is the
+    /// non-canonical one of its pair (``IdentityKey``), and `SodiumError` for a seed of the wrong length.
     public init(seed: [UInt8]) throws {
-        let pair = try Ed25519.keyPair(seed: seed)
+        var pair = try Ed25519.keyPair(seed: seed)
+        guard IdentityKey.isCanonical(pair.publicKey) else {
+            Sodium.zero(&pair.secretKey)
+            throw IdentityError.nonCanonicalKey
+        }
         seedBytes = seed
         secretKeyBytes = pair.secretKey
         publicKey = pair.publicKey
         nodeID = NodeID(publicKey: pair.publicKey)
     }
 
-    /// A new random identity.
+    /// Modified software: this seed's secrets behind another public key, unchecked (an attacker
+    /// presenting the negated twin of its own key). Signatures it makes are still the seed's. Only
+    /// tests playing an attacker use it; nodes build their identity with `init(seed:)`.
+    @_spi(Adversary)
+    public init(seed: [UInt8], presenting publicKey: [UInt8]) throws {
+        let pair = try Ed25519.keyPair(seed: seed)
+        seedBytes = seed
+        secretKeyBytes = pair.secretKey
+        self.publicKey = publicKey
+        nodeID = NodeID(publicKey: publicKey)
+    }
+
+    /// A new random identity (seeds are drawn until the key is canonical: two draws on average).
     public static func generate() -> NodeIdentity {
-        var seed = Sodium.randomBytes(Ed25519.seedLength)
-        defer { Sodium.zero(&seed) }
-        return try! NodeIdentity(seed: seed)
+        while true {
+            var seed = Sodium.randomBytes(Ed25519.seedLength)
+            defer { Sodium.zero(&seed) }
+            if let id = try? NodeIdentity(seed: seed) { return id }
+        }
     }
 
-    /// A reproducible identity for simulations: the seed is a hash of the run seed and node index.
+    /// A reproducible identity for simulations: the seed is a hash of the run seed and node index
+    /// (and, when that seed's key is not canonical, of the first attempt number that gives one).
     public static func deterministic(runSeed: UInt64, index: Int) -> NodeIdentity {
-        var w = ByteWriter()
-        w.raw(Array("iotaf/sim-key/v1".utf8))
-        w.u64(runSeed)
-        w.u64(UInt64(index))
-        return try! NodeIdentity(seed: Blake2b.hash(w.bytes, outputLength: 32))
+        var attempt: UInt64 = 0
+        while true {
+            var w = ByteWriter()
+            w.raw(Array("iotaf/sim-key/v1".utf8))
+            w.u64(runSeed)
+            w.u64(UInt64(index))
+            if attempt > 0 { w.u64(attempt) }
+            if let id = try? NodeIdentity(seed: Blake2b.hash(w.bytes, outputLength: 32)) { return id }
+            attempt += 1
+        }
     }
 
-    public var peer: PeerIdentity { PeerIdentity(publicKey: publicKey)! }
+    public var peer: PeerIdentity { PeerIdentity(unchecked: publicKey) }
     public var seed: [UInt8] { seedBytes }
     public func overlayAddress(in network: NetworkID) -> OverlayAddress { OverlayAddress(network: network, node: nodeID) }
 

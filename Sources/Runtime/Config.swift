@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import MeshCore
 import Node
+import Sodium
 import TOMLKit
 
 /// Everything a node needs to run. Comes from a TOML file, then command-line flags override it.
@@ -297,6 +298,7 @@ public enum ConfigLoader {
         if let v = try strings("gossip", "admin_keys") {
             settings.discovery.adminKeys = try v.map { text in
                 guard let key = AdminKey.parse(text) else { throw fail("gossip", "admin_keys", "bad key \"\(text)\": must be 64 hex digits (an Ed25519 public key)") }
+                if let why = AdminKey.problem(key) { throw fail("gossip", "admin_keys", "bad key \"\(text)\": \(why)") }
                 return key
             }
         }
@@ -366,6 +368,20 @@ extension DiscoveryMode {
 
 /// An admin's Ed25519 public key as the config and CLI write it: 64 hex digits.
 public enum AdminKey {
+    /// Why 32 well-formed bytes still cannot be an admin key, or nil: a key whose sign bit is set
+    /// is the negated twin of an identity key and verifies nothing (`IdentityKey.verify`); one that
+    /// is no point of the prime-order group would verify nothing either.
+    public static func problem(_ key: [UInt8]) -> String? {
+        if !IdentityKey.isCanonical(key) {
+            return "not a canonical Ed25519 key (its sign bit, the top bit of the last byte, is set: the negated twin "
+                + "of an identity key, which signs nothing); use the public key `iotaf keygen` printed"
+        }
+        if !Ed25519Arithmetic.isValidPoint(key) {
+            return "not a point of Ed25519's prime-order group, so no signature verifies with it; use the public key `iotaf keygen` printed"
+        }
+        return nil
+    }
+
     public static func parse(_ text: String) -> [UInt8]? {
         let digits = Array(text.lowercased().utf8)
         guard digits.count == 64 else { return nil }

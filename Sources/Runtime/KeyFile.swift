@@ -53,7 +53,15 @@ public enum KeyFile {
         let regenerate = "regenerate it with `iotaf keygen --out \(path) --force` (a new identity) or restore it from a backup"
         switch KeyLine.find(in: text, tag: tag, fields: [64]) {
         case let .found(fields):
-            return try NodeIdentity(seed: Hex.decode(fields[0])!)
+            do {
+                return try NodeIdentity(seed: Hex.decode(fields[0])!)
+            } catch IdentityError.nonCanonicalKey {
+                // Keys made before iotaf refused the negated twin of a key: half of them are it.
+                throw RuntimeError("key file \(path) holds a seed whose Ed25519 public key is not canonical (sign bit set); "
+                    + "every node refuses such a key, since its negated twin is the same secret's other identity "
+                    + "(Docs/noise.md, \"One key, one identity\"). Generate a new identity with `iotaf keygen --out \(path) --force` "
+                    + "(the node gets a new node id)")
+            }
         case let .problem(what):
             throw RuntimeError("key file \(path) (\(data.count) bytes) \(what); expected one line `\(tag) <64 hex digits>`; \(regenerate)")
         }

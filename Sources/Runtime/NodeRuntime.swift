@@ -149,9 +149,16 @@ public final class NodeRuntime {
             do {
                 let (rows, skipped) = try store.load()
                 if skipped > 0 { logger.warning("peer store: skipped \(skipped) malformed rows") }
+                var refused = 0
                 for row in rows {
-                    if let peer = PeerIdentity(publicKey: row.publicKey) { feed(.command(.rememberPeer(peer, row.address))) }
+                    if let peer = PeerIdentity(publicKey: row.publicKey) {
+                        feed(.command(.rememberPeer(peer, row.address)))
+                    } else {
+                        refused += 1
+                    }
                 }
+                // Only a store written by other software holds one: this node never admits such a key.
+                if refused > 0 { logger.warning("peer store: skipped \(refused) rows whose key is not a canonical identity key") }
                 if !rows.isEmpty { logger.info("remembered \(rows.count) peers from \(store.path)") }
             } catch {
                 logger.warning("peer store \(store.path) could not be read (\(error)); starting from seeds only")

@@ -36,6 +36,9 @@ public enum SessionDropReason: String, Sendable, CaseIterable, Codable, Error {
     case handshakeFailed = "handshake_failed"
     case handshakeCollision = "handshake_collision"
     case identityMismatch = "identity_mismatch"
+    /// The peer presented the negated twin of an identity key (sign bit set, or y not reduced):
+    /// it holds the same X25519 secret, but only the canonical key is an identity.
+    case nonCanonicalKey = "non_canonical_key"
     case fromSelf = "from_self"
     case tooManyPeers = "too_many_peers"
     case badCookie = "bad_cookie"

@@ -12,8 +12,9 @@ import Sodium
 /// - First contact by address (peer key unknown): Noise_XXpsk3_25519_ChaChaPoly_BLAKE2b.
 /// - Known peer (its Ed25519 key given): Noise_IKpsk2_25519_ChaChaPoly_BLAKE2b, one round trip.
 /// - The Noise static key is the X25519 form of the node's Ed25519 identity; each side sends its
-///   Ed25519 public key as the (encrypted) handshake payload and the receiver checks that it
-///   converts to the authenticated Noise static key, so a peer's node id is proven.
+///   Ed25519 public key as the (encrypted) handshake payload and the receiver checks that it is
+///   canonical and converts to the authenticated Noise static key, so a peer's node id is proven
+///   and a key's negated twin (same X25519 key) is never a second identity.
 ///
 /// A struct for the value-typed core style, but the key material inside lives in reference
 /// types (so that it is wiped exactly once): do not copy a manager and use both copies.
@@ -121,7 +122,7 @@ public struct SessionManager {
         } else if let peerKey {
             // Validating a key costs a point decompression and subgroup check, so only new peers
             // pay it (and the conversion is kept for their handshakes).
-            guard peerKey.count == Ed25519.publicKeyLength, staticKeys.curve25519(peerKey) != nil else {
+            guard IdentityKey.isCanonical(peerKey), staticKeys.curve25519(peerKey) != nil else {
                 counters.drop(.badPeerKey); return
             }
             guard peerKey != localPublicKey else { counters.drop(.fromSelf); return }
@@ -644,8 +645,14 @@ public struct SessionManager {
                                    staticStatic: kind == .ik ? secrets.staticStatic : nil, ephemeralSource: { box.bytes })
     }
 
-    /// The payload must be an Ed25519 key whose X25519 form is the static key Noise authenticated.
+    /// The payload must be a canonical Ed25519 key whose X25519 form is the static key Noise
+    /// authenticated. A key and its negation share that X25519 form; the non-canonical one is
+    /// refused first (one bit and one compare, before any conversion), so the holder of a key can
+    /// never present its twin as a second identity (`IdentityKey`).
     private mutating func checkIdentity(_ payload: [UInt8], _ remoteStatic: [UInt8]?) -> [UInt8]? {
+        guard payload.count != Ed25519.publicKeyLength || IdentityKey.isCanonical(payload) else {
+            counters.drop(.nonCanonicalKey); return nil
+        }
         guard payload.count == Ed25519.publicKeyLength, let remoteStatic,
               let converted = staticKeys.curve25519(payload),
               Sodium.constantTimeEqual(converted, remoteStatic) else {

@@ -91,6 +91,7 @@ struct NodeFlags: ParsableArguments {
         if !adminKeys.isEmpty {
             s.discovery.adminKeys = try adminKeys.map { k in
                 guard let key = AdminKey.parse(k) else { throw CLIError("--admin-key: \"\(k)\" is not 64 hex digits") }
+                if let why = AdminKey.problem(key) { throw CLIError("--admin-key: \"\(k)\": \(why)") }
                 return key
             }
         }

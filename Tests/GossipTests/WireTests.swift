@@ -1,6 +1,19 @@
 import Testing
 import MeshCore
+import Sodium
 @testable import Gossip
+
+/// The negated twin's signature, made as modified software would: RFC 8032 with the secret
+/// scalar negated (see MeshCoreTests' `signAsNegatedTwin`).
+func twinSignature(seed: [UInt8], _ message: [UInt8]) throws -> (key: [UInt8], signature: [UInt8]) {
+    let (scalar, prefix) = try Ed25519Arithmetic.expand(seed: seed)
+    let negated = try Ed25519Arithmetic.negate(scalar: scalar)
+    let key = try Ed25519Arithmetic.baseMultiply(scalar: negated)
+    let r = try Ed25519Arithmetic.reduce(SHA512.hash(prefix + message))
+    let R = try Ed25519Arithmetic.baseMultiply(scalar: r)
+    let k = try Ed25519Arithmetic.reduce(SHA512.hash(R + key + message))
+    return (key, try R + Ed25519Arithmetic.add(scalar: r, Ed25519Arithmetic.multiply(scalar: k, negated)))
+}
 
 /// One message of every type, with every field set to something recognisable.
 enum Samples {
@@ -185,6 +198,41 @@ enum Samples {
         let signed = CullRecord.signedBytes(network: Samples.network, subject: c.subject, issuedAt: 1)
         #expect(signed.count == 20 + 16 + 32 + 8)
         #expect(Array(signed.prefix(20)) == Array("iotaf/gossip-cull/v1".utf8))
+    }
+
+    /// A record naming the negated twin of a member's key (same secret, sign bit set) is refused
+    /// by the decoder, whatever message carries it: the twin is no member of its own.
+    @Test func recordsNamingANegatedTwinAreRefused() throws {
+        var twin = Samples.entry(1)
+        var key = twin.peer.publicKey
+        key[31] |= 0x80
+        #expect(PeerIdentity(publicKey: key) == nil)
+        // Written as the real entry, then the key's sign bit flipped where it lies on the wire.
+        for m: GossipMessage in [.joinReply(sample: [twin]), .gossip(updates: [.alive(twin, incarnation: 1, attributeVersion: 0)]),
+                                 .pingRequest(seq: 1, target: twin)] {
+            var bytes = GossipWire.encode(m)
+            let at = try #require(bytes.firstRange(of: twin.peer.publicKey)).lowerBound
+            bytes[at + 31] |= 0x80
+            #expect(GossipWire.decode(bytes) == .failure(.nonCanonicalKey), "\(m)")
+        }
+        var delta = GossipWire.encode(.delta(exchange: 1, records: [MemberRecord(entry: twin, state: .alive, incarnation: 1, attributeVersion: 0)], culls: []))
+        let at = try #require(delta.firstRange(of: twin.peer.publicKey)).lowerBound
+        delta[at + 31] |= 0x80
+        #expect(GossipWire.decode(delta, transport: .reliable) == .failure(.nonCanonicalKey))
+        twin.address = Samples.entry(2).address
+        #expect(GossipWire.decode(GossipWire.encode(.joinReply(sample: [twin]))) != .failure(.nonCanonicalKey))
+    }
+
+    /// An admin key's negated twin cannot sign a cull: neither as an admin the mesh trusts, nor
+    /// if an operator pasted the twin into the admin list.
+    @Test func aCullSignedByAnAdminKeysTwinIsRefused() throws {
+        let subject = Samples.entry(3).nodeID
+        let message = CullRecord.signedBytes(network: Samples.network, subject: subject, issuedAt: 5)
+        let (twinKey, signature) = try twinSignature(seed: Samples.admin.seed, message)
+        #expect(Ed25519.verify(signature, message: message, publicKey: twinKey), "a genuine Ed25519 signature by the twin")
+        let record = CullRecord(subject: subject, issuedAt: 5, adminKey: twinKey, signature: signature)
+        #expect(record.verify(network: Samples.network, adminKeys: [Samples.admin.publicKey]) == .unknownAdmin)
+        #expect(record.verify(network: Samples.network, adminKeys: [twinKey]) == .badSignature)
     }
 
     @Test func queryParsing() {

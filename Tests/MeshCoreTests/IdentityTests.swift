@@ -5,11 +5,68 @@ import Testing
 @Suite struct IdentityTests {
     /// Expected values computed independently (Python `cryptography` + `hashlib.blake2b`).
     @Test func nodeIDAndOverlayMatchTheDocumentedDerivation() throws {
-        let id = try NodeIdentity(seed: Array(0..<32))
-        #expect(Hex.encode(id.publicKey) == "03a107bff3ce10be1d70dd18e74bc09967e4d6309ba50d5f1ddc8664125531b8")
-        #expect(id.nodeID.hex == "9ccd26682c1d3eb0ac42b8eaf5933870f2a1309472552ec624e6a281f5038f7e")
+        let id = try NodeIdentity(seed: Array(1...32))
+        #expect(Hex.encode(id.publicKey) == "79b5562e8fe654f94078b112e8a98ba7901f853ae695bed7e0e3910bad049664")
+        #expect(id.nodeID.hex == "25a792fd3a3bea297cd24148a5f7601e2a1fea74ff541f400ea6c87bdd4a9415")
         #expect(NetworkID.defaultNetwork.description == "601d6a20afdb1aad149cfc1c9f85a9c7")
-        #expect(id.overlayAddress(in: .defaultNetwork).description == "fd83:abcd:5a26:67d0:e1f1:6153:f960:9e98")
+        #expect(id.overlayAddress(in: .defaultNetwork).description == "fdce:3acd:4a04:a746:d553:6c2a:2913:6dcb")
+    }
+
+    /// Seed 00..1f gives the key 03a1…b8, whose sign bit is set: the other encoding of a pair, so
+    /// no identity; its node id is that of the pair (the key with the bit cleared).
+    @Test func aSeedWhoseKeyIsNotCanonicalIsNoIdentity() throws {
+        #expect(throws: IdentityError.nonCanonicalKey) { try NodeIdentity(seed: Array(0..<32)) }
+        let key = try #require(Hex.decode("03a107bff3ce10be1d70dd18e74bc09967e4d6309ba50d5f1ddc8664125531b8"))
+        #expect(!IdentityKey.isCanonical(key))
+        #expect(PeerIdentity(publicKey: key) == nil)
+        #expect(NodeID(publicKey: key).hex == "3fe3edadc33a6464c5c7534b938fe8433657bdb1b1406ffa52ebba4d88ce19c5")
+    }
+
+    /// The attack of issue 24, built as modified software would build it: from the secret scalar,
+    /// the negated key, which converts to the same X25519 (Noise static) key.
+    @Test func negatedTwinSharesTheX25519KeyAndTheNodeIDButIsNoIdentity() throws {
+        for i in 0..<16 {
+            let id = NodeIdentity.deterministic(runSeed: 24, index: i)
+            let (scalar, _) = try Ed25519Arithmetic.expand(seed: id.seed)
+            #expect(try Ed25519Arithmetic.baseMultiply(scalar: scalar) == id.publicKey, "the scalar is the key's secret")
+            let twin = try Ed25519Arithmetic.baseMultiply(scalar: Ed25519Arithmetic.negate(scalar: scalar))
+            #expect(twin != id.publicKey)
+            #expect(Ed25519Arithmetic.isValidPoint(twin), "the twin is a perfectly good point")
+            #expect(try Ed25519.curve25519PublicKey(twin) == Ed25519.curve25519PublicKey(id.publicKey))
+            // Negation flips the sign bit and nothing else.
+            var flipped = id.publicKey
+            flipped[31] ^= 0x80
+            #expect(twin == flipped)
+            #expect(IdentityKey.isCanonical(id.publicKey) && !IdentityKey.isCanonical(twin))
+            #expect(PeerIdentity(publicKey: twin) == nil)
+            #expect(NodeID(publicKey: twin) == id.nodeID, "one pair, one node id (culls and member rows name both)")
+        }
+    }
+
+    /// The twin can sign (with the negated scalar) and libsodium accepts it under the twin key;
+    /// signatures by an identity verify only against the canonical key.
+    @Test func twinSignaturesDoNotVerifyAsTheIdentitys() throws {
+        let id = NodeIdentity.deterministic(runSeed: 24, index: 99)
+        let message = Array("iotaf/gossip-cull/v1 anything".utf8)
+        let (twinKey, twinSignature) = try signAsNegatedTwin(seed: id.seed, message)
+        #expect(Ed25519.verify(twinSignature, message: message, publicKey: twinKey), "a genuine Ed25519 signature")
+        #expect(!IdentityKey.verify(twinSignature, message: message, publicKey: twinKey))
+        #expect(!IdentityKey.verify(twinSignature, message: message, publicKey: id.publicKey))
+        #expect(IdentityKey.verify(id.sign(message), message: message, publicKey: id.publicKey))
+    }
+
+    @Test func generatedKeysAreCanonicalAndOnlyTheReducedSpellingIs() {
+        for i in 0..<64 {
+            #expect(IdentityKey.isCanonical(NodeIdentity.generate().publicKey))
+            #expect(IdentityKey.isCanonical(NodeIdentity.deterministic(runSeed: 3, index: i).publicKey))
+        }
+        // y = p and y = 2^255 - 1 (both >= p) spell points that have a reduced spelling too.
+        let p: [UInt8] = [0xed] + Array(repeating: 0xff, count: 30) + [0x7f]
+        let top: [UInt8] = Array(repeating: 0xff, count: 31) + [0x7f]
+        let belowP: [UInt8] = [0xec] + Array(repeating: 0xff, count: 30) + [0x7f]
+        #expect(!IdentityKey.isCanonical(p) && !IdentityKey.isCanonical(top))
+        #expect(IdentityKey.isCanonical(belowP))
+        #expect(!IdentityKey.isCanonical(Array(repeating: 0, count: 31)))
     }
 
     @Test func overlayDependsOnNetworkAndStartsWithFD() throws {
@@ -34,6 +91,19 @@ import Testing
     @Test func badSeedLengthIsAnError() {
         #expect(throws: SodiumError.self) { try NodeIdentity(seed: [1, 2, 3]) }
     }
+}
+
+/// What an attacker's modified software does with a node's seed: sign as the negated key, with
+/// the negated secret scalar (RFC 8032 signing, only the scalar changed).
+func signAsNegatedTwin(seed: [UInt8], _ message: [UInt8]) throws -> (key: [UInt8], signature: [UInt8]) {
+    let (scalar, prefix) = try Ed25519Arithmetic.expand(seed: seed)
+    let negated = try Ed25519Arithmetic.negate(scalar: scalar)
+    let key = try Ed25519Arithmetic.baseMultiply(scalar: negated)
+    let r = try Ed25519Arithmetic.reduce(SHA512.hash(prefix + message))
+    let R = try Ed25519Arithmetic.baseMultiply(scalar: r)
+    let k = try Ed25519Arithmetic.reduce(SHA512.hash(R + key + message))
+    let S = try Ed25519Arithmetic.add(scalar: r, Ed25519Arithmetic.multiply(scalar: k, negated))
+    return (key, R + S)
 }
 
 @Suite struct CodecTests {

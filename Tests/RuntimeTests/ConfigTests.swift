@@ -27,7 +27,8 @@ func parseError(_ text: String) -> ConfigError? {
                 text = text.split(separator: "\n", omittingEmptySubsequences: false).map { line in
                     guard line.contains("\"\(ConfigLoader.placeholderPrefix)") else { return String(line) }
                     let key = line.split(separator: "=")[0].trimmingCharacters(in: .whitespaces)
-                    let real = key == "admin_keys" ? "\"\(String(repeating: "ab", count: 32))\"" : "\"[fd00:1::2]:7400\""
+                    // An admin key must be a canonical curve point (IdentityKey): one `iotaf keygen` printed.
+                    let real = key == "admin_keys" ? "\"da4766e7a9b80a5945c84f18b5418c776988fdda097909245c04bf2c38ba1d14\"" : "\"[fd00:1::2]:7400\""
                     return "\(key) = [\(real)]"
                 }.joined(separator: "\n")
             }
@@ -122,7 +123,7 @@ func parseError(_ text: String) -> ConfigError? {
             modes = ["master", "walk"]
             masters = ["[::1]:7401"]
             is_master = true
-            admin_keys = ["00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"]
+            admin_keys = ["da4766e7a9b80a5945c84f18b5418c776988fdda097909245c04bf2c38ba1d14"]
             [attributes]
             type = "meter"
             """, file: "t", into: &s)
@@ -134,7 +135,7 @@ func parseError(_ text: String) -> ConfigError? {
         #expect(s.discovery.modes == [.master, .walk])
         #expect(s.discovery.masters.map(\.description) == ["[::1]:7401"])
         #expect(s.discovery.isMaster)
-        #expect(s.discovery.adminKeys.count == 1 && s.discovery.adminKeys[0].count == 32 && s.discovery.adminKeys[0][1] == 0x11)
+        #expect(s.discovery.adminKeys == [Hex.decode("da4766e7a9b80a5945c84f18b5418c776988fdda097909245c04bf2c38ba1d14")!])
         #expect(s.timing.maxMembers == 10)
         #expect(s.attributes == ["type": "meter"])
     }
@@ -213,6 +214,9 @@ func parseError(_ text: String) -> ConfigError? {
         ("[gossip]\nmasters = [\"nohost\"]\n", "gossip.masters", "bad address"),
         ("[gossip]\nis_master = \"yes\"\n", "gossip.is_master", "true or false"),
         ("[gossip]\nadmin_keys = [\"abcd\"]\n", "gossip.admin_keys", "64 hex digits"),
+        // The negated twin of valuesAreRead's key (sign bit set), and the neutral point (small order).
+        ("[gossip]\nadmin_keys = [\"da4766e7a9b80a5945c84f18b5418c776988fdda097909245c04bf2c38ba1d94\"]\n", "gossip.admin_keys", "not a canonical Ed25519 key"),
+        ("[gossip]\nadmin_keys = [\"0100000000000000000000000000000000000000000000000000000000000000\"]\n", "gossip.admin_keys", "not a point"),
         ("[gossip]\nseeds = []\n", "gossip.seeds", "unknown key"),
         ("[gossip]\nbeacon_port = 70000\nmodes = [\"nearest\"]\n", "gossip.beacon_port", "not a port"),
         ("[gossip]\nbeacon_port = 0\nmodes = [\"nearest\"]\n", "gossip.beacon_port", "wrong type or value"),

@@ -49,15 +49,15 @@ struct Pump {
 
     @discardableResult
     mutating func add(_ i: Int, networkKey: [UInt8] = Pump.networkKey, timing: SessionTiming = .init(),
-                      seed: UInt64? = nil) -> UnderlayAddress {
-        let id = Self.identity(i)
+                      seed: UInt64? = nil, identity: NodeIdentity? = nil) -> UnderlayAddress {
+        let id = identity ?? Self.identity(i)
         let m = try! SessionManager(identity: id, networkKey: networkKey, timing: timing,
                                     rng: SeededGenerator(seed: seed ?? UInt64(i)))
         nodes[Self.address(i)] = Node(manager: m, identity: id)
         return Self.address(i)
     }
 
-    func key(_ i: Int) -> [UInt8] { Self.identity(i).publicKey }
+    func key(_ i: Int) -> [UInt8] { nodes[Self.address(i)]?.identity.publicKey ?? Self.identity(i).publicKey }
 
     mutating func send(_ from: Int, _ to: Int, _ text: String, known: Bool = true) {
         let a = Self.address(from)
