@@ -33,11 +33,13 @@ let package = Package(
                 swiftSettings: [.unsafeFlags(["-cross-module-optimization"], .when(configuration: .release))]),
         // Membership, failure detection, dissemination and discovery (sans-IO).
         .target(name: "Gossip", dependencies: ["MeshCore", "Sodium"]),
-        // The node state machine (sans-IO).
-        .target(name: "Node", dependencies: ["MeshCore", "Sessions", "Channels", "Gossip"]),
+        // The contract every protocol of a node keeps (sans-IO services: inputs, outputs, one deadline).
+        .target(name: "NodeService", dependencies: ["MeshCore"]),
+        // The node state machine (sans-IO): a router around services.
+        .target(name: "Node", dependencies: ["MeshCore", "NodeService", "Sessions", "Channels", "Gossip"]),
         // The libuv driver, config, key files, control socket, on-disk stores.
         .target(name: "Runtime", dependencies: [
-            "Node", "Gossip", "MeshCore", "Sodium", "Sessions", "Channels", "CLibuv", "CSodium",
+            "Node", "NodeService", "Gossip", "MeshCore", "Sodium", "Sessions", "Channels", "CLibuv", "CSodium",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "TOMLKit", package: "TOMLKit"),
             .product(name: "GRDB", package: "GRDB.swift"),
@@ -46,7 +48,7 @@ let package = Package(
         .target(name: "SimulatorKit", dependencies: ["MeshCore"]),
         // The deterministic driver: virtual clock, virtual network, scenarios, reports.
         .target(name: "Simulator", dependencies: [
-            "SimulatorKit", "Node", "Gossip", "MeshCore", "Sessions",
+            "SimulatorKit", "Node", "NodeService", "Gossip", "MeshCore", "Sessions",
             .product(name: "TOMLKit", package: "TOMLKit"),
         ]),
         // Benchmarks that print our figure beside a physical baseline measured in the same run.

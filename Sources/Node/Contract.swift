@@ -1,5 +1,6 @@
 import Channels
 import MeshCore
+@_exported import NodeService
 
 /// What a driver hands the node core. Together with `now`, this is all the core ever learns
 /// about the outside world.
@@ -11,6 +12,16 @@ public enum NodeInput: Sendable {
     /// The wake-up the core asked for is due (a driver may also call early; the core checks).
     case timer
     case command(NodeCommand)
+    /// A `.persist` the node asked for is durable (or failed); its `then` outputs were carried out
+    /// (only if durable).
+    case persisted(PersistTicket, PersistOutcome)
+    /// An `.offload` the node asked for has finished.
+    case offloaded(JobTicket, JobOutcome)
+    /// What the node's services persisted in an earlier life, read by the driver at start, before `.start`.
+    case restored([StoredRow])
+    /// The driver is about to stop: the services persist what should outlive this life (the
+    /// driver carries out those persists before it exits).
+    case stop
 }
 
 public enum NodeCommand: Sendable, Equatable {
@@ -31,6 +42,10 @@ public enum NodeCommand: Sendable, Equatable {
     /// Queue a message for a member over its channel (see `NodeCore.sendMessage`, which also
     /// returns the result); answered with `.messageQueued` or `.messageRefused`.
     case sendMessage(to: NodeID, stream: UInt16, bytes: [UInt8])
+    /// A round-trip time measured outside gossip (the ping service's), for gossip's nearest mode.
+    case rttSample(NodeID, Duration)
+    /// A command for the service that owns this protocol id, in that service's own type.
+    case service(ProtocolID, ServicePayload)
 }
 
 /// What the core asks its driver to do, in order.
@@ -39,6 +54,13 @@ public enum NodeOutput: Sendable, Equatable {
     /// Call back with `.timer` at this instant. A later `.wake` replaces an earlier one.
     case wake(at: Instant)
     case event(NodeEvent)
+    /// Make `batch` durable, then carry out `then` (datagrams already sealed by the sessions), then
+    /// hand back `.persisted(batch.ticket, …)`. Nothing in `then` may leave before the batch is
+    /// durable; on failure `then` is dropped and the outcome says why.
+    indirect case persist(PersistBatch, then: [NodeOutput])
+    /// Run `job.work` off the loop (the runtime: libuv's thread pool; the simulator: inline,
+    /// charging `job.cost` of virtual CPU) and hand back `.offloaded(job.ticket, result)`.
+    indirect case offload(OffloadJob)
 }
 
 /// Things worth telling a person or a test about.
@@ -65,6 +87,8 @@ public enum NodeEvent: Sendable, Equatable {
     case channelWritable(NodeID)
     /// The other gossip events: neighbours, joined, refutations, attributes, query answers.
     case membership(GossipEvent)
+    /// An event of the service that owns this protocol id, in that service's own type.
+    case service(ProtocolID, ServicePayload)
 }
 
 /// Why the node refused to queue a message. Nothing was allocated for it.

@@ -18,9 +18,11 @@ public enum DropReason: String, Sendable, CaseIterable, Codable, Error {
     case channelNoRoute = "channel_no_route"
     /// Plaintext from a culled node (its session is dropped too).
     case culled
-    /// The channel refused one of gossip's reliable messages (backpressure or too many peers);
-    /// gossip retries its exchanges on its own timers.
-    case gossipReliableRefused = "gossip_reliable_refused"
+    /// The reliable stream refused a service's message (backpressure or too many peers); gossip
+    /// retries its exchanges on its own timers.
+    case reliableRefused = "reliable_refused"
+    /// A command no service takes.
+    case unclaimedCommand = "unclaimed_command"
 }
 
 /// The node core's counters; drivers add their own (send errors) beside them.
@@ -34,12 +36,15 @@ public struct NodeCounters: Sendable, Equatable {
     public var probesMissed: UInt64 = 0
     /// Answers that came after their probe was counted as missed (a slow link, not a dead peer).
     public var lateAnswers: UInt64 = 0
-    /// Gossip's reliable messages (anti-entropy deltas, attributes) handed to and received from the gossip stream.
-    public var gossipReliableOut: UInt64 = 0
-    public var gossipReliableIn: UInt64 = 0
-    public var gossipReliableFailed: UInt64 = 0
+    /// Services' reliable messages (gossip's anti-entropy deltas, attributes) handed to and
+    /// received from the node's reliable stream, and those it gave up on.
+    public var reliableOut: UInt64 = 0
+    public var reliableIn: UInt64 = 0
+    public var reliableFailed: UInt64 = 0
     /// Users' channel connections reset because a message timed out (see `NodeChannels`).
     public var channelResetsAfterTimeout: UInt64 = 0
+    /// Virtual CPU of the offload jobs run inline (`NodeCore.offloadsRunInline`, the simulator).
+    public var offloadCost: Duration = .zero
     public var drops: [DropReason: UInt64] = [:]
     /// Handshakes this node started, by what it was sending when no session existed: a gossip
     /// purpose (`GossipSendPurpose`'s raw values) or `node_probe`. Handshakes the session layer

@@ -1,80 +1,68 @@
 import Channels
 import Gossip
 import MeshCore
+import NodeService
 import Sessions
 
-/// The node state machine. Sans-IO: it owns no socket and reads no clock; each call takes an
-/// input and the current instant and returns what the driver must do, in order. The libuv
-/// runtime and the simulator both drive exactly this type.
+/// The node state machine: a router around services. Sans-IO: it owns no socket and reads no
+/// clock; each call takes an input and the current instant and returns what the driver must do,
+/// in order. The libuv runtime and the simulator both drive exactly this type.
 ///
-/// Four protocols share the node's Noise sessions, told apart by their first plaintext bytes
-/// (Docs/encoding.md): gossip (`iG`, the membership protocol: Sources/Gossip), channels (0x01,
-/// users' reliable messages: NodeChannels.swift), gossip's own channel (0x02, its large messages:
-/// GossipChannel.swift) and ping (`iF`, a bare request/answer that `bench loop`
-/// and `NodeCommand.probe` use; membership does not depend on it).
+/// Every protocol is a `NodeService` (Sources/NodeService): gossip (`iG`, the membership protocol,
+/// GossipService.swift), ping (`iF`, PingService.swift) and users' channels (0x01,
+/// ChannelService.swift). The node keeps a table from protocol id (the first plaintext bytes,
+/// Docs/encoding.md) to service, one path out to the Noise sessions, one reliable stream that any
+/// service may send large messages on (prefix 0x02, ReliableStream.swift), and one wake: the
+/// earliest deadline of the services, the sessions and the stream. Services never call each other:
+/// they emit typed commands, which the node hands to the service that takes them, and the
+/// membership service's changes (member up, down, culled), which the node tells every other service.
 public struct NodeCore {
     public let identity: PeerIdentity
     public let network: NetworkID
     public let timing: NodeTiming
-    public internal(set) var counters = NodeCounters()
-    /// Membership, failure detection and discovery. The node carries its datagrams over sessions
-    /// and its large messages over a channel stream; the core never sees an address it must trust.
-    public internal(set) var gossip: GossipCore
-    /// Every byte between nodes travels inside these sessions; the protocols see only
+    /// The router's own counters; `counters` adds the services' to them.
+    var own = NodeCounters()
+    /// Every byte between nodes travels inside these sessions; the services see only
     /// authenticated plaintext and the peer's verified key.
     public internal(set) var sessions: SessionManager
-    /// Reliable, ordered messages to members, carried as session plaintext (NodeChannels.swift).
-    public internal(set) var channels: ChannelEndpoint<NodeID>
-    /// Gossip's own reliable messages, on a separate endpoint (GossipChannel.swift).
-    public internal(set) var gossipChannels: ChannelEndpoint<NodeID>
-    var gossipChannelWake: Instant?
-    /// When each gossip channel connection was last used, to close idle ones.
-    var gossipChannelUse: [NodeID: Instant] = [:]
-    var nextGossipChannelSweep = Instant.zero
-    /// Set only by the simulator, to play a byzantine node that lies about the mesh.
-    public var gossipRewriter: (any GossipRewriter)?
+    /// The membership service (gossip): the directory the other services read, and the source
+    /// of membership changes. It has its own slot (`membershipSlot`) rather than a table row so the
+    /// others can read it while one of them runs.
+    public internal(set) var membership: GossipService
+    /// The other services, in the order they were added.
+    var services: [any NodeService<NodeCommand, NodeEvent>] = []
+    /// Protocol id → slot (`membershipSlot`, or an index into `services`), in the order added.
+    private(set) var routes: [(id: ProtocolID, slot: Int)] = []
+    /// The node's reliable stream (ReliableStream.swift): large messages of any service.
+    public internal(set) var reliable: ChannelEndpoint<NodeID>
+    var reliableWake: Instant?
+    /// When each reliable connection was last used, to close idle ones.
+    var reliableUse: [NodeID: Instant] = [:]
+    var nextReliableSweep = Instant.zero
+    /// Peers we exchanged reliable messages with that are not (yet) members: where their frames
+    /// go, and who a delivered message came from.
+    var reliableRoutes: [NodeID: ProvenPeer] = [:]
 
     /// Node ids of keys seen recently: a node id costs a BLAKE2b, a lookup costs a SipHash.
     private var identityCache: [KeyBytes: PeerIdentity] = [:]
     private var lastIdentity: PeerIdentity?
-    private var nextSeq: UInt64 = 1
-    /// Ping probes in flight (`NodeCommand.probe`), by sequence number.
-    private var pending: [UInt64: PendingProbe] = [:]
-    private var started = false
-    /// This node's ping and pong as sent (PingWire.bare): only the sequence number changes, so
-    /// each send rewrites it in place instead of encoding a new message.
-    private var pingBytes: [UInt8]
-    private var pongBytes: [UInt8]
     /// The session layer's next deadline, as it last reported it (it reports one with every call).
     private var sessionWake: Instant?
-    /// The gossip core's next deadline.
-    private var gossipWake: Instant?
-    /// The channel endpoint's next deadline, as it last reported it.
-    var channelWake: Instant?
     /// The wake-up last asked of the driver, so it is asked again only when it changes.
     private var requestedWake: Instant?
-    /// Peers that sent us gossip over a channel or that gossip sent to over one, when they are
-    /// not (yet) members: where their channel frames go, and who a delivered message came from.
-    var reliableRoutes: [NodeID: PeerEntry] = [:]
-    /// Configured seeds (masters, `--peer`) with no alive member at their address yet, in order.
-    /// Gossip stops retrying its join once it has any neighbour, and a node that others joined
-    /// first would then never reach its own seed (a join lost to the handshake race leaves the
-    /// mesh in pieces); the node asks again until each seed has answered.
-    public private(set) var unansweredSeeds: [UnderlayAddress] = []
-    private var seedRetryAt: Instant?
-    /// When a culled sender was last sent its cull (`cullNoticeInterval`).
-    private var lastCullNotice: Instant?
-    /// Peers whose channel timed out, reset once the endpoint's outputs are carried out.
-    var connectionsToReset: [NodeID] = []
 
-    struct PendingProbe: Sendable {
-        var target: NodeID
-        var sentAt: Instant
-    }
+    static let membershipSlot = -1
 
-    /// How long an unanswered ping probe is remembered.
-    static let probeMemory: Duration = .seconds(30)
-    static let cullNoticeInterval: Duration = .seconds(1)
+    /// Set by a driver whose disk makes a batch durable the moment it is handed over (the
+    /// simulator's fault-free disk, test pumps): the node answers each `.persist` with
+    /// `.persisted(.durable)` itself, in the same call, and the driver only stores the batch and
+    /// carries out its `then`. A driver with a real or a faulty disk leaves it off and answers
+    /// `.persisted` when the write completes.
+    public var persistsCompleteAtOnce = false
+    /// Set by a driver that runs heavy work on the node's own thread of time (the simulator): the
+    /// node runs each `.offload` job at once, answers `.offloaded` in the same call, and adds the
+    /// job's `cost` to `counters.offloadCost` for the driver to charge its virtual CPU.
+    public var offloadsRunInline = false
 
     /// `address` is where others reach this node (its bound address); gossip tells it to members
     /// that have not heard from us directly. Fails only if the identity cannot serve as a Noise
@@ -87,36 +75,61 @@ public struct NodeCore {
         self.identity = identity.peer
         self.network = network
         self.timing = timing
-        pingBytes = PingWire.bare(.ping, network: network, senderKey: identity.peer.publicKey)
-        pongBytes = PingWire.bare(.pong, network: network, senderKey: identity.peer.publicKey)
         sessions = try SessionManager(identity: identity, networkKey: networkKey, timing: sessionTiming, rng: rng.derived(0x5e55))
-        var channelConfig = channelConfig
-        channelConfig.maxFrame = min(channelConfig.maxFrame, Self.maxChannelFrame)
-        channels = ChannelEndpoint(config: channelConfig, rng: rng.derived(0xc4a7))
-        gossipChannels = ChannelEndpoint(config: Self.gossipChannelConfig, rng: rng.derived(0x6c4a))
-        gossip = GossipCore(me: PeerEntry(peer: identity.peer, address: address),
-                            config: timing.gossipConfig(network: network, discovery: discovery), rng: rng.derived(0x6055),
-                            identities: peerIdentities)
+        reliable = ChannelEndpoint(config: Self.reliableConfig, rng: rng.derived(0x6c4a))
+        var gossip = GossipCore(me: PeerEntry(peer: identity.peer, address: address),
+                                config: timing.gossipConfig(network: network, discovery: discovery), rng: rng.derived(0x6055),
+                                identities: peerIdentities)
         if !discovery.attributes.pairs.isEmpty {
             _ = gossip.handle(.command(.setAttributes(discovery.attributes)), now: .zero)
         }
+        membership = GossipService(core: gossip, joinRetryInterval: timing.joinRetryInterval, peerSnapshotInterval: timing.peerSnapshotInterval)
+        routes = membership.protocolIDs.map { ($0, Self.membershipSlot) }
+        try add(PingService(me: identity.peer, network: network))
+        try add(ChannelService(me: identity.nodeID, config: channelConfig, rng: rng.derived(0xc4a7)))
+    }
+
+    /// Adds a service: its protocol ids join the routing table. Fails if one clashes with a
+    /// service already there (equal, or one a prefix of the other) or with the reliable stream's.
+    public mutating func add(_ service: some NodeService<NodeCommand, NodeEvent>) throws {
+        for id in service.protocolIDs {
+            let clash = id.first == Self.reliablePrefix
+                || routes.contains { $0.id.first == id.first && ($0.id.second == nil || id.second == nil || $0.id.second == id.second) }
+            if clash { throw ServiceClash(id: id) }
+        }
+        services.append(service)
+        for id in service.protocolIDs { routes.append((id, services.count - 1)) }
     }
 
     public var overlayAddress: OverlayAddress { OverlayAddress(network: network, node: identity.nodeID) }
-    public var pendingProbes: Int { pending.count }
+    /// The gossip core (the membership service's state machine).
+    public var gossip: GossipCore { _read { yield membership.core } }
     /// The member table (gossip's), by node id.
-    public var members: MemberTable { gossip.members }
+    public var members: MemberTable { membership.core.members }
     /// Members sorted by node id: the order tables and reports print in.
-    public var sortedMembers: [Member] { gossip.sortedMembers }
+    public var sortedMembers: [Member] { membership.core.sortedMembers }
+    public var unansweredSeeds: [UnderlayAddress] { membership.unansweredSeeds }
+    /// Set only by the simulator, to play a byzantine node that lies about the mesh.
+    public var gossipRewriter: (any GossipRewriter)? {
+        get { membership.rewriter }
+        set { membership.rewriter = newValue }
+    }
+
+    /// A service of this type, as it is now (a copy: for reading).
+    public func service<S: NodeService>(_ type: S.Type) -> S? {
+        for s in services { if let t = s as? S { return t } }
+        return nil
+    }
 
     public mutating func handle(_ input: NodeInput, now: Instant) -> [NodeOutput] {
         var out: [NodeOutput] = []
         // A datagram usually yields a send and a wake-up or event: no regrowth on the common path.
         out.reserveCapacity(4)
         switch input {
-        case .start:
-            started = true
-            absorb(gossip.handle(.start, now: now), now: now, into: &out)
+        case let .datagram(from, bytes):
+            own.datagramsIn += 1
+            own.bytesIn += UInt64(bytes.count)
+            absorb(sessions.receive(bytes, from: from, now: now), now: now, into: &out)
         case .timer:
             // The driver's timer is spent: whatever happens, ask for the next one. Driver clocks
             // may fire a little early; then the same instant is asked for again.
@@ -125,53 +138,223 @@ public struct NodeCore {
                 sessionWake = nil
                 absorb(sessions.tick(now: now), now: now, into: &out)
             }
-            if let w = channelWake, now >= w {
-                channelWake = nil
-                absorb(channels.tick(now: now), now: now, into: &out)
+            for slot in services.indices where services[slot].deadline.map({ now >= $0 }) ?? false {
+                run(slot, .timer, now: now, into: &out)
             }
-            if let w = gossipChannelWake, now >= w {
-                gossipChannelWake = nil
-                absorbGossipChannel(gossipChannels.tick(now: now), now: now, into: &out)
+            if let w = reliableWake, now >= w {
+                reliableWake = nil
+                absorbReliable(reliable.tick(now: now), now: now, into: &out)
             }
-            if let w = gossipWake, now >= w {
-                gossipWake = nil
-                absorb(gossip.handle(.timer, now: now), now: now, into: &out)
-                expireProbes(now: now, into: &out)
-                closeIdleGossipChannels(now: now, into: &out)
+            if let w = membership.deadline, now >= w {
+                // Idle reliable connections are swept on gossip's own rounds.
+                let round = membership.roundDue(now)
+                run(Self.membershipSlot, .timer, now: now, into: &out)
+                if round { closeIdleReliable(now: now, into: &out) }
             }
-            if let w = seedRetryAt, now >= w { retrySeeds(now: now, into: &out) }
-        case let .datagram(from, bytes):
-            counters.datagramsIn += 1
-            counters.bytesIn += UInt64(bytes.count)
-            absorb(sessions.receive(bytes, from: from, now: now), now: now, into: &out)
+        case .start:
+            run(Self.membershipSlot, .start, now: now, into: &out)
+            for slot in services.indices { run(slot, .start, now: now, into: &out) }
         case let .command(command):
-            apply(command, now: now, into: &out)
+            self.command(command, from: nil, now: now, into: &out)
+        case let .persisted(ticket, outcome):
+            if let slot = slot(of: ticket.service) { run(slot, .persisted(ticket, outcome), now: now, into: &out) }
+        case let .offloaded(ticket, outcome):
+            if let slot = slot(of: ticket.service) { run(slot, .offloaded(ticket, outcome), now: now, into: &out) }
+        case let .restored(rows):
+            run(Self.membershipSlot, .restored(rows), now: now, into: &out)
+            for slot in services.indices { run(slot, .restored(rows), now: now, into: &out) }
+        case .stop:
+            run(Self.membershipSlot, .stop, now: now, into: &out)
+            for slot in services.indices { run(slot, .stop, now: now, into: &out) }
         }
         foldWake(into: &out)
         return out
     }
 
-    /// Asks the driver for the earliest of the gossip, session and channel deadlines, once per change.
+    /// Queues `bytes` for member `to` on `stream` (the users' channels). Returns the message's id,
+    /// or why it was refused (nothing is queued then), and the outputs to carry out.
+    /// `.messageDelivered` or `.messageFailed` follows for every accepted message.
+    public mutating func sendMessage(_ bytes: [UInt8], stream: UInt16, to: NodeID, now: Instant) -> (Result<MessageID, MessageSendError>, [NodeOutput]) {
+        var out: [NodeOutput] = []
+        command(.sendMessage(to: to, stream: stream, bytes: bytes), from: nil, now: now, into: &out)
+        // The channel service answers with `.messageQueued` or `.messageRefused`: here that is the
+        // result, not an event.
+        var result: Result<MessageID, MessageSendError> = .failure(.unknownPeer(to))
+        if let i = out.lastIndex(where: {
+            if case .event(.messageQueued(_, to, stream)) = $0 { return true }
+            if case .event(.messageRefused(to, stream, _)) = $0 { return true }
+            return false
+        }) {
+            switch out.remove(at: i) {
+            case let .event(.messageQueued(id, _, _)): result = .success(id)
+            case let .event(.messageRefused(_, _, error)): result = .failure(error)
+            default: break
+            }
+        }
+        foldWake(into: &out)
+        return (result, out)
+    }
+
+    /// Largest message `sendMessage` accepts.
+    public var maxMessage: Int { channels.config.maxMessage }
+    /// The users' channel endpoint (ChannelService).
+    public var channels: ChannelEndpoint<NodeID> { service(ChannelService.self)!.endpoint }
+    public var pendingProbes: Int { service(PingService.self)?.pendingProbes ?? 0 }
+    public static var defaultChannelConfig: ChannelConfig { ChannelService.defaultConfig }
+    public static let maxChannelFrame = ChannelService.maxFrame
+
+    /// The node's counters: the router's, with the ping and channel services' added.
+    public var counters: NodeCounters {
+        var c = own
+        if let p = service(PingService.self) {
+            c.probesSent = p.counters.sent
+            c.probesAnswered = p.counters.answered
+            c.probesMissed = p.counters.missed
+            for (r, n) in p.counters.drops { c.drops[r, default: 0] += n }
+        }
+        if let ch = service(ChannelService.self) {
+            c.channelResetsAfterTimeout = ch.counters.resetsAfterTimeout
+            for (r, n) in ch.counters.drops { c.drops[r, default: 0] += n }
+        }
+        return c
+    }
+
+    // MARK: - Routing
+
+    /// The slot of the service whose protocol id begins `bytes`.
+    @inline(__always)
+    private func slot(for bytes: [UInt8]) -> Int? {
+        for r in routes where r.id.matches(bytes) { return r.slot }
+        return nil
+    }
+
+    private func slot(of id: ProtocolID) -> Int? {
+        routes.first { $0.id == id }?.slot
+    }
+
+    /// Hands one input to one service and carries out what it returns.
+    mutating func run(_ slot: Int, _ input: ServiceInput<NodeCommand>, now: Instant, into out: inout [NodeOutput]) {
+        let outputs: [ServiceOutput<NodeCommand, NodeEvent>]
+        if slot == Self.membershipSlot {
+            outputs = membership.handle(input, now: now, members: NoMembers())
+        } else {
+            outputs = services[slot].handle(input, now: now, members: membership)
+        }
+        if !outputs.isEmpty { carry(outputs, from: slot, now: now, into: &out) }
+    }
+
+    /// A command for the first service that takes it (never back to its sender); one nobody
+    /// takes is counted.
+    mutating func command(_ command: NodeCommand, from sender: Int?, now: Instant, into out: inout [NodeOutput]) {
+        if sender != Self.membershipSlot, membership.takes(command) {
+            run(Self.membershipSlot, .command(command), now: now, into: &out)
+            return
+        }
+        for slot in services.indices where slot != sender && services[slot].takes(command) {
+            run(slot, .command(command), now: now, into: &out)
+            return
+        }
+        own.drop(.unclaimedCommand)
+    }
+
+    func purpose(of slot: Int, _ bytes: [UInt8]) -> String? {
+        slot == Self.membershipSlot ? membership.purpose(ofSent: bytes) : services[slot].purpose(ofSent: bytes)
+    }
+
+    /// Carries out a service's outputs, in order.
+    mutating func carry(_ outputs: [ServiceOutput<NodeCommand, NodeEvent>], from slot: Int, now: Instant, into out: inout [NodeOutput]) {
+        for o in outputs {
+            switch o {
+            case let .send(destination, bytes):
+                let opened = sessionsStarted
+                switch destination {
+                case let .peer(p):
+                    absorb(sessions.send(bytes, to: p.address, peerKey: p.identity.publicKey, now: now), now: now, into: &out)
+                case let .member(id):
+                    guard let p = route(id) else { own.drop(.channelNoRoute); continue }
+                    absorb(sessions.send(bytes, to: p.address, peerKey: p.identity.publicKey, now: now), now: now, into: &out)
+                case let .address(a):
+                    absorb(sessions.send(bytes, to: a, peerKey: nil, now: now), now: now, into: &out)
+                }
+                noteSessionOpened(since: opened, slot, bytes)
+            case let .sendReliable(to, bytes):
+                let opened = sessionsStarted
+                sendReliable(bytes, to: to, now: now, into: &out)
+                noteSessionOpened(since: opened, slot, bytes)
+            case let .persist(batch, then):
+                // The sends after a persist are sealed now (their session counters taken in
+                // order) and leave when the driver has made the batch durable.
+                var after: [NodeOutput] = []
+                carry(then, from: slot, now: now, into: &after)
+                out.append(.persist(batch, then: after))
+                if persistsCompleteAtOnce { run(slot, .persisted(batch.ticket, .durable), now: now, into: &out) }
+            case let .offload(job):
+                if offloadsRunInline {
+                    own.offloadCost += job.cost
+                    run(slot, .offloaded(job.ticket, job.work()), now: now, into: &out)
+                } else {
+                    out.append(.offload(job))
+                }
+            case let .event(e):
+                out.append(.event(e))
+            case let .command(c):
+                command(c, from: slot, now: now, into: &out)
+            case let .membership(change):
+                membershipChanged(change, from: slot, now: now, into: &out)
+            }
+        }
+    }
+
+    /// A member went down or was culled: its session ends (a restarted peer has lost our keys;
+    /// a culled key's plaintext is refused from now on) and its reliable connection closes. Then
+    /// every other service hears of the change.
+    private mutating func membershipChanged(_ change: MembershipChange, from sender: Int, now: Instant, into out: inout [NodeOutput]) {
+        var gone: NodeID?
+        switch change {
+        case let .down(peer), let .culled(peer):
+            sessions.forget(peerKey: peer.publicKey)
+            gone = peer.nodeID
+        case .up:
+            break
+        }
+        if sender != Self.membershipSlot { run(Self.membershipSlot, .membership(change), now: now, into: &out) }
+        for slot in services.indices where slot != sender { run(slot, .membership(change), now: now, into: &out) }
+        if let gone { closeReliable(gone, now: now, into: &out) }
+    }
+
+    /// Where a peer's frames go: its member row, else where it last reached us from.
+    func route(_ id: NodeID) -> ProvenPeer? {
+        membership.peer(id) ?? reliableRoutes[id]
+    }
+
+    mutating func rememberRoute(_ peer: ProvenPeer) {
+        // Bounded: routes are only for peers outside the table, briefly.
+        if reliableRoutes.count >= 4096 { reliableRoutes.removeAll(keepingCapacity: true) }
+        reliableRoutes[peer.nodeID] = peer
+    }
+
+    /// Asks the driver for the earliest deadline of the services, the sessions and the reliable stream, once per change.
     mutating func foldWake(into out: inout [NodeOutput]) {
         // Runs once per datagram: no temporary arrays.
-        var wake = gossipWake
-        if let w = seedRetryAt, wake.map({ w < $0 }) ?? true { wake = w }
+        var wake = membership.deadline
         if let w = sessionWake, wake.map({ w < $0 }) ?? true { wake = w }
-        if let w = channelWake, wake.map({ w < $0 }) ?? true { wake = w }
-        if let w = gossipChannelWake, wake.map({ w < $0 }) ?? true { wake = w }
+        if let w = reliableWake, wake.map({ w < $0 }) ?? true { wake = w }
+        for s in services { if let w = s.deadline, wake.map({ w < $0 }) ?? true { wake = w } }
         if let wake, wake != requestedWake {
             requestedWake = wake
             out.append(.wake(at: wake))
         }
     }
 
-    /// Carries out what the session layer asked for and hands authenticated plaintext to the protocols.
+    // MARK: - Sessions
+
+    /// Carries out what the session layer asked for and hands authenticated plaintext to the services.
     mutating func absorb(_ outputs: [SessionOutput], now: Instant, into out: inout [NodeOutput]) {
         for o in outputs {
             switch o {
             case let .send(to, bytes):
-                counters.datagramsOut += 1
-                counters.bytesOut += UInt64(bytes.count)
+                own.datagramsOut += 1
+                own.bytesOut += UInt64(bytes.count)
                 out.append(.send(to: to, bytes: bytes))
             case let .deliver(from, peerKey, plaintext):
                 receive(from: from, peerKey: peerKey, bytes: plaintext, now: now, into: &out)
@@ -180,8 +363,8 @@ public struct NodeCore {
             case let .failed(address, reason):
                 if reason == "from_self" {
                     // A seed that points at ourselves: stop asking it.
-                    counters.drop(.fromSelf)
-                    unansweredSeeds.removeAll { $0 == address }
+                    own.drop(.fromSelf)
+                    membership.forgetSeed(address)
                 } else {
                     out.append(.event(.sessionFailed(address, reason: reason)))
                 }
@@ -191,205 +374,38 @@ public struct NodeCore {
         }
     }
 
-    /// Carries out what the gossip core asked for: datagrams over sessions (IK to a known peer's
-    /// key, XX to a bare address), large messages over the gossip channel stream, events mapped.
-    mutating func absorb(_ outputs: [GossipOutput], now: Instant, into out: inout [NodeOutput]) {
-        for o in outputs {
-            switch o {
-            case let .send(.peer(entry), bytes):
-                let b = rewritten(bytes, for: entry.nodeID)
-                let opened = sessionsStarted
-                absorb(sessions.send(b, to: entry.address, peerKey: entry.peer.publicKey, now: now), now: now, into: &out)
-                noteSessionOpened(since: opened, bytes)
-            case let .send(.address(address), bytes):
-                let b = rewritten(bytes, for: nil)
-                let opened = sessionsStarted
-                absorb(sessions.send(b, to: address, peerKey: nil, now: now), now: now, into: &out)
-                noteSessionOpened(since: opened, bytes)
-            case let .sendReliable(entry, bytes):
-                let opened = sessionsStarted
-                sendGossipReliable(bytes, to: entry, now: now, into: &out)
-                noteSessionOpened(since: opened, bytes)
-            case let .wake(at):
-                gossipWake = at // folded into the node's single wake-up at the end of `handle`
-            case let .event(event):
-                report(event, now: now, into: &out)
-            }
-        }
-    }
-
-    /// Counts the handshake a gossip send just started, under the message's purpose (a rekey of
-    /// an existing session is not a new session). Two integer compares when none started.
+    /// Counts the handshake a send just started, under the message's purpose (a rekey of an
+    /// existing session is not a new session). Two integer compares when none started.
     private var sessionsStarted: UInt64 { sessions.counters.handshakesInitiated &- sessions.counters.rekeys }
 
-    private mutating func noteSessionOpened(since initiated: UInt64, _ bytes: [UInt8]) {
-        guard sessionsStarted != initiated else { return }
-        counters.sessionsOpened[gossip.purpose(ofSent: bytes).rawValue, default: 0] += 1
+    private mutating func noteSessionOpened(since initiated: UInt64, _ slot: Int, _ bytes: [UInt8]) {
+        guard sessionsStarted != initiated, let purpose = purpose(of: slot, bytes) else { return }
+        own.sessionsOpened[purpose, default: 0] += 1
     }
-
-    private mutating func report(_ event: GossipEvent, now: Instant, into out: inout [NodeOutput]) {
-        switch event {
-        case let .memberJoined(id, address):
-            out.append(.event(.memberAdded(id, address)))
-        case let .memberStateChanged(id, from, to, incarnation):
-            if to == .dead || to == .left || to == .culled, let key = gossip.members[id]?.entry.peer.publicKey {
-                // A member declared dead may hold no keys for our session any more (it restarted,
-                // or the two sides' key rotation went astray): the next message starts a fresh
-                // handshake instead of talking into a session nobody holds. A culled key's session
-                // ends here and its plaintext is refused from now on. Not on `suspect`: suspicions
-                // are hearsay about members we may be talking to fine, and under loss they are
-                // frequent; forgetting the session on one side only made the other side's
-                // datagrams undecodable (`unknown_index`), which raised more suspicions (at 1,000
-                // nodes with 10 % loss the simulator saw 66,000 false deaths and 26 KB/s a node).
-                sessions.forget(peerKey: key)
-            }
-            out.append(.event(.memberStateChanged(id, from: from, to: to, incarnation: incarnation)))
-            // Pending messages to a member that is gone fail now rather than after the channel's own timeout.
-            if to == .dead || to == .left || to == .culled {
-                resetChannel(id, now: now, into: &out)
-                closeGossipChannel(id, now: now, into: &out)
-            }
-        case let .memberAddressChanged(id, address):
-            out.append(.event(.memberAddressChanged(id, address)))
-        case let .memberForgotten(id):
-            out.append(.event(.memberForgotten(id)))
-        default:
-            out.append(.event(.membership(event)))
-        }
-    }
-
-    private mutating func rewritten(_ bytes: [UInt8], for peer: NodeID?) -> [UInt8] {
-        guard var liar = gossipRewriter, case let .success(m) = GossipWire.decode(bytes) else { return bytes }
-        let lie = liar.rewrite(m, for: peer)
-        gossipRewriter = liar
-        return GossipWire.encode(lie)
-    }
-
-    mutating func rememberRoute(_ entry: PeerEntry) {
-        // Bounded: routes are only for peers outside the table, briefly.
-        if reliableRoutes.count >= 4096 { reliableRoutes.removeAll(keepingCapacity: true) }
-        reliableRoutes[entry.nodeID] = entry
-    }
-
-    // MARK: - Commands
-
-    private mutating func apply(_ command: NodeCommand, now: Instant, into out: inout [NodeOutput]) {
-        switch command {
-        case let .addSeed(address):
-            if address != gossip.me.address, !unansweredSeeds.contains(address) {
-                unansweredSeeds.append(address)
-                if seedRetryAt == nil { seedRetryAt = now + timing.joinRetryInterval }
-            }
-            absorb(gossip.handle(.command(.join([address])), now: now), now: now, into: &out)
-        case let .rememberPeer(peer, address):
-            if peer.nodeID != identity.nodeID {
-                absorb(gossip.handle(.command(.join([address])), now: now), now: now, into: &out)
-            }
-        case let .probe(id):
-            guard let m = gossip.members[id] else { return }
-            let seq = nextSeq
-            nextSeq &+= 1
-            pending[seq] = PendingProbe(target: id, sentAt: now)
-            counters.probesSent += 1
-            PingWire.setSeq(seq, in: &pingBytes)
-            let opened = sessionsStarted
-            absorb(sessions.send(pingBytes, to: m.entry.address, peerKey: m.entry.peer.publicKey, now: now), now: now, into: &out)
-            if sessionsStarted != opened { counters.sessionsOpened["node_probe", default: 0] += 1 }
-        case let .membership(command):
-            absorb(gossip.handle(.command(command), now: now), now: now, into: &out)
-        case let .beaconHeard(address):
-            absorb(gossip.handle(.beaconHeard(address), now: now), now: now, into: &out)
-        case let .sendMessage(to, stream, bytes):
-            switch queueMessage(bytes, stream: stream, to: to, now: now, into: &out) {
-            case let .success(id): out.append(.event(.messageQueued(id, to: to, stream: stream)))
-            case let .failure(error): out.append(.event(.messageRefused(to: to, stream: stream, error: error)))
-            }
-        }
-    }
-
-    /// Joins again through seeds that no alive member answers from yet; stops once all have.
-    private mutating func retrySeeds(now: Instant, into out: inout [NodeOutput]) {
-        seedRetryAt = nil
-        guard started, !gossip.hasLeft else { return }
-        var answered: [UnderlayAddress] = []
-        for m in gossip.members.values where m.state == .alive && unansweredSeeds.contains(m.entry.address) {
-            answered.append(m.entry.address)
-        }
-        unansweredSeeds.removeAll { answered.contains($0) }
-        guard !unansweredSeeds.isEmpty else { return }
-        absorb(gossip.handle(.command(.join(unansweredSeeds)), now: now), now: now, into: &out)
-        seedRetryAt = now + timing.joinRetryInterval
-    }
-
-    private mutating func expireProbes(now: Instant, into out: inout [NodeOutput]) {
-        guard !pending.isEmpty else { return }
-        for (seq, p) in pending.sorted(by: { $0.key < $1.key }) where now - p.sentAt >= Self.probeMemory {
-            pending.removeValue(forKey: seq)
-            counters.probesMissed += 1
-        }
-    }
-
-    // MARK: - Receiving
 
     private mutating func receive(from: UnderlayAddress, peerKey: [UInt8], bytes: [UInt8], now: Instant, into out: inout [NodeOutput]) {
-        guard let sender = cachedIdentity(peerKey) else { counters.drop(.badKey); return }
+        guard let sender = cachedIdentity(peerKey) else { own.drop(.badKey); return }
+        let peer = ProvenPeer(identity: sender, address: from)
         // A culled node is refused whatever it sends: its session is not kept either.
-        if gossip.culls[sender.nodeID] != nil {
-            counters.drop(.culled)
-            // Tell it why over the session it just used (its last use), at most once per interval
-            // across all culled senders (bounded work).
-            if lastCullNotice.map({ now - $0 >= Self.cullNoticeInterval }) ?? true {
-                lastCullNotice = now
-                absorb(gossip.tellCulled(PeerEntry(peer: sender, address: from)), now: now, into: &out)
-            }
+        if membership.isCulled(sender.nodeID) {
+            own.drop(.culled)
+            carry(membership.culledSenderSpoke(peer, now: now), from: Self.membershipSlot, now: now, into: &out)
             sessions.forget(peerKey: peerKey)
             return
         }
         // The first plaintext bytes name the protocol (Docs/encoding.md).
-        switch bytes.first {
-        case ChannelWire.version:
-            receiveChannelFrame(bytes, from: from, sender: sender, now: now, into: &out)
-        case Self.gossipChannelPrefix:
-            receiveGossipChannelFrame(bytes, from: from, sender: sender, now: now, into: &out)
-        case GossipWire.magic[0] where bytes.count >= 2 && bytes[1] == GossipWire.magic[1]:
-            absorb(gossip.handle(.received(from: PeerEntry(peer: sender, address: from), bytes: bytes), now: now), now: now, into: &out)
-        case PingWire.magic[0]:
-            receivePing(bytes, from: from, sender: sender, now: now, into: &out)
-        default:
-            counters.drop(.unknownProtocol)
+        if bytes.first == Self.reliablePrefix {
+            receiveReliableFrame(bytes, from: peer, now: now, into: &out)
+            return
         }
+        guard let slot = slot(for: bytes) else { own.drop(.unknownProtocol); return }
+        run(slot, .message(from: peer, bytes: bytes, reliable: false), now: now, into: &out)
     }
 
-    private mutating func receivePing(_ bytes: [UInt8], from: UnderlayAddress, sender: PeerIdentity, now: Instant, into out: inout [NodeOutput]) {
-        let kind: PingWire.Kind, seq: UInt64
-        // The session proved who sent this; a message claiming another key is refused.
-        if let bare = PingWire.decodeBare(bytes, network: network, senderKey: sender.publicKey) {
-            (kind, seq) = bare // what nodes send, checked in place
-        } else {
-            let message: PingWire.Message
-            switch PingWire.decode(bytes) {
-            case let .failure(reason): counters.drop(reason); return
-            case let .success(m): message = m
-            }
-            guard message.network == network else { counters.drop(.wrongNetwork); return }
-            guard message.senderKey == sender.publicKey else { counters.drop(.keyMismatch); return }
-            (kind, seq) = (message.kind, message.seq)
-        }
-        if sender.nodeID == identity.nodeID { counters.drop(.fromSelf); return }
-        switch kind {
-        case .ping:
-            PingWire.setSeq(seq, in: &pongBytes)
-            absorb(sessions.send(pongBytes, to: from, peerKey: sender.publicKey, now: now), now: now, into: &out)
-        case .pong:
-            guard let probe = pending.removeValue(forKey: seq), probe.target == sender.nodeID else {
-                counters.drop(.unexpectedPong)
-                return
-            }
-            counters.probesAnswered += 1
-            let rtt = now - probe.sentAt
-            absorb(gossip.handle(.rttSample(sender.nodeID, rtt), now: now), now: now, into: &out)
-            out.append(.event(.probeAnswered(sender.nodeID, rtt: rtt)))
-        }
+    /// Hands a whole message from the reliable stream to the service that owns its first bytes.
+    mutating func deliverReliable(_ message: [UInt8], from peer: ProvenPeer, now: Instant, into out: inout [NodeOutput]) {
+        guard let slot = slot(for: message) else { own.drop(.unknownProtocol); return }
+        run(slot, .message(from: peer, bytes: message, reliable: true), now: now, into: &out)
     }
 
     mutating func cachedIdentity(_ key: [UInt8]) -> PeerIdentity? {
@@ -409,11 +425,10 @@ public struct NodeCore {
     }
 }
 
-/// A seam for simulating byzantine nodes: a compromised node holds its own keys, so its lies
-/// must be told before encryption. It rewrites the gossip messages a node sends (to `peer`, or
-/// to a bare address when nil). Real nodes never have one.
-public protocol GossipRewriter {
-    mutating func rewrite(_ message: GossipMessage, for peer: NodeID?) -> GossipMessage
+/// A service's protocol id clashes with one already routed.
+public struct ServiceClash: Error, CustomStringConvertible {
+    public let id: ProtocolID
+    public var description: String { "protocol id \(id) is already routed to another service (or overlaps one); pick another prefix in Docs/encoding.md" }
 }
 
 /// A public key as a dictionary key, hashed by its first 8 bytes: keys are uniformly random

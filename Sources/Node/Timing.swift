@@ -23,6 +23,10 @@ public struct NodeTiming: Sendable, Equatable {
     public var forgetDeadAfter: Duration
     /// The member table never grows beyond this.
     public var maxMembers: Int
+    /// Gossip persists the members it heard from this often (and when the node stops), so a
+    /// restart reconnects without its seeds; nil: never (the simulator keeps its own model of
+    /// what a crashed node remembered).
+    public var peerSnapshotInterval: Duration? = .seconds(30)
 
     public init() {
         let d = GossipConfig(network: .defaultNetwork)

@@ -72,8 +72,8 @@ extension StatusReport {
             "datagrams_in": c.datagramsIn, "bytes_in": c.bytesIn,
             "datagrams_out": c.datagramsOut, "bytes_out": c.bytesOut,
             "pings_sent": c.probesSent, "pings_answered": c.probesAnswered, "pings_missed": c.probesMissed,
-            "gossip_reliable_out": c.gossipReliableOut, "gossip_reliable_in": c.gossipReliableIn,
-            "gossip_reliable_failed": c.gossipReliableFailed, "channel_resets_after_timeout": c.channelResetsAfterTimeout,
+            "reliable_out": c.reliableOut, "reliable_in": c.reliableIn,
+            "reliable_failed": c.reliableFailed, "channel_resets_after_timeout": c.channelResetsAfterTimeout,
             "send_errors": sendErrors, "receive_errors": receiveErrors,
             "drops_total": c.totalDrops,
         ]

@@ -17,16 +17,18 @@ public final class NodeRuntime {
     var logger: Logger
     private let socket: UDPSocket
     private var timer: LoopTimer!
-    private var persistTimer: LoopTimer!
     private var leaveTimer: LoopTimer?
     private var control: ControlServer?
     private var signals: [SignalWatcher] = []
     private var store: PeerStore?
-    /// The self state on disk (or being written): a restart goes on above it (`resume`).
-    @exclusivity(unchecked) private var savedSelf: PeerStore.SelfState?
-    @exclusivity(unchecked) private var savingSelf = false
-    /// After a failed write, the next try waits this long rather than coming with every datagram.
-    @exclusivity(unchecked) private var selfRetryAt: Instant?
+    /// The core's `.persist` batches, carried out one at a time in order on the thread pool
+    /// (two in flight could land out of order and leave the older state on disk).
+    private var persistQueue: [(batch: PersistBatch, then: [NodeOutput])] = []
+    private var persisting = false
+    /// Called once the persist queue is empty (a stop waits for it).
+    private var whenPersisted: (() -> Void)?
+    /// Persist batches that failed (the core heard `.failed`).
+    public private(set) var persistFailures: UInt64 = 0
     private let startedAt: Instant
     public private(set) var boundAddress: UnderlayAddress
     @exclusivity(unchecked) private var stopping = false
@@ -54,7 +56,6 @@ public final class NodeRuntime {
     /// The mesh told this node an admin culled it; the node stopped.
     public private(set) var wasCulled = false
 
-    static let persistInterval: Duration = .seconds(30)
     /// After `leave`, the node keeps running this long so the leave reaches its neighbours and
     /// rides a few gossip rounds.
     static let leaveGrace: Duration = .seconds(2)
@@ -114,7 +115,6 @@ public final class NodeRuntime {
         transfers = FileTransfers(loop: loop, inbox: (settings.dataDir as NSString).appendingPathComponent("inbox"), logger: self.logger) {
             [unowned self] bytes, stream, to in self.sendMessage(bytes, stream: stream, to: to)
         }
-        persistTimer = LoopTimer(loop: loop) { [unowned self] in self.persistPeers(then: nil) }
         do {
             if withPeerStore || withControlSocket {
                 try DataDirectory.create(settings.dataDir)
@@ -147,30 +147,35 @@ public final class NodeRuntime {
         ])
         if let store {
             do {
-                let (rows, skipped) = try store.load()
-                if skipped > 0 { logger.warning("peer store: skipped \(skipped) malformed rows") }
-                var refused = 0
-                for row in rows {
-                    if let peer = PeerIdentity(publicKey: row.publicKey) {
-                        feed(.command(.rememberPeer(peer, row.address)))
-                    } else {
-                        refused += 1
+                // What the services persisted in the last life (`.persist` outputs): gossip's
+                // self record and remembered peers.
+                let rows = try store.loadServiceRows()
+                if !rows.isEmpty { feed(.restored(rows)) }
+                let remembered = rows.filter { $0.table == GossipService.peersTable }.count
+                if remembered > 0 { logger.info("remembered \(remembered) peers from \(store.path)") }
+                // A store written before services kept their own rows has its own tables.
+                if !rows.contains(where: { $0.table == GossipService.peersTable }) {
+                    let (old, skipped) = try store.load()
+                    if skipped > 0 { logger.warning("peer store: skipped \(skipped) malformed rows") }
+                    var refused = 0
+                    for row in old {
+                        if let peer = PeerIdentity(publicKey: row.publicKey) {
+                            feed(.command(.rememberPeer(peer, row.address)))
+                        } else {
+                            refused += 1
+                        }
                     }
+                    // Only a store written by other software holds one: this node never admits such a key.
+                    if refused > 0 { logger.warning("peer store: skipped \(refused) rows whose key is not a canonical identity key") }
                 }
-                // Only a store written by other software holds one: this node never admits such a key.
-                if refused > 0 { logger.warning("peer store: skipped \(refused) rows whose key is not a canonical identity key") }
-                if !rows.isEmpty { logger.info("remembered \(rows.count) peers from \(store.path)") }
-            } catch {
-                logger.warning("peer store \(store.path) could not be read (\(error)); starting from seeds only")
-            }
-            do {
-                if let last = try store.loadSelfState() {
-                    savedSelf = last
+                if !rows.contains(where: { $0.table == "gossip.self" }), let last = try store.loadSelfState() {
                     feed(.command(.membership(.resume(incarnation: last.incarnation, attributeVersion: last.attributeVersion))))
-                    logger.info("resuming above the last life's incarnation \(last.incarnation) and attribute version \(last.attributeVersion)")
+                }
+                if core.gossip.incarnation > 0 || core.gossip.attributeVersion > 0 {
+                    logger.info("resuming above the last life's incarnation and attribute version: now \(core.gossip.incarnation) and \(core.gossip.attributeVersion)")
                 }
             } catch {
-                logger.warning("\(error); starting at incarnation 0 (the mesh's refutation brings this node back, a little later)")
+                logger.warning("peer store \(store.path) could not be read (\(error)); starting from seeds only, at incarnation 0 (the mesh's refutation brings this node back, a little later)")
             }
         }
         for peer in settings.peers + settings.discovery.masters { feed(.command(.addSeed(unscoped(peer)))) }
@@ -183,7 +188,6 @@ public final class NodeRuntime {
                 logger.warning("nearest: listening on \(boundAddress), not on [::]; neighbours that hear the beacon answer at a link-local address this socket may not receive")
             }
         }
-        persistTimer.schedule(at: loop.now + Self.persistInterval)
         if handleSignals {
             for sig in [SIGINT, SIGTERM] {
                 signals.append(SignalWatcher(loop: loop, signal: sig) { [unowned self] sig in
@@ -195,6 +199,9 @@ public final class NodeRuntime {
     }
 
     public func command(_ command: NodeCommand) { feed(.command(command)) }
+
+    /// Adds a service to the node before `start` (see `NodeCore.add`).
+    public func add(_ service: some NodeService<NodeCommand, NodeEvent>) throws { try core.add(service) }
 
     /// Queues a message to a member over its channel; events about it come through `onEvent`.
     public func sendMessage(_ bytes: [UInt8], stream: UInt16, to: NodeID) -> Result<MessageID, MessageSendError> {
@@ -215,12 +222,16 @@ public final class NodeRuntime {
     /// Saves the peer table (on the thread pool), then closes every handle; the loop then ends.
     public func stop() {
         guard !stopping else { return }
+        // The services persist what outlives this life (gossip: its remembered peers); the
+        // handles close once every persist is on disk.
+        carryOut(core.handle(.stop, now: loop.now))
         stopping = true
-        persistPeers { [self] in
+        let finish = { [self] in
             closeHandles()
             logger.info("node stopped")
             onStopped?()
         }
+        if persisting || !persistQueue.isEmpty { whenPersisted = finish } else { finish() }
     }
 
     // MARK: - Driving the core
@@ -228,33 +239,49 @@ public final class NodeRuntime {
     private func feed(_ input: NodeInput) {
         guard !stopping else { return }
         carryOut(core.handle(input, now: loop.now))
-        if store != nil, !savingSelf, currentSelf != savedSelf, selfRetryAt.map({ loop.now >= $0 }) ?? true { persistSelf() }
     }
 
-    private var currentSelf: PeerStore.SelfState {
-        PeerStore.SelfState(incarnation: core.gossip.incarnation, attributeVersion: core.gossip.attributeVersion)
+    /// Queues a `.persist` batch; its `then` outputs are carried out once it is durable.
+    private func persist(_ batch: PersistBatch, then: [NodeOutput]) {
+        guard store != nil else {
+            // No store (benchmarks, tests that ask for none): nothing to wait for.
+            carryOut(then)
+            feed(.persisted(batch.ticket, .durable))
+            return
+        }
+        persistQueue.append((batch, then))
+        if !persisting { persistNext() }
     }
 
-    /// Writes a changed incarnation or attribute version (rare: refutations, attribute updates),
-    /// one write at a time; a change made during a write is picked up when it completes.
-    private func persistSelf() {
-        guard let store else { return }
-        let state = currentSelf
-        savingSelf = true
+    private func persistNext() {
+        guard let store, !persistQueue.isEmpty else {
+            persisting = false
+            if let w = whenPersisted { whenPersisted = nil; w() }
+            return
+        }
+        persisting = true
+        let (batch, then) = persistQueue.removeFirst()
+        let ops = batch.ops
         loop.offload({ () -> String? in
-            do { try store.saveSelfState(state); return nil } catch { return "\(error)" }
+            do { try store.apply(ops); return nil } catch { return "\(error)" }
         }, completion: { [weak self] failure in
             guard let self else { return }
-            self.savingSelf = false
             if let failure {
-                self.logger.warning("could not save incarnation \(state.incarnation) to \(store.path): \(failure); retrying in \(Self.persistInterval), a restart before then may come back below it")
-                self.selfRetryAt = self.loop.now + Self.persistInterval
-                return
+                self.persistFailures += 1
+                self.logger.warning("could not write to \(store.path): \(failure); the messages waiting for it are dropped (the node retries with its next change); check free space and permissions")
+                self.feed(.persisted(batch.ticket, .failed(failure)))
+            } else {
+                if !self.stopping { self.carryOut(then) }
+                self.feed(.persisted(batch.ticket, .durable))
             }
-            self.savedSelf = state
-            self.selfRetryAt = nil
-            if !self.stopping, self.currentSelf != state { self.persistSelf() }
+            self.persistNext()
         })
+    }
+
+    /// Runs an `.offload` job on the thread pool and hands its result back.
+    private func offload(_ job: OffloadJob) {
+        let work = job.work
+        loop.offload({ work() }, completion: { [weak self] outcome in self?.feed(.offloaded(job.ticket, outcome)) })
     }
 
     private func carryOut(_ outputs: [NodeOutput]) {
@@ -272,6 +299,8 @@ public final class NodeRuntime {
                 }
             case let .wake(at): timer.scheduleNoLater(than: at)
             case let .event(event): report(event)
+            case let .persist(batch, then): persist(batch, then: then)
+            case let .offload(job): offload(job)
             }
         }
     }
@@ -310,6 +339,8 @@ public final class NodeRuntime {
             transfers.failed(id, reason: reason)
         case let .channelWritable(peer):
             transfers.writable(peer)
+        case let .service(id, payload):
+            logger.debug("service \(id): \(payload)")
         case let .membership(e):
             switch e {
             case .joined: logger.info("joined the mesh")
@@ -328,32 +359,9 @@ public final class NodeRuntime {
         onEvent?(event)
     }
 
-    private func persistPeers(then completion: (() -> Void)?) {
-        guard let store else { completion?(); return }
-        let now = loop.now
-        let unixNow = Int64(Date().timeIntervalSince1970)
-        let rows = Array(core.members.values.compactMap { m -> PeerStore.Row? in
-            guard let heard = m.lastHeard else { return nil }
-            return PeerStore.Row(publicKey: m.identity.publicKey, address: m.address,
-                                 lastSeenUnix: unixNow - Int64((now - heard).secondsDouble))
-        })
-        let me = currentSelf
-        loop.offload({ () -> String? in
-            // The self state rides along, so the last one is on disk after a graceful stop.
-            do { try store.save(rows); try store.saveSelfState(me); return nil } catch { return "\(error)" }
-        }, completion: { [weak self] failure in
-            guard let self else { completion?(); return }
-            if failure == nil { self.savedSelf = me }
-            if let failure { self.logger.warning("could not save peers to \(store.path): \(failure)") }
-            if completion == nil, !self.stopping { self.persistTimer.schedule(at: self.loop.now + Self.persistInterval) }
-            completion?()
-        })
-    }
-
     private func closeHandles() {
         timer?.close()
         seeds?.close()
-        persistTimer?.close()
         leaveTimer?.close()
         finishPendingQueries()
         beacon?.close()

@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 import MeshCore
+import NodeService
 
 /// Remembers the members a node has seen, in SQLite, so that after a reboot it reconnects
 /// without its seeds. Only the loop's thread-pool jobs touch it after startup.
@@ -59,7 +60,48 @@ public final class PeerStore: Sendable {
                     attribute_version INTEGER NOT NULL
                 )
                 """)
+            // Services' own tables (`.persist` outputs): rows of bytes the store never reads.
+            try db.execute(sql: """
+                CREATE TABLE IF NOT EXISTS service_state (
+                    name TEXT NOT NULL,
+                    key BLOB NOT NULL,
+                    value BLOB NOT NULL,
+                    PRIMARY KEY (name, key)
+                )
+                """)
             _ = try Row.fetchCount(db)
+        }
+    }
+
+    /// Carries out one `.persist` batch in one transaction: durable when this returns.
+    public func apply(_ ops: [StorageOp]) throws {
+        try queue.write { db in
+            for op in ops {
+                switch op {
+                case let .put(table, key, value):
+                    try db.execute(sql: """
+                        INSERT INTO service_state (name, key, value) VALUES (?, ?, ?)
+                        ON CONFLICT(name, key) DO UPDATE SET value = excluded.value
+                        """, arguments: [table, Data(key), Data(value)])
+                case let .delete(table, key):
+                    try db.execute(sql: "DELETE FROM service_state WHERE name = ? AND key = ?", arguments: [table, Data(key)])
+                case let .replace(table, rows):
+                    try db.execute(sql: "DELETE FROM service_state WHERE name = ?", arguments: [table])
+                    for row in rows {
+                        try db.execute(sql: "INSERT OR REPLACE INTO service_state (name, key, value) VALUES (?, ?, ?)",
+                                       arguments: [table, Data(row.key), Data(row.value)])
+                    }
+                }
+            }
+        }
+    }
+
+    /// Every service row, by table then key (what `.restored` hands the node at start).
+    public func loadServiceRows() throws -> [StoredRow] {
+        try queue.read { db in
+            try GRDB.Row.fetchAll(db, sql: "SELECT name, key, value FROM service_state ORDER BY name, key").map { r in
+                StoredRow(table: r["name"], key: (r["key"] as Data?).map { Array($0) } ?? [], value: (r["value"] as Data?).map { Array($0) } ?? [])
+            }
         }
     }
 

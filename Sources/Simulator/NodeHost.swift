@@ -2,6 +2,7 @@ import Foundation
 import Gossip
 import MeshCore
 import Node
+import NodeService
 import Sessions
 
 /// Building, booting, crashing and restarting the simulated nodes: the one place a `NodeCore` is
@@ -15,8 +16,14 @@ extension Simulation {
         if incarnation[i] > 0 { rng = rng.derived(0x7265_7374_6172_7400 | UInt64(incarnation[i])) }
         // Real sessions with real keys: the mesh's network key comes from the seed like everything else.
         do {
-            return try NodeCore(identity: identities[i], network: networkID, networkKey: simulatedNetworkKey, address: addresses[i],
-                                timing: scenario.timing, discovery: discovery(for: i), peerIdentities: peerTables[i % peerTables.count], rng: rng)
+            // What a crashed node remembered is the simulator's own model (`stored`, `storageSyncSeconds`).
+            var timing = scenario.timing
+            timing.peerSnapshotInterval = nil
+            var core = try NodeCore(identity: identities[i], network: networkID, networkKey: simulatedNetworkKey, address: addresses[i],
+                                    timing: timing, discovery: discovery(for: i), peerIdentities: peerTables[i % peerTables.count], rng: rng)
+            core.persistsCompleteAtOnce = true  // `SyncedDisk`
+            core.offloadsRunInline = true  // charged in `counters.offloadCost`
+            return core
         } catch {
             fatalError("simulated node \(i) cannot be built: \(error)")
         }
@@ -70,13 +77,11 @@ extension Simulation {
 
     // MARK: - Node lifecycle
 
-    func boot(_ i: Int, remembered: [(PeerIdentity, UnderlayAddress)], resume: (incarnation: UInt32, attributeVersion: UInt32)? = nil) {
+    func boot(_ i: Int, remembered: [(PeerIdentity, UnderlayAddress)], restored: [StoredRow] = []) {
         if life[i] != .waiting { nodes[i] = makeNode(index: i) }
         life[i] = .up
         let t = Instant(nanoseconds: now)
-        if let r = resume {
-            apply(i, nodes[i].handle(.command(.membership(.resume(incarnation: r.incarnation, attributeVersion: r.attributeVersion))), now: t))
-        }
+        if !restored.isEmpty { apply(i, nodes[i].handle(.restored(restored), now: t)) }
         for s in seedsFor(i) { apply(i, nodes[i].handle(.command(.addSeed(addresses[s])), now: t)) }
         for (p, a) in remembered { apply(i, nodes[i].handle(.command(.rememberPeer(p, a)), now: t)) }
         apply(i, nodes[i].handle(.start, now: t))
@@ -103,7 +108,7 @@ extension Simulation {
         // The simulated disk synced every `storageSyncSeconds`: members confirmed since are lost.
         let sync = max(1, Self.nanos(scenario.storageSyncSeconds))
         let lastSync = Instant(nanoseconds: now / sync * sync)
-        storedSelf[i] = (nodes[i].gossip.incarnation, nodes[i].gossip.attributeVersion)
+        disk.crash(node: i, now: now)
         stored[i] = nodes[i].sortedMembers.filter { $0.state == .alive && $0.stateSince <= lastSync }.map { ($0.identity, $0.address) }
         for (reason, n) in nodes[i].counters.drops { retiredDrops[reason, default: 0] += n }
         retiredGossipDrops += nodes[i].gossip.counters.totalDrops
@@ -116,7 +121,7 @@ extension Simulation {
         incarnation[i] += 1
         cpu.reset(i)
         // What the node had written but not synced survives, vanishes or tears by the disk's faults.
-        disk.crash(i)
+        faultyDisk.crash(i)
         crashedDown[i] = crashRecord
         guard crashRecord else { return }
         c.crashes += 1
@@ -128,9 +133,9 @@ extension Simulation {
 
     func restart(_ i: Int, remember: Bool) {
         guard life[i] == .down else { return }
-        boot(i, remembered: remember ? stored[i] ?? [] : [], resume: remember ? storedSelf[i] : nil)
+        if !remember { disk.wipe(node: i) }
+        boot(i, remembered: remember ? stored[i] ?? [] : [], restored: remember ? disk.rows(node: i) : [])
         stored[i] = nil
-        storedSelf[i] = nil
         crashedDown[i] = false
         disturbedUntil[i] = now + grace
         c.restarts += 1

@@ -161,7 +161,7 @@ public struct TimelineEvent: Sendable, Equatable {
     /// Cull: the live node the admin hands the signed cull to (default: the lowest live node not culled).
     public var via: Int?
     /// Disk: the fault to arm (undone after `for_s`).
-    public var diskFault: VirtualDisk.Fault = .loseUnsynced
+    public var diskFault: FaultyDisk.Fault = .loseUnsynced
 
     public init(kind: Kind, atSeconds: Double) {
         self.kind = kind

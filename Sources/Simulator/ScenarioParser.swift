@@ -379,12 +379,12 @@ private struct Parser {
             ev.maxDelayMs = v
         }
         if let v = e["mode"] {
-            guard let text = v.string, let m = VirtualDisk.Fault(rawValue: text) else {
-                throw fail("\(path).mode", "must be one of \(VirtualDisk.Fault.allCases.map(\.rawValue).joined(separator: ", "))")
+            guard let text = v.string, let m = FaultyDisk.Fault(rawValue: text) else {
+                throw fail("\(path).mode", "must be one of \(FaultyDisk.Fault.allCases.map(\.rawValue).joined(separator: ", "))")
             }
             ev.diskFault = m
         } else if kind == .disk {
-            throw fail("\(path).mode", "disk needs mode = one of \(VirtualDisk.Fault.allCases.map(\.rawValue).joined(separator: ", "))")
+            throw fail("\(path).mode", "disk needs mode = one of \(FaultyDisk.Fault.allCases.map(\.rawValue).joined(separator: ", "))")
         }
         if let v = e["via"] {
             guard let n = v.int else { throw fail("\(path).via", "must be a node index") }

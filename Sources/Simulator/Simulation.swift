@@ -59,9 +59,8 @@ public final class Simulation {
     var equivocationTallies: [Equivocator.Tally] = []
     /// The simulated disk: the peers a crashed node had synced, handed back on restart.
     var stored: [[(PeerIdentity, UnderlayAddress)]?]
-    /// Each crashed node's last incarnation and attribute version: the runtime writes them as they
-    /// change, so unlike `stored` no unsynced part is lost.
-    var storedSelf: [(incarnation: UInt32, attributeVersion: UInt32)?]
+    /// The nodes' disks: what their services persisted (`.persist`), handed back at a restart.
+    var disk: any VirtualDisk = SyncedDisk()
     var downSince: [Int64]
     /// Deaths declared about (or by) a node before this instant are blamed on a fault that just ended.
     var disturbedUntil: [Int64]
@@ -79,7 +78,7 @@ public final class Simulation {
     /// Starvation and offloaded work per node.
     var cpu: VirtualCPU
     /// Each node's simulated disk (persisted state); faults armed by `disk` timeline events.
-    public internal(set) var disk: VirtualDisk
+    public internal(set) var faultyDisk: FaultyDisk
     /// Nodes down because of a crash (not a leave or a cull), for `faultsActive`.
     var crashedDown: [Bool]
     /// When the last fault healed (nil: one is still active); 0 when the run never had one.
@@ -157,7 +156,7 @@ public final class Simulation {
         case restoreNodes([Int])
         case honest([Int])
         case feed([Int])
-        case repairDisks([Int], VirtualDisk.Fault)
+        case repairDisks([Int], FaultyDisk.Fault)
     }
 
     struct CrashRecord {
@@ -201,14 +200,13 @@ public final class Simulation {
         net = VirtualNetwork(model: scenario.network, nodes: n, root: root)
         byzantine = Array(repeating: nil, count: n)
         stored = Array(repeating: nil, count: n)
-        storedSelf = Array(repeating: nil, count: n)
         downSince = Array(repeating: 0, count: n)
         disturbedUntil = Array(repeating: -1, count: n)
         intervalBytes = Array(repeating: 0, count: n)
         nodeBytes = Array(repeating: 0, count: n)
         leaving = Array(repeating: false, count: n)
         cpu = VirtualCPU(nodes: n)
-        disk = VirtualDisk(nodes: n, rng: root.derived(0x6469_736b_0000_0000))
+        faultyDisk = FaultyDisk(nodes: n, rng: root.derived(0x6469_736b_0000_0000))
         crashedDown = Array(repeating: false, count: n)
         admin = scenario.adminKey ? NodeIdentity.deterministic(runSeed: seed ^ 0x6164_6d69_6e00_0000, index: 0) : nil
         let lans = (0..<n).map { Int32(scenario.lan(of: $0)) }

@@ -2,6 +2,7 @@ import Foundation
 import Gossip
 import MeshCore
 import Node
+import NodeService
 import Sessions
 
 /// Carrying out nodes' outputs: datagrams onto the virtual network (with byzantine rewriting),
@@ -83,6 +84,14 @@ extension Simulation {
                 } else if trace != nil, case let .memberAdded(id, _) = ev {
                     log(i, "member added: \(indexOfID[id].map { "node \($0)" } ?? id.short)")
                 }
+            case let .persist(batch, then):
+                // The disk is the driver's (written on this thread, also after a parallel window).
+                // `SyncedDisk` is durable at once, so the nodes answer their own persists
+                // (`persistsCompleteAtOnce`); a disk with faults brings a completion event instead.
+                if case .durable = disk.write(node: i, batch.ops, now: now) { apply(i, then, wakesTaken: wakesTaken) }
+            case .offload:
+                // The nodes run their jobs inline (`offloadsRunInline`): none reaches the driver.
+                break
             }
         }
     }

@@ -26,6 +26,8 @@ extension Pump {
                 if let j = addresses.firstIndex(of: to) { inFlight.append((now + latency, j, addresses[i], bytes)) }
             case let .wake(at): wakes[i] = at
             case let .event(e): events.append((i, e))
+            case let .persist(_, then): carryOut(i, then)
+            case .offload: break
             }
         }
     }

@@ -11,6 +11,8 @@ struct Pump {
     var now = Instant.zero
     var down: Set<Int> = []
     var events: [(Int, NodeEvent)] = []
+    /// Every `.persist` batch, by node, in order.
+    var disk: [(Int, PersistBatch)] = []
     let latency: Duration = .milliseconds(5)
 
     static let networkKey = [UInt8](repeating: 7, count: 32)
@@ -22,6 +24,8 @@ struct Pump {
             try! NodeCore(identity: NodeIdentity.deterministic(runSeed: 5, index: i), network: network, networkKey: networkKey,
                           address: addresses[i], timing: timing, discovery: discovery, rng: SeededGenerator(seed: UInt64(i)))
         }
+        // The pump's disk (`disk`) is durable at once.
+        for i in cores.indices { cores[i].persistsCompleteAtOnce = true }
         self.addresses = addresses
         wakes = Array(repeating: nil, count: count)
     }
@@ -30,6 +34,7 @@ struct Pump {
     mutating func restart(_ i: Int, seed: UInt64 = 99) {
         cores[i] = try! NodeCore(identity: NodeIdentity.deterministic(runSeed: 5, index: i), network: .defaultNetwork,
                                  networkKey: Pump.networkKey, address: addresses[i], rng: SeededGenerator(seed: seed))
+        cores[i].persistsCompleteAtOnce = true
         wakes[i] = nil
     }
 
@@ -41,13 +46,20 @@ struct Pump {
 
     mutating func feed(_ i: Int, _ input: NodeInput) {
         guard !down.contains(i) else { return }
-        for o in cores[i].handle(input, now: now) {
-            switch o {
-            case let .send(to, bytes):
-                if let j = addresses.firstIndex(of: to) { inFlight.append((now + latency, j, addresses[i], bytes)) }
-            case let .wake(at): wakes[i] = at
-            case let .event(e): events.append((i, e))
-            }
+        for o in cores[i].handle(input, now: now) { take(i, o) }
+    }
+
+    /// Carries out one output; a persist is durable at once (its batches are kept in `disk`).
+    mutating func take(_ i: Int, _ o: NodeOutput) {
+        switch o {
+        case let .send(to, bytes):
+            if let j = addresses.firstIndex(of: to) { inFlight.append((now + latency, j, addresses[i], bytes)) }
+        case let .wake(at): wakes[i] = at
+        case let .event(e): events.append((i, e))
+        case let .persist(batch, then):
+            disk.append((i, batch))
+            for t in then { take(i, t) }
+        case .offload: break
         }
     }
 
@@ -257,8 +269,8 @@ struct Pump {
         for a in 0..<3 { for b in 0..<3 where a != b {
             #expect(p.cores[a].members[p.cores[b].identity.nodeID]?.attributes == d.attributes, "node \(a) holds \(b)'s attributes")
         } }
-        #expect(p.cores[0].gossipChannels.stats.messagesDelivered > 0)
-        #expect(p.cores[0].counters.gossipReliableIn > 0)
+        #expect(p.cores[0].reliable.stats.messagesDelivered > 0)
+        #expect(p.cores[0].counters.reliableIn > 0)
         // The users' endpoint carried none of it.
         #expect(p.cores[0].channels.stats.framesOut == 0)
     }

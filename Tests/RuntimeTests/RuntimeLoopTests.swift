@@ -74,9 +74,10 @@ import Testing
         #expect(stopped == 2)
         #expect(!FileManager.default.fileExists(atPath: path), "control socket removed on stop")
         #expect(!FileManager.default.fileExists(atPath: sb.resolvedControlPath))
-        // b remembered a in its peer store.
-        let rows = try PeerStore.open(path: sb.dataDir + "/peers.sqlite").0.load().rows
-        #expect(rows.map { NodeID(publicKey: $0.publicKey) } == [a.identity.nodeID])
+        // b remembered a in its peer store: gossip persisted it at the stop.
+        let rows = try PeerStore.open(path: sb.dataDir + "/peers.sqlite").0.loadServiceRows().filter { $0.table == GossipService.peersTable }
+        #expect(rows.map { NodeID(publicKey: $0.key) } == [a.identity.nodeID])
+        #expect(rows.first?.value.suffix(2) == [UInt8(a.boundAddress.port >> 8), UInt8(a.boundAddress.port & 0xff)])
     }
 
     /// A restart on the same data directory goes on above the last life's incarnation and
@@ -103,26 +104,37 @@ import Testing
             return seen
         }
 
+        func stored() throws -> [UInt8]? {
+            try PeerStore.open(path: store).0.loadServiceRows().first { $0.table == "gossip.self" }?.value
+        }
         let first = try life { node, loop in
             let a = try! Attributes([("type", "meter")])
             node.command(.membership(.setAttributes(a)))
             node.command(.membership(.setAttributes(a)))
         }
         #expect(first == (0, 2))
-        #expect(try PeerStore.open(path: store).0.loadSelfState() == .init(incarnation: 0, attributeVersion: 2))
+        // The record was persisted before the attributes were announced (`.persist`), not at the stop.
+        #expect(try stored() == [0, 0, 0, 0, 0, 0, 0, 2])
         let second = try life { _, _ in }
         #expect(second == (1, 3), "resumed above the stored 0 and 2")
         let third = try life { _, _ in }
         #expect(third == (2, 4), "and again above what the second life stored")
 
-        // A row outside u32 is refused with an error that names the file, and the node starts at 0.
+        // A record that does not decode is not trusted: the node starts at 0 and replaces it.
         let raw = try DatabaseQueue(path: store)
-        try raw.write { try $0.execute(sql: "UPDATE self_state SET incarnation = -5, attribute_version = 4294967296") }
-        #expect(throws: (any Error).self) { try PeerStore.open(path: store).0.loadSelfState() }
-        do { _ = try PeerStore.open(path: store).0.loadSelfState() } catch { #expect("\(error)".contains(store)) }
+        try raw.write { try $0.execute(sql: "UPDATE service_state SET value = x'0102' WHERE name = 'gossip.self'") }
         let fourth = try life { _, _ in }
         #expect(fourth == (0, 0), "a broken row is not trusted")
-        #expect(try PeerStore.open(path: store).0.loadSelfState() == .init(incarnation: 0, attributeVersion: 0), "and is replaced")
+        #expect(try stored() == [0, 0, 0, 0, 0, 0, 0, 0], "and is replaced")
+
+        // A store from before services kept their own rows: the old self_state table is read.
+        try raw.write { try $0.execute(sql: "DELETE FROM service_state") }
+        try PeerStore.open(path: store).0.saveSelfState(.init(incarnation: 7, attributeVersion: 1))
+        let fifth = try life { _, _ in }
+        #expect(fifth == (8, 2), "resumed above the old table's 7 and 1")
+        // A row outside u32 in the old table is refused with an error that names the file.
+        try raw.write { try $0.execute(sql: "UPDATE self_state SET incarnation = -5, attribute_version = 4294967296") }
+        do { _ = try PeerStore.open(path: store).0.loadSelfState(); Issue.record("a broken row was read") } catch { #expect("\(error)".contains(store)) }
     }
 
     @Test func busyPortIsAClearError() throws {

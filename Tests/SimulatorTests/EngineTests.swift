@@ -7,14 +7,14 @@ import Testing
 /// checkers and workloads by kind, the two checker phases, disk faults from the timeline.
 @Suite struct EngineTests {
     @Test func diskKeepsUnsyncedWritesOnACrashWithoutFaults() throws {
-        var d = VirtualDisk(nodes: 1, rng: SeededGenerator(seed: 1))
+        var d = FaultyDisk(nodes: 1, rng: SeededGenerator(seed: 1))
         _ = d.write(0, key: "a", value: [1, 2, 3], now: 0)
         d.crash(0)
         #expect(d.read(0, key: "a") == [1, 2, 3])
     }
 
     @Test func diskLosesUnsyncedWritesUnderThatFault() throws {
-        var d = VirtualDisk(nodes: 2, rng: SeededGenerator(seed: 1))
+        var d = FaultyDisk(nodes: 2, rng: SeededGenerator(seed: 1))
         d.arm(.loseUnsynced, on: 0)
         _ = d.write(0, key: "a", value: [1], now: 0)
         _ = d.sync(0, now: 0)
@@ -28,7 +28,7 @@ import Testing
     }
 
     @Test func diskTearsTheLastWrite() throws {
-        var d = VirtualDisk(nodes: 1, rng: SeededGenerator(seed: 3))
+        var d = FaultyDisk(nodes: 1, rng: SeededGenerator(seed: 3))
         d.arm(.tearLastWrite, on: 0)
         _ = d.write(0, key: "a", value: Array(repeating: 7, count: 100), now: 0)
         d.crash(0)
@@ -39,7 +39,7 @@ import Testing
     }
 
     @Test func diskFailsWithAnIOErrorWhileArmed() throws {
-        var d = VirtualDisk(nodes: 1, rng: SeededGenerator(seed: 1))
+        var d = FaultyDisk(nodes: 1, rng: SeededGenerator(seed: 1))
         d.arm(.ioError, on: 0)
         guard case let .failure(e) = d.write(0, key: "a", value: [1], now: 0) else { Issue.record("write succeeded"); return }
         #expect("\(e)".contains("node 0"))
@@ -52,7 +52,7 @@ import Testing
 
     /// A persist is durable when it returns, at an instant after every write and the sync.
     @Test func persistIsDurableByItsCompletionInstant() throws {
-        var d = VirtualDisk(nodes: 1, rng: SeededGenerator(seed: 1), writeNanos: 10, syncNanos: 100)
+        var d = FaultyDisk(nodes: 1, rng: SeededGenerator(seed: 1), writeNanos: 10, syncNanos: 100)
         d.arm(.loseUnsynced, on: 0)
         guard case let .success(done) = d.persist(0, [("a", [1]), ("b", [2])], now: 1000) else { Issue.record("persist failed"); return }
         #expect(done == 1000 + 10 + 10 + 100)
