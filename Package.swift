@@ -52,8 +52,10 @@ let package = Package(
             .product(name: "TOMLKit", package: "TOMLKit"),
         ]),
         // Benchmarks that print our figure beside a physical baseline measured in the same run.
-        .target(name: "Bench", dependencies: ["Runtime", "Node", "MeshCore", "Noise", "Sessions", "Sodium", "Channels", "CLibuv",
+        .target(name: "Bench", dependencies: ["Runtime", "Node", "MeshCore", "Noise", "Sessions", "Sodium", "Channels", "CLibuv", "Simulator",
             .product(name: "Logging", package: "swift-log")]),
+        // Byzantine-fault-tolerant ordering of opaque payloads among validators (sans-IO).
+        .target(name: "Consensus", dependencies: ["MeshCore", "Sodium"]),
         .executableTarget(name: "iotaf", dependencies: [
             "Runtime", "Simulator", "Bench", "Node", "MeshCore", "Noise", "Sodium",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -69,6 +71,7 @@ let package = Package(
         .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Node", "MeshCore", "Sessions", "Channels", "Gossip", "Sodium", .product(name: "GRDB", package: "GRDB.swift")]),
         // testdata/: golden transcripts read by path (GoldenTranscriptTests), not bundled.
         .testTarget(name: "SimulatorTests", dependencies: ["Simulator", "Node", "MeshCore"], exclude: ["testdata"]),
+        .testTarget(name: "ConsensusTests", dependencies: ["Consensus", "MeshCore", "Sodium"], exclude: ["testdata"]),
         .testTarget(name: "IntegrationTests", dependencies: ["MeshCore", "Sodium"]),
     ]
 )

@@ -5,7 +5,7 @@ set -euo pipefail
 
 need=()
 pkg_ok() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
-for p in libuv1-dev libsodium-dev libsqlite3-dev pkg-config iproute2; do
+for p in libuv1-dev libsodium-dev libsqlite3-dev pkg-config iproute2 nftables; do
     pkg_ok "$p" || need+=("$p")
 done
 

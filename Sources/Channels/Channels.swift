@@ -22,7 +22,8 @@ public struct ChannelConfig: Sendable, Equatable {
     public var nodeReceiveBuffer: Int = 64 << 20
     /// Window a sender may assume before it has heard any grant from the receiver.
     public var initialWindow: Int = 64 << 10
-    /// Retransmission timeout before the first RTT sample (RFC 6298 says 1 s).
+    /// Probe timeout before the first RTT sample (RFC 6298's initial RTO, 1 s); `minRTO` spaces
+    /// window probes and resets, `maxRTO` caps a backed-off probe timeout.
     public var initialRTO: Duration = .seconds(1)
     public var minRTO: Duration = .milliseconds(200)
     public var maxRTO: Duration = .seconds(10)
@@ -37,9 +38,6 @@ public struct ChannelConfig: Sendable, Equatable {
     public var initialCongestionFrames: Int = 10
     /// Upper bound of the congestion window, in bytes.
     public var maxCongestionWindow: Int = 32 << 20
-    /// Fraction of a round's packets that may be lost before the controller treats loss as
-    /// congestion; isolated random loss is repaired without shrinking the window.
-    public var lossTolerance: Double = 0.05
     /// Connections (peers) tracked at once.
     public var maxConnections: Int = 256
     /// Ahead-of-order messages a receiver buffers per stream.
@@ -141,11 +139,12 @@ public struct ChannelCounters: Sendable, Equatable {
     public var messagesFailed: UInt64 = 0
     public var retransmittedChunks: UInt64 = 0
     public var lossEvents: UInt64 = 0
+    /// Persistent congestion: three probe timeouts in a row, the window restarted small.
     public var congestionEvents: UInt64 = 0
     /// Connections failed by `failureTimeout`.
     public var timeouts: UInt64 = 0
-    /// Retransmission-timer expirations (RFC 6298 5.4).
-    public var rtoExpirations: UInt64 = 0
+    /// Probe-timeout expirations (RFC 9002 6.2): tail probes sent.
+    public var probeTimeouts: UInt64 = 0
     /// Probes sent while the receiver's window was closed.
     public var probes: UInt64 = 0
     public var resetsSent: UInt64 = 0

@@ -44,6 +44,11 @@ struct SentPacket: Sendable {
     let chunks: [Chunk]
     let ackEliciting: Bool
     var settled = false
+    // Delivery-rate sampling state when it was sent (draft-cheng-iccrg-delivery-rate-estimation).
+    var delivered = 0
+    var deliveredAt = Instant.zero
+    var firstSentAt = Instant.zero
+    var appLimited = false
 }
 
 struct RecvMessage: Sendable {
@@ -97,10 +102,26 @@ struct Connection<Peer: Hashable & Sendable & Comparable>: Sendable {
     private(set) var bytesInFlight = 0
     private var largestAcked: UInt64 = 0
     private var rtt: RTTEstimator
-    private var cc: CongestionController
-    private var rtoArmedAt: Instant?
-    private var rtoBackoff = 0
+    private var cc: RateController
+    /// When the last ack-eliciting packet left: the probe timer runs from there (RFC 9002 6.2.1).
+    private var lastAckElicitingAt: Instant?
+    /// Probe timeouts in a row without an acknowledgement; any acknowledgement resets it, so
+    /// repairs do not back off while the peer is still answering.
+    private var ptoCount = 0
+    /// Packets that may leave beyond the congestion window and pacing (probes after a timeout).
+    private var probeCredit = 0
     private var lossTime: Instant?
+    // Delivery-rate sampling.
+    private var delivered = 0
+    private var deliveredAt = Instant.zero
+    private var firstSentAt = Instant.zero
+    /// Non-zero while packets sent with too little to send are in flight: their samples are app-limited.
+    private var appLimitedUntil = 0
+    // Pacing: a token bucket filled at the controller's pacing rate.
+    private var paceTokens = 0.0
+    private var paceUpdatedAt = Instant.zero
+    /// When pacing next lets a frame out, if it held one back.
+    private var paceDeadline: Instant?
     private var peerMaxData: UInt64
     private var committed: UInt64 = 0
     private(set) var sendBuffered = 0
@@ -128,8 +149,8 @@ struct Connection<Peer: Hashable & Sendable & Comparable>: Sendable {
         self.config = config
         self.localID = localID
         rtt = RTTEstimator(initialRTO: config.initialRTO, minRTO: config.minRTO, maxRTO: config.maxRTO)
-        cc = CongestionController(mss: config.maxFrame, initialFrames: config.initialCongestionFrames,
-                                  maxWindow: config.maxCongestionWindow, tolerance: config.lossTolerance)
+        cc = RateController(mss: config.maxFrame, initialFrames: config.initialCongestionFrames,
+                            maxWindow: config.maxCongestionWindow, ackDelay: config.maxAckDelay)
         peerMaxData = UInt64(config.initialWindow)
         grantInitial(&budget)
     }
@@ -139,6 +160,10 @@ struct Connection<Peer: Hashable & Sendable & Comparable>: Sendable {
     var hasPendingSends: Bool { !streams.isEmpty }
     var receiveBuffered: UInt64 { reserved - released }
     var congestionWindow: Int { cc.window }
+    var bandwidthEstimate: Double { cc.bandwidth }
+    var rateState: String {
+        "\(cc.mode) gain \(cc.pacingGain) minRTT \(cc.minRTT == .max ? -1 : cc.minRTT / 1000) us round \(cc.round) inflight \(bytesInFlight)"
+    }
     var smoothedRTT: Int64? { rtt.smoothed }
 
     // MARK: Caller input
@@ -304,7 +329,10 @@ struct Connection<Peer: Hashable & Sendable & Comparable>: Sendable {
 
     private mutating func processAck(_ ack: ChannelWire.Ack, now: Instant, ctx: inout ConnectionContext<Peer>) {
         peerMaxData = max(peerMaxData, ack.maxData)
-        var newlyAcked = false
+        var ackedBytes = 0, ackedPackets = 0
+        var rttSample: Int64?
+        // The newest packet acknowledged here (largest `delivered` when sent) gives the rate sample.
+        var newest: SentPacket?
         for range in ack.ranges {
             var i = firstSentIndex(atLeast: range.lowerBound)
             while i < sent.count && sent[i].number <= range.upperBound {
@@ -313,11 +341,17 @@ struct Connection<Peer: Hashable & Sendable & Comparable>: Sendable {
                     let p = sent[i]
                     if p.number == ack.ranges[0].upperBound && p.ackEliciting {
                         rtt.sample((now - p.sentAt).nanoseconds, ackDelay: Int64(ack.delayMicros) * 1000)
+                        rttSample = rtt.latest
                     }
                     if p.ackEliciting {
                         bytesInFlight -= p.size
-                        cc.onAcked(bytes: p.size, number: p.number, sentAt: p.sentAt, nextNumber: nextPacketNumber)
-                        newlyAcked = true
+                        ackedBytes += p.size
+                        ackedPackets += 1
+                        delivered += p.size
+                        deliveredAt = now
+                        if newest == nil || p.delivered > newest!.delivered || (p.delivered == newest!.delivered && p.sentAt > newest!.sentAt) {
+                            newest = p
+                        }
                     }
                     for c in p.chunks { ackChunk(c, ctx: &ctx) }
                 }
@@ -325,10 +359,23 @@ struct Connection<Peer: Hashable & Sendable & Comparable>: Sendable {
             }
         }
         largestAcked = max(largestAcked, ack.ranges[0].upperBound)
-        if newlyAcked {
-            rtoBackoff = 0
+        if ackedBytes > 0 {
+            var sample: RateSample?
+            if let p = newest {
+                firstSentAt = p.sentAt
+                let interval = max((p.sentAt - p.firstSentAt).nanoseconds, (now - p.deliveredAt).nanoseconds)
+                if interval > 0 {
+                    sample = RateSample(bytesPerSecond: Double(delivered - p.delivered) * 1e9 / Double(interval),
+                                        priorDelivered: p.delivered, appLimited: p.appLimited)
+                }
+            }
+            if appLimitedUntil > 0 && delivered >= appLimitedUntil { appLimitedUntil = 0 }
+            if cc.onAck(acked: ackedBytes, packets: ackedPackets, delivered: delivered, sample: sample, rtt: rttSample,
+                        bytesInFlight: bytesInFlight, now: now) {
+                ctx.counters.congestionEvents += 1
+            }
+            ptoCount = 0
             lastProgress = now
-            rtoArmedAt = bytesInFlight > 0 ? now : nil
         }
         detectLosses(now: now, ctx: &ctx)
         compact()
@@ -371,7 +418,8 @@ struct Connection<Peer: Hashable & Sendable & Comparable>: Sendable {
             if !sent[i].settled && sent[i].ackEliciting {
                 let deadline = sent[i].sentAt + .nanoseconds(delay)
                 if largestAcked - sent[i].number >= 3 || deadline <= now {
-                    declareLost(i, now: now, timeout: false, ctx: &ctx)
+                    declareLost(i, now: now, ctx: &ctx)
+                    cc.onLost()
                 } else if lossTime == nil || deadline < lossTime! {
                     lossTime = deadline
                 }
@@ -380,12 +428,12 @@ struct Connection<Peer: Hashable & Sendable & Comparable>: Sendable {
         }
     }
 
-    private mutating func declareLost(_ i: Int, now: Instant, timeout: Bool, ctx: inout ConnectionContext<Peer>) {
+    /// Loss is repaired, never read as congestion here: the rate model sees only what is delivered.
+    private mutating func declareLost(_ i: Int, now: Instant, ctx: inout ConnectionContext<Peer>) {
         sent[i].settled = true
         let p = sent[i]
         bytesInFlight -= p.size
         ctx.counters.lossEvents += 1
-        if !timeout && cc.onLost(sentAt: p.sentAt, now: now) { ctx.counters.congestionEvents += 1 }
         for c in p.chunks { requeue(c, ctx: &ctx) }
     }
 
@@ -423,9 +471,12 @@ struct Connection<Peer: Hashable & Sendable & Comparable>: Sendable {
 
     // MARK: Timers
 
-    private var rtoDeadline: Instant? {
-        guard let armed = rtoArmedAt, bytesInFlight > 0 else { return nil }
-        return armed + .nanoseconds(rtt.rto << min(rtoBackoff, 6))
+    /// RFC 9002 6.2: the probe timeout, from the last ack-eliciting packet, doubled per
+    /// unanswered probe (at most 64x and `maxRTO`), while anything is in flight.
+    private var probeTimeoutDeadline: Instant? {
+        guard let last = lastAckElicitingAt, bytesInFlight > 0 else { return nil }
+        let base = rtt.probeTimeout(maxAckDelay: config.maxAckDelay.nanoseconds)
+        return last + .nanoseconds(min(base << min(ptoCount, 6), max(base, rtt.maxRTO)))
     }
 
     private var probeDeadline: Instant? {
@@ -444,7 +495,8 @@ struct Connection<Peer: Hashable & Sendable & Comparable>: Sendable {
         var best: Instant? = ackNow && !receivedNumbers.isEmpty ? Instant.zero : ackDeadline
         func consider(_ d: Instant?) { if let d, best == nil || d < best! { best = d } }
         consider(lossTime)
-        consider(rtoDeadline)
+        consider(probeTimeoutDeadline)
+        consider(paceDeadline)
         consider(probeDeadline)
         consider(failureDeadline)
         return best
@@ -461,31 +513,47 @@ struct Connection<Peer: Hashable & Sendable & Comparable>: Sendable {
             return
         }
         if let t = lossTime, t <= now { detectLosses(now: now, ctx: &ctx) }
-        if let d = rtoDeadline, d <= now {
-            // RFC 6298 5.4-5.7: everything outstanding is presumed lost; back the timer off.
-            var i = sentHead
-            while i < sent.count {
-                if !sent[i].settled && sent[i].ackEliciting { declareLost(i, now: now, timeout: true, ctx: &ctx) }
+        if let d = probeTimeoutDeadline, d <= now {
+            // RFC 9002 6.2.4: send up to two probes, beyond the window, carrying the oldest
+            // unacknowledged data; nothing else is presumed lost. The tail of a flight is
+            // repaired within about one RTT instead of after a backed-off RTO.
+            var i = sentHead, requeued = 0
+            while i < sent.count && requeued < 2 {
+                if !sent[i].settled && sent[i].ackEliciting {
+                    declareLost(i, now: now, ctx: &ctx)
+                    requeued += 1
+                }
                 i += 1
             }
-            cc.onTimeout(now: now)
-            ctx.counters.rtoExpirations += 1
-            rtoBackoff += 1
-            rtoArmedAt = now
+            probeCredit = 2
+            ptoCount += 1
+            ctx.counters.probeTimeouts += 1
+            // Persistent congestion (RFC 9002 7.6): three probe timeouts in a row and nothing
+            // acknowledged for at least `minRTO`, so a loaded receiver's pause is not mistaken for it.
+            if ptoCount >= 3, cc.window > cc.minWindow, let last = lastProgress, now - last >= config.minRTO {
+                cc.onPersistentCongestion()
+                ctx.counters.congestionEvents += 1
+            }
+            lastAckElicitingAt = now
             compact()
         }
     }
 
     // MARK: Sending
 
-    /// Builds and emits as many frames as the congestion window and the queues allow.
+    /// Builds and emits as many frames as the congestion window, pacing and the queues allow.
     mutating func flush(now: Instant, ctx: inout ConnectionContext<Peer>) {
         flowBlocked = false
+        refillPacing(now: now)
+        paceDeadline = nil
+        var ranOutOfData = false
         while true {
             let wantAck = unackedEliciting > 0 && (ackNow || (ackDeadline.map { $0 <= now } ?? false))
             var ack: ChannelWire.Ack? = nil
             var space = config.maxFrame - ChannelWire.headerSize
-            let windowOpen = bytesInFlight == 0 || bytesInFlight + config.maxFrame <= cc.window
+            let probing = probeCredit > 0
+            var windowOpen = probing || bytesInFlight == 0 || bytesInFlight + config.maxFrame <= cc.window
+            if windowOpen && !probing && !paceAllows(now: now) { windowOpen = false }
             var data: [ChannelWire.Data] = []
             var chunks: [Chunk] = []
             // Piggyback an ACK on data whenever there is anything new to acknowledge.
@@ -500,12 +568,16 @@ struct Connection<Peer: Hashable & Sendable & Comparable>: Sendable {
                     data.append(d)
                     chunks.append(c)
                 }
+                if data.isEmpty { ranOutOfData = true }
             }
             var ping = false
             if data.isEmpty, windowOpen, let pd = probeDeadline, pd <= now {
                 ping = true
                 lastProbeAt = now
                 ctx.counters.probes += 1
+            } else if data.isEmpty, probing {
+                // A probe with nothing left to repeat still asks for an acknowledgement.
+                ping = true
             }
             if data.isEmpty && !ping && ack == nil { break }
             let number = nextPacketNumber
@@ -513,10 +585,17 @@ struct Connection<Peer: Hashable & Sendable & Comparable>: Sendable {
             let packet = ChannelWire.Packet(source: localID, destination: remoteID, number: number, ack: ack, ping: ping, data: data)
             let bytes = ChannelWire.encode(packet)
             if packet.ackEliciting {
-                sent.append(SentPacket(number: number, sentAt: now, size: bytes.count, chunks: chunks, ackEliciting: true))
+                if bytesInFlight == 0 {
+                    // Nothing in flight: sampling restarts from here (the idle gap is not path time).
+                    firstSentAt = now
+                    deliveredAt = now
+                }
+                sent.append(SentPacket(number: number, sentAt: now, size: bytes.count, chunks: chunks, ackEliciting: true,
+                                       delivered: delivered, deliveredAt: deliveredAt, firstSentAt: firstSentAt,
+                                       appLimited: appLimitedUntil > 0))
                 bytesInFlight += bytes.count
-                cc.onSent(number: number)
-                if rtoArmedAt == nil { rtoArmedAt = now }
+                lastAckElicitingAt = now
+                if probing { probeCredit -= 1 } else if cc.pacingRate != nil { paceTokens -= Double(bytes.count) }
                 if lastProgress == nil { lastProgress = now }
             }
             if ack != nil {
@@ -529,6 +608,37 @@ struct Connection<Peer: Hashable & Sendable & Comparable>: Sendable {
             ctx.outputs.append(.frame(to: peer, bytes: bytes))
             if data.isEmpty { break }
         }
+        probeCredit = 0
+        if ranOutOfData {
+            // Too little to send (or no credit from the receiver) to fill the window: rate samples
+            // until these are acknowledged measure the application, not the path.
+            appLimitedUntil = max(delivered + bytesInFlight, 1)
+        }
+    }
+
+    /// Largest burst pacing lets out at once: two milliseconds at the pacing rate (a libuv timer
+    /// has millisecond granularity), at least ten frames.
+    private func paceBurst(rate: Double) -> Double {
+        max(Double(10 * config.maxFrame), rate * 0.002)
+    }
+
+    private mutating func refillPacing(now: Instant) {
+        if let rate = cc.pacingRate {
+            let elapsed = Double(max(0, (now - paceUpdatedAt).nanoseconds)) / 1e9
+            // A sender held back by pacing keeps the credit of a late wake-up (a loaded loop fires
+            // timers late), up to one window; credit saved while idle is capped at one burst.
+            let cap = paceDeadline != nil ? max(paceBurst(rate: rate), Double(cc.window)) : paceBurst(rate: rate)
+            paceTokens = min(paceTokens + rate * elapsed, cap)
+        }
+        paceUpdatedAt = now
+    }
+
+    /// Whether pacing lets one more full frame out now; if not, records when it will.
+    private mutating func paceAllows(now: Instant) -> Bool {
+        guard let rate = cc.pacingRate, paceTokens < Double(config.maxFrame), hasPendingSends else { return true }
+        let wait = (Double(config.maxFrame) - paceTokens) / rate
+        paceDeadline = now + .nanoseconds(max(1, Int64(wait * 1e9)))
+        return false
     }
 
     private mutating func buildAck(now: Instant, budget: inout NodeBudget) -> ChannelWire.Ack {
@@ -641,16 +751,23 @@ struct Connection<Peer: Hashable & Sendable & Comparable>: Sendable {
         sentHead = 0
         bytesInFlight = 0
         largestAcked = 0
-        rtoArmedAt = nil
-        rtoBackoff = 0
+        lastAckElicitingAt = nil
+        ptoCount = 0
+        probeCredit = 0
         lossTime = nil
+        delivered = 0
+        deliveredAt = .zero
+        firstSentAt = .zero
+        appLimitedUntil = 0
+        paceTokens = 0
+        paceDeadline = nil
         peerMaxData = UInt64(config.initialWindow)
         committed = 0
         lastProgress = nil
         flowBlocked = false
         lastProbeAt = nil
-        cc = CongestionController(mss: config.maxFrame, initialFrames: config.initialCongestionFrames,
-                                  maxWindow: config.maxCongestionWindow, tolerance: config.lossTolerance)
+        cc = RateController(mss: config.maxFrame, initialFrames: config.initialCongestionFrames,
+                            maxWindow: config.maxCongestionWindow, ackDelay: config.maxAckDelay)
 
         receivedNumbers = RangeSet()
         numberFloor = 0

@@ -35,6 +35,10 @@ public struct ChannelEndpoint<Peer: Hashable & Sendable & Comparable>: Sendable 
     public func bufferedReceiveBytes(from peer: Peer) -> UInt64 { connections[peer]?.receiveBuffered ?? 0 }
     public func congestionWindow(to peer: Peer) -> Int? { connections[peer]?.congestionWindow }
     public func smoothedRTT(to peer: Peer) -> Duration? { connections[peer]?.smoothedRTT.map { .nanoseconds($0) } }
+    /// The rate controller's bottleneck-bandwidth estimate towards this peer, bytes per second (0 before a sample).
+    public func bandwidthEstimate(to peer: Peer) -> Double? { connections[peer]?.bandwidthEstimate }
+    /// The rate controller's state towards this peer, for diagnostics: mode, pacing gain, minimum RTT.
+    public func rateState(to peer: Peer) -> String? { connections[peer]?.rateState }
     public var peers: [Peer] { order }
 
     // MARK: Inputs

@@ -116,7 +116,7 @@ extension StatusReport {
             "messages_sent": cc.messagesSent, "messages_delivered": cc.messagesDelivered, "messages_failed": cc.messagesFailed,
             "messages_unclaimed": unclaimedMessages,
             "retransmitted_chunks": cc.retransmittedChunks, "loss_events": cc.lossEvents, "congestion_events": cc.congestionEvents,
-            "timeouts": cc.timeouts, "rto_expirations": cc.rtoExpirations, "probes": cc.probes,
+            "timeouts": cc.timeouts, "probe_timeouts": cc.probeTimeouts, "probes": cc.probes,
             "resets_sent": cc.resetsSent, "resets_received": cc.resetsReceived,
             "peers": UInt64(core.channels.peers.count),
             "send_buffered_bytes": UInt64(core.channels.bufferedSendBytes), "receive_buffered_bytes": core.channels.bufferedReceiveBytes,

@@ -33,6 +33,43 @@ public enum SVGPlot {
         return s
     }
 
+    /// Several labelled series on shared axes (e.g. goodput against loss, one line per RTT).
+    public static func lines(title: String, xLabel: String, yLabel: String, series: [(label: String, points: [(Double, Double)])],
+                             yRange: ClosedRange<Double>? = nil) -> String {
+        let w = 640.0, h = 380.0, left = 60.0, right = 130.0, top = 40.0, bottom = 50.0
+        let all = series.flatMap(\.points)
+        let xs = all.map(\.0), ys = all.map(\.1)
+        let x0 = xs.min() ?? 0, x1 = max((xs.max() ?? 1), x0 + 1e-9)
+        let y0 = yRange?.lowerBound ?? min(0, ys.min() ?? 0)
+        let y1 = max(yRange?.upperBound ?? (ys.max() ?? 1), y0 + 1e-9)
+        func px(_ x: Double) -> Double { left + (x - x0) / (x1 - x0) * (w - left - right) }
+        func py(_ y: Double) -> Double { h - bottom - (y - y0) / (y1 - y0) * (h - top - bottom) }
+        let palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2"]
+        var s = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(Int(w))\" height=\"\(Int(h))\" font-family=\"sans-serif\" font-size=\"12\">\n"
+        s += "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+        s += "<text x=\"\((w - right + left) / 2)\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">\(escape(title))</text>\n"
+        s += "<line x1=\"\(left)\" y1=\"\(h - bottom)\" x2=\"\(w - right)\" y2=\"\(h - bottom)\" stroke=\"black\"/>\n"
+        s += "<line x1=\"\(left)\" y1=\"\(top)\" x2=\"\(left)\" y2=\"\(h - bottom)\" stroke=\"black\"/>\n"
+        for k in 0...4 {
+            let fx = x0 + (x1 - x0) * Double(k) / 4, fy = y0 + (y1 - y0) * Double(k) / 4
+            s += "<text x=\"\(fmt(px(fx)))\" y=\"\(h - bottom + 16)\" text-anchor=\"middle\">\(short(fx))</text>\n"
+            s += "<text x=\"\(left - 6)\" y=\"\(fmt(py(fy) + 4))\" text-anchor=\"end\">\(short(fy))</text>\n"
+            s += "<line x1=\"\(left)\" y1=\"\(fmt(py(fy)))\" x2=\"\(w - right)\" y2=\"\(fmt(py(fy)))\" stroke=\"#ddd\"/>\n"
+        }
+        s += "<text x=\"\((w - right + left) / 2)\" y=\"\(h - 12)\" text-anchor=\"middle\">\(escape(xLabel))</text>\n"
+        s += "<text x=\"16\" y=\"\(h / 2)\" text-anchor=\"middle\" transform=\"rotate(-90 16 \(h / 2))\">\(escape(yLabel))</text>\n"
+        for (k, line) in series.enumerated() {
+            let colour = palette[k % palette.count]
+            let path = line.points.map { "\(fmt(px($0.0))),\(fmt(py($0.1)))" }.joined(separator: " ")
+            s += "<polyline fill=\"none\" stroke=\"\(colour)\" stroke-width=\"2\" points=\"\(path)\"/>\n"
+            for p in line.points { s += "<circle cx=\"\(fmt(px(p.0)))\" cy=\"\(fmt(py(p.1)))\" r=\"2.5\" fill=\"\(colour)\"/>\n" }
+            let ly = top + 10 + Double(k) * 18
+            s += "<line x1=\"\(w - right + 10)\" y1=\"\(fmt(ly))\" x2=\"\(w - right + 30)\" y2=\"\(fmt(ly))\" stroke=\"\(colour)\" stroke-width=\"2\"/>\n"
+            s += "<text x=\"\(w - right + 36)\" y=\"\(fmt(ly + 4))\">\(escape(line.label))</text>\n"
+        }
+        return s + "</svg>\n"
+    }
+
     /// Nodes on a circle, edges coloured by the state one node sees the other in.
     public static func topology(title: String, nodes: [String], edges: [(Int, Int, String)]) -> String {
         let w = 520.0, h = 520.0, cx = 260.0, cy = 270.0, r = 190.0

@@ -1,11 +1,12 @@
 import ArgumentParser
 import Bench
 import Foundation
+import Simulator
 
 struct BenchChannelCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "channel",
-        abstract: "Channel goodput: 64 MiB between two nodes over ::1 beside raw libuv datagrams; simulated 1% loss beside the link's bandwidth.")
+        abstract: "Channel goodput: 64 MiB between two nodes over ::1 beside raw libuv datagrams; simulated 1% and 10% loss beside the link's bandwidth.")
 
     @Option(help: "Trials of the loopback transfer and its baseline (the best of each is reported).")
     var trials = 3
@@ -13,12 +14,43 @@ struct BenchChannelCommand: ParsableCommand {
     var skipSim = false
     @Flag(help: "Print one JSON object.")
     var json = false
+    @Option(help: "Instead of the benchmark: simulate two nodes over a 10 MB/s link at loss 0-20 % and RTT 1-200 ms, print the table and write the goodput plot (SVG) here.")
+    var sweepSvg: String?
+    @Option(help: "Bytes per simulated transfer in the sweep.")
+    var sweepBytes = 16 << 20
 
     func run() throws {
+        if let path = sweepSvg { return try sweep(path) }
         let result: BenchResult
         do { result = try ChannelBench.run(trials: trials, simulate: !skipSim, progress: json ? nil : { print($0) }) } catch {
             throw CLIError("bench channel failed: \(error)")
         }
         print(json ? result.jsonString() : result.table())
+    }
+
+    /// Goodput against loss, one line per RTT, each point one simulated transfer through two node cores.
+    func sweep(_ path: String) throws {
+        let losses = [0.0, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2]
+        let rtts = [1, 10, 50, 100, 200]
+        let rate = 10e6
+        var series: [(label: String, points: [(Double, Double)])] = []
+        print("rtt_ms loss goodput_MBps goodput/(1-loss)/link virtual_s probe_timeouts suspicions")
+        for rtt in rtts {
+            var points: [(Double, Double)] = []
+            for loss in losses {
+                let r = NodeLinkGoodput.run(bytes: sweepBytes, loss: loss, rtt: .milliseconds(Int64(rtt)), linkBytesPerSecond: rate, seed: 1)
+                let share = r.goodputBytesPerSecond / ((1 - loss) * rate)
+                print(String(format: "%d %.2f %.2f %.3f %.1f %llu %d%@", rtt, loss, r.goodputBytesPerSecond / 1e6, share, r.seconds,
+                             r.sender.probeTimeouts, r.suspicions, r.completed ? "" : " (did not complete)"))
+                points.append((loss * 100, r.goodputBytesPerSecond / 1e6))
+            }
+            series.append(("RTT \(rtt) ms", points))
+        }
+        let svg = SVGPlot.lines(title: "Channel goodput over a 10 MB/s link (simulated, two nodes)", xLabel: "loss each way (%)",
+                                yLabel: "goodput (MB/s)", series: series, yRange: 0...10)
+        do { try svg.write(toFile: path, atomically: true, encoding: .utf8) } catch {
+            throw CLIError("cannot write the plot to \(path): \(error.localizedDescription)")
+        }
+        print("wrote \(path)")
     }
 }

@@ -309,6 +309,64 @@ struct Workload {
         #expect(r.goodputBytesPerSecond >= 0.7 * r.configuredBandwidth, "goodput \(r.goodputBytesPerSecond) in \(r.seconds) s, \(r.congestionEvents) congestion events")
     }
 
+    /// Issue 27's floor at the endpoint level, over a sweep of seeds: random loss costs its share
+    /// of the link, not the link (the old loss-as-congestion controller kept under 0.1 of it).
+    @Test(arguments: 1...5 as ClosedRange<UInt64>)
+    func tenPercentRandomLossKeepsMostOfTheLink(seed: UInt64) {
+        let r = ChannelGoodput.run(bytes: 8 << 20, lossRate: 0.1, rtt: .milliseconds(50), bandwidthBytesPerSecond: 10_000_000, seed: seed)
+        #expect(r.completed)
+        let share = r.goodputBytesPerSecond / (0.9 * r.configuredBandwidth)
+        #expect(share >= 0.6, "seed \(seed): \(share) of the link less the lost share, \(r.retransmittedChunks) retransmitted, \(r.probeTimeouts) probe timeouts")
+        // Repairs come from acknowledgement ranges, not from timeouts; the only congestion is
+        // startup overfilling the one-BDP queue, not the random loss that follows.
+        #expect(r.congestionEvents <= 3 && r.probeTimeouts <= 5, "seed \(seed): \(r.congestionEvents) congestion events, \(r.probeTimeouts) probe timeouts")
+    }
+
+    /// Congestion still slows the sender: when the bottleneck drops from 10 to 2 MB/s mid-transfer,
+    /// the bandwidth estimate follows within a few hundred milliseconds and the queue stops
+    /// overflowing, although no loss is ever read as congestion.
+    @Test func aSlowerBottleneckLowersTheRateAndTheQueueStopsOverflowing() {
+        let config = ChannelConfig()
+        var sim = ChannelNetworkSim(nodes: 2, config: config,
+                                    profile: LinkProfile(latency: .milliseconds(25), bandwidthBytesPerSecond: 10_000_000, queueBytes: 500_000), seed: 4)
+        var queued = 0
+        func fill(_ sim: inout ChannelNetworkSim) {
+            while queued < 64 << 20, case .success = sim.send([UInt8](repeating: 3, count: 1 << 20), stream: 1, from: 0, to: 1) { queued += 1 << 20 }
+        }
+        fill(&sim)
+        func run(until t: Duration, _ sim: inout ChannelNetworkSim) {
+            while sim.step(until: .zero + t) { if !sim.writable[0].isEmpty { sim.writable[0] = []; fill(&sim) } }
+        }
+        run(until: .seconds(3), &sim)
+        #expect((sim.nodes[0].bandwidthEstimate(to: 1) ?? 0) > 9_000_000)
+        sim.profile.bandwidthBytesPerSecond = 2_000_000
+        run(until: .seconds(5), &sim)
+        let estimate = sim.nodes[0].bandwidthEstimate(to: 1) ?? 0
+        #expect(estimate < 2_600_000, "estimate \(estimate) B/s two seconds after the bottleneck fell to 2 MB/s")
+        let lostBefore = sim.framesLost
+        let carriedBefore = sim.framesCarried
+        run(until: .seconds(8), &sim)
+        let lost = sim.framesLost - lostBefore, carried = sim.framesCarried - carriedBefore
+        #expect(Double(lost) <= 0.02 * Double(carried), "\(lost) of \(carried) frames overflowed the queue in the last 3 s")
+        #expect((sim.nodes[0].congestionWindow(to: 1) ?? .max) < 400_000, "window \(sim.nodes[0].congestionWindow(to: 1) ?? -1) at 2 MB/s x 50 ms")
+    }
+
+    /// A lost tail (the last frames of a message, nothing after them to reveal the loss) is
+    /// repaired by a probe about one RTT later, not by a backed-off retransmission timer.
+    @Test func aLostTailIsRepairedByAProbeWithinAFewRoundTrips() throws {
+        var sim = ChannelNetworkSim(nodes: 2, profile: LinkProfile(latency: .milliseconds(25)), seed: 6)
+        _ = try sim.send([1, 2, 3], stream: 0, from: 0, to: 1).get()
+        sim.run(until: .zero + .seconds(1))  // RTT measured: 50 ms
+        let start = sim.now
+        sim.muted[0] = true
+        _ = try sim.send([UInt8](repeating: 9, count: 3000), stream: 0, from: 0, to: 1).get()
+        sim.muted[0] = false
+        sim.run(until: start + .seconds(2))
+        let delivery = try #require(sim.deliveries[1].first { $0.message.count == 3000 })
+        #expect(delivery.at - start < .milliseconds(250), "delivered \(delivery.at - start) after its frames were all lost")
+        #expect(sim.nodes[0].stats.probeTimeouts >= 1)
+    }
+
     @Test func isDeterministic() {
         let a = ChannelGoodput.simulate(bytes: 2 << 20, lossRate: 0.02, rtt: .milliseconds(40), bandwidthBytesPerSecond: 2_000_000, seed: 3)
         let b = ChannelGoodput.simulate(bytes: 2 << 20, lossRate: 0.02, rtt: .milliseconds(40), bandwidthBytesPerSecond: 2_000_000, seed: 3)

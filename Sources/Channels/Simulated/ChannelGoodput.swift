@@ -10,7 +10,7 @@ public enum ChannelGoodput {
         public var seconds: Double
         public var retransmittedChunks: UInt64
         public var congestionEvents: UInt64
-        public var rtoExpirations: UInt64
+        public var probeTimeouts: UInt64
         public var probes: UInt64
         public var completed: Bool
     }
@@ -56,7 +56,7 @@ public enum ChannelGoodput {
         let stats = sim.nodes[0].stats
         return Result(goodputBytesPerSecond: Double(delivered) / seconds, configuredBandwidth: bandwidthBytesPerSecond,
                       seconds: seconds, retransmittedChunks: stats.retransmittedChunks, congestionEvents: stats.congestionEvents,
-                      rtoExpirations: stats.rtoExpirations, probes: stats.probes,
+                      probeTimeouts: stats.probeTimeouts, probes: stats.probes,
                       completed: delivered >= bytes)
     }
 }

@@ -1,0 +1,99 @@
+import MeshCore
+
+/// What a driver hands the consensus core. The driver owns the sessions: a message arrives with
+/// the sender's proven key (a session peer), never a claimed one.
+public enum ConsensusInput: Sendable {
+    /// Enter the first round (after construction, or after a restart with reloaded safety state).
+    case start
+    /// A consensus message's bytes from a validator (or anyone: non-validators are dropped and counted).
+    case message(from: ValidatorKey, bytes: [UInt8])
+    /// The deadline (`ConsensusCore.deadline`) is due; early calls are harmless.
+    case timer
+    /// A payload to order (a batch of transaction bytes, opaque here).
+    case submit([UInt8])
+    /// The `.persist` with this token is durable (its sends have been or are being carried out).
+    case persisted(token: UInt64)
+}
+
+public enum ConsensusOutput: Sendable, Equatable {
+    /// One message to one validator (by key); the adapter picks datagram or reliable channel by size.
+    case send(to: ValidatorKey, bytes: [UInt8])
+    /// One message to every other validator of the current set.
+    case broadcast(bytes: [UInt8])
+    /// Write `state` durably, then carry out `then` (sends only), then hand back `.persisted(token)`.
+    /// A vote, timeout or proposal never leaves before the state that forbids contradicting it.
+    case persist(SafetyState, token: UInt64, then: [ConsensusOutput])
+    /// A block is final: heights are consecutive from 1, each exactly once per core lifetime.
+    case commit(CommittedBlock)
+}
+
+/// A final block handed to whoever executes payloads (the ledger), with the quorum certificate
+/// that certifies it. (Finality follows from the certificate of the next block at the next round;
+/// see Docs/consensus.md, "Commit rule".)
+public struct CommittedBlock: Sendable, Equatable {
+    public let height: UInt64
+    public let epoch: UInt64
+    public let round: UInt64
+    public let hash: BlockHash
+    public let payloads: [[UInt8]]
+    public let certificate: QuorumCertificate
+}
+
+/// Tuning and limits; the defaults suit a LAN or a fast radio mesh.
+public struct ConsensusConfig: Sendable {
+    public var genesis: Genesis
+    public var limits = WireLimits()
+    /// How long a round lasts before this validator times it out; doubled per consecutive
+    /// timed-out round after the first, up to `2^maxBackoffExponent`, reset when a quorum
+    /// certificate advances the round.
+    public var roundTimeout: Duration = .seconds(1)
+    public var maxBackoffExponent = 5
+    /// A leader with some payloads waits this long for more before proposing (batching by time).
+    public var batchTimeout: Duration = .milliseconds(20)
+    /// A leader with nothing to order proposes an empty block after this (keeps rounds from timing out).
+    public var idleProposalDelay: Duration = .milliseconds(200)
+    /// A batch closes at this many payloads or bytes (batching by size).
+    public var maxBatchCount = 500
+    public var maxBatchBytes = 256 * 1024
+    public var mempoolMaxCount = 20_000
+    public var mempoolMaxBytes = 32 * 1024 * 1024
+    /// Committed payload ids remembered to refuse a payload ordered twice.
+    public var committedPayloadsRemembered = 1_000_000
+    /// Votes and timeouts for rounds further ahead than this are dropped (`farFutureRound`).
+    public var maxRoundsAhead: UInt64 = 1_000
+    /// A block asked for and not received is asked for again (from another validator) after this.
+    public var fetchRetry: Duration = .milliseconds(300)
+    /// Committed blocks kept to serve fetches from validators that are behind.
+    public var retainCommittedBlocks = 4096
+    /// Deliberate bugs, for proving that tests' checkers catch them. Never set outside tests.
+    public var mutation: Mutation = .none
+
+    public enum Mutation: Sendable, Equatable {
+        case none
+        /// Vote for every valid proposal of the current round, even after voting in it.
+        case voteTwiceInARound
+    }
+
+    public init(genesis: Genesis) { self.genesis = genesis }
+}
+
+/// Counters kept by the core; drops by reason.
+public struct ConsensusCounters: Sendable, Equatable {
+    public var drops: [DropReason: Int] = [:]
+    public var proposalsSent = 0
+    public var votesSent = 0
+    public var timeoutsSent = 0
+    public var certificatesFormed = 0
+    public var timeoutCertificatesFormed = 0
+    public var blocksCommitted = 0
+    public var payloadsCommitted = 0
+    public var blockRequestsSent = 0
+    public var payloadsForwarded = 0
+    /// A certified chain that does not extend our committed block: a safety violation somewhere
+    /// (more than f faulty validators). Counted, never committed.
+    public var conflictingChains = 0
+
+    mutating func drop(_ r: DropReason) { drops[r, default: 0] += 1 }
+    public func dropped(_ r: DropReason) -> Int { drops[r] ?? 0 }
+    public var totalDrops: Int { drops.values.reduce(0, +) }
+}

@@ -1,0 +1,181 @@
+import Foundation
+import Sodium
+import Testing
+
+/// Channels on a lossy link, on real kernel networking: two `iotaf node run` processes, each in a
+/// network namespace of its own joined by one veth (ULA addresses), and nftables in each namespace
+/// dropping 10 % of the UDP it receives (`numgen random mod 100 < 10 drop` in the input hook), so
+/// 10 % is lost each way. A 64 MiB file must arrive intact within 30 s (issue 27). The drop is on
+/// input, not output: a datagram dropped in the sender's own output hook fails `sendmsg` with
+/// EPERM, and the runtime resends a refused GSO train one datagram at a time, so an output rule
+/// lost only about 1 % of the trains' datagrams. On input a train (up to 64 datagrams, one
+/// buffer through the veth) is dropped whole: the loss comes in bursts, 10 % of datagrams overall. The test makes the namespaces
+/// under a unique prefix and deletes them even when it fails; it is skipped, saying why, where
+/// namespaces or nftables are unavailable.
+@Suite(.serialized) struct LossyNetnsTests {
+    final class Bed {
+        let prefix = "iol\(UUID().uuidString.prefix(5).lowercased())"
+        var namespaces: [String] = []
+        func ns(_ i: Int) -> String { "\(prefix)n\(i)" }
+        static func address(_ i: Int) -> String { "fd7a:27::\(i + 1)" }
+
+        /// Two namespaces, one veth between them, `lossPercent` of incoming UDP dropped in each.
+        init(lossPercent: Int) throws {
+            do {
+                for i in 0..<2 {
+                    try run(Self.ip, ["netns", "add", ns(i)])
+                    namespaces.append(ns(i))
+                    try run(Self.ip, ["-n", ns(i), "link", "set", "lo", "up"])
+                }
+                try run(Self.ip, ["link", "add", "\(prefix)a", "netns", ns(0), "type", "veth", "peer", "name", "\(prefix)b", "netns", ns(1)])
+                for (i, dev) in ["\(prefix)a", "\(prefix)b"].enumerated() {
+                    try run(Self.ip, ["-n", ns(i), "addr", "add", "\(Self.address(i))/64", "dev", dev, "nodad"])
+                    try run(Self.ip, ["-n", ns(i), "link", "set", dev, "up"])
+                    try nft(i, ["add", "table", "inet", "lossy"])
+                    try nft(i, ["add", "chain", "inet", "lossy", "in", "{ type filter hook input priority 0 ; }"])
+                    try nft(i, ["add", "rule", "inet", "lossy", "in", "meta", "l4proto", "udp", "numgen", "random", "mod", "100", "<", "\(lossPercent)", "counter", "drop"])
+                }
+            } catch {
+                remove()
+                throw error
+            }
+        }
+
+        func nft(_ i: Int, _ args: [String]) throws { try run(Self.ip, ["netns", "exec", ns(i), Self.nftPath] + args) }
+
+        /// The loss rule of namespace i with its counter (packets dropped), or nil.
+        func dropped(_ i: Int) -> String? {
+            guard let r = try? Self.command(Self.ip, ["netns", "exec", ns(i), Self.nftPath, "list", "ruleset"]), r.status == 0 else { return nil }
+            return r.out.split(separator: "\n").first { $0.contains("numgen") }.map { $0.trimmingCharacters(in: .whitespaces) }
+        }
+
+        func remove() {
+            for n in namespaces.reversed() { _ = try? Self.command(Self.ip, ["netns", "del", n]) }
+            namespaces = []
+        }
+
+        private func run(_ tool: String, _ args: [String]) throws {
+            let r = try Self.command(tool, args)
+            guard r.status == 0 else { throw TestFailure("\(tool) \(args.joined(separator: " ")) failed: \(r.err)") }
+        }
+
+        static let ip = "/usr/sbin/ip"
+        static let nftPath = ["/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft"].first { FileManager.default.isExecutableFile(atPath: $0) } ?? "/usr/sbin/nft"
+
+        @discardableResult
+        static func command(_ tool: String, _ args: [String]) throws -> (status: Int32, out: String, err: String) {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: tool)
+            p.arguments = args
+            let out = Pipe(), err = Pipe()
+            p.standardOutput = out
+            p.standardError = err
+            try p.run()
+            let o = out.fileHandleForReading.readDataToEndOfFile()
+            let e = err.fileHandleForReading.readDataToEndOfFile()
+            p.waitUntilExit()
+            return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+        }
+
+        /// Namespaces can be made here (root, iproute2, kernel support) and nftables works inside one.
+        static let available: Bool = {
+            guard FileManager.default.isExecutableFile(atPath: ip), FileManager.default.isExecutableFile(atPath: nftPath) else { return false }
+            let probe = "iolprobe\(UUID().uuidString.prefix(5).lowercased())"
+            guard let r = try? command(ip, ["netns", "add", probe]), r.status == 0 else { return false }
+            defer { _ = try? command(ip, ["netns", "del", probe]) }
+            guard let t = try? command(ip, ["netns", "exec", probe, nftPath, "add", "table", "inet", "probe"]) else { return false }
+            return t.status == 0
+        }()
+    }
+
+    static let skipReason: Comment = "skipped: needs root, `ip netns` and nftables (`nft`, installed by scripts/install-deps.sh) with namespace support"
+
+    @Test(.enabled(if: Bed.available, skipReason), .timeLimit(.minutes(5)))
+    func sixtyFourMiBCrossesTenPercentLossEachWayWithinThirtySeconds() throws {
+        let bed = try Bed(lossPercent: 10)
+        defer { bed.remove() }
+        let dir = "/tmp/iotaf-lossy-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+
+        var ids: [String] = []
+        var procs: [Process] = []
+        defer { for p in procs where p.isRunning { p.terminate() } }
+        for i in 0..<2 {
+            let kg = try runIotaf(["keygen", "--out", "\(dir)/n\(i).key", "--json"])
+            let obj = try JSONSerialization.jsonObject(with: Data(kg.out.utf8)) as? [String: String]
+            ids.append(try #require(obj?["node_id"]))
+            var args = ["netns", "exec", bed.ns(i), try iotafBinary(), "node", "run", "--key", "\(dir)/n\(i).key",
+                        "--listen", "[\(Bed.address(i))]:7400", "--control", "\(dir)/n\(i).sock", "--data", "\(dir)/d\(i)",
+                        "--log-level", "warning"]
+            if i == 1 { args += ["--peer", "[\(Bed.address(0))]:7400"] }
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: Bed.ip)
+            p.arguments = args
+            _ = FileManager.default.createFile(atPath: "\(dir)/n\(i).log", contents: nil)
+            p.standardError = FileHandle(forWritingAtPath: "\(dir)/n\(i).log")
+            p.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
+            try p.run()
+            procs.append(p)
+        }
+        func status(_ i: Int) -> [String: Any] {
+            guard let r = try? runIotaf(["status", "--control", "\(dir)/n\(i).sock", "--json"]), r.status == 0 else { return [:] }
+            return (try? JSONSerialization.jsonObject(with: Data(r.out.utf8)) as? [String: Any]) ?? [:]
+        }
+        func alive(_ i: Int, sees j: Int) -> Bool {
+            guard let r = try? runIotaf(["members", "--control", "\(dir)/n\(i).sock", "--json"]), r.status == 0,
+                  let arr = try? JSONSerialization.jsonObject(with: Data(r.out.utf8)) as? [[String: Any]] else { return false }
+            return arr.contains { $0["node_id"] as? String == ids[j] && $0["state"] as? String == "alive" }
+        }
+        let joinDeadline = Date().addingTimeInterval(30)
+        while Date() < joinDeadline && !(alive(1, sees: 0) && alive(0, sees: 1)) { Thread.sleep(forTimeInterval: 0.2) }
+        try #require(alive(1, sees: 0) && alive(0, sees: 1), "the two nodes never saw each other alive through the lossy veth")
+
+        let file = "\(dir)/payload.bin"
+        _ = FileManager.default.createFile(atPath: file, contents: nil)
+        let h = try FileHandle(forWritingTo: URL(fileURLWithPath: file))
+        for _ in 0..<64 { h.write(Data(Sodium.randomBytes(1 << 20))) }
+        try h.close()
+        let sent = try Data(contentsOf: URL(fileURLWithPath: file))
+        let suspicionsBefore = [0, 1].map { ((status($0)["gossip"] as? [String: Int])?["suspicions_raised"]) ?? 0 }
+
+        // `iotaf send` from node 1 to node 0, given 30 s; killed if it runs over.
+        let send = Process()
+        send.executableURL = URL(fileURLWithPath: try iotafBinary())
+        send.arguments = ["send", "--control", "\(dir)/n1.sock", "--to", ids[0], "--file", file, "--json"]
+        let out = Pipe(), err = Pipe()
+        send.standardOutput = out
+        send.standardError = err
+        let started = Date()
+        try send.run()
+        let limit = started.addingTimeInterval(30)
+        while send.isRunning && Date() < limit { Thread.sleep(forTimeInterval: 0.05) }
+        let elapsed = Date().timeIntervalSince(started)
+        if send.isRunning { send.terminate() }
+        let o = out.fileHandleForReading.readDataToEndOfFile()
+        let e = err.fileHandleForReading.readDataToEndOfFile()
+        send.waitUntilExit()
+
+        let s0 = status(0), s1 = status(1)
+        let suspicions = [s0, s1].enumerated().map { (((($0.element["gossip"] as? [String: Int])?["suspicions_raised"]) ?? 0) - suspicionsBefore[$0.offset]) }
+        let channels = s1["channels"] as? [String: Int] ?? [:]
+        let transfer = (s1["transfers"] as? [[String: Any]])?.first
+        let summary = String(format: "%@ of 64 MiB in %.1f s at 10 %% loss each way; suspicions raised during the transfer: node 0 %d, node 1 %d; sender: %d frames, %d chunks retransmitted, %d probe timeouts, %d congestion events; nft: %@ / %@",
+                             "\(transfer?["bytes_done"] ?? "?")", elapsed, suspicions[0], suspicions[1], channels["frames_out"] ?? -1,
+                             channels["retransmitted_chunks"] ?? -1, channels["probe_timeouts"] ?? -1, channels["congestion_events"] ?? -1,
+                             bed.dropped(0) ?? "?", bed.dropped(1) ?? "?")
+        print("LossyNetnsTests: \(summary)")
+        #expect(send.terminationStatus == 0 && elapsed <= 30, "send: \(String(decoding: e, as: UTF8.self).suffix(400)); \(summary)")
+        let report = try? JSONSerialization.jsonObject(with: o) as? [String: Any]
+        #expect(report?["state"] as? String == "completed", "\(summary)")
+        let received = "\(dir)/d0/inbox/\(ids[1])/payload.bin"
+        let got = try Data(contentsOf: URL(fileURLWithPath: received))
+        #expect(got.count == sent.count)
+        #expect(Blake2b.hash(Array(got)) == Blake2b.hash(Array(sent)), "the received file's hash equals the sent one")
+        // The loss really happened: the sender had to repair.
+        #expect((channels["retransmitted_chunks"] ?? 0) > 1000, "\(summary)")
+
+        for p in procs { p.terminate() }
+        for p in procs { p.waitUntilExit() }
+    }
+}
