@@ -44,9 +44,11 @@ let package = Package(
             .product(name: "TOMLKit", package: "TOMLKit"),
             .product(name: "GRDB", package: "GRDB.swift"),
         ]),
+        // The simulation engine's protocol-free parts shared by the simulator and the tests' drivers.
+        .target(name: "SimulatorKit", dependencies: ["MeshCore"]),
         // The deterministic driver: virtual clock, virtual network, scenarios, reports.
         .target(name: "Simulator", dependencies: [
-            "Node", "NodeService", "Gossip", "MeshCore", "Sessions",
+            "SimulatorKit", "Node", "NodeService", "Gossip", "MeshCore", "Sessions",
             .product(name: "TOMLKit", package: "TOMLKit"),
         ]),
         // Benchmarks that print our figure beside a physical baseline measured in the same run.
@@ -61,13 +63,14 @@ let package = Package(
         ]),
 
         .testTarget(name: "MeshCoreTests", dependencies: ["MeshCore", "Sodium"]),
-        .testTarget(name: "GossipTests", dependencies: ["Gossip", "MeshCore", "Sodium"]),
+        .testTarget(name: "GossipTests", dependencies: ["Gossip", "MeshCore", "Sodium", "SimulatorKit"]),
         .testTarget(name: "NodeTests", dependencies: ["Node", "MeshCore", "Sessions", "Channels", "Sodium"]),
         .testTarget(name: "NoiseTests", dependencies: ["Noise", "Sodium"]),
         .testTarget(name: "ChannelsTests", dependencies: ["Channels", "MeshCore"]),
-        .testTarget(name: "SessionsTests", dependencies: ["Sessions", "Noise", "MeshCore", "Sodium"]),
+        .testTarget(name: "SessionsTests", dependencies: ["Sessions", "Noise", "MeshCore", "Sodium", "SimulatorKit"]),
         .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Node", "MeshCore", "Sessions", "Channels", "Gossip", "Sodium", .product(name: "GRDB", package: "GRDB.swift")]),
-        .testTarget(name: "SimulatorTests", dependencies: ["Simulator", "Node", "MeshCore"]),
+        // testdata/: golden transcripts read by path (GoldenTranscriptTests), not bundled.
+        .testTarget(name: "SimulatorTests", dependencies: ["Simulator", "Node", "MeshCore"], exclude: ["testdata"]),
         .testTarget(name: "ConsensusTests", dependencies: ["Consensus", "MeshCore", "Sodium"], exclude: ["testdata"]),
         .testTarget(name: "IntegrationTests", dependencies: ["MeshCore", "Sodium"]),
     ]

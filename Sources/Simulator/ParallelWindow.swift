@@ -83,16 +83,16 @@ extension Simulation {
     public var lookaheadMilliseconds: Double { Double(lookahead) / 1e6 }
 
     /// Whether an event belongs to one node alone (handled inside windows) or to the driver.
-    static func nodeOf(_ kind: EventQueue.Kind) -> Int? {
+    static func nodeOf(_ kind: SimEvent) -> Int? {
         switch kind {
         case let .deliver(to, _, _), let .deliverLate(to, _, _), let .beaconHeard(to, _): return Int(to)
         case let .wake(node, _): return Int(node)
-        case .beacon, .stop, .sample, .timeline, .revert, .crashDeadline: return nil
+        case .beacon, .stop, .sample, .timeline, .revert, .crashDeadline, .workload: return nil
         }
     }
 
     /// Queues a node event: on the node queue in windowed runs, on the one queue otherwise.
-    @inline(__always) func pushNodeEvent(_ time: Int64, _ kind: EventQueue.Kind) {
+    @inline(__always) func pushNodeEvent(_ time: Int64, _ kind: SimEvent) {
         if isWindowed { nodeQueue.push(time, kind) } else { queue.push(time, kind) }
     }
 
@@ -109,6 +109,7 @@ extension Simulation {
                 now = e.time
                 events += 1
                 handle(e, sampleStep: sampleStep)
+                checkSafety()
                 let spent = threadCPUSeconds() - started
                 windowStats.driverSeconds += spent
                 windowStats.criticalPath += spent
@@ -128,7 +129,7 @@ extension Simulation {
         let started = threadCPUSeconds()
         var count = 0
         while let t = nodeQueue.nextTime, t < windowEnd, let e = nodeQueue.pop() {
-            windowGroups[Self.nodeOf(e.kind)! % Self.groupCount].queue.push(e.time, e.kind)
+            windowGroups[Self.nodeOf(e.event)! % Self.groupCount].queue.push(e.time, e.event)
             count += 1
         }
         let active = windowGroups.filter { !$0.queue.isEmpty }
@@ -139,7 +140,7 @@ extension Simulation {
         nodes.withUnsafeMutableBufferPointer { nodeSlots in
             wakeAt.withUnsafeMutableBufferPointer { wakeSlots in
                 let work = WindowWork(groups: active, nodes: nodeSlots, wakeAt: wakeSlots, life: life, leaving: leaving,
-                                      starveDelay: starveDelay, addresses: addresses, windowEnd: windowEnd,
+                                      starveDelay: cpu.inputDelay, addresses: addresses, windowEnd: windowEnd,
                                       tracing: tracing, traceNodes: traceNodes, traceWindow: traceWindow)
                 if threads <= 1 {
                     for k in active.indices { work.run(k) }
@@ -192,6 +193,7 @@ extension Simulation {
             if let trace { for line in s.lines { trace(line) } }
             for (t, kind) in s.later { nodeQueue.push(t, kind) }
             apply(Int(s.node), s.outputs, wakesTaken: true)
+            checkSafety()
         }
     }
 }
@@ -215,7 +217,7 @@ struct WindowStep {
     var order: Int32
     var outputs: [NodeOutput]
     /// Events the node caused at or after the window's end (wakes, late deliveries).
-    var later: [(Int64, EventQueue.Kind)]
+    var later: [(Int64, SimEvent)]
     /// Trace lines, in the words of the sequential loop's `log`.
     var lines: [String]
 }
@@ -268,15 +270,15 @@ struct WindowWork: @unchecked Sendable {
             let t = e.time
             let now = Instant(nanoseconds: t)
             var lines: [String] = []
-            var later: [(Int64, EventQueue.Kind)] = []
+            var later: [(Int64, SimEvent)] = []
             let i: Int
             var outputs: [NodeOutput] = []
-            switch e.kind {
+            switch e.event {
             case let .deliver(to, from, bytes):
                 i = Int(to)
                 if starveDelay[i] > 0, life[i] == .up {
                     // A starved node's CPU gets to its input late; a fixed delay keeps the order.
-                    let late = EventQueue.Kind.deliverLate(to: to, from: from, bytes: bytes)
+                    let late = SimEvent.deliverLate(to: to, from: from, bytes: bytes)
                     if t + starveDelay[i] < windowEnd { g.queue.push(t + starveDelay[i], late) } else { later.append((t + starveDelay[i], late)) }
                 } else {
                     outputs = receive(g, i, from: Int(from), bytes, at: t, &lines)
@@ -296,7 +298,7 @@ struct WindowWork: @unchecked Sendable {
                 wakeAt[i] = -1
                 if tracing { log(i, t, "timer", &lines) }
                 outputs = nodes[i].handle(.timer, now: now)
-            case .beacon, .stop, .sample, .timeline, .revert, .crashDeadline:
+            case .beacon, .stop, .sample, .timeline, .revert, .crashDeadline, .workload:
                 preconditionFailure("a global event in a node window")
             }
             var carried = false
@@ -305,7 +307,7 @@ struct WindowWork: @unchecked Sendable {
                 // As the driver's `apply` does: a new wake replaces the pending one.
                 guard wakeAt[i] != at.nanoseconds else { continue }
                 wakeAt[i] = at.nanoseconds
-                let when = max(at.nanoseconds, t), wake = EventQueue.Kind.wake(node: Int32(i), at: at.nanoseconds)
+                let when = max(at.nanoseconds, t), wake = SimEvent.wake(node: Int32(i), at: at.nanoseconds)
                 if when < windowEnd { g.queue.push(when, wake) } else { later.append((when, wake)) }
             }
             guard carried || !later.isEmpty || !lines.isEmpty else { continue }

@@ -7,6 +7,8 @@ public struct SimReport: Codable, Sendable {
         public var name: String
         public var passed: Bool
         public var detail: String
+        /// Safety (judged after every step) or liveness (judged at the end, after faults heal).
+        public var phase: CheckPhase?
     }
 
     public var scenario: String

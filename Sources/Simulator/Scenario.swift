@@ -26,6 +26,8 @@ public struct Scenario: Sendable {
     /// `[gossip] uplink_kbps`: every node is told this uplink (its membership paces to a quarter).
     public var uplinkKbps = 0
     public var checks: [CheckSpec] = []
+    /// What drives the protocols from outside the nodes (`[[workloads]]`; kinds from the registry).
+    public var workloads: [WorkloadSpec] = []
     /// Seconds between membership samples for convergence tracking and plots.
     public var sampleEverySeconds = 1.0
     /// Faults and lifecycle changes, in file order (ties at one instant apply in this order).
@@ -87,6 +89,8 @@ public struct Scenario: Sendable {
         public var fraction: Double?
         /// `traffic_within`: the steady-state window starts here (default: half the run).
         public var fromSeconds: Double?
+        /// Any other numeric key a checker kind declares, by key.
+        public var params: [String: Double] = [:]
         public init(kind: String, withinSeconds: Double?, withinRounds: Double? = nil, maxBytes: Double? = nil,
                     fraction: Double? = nil, fromSeconds: Double? = nil) {
             self.kind = kind; self.withinSeconds = withinSeconds; self.withinRounds = withinRounds
@@ -94,9 +98,15 @@ public struct Scenario: Sendable {
         }
     }
 
-    public static let checkKinds = ["membership_converged", "no_false_dead", "all_alive_at_end",
-                                    "crashed_detected_within", "healed_within", "disseminated_within",
-                                    "traffic_within", "datagram_fits", "overlay_connected_within", "discovered_within"]
+    /// One `[[workloads]]` entry: its kind and its numeric settings, checked against the kind's keys.
+    public struct WorkloadSpec: Sendable, Equatable {
+        public var kind: String
+        public var params: [String: Double]
+        public init(kind: String, params: [String: Double] = [:]) { self.kind = kind; self.params = params }
+    }
+
+    /// The check kinds a scenario may name (the standard registry's).
+    public static var checkKinds: [String] { SimulationRegistry.standard.checkKinds }
 
     /// The LAN a node is on (mode `nearest` beacons reach only the same LAN).
     public func lan(of node: Int) -> Int {
@@ -124,6 +134,8 @@ public struct TimelineEvent: Sendable, Equatable {
         case starve
         /// Ends starvation.
         case feed
+        /// Arms a fault on the picked nodes' simulated disks (`mode`): lose_unsynced, tear_last_write, io_error.
+        case disk
     }
     public enum Behaviour: String, Sendable, CaseIterable { case drop, delay, corrupt, replay, equivocate }
 
@@ -150,6 +162,8 @@ public struct TimelineEvent: Sendable, Equatable {
     public var maxDelayMs: Double?
     /// Cull: the live node the admin hands the signed cull to (default: the lowest live node not culled).
     public var via: Int?
+    /// Disk: the fault to arm (undone after `for_s`).
+    public var diskFault: FaultyDisk.Fault = .loseUnsynced
 
     public init(kind: Kind, atSeconds: Double) {
         self.kind = kind
@@ -167,6 +181,7 @@ public struct TimelineEvent: Sendable, Equatable {
         case .byzantine: return ["behaviour", "probability", "delay_ms"]
         case .starve: return ["delay_ms", "max_delay_ms"]
         case .cull: return ["via"]
+        case .disk: return ["mode"]
         default: return []
         }
     }

@@ -4,19 +4,20 @@ import Node
 import TOMLKit
 
 extension Scenario {
-    public static func load(path: String) throws -> Scenario {
+    public static func load(path: String, registry: SimulationRegistry = .standard) throws -> Scenario {
         guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
             throw ScenarioError(description: "cannot read scenario \(path); check the path")
         }
-        return try parse(text, file: path)
+        return try parse(text, file: path, registry: registry)
     }
 
-    public static func parse(_ text: String, file: String) throws -> Scenario {
+    /// Check and workload kinds are those of `registry`; each kind says which keys its entry takes.
+    public static func parse(_ text: String, file: String, registry: SimulationRegistry = .standard) throws -> Scenario {
         let t: TOMLTable
         do { t = try TOMLTable(string: text) } catch let e as TOMLParseError {
             throw ScenarioError(description: "\(file):\(e.source.begin.line): not valid TOML: \(e.description)")
         }
-        var p = Parser(file: file)
+        var p = Parser(file: file, registry: registry)
         return try p.scenario(t)
     }
 }
@@ -24,6 +25,7 @@ extension Scenario {
 /// Reads one scenario table; every error names the file and the key path.
 private struct Parser {
     let file: String
+    let registry: SimulationRegistry
     var s = Scenario()
 
     func fail(_ key: String, _ msg: String) -> ScenarioError { ScenarioError(description: "\(file): \(key): \(msg)") }
@@ -81,7 +83,7 @@ private struct Parser {
 
     mutating func scenario(_ t: TOMLTable) throws -> Scenario {
         try checkKeys(t, ["name", "nodes", "duration_s", "seeding", "sample_every_s", "network", "timing", "checks",
-                          "links", "events", "storage", "gossip", "start"], prefix: "")
+                          "links", "events", "storage", "gossip", "start", "workloads"], prefix: "")
         if let v = t["name"] { guard let n = v.string else { throw fail("name", "must be a string") }; s.name = n }
         if let v = t["nodes"] {
             guard let n = v.int, n >= 1, n <= 200_000 else { throw fail("nodes", "must be an integer from 1 to 200000") }
@@ -166,29 +168,56 @@ private struct Parser {
         }
         if let v = t["checks"] {
             guard let checks = v.array else { throw fail("checks", "must be an array of tables ([[checks]])") }
-            for (i, item) in checks.enumerated() {
-                guard let c = item.table, let kind = c["kind"]?.string, Scenario.checkKinds.contains(kind) else {
-                    throw fail("checks[\(i)]", "needs kind = one of \(Scenario.checkKinds.joined(separator: ", "))")
-                }
-                try checkKeys(c, ["kind", "within_s", "within_rounds", "max_bytes", "fraction", "from_s"], prefix: "checks[\(i)].")
-                let within = try nonNegative(c, "within_s", "checks[\(i)].within_s")
-                if within == nil, ["crashed_detected_within", "healed_within", "overlay_connected_within", "discovered_within"].contains(kind) {
-                    throw fail("checks[\(i)].within_s", "\(kind) needs within_s")
-                }
-                let rounds = try nonNegative(c, "within_rounds", "checks[\(i)].within_rounds")
-                if rounds == nil, kind == "disseminated_within" { throw fail("checks[\(i)].within_rounds", "disseminated_within needs within_rounds") }
-                let maxBytes = try nonNegative(c, "max_bytes", "checks[\(i)].max_bytes")
-                if maxBytes == nil, kind == "traffic_within" { throw fail("checks[\(i)].max_bytes", "traffic_within needs max_bytes (per node per second)") }
-                let fraction = try probability(c, "fraction", "checks[\(i)].fraction")
-                let from = try nonNegative(c, "from_s", "checks[\(i)].from_s")
-                s.checks.append(Scenario.CheckSpec(kind: kind, withinSeconds: within, withinRounds: rounds, maxBytes: maxBytes,
-                                                   fraction: fraction, fromSeconds: from))
-            }
+            for (i, item) in checks.enumerated() { s.checks.append(try check(item, "checks[\(i)]")) }
+        }
+        if let v = t["workloads"] {
+            guard let list = v.array else { throw fail("workloads", "must be an array of tables ([[workloads]])") }
+            for (i, item) in list.enumerated() { s.workloads.append(try workload(item, "workloads[\(i)]")) }
         }
         if let k = s.timeline.firstIndex(where: { $0.kind == .cull }), !s.adminKey {
             throw fail("events[\(k)]", "a cull needs an admin key: set admin = true in [gossip]")
         }
         return s
+    }
+
+    /// One `[[checks]]` entry: its kind's keys from the registry, each value checked by its meaning.
+    func check(_ item: any TOMLValueConvertible, _ path: String) throws -> Scenario.CheckSpec {
+        let kinds = registry.checkKinds
+        guard let c = item.table, let name = c["kind"]?.string, let kind = registry.checkers[name] else {
+            throw fail(path, "needs kind = one of \(kinds.joined(separator: ", "))")
+        }
+        try checkKeys(c, ["kind"] + kind.required + kind.optional, prefix: "\(path).")
+        for k in kind.required where c[k] == nil {
+            throw fail("\(path).\(k)", "\(name) needs \(k)" + (kind.hint.isEmpty ? "" : " (\(kind.hint))"))
+        }
+        var spec = Scenario.CheckSpec(kind: name, withinSeconds: try nonNegative(c, "within_s", "\(path).within_s"),
+                                      withinRounds: try nonNegative(c, "within_rounds", "\(path).within_rounds"),
+                                      maxBytes: try nonNegative(c, "max_bytes", "\(path).max_bytes"),
+                                      fraction: try probability(c, "fraction", "\(path).fraction"),
+                                      fromSeconds: try nonNegative(c, "from_s", "\(path).from_s"))
+        for k in c.keys.sorted() where !Self.commonCheckKeys.contains(k) {
+            guard let v = try num(c, k, "\(path).\(k)") else { continue }
+            spec.params[k] = v
+        }
+        return spec
+    }
+
+    /// Keys every check kind reads the same way; any other key of a kind is a number in `params`.
+    static let commonCheckKeys = ["kind", "within_s", "within_rounds", "max_bytes", "fraction", "from_s"]
+
+    /// One `[[workloads]]` entry: a kind from the registry and numeric settings it declares.
+    func workload(_ item: any TOMLValueConvertible, _ path: String) throws -> Scenario.WorkloadSpec {
+        guard let w = item.table, let name = w["kind"]?.string, let kind = registry.workloads[name] else {
+            throw fail(path, "needs kind = one of \(registry.workloadKinds.joined(separator: ", "))")
+        }
+        try checkKeys(w, ["kind"] + kind.required + kind.optional, prefix: "\(path).")
+        var spec = Scenario.WorkloadSpec(kind: name)
+        for k in kind.required where w[k] == nil { throw fail("\(path).\(k)", "\(name) needs \(k)") }
+        for k in w.keys.sorted() where k != "kind" {
+            guard let v = try nonNegative(w, k, "\(path).\(k)") else { continue }
+            spec.params[k] = v
+        }
+        return spec
     }
 
     mutating func network(_ n: TOMLTable) throws {
@@ -282,8 +311,8 @@ private struct Parser {
         ev.untilSeconds = try nonNegative(e, "until_s", "\(path).until_s")
         if let v = try num(e, "for_s", "\(path).for_s") {
             guard v > 0 else { throw fail("\(path).for_s", "must be positive") }
-            guard [.crash, .partition, .degrade, .byzantine, .starve].contains(kind) else {
-                throw fail("\(path).for_s", "only crash, partition, degrade, byzantine and starve events can be undone after for_s")
+            guard [.crash, .partition, .degrade, .byzantine, .starve, .disk].contains(kind) else {
+                throw fail("\(path).for_s", "only crash, partition, degrade, byzantine, starve and disk events can be undone after for_s")
             }
             ev.forSeconds = v
         }
@@ -352,6 +381,14 @@ private struct Parser {
         if let v = try nonNegative(e, "max_delay_ms", "\(path).max_delay_ms") {
             guard v >= ev.delayMs else { throw fail("\(path).max_delay_ms", "must be at least delay_ms (\(ev.delayMs))") }
             ev.maxDelayMs = v
+        }
+        if let v = e["mode"] {
+            guard let text = v.string, let m = FaultyDisk.Fault(rawValue: text) else {
+                throw fail("\(path).mode", "must be one of \(FaultyDisk.Fault.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            ev.diskFault = m
+        } else if kind == .disk {
+            throw fail("\(path).mode", "disk needs mode = one of \(FaultyDisk.Fault.allCases.map(\.rawValue).joined(separator: ", "))")
         }
         if let v = e["via"] {
             guard let n = v.int else { throw fail("\(path).via", "must be a node index") }

@@ -4,8 +4,14 @@ import MeshCore
 import Node
 import Sessions
 
-/// The deterministic driver: the same `NodeCore` the libuv runtime runs, on a virtual clock
-/// and a virtual network. A run is fully determined by its scenario and seed.
+/// The deterministic driver: the same `NodeCore` the libuv runtime runs, on a virtual clock,
+/// a virtual network, virtual disks and CPUs (Engine/, VirtualDisk.swift). A run is fully
+/// determined by its scenario and seed.
+///
+/// What is where: the engine parts know no protocol (Engine/: event queue, network, CPU; the
+/// disk); fault agents apply the timeline's faults as data (Faults/); workloads drive protocols
+/// and checkers judge them, by kind from a `SimulationRegistry` (Workloads/, Checks/); this type
+/// hosts the nodes and runs the loop (NodeHost.swift, Wire.swift, ParallelWindow.swift).
 ///
 /// Determinism rules kept here: events are ordered by (time, sequence); nothing that decides
 /// what happens iterates a Dictionary or Set; every random draw comes from a generator derived
@@ -53,8 +59,6 @@ public final class Simulation {
     var equivocationTallies: [Equivocator.Tally] = []
     /// The simulated disk: the peers a crashed node had synced, handed back on restart.
     var stored: [[(PeerIdentity, UnderlayAddress)]?]
-    /// Each crashed node's last incarnation and attribute version: the runtime writes them as they
-    /// change, so unlike `stored` no unsynced part is lost.
     /// The nodes' disks: what their services persisted (`.persist`), handed back at a restart.
     var disk: any VirtualDisk = SyncedDisk()
     var downSince: [Int64]
@@ -71,8 +75,26 @@ public final class Simulation {
     let admin: NodeIdentity?
     /// Nodes that left gracefully and are saying goodbye: up, but no longer members.
     var leaving: [Bool]
-    /// CPU starvation: how late each node handles what it receives (0: not starved).
-    var starveDelay: [Int64]
+    /// Starvation and offloaded work per node.
+    var cpu: VirtualCPU
+    /// Each node's simulated disk (persisted state); faults armed by `disk` timeline events.
+    public internal(set) var faultyDisk: FaultyDisk
+    /// Nodes down because of a crash (not a leave or a cull), for `faultsActive`.
+    var crashedDown: [Bool]
+    /// When the last fault healed (nil: one is still active); 0 when the run never had one.
+    var faultsHealedAt: Int64? = 0
+    /// The kinds the scenario's checks and workloads are built from.
+    let registry: SimulationRegistry
+    /// The scenario's checks, in its order, and the safety ones watched after every step.
+    var checkers: [any Checker] = []
+    var safetyWatches: [SafetyWatch] = []
+    var workloads: [any Workload] = []
+    /// Set by checkers' `prepare`: measurements they need the run to take.
+    var crashDeadline: Int64?
+    var trafficFrom: Int64?
+    var discoveryFractionOverride: Double?
+    /// The first false dead declaration, in words (for the safety checker).
+    var firstFalseDead: String?
     /// LAN of each node and the nodes of each LAN (mode `nearest` beacons).
     let lanOf: [Int32]
     let lanMembers: [[Int]]
@@ -134,6 +156,7 @@ public final class Simulation {
         case restoreNodes([Int])
         case honest([Int])
         case feed([Int])
+        case repairDisks([Int], FaultyDisk.Fault)
     }
 
     struct CrashRecord {
@@ -154,8 +177,9 @@ public final class Simulation {
     /// the network model gives a lookahead of at least `minimumLookahead` (else sequentially).
     /// A windowed run's report is the same for any thread count of 2 or more, but differs from
     /// the sequential one (ties between events of one instant are ordered differently).
-    public init(scenario: Scenario, seed: UInt64, threads: Int = Simulation.defaultThreads) {
+    public init(scenario: Scenario, seed: UInt64, threads: Int = Simulation.defaultThreads, registry: SimulationRegistry = .standard) {
         self.scenario = scenario
+        self.registry = registry
         self.seed = seed
         let n = scenario.nodes
         let bound = Self.lookahead(of: scenario)
@@ -181,7 +205,9 @@ public final class Simulation {
         intervalBytes = Array(repeating: 0, count: n)
         nodeBytes = Array(repeating: 0, count: n)
         leaving = Array(repeating: false, count: n)
-        starveDelay = Array(repeating: 0, count: n)
+        cpu = VirtualCPU(nodes: n)
+        faultyDisk = FaultyDisk(nodes: n, rng: root.derived(0x6469_736b_0000_0000))
+        crashedDown = Array(repeating: false, count: n)
         admin = scenario.adminKey ? NodeIdentity.deterministic(runSeed: seed ^ 0x6164_6d69_6e00_0000, index: 0) : nil
         let lans = (0..<n).map { Int32(scenario.lan(of: $0)) }
         var members = Array(repeating: [Int](), count: Int(lans.max() ?? 0) + 1)
@@ -197,68 +223,22 @@ public final class Simulation {
         nodes.reserveCapacity(n)
         for i in 0..<n { nodes.append(makeNode(index: i)) }
         if lookahead > 0 { windowGroups = (0..<Self.groupCount).map { _ in WindowGroup() } }
+        checkers = scenario.checks.map { spec in
+            registry.checkers[spec.kind]?.make(spec) ?? UnknownChecker(spec: spec)
+        }
+        for c in checkers where registry.checkers[c.name]?.phase == .safety { safetyWatches.append(SafetyWatch(c)) }
+        // Each workload draws from a generator of its own (its position in the scenario).
+        workloads = scenario.workloads.enumerated().map { k, spec in
+            let g = root.derived(0x776f_726b_0000_0000 ^ UInt64(k))
+            return registry.workloads[spec.kind].map { $0.make(spec, g) } ?? UnknownWorkload(spec: spec)
+        }
+        for c in checkers { c.prepare(self) }
     }
 
     /// The default of `threads`: the two cores this project's machines have.
     public static let defaultThreads = 2
     /// Whether the run uses lookahead windows (otherwise the sequential loop).
     public var isWindowed: Bool { lookahead > 0 }
-
-    /// The one place a node core is built, at start and on restart: same identity every time,
-    /// fresh randomness per incarnation. When NodeCore gains parameters (secret identity,
-    /// network key) they are added here only.
-    func makeNode(index i: Int) -> NodeCore {
-        var rng = root.derived(UInt64(i) + 1)
-        if incarnation[i] > 0 { rng = rng.derived(0x7265_7374_6172_7400 | UInt64(incarnation[i])) }
-        // Real sessions with real keys: the mesh's network key comes from the seed like everything else.
-        do {
-            // What a crashed node remembered is the simulator's own model (`stored`, `storageSyncSeconds`).
-            var timing = scenario.timing
-            timing.peerSnapshotInterval = nil
-            var core = try NodeCore(identity: identities[i], network: networkID, networkKey: simulatedNetworkKey, address: addresses[i],
-                                    timing: timing, discovery: discovery(for: i), peerIdentities: peerTables[i % peerTables.count], rng: rng)
-            core.persistsCompleteAtOnce = true  // `SyncedDisk`
-            core.offloadsRunInline = true  // charged in `counters.offloadCost`
-            return core
-        } catch {
-            fatalError("simulated node \(i) cannot be built: \(error)")
-        }
-    }
-
-    func discovery(for i: Int) -> Discovery {
-        var d = Discovery()
-        d.modes = scenario.modes
-        d.isMaster = scenario.masters.contains(i)
-        d.uplinkKbps = scenario.uplinkKbps
-        if let admin { d.adminKeys = [admin.publicKey] }
-        return d
-    }
-
-    /// The simulated mesh's 32-byte network key, derived from the run seed.
-    var simulatedNetworkKey: [UInt8] {
-        var g = SeededGenerator(seed: seed ^ 0x6e6b_6579)
-        var key: [UInt8] = []
-        for _ in 0..<4 { let v = g.next(); for b in 0..<8 { key.append(UInt8((v >> UInt64(8 * b)) & 0xff)) } }
-        return key
-    }
-
-    /// Virtual node i lives at [fd51:a7e::i]:7400 (a ULA never routed anywhere).
-    static func virtualAddress(_ i: Int) -> UnderlayAddress {
-        var ip: [UInt8] = [0xfd, 0x51, 0x0a, 0x7e] + [UInt8](repeating: 0, count: 8)
-        ip += [UInt8((i >> 24) & 0xff), UInt8((i >> 16) & 0xff), UInt8((i >> 8) & 0xff), UInt8(i & 0xff)]
-        return UnderlayAddress(ip: ip, port: 7400)
-    }
-
-    /// The inverse of `virtualAddress` without hashing: this runs for every datagram sent.
-    @inline(__always) func index(of a: UnderlayAddress) -> Int? {
-        guard a.port == 7400 else { return nil }
-        return a.ip.withUnsafeBufferPointer { p -> Int? in
-            guard p.count == 16, p[0] == 0xfd, p[1] == 0x51, p[2] == 0x0a, p[3] == 0x7e else { return nil }
-            for k in 4..<12 where p[k] != 0 { return nil }
-            let i = Int(p[12]) << 24 | Int(p[13]) << 16 | Int(p[14]) << 8 | Int(p[15])
-            return i < life.count ? i : nil
-        }
-    }
 
     static func nanos(_ seconds: Double) -> Int64 { Int64((seconds * 1e9).rounded()) }
 
@@ -281,6 +261,7 @@ public final class Simulation {
         for i in 0..<nodes.count where !late[i] { boot(i, remembered: []) }
         for (k, e) in scenario.timeline.enumerated() { queue.push(Self.nanos(e.atSeconds), .timeline(index: Int32(k), firing: 0)) }
         queue.push(0, .sample)
+        for w in workloads { w.start(self) }
         if isWindowed {
             runWindowed(end: end, sampleStep: sampleStep, progress: progress)
         } else {
@@ -289,6 +270,7 @@ public final class Simulation {
                 events += 1
                 if events & 0x3fff == 0, let progress { progress(Double(now) / 1e9, events) }
                 handle(e, sampleStep: sampleStep)
+                checkSafety()
             }
         }
         now = end
@@ -299,12 +281,13 @@ public final class Simulation {
 
     /// One event of the sequential loop, or one global event of a windowed run.
     func handle(_ e: EventQueue.Entry, sampleStep: Int64) {
-        switch e.kind {
+        switch e.event {
         case let .deliver(to, from, bytes):
             let j = Int(to)
-            if starveDelay[j] > 0, life[j] == .up {
+            let late = cpu.inputDelay[j]
+            if late > 0, life[j] == .up {
                 // A starved node's CPU gets to its input late; a fixed delay keeps the order.
-                queue.push(now + starveDelay[j], .deliverLate(to: to, from: from, bytes: bytes))
+                queue.push(now + late, .deliverLate(to: to, from: from, bytes: bytes))
                 return
             }
             receive(j, from: Int(from), bytes)
@@ -338,325 +321,28 @@ public final class Simulation {
             undo(Int(slot))
         case let .crashDeadline(record):
             evaluateCrash(Int(record))
+        case let .workload(slot, tag):
+            workloads[Int(slot)].fire(tag: Int(tag), self)
         }
     }
+}
 
-    func receive(_ j: Int, from: Int, _ bytes: [UInt8]) {
-        guard life[j] == .up else { c.toDown += 1; return }
-        c.delivered += 1
-        if trace != nil { log(j, "← node \(from)  \(Self.describe(bytes))") }
-        let before = trace == nil ? [:] : nodes[j].sessions.counters.drops
-        apply(j, nodes[j].handle(.datagram(from: addresses[from], bytes: bytes), now: Instant(nanoseconds: now)))
-        if trace != nil {
-            // Say why a datagram went nowhere: the reason the session layer counted.
-            for (reason, n) in nodes[j].sessions.counters.drops.sorted(by: { $0.key.rawValue < $1.key.rawValue })
-            where n != before[reason, default: 0] {
-                log(j, "session dropped it: \(reason.rawValue)")
-            }
-        }
+/// A check whose kind the registry does not know (a scenario built in code): it fails, saying so.
+final class UnknownChecker: Checker {
+    let spec: Scenario.CheckSpec
+    init(spec: Scenario.CheckSpec) { self.spec = spec }
+    func verdict(_ sim: Simulation) -> SimReport.Check {
+        .init(name: name, passed: false, detail: "unknown check kind; known: \(sim.registry.checkKinds.joined(separator: ", "))")
     }
+}
 
-    /// Size of a LAN beacon on the wire (a multicast datagram sent once, heard by the whole LAN).
-    static let beaconBytes = 48
-
-    func beacon(_ i: Int, incarnation inc: UInt32) {
-        guard life[i] == .up, incarnation[i] == inc, !leaving[i] else { return }
-        c.beacons += 1
-        c.sent += 1
-        c.bytesSent += UInt64(Self.beaconBytes)
-        nodeBytes[i] &+= UInt64(Self.beaconBytes)
-        intervalBytes[i] &+= UInt32(Self.beaconBytes)
-        intervalBytesTotal += UInt64(Self.beaconBytes)
-        intervalMsgs += 1
-        for j in lanMembers[Int(lanOf[i])] where j != i && life[j] == .up {
-            // Each listener's copy has its own latency and loss; a partition stops it like any datagram.
-            if case let .arrives(delay, _) = net.fate(from: i, to: j, bytes: Self.beaconBytes, now: now) {
-                pushNodeEvent(now + delay, .beaconHeard(to: Int32(j), from: Int32(i)))
-            }
-        }
-        queue.push(now + Self.nanos(scenario.beaconEverySeconds), .beacon(node: Int32(i), incarnation: inc))
-    }
-
-    func log(_ node: Int?, _ text: @autoclosure () -> String) {
-        guard let trace else { return }
-        let t = Double(now) / 1e9
-        guard traceWindow.contains(t) else { return }
-        if let node, let only = traceNodes, !only.contains(node) { return }
-        trace(String(format: "%10.6fs  ", t) + (node.map { "node \($0)  " } ?? "") + text())
-    }
-
-    /// One line about a datagram, for traces.
-    /// Datagrams are encrypted, so a trace names the session packet type; what the node made of
-    /// it shows in the event lines that follow.
-    static func describe(_ bytes: [UInt8]) -> String {
-        guard let first = bytes.first, let type = SessionWire.PacketType(rawValue: first) else {
-            return "undecodable (\(bytes.count) B)"
-        }
-        return "\(type) (\(bytes.count) B)"
-    }
-
-    func seedsFor(_ i: Int) -> [Int] {
-        switch scenario.seeding {
-        case "ring": return i == 0 ? [] : [i - 1]
-        case let m where m.hasPrefix("random:"):
-            let k = Int(m.dropFirst(7)) ?? 1
-            guard i > 0 else { return [] }
-            var rng = SeededGenerator(seed: seed).derived(0x5eed_0000 &+ UInt64(i))
-            return (0..<min(k, i)).map { _ in Int(rng.next() % UInt64(i)) }
-        default: return i == 0 ? [] : [0]
-        }
-    }
-
-    // MARK: - Node lifecycle
-
-    func boot(_ i: Int, remembered: [(PeerIdentity, UnderlayAddress)], restored: [StoredRow] = []) {
-        if life[i] != .waiting { nodes[i] = makeNode(index: i) }
-        life[i] = .up
-        let t = Instant(nanoseconds: now)
-        if !restored.isEmpty { apply(i, nodes[i].handle(.restored(restored), now: t)) }
-        for s in seedsFor(i) { apply(i, nodes[i].handle(.command(.addSeed(addresses[s])), now: t)) }
-        for (p, a) in remembered { apply(i, nodes[i].handle(.command(.rememberPeer(p, a)), now: t)) }
-        apply(i, nodes[i].handle(.start, now: t))
-        if scenario.beaconEverySeconds > 0, scenario.modes.contains(.nearest) {
-            var g = root.derived(0x6265_6163_6f6e_0000 ^ (UInt64(i) << 8) ^ UInt64(incarnation[i]))
-            let first = now + Self.nanos(g.unit() * scenario.beaconEverySeconds)
-            queue.push(first, .beacon(node: Int32(i), incarnation: incarnation[i]))
-        }
-    }
-
-    func crash(_ i: Int) { shutDown(i, crashRecord: true) }
-
-    /// A node is a member worth counting: up and not on its way out.
-    @inline(__always) func isLive(_ i: Int) -> Bool { life[i] == .up && !leaving[i] }
-
-    /// Stops a node: a crash (its detection is then measured) or the end of a graceful leave or a cull.
-    func shutDown(_ i: Int, crashRecord: Bool) {
-        guard life[i] == .up else { return }
-        let id = nodeIDs[i]
-        var observers: [(Int32, UInt32)] = []
-        for o in 0..<nodes.count where o != i && isLive(o) {
-            if let m = nodes[o].members[id], m.state != .dead { observers.append((Int32(o), incarnation[o])) }
-        }
-        // The simulated disk synced every `storageSyncSeconds`: members confirmed since are lost.
-        let sync = max(1, Self.nanos(scenario.storageSyncSeconds))
-        let lastSync = Instant(nanoseconds: now / sync * sync)
-        disk.crash(node: i, now: now)
-        stored[i] = nodes[i].sortedMembers.filter { $0.state == .alive && $0.stateSince <= lastSync }.map { ($0.identity, $0.address) }
-        for (reason, n) in nodes[i].counters.drops { retiredDrops[reason, default: 0] += n }
-        retiredGossipDrops += nodes[i].gossip.counters.totalDrops
-        for (reason, n) in nodes[i].sessions.counters.drops { retiredSessionDrops[reason, default: 0] += n }
-        retiredHandshakes += nodes[i].sessions.counters.handshakesCompleted
-        nodes[i] = makeNode(index: i)  // releases the old tables; rebuilt again on restart
-        life[i] = .down
-        downSince[i] = now
-        wakeAt[i] = -1
-        incarnation[i] += 1
-        starveDelay[i] = 0
-        guard crashRecord else { return }
-        c.crashes += 1
-        crashRecords.append(CrashRecord(node: i, at: now, incarnation: incarnation[i], observers: observers))
-        if let spec = scenario.checks.first(where: { $0.kind == "crashed_detected_within" }), let w = spec.withinSeconds {
-            queue.push(now + Self.nanos(w), .crashDeadline(record: Int32(crashRecords.count - 1)))
-        }
-    }
-
-    func restart(_ i: Int, remember: Bool) {
-        guard life[i] == .down else { return }
-        if !remember { disk.wipe(node: i) }
-        boot(i, remembered: remember ? stored[i] ?? [] : [], restored: remember ? disk.rows(node: i) : [])
-        stored[i] = nil
-        disturbedUntil[i] = now + grace
-        c.restarts += 1
-    }
-
-    // MARK: - Outputs and the wire
-
-    /// Carries out a node's outputs at `now`. `wakesTaken`: a window's worker has already
-    /// handled the wakes (ParallelWindow.swift), so they are skipped here.
-    func apply(_ i: Int, _ outputs: [NodeOutput], wakesTaken: Bool = false) {
-        for o in outputs {
-            switch o {
-            case let .send(to, bytes): transmit(from: i, to: to, bytes: bytes)
-            case let .wake(at):
-                if !wakesTaken, wakeAt[i] != at.nanoseconds {
-                    wakeAt[i] = at.nanoseconds
-                    pushNodeEvent(max(at.nanoseconds, now), .wake(node: Int32(i), at: at.nanoseconds))
-                }
-            case let .event(ev):
-                if !spreads.isEmpty { noteSpread(observer: i, ev) }
-                if case let .memberStateChanged(id, from, to, _) = ev {
-                    if to == .dead { classifyDeath(observer: i, id) }
-                    if trace != nil { log(i, "member \(indexOfID[id].map { "node \($0)" } ?? id.short): \(from) → \(to)") }
-                } else if trace != nil, case let .memberAdded(id, _) = ev {
-                    log(i, "member added: \(indexOfID[id].map { "node \($0)" } ?? id.short)")
-                }
-            case let .persist(batch, then):
-                // The disk is the driver's (written on this thread, also after a parallel window).
-                // `SyncedDisk` is durable at once, so the nodes answer their own persists
-                // (`persistsCompleteAtOnce`); a disk with faults brings a completion event instead.
-                if case .durable = disk.write(node: i, batch.ops, now: now) { apply(i, then, wakesTaken: wakesTaken) }
-            case .offload:
-                // The nodes run their jobs inline (`offloadsRunInline`): none reaches the driver.
-                break
-            }
-        }
-    }
-
-    func transmit(from i: Int, to address: UnderlayAddress, bytes: [UInt8]) {
-        c.sent += 1
-        c.bytesSent += UInt64(bytes.count)
-        intervalMsgs += 1
-        intervalBytesTotal += UInt64(bytes.count)
-        intervalBytes[i] &+= UInt32(truncatingIfNeeded: bytes.count)
-        nodeBytes[i] &+= UInt64(bytes.count)
-        if bytes.count > largestDatagram { largestDatagram = bytes.count }
-        guard let j = index(of: address) else {
-            c.unroutable += 1
-            if trace != nil { log(i, "→ \(address)  unroutable") }
-            return
-        }
-        var payload = bytes
-        var extra: Int64 = 0
-        if byzantine[i] != nil {
-            let a = byzantine[i]!.act(to: Int32(j), bytes: bytes, addresses: addresses)
-            if a.acted {
-                switch byzantine[i]!.behaviour {
-                case .drop: c.byzDropped += 1
-                case .delay: c.byzDelayed += 1
-                case .corrupt: c.byzCorrupted += 1
-                case .replay: c.byzReplayed += 1
-                case .equivocate: c.byzEquivocated += 1
-                }
-                if trace != nil { log(i, "byzantine \(byzantine[i]!.behaviour.rawValue) → node \(j)") }
-            }
-            if let (to, old) = a.replay { route(from: i, to: Int(to), bytes: old, extra: 0) }
-            guard let b = a.bytes else { return }
-            payload = b
-            extra = a.extraDelay
-        }
-        route(from: i, to: j, bytes: payload, extra: extra)
-    }
-
-    func route(from i: Int, to j: Int, bytes: [UInt8], extra: Int64) {
-        switch net.fate(from: i, to: j, bytes: bytes.count, now: now) {
-        case let .dropped(why):
-            switch why {
-            case .loss: c.lost += 1
-            case .partition: c.partitioned += 1
-            case .queue: c.queueDropped += 1
-            }
-            if trace != nil { log(i, "→ node \(j)  \(Self.describe(bytes))  dropped (\(why))") }
-        case let .arrives(delay, dup):
-            if trace != nil { log(i, "→ node \(j)  \(Self.describe(bytes))  arrives in \(String(format: "%.3f", Double(delay + extra) / 1e6)) ms\(dup == nil ? "" : ", duplicated")") }
-            pushNodeEvent(now + delay + extra, .deliver(to: Int32(j), from: Int32(i), bytes: bytes))
-            if let dup {
-                c.duplicated += 1
-                pushNodeEvent(now + dup + extra, .deliver(to: Int32(j), from: Int32(i), bytes: bytes))
-            }
-        }
-    }
-
-    // MARK: - Measuring
-
-    /// A death is false when the dead node is up, reachable and honest, and no fault touching
-    /// either side ended within the grace period (probe timeouts plus suspicion).
-    func classifyDeath(observer i: Int, _ id: NodeID) {
-        guard let j = indexOfID[id] else { c.expectedDead += 1; return }
-        if life[j] != .up || leaving[j] {
-            c.expectedDead += 1
-            if incarnation[j] > 0 { c.detectSeconds.append(Double(now - downSince[j]) / 1e9) }
-            return
-        }
-        let disturbed = max(disturbedUntil[i], disturbedUntil[j], everyoneDisturbedUntil) > now
-        if disturbed || byzantine[i] != nil || byzantine[j] != nil || !net.reachable(i, j) || net.isDegraded(i) || net.isDegraded(j) {
-            c.expectedDead += 1
-            return
-        }
-        c.falseDead += 1
-        log(i, "FALSE DEAD: declared node \(j) dead while it is up and reachable")
-    }
-
-    /// Per live node: members that are alive (or suspect) and up, against the best possible (every
-    /// live node, up to the table size less the slots held by nodes that are down).
-    func sampleMembership() {
-        var up = 0
-        for i in life.indices where isLive(i) { up += 1 }
-        let cap = scenario.timing.maxMembers
-        var aliveSum = 0, wantSum = 0, stale = 0
-        var converged = up > 0
-        var minKnown = up > 0 ? 1.0 : 0.0
-        for (t, table) in peerTables.enumerated() {
-            while nodeOfEntry[t].count < table.count {
-                nodeOfEntry[t].append(Int32(index(of: table.entry(at: UInt32(nodeOfEntry[t].count)).address) ?? -1))
-            }
-        }
-        for i in 0..<nodes.count where isLive(i) {
-            var aliveUp = 0, staleDown = 0
-            let nodeOf = nodeOfEntry[i % nodeOfEntry.count]
-            // Rows by peer-table index and state: N² rows per sample at N nodes.
-            nodes[i].members.forEachEntry { e, state in
-                let j = Int(nodeOf[Int(e)])
-                guard j >= 0 else { return }
-                if isLive(j) {
-                    // SWIM: a suspect is still a member (it may refute); only dead, left or
-                    // culled ones are out. Under loss some member is suspect somewhere at
-                    // almost any instant in a large mesh, and that is not a failure to converge.
-                    if state == .alive || state == .suspect { aliveUp += 1 }
-                } else {
-                    staleDown += 1
-                    if state == .alive || state == .suspect { stale += 1 }
-                }
-            }
-            let want = max(0, min(up - 1, cap - staleDown))
-            aliveSum += min(aliveUp, want)
-            wantSum += want
-            if aliveUp < want { converged = false }
-            if want > 0 { minKnown = min(minKnown, Double(min(aliveUp, want)) / Double(want)) }
-        }
-        sampleExtras(minKnown: minKnown)
-        let t = Double(now) / 1e9
-        let fraction = wantSum == 0 ? 1 : Double(aliveSum) / Double(wantSum)
-        series.alive.append([t, fraction])
-        series.staleViews.append([t, Double(stale)])
-        series.falseDead.append([t, Double(c.falseDead)])
-        series.upNodes.append([t, Double(up)])
-        let dt = Double(now - lastSampleAt) / 1e9
-        if dt > 0 {
-            var maxBytes: UInt32 = 0
-            for k in intervalBytes.indices { maxBytes = max(maxBytes, intervalBytes[k]); intervalBytes[k] = 0 }
-            let perNode = Double(max(1, up)) * dt
-            series.msgsPerNode.append([t, Double(intervalMsgs) / perNode])
-            series.bytesPerNode.append([t, Double(intervalBytesTotal) / perNode])
-            series.maxBytesNode.append([t, Double(maxBytes) / dt])
-            intervalMsgs = 0
-            intervalBytesTotal = 0
-        }
-        lastSampleAt = now
-        if converged {
-            if c.convergedAt == nil, now >= lastJoinAt { c.convergedAt = t }
-            for k in heals.indices where heals[k].healedAt == nil { heals[k].healedAt = now }
-        }
-    }
-
-    func evaluateCrash(_ r: Int) {
-        var rec = crashRecords[r]
-        var staleNames: [String] = []
-        rec.evaluated = true
-        if life[rec.node] != .down || incarnation[rec.node] != rec.incarnation {
-            rec.skipped = true
-        } else {
-            let id = nodeIDs[rec.node]
-            for (o, inc) in rec.observers {
-                let k = Int(o)
-                guard isLive(k), incarnation[k] == inc, let m = nodes[k].members[id], m.state != .dead else { continue }
-                rec.stale += 1
-                if staleNames.count < 5 { staleNames.append("\(k) (\(m.state))") }
-            }
-        }
-        crashRecords[r] = rec
-        let who = staleNames.isEmpty ? "" : ": " + staleNames.joined(separator: ", ")
-        log(rec.node, "crash deadline: \(rec.skipped ? "restarted before the deadline" : "\(rec.stale) of \(rec.observers.count) observers still see it not dead\(who)")")
-    }
+/// A workload whose kind the registry does not know: it does nothing (its checks fail for lack of it).
+final class UnknownWorkload: Workload {
+    let spec: Scenario.WorkloadSpec
+    init(spec: Scenario.WorkloadSpec) { self.spec = spec }
+    func start(_ sim: Simulation) {}
+    func fire(tag: Int, _ sim: Simulation) {}
+    func metrics(into m: inout [String: Double], _ sim: Simulation) {}
 }
 
 enum Blake2bSeed {

@@ -4,8 +4,8 @@ import MeshCore
 import Node
 import Sessions
 
-/// Turning a finished run into the report: metrics (always the same keys, so reports diff
-/// cleanly), the checks the scenario asked for, and the plot series.
+/// Turning a finished run into the report: metrics (always the same keys for the same
+/// workloads, so reports diff cleanly), the checkers' verdicts, and the plot series.
 extension Simulation {
     func report(wallSeconds: Double) -> SimReport {
         var drops = retiredDrops
@@ -65,8 +65,18 @@ extension Simulation {
         for reason in SessionDropReason.allCases { metrics["session_drops_\(reason.rawValue)"] = Double(sessionDrops[reason] ?? 0) }
         for reason in DropReason.allCases { metrics["drops_\(reason.rawValue)"] = Double(drops[reason] ?? 0) }
         measureMetrics(&metrics)
+        metrics["disk_writes"] = Double(faultyDisk.counters.writes)
+        metrics["disk_syncs"] = Double(faultyDisk.counters.syncs)
+        metrics["disk_io_errors"] = Double(faultyDisk.counters.ioErrors)
+        metrics["disk_lost_writes"] = Double(faultyDisk.counters.lostWrites)
+        metrics["disk_torn_writes"] = Double(faultyDisk.counters.tornWrites)
+        metrics["cpu_jobs"] = Double(cpu.jobs)
+        metrics["cpu_charged_s"] = Double(cpu.charged) / 1e9
+        // When the last fault healed (0: no fault; -1: one was still active at the end).
+        metrics["faults_healed_s"] = faultsHealedAt.map { Double($0) / 1e9 } ?? -1
+        for w in workloads { w.metrics(into: &metrics, self) }
 
-        let checks = scenario.checks.map { evaluate($0, metrics) }
+        let checks = verdicts()
         return SimReport(scenario: scenario.name, seed: seed, nodes: nodes.count, virtual_seconds: scenario.durationSeconds,
                          wall_seconds: wallSeconds, events: events, metrics: metrics, checks: checks,
                          series: ["alive_fraction": series.alive, "messages_per_node_s": series.msgsPerNode,
@@ -81,59 +91,5 @@ extension Simulation {
         [("messages_out", \.messagesOut), ("probes", \.probes), ("indirect_probes", \.indirectProbes),
          ("suspicions_raised", \.suspicionsRaised), ("refutations", \.refutations), ("deaths_averted", \.deathsAverted),
          ("news_pushed", \.newsPushed), ("wide_probes", \.wideProbes), ("exchanges", \.exchanges)]
-    }
-
-    private func evaluate(_ spec: Scenario.CheckSpec, _ metrics: [String: Double]) -> SimReport.Check {
-        if let measured = evaluateMeasure(spec, metrics) { return measured }
-        func f(_ d: Double) -> String { String(format: "%.3f", d) }
-        switch spec.kind {
-        case "membership_converged":
-            let within = spec.withinSeconds ?? scenario.durationSeconds
-            let from = Double(lastJoinAt) / 1e9
-            let since = from > 0 ? " after the last join at \(f(from)) s" : ""
-            if let t = c.convergedAt {
-                return .init(name: spec.kind, passed: t - from <= within,
-                             detail: "every live node saw its full membership alive at \(f(t)) s\(since) (limit \(f(within)) s)")
-            }
-            return .init(name: spec.kind, passed: false,
-                         detail: "membership never converged in \(f(scenario.durationSeconds)) s\(since); alive fraction at end \(f(metrics["alive_fraction_end"]!))")
-        case "no_false_dead":
-            return .init(name: spec.kind, passed: c.falseDead == 0,
-                         detail: "\(c.falseDead) dead declarations of live, reachable, honest nodes (\(c.expectedDead) of crashed, partitioned or faulty ones not counted)")
-        case "all_alive_at_end":
-            let frac: Double = series.alive.last?[1] ?? 0
-            return .init(name: spec.kind, passed: frac >= 1, detail: "alive fraction among live nodes at end \(String(format: "%.5f", frac))")
-        case "crashed_detected_within":
-            let within = spec.withinSeconds ?? 0
-            let done = crashRecords.filter { $0.evaluated && !$0.skipped }
-            let skipped = crashRecords.filter { $0.skipped }.count
-            let pending = crashRecords.filter { !$0.evaluated }.count
-            let stale = done.reduce(0) { $0 + $1.stale }
-            let views = done.reduce(0) { $0 + $1.observers.count }
-            guard !done.isEmpty else {
-                return .init(name: spec.kind, passed: false,
-                             detail: "no crash could be evaluated (\(crashRecords.count) crashes, \(skipped) restarted before \(f(within)) s, \(pending) too close to the end)")
-            }
-            var detail = "\(done.count) crashes: \(views - stale) of \(views) live observers marked the crashed node dead within \(f(within)) s"
-            if let worst = done.max(by: { $0.stale < $1.stale }), worst.stale > 0 {
-                detail += "; worst: node \(worst.node) (crashed at \(f(Double(worst.at) / 1e9)) s) still not dead for \(worst.stale)"
-            }
-            if skipped + pending > 0 { detail += "; \(skipped) restarted before the deadline, \(pending) past the end, not counted" }
-            return .init(name: spec.kind, passed: stale == 0, detail: detail)
-        case "healed_within":
-            let within = spec.withinSeconds ?? 0
-            guard !heals.isEmpty else { return .init(name: spec.kind, passed: false, detail: "no partition healed in this run") }
-            var worst = 0.0, never = 0
-            for h in heals {
-                if let t = h.healedAt { worst = max(worst, Double(t - h.at) / 1e9) } else { never += 1 }
-            }
-            if never > 0 {
-                return .init(name: spec.kind, passed: false, detail: "\(never) of \(heals.count) heals never reconverged before the end (limit \(f(within)) s)")
-            }
-            return .init(name: spec.kind, passed: worst <= within,
-                         detail: "\(heals.count) heals; membership reconverged at most \(f(worst)) s after a heal (limit \(f(within)) s)")
-        default:
-            return .init(name: spec.kind, passed: false, detail: "unknown check")
-        }
     }
 }

@@ -1,16 +1,12 @@
 import Foundation
 import MeshCore
+import SimulatorKit
 @testable import Gossip
 
-/// A deterministic in-memory network of `GossipCore`s: a virtual clock, an event heap, seeded loss
+/// A deterministic in-memory network of `GossipCore`s: a virtual clock, the engine's event queue, seeded loss
 /// and latency, crashes and partitions. No crypto: the sender's entry stands for what the node's
 /// session layer would prove.
 struct Mesh {
-    struct Event {
-        var at: Int64
-        var seq: UInt64
-        var kind: Kind
-    }
     enum Kind {
         case deliver(to: Int, from: Int, bytes: [UInt8], reliable: Bool)
         case wake(Int)
@@ -22,8 +18,8 @@ struct Mesh {
     var byAddress: [UnderlayAddress: Int] = [:]
     var crashed: [Bool]
     var wakes: [Instant?]
-    var heap: [Event] = []
-    var nextSeq: UInt64 = 0
+    /// The simulation engine's queue (SimulatorKit): time, then insertion order.
+    var queue = EventHeap<Kind>()
     var now = Instant.zero
     var rng: SeededGenerator
     var loss = 0.0
@@ -96,38 +92,7 @@ struct Mesh {
 
     var count: Int { cores.count }
 
-    mutating func push(_ at: Instant, _ k: Kind) {
-        let e = Event(at: at.nanoseconds, seq: nextSeq, kind: k)
-        nextSeq += 1
-        heap.append(e)
-        var i = heap.count - 1
-        while i > 0 {
-            let p = (i - 1) / 2
-            if less(heap[i], heap[p]) { heap.swapAt(i, p); i = p } else { break }
-        }
-    }
-
-    func less(_ a: Event, _ b: Event) -> Bool { a.at < b.at || (a.at == b.at && a.seq < b.seq) }
-
-    mutating func pop() -> Event? {
-        guard !heap.isEmpty else { return nil }
-        let top = heap[0]
-        let last = heap.removeLast()
-        if !heap.isEmpty {
-            heap[0] = last
-            var i = 0
-            while true {
-                let l = 2 * i + 1, r = l + 1
-                var m = i
-                if l < heap.count, less(heap[l], heap[m]) { m = l }
-                if r < heap.count, less(heap[r], heap[m]) { m = r }
-                if m == i { break }
-                heap.swapAt(i, m)
-                i = m
-            }
-        }
-        return top
-    }
+    mutating func push(_ at: Instant, _ k: Kind) { queue.push(at.nanoseconds, k) }
 
     mutating func start(_ i: Int, at: Instant) { push(at, .start(i)) }
 
@@ -140,7 +105,7 @@ struct Mesh {
 
     /// A fresh process with the same identity and address (incarnation 0, empty tables).
     mutating func restart(_ i: Int, config c: GossipConfig? = nil) {
-        cores[i] = GossipCore(me: entries[i], config: c ?? configs[i], rng: SeededGenerator(seed: seed &* 7919 &+ UInt64(i) &+ nextSeq), identities: identities)
+        cores[i] = GossipCore(me: entries[i], config: c ?? configs[i], rng: SeededGenerator(seed: seed &* 7919 &+ UInt64(i) &+ queue.pushed), identities: identities)
         crashed[i] = false
         wakes[i] = nil
         push(now, .start(i))
@@ -200,10 +165,10 @@ struct Mesh {
     mutating func run(for d: Duration) { run(until: now + d) }
 
     mutating func run(until end: Instant) {
-        while let top = heap.first, top.at <= end.nanoseconds {
-            let e = pop()!
-            now = Instant(nanoseconds: e.at)
-            switch e.kind {
+        while let t = queue.nextTime, t <= end.nanoseconds {
+            let e = queue.pop()!
+            now = Instant(nanoseconds: e.time)
+            switch e.event {
             case let .start(i):
                 feed(i, .start)
             case let .wake(i):

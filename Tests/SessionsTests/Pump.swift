@@ -1,4 +1,5 @@
 import MeshCore
+import SimulatorKit
 import Noise
 import Sessions
 import Sodium
@@ -25,7 +26,8 @@ struct Pump {
 
     var nodes: [UnderlayAddress: Node] = [:]
     var now = Instant.zero
-    var inflight: [Packet] = []
+    /// Datagrams on their way, on the simulation engine's queue (SimulatorKit): by arrival, then send order.
+    var inflight = EventHeap<Packet>()
     var seq = 0
     var rng = SeededGenerator(seed: 99)
     var latency: Duration = .milliseconds(20)
@@ -76,7 +78,8 @@ struct Pump {
                 for _ in 0..<copies {
                     let extra = Duration.nanoseconds(Int64(Double(jitter.nanoseconds) * rng.unit()))
                     seq += 1
-                    inflight.append(Packet(at: now + latency + extra, seq: seq, from: a, to: to, bytes: bytes))
+                    let at = now + latency + extra
+                    inflight.push(at.nanoseconds, Packet(at: at, seq: seq, from: a, to: to, bytes: bytes))
                 }
             case let .deliver(_, peerKey, plaintext):
                 nodes[a]!.delivered.append((peerKey, plaintext))
@@ -99,7 +102,7 @@ struct Pump {
     /// Runs packet arrivals and timers in time order until `end`.
     mutating func run(until end: Instant) {
         while true {
-            let nextPacket = inflight.min { ($0.at, $0.seq) < ($1.at, $1.seq) }
+            let nextPacket = inflight.first?.event
             let nextWake = nodes.filter { $0.value.wake != nil }.min { ($0.value.wake!, $0.key) < ($1.value.wake!, $1.key) }
             var t = end
             if let p = nextPacket, p.at < t { t = p.at }
@@ -107,7 +110,7 @@ struct Pump {
             if t >= end && !(nextPacket.map { $0.at <= end } ?? false) { now = end; return }
             now = max(now, t)
             if let p = nextPacket, p.at <= t {
-                inflight.removeAll { $0.seq == p.seq }
+                _ = inflight.pop()
                 guard nodes[p.to] != nil else { continue }
                 let out = nodes[p.to]!.manager.receive(p.bytes, from: p.from, now: now)
                 apply(out, at: p.to)

@@ -78,6 +78,9 @@ struct VirtualNetwork {
 
     func isDegraded(_ i: Int) -> Bool { degradedNodes > 0 && nodeDegrade[i] != nil }
 
+    /// Whether any link or node is degraded right now.
+    var anyDegraded: Bool { degradedNodes > 0 || !dynamicLinks.isEmpty }
+
     mutating func fate(from i: Int, to j: Int, bytes: Int, now: Int64) -> Fate {
         if partitioned, group[i] != group[j] { return .dropped(.partition) }
         let l = link(i, j)

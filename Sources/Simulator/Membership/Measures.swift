@@ -108,17 +108,16 @@ extension Simulation {
         overlay.connectedAt = nil
     }
 
-    var trafficFrom: Int64 {
-        let spec = scenario.checks.first { $0.kind == "traffic_within" }
-        return Self.nanos(spec?.fromSeconds ?? scenario.durationSeconds / 2)
-    }
+    /// Where the steady-state traffic window starts: `traffic_within`'s `from_s`, else half the run.
+    var trafficWindowStart: Int64 { trafficFrom ?? Self.nanos(scenario.durationSeconds / 2) }
 
-    var discoveryFraction: Double { scenario.checks.first { $0.kind == "discovered_within" }?.fraction ?? 0.9 }
+    /// The share of the live mesh every node must know for discovery (`discovered_within`'s `fraction`).
+    var discoveryFraction: Double { discoveryFractionOverride ?? 0.9 }
 
     /// Per sample: traffic window start, overlay components, discovery progress.
     func sampleExtras(minKnown: Double) {
         let t = Double(now) / 1e9
-        if traffic.startAt == nil, now >= trafficFrom {
+        if traffic.startAt == nil, now >= trafficWindowStart {
             traffic.startAt = now
             traffic.bytes = nodeBytes
             traffic.incarnation = incarnation
@@ -209,66 +208,5 @@ extension Simulation {
         m["culls"] = Double(c.culls)
         m["beacons"] = Double(c.beacons)
         m["beacons_heard"] = Double(c.beaconsHeard)
-    }
-
-    func evaluateMeasure(_ spec: Scenario.CheckSpec, _ m: [String: Double]) -> SimReport.Check? {
-        func f(_ d: Double) -> String { String(format: "%.3f", d) }
-        switch spec.kind {
-        case "disseminated_within":
-            let limit = spec.withinRounds ?? 0
-            guard !spreads.isEmpty else { return .init(name: spec.kind, passed: false, detail: "no join, leave or cull to measure in this run") }
-            var parts: [String] = [], passed = true
-            for s in spreads {
-                let r = spreadRounds(s)
-                let at = f(Double(s.at) / 1e9)
-                // A join's time includes the newcomer's own admission (handshake, join): said apart.
-                var admission = ""
-                if s.kind == .join {
-                    admission = admissionRounds(s).map { " (admitted after \(String(format: "%.1f", $0)) rounds)" } ?? " (never admitted)"
-                }
-                if let rounds = r.rounds {
-                    if rounds > limit { passed = false }
-                    parts.append("\(s.kind.rawValue) of node \(s.subject) at \(at) s: \(String(format: "%.1f", rounds)) rounds\(admission)")
-                } else {
-                    passed = false
-                    parts.append("\(s.kind.rawValue) of node \(s.subject) at \(at) s: reached only \(r.reached) of \(r.observers)\(admission)")
-                }
-            }
-            let round = Double(scenario.timing.gossipInterval.nanoseconds) / 1e6
-            return .init(name: spec.kind, passed: passed,
-                         detail: "to 99.9 % of live nodes (limit \(String(format: "%.0f", limit)) rounds of \(String(format: "%.0f", round)) ms): " + parts.joined(separator: "; "))
-        case "traffic_within":
-            let limit = spec.maxBytes ?? 0
-            let tr = steadyTraffic()
-            guard tr.nodes > 0 else { return .init(name: spec.kind, passed: false, detail: "no node was live through the steady-state window") }
-            return .init(name: spec.kind, passed: tr.max <= limit,
-                         detail: "from \(f(Double(traffic.startAt ?? 0) / 1e9)) s to the end (\(tr.nodes) nodes): mean \(String(format: "%.0f", tr.mean)) B/s, max \(String(format: "%.0f", tr.max)) B/s per node (node \(tr.busiest)) (limit \(String(format: "%.0f", limit)))")
-        case "datagram_fits":
-            let limit = spec.maxBytes ?? 1232
-            return .init(name: spec.kind, passed: Double(largestDatagram) <= limit,
-                         detail: "largest datagram \(largestDatagram) B (limit \(String(format: "%.0f", limit)) B: 1280-byte IPv6 MTU less headers)")
-        case "overlay_connected_within":
-            let within = spec.withinSeconds ?? 0
-            let from = f(Double(overlay.disruptedAt) / 1e9)
-            guard let t = overlay.connectedAt else {
-                return .init(name: spec.kind, passed: false,
-                             detail: "the live nodes' active views never formed one overlay after \(from) s; \(overlay.components) components at the end")
-            }
-            let took = Double(t - overlay.disruptedAt) / 1e9
-            let end = overlay.components == 1
-            return .init(name: spec.kind, passed: took <= within && end,
-                         detail: "one overlay \(f(took)) s after the last crash or heal at \(from) s (limit \(f(within)) s); \(overlay.components) component(s) at the end")
-        case "discovered_within":
-            let within = spec.withinSeconds ?? 0
-            let frac = discoveryFraction
-            guard let t = discoveredAt else {
-                return .init(name: spec.kind, passed: false,
-                             detail: "never did every live node know \(f(frac * 100)) % of the live mesh; least-informed node at the end knew \(f(minKnownFraction * 100)) %")
-            }
-            return .init(name: spec.kind, passed: t <= within,
-                         detail: "every live node knew at least \(f(frac * 100)) % of the live mesh at \(f(t)) s (limit \(f(within)) s)")
-        default:
-            return nil
-        }
     }
 }

@@ -52,11 +52,15 @@ extension Simulation {
             what = "cull \(Self.listNodes(subjects)) via node \(via)"
         case .starve:
             let lo = e.delayMs, hi = e.maxDelayMs ?? e.delayMs
-            for i in picked { starveDelay[i] = Self.nanos((lo + rng.unit() * (hi - lo)) / 1000) }
+            for i in picked { cpu.starve(i, delay: Self.nanos((lo + rng.unit() * (hi - lo)) / 1000)) }
             what += String(format: " input delayed %.0f–%.0f ms", lo, hi)
             revert = .feed(picked)
         case .feed:
-            for i in picked { starveDelay[i] = 0 }
+            for i in picked { cpu.feed(i) }
+        case .disk:
+            for i in picked { faultyDisk.arm(e.diskFault, on: i) }
+            what += " \(e.diskFault.rawValue)"
+            revert = .repairDisks(picked, e.diskFault)
         case .restart:
             for i in picked { restart(i, remember: e.rememberPeers) }
             if !e.rememberPeers { what += " (peer store wiped)" }
@@ -142,8 +146,11 @@ extension Simulation {
             for i in list { byzantine[i] = nil; disturbedUntil[i] = now + grace }
             note("honest \(Self.listNodes(list)) (end of byzantine)")
         case let .feed(list):
-            for i in list { starveDelay[i] = 0 }
+            for i in list { cpu.feed(i) }
             note("feed \(Self.listNodes(list)) (end of starvation)")
+        case let .repairDisks(list, fault):
+            for i in list { faultyDisk.disarm(fault, on: i) }
+            note("disk \(Self.listNodes(list)) healthy again (end of \(fault.rawValue))")
         }
     }
 
@@ -168,6 +175,7 @@ extension Simulation {
     }
 
     private func note(_ what: String) {
+        trackFaults()
         let line = String(format: "%.3fs ", Double(now) / 1e9) + what
         timelineLog.append(line)
         series.markers.append([Double(now) / 1e9])

@@ -1,0 +1,29 @@
+import SimulatorKit
+
+/// The simulator's queue: the engine's `EventHeap` (time, then insertion order) of `SimEvent`s.
+typealias EventQueue = EventHeap<SimEvent>
+
+/// What can happen in a run, besides what nodes do inside their cores.
+enum SimEvent {
+    /// Node indices, not addresses: the receiver's handler rebuilds the sender's address, so an
+    /// event carries one reference (the bytes) instead of two.
+    case deliver(to: Int32, from: Int32, bytes: [UInt8])
+    /// A delivery to a CPU-starved node, already held back: handled as it comes.
+    case deliverLate(to: Int32, from: Int32, bytes: [UInt8])
+    /// Node `node` (in incarnation `incarnation`) multicasts its LAN beacon (mode `nearest`).
+    case beacon(node: Int32, incarnation: UInt32)
+    /// A beacon from `from` reaches `to`.
+    case beaconHeard(to: Int32, from: Int32)
+    /// A node that left gracefully stops, once its goodbyes had time to go out.
+    case stop(node: Int32, incarnation: UInt32)
+    case wake(node: Int32, at: Int64)
+    case sample
+    /// Apply firing `firing` of `scenario.timeline[index]`.
+    case timeline(index: Int32, firing: Int32)
+    /// Undo what an earlier firing did (its `for_s` ran out); the slot holds what to undo.
+    case revert(slot: Int32)
+    /// The deadline of `crashed_detected_within` for one crash record.
+    case crashDeadline(record: Int32)
+    /// A workload's timer: `workloads[slot].fire(tag:)`.
+    case workload(slot: Int32, tag: Int32)
+}
