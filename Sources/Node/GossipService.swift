@@ -72,6 +72,11 @@ public struct GossipService: NodeService, MemberDirectory {
     /// How often the members heard from are persisted (nil: never).
     let peerSnapshotInterval: Duration?
     private var nextPeerSnapshot: Instant?
+    /// The first snapshots come sooner than the interval (5, 10, 20 s after start): a box
+    /// killed in its first half-minute still rejoins through the members it had met, instead of
+    /// through its seeds alone, which may answer with only part of the mesh.
+    static let earlyPeerSnapshots: [Duration] = [.seconds(5), .seconds(10), .seconds(20)]
+    private var earlySnapshotsTaken = 0
     /// Remembered peers kept at most: enough to rejoin through, few enough that a restart does
     /// not knock on every door of a large mesh. The most recently heard are kept.
     static let maxRememberedPeers = 256
@@ -103,7 +108,7 @@ public struct GossipService: NodeService, MemberDirectory {
         switch input {
         case .start:
             started = true
-            if let i = peerSnapshotInterval { nextPeerSnapshot = now + i }
+            if let i = peerSnapshotInterval { nextPeerSnapshot = now + min(i, Self.earlyPeerSnapshots[0]) }
             absorb(core.handle(.start, now: now), into: &out)
         case .stop:
             if peerSnapshotInterval != nil { out.append(.persist(peerSnapshot(), then: [])) }
@@ -114,7 +119,9 @@ public struct GossipService: NodeService, MemberDirectory {
             }
             if let w = seedRetryAt, now >= w { retrySeeds(now: now, into: &out) }
             if let w = nextPeerSnapshot, now >= w, let i = peerSnapshotInterval {
-                nextPeerSnapshot = now + i
+                earlySnapshotsTaken += 1
+                let early = Self.earlyPeerSnapshots
+                nextPeerSnapshot = now + (earlySnapshotsTaken < early.count ? min(i, early[earlySnapshotsTaken] - early[earlySnapshotsTaken - 1]) : i)
                 out.append(.persist(peerSnapshot(), then: []))
             }
         case let .message(from, bytes, reliable):
