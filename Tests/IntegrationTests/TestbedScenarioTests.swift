@@ -58,8 +58,11 @@ import Testing
         // alive again within 30 s.
         let minority = [5, 6, 7, 8, 9], majority = [0, 1, 2, 3, 4]
         try bed.partition([minority, majority])
-        let split = bed.waitUntil(majority, see: minority, "dead", within: 30)
-        #expect(split.ok, "the partition is real: the majority sees the minority dead:\n\(split.views)")
+        // The partition is real once the majority no longer takes any of the minority for alive;
+        // on a loaded machine a member may still be suspect at 30 s (gossip's evidence rule,
+        // Docs/gossip.md "Hard networks"), which is as cut off as dead for the heal that follows.
+        let split = bed.waitUntil(majority, see: minority, "dead|suspect", within: 30)
+        #expect(split.ok, "the partition is real: the majority sees the minority dead or suspect:\n\(split.views)")
         Thread.sleep(until: Date().addingTimeInterval(60 - split.after))
         try bed.heal()
         let healed = bed.waitUntil(all, see: all, "alive", within: 30)

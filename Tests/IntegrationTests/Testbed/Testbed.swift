@@ -269,9 +269,11 @@ final class Testbed {
     /// How host o sees host s: "alive", "suspect", "dead", ... or "unknown".
     func state(_ o: Int, _ s: Int, in m: [String: [String: Any]]) -> String { m[ids[s]]?["state"] as? String ?? "unknown" }
 
-    /// Polls (every 250 ms) until every observer sees every subject (but itself) in `state`;
-    /// returns whether it held, after how many seconds, and the last views for the message.
+    /// Polls (every 250 ms) until every observer sees every subject (but itself) in `state`
+    /// (several states may be named as "dead|suspect"); returns whether it held, after how many
+    /// seconds, and the last views for the message.
     func waitUntil(_ observers: [Int], see subjects: [Int], _ state: String, within seconds: Double) -> (ok: Bool, after: Double, views: String) {
+        let wanted = Set(state.split(separator: "|").map(String.init))
         let start = Date()
         var views = ""
         while true {
@@ -281,7 +283,7 @@ final class Testbed {
                 let m = members(o)
                 let seen = subjects.filter { $0 != o }.map { "\($0):\(self.state(o, $0, in: m))" }
                 views += "host \(o) sees \(seen.joined(separator: " "))\n"
-                if subjects.contains(where: { $0 != o && self.state(o, $0, in: m) != state }) { ok = false }
+                if subjects.contains(where: { $0 != o && !wanted.contains(self.state(o, $0, in: m)) }) { ok = false }
             }
             let after = Date().timeIntervalSince(start)
             if ok { return (true, after, views) }
