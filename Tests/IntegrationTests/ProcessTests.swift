@@ -25,8 +25,14 @@ struct TestFailure: Error, CustomStringConvertible {
 
 @discardableResult
 func runIotaf(_ args: [String]) throws -> (status: Int32, out: String, err: String) {
+    try runTool(try iotafBinary(), args)
+}
+
+/// Runs a program to its end and returns its exit status and what it printed.
+@discardableResult
+func runTool(_ tool: String, _ args: [String]) throws -> (status: Int32, out: String, err: String) {
     let p = Process()
-    p.executableURL = URL(fileURLWithPath: try iotafBinary())
+    p.executableURL = URL(fileURLWithPath: tool)
     p.arguments = args
     let out = Pipe(), err = Pipe()
     p.standardOutput = out
