@@ -73,5 +73,13 @@ let package = Package(
         .testTarget(name: "SimulatorTests", dependencies: ["Simulator", "Node", "MeshCore"], exclude: ["testdata"]),
         .testTarget(name: "ConsensusTests", dependencies: ["Consensus", "MeshCore", "Sodium"], exclude: ["testdata"]),
         .testTarget(name: "IntegrationTests", dependencies: ["MeshCore", "Sodium"]),
+
+        // Lacero: shredded, encrypted, erasure-coded objects (Docs/lacero.md).
+        // Intel ISA-L's SIMD GF(2^8) coding and OpenSSL's hardware SHA-256, found by pkg-config.
+        .systemLibrary(name: "CISAL", pkgConfig: "libisal", providers: [.apt(["libisal-dev"])]),
+        .systemLibrary(name: "CLibcrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
+        // Erasure coding (zfec-compatible Reed-Solomon), object sealing, fragments, metadata, wire (sans-IO).
+        .target(name: "Lacero", dependencies: ["CISAL", "CLibcrypto", "CSodium", "Sodium", "MeshCore"]),
+        .testTarget(name: "LaceroTests", dependencies: ["Lacero", "MeshCore", "Sodium"]),
     ]
 )
