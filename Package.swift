@@ -81,6 +81,8 @@ let package = Package(
         .systemLibrary(name: "CLibcrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
         // Erasure coding (zfec-compatible Reed-Solomon), object sealing, fragments, metadata, wire (sans-IO).
         .target(name: "Lacero", dependencies: ["CISAL", "CLibcrypto", "CSodium", "Sodium", "MeshCore"]),
-        .testTarget(name: "LaceroTests", dependencies: ["Lacero", "MeshCore", "Sodium"]),
+        // Lacero on the node service seam: the status-register relay, storage node, fetch by id (sans-IO).
+        .target(name: "LaceroService", dependencies: ["Lacero", "Node", "NodeService", "MeshCore"]),
+        .testTarget(name: "LaceroTests", dependencies: ["Lacero", "LaceroService", "Node", "NodeService", "MeshCore", "Sodium"]),
     ]
 )

@@ -18,7 +18,9 @@ public struct LaceroParameters: Sendable, Equatable {
     public static let standard = try! LaceroParameters(k: 10, n: 14, segmentSize: 1 << 20)
 
     public init(k: Int, n: Int, segmentSize: Int, aead: AEAD = .chacha20poly1305, hash: Hash = .sha256) throws(LaceroParameterError) {
-        guard k >= 1, n > k, n <= 256 else { throw .coding(k: k, n: n) }
+        // k = 1 would be replication: every fragment the same bytes, so the same id, and the
+        // mesh could not tell the copies apart.
+        guard k >= 2, n > k, n <= 256 else { throw .coding(k: k, n: n) }
         guard segmentSize >= 1, segmentSize <= Self.maxSegmentSize else { throw .segmentSize(segmentSize) }
         self.k = k
         self.n = n
@@ -55,7 +57,7 @@ public enum LaceroParameterError: Error, Equatable, CustomStringConvertible {
 
     public var description: String {
         switch self {
-        case let .coding(k, n): "Lacero needs 1 <= k < n <= 256 (got --k \(k) --n \(n))"
+        case let .coding(k, n): "Lacero needs 2 <= k < n <= 256 (got --k \(k) --n \(n)); k = 1 would store identical copies under one id"
         case let .segmentSize(s): "segment size \(s) is outside 1 ... \(LaceroParameters.maxSegmentSize) bytes"
         }
     }
