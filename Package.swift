@@ -48,7 +48,7 @@ let package = Package(
         .target(name: "SimulatorKit", dependencies: ["MeshCore"]),
         // The deterministic driver: virtual clock, virtual network, scenarios, reports.
         .target(name: "Simulator", dependencies: [
-            "SimulatorKit", "Node", "NodeService", "Gossip", "MeshCore", "Sessions",
+            "SimulatorKit", "Node", "NodeService", "Gossip", "MeshCore", "Sessions", "Lacero", "LaceroService",
             .product(name: "TOMLKit", package: "TOMLKit"),
         ]),
         // Benchmarks that print our figure beside a physical baseline measured in the same run.

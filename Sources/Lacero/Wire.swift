@@ -9,8 +9,8 @@ public enum LaceroMessage: Sendable, Equatable {
     /// Largest fragment a store or block message carries (a 64 MiB segment at k = 1 would be
     /// larger; the CLI refuses parameters whose fragments exceed it).
     public static let maxFragmentBytes = 16 << 20
-    /// Most ids in one want or have.
-    public static let maxIDs = 64
+    /// Most ids in one want or have (so either fits one datagram: 4 + 32·32 = 1,028 bytes).
+    public static let maxIDs = 32
     public static let idLength = 32
     public static let tokenLength = 16
 

@@ -134,7 +134,9 @@ public struct LaceroService: NodeService {
 
     private mutating func insertMember(_ id: NodeID) {
         guard id != me else { return }
-        let i = members.firstIndex(where: { !($0 < id) }) ?? members.count
+        var lo = 0, hi = members.count
+        while lo < hi { let mid = (lo + hi) / 2; if members[mid] < id { lo = mid + 1 } else { hi = mid } }
+        let i = lo
         if i < members.count, members[i] == id { return }
         members.insert(id, at: i)
     }
