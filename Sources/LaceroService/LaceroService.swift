@@ -63,13 +63,18 @@ public struct LaceroService: NodeService {
         var due: Instant
     }
 
-    /// A fetch this node started: who still may answer, and when it gives up.
+    /// A fetch this node started: who was asked, who said it has the fragment, when the request
+    /// to the current haver is given up for the next, and when the whole fetch gives up.
     struct Fetch: Sendable {
         var id: [UInt8]
         var asked: Set<NodeID>
+        var havers: [ProvenPeer] = []
+        var requestDue: Instant?
         var due: Instant
-        var requested: Bool
     }
+
+    /// How long a fetch waits for one haver's block before asking the next.
+    static let blockTimeout: Duration = .seconds(3)
 
     public private(set) var counters = Counters()
     public let config: Config
@@ -81,7 +86,7 @@ public struct LaceroService: NodeService {
     private var heldTags: Set<[UInt8]> = []
     public private(set) var bytesHeld = 0
     private var pending: [[UInt8]: Pending] = [:]          // by token
-    private var routeBack: [[UInt8]: (to: NodeID, until: Instant)] = [:]  // by token
+    private var routeBack: [[UInt8]: (to: ProvenPeer, until: Instant)] = [:]  // by token
     private var fetches: [[UInt8]: Fetch] = [:]            // by id
     private var sequence: UInt64 = 0
 
@@ -98,7 +103,7 @@ public struct LaceroService: NodeService {
         var d: Instant?
         func take(_ i: Instant) { if d == nil || i < d! { d = i } }
         for p in pending.values { take(p.due) }
-        for f in fetches.values { take(f.due) }
+        for f in fetches.values { take(f.due); if let r = f.requestDue { take(r) } }
         for h in held.values { take(h.leaseUntil) }
         for r in routeBack.values { take(r.until) }
         return d
@@ -112,7 +117,7 @@ public struct LaceroService: NodeService {
     public mutating func handle(_ input: ServiceInput<NodeCommand>, now: Instant, members dir: some MemberDirectory) -> [ServiceOutput<NodeCommand, NodeEvent>] {
         switch input {
         case let .message(from, bytes, _):
-            return receive(bytes, from: from.nodeID, now: now, dir)
+            return receive(bytes, from: from, now: now, dir)
         case let .command(.service(_, payload)):
             guard let c = payload.as(LaceroCommand.self) else { return [] }
             return command(c, now: now, dir)
@@ -176,11 +181,18 @@ public struct LaceroService: NodeService {
         case let .fetch(ids, from):
             var out: [Output] = []
             let ask = from.isEmpty ? members : from
+            var wanted: [[UInt8]] = []
             for id in ids {
-                fetches[id] = Fetch(id: id, asked: Set(ask), due: now + config.fetchTimeout, requested: false)
+                // What this node holds itself needs no one else.
+                if let h = held[id] {
+                    out.append(.event(.service(Self.protocolID, ServicePayload(LaceroEvent.fetched(id: id, bytes: h.bytes)))))
+                    continue
+                }
+                fetches[id] = Fetch(id: id, asked: Set(ask), due: now + config.fetchTimeout)
+                wanted.append(id)
             }
-            for chunkStart in stride(from: 0, to: ids.count, by: LaceroMessage.maxIDs) {
-                let want = LaceroMessage.want(Array(ids[chunkStart..<min(ids.count, chunkStart + LaceroMessage.maxIDs)])).encode()
+            for chunkStart in stride(from: 0, to: wanted.count, by: LaceroMessage.maxIDs) {
+                let want = LaceroMessage.want(Array(wanted[chunkStart..<min(wanted.count, chunkStart + LaceroMessage.maxIDs)])).encode()
                 for node in ask where dir.isReachable(node) { out.append(.send(.member(node), bytes: want)) }
             }
             return out
@@ -211,43 +223,43 @@ public struct LaceroService: NodeService {
 
     // MARK: messages
 
-    private mutating func receive(_ bytes: [UInt8], from: NodeID, now: Instant, _ dir: some MemberDirectory) -> [Output] {
+    private mutating func receive(_ bytes: [UInt8], from peer: ProvenPeer, now: Instant, _ dir: some MemberDirectory) -> [Output] {
+        let from = peer.nodeID
         let message: LaceroMessage
         do { message = try LaceroMessage.decode(bytes) } catch { drop(error.reason); return [] }
         switch message {
         case let .store(s):
-            return relay(s, from: from, now: now, dir)
+            return relay(s, from: peer, now: now, dir)
         case let .keepAck(token, id, kept, register):
             if let back = routeBack.removeValue(forKey: token) {
-                return [.send(.member(back.to), bytes: bytes)]
+                return [.send(.peer(back.to), bytes: bytes)]
             }
             guard let p = pending.removeValue(forKey: token), p.message.id == id else { drop("unexpected_ack"); return [] }
             return [.event(.service(Self.protocolID, ServicePayload(LaceroEvent.stored(id: id, reachedThreshold: kept, register: register))))]
         case let .want(ids):
-            return [.send(.member(from), bytes: LaceroMessage.have(ids.filter { held[$0] != nil }).encode())]
+            return [.send(.peer(peer), bytes: LaceroMessage.have(ids.filter { held[$0] != nil }).encode())]
         case let .have(ids):
             var out: [Output] = []
             for id in ids {
-                guard var f = fetches[id], !f.requested, f.asked.contains(from) else { continue }
-                f.requested = true
+                guard var f = fetches[id], f.asked.contains(from), !f.havers.contains(peer) else { continue }
+                f.havers.append(peer)
+                if f.requestDue == nil {
+                    f.requestDue = now + Self.blockTimeout
+                    out.append(.send(.peer(peer), bytes: LaceroMessage.fetch(id: id).encode()))
+                }
                 fetches[id] = f
-                out.append(.send(.member(from), bytes: LaceroMessage.fetch(id: id).encode()))
             }
             return out
         case let .fetch(id):
-            guard let h = held[id], let peer = dir.peer(from) else { drop("fetch_unknown"); return [] }
+            guard let h = held[id] else { drop("fetch_unknown"); return [] }
             counters.served += 1
             return [.sendReliable(to: peer, bytes: LaceroMessage.block(id: id, bytes: h.bytes).encode())]
         case let .block(id, fragment):
-            guard var f = fetches[id] else { drop("unexpected_block"); return [] }
+            guard fetches[id] != nil else { drop("unexpected_block"); return [] }
             guard FragmentHash.hash(fragment) == id else {
-                // A wrong fragment: ask the others again.
+                // A wrong fragment: ask the next haver.
                 drop("hash_mismatch")
-                f.requested = false
-                f.asked.remove(from)
-                fetches[id] = f
-                let want = LaceroMessage.want([id]).encode()
-                return f.asked.sorted().filter { dir.isReachable($0) }.map { .send(.member($0), bytes: want) }
+                return nextHaver(id, failed: from, now: now)
             }
             fetches[id] = nil
             return [.event(.service(Self.protocolID, ServicePayload(LaceroEvent.fetched(id: id, bytes: fragment))))]
@@ -263,8 +275,23 @@ public struct LaceroService: NodeService {
         }
     }
 
+    /// The current haver of `id` did not deliver (or delivered wrong bytes): ask the next one.
+    private mutating func nextHaver(_ id: [UInt8], failed: NodeID, now: Instant) -> [Output] {
+        guard var f = fetches[id] else { return [] }
+        f.havers.removeAll { $0.nodeID == failed }
+        f.asked.remove(failed)
+        f.requestDue = nil
+        var out: [Output] = []
+        if let next = f.havers.first {
+            f.requestDue = now + Self.blockTimeout
+            out.append(.send(.peer(next), bytes: LaceroMessage.fetch(id: id).encode()))
+        }
+        fetches[id] = f
+        return out
+    }
+
     /// One hop of the status-register relay.
-    private mutating func relay(_ incoming: LaceroMessage.Store, from: NodeID, now: Instant, _ dir: some MemberDirectory) -> [Output] {
+    private mutating func relay(_ incoming: LaceroMessage.Store, from: ProvenPeer, now: Instant, _ dir: some MemberDirectory) -> [Output] {
         guard FragmentHash.hash(incoming.bytes) == incoming.id else { drop("hash_mismatch"); return [] }
         var s = incoming
         var out: [Output] = []
@@ -294,7 +321,7 @@ public struct LaceroService: NodeService {
             routeBack[s.token] = (from, now + config.ackTimeout * 2)
             sends = [.sendReliable(to: next, bytes: LaceroMessage.store(s).encode())]
         } else {
-            sends = [.send(.member(from), bytes: LaceroMessage.keepAck(token: s.token, id: s.id, kept: reached, register: s.register).encode())]
+            sends = [.send(.peer(from), bytes: LaceroMessage.keepAck(token: s.token, id: s.id, kept: reached, register: s.register).encode())]
         }
         // What this node keeps is durable before anyone hears of it.
         if let batch = persisted { out.append(.persist(batch, then: sends)) } else { out += sends }
@@ -313,9 +340,15 @@ public struct LaceroService: NodeService {
         for token in pending.keys.sorted(by: { $0.lexicographicallyPrecedes($1) }) where pending[token]!.due <= now {
             out += sendPending(token, now: now, dir)
         }
-        for id in fetches.keys.sorted(by: { $0.lexicographicallyPrecedes($1) }) where fetches[id]!.due <= now {
-            fetches[id] = nil
-            out.append(.event(.service(Self.protocolID, ServicePayload(LaceroEvent.missing(id: id)))))
+        for id in fetches.keys.sorted(by: { $0.lexicographicallyPrecedes($1) }) {
+            guard let f = fetches[id] else { continue }
+            if f.due <= now {
+                fetches[id] = nil
+                out.append(.event(.service(Self.protocolID, ServicePayload(LaceroEvent.missing(id: id)))))
+            } else if let r = f.requestDue, r <= now, let current = f.havers.first {
+                counters.retries += 1
+                out += nextHaver(id, failed: current.nodeID, now: now)
+            }
         }
         for id in held.keys.sorted(by: { $0.lexicographicallyPrecedes($1) }) where held[id]!.leaseUntil <= now {
             counters.expired += 1

@@ -53,6 +53,8 @@ final class LaceroWorkload: Workload {
     private(set) var fetched: [[UInt8]: [UInt8]] = [:]
     private(set) var storedAcks = 0, storeFailed = 0, belowThreshold = 0, missing = 0
     private(set) var fetchedAt: Int64 = -1
+    /// Which node fetched each object.
+    private(set) var getters: [Int?] = []
 
     init(spec: Scenario.WorkloadSpec, rng: SeededGenerator) {
         self.spec = spec
@@ -122,8 +124,10 @@ final class LaceroWorkload: Workload {
 
     private func get(_ sim: Simulation) {
         fetchedAt = sim.now
+        getters = Array(repeating: nil, count: objects.count)
         for (o, object) in objects.enumerated() {
             guard let getter = sim.isLive(object.owner) ? object.owner : randomLive(sim) else { return }
+            getters[o] = getter
             sim.log(getter, "workload lacero: get object \(o)")
             sim.command(getter, .service(LaceroService.protocolID, ServicePayload(
                 LaceroCommand.fetch(object.metadata.fragmentIDs, from: []))))
@@ -157,6 +161,22 @@ final class LaceroWorkload: Workload {
             }
             return below
         }
+    }
+
+    /// Where the fragments of these segments are and whether they came back: for a failure's detail.
+    func explain(_ o: Int, segments: Set<Int>, _ sim: Simulation) -> String {
+        let getter = getters[o]
+        var parts: [String] = []
+        for s in segments.sorted() {
+            for (share, id) in objects[o].metadata.segment(s).enumerated() {
+                let holders = (0..<sim.nodeCount).filter { sim.nodes[$0].service(LaceroService.self)?.holds(id) ?? false }
+                let desc = holders.map { h in
+                    "\(h)\(sim.isLive(h) ? "" : " dead")\(getter.map { sim.nodes[$0].members[sim.nodeID(h)].map { " \($0.state)" } ?? " unknown" } ?? "")"
+                }
+                parts.append("s\(s)/\(share): held by [\(desc.joined(separator: ", "))], fetched \(fetched[id] != nil)")
+            }
+        }
+        return "getter \(getter.map(String.init) ?? "none"): " + parts.joined(separator: "; ")
     }
 
     func metrics(into m: inout [String: Double], _ sim: Simulation) {
@@ -205,7 +225,8 @@ private final class LaceroDurableChecker: Checker {
             let (bytes, reported) = w.rebuild(o)
             belowTotal += truth[o].count
             if reported != truth[o] {
-                wrongReport.append("object \(o): reported below k \(reported.sorted()), truth \(truth[o].sorted())")
+                wrongReport.append("object \(o): reported below k \(reported.sorted()), truth \(truth[o].sorted()) ("
+                                   + w.explain(o, segments: reported.symmetricDifference(truth[o]), sim) + ")")
             }
             if truth[o].isEmpty {
                 recoverable += 1
