@@ -28,11 +28,18 @@ let genuine: [[UInt8]] = [
     Array(shredded.segments[1].fragment(3)),
 ]
 
-if let dir = getenv("LACERO_FUZZ_WRITE_SEEDS") {
+/// Writes the genuine inputs as seeds once, when LACERO_FUZZ_WRITE_SEEDS names a directory.
+@_cdecl("LLVMFuzzerInitialize")
+public func initialize(_ argc: UnsafeMutablePointer<CInt>, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>) -> CInt {
+    guard let dir = getenv("LACERO_FUZZ_WRITE_SEEDS") else { return 0 }
     for (i, g) in genuine.enumerated() {
         let path = String(cString: dir) + "/seed-\(i)"
-        if let f = fopen(path, "wb") { _ = ([UInt8(i) | 0x80] + [UInt8](repeating: 0, count: g.count)).withUnsafeBytes { fwrite($0.baseAddress, 1, $0.count, f) }; fclose(f) }
+        guard let f = fopen(path, "wb") else { continue }
+        let bytes = [UInt8(i) | 0x80] + [UInt8](repeating: 0, count: g.count)
+        _ = bytes.withUnsafeBytes { fwrite($0.baseAddress, 1, $0.count, f) }
+        fclose(f)
     }
+    return 0
 }
 
 @_cdecl("LLVMFuzzerTestOneInput")
