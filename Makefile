@@ -61,6 +61,7 @@ bench: build
 	.build/release/iotaf bench loop
 	.build/release/iotaf bench noise
 	.build/release/iotaf bench channel
+	.build/release/iotaf bench lacero
 
 sim: build
 	.build/release/iotaf sim run Simulations/mesh-100.toml --seed 1 --report out/mesh-100.json --plots out/plots
