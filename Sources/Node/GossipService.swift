@@ -180,7 +180,7 @@ public struct GossipService: NodeService, MemberDirectory {
             var w = ByteWriter(capacity: 18)
             w.raw(m.address.ip)
             w.u16(m.address.port)
-            return StoredRow(table: Self.peersTable, key: m.identity.publicKey, value: w.bytes)
+            return StoredRow(table: Self.peersTable, key: m.identity.publicKey.bytes, value: w.bytes)
         }
         // Snapshots are not ordered with the self record's writes: no ticket of that sequence.
         return PersistBatch(ticket: PersistTicket(service: Self.protocolID, sequence: 0), ops: [.replace(table: Self.peersTable, rows: Array(rows))])
