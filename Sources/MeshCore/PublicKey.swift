@@ -27,6 +27,13 @@ public struct PublicKey: Hashable, Comparable, Sendable, CustomStringConvertible
     /// For callers that already know the length (a fixed-size field of a decoded message).
     init(trusted bytes: [UInt8]) { self.bytes = bytes }
 
+    /// A key as an identity key: `key` itself when canonical, nil for a negated twin. (What
+    /// `ValidatorKey(identity.publicKey)` means, so code written against bytes reads the same.)
+    public init?(_ key: PublicKey) {
+        guard key.isCanonical else { return nil }
+        self = key
+    }
+
     /// Whether this is the canonical key of its pair (sign bit clear, y reduced), the only form
     /// that is an identity. Always true for keys made with `init(_:)`.
     public var isCanonical: Bool { IdentityKey.isCanonical(bytes) }
@@ -52,4 +59,8 @@ public struct PublicKey: Hashable, Comparable, Sendable, CustomStringConvertible
     /// Byte-wise lexicographic order: the tie-break sessions use for simultaneous handshakes and
     /// the order validator sets are listed in.
     public static func < (a: PublicKey, b: PublicKey) -> Bool { a.bytes.lexicographicallyPrecedes(b.bytes) }
+}
+
+extension Hex {
+    public static func encode(_ key: PublicKey) -> String { key.hex }
 }

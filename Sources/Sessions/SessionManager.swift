@@ -122,10 +122,10 @@ public final class SessionManager {
         if let peer, let h = byKey[peer.publicKey] {
             handle = h
         } else if let peer {
-            // A `PeerIdentity` is canonical; whether it is a point of the group costs a point
-            // decompression and subgroup check, so only new peers pay it (and the conversion is
-            // kept for their handshakes).
-            guard staticKeys.curve25519(peer.publicKey) != nil else {
+            // A `PeerIdentity` is canonical unless adversarial code built one unchecked; whether
+            // it is a point of the group costs a point decompression and subgroup check, so only
+            // new peers pay it (and the conversion is kept for their handshakes).
+            guard peer.publicKey.isCanonical, staticKeys.curve25519(peer.publicKey) != nil else {
                 counters.drop(.badPeerKey); return
             }
             guard peer.publicKey != localPublicKey else { counters.drop(.fromSelf); return }

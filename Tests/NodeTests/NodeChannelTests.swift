@@ -13,7 +13,7 @@ extension Pump {
 
     /// Sends raw session plaintext from node i to node j, as if node i spoke another protocol.
     mutating func sendPlaintext(_ i: Int, _ plaintext: [UInt8], to j: Int) {
-        let sessionOutputs = cores[i].sessions.send(plaintext, to: addresses[j], peerKey: cores[j].identity.publicKey, now: now)
+        let sessionOutputs = cores[i].sessions.send(plaintext, to: addresses[j], peer: cores[j].identity, now: now)
         var outputs: [NodeOutput] = []
         cores[i].absorb(sessionOutputs, now: now, into: &outputs)
         carryOut(i, outputs)

@@ -172,7 +172,7 @@ struct Pump {
         var p = Pump(count: 1)
         // Cleartext node-protocol datagrams are no longer accepted: only sessions carry them.
         let stranger = NodeIdentity.deterministic(runSeed: 9, index: 0)
-        let cleartext = PingWire.encode(.init(kind: .ping, network: .defaultNetwork, senderKey: stranger.publicKey, seq: 1))
+        let cleartext = PingWire.encode(.init(kind: .ping, network: .defaultNetwork, senderKey: stranger.publicKey.bytes, seq: 1))
         p.feed(0, .datagram(from: p.addresses[0], bytes: cleartext))
         p.feed(0, .datagram(from: p.addresses[0], bytes: [1, 2, 3]))
         p.feed(0, .datagram(from: p.addresses[0], bytes: []))
