@@ -74,6 +74,9 @@ public struct Transaction: Sendable, Equatable {
         Ed25519.verify(signature, message: Transaction.signingMessage(chainID: chainID, body: body), publicKey: signer)
     }
 
+    /// The bytes the signature covers: `"iotaf/ledger/tx/v1" || chain_id || body`.
+    public func signingMessage(chainID: [UInt8]) -> [UInt8] { Transaction.signingMessage(chainID: chainID, body: body) }
+
     static func signingMessage(chainID: [UInt8], body: [UInt8]) -> [UInt8] {
         Array("iotaf/ledger/tx/v1".utf8) + chainID + body
     }
