@@ -98,16 +98,19 @@ public final class LedgerStore: Sendable {
 
     func put(_ db: Database, _ table: String, _ key: [UInt8], _ value: [UInt8]) throws {
         switch table {
+        // Cached statements: a block is thousands of rows, and compiling each INSERT cost more than running it.
         case LedgerRows.blocks:
-            try db.execute(sql: "INSERT OR REPLACE INTO blocks (height, header) VALUES (?, ?)", arguments: [Int64(try height(key)), Data(value)])
+            try db.cachedStatement(sql: "INSERT OR REPLACE INTO blocks (height, header) VALUES (?, ?)")
+                .execute(arguments: [Int64(try height(key)), Data(value)])
         case LedgerRows.headerCertificates:
-            try db.execute(sql: "INSERT OR REPLACE INTO headercerts (height, cert) VALUES (?, ?)", arguments: [Int64(try height(key)), Data(value)])
+            try db.cachedStatement(sql: "INSERT OR REPLACE INTO headercerts (height, cert) VALUES (?, ?)")
+                .execute(arguments: [Int64(try height(key)), Data(value)])
         case LedgerRows.txs:
             let (h, i) = try txLocation(key)
-            try db.execute(sql: "INSERT OR REPLACE INTO txs (height, idx, body) VALUES (?, ?, ?)", arguments: [h, i, Data(value)])
+            try db.cachedStatement(sql: "INSERT OR REPLACE INTO txs (height, idx, body) VALUES (?, ?, ?)").execute(arguments: [h, i, Data(value)])
         default:
-            try db.execute(sql: "INSERT OR REPLACE INTO \(try sqlTable(table)) (\(keyColumn(table)), \(valueColumn(table))) VALUES (?, ?)",
-                           arguments: [Data(key), Data(value)])
+            try db.cachedStatement(sql: "INSERT OR REPLACE INTO \(try sqlTable(table)) (\(keyColumn(table)), \(valueColumn(table))) VALUES (?, ?)")
+                .execute(arguments: [Data(key), Data(value)])
         }
     }
 
