@@ -220,11 +220,31 @@ public final class LedgerStore: Sendable {
         guard let g = try given ?? genesis() else { throw LedgerError("the store at \(path) holds no genesis") }
         var v = LedgerVerifier(genesis: g)
         let head = try headHeight()
+        // The id index is derived, but `ledger tx` answers from it: each id must name where its
+        // transaction is (the last place, for bytes ordered twice), and no other row may exist.
+        var stored: [[UInt8]: [UInt8]] = [:]
+        for row in try queue.read({ db in try Row.fetchAll(db, sql: "SELECT id, location FROM txids") }) {
+            let id: Data = row[0], loc: Data = row[1]
+            stored[[UInt8](id)] = [UInt8](loc)
+        }
+        var expected: [[UInt8]: (UInt64, [UInt8])] = [:]
         var h: UInt64 = 1
         while h <= head {
             guard let hb = try headerBytes(at: h) else { throw LedgerVerifier.Failure.block(height: h, reason: "missing") }
-            try v.check(height: h, header: hb, txs: try txBytes(at: h), headerCertificate: try headerCertificateBytes(at: h))
+            let txs = try txBytes(at: h)
+            try v.check(height: h, header: hb, txs: txs, headerCertificate: try headerCertificateBytes(at: h))
+            for (i, t) in txs.enumerated() {
+                if let p = try? LedgerRows.decodeTxValue(t).payload, let tx = try? Transaction.decode(p) {
+                    expected[tx.id] = (h, LedgerRows.txKey(h, i))
+                }
+            }
             h += 1
+        }
+        for (id, (height, loc)) in expected where stored[id] != loc {
+            throw LedgerVerifier.Failure.block(height: height, reason: "the id index does not name transaction \(Hex.encode(id.prefix(8)))…")
+        }
+        if stored.count != expected.count {
+            throw LedgerVerifier.Failure.state(height: head, reason: "\(stored.count - expected.count) id index rows name no transaction")
         }
         try v.checkState(rows: try stateRows())
         return head

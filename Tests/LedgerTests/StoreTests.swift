@@ -72,6 +72,7 @@ import NodeService
         ("txs", "body", "height = 2 AND idx = 1", 2),
         ("txs", "body", "height = 4 AND idx = 4", 4),  // the refused transaction's stored result
         ("headercerts", "cert", "height = 5", 5),
+        ("txids", "location", "location = (SELECT location FROM txids ORDER BY location LIMIT 1 OFFSET 7)", 2),
     ])
     func changingAnyByteOfAStoredBlockIsDetectedAtItsHeight(table: String, column: String, condition: String, height: UInt64) throws {
         let dir = Self.tempDir()
