@@ -138,7 +138,7 @@ import Sodium
         let e = try #require(try l.apply(f.chain.next([
             f.admin.invoke(f, "validators", "add", f.bob.hex, "1"),
             f.alice.invoke(f, "validators", "add", f.bob.hex, "5"),
-            f.admin.invoke(f, "validators", "remove", f.genesis.consensus.validators.keys[0].description, "5"),
+            f.admin.invoke(f, "validators", "remove", Hex.encode(f.genesis.consensus.validators.keys[0].bytes.prefix(6)), "5"),
             f.admin.invoke(f, "validators", "remove", Hex.encode(f.genesis.consensus.validators.keys[0].bytes), "5"),
         ])))
         #expect(e.reasons == [.badArguments, .notAdmin, .badArguments, nil])
