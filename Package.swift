@@ -53,12 +53,18 @@ let package = Package(
         ]),
         // Benchmarks that print our figure beside a physical baseline measured in the same run.
         .target(name: "Bench", dependencies: ["Runtime", "Node", "MeshCore", "Noise", "Sessions", "Sodium", "Channels", "CLibuv", "Simulator",
-            "Lacero", "CISAL", "CLibcrypto", "CSodium",
-            .product(name: "Logging", package: "swift-log")]),
+            "Lacero", "CISAL", "CLibcrypto", "Ledger", "LedgerStore", "Consensus", "CSodium",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "GRDBSQLite", package: "GRDB.swift")]),
         // Byzantine-fault-tolerant ordering of opaque payloads among validators (sans-IO).
         .target(name: "Consensus", dependencies: ["MeshCore", "Sodium"]),
+        // The ledger: signed transactions, built-in chaincodes, the executor, state tree and proofs (sans-IO).
+        .target(name: "Ledger", dependencies: ["Consensus", "MeshCore", "Sodium", "NodeService"]),
+        // The ledger's SQLite store (GRDB): blocks, transactions and state; WAL, synchronous=FULL.
+        .target(name: "LedgerStore", dependencies: ["Ledger", "NodeService", "MeshCore",
+            .product(name: "GRDB", package: "GRDB.swift")]),
         .executableTarget(name: "iotaf", dependencies: [
-            "Runtime", "Simulator", "Bench", "Node", "MeshCore", "Noise", "Sodium",
+            "Runtime", "Simulator", "Bench", "Node", "MeshCore", "Noise", "Sodium", "Ledger", "LedgerStore", "Consensus",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -84,5 +90,7 @@ let package = Package(
         // Lacero on the node service seam: the status-register relay, storage node, fetch by id (sans-IO).
         .target(name: "LaceroService", dependencies: ["Lacero", "Node", "NodeService", "MeshCore"]),
         .testTarget(name: "LaceroTests", dependencies: ["Lacero", "LaceroService", "Node", "NodeService", "MeshCore", "Sodium"]),
+        .testTarget(name: "LedgerTests", dependencies: ["Ledger", "LedgerStore", "Consensus", "MeshCore", "Sodium", "NodeService",
+            .product(name: "GRDB", package: "GRDB.swift")]),
     ]
 )
