@@ -1019,7 +1019,7 @@ import MeshCore
         let known = mesh.runUntil(limit: .seconds(30)) { m in
             (0..<n).allSatisfy { m.cores[newcomer]!.members[m.entries[$0].nodeID]?.attributeVersion ?? 0 >= 1 }
         }
-        try #require(known != nil, "the newcomer learns every member and its attribute version")
+        try #require(known != nil, "the newcomer learns every member and its attribute version: \((0..<n).map { "\($0):\(mesh.cores[newcomer]!.members[mesh.entries[$0].nodeID].map { "\($0.state) av\($0.attributeVersion)" } ?? "-")" }) at 0: \((0..<n).map { mesh.cores[0]!.members[mesh.entries[$0].nodeID]?.attributeVersion ?? 99 })")
         func held(_ m: Mesh) -> Int {
             (0..<n).filter { m.cores[newcomer]!.members[m.entries[$0].nodeID]?.attributes?["serial"] == "R-\($0)" }.count
         }
