@@ -456,7 +456,7 @@ extension GossipCore {
         // incarnation is old news the mesh no longer gossips, while anti-entropy's digest does not
         // cover attribute versions: without asking, a newcomer never learned the attributes of
         // the peers it met this way (issue 25). A peer with none does not answer.
-        if config.fetchNeighbourAttributes && false { send(.attributesRequest(version: 0), to: .peer(e), into: &out) }
+        if config.fetchNeighbourAttributes { send(.attributesRequest(version: 0), to: .peer(e), into: &out) }
     }
 
     mutating func takeSeq() -> UInt32 {
