@@ -426,11 +426,8 @@ public struct GossipCore {
             handleDigest(exchange: ex, buckets: buckets, cullCount: cullCount, cullHash: cullHash, from: from, now: now, into: &out)
         case let .digestReply(ex, differing, cullsDiffer, busy):
             handleDigestReply(exchange: ex, differing: differing, cullsDiffer: cullsDiffer, busy: busy, from: from, now: now, into: &out)
-        case let .attributesRequest(version):
-            // Version 0 asks "what is your version?" (`ensureMember`): nothing to tell when we have none.
-            if version > 0 || attributeVersion > 0 {
-                sendReliable(.attributes(version: attributeVersion, attributes), to: from, into: &out)
-            }
+        case .attributesRequest:
+            sendReliable(.attributes(version: attributeVersion, attributes), to: from, into: &out)
         case let .delta(_, records, culls):
             // A big delta means we were far behind (a newcomer, a healed partition) and more may
             // follow: exchange again in a second rather than in `antiEntropyInterval`.

@@ -452,11 +452,6 @@ extension GossipCore {
         guard !members.contains(e.nodeID), e.nodeID != me.nodeID, members.count < config.maxMembers else { return }
         members[e.nodeID] = GossipMember(entry: e, state: .alive, incarnation: 0, attributeVersion: 0, stateSince: now)
         out.append(.event(.memberJoined(e.nodeID, e.address)))
-        // The row says attribute version 0 because we do not know it, and later news of the same
-        // incarnation is old news the mesh no longer gossips, while anti-entropy's digest does not
-        // cover attribute versions: without asking, a newcomer never learned the attributes of
-        // the peers it met this way (issue 25). A peer with none does not answer.
-        if config.fetchNeighbourAttributes { send(.attributesRequest(version: 0), to: .peer(e), into: &out) }
     }
 
     mutating func takeSeq() -> UInt32 {
