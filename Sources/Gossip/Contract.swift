@@ -146,6 +146,13 @@ public struct GossipConfig: Sendable, Equatable {
     public var queryCacheSize = 4096
     /// Fetch attributes of active and passive neighbours automatically (others on demand).
     public var fetchNeighbourAttributes = true
+    /// Attributes of other alive members fetched per gossip round when ours are older than what
+    /// they announce (a newcomer learns every member's attributes this way; 0: only neighbours'
+    /// and on demand). Bound: a newcomer holds the attributes of N such members about
+    /// ⌈N / attributeFetchesPerRound⌉ rounds after it learned of them (Docs/gossip.md).
+    public var attributeFetchesPerRound = 2
+    /// A fetch not answered within this long is asked again (by the rounds above).
+    public var attributeFetchRetry: Duration = .seconds(5)
 
     public init(network: NetworkID) { self.network = network }
 }

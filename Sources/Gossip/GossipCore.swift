@@ -116,6 +116,10 @@ public struct GossipCore {
     var shuffleReturnOrder: [UInt32] = []
     var nextGossip: Instant?
     var gossipCursor = 0
+    /// Where the next round's search for members with lagging attributes starts (a row number),
+    /// and when each background fetch in flight went out (Attributes.swift, `fetchLaggingAttributes`).
+    var attributeCursor = 0
+    var attributeFetchesSent: [NodeID: Instant] = [:]
     var everJoined = false
     /// Set by `restoreMembers`: the restored members are join contacts (see `tryJoin`).
     var joinThroughRestored = false
@@ -261,6 +265,7 @@ public struct GossipCore {
             newsBudget = config.newsPushBudget
             if mayChatter { gossipRound(now: now, into: &out) }
             maintainViews(now: now, into: &out)
+            fetchLaggingAttributes(now: now, into: &out)
         }
         if !pendingNeighbours.isEmpty {
             // No answer: the candidate is gone; HyParView drops it from the passive view.

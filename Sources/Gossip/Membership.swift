@@ -408,6 +408,45 @@ extension GossipCore {
         send(.attributesRequest(version: m.attributeVersion), to: .peer(m.entry), into: &out)
     }
 
+    /// Asks up to `attributeFetchesPerRound` alive members whose announced attribute version is
+    /// newer than what we hold for their attributes: neighbours' are fetched as soon as they
+    /// change (`maybeFetchAttributes`), everyone else's only here, so a newcomer, which learns
+    /// most members from anti-entropy deltas, ends up holding every member's current attributes
+    /// rather than only its seed's (issue 25). At most 64 rows are looked at per round, from
+    /// where the last round stopped; a fetch unanswered after `attributeFetchRetry` is asked again.
+    mutating func fetchLaggingAttributes(now: Instant, into out: inout [GossipOutput]) {
+        let quota = config.attributeFetchesPerRound
+        guard quota > 0, started, !hasLeft, !members.isEmpty else { return }
+        for (id, at) in attributeFetchesSent where now - at >= config.attributeFetchRetry * 4 {
+            attributeFetchesSent[id] = nil  // long unanswered, or the member went: forget it
+        }
+        let rows = members.count
+        var sent = 0
+        var looked = 0
+        var r = attributeCursor < rows ? attributeCursor : 0
+        while looked < min(rows, 64), sent < quota {
+            defer { r = (r + 1) % rows; looked += 1 }
+            let row = members.rows[r]
+            guard row.state == .alive || row.state == .suspect, row.attributeVersion > 0 else { continue }
+            let id = members.nodeID(atRow: r)
+            guard var m = members[id], m.attributeVersion > m.heldAttributeVersion else {
+                attributeFetchesSent[id] = nil
+                continue
+            }
+            if m.attributeVersion <= m.requestedAttributeVersion {
+                // Asked already (here or as a neighbour): again only once the answer is late.
+                guard let at = attributeFetchesSent[id] else { attributeFetchesSent[id] = now; continue }
+                guard now - at >= config.attributeFetchRetry else { continue }
+            }
+            m.requestedAttributeVersion = m.attributeVersion
+            members[id] = m
+            attributeFetchesSent[id] = now
+            send(.attributesRequest(version: m.attributeVersion), to: .peer(m.entry), into: &out)
+            sent += 1
+        }
+        attributeCursor = r
+    }
+
     /// Ensures a view peer has a member row, so probing it has an incarnation to suspect.
     mutating func ensureMember(_ e: PeerEntry, now: Instant, into out: inout [GossipOutput]) {
         guard !members.contains(e.nodeID), e.nodeID != me.nodeID, members.count < config.maxMembers else { return }

@@ -47,12 +47,31 @@ extension GossipCore {
                 }
                 pair.value = cut
             }
-            send(.queryAnswer(id: q.id, hops: q.hops, pairs: [pair]), to: .peer(q.origin), into: &out)
+            if let origin = answerRoute(q.origin, from: from) {
+                send(.queryAnswer(id: q.id, hops: q.hops, pairs: [pair]), to: .peer(origin), into: &out)
+            } else {
+                counters.drop(.unroutableAnswer)
+            }
         }
         guard q.hops < q.hopLimit else { return }
         var next = q
         next.hops += 1
         forwardQuery(next, excluding: [from.nodeID, q.origin.nodeID], into: &out)
+    }
+
+    /// Where to answer a query's origin. The address the origin wrote into the query is the one
+    /// it listens on, which for a node on `[::]:PORT` (every box, every namespace) is no address
+    /// at all, and for a link-local one lacks the link: answers sent there never arrived, so
+    /// queries between link-local neighbours found only the asking node (issue 25). The address
+    /// the origin was heard from is used instead: the sender's own (the query came straight
+    /// from the origin), else the member table's (learned by direct contact, or from the gossip
+    /// of those who had it); the claimed one only when neither is known and it is usable.
+    func answerRoute(_ origin: PeerEntry, from: PeerEntry) -> PeerEntry? {
+        if from.nodeID == origin.nodeID { return PeerEntry(peer: origin.peer, address: from.address) }
+        if let m = members[origin.nodeID], m.state == .alive || m.state == .suspect, !m.entry.address.isUnspecified {
+            return PeerEntry(peer: origin.peer, address: m.entry.address)
+        }
+        return origin.address.isUnspecified ? nil : origin
     }
 
     mutating func forwardQuery(_ q: QueryMessage, excluding: [NodeID], into out: inout [GossipOutput]) {

@@ -224,6 +224,14 @@ extension GossipCore {
         activeView.append(p)
         ensureMember(p, now: now, into: &out)
         out.append(.event(.neighbourAdded(p.nodeID)))
+        if attributeVersion > 0, !attributes.pairs.isEmpty {
+            // A new neighbour may hold our row at attribute version 0 (made when it met us as a
+            // view peer: nothing told it the version), and later news of the same incarnation is
+            // old news nobody gossips, while anti-entropy's digest does not cover attribute
+            // versions: it would never fetch our attributes (issue 25). Our own alive update tells
+            // it; a node without attributes (its version may still be above 0 after a restart) sends nothing.
+            send(.gossip(updates: [selfAlive]), to: .peer(p), into: &out)
+        }
         joinAttempts = 0
         if !everJoined {
             everJoined = true

@@ -13,6 +13,9 @@ public enum GossipDropReason: String, Sendable, CaseIterable, Equatable {
     // Core.
     case fromSelf, fromCulled, fromUnknown, afterLeave, badSignature, unknownAdmin
     case unknownSequence, unknownExchange, exchangeBusy, duplicateQuery, tableFull, staleShuffle
+    /// A query's origin is no member we know, did not send it to us itself, and claims no usable
+    /// address (a node listening on `[::]` claims that): its answer has nowhere to go.
+    case unroutableAnswer
 }
 
 /// One peer as written in messages: its Ed25519 key (so the node can open an IK session) and its

@@ -114,7 +114,16 @@ extension NodeRuntime {
         guard let p = pendingQueries[id], let pair = pairs.first else { return }
         if let old = p.answers[from], old.hops <= Int(hops) { return }
         p.answers[from] = QueryAnswerReport(node_id: from.hex, overlay_address: OverlayAddress(network: core.network, node: from).description,
-                                            address: address.description, hops: Int(hops), key: pair.key, value: pair.value)
+                                            address: usableText(address), hops: Int(hops), key: pair.key, value: pair.value)
+    }
+
+    /// An address as someone could use it: this node's own answer carries the address it listens
+    /// on, `[::]:PORT` on most boxes, shown instead as one of the host's addresses with that port;
+    /// a link-local address gets the interface it was heard on (`[fe80::1%eth0]:7400`).
+    func usableText(_ address: UnderlayAddress) -> String {
+        if address.isUnspecified { return LocalAddresses.usable(for: address).description }
+        if address.isLinkLocal, let a = scoped(address) { return a.description }
+        return address.description
     }
 
     /// On stop: every waiting query is answered with what it has.

@@ -419,7 +419,7 @@ public final class NodeRuntime {
     }
 
     /// A link-local address with the interface it was heard on, else the beacon's only interface.
-    private func scoped(_ address: UnderlayAddress) -> UnderlayAddress? {
+    func scoped(_ address: UnderlayAddress) -> UnderlayAddress? {
         if address.scope != 0 { return address }
         if let s = scopes[LinkLocalIP(address)] ?? beacon?.soleInterface { return address.withScope(s) }
         return nil

@@ -33,6 +33,12 @@ public enum SessionDropReason: String, Sendable, CaseIterable, Codable, Error {
     case underLoad = "under_load"
     case rateLimited = "rate_limited"
     case replayedHandshake = "replayed_handshake"
+    /// A cookie reply was due but this source (IP and port) or everyone together had used up
+    /// the cookie replies allowed per second: the initiation is dropped without an answer.
+    case cookieRateLimited = "cookie_rate_limited"
+    /// More initiations from this source (IP and port) than `handshakesPerSourcePerSecond`:
+    /// dropped before any Diffie-Hellman, loaded or not.
+    case sourceRateLimited = "source_rate_limited"
     // Handshake processing.
     case handshakeFailed = "handshake_failed"
     case handshakeCollision = "handshake_collision"
@@ -91,6 +97,9 @@ public struct SessionTableSizes: Sendable, Equatable {
     public var pendingResponders = 0
     public var recentEphemerals = 0
     public var rateLimitEntries = 0
+    /// Entries of the per-source tables (handshake work, cookie replies), each at most `rateLimitEntries`.
+    public var sourceLimitEntries = 0
+    public var cookiedEphemerals = 0
     public var queuedMessages = 0
     public var keypairs = 0
     /// Precomputed IK static-static results (one per peer static key, bounded by `maxPeers`).
@@ -143,7 +152,22 @@ public struct SessionTiming: Sendable, Equatable {
     /// Under load, initiations with a valid cookie per source IP per second (burst of twice that).
     public var handshakesPerAddressPerSecond: Double = 4
     /// Source addresses the per-IP limiter tracks at most; beyond that new ones are refused.
+    /// Also the size of the per-source tables for cookie replies and handshake work.
     public var rateLimitEntries: Int = 1024
+    /// Initiations one source address (IP and port) gets processed per second, loaded or not
+    /// (burst of twice that): a peer retransmits at most every 250 ms, so only a flood of
+    /// distinct first messages from one place meets it, and it then costs at most this many
+    /// handshakes' Diffie-Hellman a second.
+    public var handshakesPerSourcePerSecond: Double = 8
+    /// Cookie replies per second to one source address (IP and port), burst of twice that: an
+    /// initiator needs one per attempt, and a flood from one place is not answered at its rate.
+    public var cookieRepliesPerSourcePerSecond: Double = 2
+    /// Cookie replies per second to everyone together (burst the same): a flood from ever new
+    /// (spoofed) sources costs the node at most this many replies.
+    public var cookieRepliesPerSecond: Double = 256
+    /// First messages answered with a cookie reply, remembered so that a copy of one is not
+    /// answered again (its genuine sender never repeats an ephemeral).
+    public var cookiedEphemerals: Int = 1024
     /// A cookie secret (and so a cookie) lives this long.
     public var cookieLifetime: Duration = .seconds(120)
 

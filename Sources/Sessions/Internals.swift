@@ -389,12 +389,50 @@ struct TokenBucket {
     }
 }
 
-/// Per-source-IP token buckets with a hard cap on entries, as WireGuard's ratelimiter: under a
-/// flood, memory stays at `capacity` entries and new sources beyond it are refused.
-struct AddressLimiter {
+/// Token buckets per key with a hard cap on entries, as WireGuard's ratelimiter: under a flood,
+/// memory stays at `capacity` entries and keys beyond it are refused. A full table is pruned at
+/// most every `pruneInterval`, so a flood from ever new (spoofed) sources costs a lookup per
+/// datagram, not a scan of the table.
+struct KeyedBuckets<Key: Hashable> {
     private(set) var buckets: [Key: TokenBucket] = [:]
+    private var lastPrune: Instant?
+    static var pruneInterval: Duration { .milliseconds(100) }
 
-    /// IPv6 sources are limited per /64 (one host usually owns one), IPv4 per address.
+    /// Takes a token from `key`'s bucket (a new key starts full: `burst` tokens).
+    mutating func allow(_ key: Key, now: Instant, rate: Double, burst: Double, capacity: Int) -> Bool {
+        if var bucket = buckets[key] {
+            let ok = bucket.take(now: now, rate: rate, burst: burst)
+            buckets[key] = bucket
+            return ok
+        }
+        if buckets.count >= capacity, lastPrune.map({ now - $0 >= Self.pruneInterval.nanoseconds }) ?? true {
+            prune(now: now, rate: rate, burst: burst)
+        }
+        guard buckets.count < capacity else { return false }
+        var bucket = TokenBucket(tokens: burst, last: now)
+        let ok = bucket.take(now: now, rate: rate, burst: burst)
+        buckets[key] = bucket
+        return ok
+    }
+
+    /// Forgets keys whose bucket has refilled: they are indistinguishable from new ones.
+    mutating func prune(now: Instant, rate: Double, burst: Double) {
+        lastPrune = now
+        guard !buckets.isEmpty else { return }
+        buckets = buckets.filter { _, b in
+            var b = b
+            b.refill(now: now, rate: rate, burst: burst)
+            return b.tokens < burst
+        }
+    }
+}
+
+/// Per-source-IP token buckets for initiations that carry a valid cookie (their source is
+/// proven): IPv6 sources are limited per /64 (one host usually owns one), IPv4 per address.
+struct AddressLimiter {
+    private var table = KeyedBuckets<Key>()
+    var buckets: [Key: TokenBucket] { table.buckets }
+
     struct Key: Hashable {
         let isIPv4: Bool
         let bits: UInt64
@@ -405,30 +443,10 @@ struct AddressLimiter {
     }
 
     mutating func allow(_ address: UnderlayAddress, now: Instant, rate: Double, capacity: Int) -> Bool {
-        let key = Self.key(address)
-        let burst = rate * 2
-        if var bucket = buckets[key] {
-            let ok = bucket.take(now: now, rate: rate, burst: burst)
-            buckets[key] = bucket
-            return ok
-        }
-        if buckets.count >= capacity { prune(now: now, rate: rate) }
-        guard buckets.count < capacity else { return false }
-        var bucket = TokenBucket(tokens: burst, last: now)
-        let ok = bucket.take(now: now, rate: rate, burst: burst)
-        buckets[key] = bucket
-        return ok
+        table.allow(Self.key(address), now: now, rate: rate, burst: rate * 2, capacity: capacity)
     }
 
-    /// Forgets sources whose bucket has refilled: they are indistinguishable from new ones.
-    mutating func prune(now: Instant, rate: Double) {
-        let burst = rate * 2
-        buckets = buckets.filter { _, b in
-            var b = b
-            b.refill(now: now, rate: rate, burst: burst)
-            return b.tokens < burst
-        }
-    }
+    mutating func prune(now: Instant, rate: Double) { table.prune(now: now, rate: rate, burst: rate * 2) }
 }
 
 /// A fixed-size set of recently seen initiator ephemerals (FIFO), for refusing replays.

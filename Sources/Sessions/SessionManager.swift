@@ -48,8 +48,15 @@ public final class SessionManager {
     @exclusivity(unchecked) private var indices: [UInt32: Int] = [:]
     @exclusivity(unchecked) private var responders: [UInt32: ResponderHandshake] = [:]
     @exclusivity(unchecked) private var recentEphemerals: RecentSet
+    /// Ephemerals of first messages answered with a cookie reply (never processed, so not in
+    /// `recentEphemerals`): a replayed copy gets no second reply.
+    @exclusivity(unchecked) private var cookiedEphemerals: RecentSet
     @exclusivity(unchecked) private var loadBucket: TokenBucket
     @exclusivity(unchecked) private var limiter = AddressLimiter()
+    /// Handshake work and cookie replies per source address (IP and port), and cookie replies in all.
+    @exclusivity(unchecked) private var sourceWork = KeyedBuckets<UnderlayAddress>()
+    @exclusivity(unchecked) private var sourceCookies = KeyedBuckets<UnderlayAddress>()
+    @exclusivity(unchecked) private var cookieBucket: TokenBucket
     /// Timer bookkeeping and own-initiation lookup, kept up to date by the peers themselves.
     private let tracker = PeerTracker()
     @exclusivity(unchecked) private var staticKeys: StaticKeyCache
@@ -94,6 +101,8 @@ public final class SessionManager {
         ns = TimingNanos(timing)
         localPublicKey = identity.publicKey
         recentEphemerals = RecentSet(capacity: timing.recentEphemerals)
+        cookiedEphemerals = RecentSet(capacity: timing.cookiedEphemerals)
+        cookieBucket = TokenBucket(tokens: timing.cookieRepliesPerSecond, last: .zero)
         staticKeys = StaticKeyCache(capacity: timing.maxPeers)
         loadBucket = TokenBucket(tokens: timing.handshakesPerSecond, last: .zero)
     }
@@ -210,6 +219,8 @@ public final class SessionManager {
         responders = responders.filter { now < $0.value.created + ns.responderWait }
         if responders.count != waiting { tracker.respondersChanged = true }
         limiter.prune(now: now, rate: timing.handshakesPerAddressPerSecond)
+        sourceWork.prune(now: now, rate: timing.handshakesPerSourcePerSecond, burst: timing.handshakesPerSourcePerSecond * 2)
+        sourceCookies.prune(now: now, rate: timing.cookieRepliesPerSourcePerSecond, burst: timing.cookieRepliesPerSourcePerSecond * 2)
         // Only peers with a timer due have work: the others' timers are all later than `now`
         // (`refreshDue` brings every peer's `due` up to date). The one thing a not-due peer can
         // still hold is a previous keypair past its reject age (its grace ends later): dropped
@@ -348,6 +359,8 @@ public final class SessionManager {
         s.pendingResponders = responders.count
         s.recentEphemerals = recentEphemerals.count
         s.rateLimitEntries = limiter.buckets.count
+        s.sourceLimitEntries = sourceWork.buckets.count + sourceCookies.buckets.count
+        s.cookiedEphemerals = cookiedEphemerals.count
         s.queuedMessages = peers.values.reduce(0) { $0 + $1.queue.count }
         s.keypairs = peers.values.reduce(0) { $0 + $1.keypairCount }
         s.staticStaticResults = secrets.staticStatic.count
@@ -371,19 +384,10 @@ public final class SessionManager {
 
     private func receiveInitiation(_ h: SessionWire.Handshake, from: UnderlayAddress, now: Instant,
                                             _ out: inout [SessionOutput]) {
-        // Under load, only initiations carrying a cookie for their source address go on, and then
-        // only at a per-IP rate: a spoofed flood never gets its cookie, a real one is slowed.
-        if !loadBucket.take(now: now, rate: timing.handshakesPerSecond, burst: timing.handshakesPerSecond) {
-            guard validMac2(h, from: from, now: now) else {
-                sendCookieReply(h, to: from, now: now, &out)
-                counters.drop(.underLoad)
-                return
-            }
-            guard limiter.allow(from, now: now, rate: timing.handshakesPerAddressPerSecond,
-                                capacity: timing.rateLimitEntries) else {
-                counters.drop(.rateLimited); return
-            }
-        }
+        // Checks cheapest and most decisive first, all before any Diffie-Hellman: a copy of a
+        // first message already seen costs a set lookup, not a token of the load budget and not
+        // a cookie reply (a flood of one replayed message answered by a cookie reply per copy
+        // kept the node so busy that its members suspected it; Docs/testbed.md).
         guard let ephemeral = PublicKey(raw: Array(h.noise.prefix(PublicKey.length))) else {
             counters.drop(.badLength); return
         }
@@ -395,6 +399,31 @@ public final class SessionManager {
             return
         }
         guard !recentEphemerals.contains(ephemeral) else { counters.drop(.replayedHandshake); return }
+        // Under load, only initiations carrying a cookie for their source address go on, and then
+        // only at a per-IP rate: a spoofed flood never gets its cookie, a real one is slowed.
+        if !loadBucket.take(now: now, rate: timing.handshakesPerSecond, burst: timing.handshakesPerSecond) {
+            guard validMac2(h, from: from, now: now) else {
+                // At most one reply per first message, and a bounded number per source and in all.
+                guard !cookiedEphemerals.contains(ephemeral) else { counters.drop(.replayedHandshake); return }
+                let perSource = timing.cookieRepliesPerSourcePerSecond
+                guard sourceCookies.allow(from, now: now, rate: perSource, burst: perSource * 2, capacity: timing.rateLimitEntries),
+                      cookieBucket.take(now: now, rate: timing.cookieRepliesPerSecond, burst: timing.cookieRepliesPerSecond) else {
+                    counters.drop(.cookieRateLimited); return
+                }
+                cookiedEphemerals.insert(ephemeral)
+                sendCookieReply(h, to: from, now: now, &out)
+                counters.drop(.underLoad)
+                return
+            }
+            guard limiter.allow(from, now: now, rate: timing.handshakesPerAddressPerSecond,
+                                capacity: timing.rateLimitEntries) else {
+                counters.drop(.rateLimited); return
+            }
+        }
+        let perSource = timing.handshakesPerSourcePerSecond
+        guard sourceWork.allow(from, now: now, rate: perSource, burst: perSource * 2, capacity: timing.rateLimitEntries) else {
+            counters.drop(.sourceRateLimited); return
+        }
         if h.type == .xxInitiation {
             // XX's first message names nobody; a pending initiation to the same address is the
             // only sign of a simultaneous start. The smaller initiator ephemeral wins.

@@ -963,4 +963,73 @@ import MeshCore
         _ = Self.deliver(&c, .joinReply(sample: []), from: 0, at: t)
         #expect(c.activeView.map(\.nodeID) == [Samples.entry(0).nodeID])
     }
+
+    /// A query's origin writes the address it listens on into the query: `[::]:7400` on a box
+    /// or a namespace (and a link-local address lacks its interface). The answer goes where the
+    /// origin was heard from, so link-local neighbours answer each other (issue 25).
+    @Test func queryAnswersGoWhereTheOriginWasHeardNotWhereItClaimsToListen() throws {
+        var c = Self.core { $0.modes = [.nearest] }
+        _ = c.handle(.command(.setAttributes(try Attributes([("type", "meter-relay")]))), now: .zero)
+        let wildcard = UnderlayAddress(ip: [UInt8](repeating: 0, count: 16), port: 7400)
+        let query = AttributeQuery(key: "type", value: "meter-relay", match: .exact)
+        func answers(_ outs: [GossipOutput]) -> [UnderlayAddress] {
+            Self.sent(outs).compactMap { d, m in
+                if case .queryAnswer = m, case let .peer(e) = d { return e.address } else { return nil }
+            }
+        }
+        // Straight from the origin (hop limit 1: nothing is forwarded): answered at its source.
+        let direct = Self.deliver(&c, .query(QueryMessage(id: 1, origin: PeerEntry(peer: Samples.entry(1).peer, address: wildcard),
+                                                          hops: 1, hopLimit: 1, mode: .nearest, query: query)), from: 1)
+        #expect(answers(direct) == [Samples.entry(1).address])
+        // Forwarded by node 3 for node 2, a member we know: answered at the member's address.
+        _ = Self.deliver(&c, .gossip(updates: [.alive(Samples.entry(2), incarnation: 0, attributeVersion: 0)]), from: 2)
+        let forwarded = Self.deliver(&c, .query(QueryMessage(id: 2, origin: PeerEntry(peer: Samples.entry(2).peer, address: wildcard),
+                                                             hops: 2, hopLimit: 2, mode: .nearest, query: query)), from: 3)
+        #expect(answers(forwarded) == [Samples.entry(2).address])
+        // From an origin nobody here knows, claiming only a wildcard: nowhere to answer, counted.
+        let before = c.counters[.unroutableAnswer]
+        let lost = Self.deliver(&c, .query(QueryMessage(id: 3, origin: PeerEntry(peer: Samples.entry(5).peer, address: wildcard),
+                                                        hops: 2, hopLimit: 2, mode: .nearest, query: query)), from: 3)
+        #expect(answers(lost).isEmpty)
+        #expect(c.counters[.unroutableAnswer] == before + 1)
+        // A usable claimed address of a stranger is still used.
+        let claimed = Self.deliver(&c, .query(QueryMessage(id: 4, origin: Samples.entry(6), hops: 2, hopLimit: 2, mode: .nearest,
+                                                           query: query)), from: 3)
+        #expect(answers(claimed) == [Samples.entry(6).address])
+    }
+
+    /// A newcomer learns members mostly from anti-entropy deltas, and used to fetch only its
+    /// neighbours' attributes: `iotaf members` on a laptop that joined showed its seed's alone
+    /// (issue 25). Every alive member's current attributes now arrive within the bound in
+    /// Docs/gossip.md: ⌈N / attributeFetchesPerRound⌉ gossip rounds after the member is known.
+    @Test(arguments: [2, 0])
+    func aNewcomerHoldsEveryMembersAttributesWithinTheBound(fetchesPerRound: Int) throws {
+        let n = 30
+        var mesh = Mesh(nodes: n + 1, seed: 21) { i in
+            var c = Mesh.defaultConfig()(i)
+            c.attributeFetchesPerRound = fetchesPerRound
+            return c
+        }
+        for i in 0..<n { mesh.start(i, at: mesh.now + .milliseconds(50 * Int64(i))) }
+        mesh.run(for: .seconds(10))
+        for i in 0..<n { mesh.command(i, .setAttributes(try Attributes([("type", "meter-relay"), ("serial", "R-\(i)")]))) }
+        mesh.run(for: .seconds(5))
+        let newcomer = n
+        mesh.start(newcomer, at: mesh.now)
+        let known = mesh.runUntil(limit: .seconds(30)) { m in
+            (0..<n).allSatisfy { m.cores[newcomer]!.members[m.entries[$0].nodeID]?.attributeVersion ?? 0 >= 1 }
+        }
+        try #require(known != nil, "the newcomer learns every member and its attribute version: \((0..<n).map { "\($0):\(mesh.cores[newcomer]!.members[mesh.entries[$0].nodeID].map { "\($0.state) av\($0.attributeVersion)" } ?? "-")" }) at 0: \((0..<n).map { mesh.cores[0]!.members[mesh.entries[$0].nodeID]?.attributeVersion ?? 99 })")
+        func held(_ m: Mesh) -> Int {
+            (0..<n).filter { m.cores[newcomer]!.members[m.entries[$0].nodeID]?.attributes?["serial"] == "R-\($0)" }.count
+        }
+        let bound = GossipConfig(network: Mesh.network).gossipInterval * ((n + 1) / 2 + 2)  // + a round trip's margin
+        let took = mesh.runUntil(limit: bound) { held($0) == n }
+        print("[gossip] newcomer, \(fetchesPerRound) fetches a round: members known after \(known!), all \(n) members' attributes \(took.map { "\($0) later" } ?? "not within \(bound) (\(held(mesh)) held)")")
+        if fetchesPerRound > 0 {
+            #expect(took != nil, "all \(n) members' attributes within \(bound); held \(held(mesh))")
+        } else {
+            #expect(took == nil && held(mesh) < n, "without background fetches only neighbours' attributes arrive")
+        }
+    }
 }

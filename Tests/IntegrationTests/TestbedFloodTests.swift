@@ -67,7 +67,7 @@ import Testing
             ("garbage", ["--kind", "garbage"], [("session_drops", "unknown_type"), ("session_drops", "bad_length")]),
             ("oversized", ["--kind", "oversized"], [("session_drops", "oversized")]),
             ("wrong network key", ["--kind", "replay", "--file", wrongKey], [("session_drops", "bad_mac1")]),
-            ("replayed stranger handshake", ["--kind", "replay", "--file", stranger], [("session_drops", "replayed_handshake|under_load|rate_limited")]),
+            ("replayed stranger handshake", ["--kind", "replay", "--file", stranger], [("session_drops", "replayed_handshake")]),
             ("replayed transport", ["--kind", "replay", "--file", transport], [("session_drops", "duplicate|too_old")]),
         ]
         for (name, args, expected) in floods {
@@ -116,6 +116,7 @@ import Testing
             }
         }
         let grown = bed.rssKiB(target) - rssBefore
+        print("testbed: floods: target RSS \(rssBefore) KiB before, grew by \(grown) KiB over all floods")
         #expect(rssBefore > 0 && grown < 20 * 1024, "the target's RSS grew by \(grown) KiB (limit 20 MiB) over all floods")
         let still = bed.waitUntil([1, 2, 3], see: [target], "alive", within: 5)
         #expect(still.ok, "the target is still a member everywhere after the floods:\n\(still.views)")
