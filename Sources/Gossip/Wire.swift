@@ -13,6 +13,8 @@ public enum GossipDropReason: String, Sendable, CaseIterable, Equatable {
     // Core.
     case fromSelf, fromCulled, fromUnknown, afterLeave, badSignature, unknownAdmin
     case unknownSequence, unknownExchange, exchangeBusy, duplicateQuery, tableFull, staleShuffle
+    /// A valid cull refused because the node already holds `GossipConfig.maxCulls` of them.
+    case cullTableFull
 }
 
 /// One peer as written in messages: its Ed25519 key (so the node can open an IK session) and its
