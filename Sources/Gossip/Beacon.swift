@@ -62,7 +62,11 @@ public struct Beacon: Equatable, Sendable {
     /// What a node does with a received datagram: the beacon to act on, or why it is dropped
     /// (malformed, its own, or of another network).
     public static func accept(_ bytes: [UInt8], networkTag: [UInt8], ownNonce: UInt64) -> Result<Beacon, BeaconDropReason> {
-        decode(bytes).flatMap { b in
+        // A private mesh's beacon (`PrivateBeacon`) is another network's, whatever it hides.
+        if bytes.count == PrivateBeacon.length, bytes.count > 4, Array(bytes[0..<4]) == magic, bytes[4] == PrivateBeacon.version {
+            return .failure(.otherNetwork)
+        }
+        return decode(bytes).flatMap { b in
             if b.nonce == ownNonce { return .failure(.own) }
             if b.networkTag != networkTag { return .failure(.otherNetwork) }
             return .success(b)

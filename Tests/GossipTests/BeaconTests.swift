@@ -114,8 +114,9 @@ import Testing
         let open = Beacon(networkTag: Beacon.networkTag(Self.network), port: 7400, nonce: 5).encoded()
         #expect(PrivateBeacon.accept(open, key: Self.key, ownNonce: 1, nowMs: now, replay: &guard_) == .failure(.unauthenticated))
         #expect(guard_.count == 0, "nothing refused reached the replay guard")
-        // And the open network's nodes refuse a private beacon by its version.
+        // And the open network's nodes refuse a private beacon as another network's.
         #expect(Beacon.decode(Self.sample) == .failure(.badVersion))
+        #expect(Beacon.accept(Self.sample, networkTag: Beacon.networkTag(.defaultNetwork), ownNonce: 1) == .failure(.otherNetwork))
         for n in 0..<PrivateBeacon.length where n != 4 {
             guard case .failure(.truncated) = PrivateBeacon.open(Array(Self.sample.prefix(n)), key: Self.key) else {
                 Issue.record("a \(n)-byte prefix was not refused as truncated")
