@@ -18,7 +18,7 @@ deps:
 	@bash scripts/install-deps.sh
 
 # Release builds link the Swift runtime and Foundation statically: the binary then needs only
-# Debian's libuv1, libsodium23 and libsqlite3-0 on the box (`ldd .build/release/iotaf` shows them).
+# Debian's libuv1, libsodium23, libsqlite3-0, libisal2 and libssl3 on the box (`ldd .build/release/iotaf` shows them).
 build: deps
 	swift build -c release -j $(JOBS) --static-swift-stdlib
 
@@ -61,6 +61,7 @@ bench: build
 	.build/release/iotaf bench loop
 	.build/release/iotaf bench noise
 	.build/release/iotaf bench channel
+	.build/release/iotaf bench lacero
 
 sim: build
 	.build/release/iotaf sim run Simulations/mesh-100.toml --seed 1 --report out/mesh-100.json --plots out/plots

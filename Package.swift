@@ -48,16 +48,23 @@ let package = Package(
         .target(name: "SimulatorKit", dependencies: ["MeshCore"]),
         // The deterministic driver: virtual clock, virtual network, scenarios, reports.
         .target(name: "Simulator", dependencies: [
-            "SimulatorKit", "Node", "NodeService", "Gossip", "MeshCore", "Sessions",
+            "SimulatorKit", "Node", "NodeService", "Gossip", "MeshCore", "Sessions", "Lacero", "LaceroService",
             .product(name: "TOMLKit", package: "TOMLKit"),
         ]),
         // Benchmarks that print our figure beside a physical baseline measured in the same run.
         .target(name: "Bench", dependencies: ["Runtime", "Node", "MeshCore", "Noise", "Sessions", "Sodium", "Channels", "CLibuv", "Simulator",
-            .product(name: "Logging", package: "swift-log")]),
+            "Lacero", "CISAL", "CLibcrypto", "Ledger", "LedgerStore", "Consensus", "CSodium",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "GRDBSQLite", package: "GRDB.swift")]),
         // Byzantine-fault-tolerant ordering of opaque payloads among validators (sans-IO).
         .target(name: "Consensus", dependencies: ["MeshCore", "Sodium"]),
+        // The ledger: signed transactions, built-in chaincodes, the executor, state tree and proofs (sans-IO).
+        .target(name: "Ledger", dependencies: ["Consensus", "MeshCore", "Sodium", "NodeService"]),
+        // The ledger's SQLite store (GRDB): blocks, transactions and state; WAL, synchronous=FULL.
+        .target(name: "LedgerStore", dependencies: ["Ledger", "NodeService", "MeshCore",
+            .product(name: "GRDB", package: "GRDB.swift")]),
         .executableTarget(name: "iotaf", dependencies: [
-            "Runtime", "Simulator", "Bench", "Node", "MeshCore", "Noise", "Sodium",
+            "Runtime", "Simulator", "Bench", "Node", "MeshCore", "Noise", "Sodium", "Ledger", "LedgerStore", "Consensus",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -73,5 +80,17 @@ let package = Package(
         .testTarget(name: "SimulatorTests", dependencies: ["Simulator", "Node", "MeshCore"], exclude: ["testdata"]),
         .testTarget(name: "ConsensusTests", dependencies: ["Consensus", "MeshCore", "Sodium"], exclude: ["testdata"]),
         .testTarget(name: "IntegrationTests", dependencies: ["MeshCore", "Sodium"]),
+
+        // Lacero: shredded, encrypted, erasure-coded objects (Docs/lacero.md).
+        // Intel ISA-L's SIMD GF(2^8) coding and OpenSSL's hardware SHA-256, found by pkg-config.
+        .systemLibrary(name: "CISAL", pkgConfig: "libisal", providers: [.apt(["libisal-dev"])]),
+        .systemLibrary(name: "CLibcrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
+        // Erasure coding (zfec-compatible Reed-Solomon), object sealing, fragments, metadata, wire (sans-IO).
+        .target(name: "Lacero", dependencies: ["CISAL", "CLibcrypto", "CSodium", "Sodium", "MeshCore"]),
+        // Lacero on the node service seam: the status-register relay, storage node, fetch by id (sans-IO).
+        .target(name: "LaceroService", dependencies: ["Lacero", "Node", "NodeService", "MeshCore"]),
+        .testTarget(name: "LaceroTests", dependencies: ["Lacero", "LaceroService", "Node", "NodeService", "MeshCore", "Sodium"]),
+        .testTarget(name: "LedgerTests", dependencies: ["Ledger", "LedgerStore", "Consensus", "MeshCore", "Sodium", "NodeService",
+            .product(name: "GRDB", package: "GRDB.swift")]),
     ]
 )

@@ -5,7 +5,7 @@ set -euo pipefail
 
 need=()
 pkg_ok() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
-for p in libuv1-dev libsodium-dev libsqlite3-dev pkg-config iproute2 nftables; do
+for p in libuv1-dev libsodium-dev libsqlite3-dev libisal-dev libssl-dev pkg-config iproute2 nftables; do
     pkg_ok "$p" || need+=("$p")
 done
 
@@ -36,4 +36,14 @@ if command -v python3 >/dev/null; then
     fi
 else
     echo "iotaf: python3 not found; the Noise interop test needs python3 with noiseprotocol" >&2
+fi
+
+# --- zfec interop test (Tests/LaceroTests/ZfecInteropTests.swift) ---
+# Lacero's Reed-Solomon must be byte-compatible with zfec (Tahoe-LAFS's coder); the test runs the
+# Python package zfec from PyPI and skips, saying so, when it is absent.
+if command -v python3 >/dev/null; then
+    if ! python3 -c 'import zfec' >/dev/null 2>&1; then
+        echo "iotaf: installing the Python package zfec (for the Lacero zfec interop test)" >&2
+        python3 -m pip install --quiet zfec
+    fi
 fi

@@ -472,7 +472,7 @@ public struct ConsensusCore {
         for n in finalised {
             let b = n.block!, qc = certificates[n.hash]!
             out.append(.commit(CommittedBlock(height: b.height, epoch: b.epoch, round: b.round, hash: b.hash,
-                                              payloads: b.payloads, certificate: qc)))
+                                              payloads: b.payloads, certificate: qc, proposer: b.proposer, justify: b.justify)))
             counters.blocksCommitted += 1
             counters.payloadsCommitted += b.payloads.count
             for p in b.payloads { mempool.markCommitted(p) }

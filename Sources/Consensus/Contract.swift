@@ -37,6 +37,22 @@ public struct CommittedBlock: Sendable, Equatable {
     public let hash: BlockHash
     public let payloads: [[UInt8]]
     public let certificate: QuorumCertificate
+    /// The proposer's index and the certificate of the parent: with the fields above they are
+    /// the whole block, so an offline checker recomputes `hash` and ties the payloads to `certificate`.
+    public let proposer: UInt16
+    public let justify: QuorumCertificate
+
+    public init(height: UInt64, epoch: UInt64, round: UInt64, hash: BlockHash, payloads: [[UInt8]],
+                certificate: QuorumCertificate, proposer: UInt16, justify: QuorumCertificate) {
+        self.height = height
+        self.epoch = epoch
+        self.round = round
+        self.hash = hash
+        self.payloads = payloads
+        self.certificate = certificate
+        self.proposer = proposer
+        self.justify = justify
+    }
 }
 
 /// Tuning and limits; the defaults suit a LAN or a fast radio mesh.

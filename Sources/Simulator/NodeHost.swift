@@ -1,5 +1,6 @@
 import Foundation
 import Gossip
+import LaceroService
 import MeshCore
 import Node
 import NodeService
@@ -23,6 +24,9 @@ extension Simulation {
                                     timing: timing, discovery: discovery(for: i), peerIdentities: peerTables[i % peerTables.count], rng: rng)
             core.persistsCompleteAtOnce = disk.completesAtOnce  // else `.diskDone` answers (Wire.swift)
             core.offloadsRunInline = true  // charged in `counters.offloadCost`
+            if scenario.workloads.contains(where: { $0.kind == "lacero" }) {
+                try core.add(LaceroService(me: identities[i].nodeID, rng: rng.derived(0x1ace)))
+            }
             return core
         } catch {
             fatalError("simulated node \(i) cannot be built: \(error)")

@@ -32,6 +32,8 @@ public struct SimulationRegistry: Sendable {
         r.add(MembershipCheckers.kinds)
         r.add(MessageWorkload.checkerKinds)
         r.add([MessageWorkload.kind])
+        r.add(LaceroWorkload.checkerKinds)
+        r.add([LaceroWorkload.kind])
         return r
     }()
 

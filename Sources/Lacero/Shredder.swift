@@ -1,0 +1,237 @@
+import MeshCore
+import Sodium
+
+/// How an object is cut and coded. Defaults: 10 data + 4 parity fragments per segment (expansion
+/// 1.4, any 4 holders of a segment may vanish), 1 MiB plaintext segments.
+public struct LaceroParameters: Sendable, Equatable {
+    public enum AEAD: UInt8, Sendable { case chacha20poly1305 = 1 }
+    public enum Hash: UInt8, Sendable { case sha256 = 1 }
+
+    public static let maxSegmentSize = 64 << 20
+
+    public var k: Int
+    public var n: Int
+    public var segmentSize: Int
+    public var aead: AEAD
+    public var hash: Hash
+
+    public static let standard = try! LaceroParameters(k: 10, n: 14, segmentSize: 1 << 20)
+
+    public init(k: Int, n: Int, segmentSize: Int, aead: AEAD = .chacha20poly1305, hash: Hash = .sha256) throws(LaceroParameterError) {
+        // k = 1 would be replication: every fragment the same bytes, so the same id, and the
+        // mesh could not tell the copies apart.
+        guard k >= 2, n > k, n <= 256 else { throw .coding(k: k, n: n) }
+        guard segmentSize >= 1, segmentSize <= Self.maxSegmentSize else { throw .segmentSize(segmentSize) }
+        self.k = k
+        self.n = n
+        self.segmentSize = segmentSize
+        self.aead = aead
+        self.hash = hash
+    }
+
+    /// Segments of an object of `objectSize` bytes (an empty object is one empty segment).
+    public func segmentCount(objectSize: UInt64) -> Int {
+        objectSize == 0 ? 1 : Int((objectSize + UInt64(segmentSize) - 1) / UInt64(segmentSize))
+    }
+
+    /// Plaintext bytes in segment `s`.
+    public func plaintextLength(segment s: Int, objectSize: UInt64) -> Int {
+        let start = UInt64(s) * UInt64(segmentSize)
+        return Int(min(UInt64(segmentSize), objectSize - min(objectSize, start)))
+    }
+
+    /// Ciphertext bytes of segment `s` (plaintext and the AEAD tag).
+    public func ciphertextLength(segment s: Int, objectSize: UInt64) -> Int {
+        plaintextLength(segment: s, objectSize: objectSize) + ChaChaPoly.tagLength
+    }
+
+    /// Bytes in each fragment of segment `s` (the ciphertext cut into k equal blocks, zero-padded).
+    public func fragmentLength(segment s: Int, objectSize: UInt64) -> Int {
+        (ciphertextLength(segment: s, objectSize: objectSize) + k - 1) / k
+    }
+}
+
+public enum LaceroParameterError: Error, Equatable, CustomStringConvertible {
+    case coding(k: Int, n: Int)
+    case segmentSize(Int)
+
+    public var description: String {
+        switch self {
+        case let .coding(k, n): "Lacero needs 2 <= k < n <= 256 (got --k \(k) --n \(n)); k = 1 would store identical copies under one id"
+        case let .segmentSize(s): "segment size \(s) is outside 1 ... \(LaceroParameters.maxSegmentSize) bytes"
+        }
+    }
+}
+
+/// One segment's n fragments, laid out in one buffer (fragment i at i·fragmentLength), and their ids.
+public struct EncodedSegment: Sendable {
+    public let index: Int
+    public let fragmentLength: Int
+    public let buffer: [UInt8]
+    public let ids: [[UInt8]]
+
+    public func fragment(_ i: Int) -> ArraySlice<UInt8> {
+        buffer[(i * fragmentLength)..<((i + 1) * fragmentLength)]
+    }
+}
+
+/// Object → fragments: encrypt each segment (ChaCha20-Poly1305, fresh key per object, the segment
+/// number as nonce, its position bound in the associated data), cut the ciphertext into k blocks,
+/// add n−k parity blocks (zfec's code on ISA-L), hash every fragment for its id. Pure functions:
+/// each segment is independent, so a driver may run segments on as many cores as it has.
+public enum Shredder {
+    /// The associated data that binds a segment to its place: reordering, dropping or swapping
+    /// segments between objects fails authentication.
+    static func associatedData(segment: Int, count: Int, objectSize: UInt64) -> [UInt8] {
+        var w = ByteWriter(capacity: 40)
+        w.raw(Array("lacero/segment/v1".utf8))
+        w.u32(UInt32(segment))
+        w.u32(UInt32(count))
+        w.u64(objectSize)
+        return w.bytes
+    }
+
+    /// The 96-bit nonce of segment `s`: a counter is safe, the key encrypts one object only.
+    static func nonce(segment: Int) -> [UInt8] {
+        var w = ByteWriter(capacity: 12)
+        w.u32(0)
+        w.u64(UInt64(segment))
+        return w.bytes
+    }
+
+    /// Encodes segment `index` of an object whose plaintext for that segment is `plaintext`.
+    public static func encodeSegment(_ plaintext: UnsafeRawBufferPointer, index: Int, objectSize: UInt64,
+                                     parameters p: LaceroParameters, key: [UInt8], code: ReedSolomon) -> EncodedSegment {
+        let count = p.segmentCount(objectSize: objectSize)
+        let length = p.fragmentLength(segment: index, objectSize: objectSize)
+        let cipherLength = plaintext.count + ChaChaPoly.tagLength
+        var buffer = [UInt8](repeating: 0, count: p.n * length)
+        let ad = associatedData(segment: index, count: count, objectSize: objectSize)
+        let nonce = nonce(segment: index)
+        var ids: [[UInt8]] = []
+        ids.reserveCapacity(p.n)
+        buffer.withUnsafeMutableBytes { all in
+            key.withUnsafeBytes { k in
+                nonce.withUnsafeBytes { nc in
+                    ad.withUnsafeBytes { a in
+                        ChaChaPoly.seal(key: k, nonce: nc, associatedData: a, plaintext: plaintext,
+                                        into: UnsafeMutableRawBufferPointer(rebasing: all[0..<cipherLength]))
+                    }
+                }
+            }
+            code.encodeParity(all, length: length)
+            for i in 0..<p.n {
+                ids.append(FragmentHash.hash(UnsafeRawBufferPointer(rebasing: all[(i * length)..<((i + 1) * length)])))
+            }
+        }
+        return EncodedSegment(index: index, fragmentLength: length, buffer: buffer, ids: ids)
+    }
+
+    /// Shreds a whole object on the calling thread: its metadata and every segment's fragments.
+    public static func shred(_ object: [UInt8], parameters p: LaceroParameters, key: [UInt8], deleteSecret: [UInt8],
+                             available: [NodeID] = []) throws -> (metadata: LaceroMetadata, segments: [EncodedSegment]) {
+        let code = try ReedSolomon(k: p.k, n: p.n)
+        let size = UInt64(object.count)
+        let segments = object.withUnsafeBytes { all in
+            (0..<p.segmentCount(objectSize: size)).map { s in
+                let start = s * p.segmentSize
+                let plain = UnsafeRawBufferPointer(rebasing: all[start..<(start + p.plaintextLength(segment: s, objectSize: size))])
+                return encodeSegment(plain, index: s, objectSize: size, parameters: p, key: key, code: code)
+            }
+        }
+        let metadata = LaceroMetadata(parameters: p, objectSize: size, key: key, deleteSecret: deleteSecret,
+                                      fragmentIDs: segments.flatMap(\.ids), available: available)
+        return (metadata, segments)
+    }
+
+    /// A fresh object key and delete secret from libsodium's generator.
+    public static func freshSecrets() -> (key: [UInt8], deleteSecret: [UInt8]) {
+        (Sodium.randomBytes(32), Sodium.randomBytes(32))
+    }
+}
+
+/// Why an object (or one segment of it) could not be rebuilt.
+public enum LaceroRebuildError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// Fewer than k fragments of the segment passed their hash check.
+    case notEnoughFragments(segment: Int, have: Int, need: Int)
+    /// The decoded segment failed authentication (cannot happen with k verified fragments unless
+    /// the metadata itself is wrong).
+    case authenticationFailed(segment: Int)
+
+    public var description: String {
+        switch self {
+        case let .notEnoughFragments(s, have, need):
+            "segment \(s): only \(have) of the \(need) fragments needed answered with the right bytes; run `iotaf lacero check` and `repair` while enough remain"
+        case let .authenticationFailed(s): "segment \(s) does not authenticate under the metadata's key: the metadata does not belong to these fragments"
+        }
+    }
+}
+
+/// Fragments → object: every fragment is checked against its id before use (a wrong or truncated
+/// one is refused and counted), any k per segment are decoded, and the segment is authenticated.
+public struct Reassembler {
+    public let metadata: LaceroMetadata
+    private let code: ReedSolomon
+    /// Fragments refused, by reason (`wrong_length`, `hash_mismatch`, `unknown_fragment`).
+    public private(set) var refused: [String: Int] = [:]
+
+    public init(metadata: LaceroMetadata) throws {
+        self.metadata = metadata
+        code = try ReedSolomon(k: metadata.parameters.k, n: metadata.parameters.n)
+    }
+
+    /// Checks one fragment's bytes against the metadata: its share index in segment `s`, or nil
+    /// (refused and counted).
+    public mutating func verify(segment s: Int, share i: Int, bytes: ArraySlice<UInt8>) -> Bool {
+        let p = metadata.parameters
+        guard s >= 0, s < metadata.segmentCount, i >= 0, i < p.n else { refused["unknown_fragment", default: 0] += 1; return false }
+        guard bytes.count == p.fragmentLength(segment: s, objectSize: metadata.objectSize) else {
+            refused["wrong_length", default: 0] += 1; return false
+        }
+        guard FragmentHash.hash(bytes) == metadata.fragmentIDs[s * p.n + i] else {
+            refused["hash_mismatch", default: 0] += 1; return false
+        }
+        return true
+    }
+
+    /// The plaintext of segment `s` from whatever fragments are given (share index, bytes).
+    public mutating func decodeSegment(_ s: Int, fragments: [(index: Int, bytes: ArraySlice<UInt8>)]) throws(LaceroRebuildError) -> [UInt8] {
+        let p = metadata.parameters
+        var good: [(index: Int, bytes: [UInt8])] = []
+        var seen = Set<Int>()
+        for f in fragments where good.count < p.k && !seen.contains(f.index) {
+            if verify(segment: s, share: f.index, bytes: f.bytes) {
+                good.append((f.index, Array(f.bytes)))
+                seen.insert(f.index)
+            }
+        }
+        guard good.count == p.k else { throw .notEnoughFragments(segment: s, have: good.count, need: p.k) }
+        guard let padded = try? code.decode(good) else { throw .notEnoughFragments(segment: s, have: good.count, need: p.k) }
+        let cipherLength = p.ciphertextLength(segment: s, objectSize: metadata.objectSize)
+        let ad = Shredder.associatedData(segment: s, count: metadata.segmentCount, objectSize: metadata.objectSize)
+        do {
+            return try ChaChaPoly.open(key: metadata.key, nonce: Shredder.nonce(segment: s), associatedData: ad,
+                                       ciphertext: Array(padded[0..<cipherLength]))
+        } catch {
+            throw .authenticationFailed(segment: s)
+        }
+    }
+
+    /// The whole object; `fragments(s)` gives what is at hand for segment s.
+    public mutating func rebuild(_ fragments: (Int) -> [(index: Int, bytes: ArraySlice<UInt8>)]) throws(LaceroRebuildError) -> [UInt8] {
+        var out = [UInt8]()
+        out.reserveCapacity(Int(metadata.objectSize))
+        for s in 0..<metadata.segmentCount { out += try decodeSegment(s, fragments: fragments(s)) }
+        return out
+    }
+
+    /// The n fragments of segment `s` rebuilt from any k (repair): the segment is decoded and
+    /// coded again, so the rebuilt fragments equal the originals byte for byte (same ids).
+    public mutating func repairSegment(_ s: Int, fragments: [(index: Int, bytes: ArraySlice<UInt8>)]) throws(LaceroRebuildError) -> EncodedSegment {
+        let plain = try decodeSegment(s, fragments: fragments)
+        return plain.withUnsafeBytes {
+            Shredder.encodeSegment($0, index: s, objectSize: metadata.objectSize, parameters: metadata.parameters,
+                                   key: metadata.key, code: code)
+        }
+    }
+}

@@ -1,0 +1,429 @@
+import Lacero
+import MeshCore
+import Node
+import NodeService
+
+/// Lacero on the node service seam (protocol id "iL", Docs/lacero.md): the status-register relay
+/// that places fragments, the storage node's side (keep, serve, delete, leases), and fetch by id.
+/// Sans-IO: inputs in, outputs out; randomness from the generator it was given; fragments kept as
+/// `.persist` rows of table `lacero_fragments`.
+///
+/// A sharding node hands it fragments with `LaceroCommand.store`; each leaves on the reliable
+/// stream to a random member, walks the overlay (each hop keeps it or not, raises the register if
+/// it did, and passes it to a member not yet visited) until the register reaches the threshold or
+/// the hop budget runs out, and the keep-ack comes back hop by hop: `LaceroEvent.stored` says
+/// whether the threshold was reached, never where. An unanswered store is retried through another
+/// first hop, at most `maxAttempts` times.
+public struct LaceroService: NodeService {
+    public typealias Command = NodeCommand
+    public typealias Event = NodeEvent
+    typealias Output = ServiceOutput<NodeCommand, NodeEvent>
+
+    public static let protocolID = ProtocolID(LaceroMessage.magic[0], LaceroMessage.magic[1])
+    public var protocolIDs: [ProtocolID] { [Self.protocolID] }
+    public static let table = "lacero_fragments"
+
+    public struct Config: Sendable, Equatable {
+        /// Whether this node keeps fragments at all (`[lacero] store`).
+        public var store = true
+        public var quotaBytes = 256 << 20
+        /// Chance that this node keeps a fragment it is offered (when quota and load allow).
+        public var keepProbability = 0.5
+        /// How long a store may go unanswered before it is retried.
+        public var ackTimeout: Duration = .seconds(10)
+        public var maxAttempts = 3
+        /// How long a fetch waits for answers.
+        public var fetchTimeout: Duration = .seconds(10)
+        public init() {}
+    }
+
+    public struct Counters: Sendable, Equatable {
+        public var kept: UInt64 = 0
+        public var passedOn: UInt64 = 0
+        public var refusedSameSegment: UInt64 = 0
+        public var refusedQuota: UInt64 = 0
+        public var served: UInt64 = 0
+        public var deleted: UInt64 = 0
+        public var expired: UInt64 = 0
+        public var retries: UInt64 = 0
+        public var drops: [String: UInt64] = [:]
+    }
+
+    struct Held: Sendable, Equatable {
+        var segmentTag: [UInt8]
+        var deleteCheck: [UInt8]
+        var leaseUntil: Instant
+        var bytes: [UInt8]
+    }
+
+    /// A store this node started and waits to hear about.
+    struct Pending: Sendable {
+        var message: LaceroMessage.Store
+        var attempts: Int
+        var due: Instant
+    }
+
+    /// A fetch this node started: who was asked, who said it has the fragment, when the request
+    /// to the current haver is given up for the next, and when the whole fetch gives up.
+    struct Fetch: Sendable {
+        var id: [UInt8]
+        var asked: Set<NodeID>
+        var havers: [ProvenPeer] = []
+        var requestDue: Instant?
+        var due: Instant
+    }
+
+    /// How long a fetch waits for one haver's block before asking the next.
+    static let blockTimeout: Duration = .seconds(3)
+
+    public private(set) var counters = Counters()
+    public let config: Config
+    let me: NodeID
+    var rng: SeededGenerator
+    /// Members alive, sorted (membership changes keep it), to pick random hops from.
+    private(set) var members: [NodeID] = []
+    private(set) var held: [[UInt8]: Held] = [:]
+    private var heldTags: Set<[UInt8]> = []
+    public private(set) var bytesHeld = 0
+    private var pending: [[UInt8]: Pending] = [:]          // by token
+    private var routeBack: [[UInt8]: (to: ProvenPeer, until: Instant)] = [:]  // by token
+    private var fetches: [[UInt8]: Fetch] = [:]            // by id
+    private var sequence: UInt64 = 0
+
+    public init(me: NodeID, config: Config = Config(), rng: SeededGenerator) {
+        self.me = me
+        self.config = config
+        self.rng = rng
+    }
+
+    public var fragmentsHeld: Int { held.count }
+    public func holds(_ id: [UInt8]) -> Bool { held[id] != nil }
+
+    public var deadline: Instant? {
+        var d: Instant?
+        func take(_ i: Instant) { if d == nil || i < d! { d = i } }
+        for p in pending.values { take(p.due) }
+        for f in fetches.values { take(f.due); if let r = f.requestDue { take(r) } }
+        for h in held.values { take(h.leaseUntil) }
+        for r in routeBack.values { take(r.until) }
+        return d
+    }
+
+    public func takes(_ command: NodeCommand) -> Bool {
+        if case let .service(id, _) = command { return id == Self.protocolID }
+        return false
+    }
+
+    public mutating func handle(_ input: ServiceInput<NodeCommand>, now: Instant, members dir: some MemberDirectory) -> [ServiceOutput<NodeCommand, NodeEvent>] {
+        switch input {
+        case let .message(from, bytes, _):
+            return receive(bytes, from: from, now: now, dir)
+        case let .command(.service(_, payload)):
+            guard let c = payload.as(LaceroCommand.self) else { return [] }
+            return command(c, now: now, dir)
+        case let .membership(.up(peer)):
+            insertMember(peer.nodeID)
+            return []
+        case let .membership(.down(identity)), let .membership(.culled(identity)):
+            if let i = members.firstIndex(of: identity.nodeID) { members.remove(at: i) }
+            return []
+        case let .restored(rows):
+            restore(rows)
+            return []
+        case .timer:
+            return timer(now: now, dir)
+        case .start, .command, .persisted, .offloaded, .stop:
+            return []
+        }
+    }
+
+    private mutating func insertMember(_ id: NodeID) {
+        guard id != me else { return }
+        var lo = 0, hi = members.count
+        while lo < hi { let mid = (lo + hi) / 2; if members[mid] < id { lo = mid + 1 } else { hi = mid } }
+        let i = lo
+        if i < members.count, members[i] == id { return }
+        members.insert(id, at: i)
+    }
+
+    private mutating func drop(_ reason: String) { counters.drops[reason, default: 0] += 1 }
+
+    private func mark(_ id: NodeID) -> UInt64 { id.leadingWord }
+
+    /// A random reachable member whose mark is not in `visited`.
+    private mutating func randomHop(excluding visited: [UInt64], _ dir: some MemberDirectory) -> ProvenPeer? {
+        let candidates = members.filter { !visited.contains(mark($0)) && dir.isReachable($0) }
+        guard !candidates.isEmpty else { return nil }
+        return dir.peer(candidates[Int(rng.next() % UInt64(candidates.count))])
+    }
+
+    private mutating func nextTicket() -> PersistTicket {
+        sequence += 1
+        return PersistTicket(service: Self.protocolID, sequence: sequence)
+    }
+
+    // MARK: commands
+
+    private mutating func command(_ c: LaceroCommand, now: Instant, _ dir: some MemberDirectory) -> [Output] {
+        switch c {
+        case let .store(fragments, threshold, hops, leaseSeconds):
+            var out: [Output] = []
+            for f in fragments {
+                var token = [UInt8](repeating: 0, count: LaceroMessage.tokenLength)
+                for i in token.indices { token[i] = UInt8(truncatingIfNeeded: rng.next()) }
+                let s = LaceroMessage.Store(id: f.id, register: 0, threshold: threshold, hops: hops, token: token,
+                                            segmentTag: f.segmentTag, deleteCheck: f.deleteCheck, leaseSeconds: leaseSeconds,
+                                            visited: [mark(me)], bytes: f.bytes)
+                pending[token] = Pending(message: s, attempts: 0, due: now)
+                out += sendPending(token, now: now, dir)
+            }
+            return out
+        case let .fetch(ids, from):
+            var out: [Output] = []
+            let ask = from.isEmpty ? members : from
+            var wanted: [[UInt8]] = []
+            for id in ids {
+                // What this node holds itself needs no one else.
+                if let h = held[id] {
+                    out.append(.event(.service(Self.protocolID, ServicePayload(LaceroEvent.fetched(id: id, bytes: h.bytes)))))
+                    continue
+                }
+                fetches[id] = Fetch(id: id, asked: Set(ask), due: now + config.fetchTimeout)
+                wanted.append(id)
+            }
+            for chunkStart in stride(from: 0, to: wanted.count, by: LaceroMessage.maxIDs) {
+                let want = LaceroMessage.want(Array(wanted[chunkStart..<min(wanted.count, chunkStart + LaceroMessage.maxIDs)])).encode()
+                for node in ask where dir.isReachable(node) { out.append(.send(.member(node), bytes: want)) }
+            }
+            return out
+        case let .delete(proofs, from):
+            var out: [Output] = []
+            let ask = from.isEmpty ? members : from
+            for (id, proof) in proofs {
+                let bytes = LaceroMessage.delete(id: id, proof: proof).encode()
+                for node in ask where dir.isReachable(node) { out.append(.send(.member(node), bytes: bytes)) }
+            }
+            return out
+        }
+    }
+
+    /// (Re)sends a pending store through a random first hop; gives up after `maxAttempts`.
+    private mutating func sendPending(_ token: [UInt8], now: Instant, _ dir: some MemberDirectory) -> [Output] {
+        guard var p = pending[token] else { return [] }
+        guard p.attempts < config.maxAttempts, let hop = randomHop(excluding: p.message.visited, dir) else {
+            pending[token] = nil
+            return [.event(.service(Self.protocolID, ServicePayload(LaceroEvent.storeFailed(id: p.message.id))))]
+        }
+        if p.attempts > 0 { counters.retries += 1 }
+        p.attempts += 1
+        p.due = now + config.ackTimeout
+        pending[token] = p
+        return [.sendReliable(to: hop, bytes: LaceroMessage.store(p.message).encode())]
+    }
+
+    // MARK: messages
+
+    private mutating func receive(_ bytes: [UInt8], from peer: ProvenPeer, now: Instant, _ dir: some MemberDirectory) -> [Output] {
+        let from = peer.nodeID
+        let message: LaceroMessage
+        do { message = try LaceroMessage.decode(bytes) } catch { drop(error.reason); return [] }
+        switch message {
+        case let .store(s):
+            return relay(s, from: peer, now: now, dir)
+        case let .keepAck(token, id, kept, register):
+            if let back = routeBack.removeValue(forKey: token) {
+                return [.send(.peer(back.to), bytes: bytes)]
+            }
+            guard let p = pending.removeValue(forKey: token), p.message.id == id else { drop("unexpected_ack"); return [] }
+            return [.event(.service(Self.protocolID, ServicePayload(LaceroEvent.stored(id: id, reachedThreshold: kept, register: register))))]
+        case let .want(ids):
+            return [.send(.peer(peer), bytes: LaceroMessage.have(ids.filter { held[$0] != nil }).encode())]
+        case let .have(ids):
+            var out: [Output] = []
+            for id in ids {
+                guard var f = fetches[id], f.asked.contains(from), !f.havers.contains(peer) else { continue }
+                f.havers.append(peer)
+                if f.requestDue == nil {
+                    f.requestDue = now + Self.blockTimeout
+                    out.append(.send(.peer(peer), bytes: LaceroMessage.fetch(id: id).encode()))
+                }
+                fetches[id] = f
+            }
+            return out
+        case let .fetch(id):
+            guard let h = held[id] else { drop("fetch_unknown"); return [] }
+            counters.served += 1
+            return [.sendReliable(to: peer, bytes: LaceroMessage.block(id: id, bytes: h.bytes).encode())]
+        case let .block(id, fragment):
+            guard fetches[id] != nil else { drop("unexpected_block"); return [] }
+            guard FragmentHash.hash(fragment) == id else {
+                // A wrong fragment: ask the next haver.
+                drop("hash_mismatch")
+                return nextHaver(id, failed: from, now: now)
+            }
+            fetches[id] = nil
+            return [.event(.service(Self.protocolID, ServicePayload(LaceroEvent.fetched(id: id, bytes: fragment))))]
+        case let .delete(id, proof):
+            guard let h = held[id], LaceroMetadata.deleteCheck(proof: proof) == h.deleteCheck else { drop("delete_refused"); return [] }
+            counters.deleted += 1
+            return forget(id)
+        case let .renew(id, proof, seconds):
+            guard var h = held[id], LaceroMetadata.deleteCheck(proof: proof) == h.deleteCheck else { drop("renew_refused"); return [] }
+            h.leaseUntil = max(h.leaseUntil, now + .seconds(Int64(seconds)))
+            held[id] = h
+            return []
+        }
+    }
+
+    /// The current haver of `id` did not deliver (or delivered wrong bytes): ask the next one.
+    private mutating func nextHaver(_ id: [UInt8], failed: NodeID, now: Instant) -> [Output] {
+        guard var f = fetches[id] else { return [] }
+        f.havers.removeAll { $0.nodeID == failed }
+        f.asked.remove(failed)
+        f.requestDue = nil
+        var out: [Output] = []
+        if let next = f.havers.first {
+            f.requestDue = now + Self.blockTimeout
+            out.append(.send(.peer(next), bytes: LaceroMessage.fetch(id: id).encode()))
+        }
+        fetches[id] = f
+        return out
+    }
+
+    /// One hop of the status-register relay.
+    private mutating func relay(_ incoming: LaceroMessage.Store, from: ProvenPeer, now: Instant, _ dir: some MemberDirectory) -> [Output] {
+        guard FragmentHash.hash(incoming.bytes) == incoming.id else { drop("hash_mismatch"); return [] }
+        var s = incoming
+        var out: [Output] = []
+        var persisted: PersistBatch?
+        if held[s.id] == nil, config.store {
+            if heldTags.contains(s.segmentTag) {
+                counters.refusedSameSegment += 1
+            } else if bytesHeld + s.bytes.count > config.quotaBytes {
+                counters.refusedQuota += 1
+            } else if Double(rng.next() >> 11) / Double(1 << 53) < config.keepProbability {
+                let h = Held(segmentTag: s.segmentTag, deleteCheck: s.deleteCheck,
+                             leaseUntil: now + .seconds(Int64(s.leaseSeconds)), bytes: s.bytes)
+                held[s.id] = h
+                heldTags.insert(s.segmentTag)
+                bytesHeld += s.bytes.count
+                counters.kept += 1
+                s.register += 1
+                persisted = PersistBatch(ticket: nextTicket(), ops: [.put(table: Self.table, key: s.id, value: Self.row(h, now: now))])
+            }
+        }
+        if !s.visited.contains(mark(me)), s.visited.count < LaceroMessage.maxVisited { s.visited.append(mark(me)) }
+        let reached = s.register >= s.threshold
+        var sends: [Output]
+        if !reached, s.hops > 0, let next = randomHop(excluding: s.visited, dir) {
+            s.hops -= 1
+            counters.passedOn += 1
+            routeBack[s.token] = (from, now + config.ackTimeout * 2)
+            sends = [.sendReliable(to: next, bytes: LaceroMessage.store(s).encode())]
+        } else {
+            sends = [.send(.peer(from), bytes: LaceroMessage.keepAck(token: s.token, id: s.id, kept: reached, register: s.register).encode())]
+        }
+        // What this node keeps is durable before anyone hears of it.
+        if let batch = persisted { out.append(.persist(batch, then: sends)) } else { out += sends }
+        return out
+    }
+
+    private mutating func forget(_ id: [UInt8]) -> [Output] {
+        guard let h = held.removeValue(forKey: id) else { return [] }
+        heldTags.remove(h.segmentTag)
+        bytesHeld -= h.bytes.count
+        return [.persist(PersistBatch(ticket: nextTicket(), ops: [.delete(table: Self.table, key: id)]), then: [])]
+    }
+
+    private mutating func timer(now: Instant, _ dir: some MemberDirectory) -> [Output] {
+        var out: [Output] = []
+        for token in pending.keys.sorted(by: { $0.lexicographicallyPrecedes($1) }) where pending[token]!.due <= now {
+            out += sendPending(token, now: now, dir)
+        }
+        for id in fetches.keys.sorted(by: { $0.lexicographicallyPrecedes($1) }) {
+            guard let f = fetches[id] else { continue }
+            if f.due <= now {
+                fetches[id] = nil
+                out.append(.event(.service(Self.protocolID, ServicePayload(LaceroEvent.missing(id: id)))))
+            } else if let r = f.requestDue, r <= now, let current = f.havers.first {
+                counters.retries += 1
+                out += nextHaver(id, failed: current.nodeID, now: now)
+            }
+        }
+        for id in held.keys.sorted(by: { $0.lexicographicallyPrecedes($1) }) where held[id]!.leaseUntil <= now {
+            counters.expired += 1
+            out += forget(id)
+        }
+        for token in routeBack.keys.sorted(by: { $0.lexicographicallyPrecedes($1) }) where routeBack[token]!.until <= now {
+            routeBack[token] = nil
+        }
+        return out
+    }
+
+    // MARK: storage rows
+
+    /// Row value: segment tag (16) · delete check (32) · lease end (u64 ns of the node's clock
+    /// when kept, stored as remaining nanoseconds) · fragment bytes. Docs/lacero.md, "Storage rows".
+    static func row(_ h: Held, now: Instant) -> [UInt8] {
+        var w = ByteWriter(capacity: 56 + h.bytes.count)
+        w.raw(h.segmentTag); w.raw(h.deleteCheck)
+        w.u64(UInt64(max(0, (h.leaseUntil - now).nanoseconds)))
+        w.raw(h.bytes)
+        return w.bytes
+    }
+
+    private mutating func restore(_ rows: [StoredRow]) {
+        for row in rows where row.table == Self.table {
+            var r = ByteReader(row.value)
+            guard row.key.count == 32, let tag = try? r.raw(16), let check = try? r.raw(32), let remaining = try? r.u64(),
+                  let bytes = try? r.raw(r.remaining), !bytes.isEmpty, FragmentHash.hash(bytes) == row.key else {
+                drop("bad_row"); continue
+            }
+            // Leases restart from the restored remainder at the node's first instant (zero).
+            held[row.key] = Held(segmentTag: tag, deleteCheck: check,
+                                 leaseUntil: Instant(nanoseconds: Int64(min(remaining, UInt64(Int64.max)))), bytes: bytes)
+            heldTags.insert(tag)
+            bytesHeld += bytes.count
+        }
+    }
+}
+
+/// What a node asks its Lacero service (inside `NodeCommand.service("iL", …)`).
+public enum LaceroCommand: Sendable, Equatable {
+    public struct Fragment: Sendable, Equatable {
+        public var id: [UInt8]
+        public var bytes: [UInt8]
+        public var segmentTag: [UInt8]
+        public var deleteCheck: [UInt8]
+        public init(id: [UInt8], bytes: [UInt8], segmentTag: [UInt8], deleteCheck: [UInt8]) {
+            self.id = id; self.bytes = bytes; self.segmentTag = segmentTag; self.deleteCheck = deleteCheck
+        }
+    }
+    /// Relay these fragments into the mesh with a status register each.
+    case store([Fragment], threshold: UInt8, hops: UInt8, leaseSeconds: UInt32)
+    /// Find these fragments by id (asking `from`, or every member when empty).
+    case fetch([[UInt8]], from: [NodeID])
+    /// Delete these fragments (id, proof) wherever they are held.
+    case delete([(id: [UInt8], proof: [UInt8])], from: [NodeID])
+
+    public static func == (a: LaceroCommand, b: LaceroCommand) -> Bool {
+        switch (a, b) {
+        case let (.store(f1, t1, h1, l1), .store(f2, t2, h2, l2)): f1 == f2 && t1 == t2 && h1 == h2 && l1 == l2
+        case let (.fetch(i1, f1), .fetch(i2, f2)): i1 == i2 && f1 == f2
+        case let (.delete(p1, f1), .delete(p2, f2)): p1.map(\.id) == p2.map(\.id) && p1.map(\.proof) == p2.map(\.proof) && f1 == f2
+        default: false
+        }
+    }
+}
+
+/// What the Lacero service reports (inside `NodeEvent.service("iL", …)`).
+public enum LaceroEvent: Sendable, Equatable {
+    /// The keep-ack of a fragment this node stored: whether its register reached the threshold.
+    case stored(id: [UInt8], reachedThreshold: Bool, register: UInt8)
+    /// No first hop answered within `maxAttempts`, or no member was there to ask.
+    case storeFailed(id: [UInt8])
+    /// A fragment fetched, its bytes checked against its id.
+    case fetched(id: [UInt8], bytes: [UInt8])
+    /// No member answered with the fragment before the fetch timed out.
+    case missing(id: [UInt8])
+}

@@ -1,0 +1,247 @@
+import ArgumentParser
+import Foundation
+import Ledger
+import LedgerStore
+import MeshCore
+
+/// `iotaf ledger …`: offline reads and checks of a data directory's ledger (`DIR/ledger.sqlite`).
+/// (Submitting through a running node waits for the ledger service: Docs/ledger.md, "Not built yet".)
+struct LedgerCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ledger", abstract: "Inspect, verify and query a node's ledger replica; check proofs offline.",
+        subcommands: [LedgerVerifyCommand.self, LedgerStatusCommand.self, LedgerBlockCommand.self, LedgerTxCommand.self,
+                      LedgerQueryCommand.self, LedgerCheckProofCommand.self, LedgerSampleCommand.self])
+}
+
+struct LedgerDataOptions: ParsableArguments {
+    @Option(help: "The node's data directory (holding ledger.sqlite).")
+    var data: String
+    @Option(help: "A genesis file (validator keys, `admin KEY` lines) to check against instead of the copy in the store.")
+    var genesis: String?
+
+    var path: String { (data as NSString).appendingPathComponent(LedgerStore.fileName) }
+
+    func open() throws -> LedgerStore {
+        do { return try LedgerStore(path: path, readOnly: true) } catch { throw CLIError("\(error)") }
+    }
+
+    func givenGenesis() throws -> LedgerGenesis? {
+        guard let genesis else { return nil }
+        do { return try LedgerGenesis.parse(String(contentsOfFile: genesis, encoding: .utf8)) } catch {
+            throw CLIError("genesis \(genesis): \(error)")
+        }
+    }
+}
+
+func printJSON(_ object: [String: Any]) {
+    let data = try! JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
+    print(String(decoding: data, as: UTF8.self))
+}
+
+struct LedgerVerifyCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "verify",
+        abstract: "Re-check from genesis every block hash, link, transaction signature, quorum certificate, result and state root; name the first height that fails.")
+
+    @OptionGroup var options: LedgerDataOptions
+    @Flag(help: "Print JSON.")
+    var json = false
+
+    func run() throws {
+        let store = try options.open()
+        do {
+            let height = try store.verify(genesis: try options.givenGenesis())
+            let head = try store.header(at: height)
+            let hash = try head.map { Hex.encode($0.hash(chainID: try (options.givenGenesis() ?? store.genesis())!.chainID)) } ?? ""
+            if json { printJSON(["ok": true, "height": height, "head": hash]) } else { print("ledger verified: \(height) blocks, head \(hash)") }
+        } catch let failure as LedgerVerifier.Failure {
+            if json { printJSON(["ok": false, "height": failure.height, "error": failure.description]) }
+            throw CLIError("ledger verify failed at height \(failure.height): \(failure)")
+        } catch {
+            throw CLIError("ledger verify: \(error)")
+        }
+    }
+}
+
+struct LedgerStatusCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "status", abstract: "Height, head hash, state root and row count.")
+    @OptionGroup var options: LedgerDataOptions
+    @Flag(help: "Print JSON.")
+    var json = false
+
+    func run() throws {
+        let store = try options.open()
+        let ledger: Ledger
+        do { ledger = try store.load(genesis: try options.givenGenesis()) } catch { throw CLIError("\(error)") }
+        let fields: [String: Any] = ["height": ledger.height, "head": Hex.encode(ledger.headHash), "state_root": Hex.encode(ledger.state.root),
+                                     "rows": ledger.state.rows.count, "chain_id": Hex.encode(ledger.genesis.chainID)]
+        if json { printJSON(fields) } else {
+            print("height \(ledger.height)\nhead \(Hex.encode(ledger.headHash))\nstate root \(Hex.encode(ledger.state.root)) (\(ledger.state.rows.count) rows)")
+        }
+    }
+}
+
+struct LedgerBlockCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "block", abstract: "One block: header fields and each transaction's result.")
+    @OptionGroup var options: LedgerDataOptions
+    @Argument(help: "Height.")
+    var height: UInt64
+    @Flag(help: "Print JSON.")
+    var json = false
+
+    func run() throws {
+        let store = try options.open()
+        guard let h = try store.header(at: height), let g = try options.givenGenesis() ?? store.genesis() else { throw CLIError("no block at height \(height)") }
+        var txs: [[String: Any]] = []
+        for (i, t) in try store.txBytes(at: height).enumerated() {
+            let (p, r) = try LedgerRows.decodeTxValue(t)
+            let id = (try? Transaction.decode(p)).map { Hex.encode($0.id) } ?? ""
+            txs.append(["index": i, "id": id, "result": r.description])
+        }
+        let fields: [String: Any] = ["height": h.height, "hash": Hex.encode(h.hash(chainID: g.chainID)), "previous": Hex.encode(h.previous),
+                                     "round": h.round, "consensus_hash": Hex.encode(h.consensusHash), "tx_root": Hex.encode(h.txRoot),
+                                     "results_root": Hex.encode(h.resultsRoot), "state_root": Hex.encode(h.stateRoot),
+                                     "signers": h.certificate.signers.population, "transactions": txs]
+        if json { printJSON(fields) } else {
+            print("block \(h.height) \(fields["hash"]!)\n  previous \(fields["previous"]!)\n  state root \(fields["state_root"]!)\n  certified by \(h.certificate.signers.population) validators in round \(h.round)")
+            for t in txs { print("  tx \(t["index"]!) \(t["id"]!): \(t["result"]!)") }
+        }
+    }
+}
+
+struct LedgerTxCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "tx", abstract: "One transaction by id: where it is, what it asked, its result.")
+    @OptionGroup var options: LedgerDataOptions
+    @Argument(help: "Transaction id (64 hex digits).")
+    var id: String
+    @Flag(help: "Print JSON.")
+    var json = false
+
+    func run() throws {
+        guard let raw = Hex.decode(id), raw.count == 32 else { throw CLIError("a transaction id is 64 hex digits") }
+        guard let found = try options.open().transaction(id: raw) else { throw CLIError("no transaction \(id)") }
+        let tx = try? Transaction.decode(found.payload)
+        let fields: [String: Any] = ["height": found.height, "index": found.index, "result": found.result.description,
+                                     "kind": tx.map { "\($0.kind)" } ?? "", "chaincode": tx?.chaincode ?? "", "function": tx?.function ?? "",
+                                     "signer": tx.map { Hex.encode($0.signer) } ?? "", "nonce": tx?.nonce ?? 0]
+        if json { printJSON(fields) } else {
+            print("height \(found.height) index \(found.index): \(fields["kind"]!) \(fields["chaincode"]!).\(fields["function"]!) by \(fields["signer"]!) nonce \(fields["nonce"]!)\nresult: \(found.result)")
+        }
+    }
+}
+
+struct LedgerQueryCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "query",
+        abstract: "Read committed state from the replica (no block); --prove writes a proof that `ledger check-proof` checks offline.")
+    @OptionGroup var options: LedgerDataOptions
+    @Argument(help: "Chaincode (kv, registry, cull, anchor, validators).")
+    var chaincode: String
+    @Argument(help: "Query function (kv: get, range; registry, cull, anchor: get; validators: get).")
+    var function: String
+    @Argument(help: "Arguments (UTF-8 text).")
+    var args: [String] = []
+    @Option(help: "Write the answer's proof (header, validators' header certificate, Merkle proofs) to this file.")
+    var prove: String?
+    @Flag(help: "Print JSON.")
+    var json = false
+
+    func run() throws {
+        let store = try options.open()
+        let ledger: Ledger
+        do { ledger = try store.load(genesis: try options.givenGenesis()) } catch { throw CLIError("\(error)") }
+        let a = args.map { Array($0.utf8) }
+        let answer = ledger.query(chaincode: chaincode, function: function, args: a)
+        if let prove {
+            guard let cert = try store.headerCertificate(at: ledger.height) else {
+                throw CLIError("height \(ledger.height) has no header certificate yet: its state root is not certified, so no proof can be given")
+            }
+            guard let proof = ledger.prove(chaincode: chaincode, function: function, args: a, answer: answer, headerCertificate: cert) else {
+                throw CLIError("the ledger has no block yet")
+            }
+            try Data(proof.encoded).write(to: URL(fileURLWithPath: prove))
+        }
+        switch answer.result {
+        case .ok(let out):
+            let text = String(validating: out, as: UTF8.self)
+            if json { printJSON(["ok": true, "height": ledger.height, "output_hex": Hex.encode(out), "output": text ?? ""]) } else {
+                print(text ?? Hex.encode(out))
+            }
+        case .refused(let r):
+            if json { printJSON(["ok": false, "height": ledger.height, "reason": "\(r.reason)", "detail": r.detail]) }
+            throw CLIError("query refused: \(r)")
+        }
+    }
+}
+
+struct LedgerCheckProofCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "check-proof",
+        abstract: "Check a query proof offline against a genesis (the validator set is the only thing trusted).")
+    @Argument(help: "The proof file `ledger query --prove` wrote.")
+    var proof: String
+    @Option(help: "Genesis file (validator keys, `admin KEY` lines).")
+    var genesis: String?
+    @Option(help: "Or: a data directory whose ledger holds the genesis.")
+    var data: String?
+    @Flag(help: "Print JSON.")
+    var json = false
+
+    func run() throws {
+        let g: LedgerGenesis
+        if let genesis {
+            do { g = try LedgerGenesis.parse(String(contentsOfFile: genesis, encoding: .utf8)) } catch { throw CLIError("genesis \(genesis): \(error)") }
+        } else if let data {
+            guard let stored = try? LedgerStore(path: (data as NSString).appendingPathComponent(LedgerStore.fileName), readOnly: true).genesis() else {
+                throw CLIError("no ledger genesis in \(data)")
+            }
+            g = stored
+        } else {
+            throw CLIError("give --genesis FILE (or --data DIR): the validator set the proof must be certified by")
+        }
+        guard let bytes = FileManager.default.contents(atPath: proof) else { throw CLIError("cannot read \(proof)") }
+        do {
+            let p = try QueryProof.decode([UInt8](bytes))
+            try p.check(genesis: g)
+            let fields: [String: Any] = ["ok": true, "height": p.header.height, "query": "\(p.chaincode).\(p.function)", "result": p.result.description]
+            if json { printJSON(fields) } else { print("proof checks: \(p.chaincode).\(p.function) at height \(p.header.height) → \(p.result)") }
+        } catch {
+            if json { printJSON(["ok": false, "error": "\(error)"]) }
+            throw CLIError("proof does not check: \(error)")
+        }
+    }
+}
+
+struct LedgerSampleCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sample",
+        abstract: "Write a sample ledger certified by four fixed test validators (public test keys: for trying verify, query and proofs, never for a real mesh).")
+    @Option(help: "Data directory to create DIR/ledger.sqlite in.")
+    var data: String
+    @Option(help: "Blocks to write.")
+    var blocks = 10
+    @Option(help: "kv puts per block.")
+    var perBlock = 20
+
+    func run() throws {
+        let path = (data as NSString).appendingPathComponent(LedgerStore.fileName)
+        guard !FileManager.default.fileExists(atPath: path) else { throw CLIError("\(path) exists") }
+        try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
+        var chain = try CertifiedChain(validatorSeeds: (0..<4).map { TransactionSigner.testSeed(UInt64($0)) }, admins: [])
+        var signer = try TransactionSigner(seed: TransactionSigner.testSeed(500))
+        let store = try LedgerStore(path: path)
+        try store.apply(LedgerRows.genesisOps(chain.genesis))
+        var ledger = Ledger(genesis: chain.genesis)
+        for h in 0..<max(1, blocks) {
+            let txs = try (0..<max(0, perBlock)).map { i in
+                try signer.sign(.invoke, "kv", "put", [Array("key-\(h)-\(i)".utf8), Array("value \(h)/\(i)".utf8)], chainID: chain.genesis.chainID).encoded
+            }
+            guard let e = try ledger.apply(chain.next(txs)) else { continue }
+            try store.apply(LedgerRows.ops(for: e))
+            try store.apply(LedgerRows.ops(for: chain.certify(e)))
+        }
+        try store.checkpoint()
+        try Data(chain.genesis.text.utf8).write(to: URL(fileURLWithPath: (data as NSString).appendingPathComponent("genesis.txt")))
+        print("wrote \(path): \(ledger.height) blocks, head \(Hex.encode(ledger.headHash)); genesis in \(data)/genesis.txt")
+    }
+}

@@ -1,0 +1,43 @@
+import Foundation
+import Simulator
+import Testing
+
+/// Lacero's durability floor on a small mesh over a few seeds (Simulations/lacero-100.toml is the
+/// larger sweep, Docs/lacero.md).
+@Suite struct LaceroScenarioTests {
+    static func lacero(crashFraction: Double) throws -> Scenario {
+        try tiny(nodes: 24, seconds: 45, """
+            [[workloads]]
+            kind = "lacero"
+            objects = 4
+            bytes = 2500
+            k = 3
+            n = 5
+            segment_bytes = 1000
+            put_s = 15
+            get_s = 30
+            [[events]]
+            kind = "crash"
+            at_s = 22
+            fraction = \(crashFraction)
+            [[checks]]
+            kind = "lacero_durable"
+            """)
+    }
+
+    @Test(arguments: [1, 2, 3])
+    func objectsWhoseSegmentsKeptKFragmentsComeBackAfterAFifthCrashes(seed: UInt64) throws {
+        let r = Simulation(scenario: try Self.lacero(crashFraction: 0.2), seed: seed).run()
+        let check = try #require(r.checks.first { $0.name == "lacero_durable" })
+        #expect(check.passed, "\(check.detail)")
+        #expect(metric(r, "lacero_store_acks") == 4 * 3 * 5)
+        #expect(metric(r, "lacero_store_failed") == 0)
+    }
+
+    @Test func theCheckerFailsWithoutTheWorkload() throws {
+        var s = try tiny(nodes: 4, seconds: 5)
+        s.checks = [.init(kind: "lacero_durable", withinSeconds: nil)]
+        let r = Simulation(scenario: s, seed: 1).run()
+        #expect(r.checks.first?.passed == false)
+    }
+}
