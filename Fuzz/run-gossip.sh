@@ -37,7 +37,7 @@ swiftc "${FLAGS[@]}" -module-name GossipFuzz Fuzz/Gossip/GossipFuzz.swift \
 if [[ $EACH == 1 ]]; then
     DECODERS=(ping ack pingRequest nack gossip join joinReply forwardJoin neighbor neighborReply
               disconnect shuffle shuffleReply query queryAnswer digest digestReply attributesRequest
-              delta attributes beacon)
+              delta attributes beacon privateBeacon)
     SUMMARY="$OUT/each-summary.txt"
     printf '%-18s %12s %8s %s\n' decoder executions seconds findings | tee "$SUMMARY"
     FOUND=0

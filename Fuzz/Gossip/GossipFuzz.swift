@@ -37,6 +37,9 @@ struct FuzzState {
     var fixed: Int?
     let neighbours: [PeerEntry]
     let beaconTag = Beacon.networkTag(network)
+    /// A private mesh's beacon key and replay guard (`PrivateBeacon`).
+    let privateBeaconKey = PrivateBeacon.key(network: network, networkKey: [UInt8](repeating: 3, count: 32))
+    var beaconReplay = BeaconReplayGuard()
 
     init() {
         neighbours = (1...6).map(entry)
@@ -69,6 +72,8 @@ struct FuzzState {
         names = messages.map { m in String(String(describing: m).prefix { $0 != "(" }) }
         genuine.append(Beacon(networkTag: Beacon.networkTag(network), port: 7400, nonce: 42).encoded())
         names.append("beacon")
+        genuine.append(PrivateBeacon.seal(port: 7400, nonce: 42, sentAtMs: 1_000, salt: [1, 2, 3, 4], key: privateBeaconKey))
+        names.append("privateBeacon")
         if let wanted = getenv("GOSSIP_FUZZ_DECODER").map({ String(cString: $0) }) {
             guard let i = names.firstIndex(of: wanted) else {
                 fatalError("GOSSIP_FUZZ_DECODER=\(wanted): no such message; known: \(names.joined(separator: " "))")
@@ -93,7 +98,7 @@ public func fuzzOne(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
     var reliable = mode & 1 != 0
     if let fixed = state.fixed {
         let genuine = state.genuine[fixed]
-        let isBeacon = state.names[fixed] == "beacon"
+        let isBeacon = state.names[fixed] == "beacon" || state.names[fixed] == "privateBeacon"
         reliable = !isBeacon && genuine[3] >= 64
         if mode & 2 != 0 || isBeacon && bytes.isEmpty {
             var mixed = genuine
@@ -117,6 +122,13 @@ public func fuzzOne(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
         precondition(b.encoded() == bytes, "beacon decode/encode round trip changed the bytes")
     }
     _ = Beacon.accept(bytes, networkTag: state.beaconTag, ownNonce: 1)
+    // A private mesh's beacon: what opens re-seals to the same bytes, and the verdict (with its
+    // replay guard) never traps.
+    if case let .success(o) = PrivateBeacon.open(bytes, key: state.privateBeaconKey) {
+        precondition(PrivateBeacon.seal(port: o.port, nonce: o.nonce, sentAtMs: o.sentAtMs, salt: o.salt, key: state.privateBeaconKey) == bytes,
+                     "private beacon open/seal round trip changed the bytes")
+    }
+    _ = PrivateBeacon.accept(bytes, key: state.privateBeaconKey, ownNonce: 1, nowMs: 1_000, replay: &state.beaconReplay)
     let decoded = GossipWire.decode(bytes, transport: reliable ? .reliable : .datagram)
     if case let .success(m) = decoded {
         precondition(GossipWire.encode(m) == bytes, "decode/encode round trip changed the bytes")

@@ -136,7 +136,17 @@ extension GossipCore {
         }
         var cs: [CullRecord] = []
         if sendCulls {
-            for id in cullOrder.suffix(GossipWire.maxDeltaCulls) { if let c = culls[id] { cs.append(c) } }
+            // A delta carries at most `maxDeltaCulls`; with more culls than that, each delta sends
+            // the next slice round the list, so a newcomer learns every cull over a few exchanges.
+            // (Always the newest 256 would leave the older ones unknown to newcomers for good.)
+            let n = cullOrder.count
+            if n <= GossipWire.maxDeltaCulls {
+                for id in cullOrder { if let c = culls[id] { cs.append(c) } }
+            } else {
+                let start = cullDeltaCursor % n
+                for k in 0..<GossipWire.maxDeltaCulls { if let c = culls[cullOrder[(start + k) % n]] { cs.append(c) } }
+                cullDeltaCursor = (start + GossipWire.maxDeltaCulls) % n
+            }
         }
         sendReliable(.delta(exchange: exchange, records: records, culls: cs), to: peer, into: &out)
     }

@@ -128,6 +128,23 @@ public struct CullRecord: Sendable, Equatable {
         w.raw(signature)
     }
 
+    /// The record as it travels in gossip (subject 32, issued-at 8 BE, admin key 32, signature
+    /// 64: 136 bytes), which is also how a node stores it (GossipService, table `gossip.culls`).
+    public var encoded: [UInt8] {
+        var w = ByteWriter(capacity: Self.encodedLength)
+        write(&w)
+        return w.bytes
+    }
+
+    /// Decodes exactly one stored record; nil when the bytes are not one (the signature is the
+    /// caller's to check, with `verify`).
+    public init?(encoded bytes: [UInt8]) {
+        guard bytes.count == Self.encodedLength else { return nil }
+        var r = ByteReader(bytes)
+        guard let c = try? Self.read(&r) else { return nil }
+        self = c
+    }
+
     static func read(_ r: inout ByteReader) throws -> CullRecord {
         let s = NodeID(bytes: try r.raw(32))!
         let t = try r.u64()

@@ -121,6 +121,8 @@ public struct GossipConfig: Sendable, Equatable {
     public var wideProbeInterval: Duration = .zero
     public var forgetAfter: Duration = .seconds(3600)
     public var maxMembers = 65536
+    /// Culls a node holds at most (each 136 bytes, held for good and persisted): a cull past it is
+    /// refused, counted `cullTableFull`, and the control socket's `cull` says why. Docs/gossip.md.
     public var maxCulls = 4096
 
     // Partial views (HyParView).

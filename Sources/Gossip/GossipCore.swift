@@ -18,7 +18,11 @@ public struct GossipCore {
     public internal(set) var activeView: [PeerEntry] = []
     public internal(set) var passiveView: [PeerEntry] = []
     public internal(set) var culls: [NodeID: CullRecord] = [:]
-    var cullOrder: [NodeID] = []
+    /// Culled node ids in the order their culls were first applied; only ever appended to (a cull
+    /// is for good), so a driver persists the culls past the count it last saw (GossipService).
+    public internal(set) var cullOrder: [NodeID] = []
+    /// Where the next anti-entropy delta's slice of culls starts (see `sendDelta`).
+    var cullDeltaCursor = 0
     /// Lifeguard's local health score: 0 is healthy; each step stretches probe timing.
     public internal(set) var awareness = 0
     /// Smoothed fraction of our direct round trips that were lost (LinkHealth.swift): how many

@@ -180,7 +180,7 @@ extension GossipCore {
             counters.drop(reason)
             return false
         }
-        guard culls.count < config.maxCulls else { counters.drop(.tableFull); return false }
+        guard culls.count < config.maxCulls else { counters.drop(.cullTableFull); return false }
         culls[c.subject] = c
         cullOrder.append(c.subject)
         queue.enqueue(.cull(c))

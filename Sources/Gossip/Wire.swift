@@ -16,6 +16,8 @@ public enum GossipDropReason: String, Sendable, CaseIterable, Equatable {
     /// A query's origin is no member we know, did not send it to us itself, and claims no usable
     /// address (a node listening on `[::]` claims that): its answer has nowhere to go.
     case unroutableAnswer
+    /// A valid cull refused because the node already holds `GossipConfig.maxCulls` of them.
+    case cullTableFull
 }
 
 /// One peer as written in messages: its Ed25519 key (so the node can open an IK session) and its

@@ -36,6 +36,10 @@ public struct GossipService: NodeService, MemberDirectory {
     private var nextPersist: UInt64 = 1
     /// Persists handed out and not yet answered with `.persisted`.
     private var writesInFlight = 0
+    /// How many of the core's culls (`cullOrder`, append-only) were handed to the driver to
+    /// persist; zero again after a failed write, so every cull is written again (puts are
+    /// idempotent).
+    private var persistedCulls = 0
 
     /// What this node last announced about itself: a restart goes on above it (`resume`), so its
     /// first `alive` beats the mesh's `dead` about its last life with no refutation round.
@@ -130,9 +134,11 @@ public struct GossipService: NodeService, MemberDirectory {
         case let .command(command):
             apply(command, now: now, into: &out)
         case let .restored(rows):
+            // Culls first: a culled node is never a join target, and a cull of this node stops it.
+            restoreCulls(rows.filter { $0.table == Self.cullsTable }, now: now, into: &out)
             // Remembered peers are join targets, as seeds are (gossip stops once it has a neighbour).
             let remembered = rows.compactMap { $0.table == Self.peersTable ? Self.decodePeer($0) : nil }
-                .filter { $0.nodeID != core.me.nodeID }
+                .filter { $0.nodeID != core.me.nodeID && core.culls[$0.nodeID] == nil }
             if !remembered.isEmpty {
                 absorb(core.handle(.command(.join(remembered.map(\.address))), now: now), into: &out)
             }
@@ -153,8 +159,10 @@ public struct GossipService: NodeService, MemberDirectory {
             // A failed write leaves the record unknown: the next call persists it again. Not this
             // one: a disk that fails at once would otherwise be asked again at the same instant,
             // forever (found by the simulator's io_error fault); the next timer or message retries.
+            // Every cull is written again then too (puts are idempotent).
             if case .failed = outcome {
                 persistedSelf = nil
+                persistedCulls = 0
                 counters.failedWrites += 1
                 return out
             }
@@ -174,7 +182,8 @@ public struct GossipService: NodeService, MemberDirectory {
     func peerSnapshot() -> PersistBatch {
         var heard: [(GossipMember, Instant)] = []
         for m in core.members.values {
-            guard let h = m.lastHeard, m.state != .culled, m.nodeID != core.me.nodeID else { continue }
+            // Never a culled member: the store's peers are reconnect targets.
+            guard let h = m.lastHeard, m.state != .culled, core.culls[m.nodeID] == nil, m.nodeID != core.me.nodeID else { continue }
             heard.append((m, h))
         }
         // Most recent first; ties by node id, so the rows do not depend on the table's order.
@@ -192,6 +201,32 @@ public struct GossipService: NodeService, MemberDirectory {
         return PersistBatch(ticket: PersistTicket(service: Self.protocolID, sequence: 0), ops: [.replace(table: Self.peersTable, rows: Array(rows))])
     }
 
+    /// The culls this node obeys, kept for good: key, the culled node id (32 bytes); value, the
+    /// admin-signed `CullRecord` in its gossip encoding (136 bytes, Docs/encoding.md). Restored
+    /// at start with the signature checked again against the configured admin keys.
+    public static let cullsTable = "gossip.culls"
+
+    /// Applies stored culls whose signature still verifies under this node's network and admin
+    /// keys; any other row (undecodable, subject not its key, signed by a key no longer trusted,
+    /// altered) is dropped, counted `badCullRecords`, and deleted from the store.
+    private mutating func restoreCulls(_ rows: [StoredRow], now: Instant, into out: inout [Output]) {
+        var bad: [StorageOp] = []
+        for row in rows {
+            guard let c = CullRecord(encoded: row.value), c.subject.bytes == row.key,
+                  c.verify(network: core.config.network, adminKeys: core.config.adminKeys) == nil else {
+                counters.badCullRecords += 1
+                bad.append(.delete(table: Self.cullsTable, key: row.key))
+                continue
+            }
+            absorb(core.handle(.command(.cull(c)), now: now), into: &out)
+        }
+        // What was restored is on disk already.
+        persistedCulls = core.cullOrder.count
+        if !bad.isEmpty {
+            out.append(.persist(PersistBatch(ticket: PersistTicket(service: Self.protocolID, sequence: 0), ops: bad), then: []))
+        }
+    }
+
     static func decodePeer(_ row: StoredRow) -> PeerEntry? {
         guard row.value.count == 18, let peer = PeerIdentity(publicKey: row.key) else { return nil }
         let port = UInt16(row.value[16]) << 8 | UInt16(row.value[17])
@@ -204,6 +239,10 @@ public struct GossipService: NodeService, MemberDirectory {
         public var failedWrites: UInt64 = 0
         /// Restored self records that did not decode (ignored: the node starts at incarnation 0).
         public var badSelfRecords: UInt64 = 0
+        /// Culls written to the store.
+        public var cullWrites: UInt64 = 0
+        /// Restored culls refused (undecodable, or their signature no longer verifies).
+        public var badCullRecords: UInt64 = 0
     }
     public private(set) var counters = Counters()
 
@@ -215,13 +254,26 @@ public struct GossipService: NodeService, MemberDirectory {
     /// Sends made while a write is in flight (the next gossip round's, which carry the new numbers)
     /// wait behind it too: they go out as a persist with no ops, which a driver completes only
     /// after every earlier persist of the node.
+    ///
+    /// New culls go in the same batch: a cull this node spreads is on its disk first, so a
+    /// restart never forgets a cull it told others of.
     private mutating func persistSelfBeforeSending(_ out: inout [Output]) {
         let current = SelfRecord(incarnation: core.incarnation, attributeVersion: core.attributeVersion)
-        let ops: [StorageOp]
+        var ops: [StorageOp] = []
+        if core.cullOrder.count > persistedCulls {
+            for id in core.cullOrder[persistedCulls...] {
+                guard let c = core.culls[id] else { continue }
+                ops.append(.put(table: Self.cullsTable, key: id.bytes, value: c.encoded))
+                counters.cullWrites += 1
+            }
+            persistedCulls = core.cullOrder.count
+        }
         if current != persistedSelf {
             persistedSelf = current
             counters.selfWrites += 1
-            ops = [.put(table: SelfRecord.table, key: [], value: current.encoded)]
+            ops.append(.put(table: SelfRecord.table, key: [], value: current.encoded))
+        } else if !ops.isEmpty {
+            // Culls only.
         } else if writesInFlight > 0, out.contains(where: { if case .send = $0 { return true }; if case .sendReliable = $0 { return true }; return false }) {
             ops = []
         } else {
@@ -291,7 +343,7 @@ public struct GossipService: NodeService, MemberDirectory {
             }
             absorb(core.handle(.command(.join([address])), now: now), into: &out)
         case let .rememberPeer(peer, address):
-            if peer.nodeID != core.me.nodeID {
+            if peer.nodeID != core.me.nodeID, core.culls[peer.nodeID] == nil {
                 absorb(core.handle(.command(.join([address])), now: now), into: &out)
             }
         case let .membership(command):

@@ -247,6 +247,8 @@ public enum ConfigLoader {
             let k = table["timing"]?.table?["suspicion_min_ms"] != nil ? "suspicion_min_ms" : "suspicion_max_ms"
             throw fail("timing", k, "suspicion_min_ms (\(Int(settings.timing.suspicionMin.milliseconds)) ms) is above suspicion_max_ms (\(Int(settings.timing.suspicionMax.milliseconds)) ms); the minimum must not exceed the maximum")
         }
+        // (A probe timeout at or above the probe interval is not refused: gossip stretches a probe
+        // round to twice the timeout, Probing.swift.)
 
         func strings(_ s: String, _ k: String) throws -> [String]? {
             guard let v = table[s]?.table?[k] else { return nil }

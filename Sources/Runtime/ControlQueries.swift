@@ -162,6 +162,10 @@ extension NodeRuntime {
             break
         }
         let isNew = core.gossip.culls[subject] == nil
+        let bound = core.gossip.config.maxCulls
+        if isNew, core.gossip.culls.count >= bound {
+            return Array(ControlJSON.error("cull refused: this node already holds \(core.gossip.culls.count) culls, the most a node keeps (\(bound), Docs/gossip.md); the mesh would refuse it too"))
+        }
         let wasMember = core.members[subject] != nil
         if isNew {
             logger.notice("cull accepted", metadata: ["peer": "\(subject.short)", "admin": "\(adminKey.hex.prefix(16))"])

@@ -54,6 +54,11 @@ final class MulticastBeacon {
     private let encoded: [UInt8]
     private let networkTag: [UInt8]
     private let nonce: UInt64
+    private let advertisedPort: UInt16
+    /// A private mesh's beacon key (`PrivateBeacon.key`); nil in the open network, whose beacons
+    /// are plain (`Beacon`).
+    private let privateKey: [UInt8]?
+    private var replay = BeaconReplayGuard()
     private var onHeard: (UnderlayAddress) -> Void
     /// Interfaces joined to the group: index → name, kept in index order for the send loop.
     private(set) var joined: [(index: UInt32, name: String)] = []
@@ -75,9 +80,12 @@ final class MulticastBeacon {
 
     static let receiveBufferSize = 512
 
-    /// Binds the beacon socket; `advertisedPort` is the node socket's port.
-    init(loop: EventLoop, settings: BeaconSettings, network: NetworkID, advertisedPort: UInt16, logger: Logger,
+    /// Binds the beacon socket; `advertisedPort` is the node socket's port. With `networkKey`
+    /// (a private mesh) beacons are sealed, dated and checked against replays (`PrivateBeacon`).
+    init(loop: EventLoop, settings: BeaconSettings, network: NetworkID, networkKey: [UInt8]?, advertisedPort: UInt16, logger: Logger,
          onHeard: @escaping (UnderlayAddress) -> Void) throws {
+        self.advertisedPort = advertisedPort
+        privateKey = networkKey.map { PrivateBeacon.key(network: network, networkKey: $0) }
         self.loop = loop
         self.settings = settings
         self.logger = logger
@@ -148,7 +156,19 @@ final class MulticastBeacon {
         timer.schedule(at: loop.now + .nanoseconds(Int64(jittered)))
     }
 
+    /// Milliseconds since the Unix epoch: private beacons are dated by the wall clock, which
+    /// the receiver compares with its own (`PrivateBeacon.window`).
+    static func unixMilliseconds() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return UInt64(max(0, ts.tv_sec)) * 1000 + UInt64(max(0, ts.tv_nsec)) / 1_000_000
+    }
+
     private func send(to interface: UInt32) {
+        // A private beacon is sealed afresh each time: a new date and salt.
+        let encoded = privateKey.map {
+            PrivateBeacon.seal(port: advertisedPort, nonce: nonce, sentAtMs: Self.unixMilliseconds(), salt: Sodium.randomBytes(4), key: $0)
+        } ?? self.encoded
         var sa = UDPSocket.sockaddr6(UnderlayAddress(ip: BeaconSettings.group, port: settings.port, scope: interface))
         let rc: Int32 = encoded.withUnsafeBufferPointer { b in
             var buf = uv_buf_init(UnsafeMutablePointer(mutating: UnsafeRawPointer(b.baseAddress!).assumingMemoryBound(to: CChar.self)), UInt32(b.count))
@@ -220,7 +240,12 @@ final class MulticastBeacon {
         guard let source, !source.isIPv4Mapped, !source.isUnspecified else { drop(.badSource); return }
         if partial { drop(.trailingBytes); return }
         let beacon: Beacon
-        switch Beacon.accept(bytes, networkTag: networkTag, ownNonce: nonce) {
+        let verdict = if let privateKey {
+            PrivateBeacon.accept(bytes, key: privateKey, ownNonce: nonce, nowMs: Self.unixMilliseconds(), replay: &replay)
+        } else {
+            Beacon.accept(bytes, networkTag: networkTag, ownNonce: nonce)
+        }
+        switch verdict {
         case let .success(b): beacon = b
         case let .failure(reason): drop(reason); return
         }
@@ -236,7 +261,7 @@ final class MulticastBeacon {
     /// `iotaf status` figures.
     var counters: [String: UInt64] {
         ["sent": sent, "heard": heard, "send_errors": sendErrors, "join_errors": joinErrors,
-         "interfaces": UInt64(joined.count), "port": UInt64(settings.port),
+         "interfaces": UInt64(joined.count), "port": UInt64(settings.port), "private": privateKey == nil ? 0 : 1,
          "interval_ms": UInt64(settings.interval.nanoseconds / 1_000_000)]
     }
 

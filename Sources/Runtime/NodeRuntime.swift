@@ -102,7 +102,9 @@ public final class NodeRuntime {
         }
         if settings.discovery.modes.contains(.nearest) {
             do {
+                // A private mesh's beacons are sealed under its key; the open network's stay plain.
                 beacon = try MulticastBeacon(loop: loop, settings: settings.beacon, network: network.id,
+                                             networkKey: network == .defaultNetwork ? nil : network.key,
                                              advertisedPort: boundAddress.port, logger: self.logger) { [unowned self] address in
                     self.feed(.command(.beaconHeard(self.unscoped(address))))
                 }

@@ -44,6 +44,8 @@ struct NodeFlags: ParsableArguments {
     var beaconIntervalMs: Int?
     @Option(name: .customLong("beacon-interface"), help: "[gossip] beacon_interfaces: beacon on this interface only (repeatable; default: every multicast-capable one).")
     var beaconInterfaces: [String] = []
+    @Option(name: .customLong("uplink-kbps"), help: "[gossip] uplink_kbps: the node's uplink in kbit/s; membership keeps within a quarter of it. Default: no pacing.")
+    var uplinkKbps: Int?
     @Option(name: .customLong("attribute"), help: "[attributes]: key=value (repeatable).")
     var attributes: [String] = []
 
@@ -88,6 +90,10 @@ struct NodeFlags: ParsableArguments {
             }
         }
         if isMaster { s.discovery.isMaster = true }
+        if let uplinkKbps {
+            guard uplinkKbps > 0 else { throw CLIError("--uplink-kbps must be a positive integer (kbit/s), got \(uplinkKbps)") }
+            s.discovery.uplinkKbps = uplinkKbps
+        }
         if !adminKeys.isEmpty {
             s.discovery.adminKeys = try adminKeys.map { k in
                 guard let key = AdminKey.parse(k) else { throw CLIError("--admin-key: \"\(k)\" is not 64 hex digits") }

@@ -3,7 +3,8 @@ import Testing
 import MeshCore
 @testable import Gossip
 
-/// The figures quoted in Docs/gossip.md, on a larger mesh. Opt-in (slow):
+/// The figures quoted in Docs/gossip.md, on a larger mesh, each checked against its floor (the
+/// printed lines are the figures; a floor missed fails the test). Opt-in (slow):
 ///   GOSSIP_FIGURES=1000 swift test --skip-build --filter FiguresTests
 @Suite struct FiguresTests {
     static var size: Int? { ProcessInfo.processInfo.environment["GOSSIP_FIGURES"].flatMap(Int.init) }
@@ -22,11 +23,15 @@ import MeshCore
         for i in 0..<n { mesh.start(i, at: Instant(nanoseconds: Int64(i) * 10_000_000_000 / Int64(n))) }
         let conv = mesh.runUntil(limit: .seconds(300), step: .seconds(1)) { $0.everyoneKnowsEveryone() }
         print("[figures] \(n) nodes joined over 10 s; everyone knows everyone at \(mesh.now) (\(conv.map { "\($0)" } ?? "never"))")
+        #expect(conv != nil, "everyone knows everyone within 300 s")
 
         let b0 = mesh.datagramBytes
         let r0 = mesh.reliableMessages
         mesh.run(for: .seconds(60))
-        print("[figures] steady state: \(Double(mesh.datagramBytes - b0) / Double(n) / 60) B/s per node; largest datagram \(mesh.largestDatagram) B; \(mesh.reliableMessages - r0) reliable messages in 60 s")
+        let perNode = Double(mesh.datagramBytes - b0) / Double(n) / 60
+        print("[figures] steady state: \(perNode) B/s per node; largest datagram \(mesh.largestDatagram) B; \(mesh.reliableMessages - r0) reliable messages in 60 s")
+        #expect(perNode < 8_000, "floor: 8 KB/s of steady-state traffic per node")
+        #expect(mesh.largestDatagram <= GossipWire.maxDatagram)
 
         // Joins with 10% loss: rounds until every live node knows the newcomer.
         mesh.loss = 0.10
@@ -39,28 +44,33 @@ import MeshCore
             mesh.run(for: .seconds(2))
         }
         print("[figures] join reaches 99.9% with 10% loss: rounds \(joinRounds.sorted())")
+        #expect(joinRounds.allSatisfy { $0 <= 14 } && joinRounds.count == 10, "every join within Serf's 14 rounds")
 
         mesh.loss = 0
         let victim = 17
         mesh.crash(victim)
         let dead = mesh.runUntil(limit: .seconds(30), step: .milliseconds(100)) { $0.observers(of: victim, in: .dead) == $0.live.count }
         print("[figures] crash declared dead by all \(mesh.live.count) live nodes after \(dead.map { "\($0)" } ?? "never")")
+        #expect(dead.map { $0 <= .seconds(5) } == true, "floor: a crash is dead at every live node within 5 s")
 
         let leaver = 23
         mesh.command(leaver, .leave)
         let left = mesh.runUntil(limit: .seconds(30), step: .milliseconds(100)) { m in m.live.filter { $0 != leaver && m.state(of: leaver, at: $0) == .left }.count == m.live.count - 1 }
         print("[figures] leave reached all after \(left.map { "\($0)" } ?? "never")")
+        #expect(left.map { $0 <= .seconds(2) } == true, "a leave reaches all within 2 s")
 
         var g = SeededGenerator(seed: 80)
         for v in Array(0..<n).shuffled(using: &g).prefix(n * 8 / 10) { mesh.crash(v) }
         let healed = mesh.runUntil(limit: .seconds(60), step: .milliseconds(500)) { m in m.components() == 1 && m.live.allSatisfy { !m.cores[$0]!.activeView.isEmpty } }
         print("[figures] 80% crash: \(mesh.live.count) survivors in one mesh after \(healed.map { "\($0)" } ?? "never")")
+        #expect(healed.map { $0 <= .seconds(30) } == true, "floor: survivors of an 80% crash in one overlay within 30 s")
         print("[figures] wall time \(Int(Date().timeIntervalSince(wall))) s")
     }
 }
 
-/// Crash detection time over several seeds and victims, the floor "a crashed node is declared dead
-/// by all live nodes within 5 s". Opt-in (slow):
+/// Crash detection time over several seeds and victims, checked against the floor "a crashed node
+/// is declared dead by all live nodes within 5 s" (every crash, every seed; no live node held
+/// dead). Opt-in (slow):
 ///   GOSSIP_CRASH=1000 GOSSIP_SEEDS=5 swift test --skip-build --filter CrashFigures
 @Suite struct CrashFigures {
     static var size: Int? { ProcessInfo.processInfo.environment["GOSSIP_CRASH"].flatMap(Int.init) }
@@ -109,5 +119,8 @@ import MeshCore
         let fmt = { (x: Double) in String(format: "%.2f", x) }
         print("[crash] \(n) nodes, \(Self.seeds) seeds x 5 crashes: dead at all live nodes p50 \(fmt(Self.percentile(allTimes, 0.5))) s, p99 \(fmt(Self.percentile(allTimes, 0.99))) s, max \(fmt(allTimes.max() ?? .nan)) s; per node p50 \(fmt(Self.percentile(nodeTimes, 0.5))) s, p99 \(fmt(Self.percentile(nodeTimes, 0.99))) s; not reached in 20 s: \(never); live nodes held dead: \(falseDeaths)")
         print("[crash] all times: \(allTimes.map(fmt).joined(separator: " ")); wall \(Int(Date().timeIntervalSince(wall))) s")
+        #expect(never == 0, "\(never) crashes not dead at every live node within 20 s")
+        #expect(allTimes.count == Self.seeds * 5 && allTimes.allSatisfy { $0 <= 5 }, "floor 5 s: \(allTimes.map(fmt))")
+        #expect(falseDeaths == 0)
     }
 }

@@ -928,14 +928,16 @@ import MeshCore
         print("[gossip] nearest: mean distance to active neighbours \(mean) positions (random pairs: \(Double(n) / 3))")
         #expect(mean < Double(n) / 6)
         #expect(mesh.everyoneKnowsEveryone())
-        // A nearest-mode query reaches a node near the asker first.
-        try? mesh.command(30, .setAttributes(Attributes([("role", "relay")])))
-        try? mesh.command(32, .setAttributes(Attributes([("role", "relay")])))
+        // A nearest-mode query stays near the asker: relays beside it (30, 32) and at both ends of
+        // the line (0, 59); with 3 hops along the nearest neighbours only the near ones answer.
+        for r in [0, 30, 32, n - 1] { try? mesh.command(r, .setAttributes(Attributes([("role", "relay")]))) }
         mesh.run(for: .seconds(1))
         mesh.command(31, .query(id: 9, AttributeQuery(key: "role", value: "relay", match: .exact), mode: .nearest, hopLimit: 3))
         mesh.run(for: .seconds(1))
         let answers = mesh.eventLog.compactMap { if case let .queryAnswer(9, from, _, hops, _) = $0.event { return (from, hops) } else { return nil } }
+        let near = Set([30, 32].map { mesh.entries[$0].nodeID })
         #expect(!answers.isEmpty)
+        #expect(answers.allSatisfy { near.contains($0.0) }, "answers from \(answers.map { a in mesh.entries.firstIndex { $0.nodeID == a.0 }! })")
     }
 
     /// A newcomer whose join (or the reply) is lost asks again after 250 ms, doubling to the 2 s

@@ -8,8 +8,10 @@ import MeshCore
 
 /// Bytes a member row costs: one core learns 10,000 members through the real wire path (gossip
 /// datagrams from a neighbour, decoded as the node would), and the heap in use is read before and
-/// after. Opt-in, since it prints a figure rather than checking behaviour:
-///   GOSSIP_MEMORY=10000 swift test --skip-build --filter MemoryTests
+/// after, and checked against bounds a little above Docs/gossip.md's figures ("Memory"). Opt-in:
+/// the heap is the whole test process's, so it is read with no other test running:
+///   GOSSIP_MEMORY=10000 swift test --skip-build --filter MemoryTests.bytesPerRow
+/// The row sizes the figures rest on are checked in every run (`rowAndQueueItemSizes`).
 @Suite struct MemoryTests {
     static var size: Int? { ProcessInfo.processInfo.environment["GOSSIP_MEMORY"].flatMap(Int.init) }
 
@@ -35,6 +37,11 @@ import MeshCore
         // The last "in use bytes" line is the total over all arenas, mmapped chunks included.
         let line = text.split(separator: "\n").last { $0.contains("in use bytes") }
         return line.flatMap { Int($0.split(separator: "=").last!.trimmingCharacters(in: .whitespaces)) }
+    }
+
+    @Test func rowAndQueueItemSizes() {
+        #expect(MemoryLayout<MemberTable.Row>.stride == 24)
+        #expect(MemoryLayout<BroadcastQueue.Item>.stride == 32)
     }
 
     @Test(.enabled(if: MemoryTests.size != nil, "set GOSSIP_MEMORY=N to measure a table of N members"))
@@ -68,6 +75,8 @@ import MeshCore
             #expect(core.members.count == n)
             let perRow = Double(after - before) / Double(n)
             print("[memory] \(n) members, \(identities == nil ? "own identities" : "shared identities"): \(after - before) heap bytes, \(Int(perRow.rounded())) B per row; row stride \(MemoryLayout<MemberTable.Row>.stride) B, queue item \(MemoryLayout<BroadcastQueue.Item>.stride) B")
+            // Docs/gossip.md: 31–46 B a row with shared identities, about 410 B with a node's own.
+            if identities == nil { #expect(perRow < 512, "\(perRow) B per row, own identities") } else { #expect(perRow < 64, "\(perRow) B per row, shared identities") }
             withExtendedLifetime(core) {}
         }
         #endif

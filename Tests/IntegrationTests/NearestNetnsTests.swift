@@ -223,6 +223,42 @@ import Testing
         #expect(back, "node 3 alive again everywhere:\n\(seenBack)\nnode 3 log:\n\(nodes.log(3))")
     }
 
+    /// A private mesh on a LAN: its nodes find each other by sealed beacons alone; a node of
+    /// another private mesh and a node of the open network beacon on the same link, and each side
+    /// refuses the other's beacons before any handshake (`unauthenticated` at the private nodes,
+    /// `other_network` at the open one) and admits nobody of the other.
+    @Test(.enabled(if: LAN.available, "skipped: `ip netns add` is refused here (needs root, iproute2 and network namespace support)"),
+          .timeLimit(.minutes(3)))
+    func aPrivateMeshBeaconsUnderItsKeyAndRefusesStrangers() throws {
+        let lan = try LAN(count: 5)
+        defer { lan.remove() }
+        let nodes = try Nodes(lan: lan, count: 5)
+        defer { nodes.stopAll() }
+        #expect(try runIotaf(["network", "init", "--out", "\(nodes.dir)/ours"]).status == 0)
+        #expect(try runIotaf(["network", "init", "--out", "\(nodes.dir)/theirs"]).status == 0)
+        let ours = Array(0..<3)
+        for i in ours { try nodes.start(i, extra: ["--network-key", "\(nodes.dir)/ours/network.key"]) }
+        try nodes.start(3, extra: ["--network-key", "\(nodes.dir)/theirs/network.key"])
+        try nodes.start(4)  // the open network
+        let ids = nodes.ids
+        let (met, seen) = nodes.waitUntil(ours, within: 40) { o, m in
+            ours.allSatisfy { s in s == o || m[ids[s]]?["state"] as? String == "alive" }
+        }
+        #expect(met, "the private mesh's nodes found each other by beacon:\n\(seen)\nnode 0 log:\n\(nodes.log(0))")
+        for i in ours {
+            let status = nodes.json(i, "status") as? [String: Any]
+            let beacon = status?["beacon"] as? [String: Int] ?? [:]
+            let drops = status?["beacon_drops"] as? [String: Int] ?? [:]
+            #expect(beacon["private"] == 1 && (beacon["heard"] ?? 0) > 0, "node \(i) beacon: \(beacon)")
+            #expect((drops["unauthenticated"] ?? 0) > 0, "node \(i) refused the stranger's and the open node's beacons: \(drops)")
+            #expect((drops["own"] ?? 0) > 0, "node \(i): \(drops)")
+            #expect(nodes.members(i)[ids[3]] == nil && nodes.members(i)[ids[4]] == nil, "node \(i) admitted a stranger")
+        }
+        let open = (nodes.json(4, "status") as? [String: Any])?["beacon_drops"] as? [String: Int] ?? [:]
+        #expect((open["other_network"] ?? 0) > 0, "the open node counts private beacons as another network's: \(open)")
+        #expect(nodes.members(3).isEmpty && nodes.members(4).isEmpty, "the strangers found nobody: \(nodes.members(3).keys) \(nodes.members(4).keys)")
+    }
+
     /// A node on two links (eth0 on one bridge, eth1 on another) beacons on both and reaches a
     /// neighbour on each through the right interface: the runtime's scope table at work, since the
     /// core and gossip see link-local addresses without their interface.

@@ -83,6 +83,26 @@ func pattern(_ n: Int, seed: UInt64) -> [UInt8] {
         #expect(p.cores[0].sessions.counters[.plaintextTooLong] == 0)
     }
 
+    /// The limit by its number and by the code's constant: 16 MiB (16,777,216 bytes) crosses
+    /// NodeCore and real Noise sessions whole; one byte more is refused with the reason.
+    @Test func aSixteenMebibyteMessageArrivesWholeAndOneByteMoreIsRefused() throws {
+        var p = Pump.pair()
+        let max = p.cores[0].maxMessage
+        #expect(max == 16_777_216 && max == ChannelConfig().maxMessage)
+        var big = [UInt8](repeating: 0, count: 16_777_216)
+        var x: UInt32 = 0x9e37_79b9
+        for i in big.indices { x ^= x << 13; x ^= x >> 17; x ^= x << 5; big[i] = UInt8(truncatingIfNeeded: x) }
+        let tooBig = p.sendMessage(0, big + [0], stream: 3, to: 1)
+        #expect(tooBig == .failure(.messageTooLarge(size: 16_777_217, max: 16_777_216)))
+        let id = try p.sendMessage(0, big, stream: 3, to: 1).get()
+        p.run(for: .seconds(20))
+        let got = p.received(at: 1).filter { $0.1 == 3 }
+        #expect(got.count == 1 && got.first?.2.count == 16_777_216)
+        #expect(got.first?.2 == big, "the 16 MiB message arrived intact")
+        #expect(p.delivered(at: 0) == [id])
+        #expect(p.cores[0].sessions.counters[.plaintextTooLong] == 0)
+    }
+
     @Test func refusalsNameTheReason() {
         var p = Pump.pair()
         let stranger = NodeIdentity.deterministic(runSeed: 77, index: 0).peer.nodeID

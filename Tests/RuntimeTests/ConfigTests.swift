@@ -1,6 +1,6 @@
 import Foundation
 import MeshCore
-import Runtime
+@testable import Runtime
 import Testing
 
 /// The repository root, found from this file, so tests can read Configs/ and ../shared.
@@ -71,6 +71,28 @@ func parseError(_ text: String) -> ConfigError? {
     func timingValuesHaveBoundsAndCrossChecks(text: String, key: String, words: String) throws {
         let e = try #require(parseError(text))
         #expect(e.key == key && e.line == 2 && e.description.contains(words), "\(e)")
+    }
+
+    /// The README's claim "every config key but the [timing] ones has a flag": each key of the
+    /// loader's schema outside [timing] has a row in the README's flag table naming a `--flag`,
+    /// and `iotaf node run` declares that flag.
+    @Test func everyConfigKeyButTimingHasAFlag() throws {
+        let readme = try String(contentsOf: packageRoot.appendingPathComponent("README.md"), encoding: .utf8)
+        let flags = try String(contentsOf: packageRoot.appendingPathComponent("Sources/iotaf/NodeRunCommand.swift"), encoding: .utf8)
+        let rows = readme.split(separator: "\n").filter { $0.hasPrefix("| `--") }
+        var checked = 0
+        for (section, keys) in ConfigLoader.schema where section != "timing" {
+            let names = section == "attributes" ? ["[attributes]"] : keys.keys.map { "[\(section)] \($0)" }
+            for name in names {
+                let row = rows.first { $0.contains("`\(name)`") }
+                #expect(row != nil, "README has no flag row for \(name)")
+                guard let row, let start = row.range(of: "`--") else { continue }
+                let flag = row[start.upperBound...].prefix { $0.isLetter || $0 == "-" }
+                #expect(flags.contains("customLong(\"\(flag)\")") || flags.contains("var \(flag): "), "--\(flag) for \(name) is not an option of `node run`")
+                checked += 1
+            }
+        }
+        #expect(checked == ConfigLoader.schema.filter { $0.key != "timing" && $0.key != "attributes" }.map(\.value.count).reduce(1, +))
     }
 
     @Test func beaconKeysWaitForAModeFromTheFlags() throws {

@@ -76,7 +76,9 @@ func metric(_ r: SimReport, _ k: String) -> Double { r.metrics[k] ?? .nan }
             within_s = 0.5
             """)
         let r = Simulation(scenario: s, seed: 1).run()
-        #expect(!r.passed)
+        // The strict check is the one that fails, and the only one.
+        let failed = r.checks.filter { !$0.passed }
+        #expect(failed.map(\.name) == ["crashed_detected_within"], "\(r.checks)")
     }
 
     @Test func restartRejoinsWithSameIdentity() throws {
