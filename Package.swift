@@ -36,7 +36,7 @@ let package = Package(
         // The contract every protocol of a node keeps (sans-IO services: inputs, outputs, one deadline).
         .target(name: "NodeService", dependencies: ["MeshCore"]),
         // The node state machine (sans-IO): a router around services.
-        .target(name: "Node", dependencies: ["MeshCore", "NodeService", "Sessions", "Channels", "Gossip"]),
+        .target(name: "Node", dependencies: ["MeshCore", "NodeService", "Sessions", "Channels", "Gossip", "Consensus"]),
         // The libuv driver, config, key files, control socket, on-disk stores.
         .target(name: "Runtime", dependencies: [
             "Node", "NodeService", "Gossip", "MeshCore", "Sodium", "Sessions", "Channels", "CLibuv", "CSodium",
@@ -48,7 +48,7 @@ let package = Package(
         .target(name: "SimulatorKit", dependencies: ["MeshCore"]),
         // The deterministic driver: virtual clock, virtual network, scenarios, reports.
         .target(name: "Simulator", dependencies: [
-            "SimulatorKit", "Node", "NodeService", "Gossip", "MeshCore", "Sessions",
+            "SimulatorKit", "Node", "NodeService", "Gossip", "MeshCore", "Sessions", "Consensus",
             .product(name: "TOMLKit", package: "TOMLKit"),
         ]),
         // Benchmarks that print our figure beside a physical baseline measured in the same run.

@@ -23,6 +23,7 @@ extension Simulation {
                                     timing: timing, discovery: discovery(for: i), peerIdentities: peerTables[i % peerTables.count], rng: rng)
             core.persistsCompleteAtOnce = true  // `SyncedDisk`
             core.offloadsRunInline = true  // charged in `counters.offloadCost`
+            for w in workloads { (w as? NodeServiceInstaller)?.install(node: i, into: &core, self) }
             return core
         } catch {
             fatalError("simulated node \(i) cannot be built: \(error)")

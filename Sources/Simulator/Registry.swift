@@ -32,6 +32,7 @@ public struct SimulationRegistry: Sendable {
         r.add(MembershipCheckers.kinds)
         r.add(MessageWorkload.checkerKinds)
         r.add([MessageWorkload.kind])
+        r.add(ConsensusWorkload.checkerKinds); r.add([ConsensusWorkload.kind])
         return r
     }()
 
