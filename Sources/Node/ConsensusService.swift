@@ -82,6 +82,11 @@ public struct ConsensusService: NodeService {
     /// Why the validator refuses to run, when it does.
     public private(set) var halted: String?
     private var restoring: SafetyState?
+    /// Hashes of the last `recentCommitsKept` heights committed in this life (for `iotaf consensus
+    /// status --height`: two validators' hashes at one height can be compared).
+    public private(set) var recentCommits: [UInt64: BlockHash] = [:]
+    public static let recentCommitsKept: UInt64 = 4096
+    public private(set) var payloadsCommitted = 0
     private var rng: SeededGenerator
 
     /// - Throws: `ConsensusServiceError.notAValidator` when `identity` is not in the genesis set.
@@ -179,6 +184,9 @@ public struct ConsensusService: NodeService {
                                      ops: [.put(table: Self.safetyTable, key: Self.safetyKey, value: state.encoded)])
             out.append(.persist(batch, then: sends))
         case let .commit(block):
+            recentCommits[block.height] = block.hash
+            if block.height > Self.recentCommitsKept { recentCommits[block.height - Self.recentCommitsKept] = nil }
+            payloadsCommitted += block.payloads.count
             out.append(.event(.service(Self.protocolID, ServicePayload(ConsensusEvent.committed(block)))))
         }
     }
