@@ -52,7 +52,7 @@ let package = Package(
             .product(name: "TOMLKit", package: "TOMLKit"),
         ]),
         // Benchmarks that print our figure beside a physical baseline measured in the same run.
-        .target(name: "Bench", dependencies: ["Runtime", "Node", "MeshCore", "Noise", "Sessions", "Sodium", "Channels", "CLibuv", "Simulator",
+        .target(name: "Bench", dependencies: ["Runtime", "Node", "MeshCore", "Noise", "Sessions", "Sodium", "Channels", "CLibuv", "Simulator", "Consensus", "CSodium",
             .product(name: "Logging", package: "swift-log")]),
         // Byzantine-fault-tolerant ordering of opaque payloads among validators (sans-IO).
         .target(name: "Consensus", dependencies: ["MeshCore", "Sodium"]),

@@ -4,7 +4,7 @@ import Foundation
 
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "bench", abstract: "Benchmarks: our figure beside its physical baseline.",
-                                                    subcommands: [BenchLoopCommand.self, BenchNoiseCommand.self, BenchChannelCommand.self])
+                                                    subcommands: [BenchLoopCommand.self, BenchNoiseCommand.self, BenchChannelCommand.self, BenchConsensusCommand.self])
 }
 
 struct BenchLoopCommand: ParsableCommand {

@@ -44,7 +44,7 @@ struct NetworkInitCommand: ParsableCommand {
         let key = NetworkKey.generate()
         do {
             try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
-            if let genesis, !force, FileManager.default.fileExists(atPath: genesisPath) {
+            if genesis != nil, !force, FileManager.default.fileExists(atPath: genesisPath) {
                 throw CLIError("\(genesisPath) exists; pass --force to replace it (every validator must then get the new one)")
             }
             try key.write(to: path, force: force)

@@ -185,6 +185,19 @@ final class ConsensusWorkload: Workload, NodeServiceInstaller {
             pause = p < 0 ? -1 : (pause < 0 ? -1 : max(pause, p))
         }
         if crashes > 0 { m["consensus_crash_pause_s"] = pause < 0 ? -1 : Double(pause) / 1e9 }
+        // Each validator's state at the end (to tell a stalled chain from a lagging validator).
+        for i in 0..<min(validatorCount, sim.nodeCount) {
+            guard let st = sim.nodes[i].service(ConsensusService.self)?.status else { continue }
+            m["consensus_v\(i)_round"] = Double(st.round)
+            m["consensus_v\(i)_height"] = Double(st.height)
+            m["consensus_v\(i)_unreachable"] = Double(st.service.unreachable)
+            if let c = st.core {
+                m["consensus_v\(i)_timeouts_sent"] = Double(c.timeoutsSent)
+                m["consensus_v\(i)_block_requests"] = Double(c.blockRequestsSent)
+                m["consensus_v\(i)_drops"] = Double(c.totalDrops)
+                for (r, n) in c.drops where n > 0 { m["consensus_v\(i)_drop_\(r.rawValue)"] = Double(n) }
+            }
+        }
         let latencies = submitted.filter { $0.committedAt >= 0 }.map { Double($0.committedAt - $0.at) / 1e9 }.sorted()
         if !latencies.isEmpty {
             m["consensus_latency_p50_s"] = latencies[latencies.count / 2]
