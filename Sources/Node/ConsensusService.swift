@@ -82,6 +82,11 @@ public struct ConsensusService: NodeService {
     /// Why the validator refuses to run, when it does.
     public private(set) var halted: String?
     private var restoring: SafetyState?
+    /// Where each validator was last seen (membership, or the session of its last message): a
+    /// validator the membership lost (declared dead, or a restarted node with no seeds and no
+    /// peer store) is still tried at its last address, so validators never depend on gossip to
+    /// find each other again.
+    private var lastSeen: [ProvenPeer?]
     /// Hashes of the last `recentCommitsKept` heights committed in this life (for `iotaf consensus
     /// status --height`: two validators' hashes at one height can be compared).
     public private(set) var recentCommits: [UInt64: BlockHash] = [:]
@@ -99,6 +104,7 @@ public struct ConsensusService: NodeService {
         self.identity = identity
         myKey = key
         validatorIDs = validators.keys.map { NodeID(publicKey: $0.bytes) }
+        lastSeen = Array(repeating: nil, count: validators.count)
         self.rng = rng
     }
 
@@ -129,10 +135,11 @@ public struct ConsensusService: NodeService {
             return run(.timer, now: now, members: members)
         case let .message(from, bytes, _):
             guard bytes.count > Self.prefix.count else { counters.malformed += 1; return [] }
-            guard let key = ValidatorKey(from.identity.publicKey), config.genesis.validators.index(of: key) != nil else {
+            guard let key = ValidatorKey(from.identity.publicKey), let k = config.genesis.validators.index(of: key) else {
                 counters.notValidator += 1
                 return []
             }
+            lastSeen[k] = from
             return run(.message(from: key, bytes: Array(bytes[Self.prefix.count...])), now: now, members: members)
         case let .command(.service(_, payload)):
             guard case let .submit(bytes)? = payload.as(ConsensusRequest.self) else { return [] }
@@ -148,6 +155,9 @@ public struct ConsensusService: NodeService {
                 counters.persistFailures += 1
                 return []
             }
+        case let .membership(.up(peer)):
+            if let key = ValidatorKey(peer.identity.publicKey), let k = config.genesis.validators.index(of: key) { lastSeen[k] = peer }
+            return []
         case .command, .membership, .offloaded, .stop:
             return []
         }
@@ -193,14 +203,18 @@ public struct ConsensusService: NodeService {
 
     private mutating func send(_ framed: [UInt8], to i: Int, members: some MemberDirectory, into out: inout [Output]) {
         let id = validatorIDs[i]
+        if let p = members.peer(id) { lastSeen[i] = p }
+        guard let peer = lastSeen[i] else {
+            // Never seen: the membership may still learn it (a datagram to the member, or nothing).
+            if framed.count <= Self.maxDatagram { counters.datagramsSent += 1; out.append(.send(.member(id), bytes: framed)) } else { counters.unreachable += 1 }
+            return
+        }
         if framed.count <= Self.maxDatagram {
             counters.datagramsSent += 1
-            out.append(.send(.member(id), bytes: framed))
-        } else if let peer = members.peer(id) {
+            out.append(.send(.peer(peer), bytes: framed))
+        } else {
             counters.reliableSent += 1
             out.append(.sendReliable(to: peer, bytes: framed))
-        } else {
-            counters.unreachable += 1
         }
     }
 

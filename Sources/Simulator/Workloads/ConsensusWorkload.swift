@@ -1,4 +1,5 @@
 import Consensus
+import Foundation
 import MeshCore
 import Node
 
@@ -52,6 +53,7 @@ final class ConsensusWorkload: Workload, NodeServiceInstaller {
     let roundTimeout: Duration
     let voteTwice: Bool
     private var genesis: Genesis?
+    let debugStates = ProcessInfo.processInfo.environment["CONSENSUS_SIM_DEBUG"] != nil
 
     private(set) var submitted: [Submitted] = []
     private(set) var skipped = 0
@@ -104,6 +106,15 @@ final class ConsensusWorkload: Workload, NodeServiceInstaller {
     func fire(tag: Int, _ sim: Simulation) {
         let end = Simulation.nanos(until ?? sim.scenario.durationSeconds)
         guard sim.now <= end else { return }
+        if debugStates {
+            var line = String(format: "%.2f", Double(sim.now) / 1e9)
+            for i in 0..<min(validatorCount, sim.nodeCount) {
+                if let st = sim.nodes[i].service(ConsensusService.self)?.status {
+                    line += " | v\(i) r\(st.round) h\(st.height) lv\(st.lastVotedRound) qc\(st.highQCRound) L\(st.leader) mem\(st.mempool) to\(st.core?.timeoutsSent ?? -1) drops\(st.core?.drops.filter { $0.value > 0 }.map { "\($0.key.rawValue)=\($0.value)" }.sorted().joined(separator: ",") ?? "")"
+                }
+            }
+            print(line)
+        }
         submitOne(sim)
         sim.schedule(self, after: max(1, every), tag: 0)
     }
