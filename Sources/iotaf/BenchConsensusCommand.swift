@@ -8,7 +8,7 @@ struct BenchConsensusCommand: ParsableCommand {
         abstract: "256-byte payloads committed per second by 4 validators (4 node runtimes on one loop, ::1), beside the run's raw signature work; commit latency at half the peak.")
 
     @Option(help: "Payloads submitted at once for the peak.")
-    var payloads = 20000
+    var payloads = 2000
     @Option(help: "Seconds of submitting at half the peak rate, for the latency.")
     var latencySeconds = 3.0
     @Flag(help: "Print one JSON object.")
