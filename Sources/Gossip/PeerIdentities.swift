@@ -23,7 +23,7 @@ public final class PeerIdentities: @unchecked Sendable {
     private var next: [UInt32] = []
     /// The first entry of each node by its public key: the decoder's way to a known identity
     /// without the BLAKE2b that derives a node id.
-    private var byKey: [PublicKeyKey: UInt32] = [:]
+    private var byKey: [PublicKey: UInt32] = [:]
     private static let none = UInt32.max
 
     public init() {}
@@ -52,7 +52,7 @@ public final class PeerIdentities: @unchecked Sendable {
         first.append(i)
         next.append(Self.none)
         byNode[e.nodeID] = i
-        byKey[PublicKeyKey(e.peer.publicKey)] = i
+        byKey[e.peer.publicKey] = i
         return i
     }
 
@@ -65,8 +65,8 @@ public final class PeerIdentities: @unchecked Sendable {
 
     /// The identity held for this public key, if any (equal to `PeerIdentity(publicKey:)`, and
     /// sharing the held arrays).
-    public func identity(forKey key: [UInt8]) -> PeerIdentity? {
-        byKey[PublicKeyKey(key)].map { entries[Int($0)].peer }
+    public func identity(forKey key: PublicKey) -> PeerIdentity? {
+        byKey[key].map { entries[Int($0)].peer }
     }
 
     /// The first entry index of a node already held, if any: a per-node key.
@@ -88,16 +88,4 @@ public final class PeerIdentities: @unchecked Sendable {
 
     /// Entries held (one per node and address seen).
     public var count: Int { entries.count }
-}
-
-/// A public key as a dictionary key, hashed by its first 8 bytes: keys are uniformly random, and
-/// SipHash over all 32 bytes costs more than the rest of the lookup. Equality compares all bytes.
-struct PublicKeyKey: Hashable {
-    let bytes: [UInt8]
-    init(_ bytes: [UInt8]) { self.bytes = bytes }
-    static func == (a: PublicKeyKey, b: PublicKeyKey) -> Bool { a.bytes == b.bytes }
-    func hash(into hasher: inout Hasher) {
-        guard bytes.count >= 8 else { hasher.combine(bytes); return }
-        hasher.combine(bytes.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) })
-    }
 }
