@@ -116,7 +116,7 @@ public enum ConsensusBench {
         progress?(String(format: "peak: %d payloads in %.3f s (%.0f /s), %d blocks", payloads, elapsed, peak, peakBlocks.count))
 
         // The baseline on the same bytes.
-        let baselineSeconds = try signatureWork(peakBlocks, chainID: genesis.genesis.chainID, keys: identities.map(\.publicKey))
+        let baselineSeconds = try signatureWork(peakBlocks, chainID: genesis.genesis.chainID, keys: identities.map(\.publicKey.bytes))
         let baseline = Double(payloads) / baselineSeconds
         progress?(String(format: "baseline: signature work of those blocks %.4f s (%.0f payloads/s)", baselineSeconds, baseline))
 

@@ -31,7 +31,7 @@ struct NetworkInitCommand: ParsableCommand {
         var genesis: GenesisFile?
         do {
             if let validators {
-                let keys = try GenesisFile.keys(validators, flag: "--validators").compactMap(ValidatorKey.init)
+                let keys = try GenesisFile.keys(validators, flag: "--validators").compactMap { ValidatorKey($0) }
                 guard Set(keys).count == keys.count else { throw CLIError("--validators: a key is listed twice") }
                 let adminKeys = try admins.map { try GenesisFile.keys($0, flag: "--admins") } ?? []
                 genesis = GenesisFile(validators: keys, admins: adminKeys)

@@ -16,7 +16,7 @@ import Testing
 
     @Test func theTextFormRoundTripsAndIsCanonical() throws {
         let ids = Self.keys(4)
-        let g = GenesisFile(validators: ids.map { ValidatorKey($0.publicKey)! }, admins: [ids[0].publicKey])
+        let g = GenesisFile(validators: ids.map { ValidatorKey($0.publicKey)! }, admins: [ids[0].publicKey.bytes])
         let text = g.text
         #expect(text.hasPrefix("iotaf-genesis-v1\nvalidator "))
         #expect(text.split(separator: "\n").count == 6)
@@ -45,7 +45,7 @@ import Testing
             }
         }
         // A key whose sign bit is set is not an identity (one key, one identity).
-        var neg = Self.keys(1)[0].publicKey
+        var neg = Self.keys(1)[0].publicKey.bytes
         neg[31] |= 0x80
         #expect(throws: (any Error).self) { try GenesisFile.parse("iotaf-genesis-v1\nvalidator \(Hex.encode(neg))\n") }
     }
