@@ -36,10 +36,10 @@ let package = Package(
         // The contract every protocol of a node keeps (sans-IO services: inputs, outputs, one deadline).
         .target(name: "NodeService", dependencies: ["MeshCore"]),
         // The node state machine (sans-IO): a router around services.
-        .target(name: "Node", dependencies: ["MeshCore", "NodeService", "Sessions", "Channels", "Gossip"]),
+        .target(name: "Node", dependencies: ["MeshCore", "NodeService", "Sessions", "Channels", "Gossip", "Consensus"]),
         // The libuv driver, config, key files, control socket, on-disk stores.
         .target(name: "Runtime", dependencies: [
-            "Node", "NodeService", "Gossip", "MeshCore", "Sodium", "Sessions", "Channels", "CLibuv", "CSodium",
+            "Node", "NodeService", "Gossip", "MeshCore", "Sodium", "Sessions", "Channels", "CLibuv", "CSodium", "Consensus",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "TOMLKit", package: "TOMLKit"),
             .product(name: "GRDB", package: "GRDB.swift"),
@@ -48,7 +48,7 @@ let package = Package(
         .target(name: "SimulatorKit", dependencies: ["MeshCore"]),
         // The deterministic driver: virtual clock, virtual network, scenarios, reports.
         .target(name: "Simulator", dependencies: [
-            "SimulatorKit", "Node", "NodeService", "Gossip", "MeshCore", "Sessions", "Lacero", "LaceroService",
+            "SimulatorKit", "Node", "NodeService", "Gossip", "MeshCore", "Sessions", "Lacero", "LaceroService", "Consensus",
             .product(name: "TOMLKit", package: "TOMLKit"),
         ]),
         // Benchmarks that print our figure beside a physical baseline measured in the same run.
@@ -75,7 +75,7 @@ let package = Package(
         .testTarget(name: "NoiseTests", dependencies: ["Noise", "Sodium"]),
         .testTarget(name: "ChannelsTests", dependencies: ["Channels", "MeshCore"]),
         .testTarget(name: "SessionsTests", dependencies: ["Sessions", "Noise", "MeshCore", "Sodium", "SimulatorKit"]),
-        .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Node", "MeshCore", "Sessions", "Channels", "Gossip", "Sodium", .product(name: "GRDB", package: "GRDB.swift")]),
+        .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Node", "MeshCore", "Sessions", "Channels", "Gossip", "Sodium", "Consensus", .product(name: "GRDB", package: "GRDB.swift")]),
         // testdata/: golden transcripts read by path (GoldenTranscriptTests), not bundled.
         .testTarget(name: "SimulatorTests", dependencies: ["Simulator", "Node", "MeshCore"], exclude: ["testdata"]),
         .testTarget(name: "ConsensusTests", dependencies: ["Consensus", "MeshCore", "Sodium"], exclude: ["testdata"]),

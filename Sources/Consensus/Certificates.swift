@@ -40,7 +40,7 @@ public struct SignerBitmap: Hashable, Sendable {
 }
 
 /// What a vote signs: the chain, the epoch, the round and the block.
-func voteDigest(chainID: [UInt8], epoch: UInt64, round: UInt64, block: BlockHash) -> [UInt8] {
+public func voteDigest(chainID: [UInt8], epoch: UInt64, round: UInt64, block: BlockHash) -> [UInt8] {
     var w = ByteWriter(capacity: 120)
     w.raw(Array("iotaf/consensus/vote/v1".utf8))
     w.raw(chainID)

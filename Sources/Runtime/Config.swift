@@ -22,6 +22,8 @@ public struct NodeSettings: Sendable {
     public var discovery = Discovery()
     /// `[gossip] beacon_*`: the LAN beacon of mode `nearest` (unused in the other modes).
     public var beacon = BeaconSettings()
+    /// `[consensus]`: set when this node runs as a validator (role = "validator").
+    public var consensus: ConsensusSettings?
 
     /// Where the config set keys whose checks wait for the flags (`validate`).
     var beaconKeyInConfig: ConfigError?
@@ -95,6 +97,9 @@ public enum ConfigLoader {
                    "beacon_interval_ms": "an integer 100...3600000 (mode nearest)",
                    "beacon_interfaces": "an array of interface names like [\"eth0\", \"wlan0\"] (mode nearest)"],
         "attributes": [:],
+        "consensus": ["role": "\"validator\" (this node votes; its key must be in the genesis file)",
+                      "genesis": "a path string to the genesis file (from `iotaf network init --validators`; default: genesis beside the network key)",
+                      "round_timeout_ms": "an integer 50...600000"],
     ]
 
     /// `[timing]` keys and the values they accept: wide enough for a radio mesh and a LAN, narrow
@@ -305,6 +310,19 @@ public enum ConfigLoader {
                 if let why = AdminKey.problem(key) { throw fail("gossip", "admin_keys", "bad key \"\(text)\": \(why)") }
                 return key
             }
+        }
+        if let role = try string("consensus", "role") {
+            guard role == "validator" else { throw fail("consensus", "role", "unknown role \"\(role)\"; the only role is \"validator\" (leave [consensus] out on other nodes)") }
+            settings.consensus = settings.consensus ?? ConsensusSettings()
+        }
+        if let v = try string("consensus", "genesis") {
+            guard settings.consensus != nil else { throw fail("consensus", "genesis", "needs role = \"validator\" in [consensus]") }
+            settings.consensus?.genesisPath = path(v)
+        }
+        if let v = try positive("consensus", "round_timeout_ms") {
+            guard settings.consensus != nil else { throw fail("consensus", "round_timeout_ms", "needs role = \"validator\" in [consensus]") }
+            guard (50...600_000).contains(v) else { throw fail("consensus", "round_timeout_ms", "\(v) is out of range; must be \(schema["consensus"]!["round_timeout_ms"]!)") }
+            settings.consensus?.roundTimeout = .milliseconds(v)
         }
     }
 }

@@ -92,6 +92,8 @@ public final class NodeRuntime {
             // hears from us directly (gossip trusts the source address of direct contact).
             core = try NodeCore(identity: identity, network: network.id, networkKey: network.key, address: boundAddress,
                                 timing: settings.timing, discovery: discovery, rng: SeededGenerator(seed: seed))
+            // `[consensus] role = "validator"`: refused here, before anything is sent, when the key is not a validator.
+            if let service = try Self.consensusService(settings: settings, identity: identity, seed: seed) { try core.add(service) }
         } catch {
             socket.close()
             throw error
@@ -238,7 +240,7 @@ public final class NodeRuntime {
 
     // MARK: - Driving the core
 
-    private func feed(_ input: NodeInput) {
+    func feed(_ input: NodeInput) {
         guard !stopping else { return }
         carryOut(core.handle(input, now: loop.now))
     }
@@ -481,10 +483,11 @@ public final class NodeRuntime {
                 if let changed { feed(.command(.membership(.setAttributes(changed)))) }
                 return Array(ControlJSON.encode(AttributesReply(core.gossip.attributes, version: core.gossip.attributeVersion)))
             }
+        case "consensus_status", "consensus_submit": return answerConsensus(command, parsed ?? [:])
         case "stop":
             loop.offload({ () }, completion: { [weak self] in self?.stop() })
             return Array(ControlJSON.encode(["stopping": true]))
-        default: return Array(ControlJSON.error("unknown command \"\(command)\"; known: status, members, join, leave, attributes, query, cull, send, transfer, stop"))
+        default: return Array(ControlJSON.error("unknown command \"\(command)\"; known: status, members, join, leave, attributes, query, cull, send, transfer, consensus_status, consensus_submit, stop"))
         }
     }
 }

@@ -27,6 +27,7 @@ extension Simulation {
             if scenario.workloads.contains(where: { $0.kind == "lacero" }) {
                 try core.add(LaceroService(me: identities[i].nodeID, rng: rng.derived(0x1ace)))
             }
+            for w in workloads { (w as? NodeServiceInstaller)?.install(node: i, into: &core, self) }
             return core
         } catch {
             fatalError("simulated node \(i) cannot be built: \(error)")

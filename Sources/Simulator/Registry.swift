@@ -34,6 +34,7 @@ public struct SimulationRegistry: Sendable {
         r.add([MessageWorkload.kind])
         r.add(LaceroWorkload.checkerKinds)
         r.add([LaceroWorkload.kind])
+        r.add(ConsensusWorkload.checkerKinds); r.add([ConsensusWorkload.kind])
         return r
     }()
 

@@ -61,7 +61,8 @@ public enum SweepStats {
     public static let keys = ["dissemination_join_rounds", "dissemination_join_admitted_rounds", "dissemination_leave_rounds", "dissemination_cull_rounds",
                               "traffic_mean_bytes_per_node_s", "traffic_max_bytes_per_node_s", "largest_datagram_bytes",
                               "crash_detect_max_s", "overlay_connected_s", "discovered_fraction_s", "convergence_s",
-                              "false_dead_declarations"]
+                              "false_dead_declarations",
+                              "consensus_crash_pause_s", "consensus_max_commit_gap_s", "consensus_latency_p99_s"]
 
     /// name → ["p50", "p99", "max"]; a run where the metric is -1 (never reached) counts as infinitely
     /// late and shows as -1. Only metrics some run measured are listed.

@@ -238,6 +238,8 @@ public final class Simulation {
             let g = root.derived(0x776f_726b_0000_0000 ^ UInt64(k))
             return registry.workloads[spec.kind].map { $0.make(spec, g) } ?? UnknownWorkload(spec: spec)
         }
+        // Nodes were built before the workloads: rebuild them with the services workloads add.
+        if workloads.contains(where: { $0 is NodeServiceInstaller }) { for i in 0..<n { nodes[i] = makeNode(index: i) } }
         for c in checkers { c.prepare(self) }
     }
 

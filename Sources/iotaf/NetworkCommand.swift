@@ -1,5 +1,7 @@
 import ArgumentParser
 import Foundation
+import Consensus
+import MeshCore
 import Runtime
 
 struct NetworkCommand: ParsableCommand {
@@ -16,24 +18,55 @@ struct NetworkInitCommand: ParsableCommand {
     var out: String
     @Flag(help: "Replace an existing network.key.")
     var force = false
+    @Option(help: "Validators' Ed25519 public keys, comma-separated, in order (as `iotaf keygen` prints them): also writes DIR/genesis.")
+    var validators: String?
+    @Option(help: "Admins' Ed25519 public keys, comma-separated: written to DIR/genesis (needs --validators).")
+    var admins: String?
     @Flag(help: "Print JSON.")
     var json = false
 
     func run() throws {
         let path = (out as NSString).appendingPathComponent("network.key")
+        let genesisPath = (out as NSString).appendingPathComponent(GenesisFile.fileName)
+        var genesis: GenesisFile?
+        do {
+            if let validators {
+                let keys = try GenesisFile.keys(validators, flag: "--validators").compactMap { ValidatorKey($0) }
+                guard Set(keys).count == keys.count else { throw CLIError("--validators: a key is listed twice") }
+                let adminKeys = try admins.map { try GenesisFile.keys($0, flag: "--admins") } ?? []
+                genesis = GenesisFile(validators: keys, admins: adminKeys)
+                // Round-trip through the parser: what is written is what nodes will read.
+                genesis = try GenesisFile.parse(genesis!.text)
+            } else if admins != nil {
+                throw CLIError("--admins needs --validators (both go into the genesis file)")
+            }
+        } catch let e as CLIError { throw e } catch { throw CLIError("\(error)") }
         let key = NetworkKey.generate()
         do {
             try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+            if genesis != nil, !force, FileManager.default.fileExists(atPath: genesisPath) {
+                throw CLIError("\(genesisPath) exists; pass --force to replace it (every validator must then get the new one)")
+            }
             try key.write(to: path, force: force)
-        } catch {
+            if let genesis { try Data(genesis.text.utf8).write(to: URL(fileURLWithPath: genesisPath)) }
+        } catch let e as CLIError { throw e } catch {
             throw CLIError("\(error)")
         }
         if json {
-            print(String(decoding: ControlJSON.encode(["network_key_file": path, "network_id": key.id.description]), as: UTF8.self))
+            var fields = ["network_key_file": path, "network_id": key.id.description]
+            if let genesis {
+                fields["genesis_file"] = genesisPath
+                fields["chain_id"] = Hex.encode(genesis.genesis.chainID)
+            }
+            print(String(decoding: ControlJSON.encode(fields), as: UTF8.self))
         } else {
             print("wrote \(path)")
             print("network id: \(key.id)")
-            print("give each node of the mesh this file: iotaf node run --network-key \(path) ...")
+            if let genesis {
+                print("wrote \(genesisPath): \(genesis.validators.count) validators (quorum \(genesis.genesis.validators.quorum)), \(genesis.admins.count) admins")
+                print("chain id: \(Hex.encode(genesis.genesis.chainID))")
+            }
+            print("give each node of the mesh this file: iotaf node run --network-key \(path) ..." + (genesis == nil ? "" : " (validators add --validator)"))
         }
     }
 }

@@ -48,6 +48,10 @@ struct NodeFlags: ParsableArguments {
     var uplinkKbps: Int?
     @Option(name: .customLong("attribute"), help: "[attributes]: key=value (repeatable).")
     var attributes: [String] = []
+    @Flag(name: .customLong("validator"), help: "[consensus] role = \"validator\": order payloads with the validators of the genesis file (this node's key must be one).")
+    var validator = false
+    @Option(name: .customLong("genesis"), help: "[consensus] genesis: the genesis file (from `iotaf network init --validators`). Default: genesis beside the network key.")
+    var genesis: String?
 
     /// The settings: defaults, then the config file, then flags.
     func settings() throws -> NodeSettings {
@@ -125,6 +129,11 @@ struct NodeFlags: ParsableArguments {
             s.attributes[k] = v
         }
         if let problem = AttributeLimits.problem(s.attributes.map { ($0.key, $0.value) }) { throw CLIError("attributes (config and --attribute): \(problem)") }
+        if validator { s.consensus = s.consensus ?? ConsensusSettings() }
+        if let genesis {
+            guard s.consensus != nil else { throw CLIError("--genesis needs --validator (or [consensus] role = \"validator\")") }
+            s.consensus?.genesisPath = genesis
+        }
         do { try s.validate() } catch let e as ConfigError { throw CLIError("config error: \(e)") } catch { throw CLIError("\(error)") }
         return s
     }
