@@ -27,7 +27,7 @@ let package = Package(
         // Encrypted, authenticated sessions between nodes over datagrams (sans-IO).
         .target(name: "Sessions", dependencies: ["Noise", "MeshCore", "Sodium"]),
         // Reliable, ordered, chunked messages over encrypted datagrams (sans-IO).
-        .target(name: "Channels", dependencies: ["MeshCore"],
+        .target(name: "Channels", dependencies: ["MeshCore", "SimulatorKit"],
                 // The endpoint is generic over the peer type; without this its per-frame code runs
                 // unspecialised in the node (generic metadata lookups, witness-table hashing).
                 swiftSettings: [.unsafeFlags(["-cross-module-optimization"], .when(configuration: .release))]),
@@ -64,7 +64,7 @@ let package = Package(
 
         .testTarget(name: "MeshCoreTests", dependencies: ["MeshCore", "Sodium"]),
         .testTarget(name: "GossipTests", dependencies: ["Gossip", "MeshCore", "Sodium", "SimulatorKit"]),
-        .testTarget(name: "NodeTests", dependencies: ["Node", "MeshCore", "Sessions", "Channels", "Sodium"]),
+        .testTarget(name: "NodeTests", dependencies: ["Node", "MeshCore", "Sessions", "Channels", "Sodium", "SimulatorKit"]),
         .testTarget(name: "NoiseTests", dependencies: ["Noise", "Sodium"]),
         .testTarget(name: "ChannelsTests", dependencies: ["Channels", "MeshCore"]),
         .testTarget(name: "SessionsTests", dependencies: ["Sessions", "Noise", "MeshCore", "Sodium", "SimulatorKit"]),

@@ -69,18 +69,18 @@ public enum NoiseBench {
 
     /// Two managers and a lossless, instant wire between them.
     struct Pair {
-        var a: SessionManager
-        var b: SessionManager
-        let keyA: [UInt8]
-        let keyB: [UInt8]
+        let a: SessionManager
+        let b: SessionManager
+        let peerA: PeerIdentity
+        let peerB: PeerIdentity
         var now = Instant(nanoseconds: 1_000_000_000)
 
         init(networkKeyA: [UInt8] = NoiseBench.networkKey) throws {
             let idA = NodeIdentity.generate(), idB = NodeIdentity.generate()
             a = try SessionManager(identity: idA, networkKey: networkKeyA, rng: SeededGenerator(seed: 1))
             b = try SessionManager(identity: idB, networkKey: NoiseBench.networkKey, rng: SeededGenerator(seed: 2))
-            keyA = idA.publicKey
-            keyB = idB.publicKey
+            peerA = idA.peer
+            peerB = idB.peer
         }
 
         /// Carries datagrams back and forth until neither side sends anything.
@@ -99,8 +99,8 @@ public enum NoiseBench {
 
     static func sessionSealOpen(packets: Int, size: Int) throws -> Double {
         var pair = try Pair()
-        pair.pump(pair.a.send([1], to: addressB, peerKey: pair.keyB, now: pair.now))
-        guard pair.a.isEstablished(peerKey: pair.keyB, now: pair.now) else {
+        pair.pump(pair.a.send([1], to: addressB, peer: pair.peerB, now: pair.now))
+        guard pair.a.isEstablished(peerKey: pair.peerB.publicKey, now: pair.now) else {
             throw BenchError("the two session managers did not establish a session")
         }
         let message = [UInt8](repeating: 0xab, count: size)
@@ -108,7 +108,7 @@ public enum NoiseBench {
         let start = uv_hrtime()
         for _ in 0..<packets {
             pair.now = Instant(nanoseconds: pair.now.nanoseconds + 1_000)
-            for case let .send(_, bytes) in pair.a.send(message, to: addressB, peerKey: pair.keyB, now: pair.now) {
+            for case let .send(_, bytes) in pair.a.send(message, to: addressB, peer: pair.peerB, now: pair.now) {
                 for case let .deliver(_, _, plaintext) in pair.b.receive(bytes, from: addressA, now: pair.now) {
                     delivered += plaintext.count
                 }
@@ -126,9 +126,9 @@ public enum NoiseBench {
         let start = uv_hrtime()
         for _ in 0..<count {
             pair.now = Instant(nanoseconds: pair.now.nanoseconds + 50_000_000)
-            pair.a.forget(peerKey: pair.keyB)
-            pair.b.forget(peerKey: pair.keyA)
-            pair.pump(pair.a.send(message, to: addressB, peerKey: knownPeer ? pair.keyB : nil, now: pair.now))
+            pair.a.forget(peerKey: pair.peerB.publicKey)
+            pair.b.forget(peerKey: pair.peerA.publicKey)
+            pair.pump(pair.a.send(message, to: addressB, peer: knownPeer ? pair.peerB : nil, now: pair.now))
         }
         let elapsed = uv_hrtime() - start
         let completed = pair.a.counters.handshakesCompleted + pair.b.counters.handshakesCompleted - completedBefore
@@ -141,7 +141,7 @@ public enum NoiseBench {
     /// Nanoseconds per dropped initiation from a node of another mesh.
     static func rejectCost(count: Int) throws -> Double {
         var pair = try Pair(networkKeyA: [UInt8](repeating: 0x33, count: 32))
-        guard case let .send(_, initiation)? = pair.a.send([1], to: addressB, peerKey: pair.keyB, now: pair.now).first else {
+        guard case let .send(_, initiation)? = pair.a.send([1], to: addressB, peer: pair.peerB, now: pair.now).first else {
             throw BenchError("no initiation to reject")
         }
         let before = pair.b.counters[.badMac1]

@@ -68,7 +68,7 @@ public struct ConsensusCore {
         self.identity = identity
         genesis = config.genesis
         validators = config.genesis.validators
-        key = ValidatorKey(identity.publicKey)!
+        key = identity.publicKey
         index = validators.index(of: key)
         safety = restoring ?? SafetyState(epoch: 0, lastVotedRound: 0, highQC: config.genesis.certificate)
         tree = BlockTree(genesis: config.genesis, retain: config.retainCommittedBlocks)

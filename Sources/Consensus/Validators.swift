@@ -3,20 +3,10 @@ import MeshCore
 import Sodium
 
 /// A validator's Ed25519 public key: the identity votes are checked against and messages are
-/// addressed to. The adapter maps it to a session peer (a node id is a hash of this key). Only
-/// the canonical key of a pair is one (``IdentityKey``): a validator cannot be listed, or speak,
-/// under its key's negated twin.
-public struct ValidatorKey: Hashable, Comparable, Sendable, CustomStringConvertible {
-    public let bytes: [UInt8]
-
-    public init?(_ bytes: [UInt8]) {
-        guard bytes.count == Ed25519.publicKeyLength, IdentityKey.isCanonical(bytes) else { return nil }
-        self.bytes = bytes
-    }
-
-    public static func < (a: ValidatorKey, b: ValidatorKey) -> Bool { a.bytes.lexicographicallyPrecedes(b.bytes) }
-    public var description: String { Hex.encode(bytes.prefix(6)) }
-}
+/// addressed to, the same key that names the validator's node (`PeerIdentity.publicKey`). Only
+/// the canonical key of a pair is one (`PublicKey(_:)` refuses the twin, ``IdentityKey``): a
+/// validator cannot be listed, or speak, under its key's negated twin.
+public typealias ValidatorKey = PublicKey
 
 /// The validators of one epoch, in genesis order: a validator's index is its bit in signer bitmaps
 /// and its slot in leader rotation. With n = 3f+1 a quorum is 2f+1; for other n it is n - f with

@@ -85,13 +85,13 @@ public struct CullRecord: Sendable, Equatable {
     /// Seconds since the Unix epoch, as the admin's tool wrote it; part of the signed bytes so two
     /// culls of the same node differ.
     public var issuedAt: UInt64
-    public var adminKey: [UInt8]
+    public var adminKey: PublicKey
     public var signature: [UInt8]
 
     static let encodedLength = 32 + 8 + 32 + 64
     static let label = Array("iotaf/gossip-cull/v1".utf8)
 
-    public init(subject: NodeID, issuedAt: UInt64, adminKey: [UInt8], signature: [UInt8]) {
+    public init(subject: NodeID, issuedAt: UInt64, adminKey: PublicKey, signature: [UInt8]) {
         self.subject = subject
         self.issuedAt = issuedAt
         self.adminKey = adminKey
@@ -114,23 +114,25 @@ public struct CullRecord: Sendable, Equatable {
         return CullRecord(subject: subject, issuedAt: issuedAt, adminKey: admin.publicKey, signature: sig)
     }
 
-    public func verify(network: NetworkID, adminKeys: [[UInt8]]) -> GossipDropReason? {
+    public func verify(network: NetworkID, adminKeys: [PublicKey]) -> GossipDropReason? {
         guard adminKeys.contains(adminKey) else { return .unknownAdmin }
         // Only against the canonical key: an admin key's negated twin signs nothing (IdentityKey).
-        let ok = IdentityKey.verify(signature, message: Self.signedBytes(network: network, subject: subject, issuedAt: issuedAt), publicKey: adminKey)
+        let ok = IdentityKey.verify(signature, message: Self.signedBytes(network: network, subject: subject, issuedAt: issuedAt), publicKey: adminKey.bytes)
         return ok ? nil : .badSignature
     }
 
     func write(_ w: inout ByteWriter) {
         w.raw(subject.bytes)
         w.u64(issuedAt)
-        w.raw(adminKey)
+        w.raw(adminKey.bytes)
         w.raw(signature)
     }
 
     static func read(_ r: inout ByteReader) throws -> CullRecord {
         let s = NodeID(bytes: try r.raw(32))!
         let t = try r.u64()
-        return CullRecord(subject: s, issuedAt: t, adminKey: try r.raw(32), signature: try r.raw(64))
+        // Any 32 bytes decode; a key that is no admin's, or not canonical, fails `verify`.
+        guard let admin = PublicKey(raw: try r.raw(PublicKey.length)) else { throw GossipDropReason.truncated }
+        return CullRecord(subject: s, issuedAt: t, adminKey: admin, signature: try r.raw(64))
     }
 }

@@ -87,7 +87,7 @@ public struct GossipConfig: Sendable, Equatable {
     /// A master keeps a larger passive view, so its join replies carry a richer sample.
     public var isMaster = false
     /// Ed25519 keys whose culls are obeyed.
-    public var adminKeys: [[UInt8]] = []
+    public var adminKeys: [PublicKey] = []
 
     /// The uplink this node has, in bytes per second (0: unknown, no limit), and the share of it
     /// membership may use: periods and timeouts stretch to fit (Pacing.swift, RFC 6206 Trickle).

@@ -22,15 +22,8 @@ public final class PeerIdentities: @unchecked Sendable {
     private var byNode: [NodeID: UInt32] = [:]
     private var next: [UInt32] = []
     /// The first entry of each node by its public key: the decoder's way to a known identity
-    /// without the BLAKE2b that derives a node id. Open addressing on the key's first 8 bytes
-    /// (keys are uniformly random), 4-byte slots holding an entry index (`none`: free); a slot's
-    /// full key is compared only when its first word agrees. The decoder asks for every peer
-    /// entry it reads: a `Dictionary` keyed by the byte array hashed and retained on each call.
-    private var keySlots: [UInt32] = []
-    /// Slots in use in `keySlots` (one per node held).
-    private var keyCount = 0
-    /// Each first entry's key word (the key's first 8 bytes), beside `entries`; 0 for others.
-    private var keyWords: [UInt64] = []
+    /// without the BLAKE2b that derives a node id.
+    private var byKey: [PublicKey: UInt32] = [:]
     private static let none = UInt32.max
 
     public init() {}
@@ -49,7 +42,6 @@ public final class PeerIdentities: @unchecked Sendable {
             }
             entries.append(PeerEntry(peer: entries[Int(head)].peer, address: e.address))
             leadingWords.append(e.nodeID.leadingWord)
-            keyWords.append(0)
             first.append(head)
             next.append(Self.none)
             next[Int(k)] = i
@@ -57,51 +49,11 @@ public final class PeerIdentities: @unchecked Sendable {
         }
         entries.append(e)
         leadingWords.append(e.nodeID.leadingWord)
-        keyWords.append(Self.keyWord(e.peer.publicKey))
         first.append(i)
         next.append(Self.none)
         byNode[e.nodeID] = i
-        placeKey(i)
+        byKey[e.peer.publicKey] = i
         return i
-    }
-
-    /// A public key's first 8 bytes as a word (0 for a key too short to be one).
-    @inline(__always) private static func keyWord(_ key: [UInt8]) -> UInt64 {
-        guard key.count >= 8 else { return 0 }
-        return key.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
-    }
-
-    @inline(__always) private static func slot(of word: UInt64, mask: Int) -> Int {
-        Int(truncatingIfNeeded: word ^ (word >> 31)) & mask
-    }
-
-    /// Files first entry `i` under its key, growing the slots at three quarters full.
-    private func placeKey(_ i: UInt32) {
-        if (keyCount + 1) * 4 > keySlots.count * 3 {
-            let old = keySlots
-            keySlots = [UInt32](repeating: Self.none, count: max(64, old.count * 2))
-            keyCount = 0
-            for k in old where k != Self.none { placeKey(k) }
-        }
-        let mask = keySlots.count - 1
-        var s = Self.slot(of: keyWords[Int(i)], mask: mask)
-        while keySlots[s] != Self.none { s = (s + 1) & mask }
-        keySlots[s] = i
-        keyCount += 1
-    }
-
-    /// The first entry of the node whose public key is `key`, if held.
-    private func firstEntry(forKey key: [UInt8]) -> UInt32? {
-        guard !keySlots.isEmpty, key.count >= 8 else { return nil }
-        let w = Self.keyWord(key)
-        let mask = keySlots.count - 1
-        var s = Self.slot(of: w, mask: mask)
-        while true {
-            let k = keySlots[s]
-            if k == Self.none { return nil }
-            if keyWords[Int(k)] == w, entries[Int(k)].peer.publicKey == key { return k }
-            s = (s + 1) & mask
-        }
     }
 
     /// The first entry held for `p`'s node (made, with an unspecified address, if none is):
@@ -113,8 +65,8 @@ public final class PeerIdentities: @unchecked Sendable {
 
     /// The identity held for this public key, if any (equal to `PeerIdentity(publicKey:)`, and
     /// sharing the held arrays).
-    public func identity(forKey key: [UInt8]) -> PeerIdentity? {
-        firstEntry(forKey: key).map { entries[Int($0)].peer }
+    public func identity(forKey key: PublicKey) -> PeerIdentity? {
+        byKey[key].map { entries[Int($0)].peer }
     }
 
     /// The first entry index of a node already held, if any: a per-node key.

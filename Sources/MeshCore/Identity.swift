@@ -41,6 +41,8 @@ public struct NodeID: Hashable, Comparable, Sendable, CustomStringConvertible {
         self.init(checked: Blake2b.hash(Array("iotaf/node-id/v1".utf8) + IdentityKey.pairForm(publicKey), outputLength: Self.length))
     }
 
+    public init(publicKey: PublicKey) { self.init(publicKey: publicKey.bytes) }
+
     public init?(bytes: [UInt8]) {
         guard bytes.count == Self.length else { return nil }
         self.init(checked: bytes)
@@ -156,27 +158,38 @@ public enum IdentityError: Error, Equatable, CustomStringConvertible {
     }
 }
 
-/// The public side of a node: what every peer can know.
+/// The public side of a node: what every peer can know. Only a canonical key is one (the
+/// negated twin of a key is no identity of its own); sessions build it once from the key a
+/// handshake proved and hand it to the node with every message.
 public struct PeerIdentity: Hashable, Sendable {
-    public let publicKey: [UInt8]
+    public let publicKey: PublicKey
     public let nodeID: NodeID
 
-    /// Nil unless `publicKey` is 32 bytes and canonical (``IdentityKey/isCanonical(_:)``): the
-    /// negated twin of a key is no identity of its own.
+    /// Nil unless `publicKey` is 32 bytes and canonical (``IdentityKey/isCanonical(_:)``).
     public init?(publicKey: [UInt8]) {
-        guard IdentityKey.isCanonical(publicKey) else { return nil }
+        guard let key = PublicKey(publicKey) else { return nil }
+        self.init(unchecked: key)
+    }
+
+    /// Nil unless `publicKey` is canonical.
+    public init?(publicKey: PublicKey) {
+        guard publicKey.isCanonical else { return nil }
         self.init(unchecked: publicKey)
     }
 
-    init(unchecked publicKey: [UInt8]) {
+    init(unchecked publicKey: PublicKey) {
         self.publicKey = publicKey
-        nodeID = NodeID(publicKey: publicKey)
+        nodeID = NodeID(publicKey: publicKey.bytes)
     }
+
+    /// Equal identities have equal keys; the node id is the key's hash, so only the key is compared.
+    public static func == (a: PeerIdentity, b: PeerIdentity) -> Bool { a.publicKey == b.publicKey }
+    public func hash(into hasher: inout Hasher) { hasher.combine(nodeID) }
 }
 
 /// The node's long-term Ed25519 key. The seed is the only secret a node keeps.
 public final class NodeIdentity: @unchecked Sendable {
-    public let publicKey: [UInt8]
+    public let publicKey: PublicKey
     public let nodeID: NodeID
     private var seedBytes: [UInt8]
     private var secretKeyBytes: [UInt8]
@@ -191,7 +204,7 @@ public final class NodeIdentity: @unchecked Sendable {
         }
         seedBytes = seed
         secretKeyBytes = pair.secretKey
-        publicKey = pair.publicKey
+        publicKey = PublicKey(trusted: pair.publicKey)
         nodeID = NodeID(publicKey: pair.publicKey)
     }
 
@@ -201,9 +214,12 @@ public final class NodeIdentity: @unchecked Sendable {
     @_spi(Adversary)
     public init(seed: [UInt8], presenting publicKey: [UInt8]) throws {
         let pair = try Ed25519.keyPair(seed: seed)
+        guard let presented = PublicKey(raw: publicKey) else {
+            throw SodiumError.wrongLength(what: "Ed25519 public key", expected: PublicKey.length, got: publicKey.count)
+        }
         seedBytes = seed
         secretKeyBytes = pair.secretKey
-        self.publicKey = publicKey
+        self.publicKey = presented
         nodeID = NodeID(publicKey: publicKey)
     }
 

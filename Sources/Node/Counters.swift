@@ -7,7 +7,6 @@ public enum DropReason: String, Sendable, CaseIterable, Codable, Error {
     case unknownType = "unknown_type"
     case fromSelf = "from_self"
     case trailingBytes = "trailing_bytes"
-    case badKey = "bad_key"
     case unexpectedPong = "unexpected_pong"
     case oversized
     /// The message named a key other than the one its session authenticated.

@@ -150,8 +150,14 @@ public struct GossipService: NodeService, MemberDirectory {
             if case .failed = outcome { counters.failedWrites += 1 }
         case let .persisted(_, outcome):
             writesInFlight -= 1
-            // A failed write leaves the record unknown: the next call persists it again.
-            if case .failed = outcome { persistedSelf = nil; counters.failedWrites += 1 }
+            // A failed write leaves the record unknown: the next call persists it again. Not this
+            // one: a disk that fails at once would otherwise be asked again at the same instant,
+            // forever (found by the simulator's io_error fault); the next timer or message retries.
+            if case .failed = outcome {
+                persistedSelf = nil
+                counters.failedWrites += 1
+                return out
+            }
         case .membership, .offloaded:
             break
         }
@@ -180,7 +186,7 @@ public struct GossipService: NodeService, MemberDirectory {
             var w = ByteWriter(capacity: 18)
             w.raw(m.address.ip)
             w.u16(m.address.port)
-            return StoredRow(table: Self.peersTable, key: m.identity.publicKey, value: w.bytes)
+            return StoredRow(table: Self.peersTable, key: m.identity.publicKey.bytes, value: w.bytes)
         }
         // Snapshots are not ordered with the self record's writes: no ticket of that sequence.
         return PersistBatch(ticket: PersistTicket(service: Self.protocolID, sequence: 0), ops: [.replace(table: Self.peersTable, rows: Array(rows))])

@@ -23,8 +23,8 @@ public struct NodeCore {
     /// The router's own counters; `counters` adds the services' to them.
     var own = NodeCounters()
     /// Every byte between nodes travels inside these sessions; the services see only
-    /// authenticated plaintext and the peer's verified key.
-    public internal(set) var sessions: SessionManager
+    /// authenticated plaintext and the peer identity the sessions proved.
+    public let sessions: SessionManager
     /// The membership service (gossip): the directory the other services read, and the source
     /// of membership changes. It has its own slot (`membershipSlot`) rather than a table row so the
     /// others can read it while one of them runs.
@@ -43,9 +43,6 @@ public struct NodeCore {
     /// go, and who a delivered message came from.
     var reliableRoutes: [NodeID: ProvenPeer] = [:]
 
-    /// Node ids of keys seen recently: a node id costs a BLAKE2b, a lookup costs a SipHash.
-    private var identityCache: [KeyBytes: PeerIdentity] = [:]
-    private var lastIdentity: PeerIdentity?
     /// The session layer's next deadline, as it last reported it (it reports one with every call).
     private var sessionWake: Instant?
     /// The wake-up last asked of the driver, so it is asked again only when it changes.
@@ -269,12 +266,12 @@ public struct NodeCore {
                 let opened = sessionsStarted
                 switch destination {
                 case let .peer(p):
-                    absorb(sessions.send(bytes, to: p.address, peerKey: p.identity.publicKey, now: now), now: now, into: &out)
+                    absorb(sessions.send(bytes, to: p.address, peer: p.identity, now: now), now: now, into: &out)
                 case let .member(id):
                     guard let p = route(id) else { own.drop(.channelNoRoute); continue }
-                    absorb(sessions.send(bytes, to: p.address, peerKey: p.identity.publicKey, now: now), now: now, into: &out)
+                    absorb(sessions.send(bytes, to: p.address, peer: p.identity, now: now), now: now, into: &out)
                 case let .address(a):
-                    absorb(sessions.send(bytes, to: a, peerKey: nil, now: now), now: now, into: &out)
+                    absorb(sessions.send(bytes, to: a, peer: nil, now: now), now: now, into: &out)
                 }
                 noteSessionOpened(since: opened, slot, bytes)
             case let .sendReliable(to, bytes):
@@ -356,10 +353,10 @@ public struct NodeCore {
                 own.datagramsOut += 1
                 own.bytesOut += UInt64(bytes.count)
                 out.append(.send(to: to, bytes: bytes))
-            case let .deliver(from, peerKey, plaintext):
-                receive(from: from, peerKey: peerKey, bytes: plaintext, now: now, into: &out)
-            case let .established(peerKey, address):
-                if let peer = cachedIdentity(peerKey) { out.append(.event(.sessionEstablished(peer.nodeID, address))) }
+            case let .deliver(from, peer, plaintext):
+                receive(from: ProvenPeer(identity: peer, address: from), bytes: plaintext, now: now, into: &out)
+            case let .established(peer, address):
+                out.append(.event(.sessionEstablished(peer.nodeID, address)))
             case let .failed(address, reason):
                 if reason == "from_self" {
                     // A seed that points at ourselves: stop asking it.
@@ -383,14 +380,12 @@ public struct NodeCore {
         own.sessionsOpened[purpose, default: 0] += 1
     }
 
-    private mutating func receive(from: UnderlayAddress, peerKey: [UInt8], bytes: [UInt8], now: Instant, into out: inout [NodeOutput]) {
-        guard let sender = cachedIdentity(peerKey) else { own.drop(.badKey); return }
-        let peer = ProvenPeer(identity: sender, address: from)
+    private mutating func receive(from peer: ProvenPeer, bytes: [UInt8], now: Instant, into out: inout [NodeOutput]) {
         // A culled node is refused whatever it sends: its session is not kept either.
-        if membership.isCulled(sender.nodeID) {
+        if membership.isCulled(peer.nodeID) {
             own.drop(.culled)
             carry(membership.culledSenderSpoke(peer, now: now), from: Self.membershipSlot, now: now, into: &out)
-            sessions.forget(peerKey: peerKey)
+            sessions.forget(peerKey: peer.identity.publicKey)
             return
         }
         // The first plaintext bytes name the protocol (Docs/encoding.md).
@@ -407,41 +402,10 @@ public struct NodeCore {
         guard let slot = slot(for: message) else { own.drop(.unknownProtocol); return }
         run(slot, .message(from: peer, bytes: message, reliable: true), now: now, into: &out)
     }
-
-    mutating func cachedIdentity(_ key: [UInt8]) -> PeerIdentity? {
-        // Most datagrams come from the peer of the one before; the session layer hands out the
-        // same key array each time, so this compare is usually a pointer compare.
-        if let last = lastIdentity, last.publicKey == key { return last }
-        let k = KeyBytes(key)
-        if let known = identityCache[k] {
-            lastIdentity = known
-            return known
-        }
-        guard let peer = PeerIdentity(publicKey: key) else { lastIdentity = nil; return nil }
-        if identityCache.count >= 65536 { identityCache.removeAll(keepingCapacity: true) }
-        identityCache[k] = peer
-        lastIdentity = peer
-        return peer
-    }
 }
 
 /// A service's protocol id clashes with one already routed.
 public struct ServiceClash: Error, CustomStringConvertible {
     public let id: ProtocolID
     public var description: String { "protocol id \(id) is already routed to another service (or overlaps one); pick another prefix in Docs/encoding.md" }
-}
-
-/// A public key as a dictionary key, hashed by its first 8 bytes: keys are uniformly random
-/// points, and SipHash over all 32 bytes a byte at a time costs more than the rest of the lookup.
-struct KeyBytes: Hashable {
-    let bytes: [UInt8]
-
-    init(_ bytes: [UInt8]) { self.bytes = bytes }
-
-    static func == (a: KeyBytes, b: KeyBytes) -> Bool { a.bytes == b.bytes }
-
-    func hash(into hasher: inout Hasher) {
-        guard bytes.count >= 8 else { hasher.combine(bytes); return }
-        hasher.combine(bytes.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) })
-    }
 }

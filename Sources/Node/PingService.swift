@@ -44,8 +44,8 @@ public struct PingService: NodeService {
     public init(me: PeerIdentity, network: NetworkID) {
         self.me = me.nodeID
         self.network = network
-        pingBytes = PingWire.bare(.ping, network: network, senderKey: me.publicKey)
-        pongBytes = PingWire.bare(.pong, network: network, senderKey: me.publicKey)
+        pingBytes = PingWire.bare(.ping, network: network, senderKey: me.publicKey.bytes)
+        pongBytes = PingWire.bare(.pong, network: network, senderKey: me.publicKey.bytes)
     }
 
     public var pendingProbes: Int { pending.count }
@@ -84,7 +84,7 @@ public struct PingService: NodeService {
         let kind: PingWire.Kind, seq: UInt64
         let sender = from.identity
         // The session proved who sent this; a message claiming another key is refused.
-        if let bare = PingWire.decodeBare(bytes, network: network, senderKey: sender.publicKey) {
+        if let bare = PingWire.decodeBare(bytes, network: network, senderKey: sender.publicKey.bytes) {
             (kind, seq) = bare // what nodes send, checked in place
         } else {
             let message: PingWire.Message
@@ -93,7 +93,7 @@ public struct PingService: NodeService {
             case let .success(m): message = m
             }
             guard message.network == network else { drop(.wrongNetwork); return [] }
-            guard message.senderKey == sender.publicKey else { drop(.keyMismatch); return [] }
+            guard message.senderKey == sender.publicKey.bytes else { drop(.keyMismatch); return [] }
             (kind, seq) = (message.kind, message.seq)
         }
         if sender.nodeID == me { drop(.fromSelf); return [] }

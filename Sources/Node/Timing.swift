@@ -69,7 +69,7 @@ public struct Discovery: Sendable, Equatable {
     public var masters: [UnderlayAddress] = []
     public var isMaster = false
     /// Ed25519 public keys whose signed culls this node obeys.
-    public var adminKeys: [[UInt8]] = []
+    public var adminKeys: [PublicKey] = []
     /// This node's attributes, told to the mesh at start.
     public var attributes = Attributes()
     /// The node's uplink in kbit/s (`[gossip] uplink_kbps`; 0: unknown, no limit): membership keeps

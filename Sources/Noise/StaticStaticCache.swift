@@ -1,3 +1,4 @@
+import MeshCore
 import Sodium
 
 /// The `ss` Diffie-Hellman result per remote static key, for one local static key: WireGuard's
@@ -13,9 +14,9 @@ public final class StaticStaticCache {
     /// The local static key every result here was computed with.
     public let localStatic: DHKeyPair
     public let capacity: Int
-    @exclusivity(unchecked) private var results: [StaticKey: [UInt8]] = [:]
+    @exclusivity(unchecked) private var results: [PublicKey: [UInt8]] = [:]
     /// Insertion order, for eviction (a ring once full).
-    @exclusivity(unchecked) private var ring: [StaticKey] = []
+    @exclusivity(unchecked) private var ring: [PublicKey] = []
     @exclusivity(unchecked) private var head = 0
     /// How many results were computed and how many were found (for tests and profiles).
     @exclusivity(unchecked) public private(set) var computed = 0
@@ -31,7 +32,7 @@ public final class StaticStaticCache {
     /// DH(localStatic, remoteStatic), computed once per remote key while it stays in the cache.
     /// Returns a copy the caller may wipe.
     func sharedSecret(remoteStatic: [UInt8], dh: NoiseDH) throws -> [UInt8] {
-        let key = StaticKey(remoteStatic)
+        guard let key = PublicKey(raw: remoteStatic) else { throw NoiseError.invalidKey("remote static key must be \(PublicKey.length) bytes") }
         if let known = results[key] {
             reused += 1
             return known
@@ -53,27 +54,15 @@ public final class StaticStaticCache {
     /// Wipes and drops the result for one remote static key (a peer that was forgotten). Its
     /// slot in the eviction ring stays until it comes round; evicting a missing key is a no-op.
     public func forget(remoteStatic: [UInt8]) {
-        wipe(StaticKey(remoteStatic))
+        if let key = PublicKey(raw: remoteStatic) { wipe(key) }
     }
 
-    private func wipe(_ key: StaticKey) {
+    private func wipe(_ key: PublicKey) {
         guard var r = results.removeValue(forKey: key) else { return }
         Sodium.zero(&r)
     }
 
     deinit {
         for key in Array(results.keys) { wipe(key) }
-    }
-}
-
-/// A 32-byte public key as a dictionary key, hashed by its first 8 bytes (uniformly random
-/// points); compared in full.
-struct StaticKey: Hashable {
-    let bytes: [UInt8]
-    init(_ bytes: [UInt8]) { self.bytes = bytes }
-    static func == (a: StaticKey, b: StaticKey) -> Bool { a.bytes == b.bytes }
-    func hash(into hasher: inout Hasher) {
-        guard bytes.count >= 8 else { hasher.combine(bytes); return }
-        hasher.combine(bytes.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) })
     }
 }

@@ -373,18 +373,18 @@ public enum AdminKey {
     /// Why 32 well-formed bytes still cannot be an admin key, or nil: a key whose sign bit is set
     /// is the negated twin of an identity key and verifies nothing (`IdentityKey.verify`); one that
     /// is no point of the prime-order group would verify nothing either.
-    public static func problem(_ key: [UInt8]) -> String? {
-        if !IdentityKey.isCanonical(key) {
+    public static func problem(_ key: PublicKey) -> String? {
+        if !key.isCanonical {
             return "not a canonical Ed25519 key (its sign bit, the top bit of the last byte, is set: the negated twin "
                 + "of an identity key, which signs nothing); use the public key `iotaf keygen` printed"
         }
-        if !Ed25519Arithmetic.isValidPoint(key) {
+        if !Ed25519Arithmetic.isValidPoint(key.bytes) {
             return "not a point of Ed25519's prime-order group, so no signature verifies with it; use the public key `iotaf keygen` printed"
         }
         return nil
     }
 
-    public static func parse(_ text: String) -> [UInt8]? {
+    public static func parse(_ text: String) -> PublicKey? {
         let digits = Array(text.lowercased().utf8)
         guard digits.count == 64 else { return nil }
         var out: [UInt8] = []
@@ -393,7 +393,7 @@ public enum AdminKey {
             guard let hi = hexValue(digits[i]), let lo = hexValue(digits[i + 1]) else { return nil }
             out.append(hi << 4 | lo)
         }
-        return out
+        return PublicKey(raw: out)
     }
 
     private static func hexValue(_ c: UInt8) -> UInt8? {

@@ -131,7 +131,7 @@ extension NodeRuntime {
             return b
         }
         guard let subjectBytes = field("subject", bytes: 32), let subject = NodeID(bytes: subjectBytes),
-              let adminKey = field("admin_key", bytes: 32), let signature = field("signature", bytes: 64),
+              let adminBytes = field("admin_key", bytes: 32), let adminKey = PublicKey(raw: adminBytes), let signature = field("signature", bytes: 64),
               let issuedText = fields["issued_at"] as? String, let issuedAt = UInt64(issuedText) else {
             return Array(ControlJSON.error("cull needs \"subject\" (64 hex digits), \"issued_at\" (Unix seconds), \"admin_key\" (64 hex digits) and \"signature\" (128 hex digits); `iotaf cull` writes them"))
         }
@@ -144,7 +144,7 @@ extension NodeRuntime {
             if settings.discovery.adminKeys.isEmpty {
                 return Array(ControlJSON.error("this node trusts no admin keys ([gossip] admin_keys or --admin-key), so it refuses every cull"))
             }
-            return Array(ControlJSON.error("the cull is signed by key \(Hex.encode(adminKey)), which is not an admin key this node trusts ([gossip] admin_keys / --admin-key); the mesh refuses it"))
+            return Array(ControlJSON.error("the cull is signed by key \(adminKey.hex), which is not an admin key this node trusts ([gossip] admin_keys / --admin-key); the mesh refuses it"))
         case .badSignature?:
             return Array(ControlJSON.error("the cull's signature does not verify for network \(core.network) (signed for another network or altered)"))
         case let other?:
@@ -155,7 +155,7 @@ extension NodeRuntime {
         let isNew = core.gossip.culls[subject] == nil
         let wasMember = core.members[subject] != nil
         if isNew {
-            logger.notice("cull accepted", metadata: ["peer": "\(subject.short)", "admin": "\(Hex.encode(adminKey).prefix(16))"])
+            logger.notice("cull accepted", metadata: ["peer": "\(subject.short)", "admin": "\(adminKey.hex.prefix(16))"])
             command(.membership(.cull(record)))
         }
         return Array(ControlJSON.encode(CullReply(culled: subject.hex, new: isNew, was_member: wasMember)))

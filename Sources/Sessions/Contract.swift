@@ -4,11 +4,12 @@ import MeshCore
 public enum SessionOutput: Equatable, Sendable {
     /// Send these bytes (at most ``SessionWire/maxDatagram``) to this address.
     case send(to: UnderlayAddress, bytes: [UInt8])
-    /// Application bytes from an authenticated peer; `peerKey` is its Ed25519 public key.
-    case deliver(from: UnderlayAddress, peerKey: [UInt8], plaintext: [UInt8])
-    /// A handshake finished: this peer (Ed25519 key) is now reachable at this address. Also
-    /// emitted after every rekey and re-handshake, so a driver may treat it as "seen alive".
-    case established(peerKey: [UInt8], address: UnderlayAddress)
+    /// Application bytes from an authenticated peer: `peer` is the identity its handshake proved
+    /// (a canonical Ed25519 key whose X25519 form Noise authenticated), built once per session.
+    case deliver(from: UnderlayAddress, peer: PeerIdentity, plaintext: [UInt8])
+    /// A handshake finished: this peer is now reachable at this address. Also emitted after every
+    /// rekey and re-handshake, so a driver may treat it as "seen alive".
+    case established(peer: PeerIdentity, address: UnderlayAddress)
     /// A handshake gave up; the messages queued for it were dropped. Reasons:
     /// `handshake_timeout` (no answer within `rekeyAttemptTime`), `handshake_error` (the peer's
     /// key could not start a handshake).

@@ -89,7 +89,7 @@ final class Initiation {
     let kind: HandshakeKind
     let localIndex: UInt32
     /// Our ephemeral public key: compared with the peer's when both initiate at once.
-    let ephemeral: [UInt8]
+    let ephemeral: PublicKey
     /// mac1 of the packet we sent: the associated data a cookie reply must carry.
     let mac1: [UInt8]
     /// When the first attempt of this series went out (for giving up after rekeyAttemptTime).
@@ -99,7 +99,7 @@ final class Initiation {
     let sent: Instant
     let retryAt: Instant
 
-    init(handshake: HandshakeState, kind: HandshakeKind, localIndex: UInt32, ephemeral: [UInt8], mac1: [UInt8],
+    init(handshake: HandshakeState, kind: HandshakeKind, localIndex: UInt32, ephemeral: PublicKey, mac1: [UInt8],
          started: Instant, attempts: Int, sent: Instant, retryAt: Instant) {
         self.handshake = handshake
         self.kind = kind
@@ -153,8 +153,9 @@ final class Peer {
     /// `byAddress[address]` is this peer (kept so that the per-packet path need not look it up).
     @exclusivity(unchecked) var ownsAddress = false
 
-    /// Ed25519 public key; nil only while a first-contact XX handshake has not told us.
-    @exclusivity(unchecked) var publicKey: [UInt8]? { didSet { touch() } }
+    /// The peer's identity (its Ed25519 key, proven by a handshake or given by the caller of
+    /// `send`); nil only while a first-contact XX handshake has not told us.
+    @exclusivity(unchecked) var identity: PeerIdentity? { didSet { touch() } }
     @exclusivity(unchecked) var address: UnderlayAddress
     @exclusivity(unchecked) var current: Keypair? { didSet { touch() } }
     /// The keys replaced by `current`, kept until `previousUntil` for packets in flight.
@@ -167,7 +168,7 @@ final class Peer {
             touch()
             guard oldValue !== initiation else { return }
             if let old = oldValue { tracker.initiationEnded(old, handle: handle) }
-            if let new = initiation { tracker.ownEphemerals[BytesKey(new.ephemeral)] = handle }
+            if let new = initiation { tracker.ownEphemerals[new.ephemeral] = handle }
         }
     }
     /// The attempts first-contact (XX) retransmissions replaced, oldest first (at most
@@ -186,10 +187,10 @@ final class Peer {
     @exclusivity(unchecked) var cookie: [UInt8]?
     @exclusivity(unchecked) var cookieReceived: Instant?
 
-    init(handle: Int, tracker: PeerTracker, publicKey: [UInt8]?, address: UnderlayAddress, now: Instant) {
+    init(handle: Int, tracker: PeerTracker, identity: PeerIdentity?, address: UnderlayAddress, now: Instant) {
         self.handle = handle
         self.tracker = tracker
-        self.publicKey = publicKey
+        self.identity = identity
         self.address = address
         lastActivity = now
         touch()
@@ -233,7 +234,7 @@ final class PeerTracker {
     @exclusivity(unchecked) var respondersChanged = false
     /// Ephemeral public key of each pending initiation -> its peer, to spot our own initiation
     /// coming back to us.
-    @exclusivity(unchecked) var ownEphemerals: [BytesKey: Int] = [:]
+    @exclusivity(unchecked) var ownEphemerals: [PublicKey: Int] = [:]
 
     init() {
         moreDirty.reserveCapacity(8)
@@ -242,7 +243,7 @@ final class PeerTracker {
     var top: Entry? { heap.first }
 
     func initiationEnded(_ initiation: Initiation, handle: Int) {
-        let key = BytesKey(initiation.ephemeral)
+        let key = initiation.ephemeral
         if ownEphemerals[key] == handle { ownEphemerals.removeValue(forKey: key) }
     }
 
@@ -295,23 +296,6 @@ final class PeerTracker {
     }
 }
 
-/// A dictionary key for public keys and ephemerals (32 uniformly distributed bytes): hashed by its
-/// first 8 bytes, which is one word for `Hasher` instead of 32 single-byte rounds, and still
-/// compared in full. `Hasher` is seeded per process, so chosen keys cannot aim at one bucket.
-struct BytesKey: Hashable {
-    let bytes: [UInt8]
-
-    init(_ bytes: [UInt8]) { self.bytes = bytes }
-
-    static func == (a: BytesKey, b: BytesKey) -> Bool { a.bytes == b.bytes }
-
-    func hash(into hasher: inout Hasher) {
-        guard bytes.count >= 8 else { hasher.combine(bytes); return }
-        let word = bytes.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
-        hasher.combine(word)
-    }
-}
-
 /// A map that keeps at most `capacity` entries: when full, the oldest insertion goes.
 struct BoundedMap<Key: Hashable, Value> {
     private var map: [Key: Value] = [:]
@@ -342,7 +326,7 @@ struct BoundedMap<Key: Hashable, Value> {
 /// prime-order subgroup, which costs about as much as a Diffie-Hellman; peers come back again and
 /// again (rekeys, re-handshakes), so each key is converted once. Bounded: the oldest entry goes.
 struct StaticKeyCache {
-    private var forms: BoundedMap<BytesKey, [UInt8]>
+    private var forms: BoundedMap<PublicKey, [UInt8]>
 
     init(capacity: Int) { forms = BoundedMap(capacity: capacity) }
 
@@ -350,11 +334,9 @@ struct StaticKeyCache {
     var count: Int { forms.count }
 
     /// The X25519 form of an Ed25519 public key, or nil if it is not a valid key.
-    mutating func curve25519(_ edKey: [UInt8]) -> [UInt8]? {
-        let key = BytesKey(edKey)
+    mutating func curve25519(_ key: PublicKey) -> [UInt8]? {
         if let x = forms[key] { return x }
-        guard edKey.count == Ed25519.publicKeyLength,
-              let x = SharedKeyForms.shared.form(of: key) ?? (try? Ed25519.curve25519PublicKey(edKey)) else { return nil }
+        guard let x = SharedKeyForms.shared.form(of: key) ?? (try? Ed25519.curve25519PublicKey(key.bytes)) else { return nil }
         SharedKeyForms.shared.remember(key, x)
         forms.insert(key, x)
         return x
@@ -370,17 +352,17 @@ final class SharedKeyForms: @unchecked Sendable {
     static let shared = SharedKeyForms(capacity: 16384)
 
     private let lock = NSLock()
-    private var forms: BoundedMap<BytesKey, [UInt8]>
+    private var forms: BoundedMap<PublicKey, [UInt8]>
 
     init(capacity: Int) { forms = BoundedMap(capacity: capacity) }
 
-    func form(of key: BytesKey) -> [UInt8]? {
+    func form(of key: PublicKey) -> [UInt8]? {
         lock.lock()
         defer { lock.unlock() }
         return forms[key]
     }
 
-    func remember(_ key: BytesKey, _ x: [UInt8]) {
+    func remember(_ key: PublicKey, _ x: [UInt8]) {
         lock.lock()
         defer { lock.unlock() }
         forms.insert(key, x)
@@ -451,18 +433,17 @@ struct AddressLimiter {
 
 /// A fixed-size set of recently seen initiator ephemerals (FIFO), for refusing replays.
 struct RecentSet {
-    private var members: Set<BytesKey> = []
-    private var ring: [BytesKey] = []
+    private var members: Set<PublicKey> = []
+    private var ring: [PublicKey] = []
     private var head = 0
     let capacity: Int
 
     init(capacity: Int) { self.capacity = max(1, capacity) }
 
     var count: Int { members.count }
-    func contains(_ key: [UInt8]) -> Bool { members.contains(BytesKey(key)) }
+    func contains(_ key: PublicKey) -> Bool { members.contains(key) }
 
-    mutating func insert(_ bytes: [UInt8]) {
-        let key = BytesKey(bytes)
+    mutating func insert(_ key: PublicKey) {
         guard !members.contains(key) else { return }
         if ring.count < capacity {
             ring.append(key)

@@ -16,9 +16,11 @@ import Sodium
 ///   canonical and converts to the authenticated Noise static key, so a peer's node id is proven
 ///   and a key's negated twin (same X25519 key) is never a second identity.
 ///
-/// A struct for the value-typed core style, but the key material inside lives in reference
-/// types (so that it is wiped exactly once): do not copy a manager and use both copies.
-public struct SessionManager {
+/// A final class: it owns key material that must be wiped exactly once, and a copied value would
+/// have shared those keys with its original while their tables drifted apart (Docs/decisions/0014).
+/// One thread owns a manager (the node's loop, or the simulator's thread running that node), so
+/// its stored state skips dynamic exclusivity checks, as the peers' records already did.
+public final class SessionManager {
     public static let maxPlaintext = SessionWire.maxPlaintext
     static let xxName = "Noise_XXpsk3_25519_ChaChaPoly_BLAKE2b"
     static let ikName = "Noise_IKpsk2_25519_ChaChaPoly_BLAKE2b"
@@ -32,29 +34,29 @@ public struct SessionManager {
     /// The hot-path timers as plain nanoseconds: `Duration` arithmetic is 128-bit and showed up
     /// in profiles of the per-packet path.
     private let ns: TimingNanos
-    /// This node's Ed25519 public key (what peers see as `peerKey`).
-    public let localPublicKey: [UInt8]
-    public private(set) var counters = SessionCounters()
+    /// This node's Ed25519 public key (what peers see as `peer.publicKey`).
+    public let localPublicKey: PublicKey
+    @exclusivity(unchecked) public private(set) var counters = SessionCounters()
 
     private let secrets: LocalSecrets
-    private var rng: SeededGenerator
-    private var peers: [Int: Peer] = [:]
-    private var nextHandle = 0
-    private var byKey: [BytesKey: Int] = [:]
-    private var byAddress: [UnderlayAddress: Int] = [:]
+    @exclusivity(unchecked) private var rng: SeededGenerator
+    @exclusivity(unchecked) private var peers: [Int: Peer] = [:]
+    @exclusivity(unchecked) private var nextHandle = 0
+    @exclusivity(unchecked) private var byKey: [PublicKey: Int] = [:]
+    @exclusivity(unchecked) private var byAddress: [UnderlayAddress: Int] = [:]
     /// Local index -> peer, for every keypair and initiation this side owns.
-    private var indices: [UInt32: Int] = [:]
-    private var responders: [UInt32: ResponderHandshake] = [:]
-    private var recentEphemerals: RecentSet
-    private var loadBucket: TokenBucket
-    private var limiter = AddressLimiter()
+    @exclusivity(unchecked) private var indices: [UInt32: Int] = [:]
+    @exclusivity(unchecked) private var responders: [UInt32: ResponderHandshake] = [:]
+    @exclusivity(unchecked) private var recentEphemerals: RecentSet
+    @exclusivity(unchecked) private var loadBucket: TokenBucket
+    @exclusivity(unchecked) private var limiter = AddressLimiter()
     /// Timer bookkeeping and own-initiation lookup, kept up to date by the peers themselves.
     private let tracker = PeerTracker()
-    private var staticKeys: StaticKeyCache
+    @exclusivity(unchecked) private var staticKeys: StaticKeyCache
     /// Storage for outgoing transport datagrams and delivered plaintexts, reused once the driver
     /// has let go of the previous one.
-    private var datagramBuffers = ByteRecycler()
-    private var plaintextBuffers = ByteRecycler()
+    @exclusivity(unchecked) private var datagramBuffers = ByteRecycler()
+    @exclusivity(unchecked) private var plaintextBuffers = ByteRecycler()
 
     /// - Parameters:
     ///   - identity: the node's Ed25519 identity; its X25519 form is the Noise static key.
@@ -71,7 +73,7 @@ public struct SessionManager {
             var x = try Ed25519.curve25519SecretKey(pair.secretKey)
             defer { Sodium.zero(&x); Sodium.zero(&pair.secretKey) }
             staticKey = try DHKeyPair(secretKey: x)
-            guard try Ed25519.curve25519PublicKey(identity.publicKey) == staticKey.publicKey else {
+            guard try Ed25519.curve25519PublicKey(identity.publicKey.bytes) == staticKey.publicKey else {
                 throw SessionConfigError.badIdentity("X25519 forms of the public and secret key disagree")
             }
         } catch let e as SessionConfigError {
@@ -98,40 +100,41 @@ public struct SessionManager {
 
     // MARK: - Inputs
 
-    /// Sends application bytes (1...``maxPlaintext``) to a peer. With `peerKey` (its Ed25519
-    /// public key) the handshake, if one is needed, is IKpsk2 and only that key is accepted;
-    /// without it, first contact by address uses XXpsk3 and accepts whichever member answers
-    /// (the `.established` output names it). While no session exists the message is queued
-    /// (bounded, oldest dropped) and sent when the handshake finishes.
-    public mutating func send(_ plaintext: [UInt8], to address: UnderlayAddress, peerKey: [UInt8]?,
+    /// Sends application bytes (1...``maxPlaintext``) to a peer. With `peer` (its identity) the
+    /// handshake, if one is needed, is IKpsk2 and only that key is accepted; without it, first
+    /// contact by address uses XXpsk3 and accepts whichever member answers (the `.established`
+    /// output names it). While no session exists the message is queued (bounded, oldest dropped)
+    /// and sent when the handshake finishes.
+    public func send(_ plaintext: [UInt8], to address: UnderlayAddress, peer: PeerIdentity?,
                               now: Instant) -> [SessionOutput] {
         var out: [SessionOutput] = []
         out.reserveCapacity(4)
-        sendImpl(plaintext, to: address, peerKey: peerKey, now: now, &out)
+        sendImpl(plaintext, to: address, peer: peer, now: now, &out)
         appendWake(&out)
         return out
     }
 
-    private mutating func sendImpl(_ plaintext: [UInt8], to address: UnderlayAddress, peerKey: [UInt8]?,
+    private func sendImpl(_ plaintext: [UInt8], to address: UnderlayAddress, peer: PeerIdentity?,
                                    now: Instant, _ out: inout [SessionOutput]) {
         guard !plaintext.isEmpty else { counters.drop(.emptyPlaintext); return }
         guard plaintext.count <= Self.maxPlaintext else { counters.drop(.plaintextTooLong); return }
         let handle: Int
-        if let peerKey, let h = byKey[BytesKey(peerKey)] {
+        if let peer, let h = byKey[peer.publicKey] {
             handle = h
-        } else if let peerKey {
-            // Validating a key costs a point decompression and subgroup check, so only new peers
-            // pay it (and the conversion is kept for their handshakes).
-            guard IdentityKey.isCanonical(peerKey), staticKeys.curve25519(peerKey) != nil else {
+        } else if let peer {
+            // A `PeerIdentity` is canonical unless adversarial code built one unchecked; whether
+            // it is a point of the group costs a point decompression and subgroup check, so only
+            // new peers pay it (and the conversion is kept for their handshakes).
+            guard peer.publicKey.isCanonical, staticKeys.curve25519(peer.publicKey) != nil else {
                 counters.drop(.badPeerKey); return
             }
-            guard peerKey != localPublicKey else { counters.drop(.fromSelf); return }
-            guard let h = peerFor(key: peerKey, address: address, now: now) else { counters.drop(.tooManyPeers); return }
+            guard peer.publicKey != localPublicKey else { counters.drop(.fromSelf); return }
+            guard let h = peerFor(peer, address: address, now: now) else { counters.drop(.tooManyPeers); return }
             handle = h
         } else if let h = byAddress[address] {
             handle = h
         } else {
-            guard let h = newPeer(key: nil, address: address, now: now) else { counters.drop(.tooManyPeers); return }
+            guard let h = newPeer(nil, address: address, now: now) else { counters.drop(.tooManyPeers); return }
             handle = h
         }
         let p = peers[handle]!
@@ -151,7 +154,7 @@ public struct SessionManager {
 
     /// Handles one datagram from the socket. Every datagram either does its job or is counted
     /// in `counters.drops` under a reason; none traps.
-    public mutating func receive(_ datagram: [UInt8], from address: UnderlayAddress, now: Instant) -> [SessionOutput] {
+    public func receive(_ datagram: [UInt8], from address: UnderlayAddress, now: Instant) -> [SessionOutput] {
         var out: [SessionOutput] = []
         out.reserveCapacity(4)
         receiveImpl(datagram, from: address, now: now, &out)
@@ -159,7 +162,7 @@ public struct SessionManager {
         return out
     }
 
-    private mutating func receiveImpl(_ datagram: [UInt8], from address: UnderlayAddress, now: Instant,
+    private func receiveImpl(_ datagram: [UInt8], from address: UnderlayAddress, now: Instant,
                                       _ out: inout [SessionOutput]) {
         counters.datagramsIn += 1
         if datagram.first == SessionWire.PacketType.transport.rawValue {
@@ -195,14 +198,14 @@ public struct SessionManager {
 
     /// Runs the timers: handshake retransmission and giving up, keepalives, dead-peer detection,
     /// expiry of keys, handshakes and idle peers.
-    public mutating func tick(now: Instant) -> [SessionOutput] {
+    public func tick(now: Instant) -> [SessionOutput] {
         var out: [SessionOutput] = []
         tickImpl(now: now, &out)
         appendWake(&out)
         return out
     }
 
-    private mutating func tickImpl(now: Instant, _ out: inout [SessionOutput]) {
+    private func tickImpl(now: Instant, _ out: inout [SessionOutput]) {
         let waiting = responders.count
         responders = responders.filter { now < $0.value.created + ns.responderWait }
         if responders.count != waiting { tracker.respondersChanged = true }
@@ -352,21 +355,21 @@ public struct SessionManager {
     }
 
     /// Whether a session with this peer (Ed25519 key) can carry data now.
-    public func isEstablished(peerKey: [UInt8], now: Instant) -> Bool {
-        guard let h = byKey[BytesKey(peerKey)], let p = peers[h] else { return false }
+    public func isEstablished(peerKey: PublicKey, now: Instant) -> Bool {
+        guard let h = byKey[peerKey], let p = peers[h] else { return false }
         return hasUsableCurrent(p, now: now)
     }
 
     /// Forgets a peer at once (culling): sessions, handshake and queue; keys are wiped.
-    public mutating func forget(peerKey: [UInt8]) {
-        if let h = byKey[BytesKey(peerKey)] { removePeer(h) }
+    public func forget(peerKey: PublicKey) {
+        if let h = byKey[peerKey] { removePeer(h) }
         if let x = staticKeys.curve25519(peerKey) { secrets.staticStatic.forget(remoteStatic: x) }
         refreshDue()  // lets go of the removed peer (and its keys) now
     }
 
     // MARK: - Handshakes
 
-    private mutating func receiveInitiation(_ h: SessionWire.Handshake, from: UnderlayAddress, now: Instant,
+    private func receiveInitiation(_ h: SessionWire.Handshake, from: UnderlayAddress, now: Instant,
                                             _ out: inout [SessionOutput]) {
         // Under load, only initiations carrying a cookie for their source address go on, and then
         // only at a per-IP rate: a spoofed flood never gets its cookie, a real one is slowed.
@@ -381,10 +384,12 @@ public struct SessionManager {
                 counters.drop(.rateLimited); return
             }
         }
-        let ephemeral = Array(h.noise.prefix(32))
+        guard let ephemeral = PublicKey(raw: Array(h.noise.prefix(PublicKey.length))) else {
+            counters.drop(.badLength); return
+        }
         // Our own initiation came back to us: the address we are calling is our own (a seed
         // list that names this node). Give up on it instead of retrying forever.
-        if let own = tracker.ownEphemerals[BytesKey(ephemeral)] {
+        if let own = tracker.ownEphemerals[ephemeral] {
             counters.drop(.fromSelf)
             giveUp(own, reason: "from_self", &out)
             return
@@ -394,7 +399,7 @@ public struct SessionManager {
             // XX's first message names nobody; a pending initiation to the same address is the
             // only sign of a simultaneous start. The smaller initiator ephemeral wins.
             if let handle = byAddress[from], let ini = peers[handle]?.initiation {
-                if ini.ephemeral.lexicographicallyPrecedes(ephemeral) {
+                if ini.ephemeral < ephemeral {
                     counters.drop(.handshakeCollision); return
                 }
                 releaseInitiation(handle)
@@ -405,7 +410,7 @@ public struct SessionManager {
         }
     }
 
-    private mutating func receiveIKInitiation(_ h: SessionWire.Handshake, ephemeral: [UInt8], from: UnderlayAddress,
+    private func receiveIKInitiation(_ h: SessionWire.Handshake, ephemeral: PublicKey, from: UnderlayAddress,
                                               now: Instant, _ out: inout [SessionOutput]) {
         guard let hs = makeHandshake(.ik, initiator: false, remoteStatic: nil, now: now) else {
             counters.drop(.handshakeFailed); return
@@ -413,13 +418,13 @@ public struct SessionManager {
         let payload: [UInt8]
         do { payload = try hs.readMessage(h.noise) } catch { counters.drop(.handshakeFailed); return }
         recentEphemerals.insert(ephemeral)
-        guard let peerKey = checkIdentity(payload, hs.remoteStatic) else { return }
-        let rival = byKey[BytesKey(peerKey)] ?? byAddress[from].flatMap { h in peers[h].flatMap { $0.publicKey == nil ? h : nil } }
+        guard let peer = checkIdentity(payload, hs.remoteStatic) else { return }
+        let rival = byKey[peer.publicKey] ?? byAddress[from].flatMap { h in peers[h].flatMap { $0.identity == nil ? h : nil } }
         if let handle = rival, peers[handle]?.initiation != nil {
             // Both sides started at once: the side with the smaller static key keeps its own
             // attempt, the other drops its own and answers. Static keys, unlike ephemerals, do
             // not change between retransmissions, so both sides always agree on the winner.
-            if localPublicKey.lexicographicallyPrecedes(peerKey) {
+            if localPublicKey < peer.publicKey {
                 counters.drop(.handshakeCollision)
                 // Only a truly simultaneous start is a collision. Had the peer been able to
                 // receive our attempt, its answer would be back within a round trip; an older
@@ -441,7 +446,7 @@ public struct SessionManager {
             response = try hs.writeMessage()
             transport = try hs.finish()
         } catch { counters.drop(.handshakeFailed); return }
-        guard let handle = peerFor(key: peerKey, address: from, now: now) else { counters.drop(.tooManyPeers); return }
+        guard let handle = peerFor(peer, address: from, now: now) else { counters.drop(.tooManyPeers); return }
         // Two initiations from one peer moments apart (a stale one crossing a fresh one, which
         // reordering can deliver in either order): answering both would leave us holding the
         // keys of the second while the initiator completes the first. Keep the first; a real
@@ -460,7 +465,7 @@ public struct SessionManager {
         emitHandshake(.ikResponse, sender: index, receiver: h.sender, noise: response, handle: handle, to: from, now: now, &out)
     }
 
-    private mutating func receiveXXInitiation(_ h: SessionWire.Handshake, ephemeral: [UInt8], from: UnderlayAddress,
+    private func receiveXXInitiation(_ h: SessionWire.Handshake, ephemeral: PublicKey, from: UnderlayAddress,
                                               now: Instant, _ out: inout [SessionOutput]) {
         guard let hs = makeHandshake(.xx, initiator: false, remoteStatic: nil, now: now) else {
             counters.drop(.handshakeFailed); return
@@ -468,7 +473,7 @@ public struct SessionManager {
         let response: [UInt8]
         do {
             _ = try hs.readMessage(h.noise)
-            response = try hs.writeMessage(payload: localPublicKey)
+            response = try hs.writeMessage(payload: localPublicKey.bytes)
         } catch { counters.drop(.handshakeFailed); return }
         recentEphemerals.insert(ephemeral)
         if responders.count >= timing.maxPendingResponders,
@@ -482,7 +487,7 @@ public struct SessionManager {
         emitHandshake(.xxResponse, sender: index, receiver: h.sender, noise: response, handle: nil, to: from, now: now, &out)
     }
 
-    private mutating func receiveXXFinal(_ h: SessionWire.Handshake, from: UnderlayAddress, now: Instant,
+    private func receiveXXFinal(_ h: SessionWire.Handshake, from: UnderlayAddress, now: Instant,
                                          _ out: inout [SessionOutput]) {
         guard let r = responders[h.receiver] else { counters.drop(.unknownIndex); return }
         let payload: [UInt8]
@@ -494,8 +499,8 @@ public struct SessionManager {
         } catch { counters.drop(.handshakeFailed); return }
         responders.removeValue(forKey: h.receiver)
         tracker.respondersChanged = true
-        guard let peerKey = checkIdentity(payload, r.handshake.remoteStatic) else { return }
-        guard let handle = peerFor(key: peerKey, address: from, now: now) else { counters.drop(.tooManyPeers); return }
+        guard let peer = checkIdentity(payload, r.handshake.remoteStatic) else { return }
+        guard let handle = peerFor(peer, address: from, now: now) else { counters.drop(.tooManyPeers); return }
         indices[r.localIndex] = handle
         let keypair = Keypair(transport, localIndex: r.localIndex, remoteIndex: r.remoteIndex, created: now,
                               isInitiator: false)
@@ -507,7 +512,7 @@ public struct SessionManager {
         }
     }
 
-    private mutating func receiveIKResponse(_ h: SessionWire.Handshake, from: UnderlayAddress, now: Instant,
+    private func receiveIKResponse(_ h: SessionWire.Handshake, from: UnderlayAddress, now: Instant,
                                             _ out: inout [SessionOutput]) {
         guard let handle = indices[h.receiver], let ini = peers[handle]?.initiation,
               ini.localIndex == h.receiver, ini.kind == .ik else { counters.drop(.unknownIndex); return }
@@ -523,37 +528,39 @@ public struct SessionManager {
         if flushed == 0 { sendTransport(peers[handle]!, [], now: now, &out) }
     }
 
-    private mutating func receiveXXResponse(_ h: SessionWire.Handshake, from: UnderlayAddress, now: Instant,
+    private func receiveXXResponse(_ h: SessionWire.Handshake, from: UnderlayAddress, now: Instant,
                                             _ out: inout [SessionOutput]) {
-        guard var handle = indices[h.receiver], let peer = peers[handle],
-              let ini = peer.initiation?.localIndex == h.receiver ? peer.initiation : peer.earlierInitiations.first(where: { $0.localIndex == h.receiver }),
+        guard var handle = indices[h.receiver], let record = peers[handle],
+              let ini = record.initiation?.localIndex == h.receiver ? record.initiation : record.earlierInitiations.first(where: { $0.localIndex == h.receiver }),
               ini.kind == .xx else { counters.drop(.unknownIndex); return }
         let payload: [UInt8]
+        let peer: PeerIdentity
         let final: [UInt8]
         let transport: NoiseTransport
         do {
             payload = try ini.handshake.readMessage(h.noise)
-            if payload == localPublicKey {
+            if payload == localPublicKey.bytes {
                 // We reached ourselves (a seed that is our own address): stop trying.
                 counters.drop(.fromSelf)
                 giveUp(handle, reason: "from_self", &out)
                 return
             }
-            guard checkIdentity(payload, ini.handshake.remoteStatic) != nil else { return }
-            final = try ini.handshake.writeMessage(payload: localPublicKey)
+            guard let proven = checkIdentity(payload, ini.handshake.remoteStatic) else { return }
+            peer = proven
+            final = try ini.handshake.writeMessage(payload: localPublicKey.bytes)
             transport = try ini.handshake.finish()
         } catch { counters.drop(.handshakeFailed); return }
         releaseInitiation(handle)  // both attempts: this one answered
         indices.removeValue(forKey: ini.localIndex)
         // First contact told us who answered: fold this address-only record into the peer's own.
-        if let known = byKey[BytesKey(payload)], known != handle {
+        if let known = byKey[peer.publicKey], known != handle {
             let queue = peers[handle]!.queue
             removePeer(handle)
             handle = known
             for m in queue { enqueue(peers[handle]!, m) }
         } else {
-            peers[handle]!.publicKey = payload
-            byKey[BytesKey(payload)] = handle
+            peers[handle]!.identity = peer
+            byKey[peer.publicKey] = handle
         }
         indices[ini.localIndex] = handle
         let finalAt = out.count
@@ -566,7 +573,7 @@ public struct SessionManager {
         establish(handle, keypair, address: from, now: now, &out)
     }
 
-    private mutating func receiveCookie(_ c: SessionWire.CookieReply, now: Instant) {
+    private func receiveCookie(_ c: SessionWire.CookieReply, now: Instant) {
         guard let handle = indices[c.receiver], let ini = peers[handle]?.initiation, ini.localIndex == c.receiver else {
             counters.drop(.unknownIndex); return
         }
@@ -581,10 +588,10 @@ public struct SessionManager {
     }
 
     /// Starts (or restarts, with a new ephemeral and index) this side's handshake with a peer.
-    private mutating func initiate(_ handle: Int, now: Instant, started: Instant, attempts: Int,
+    private func initiate(_ handle: Int, now: Instant, started: Instant, attempts: Int,
                                    _ out: inout [SessionOutput]) {
         let peer = peers[handle]!
-        let kind: HandshakeKind = peer.publicKey == nil ? .xx : .ik
+        let kind: HandshakeKind = peer.identity == nil ? .xx : .ik
         if attempts > 0, kind == .xx, let replaced = peer.initiation, replaced.kind == .xx {
             // A first-contact retransmission: the replaced attempt stays answerable.
             if peer.earlierInitiations.count >= Self.earlierAttemptsKept {
@@ -597,13 +604,13 @@ public struct SessionManager {
             releaseInitiation(handle)
         }
         var remote: [UInt8]?
-        if let key = peer.publicKey { remote = staticKeys.curve25519(key) }
+        if let known = peer.identity { remote = staticKeys.curve25519(known.publicKey) }
         guard let hs = makeHandshake(kind, initiator: true, remoteStatic: remote, now: now),
-              let message = try? hs.writeMessage(payload: kind == .ik ? localPublicKey : []) else {
+              let message = try? hs.writeMessage(payload: kind == .ik ? localPublicKey.bytes : []),
+              let ephemeral = PublicKey(raw: Array(message.prefix(PublicKey.length))) else {
             giveUp(handle, reason: "handshake_error", &out); return
         }
         let index = allocateIndex(handle)
-        let ephemeral = Array(message.prefix(32))
         // Our own ephemerals count as seen, so a reflected initiation is refused as a replay.
         recentEphemerals.insert(ephemeral)
         let mac1 = emitHandshake(kind == .ik ? .ikInitiation : .xxInitiation, sender: index, receiver: 0,
@@ -620,7 +627,7 @@ public struct SessionManager {
 
     /// Builds, macs and sends a handshake packet; returns its mac1.
     @discardableResult
-    private mutating func emitHandshake(_ type: SessionWire.PacketType, sender: UInt32, receiver: UInt32,
+    private func emitHandshake(_ type: SessionWire.PacketType, sender: UInt32, receiver: UInt32,
                                         noise: [UInt8], handle: Int?, to address: UnderlayAddress, now: Instant,
                                         _ out: inout [SessionOutput]) -> [UInt8] {
         var packet = SessionWire.Handshake(type: type, sender: sender, receiver: receiver, noise: noise,
@@ -636,7 +643,7 @@ public struct SessionManager {
         return packet.mac1
     }
 
-    private mutating func makeHandshake(_ kind: HandshakeKind, initiator: Bool, remoteStatic: [UInt8]?,
+    private func makeHandshake(_ kind: HandshakeKind, initiator: Bool, remoteStatic: [UInt8]?,
                                         now: Instant) -> HandshakeState? {
         let box = SecretBox(secrets.random32(now: now))
         return try? HandshakeState(protocol: kind == .ik ? Self.ikProtocol : Self.xxProtocol, initiator: initiator,
@@ -648,24 +655,25 @@ public struct SessionManager {
     /// The payload must be a canonical Ed25519 key whose X25519 form is the static key Noise
     /// authenticated. A key and its negation share that X25519 form; the non-canonical one is
     /// refused first (one bit and one compare, before any conversion), so the holder of a key can
-    /// never present its twin as a second identity (`IdentityKey`).
-    private mutating func checkIdentity(_ payload: [UInt8], _ remoteStatic: [UInt8]?) -> [UInt8]? {
-        guard payload.count != Ed25519.publicKeyLength || IdentityKey.isCanonical(payload) else {
-            counters.drop(.nonCanonicalKey); return nil
-        }
-        guard payload.count == Ed25519.publicKeyLength, let remoteStatic,
-              let converted = staticKeys.curve25519(payload),
+    /// never present its twin as a second identity (`IdentityKey`). The identity (key and node id)
+    /// is built here, once per handshake, and is what the node is handed with every message.
+    private func checkIdentity(_ payload: [UInt8], _ remoteStatic: [UInt8]?) -> PeerIdentity? {
+        guard let key = PublicKey(raw: payload) else { counters.drop(.identityMismatch); return nil }
+        guard key.isCanonical else { counters.drop(.nonCanonicalKey); return nil }
+        guard let remoteStatic, let converted = staticKeys.curve25519(key),
               Sodium.constantTimeEqual(converted, remoteStatic) else {
             counters.drop(.identityMismatch); return nil
         }
-        guard payload != localPublicKey else { counters.drop(.fromSelf); return nil }
-        return payload
+        guard key != localPublicKey else { counters.drop(.fromSelf); return nil }
+        // A peer we hold already keeps its identity value (no second node-id hash per rekey).
+        if let h = byKey[key], let known = peers[h]?.identity { return known }
+        return PeerIdentity(publicKey: key)
     }
 
     /// Installs confirmed keys as current, keeps the old ones for in-flight packets, and sends
     /// what was queued. Returns how many queued messages went out.
     @discardableResult
-    private mutating func establish(_ handle: Int, _ keypair: Keypair, address: UnderlayAddress, now: Instant,
+    private func establish(_ handle: Int, _ keypair: Keypair, address: UnderlayAddress, now: Instant,
                                     _ out: inout [SessionOutput]) -> Int {
         releaseIndex(peers[handle]!.previous)
         peers[handle]!.previous = peers[handle]!.current
@@ -683,7 +691,7 @@ public struct SessionManager {
         peers[handle]!.lastReceived = now
         peers[handle]!.unansweredSince = nil
         counters.handshakesCompleted += 1
-        out.append(.established(peerKey: peers[handle]!.publicKey!, address: peers[handle]!.address))
+        out.append(.established(peer: peers[handle]!.identity!, address: peers[handle]!.address))
         let p = peers[handle]!
         let queue = p.queue
         p.queue = []
@@ -691,7 +699,7 @@ public struct SessionManager {
         return queue.count
     }
 
-    private mutating func giveUp(_ handle: Int, reason: String, _ out: inout [SessionOutput]) {
+    private func giveUp(_ handle: Int, reason: String, _ out: inout [SessionOutput]) {
         releaseInitiation(handle)
         counters.handshakesFailed += 1
         counters.messagesDroppedOnFailure += UInt64(peers[handle]!.queue.count)
@@ -704,7 +712,7 @@ public struct SessionManager {
     /// Rekey on time or message count, only while traffic is sent (as WireGuard does): an idle
     /// session simply expires. The initiator of the current keys goes first; the responder
     /// waits longer so the two do not start at once.
-    private mutating func maybeRekey(_ p: Peer, now: Instant, _ out: inout [SessionOutput]) {
+    private func maybeRekey(_ p: Peer, now: Instant, _ out: inout [SessionOutput]) {
         guard p.initiation == nil, let cur = p.current else { return }
         let after = cur.isInitiator ? ns.rekeyInitiator : ns.rekeyResponder
         guard now - cur.created >= after || cur.sendCounter >= timing.rekeyAfterMessages else { return }
@@ -714,7 +722,7 @@ public struct SessionManager {
 
     // MARK: - Transport
 
-    private mutating func sendTransport(_ p: Peer, _ plaintext: [UInt8], now: Instant, _ out: inout [SessionOutput]) {
+    private func sendTransport(_ p: Peer, _ plaintext: [UInt8], now: Instant, _ out: inout [SessionOutput]) {
         guard let cur = p.current, cur.sendCounter < timing.rejectAfterMessages else { return }
         if let final = cur.unconfirmedFinal {
             if now - cur.created >= timing.rekeyTimeout {
@@ -756,7 +764,7 @@ public struct SessionManager {
 
     /// A transport datagram whose header (type, reserved bytes, length) has been checked: its
     /// first 16 bytes are exactly the header the AEAD authenticates.
-    private mutating func receiveTransport(_ datagram: [UInt8], receiver: UInt32, counter: UInt64, from: UnderlayAddress,
+    private func receiveTransport(_ datagram: [UInt8], receiver: UInt32, counter: UInt64, from: UnderlayAddress,
                                            now: Instant, _ out: inout [SessionOutput]) {
         guard let handle = indices[receiver], let p = peers[handle] else {
             // The XX initiator sends its third message and its first transport packets at once;
@@ -817,13 +825,13 @@ public struct SessionManager {
         } else {
             p.lastDataReceived = now
             counters.messagesDelivered += 1
-            out.append(.deliver(from: from, peerKey: p.publicKey!, plaintext: plaintext))
+            out.append(.deliver(from: from, peer: p.identity!, plaintext: plaintext))
         }
     }
 
     // MARK: - Cookies (WireGuard-style, keyed from the network key)
 
-    private mutating func cookieSecrets(now: Instant) -> ([UInt8], [UInt8]) {
+    private func cookieSecrets(now: Instant) -> ([UInt8], [UInt8]) {
         if secrets.cookieSecretBorn == nil || now - secrets.cookieSecretBorn! >= timing.cookieLifetime {
             Sodium.zero(&secrets.previousCookieSecret)
             secrets.previousCookieSecret = secrets.cookieSecret
@@ -842,7 +850,7 @@ public struct SessionManager {
         return SessionWire.mac(key: secret, w.bytes)
     }
 
-    private mutating func validMac2(_ h: SessionWire.Handshake, from: UnderlayAddress, now: Instant) -> Bool {
+    private func validMac2(_ h: SessionWire.Handshake, from: UnderlayAddress, now: Instant) -> Bool {
         guard h.mac2.contains(where: { $0 != 0 }) else { return false }
         let (current, previous) = cookieSecrets(now: now)
         let covered = h.macCovered + h.mac1
@@ -853,7 +861,7 @@ public struct SessionManager {
         return false
     }
 
-    private mutating func sendCookieReply(_ h: SessionWire.Handshake, to address: UnderlayAddress, now: Instant,
+    private func sendCookieReply(_ h: SessionWire.Handshake, to address: UnderlayAddress, now: Instant,
                                           _ out: inout [SessionOutput]) {
         let (secret, _) = cookieSecrets(now: now)
         var cookie = Self.cookie(secret: secret, for: address)
@@ -875,7 +883,7 @@ public struct SessionManager {
     }
 
     private func deadPeerDue(_ p: Peer) -> Instant? {
-        guard p.initiation == nil, p.publicKey != nil, let s = p.unansweredSince else { return nil }
+        guard p.initiation == nil, p.identity != nil, let s = p.unansweredSince else { return nil }
         return s + ns.silence
     }
 
@@ -903,7 +911,7 @@ public struct SessionManager {
         return now - next.created < ns.rekeyTimeout
     }
 
-    private mutating func dropExpired(_ p: Peer, now: Instant) {
+    private func dropExpired(_ p: Peer, now: Instant) {
         let reject = ns.reject
         if let k = p.current, now - k.created >= reject { releaseIndex(k); p.current = nil }
         if let k = p.next, now - k.created >= reject { releaseIndex(k); p.next = nil }
@@ -914,7 +922,7 @@ public struct SessionManager {
 
     // MARK: - Tables
 
-    private mutating func newPeer(key: [UInt8]?, address: UnderlayAddress, now: Instant) -> Int? {
+    private func newPeer(_ identity: PeerIdentity?, address: UnderlayAddress, now: Instant) -> Int? {
         if peers.count >= timing.maxPeers {
             // Evict the least recently active peer; its keys are wiped with it.
             guard let victim = peers.min(by: { ($0.value.lastActivity, $0.key) < ($1.value.lastActivity, $1.key) })?.key
@@ -923,19 +931,19 @@ public struct SessionManager {
         }
         let handle = nextHandle
         nextHandle += 1
-        let p = Peer(handle: handle, tracker: tracker, publicKey: key, address: address, now: now)
+        let p = Peer(handle: handle, tracker: tracker, identity: identity, address: address, now: now)
         peers[handle] = p
-        if let key { byKey[BytesKey(key)] = handle }
+        if let identity { byKey[identity.publicKey] = handle }
         mapAddress(address, to: p)
         return handle
     }
 
-    private mutating func peerFor(key: [UInt8], address: UnderlayAddress, now: Instant) -> Int? {
-        if let h = byKey[BytesKey(key)] { return h }
-        return newPeer(key: key, address: address, now: now)
+    private func peerFor(_ identity: PeerIdentity, address: UnderlayAddress, now: Instant) -> Int? {
+        if let h = byKey[identity.publicKey] { return h }
+        return newPeer(identity, address: address, now: now)
     }
 
-    private mutating func setAddress(_ p: Peer, _ address: UnderlayAddress) {
+    private func setAddress(_ p: Peer, _ address: UnderlayAddress) {
         let old = p.address
         if old == address && p.ownsAddress { return }
         if old != address, p.ownsAddress { byAddress.removeValue(forKey: old); p.ownsAddress = false }
@@ -944,7 +952,7 @@ public struct SessionManager {
     }
 
     /// Points `byAddress[address]` at this peer, keeping every peer's `ownsAddress` true to the table.
-    private mutating func mapAddress(_ address: UnderlayAddress, to p: Peer) {
+    private func mapAddress(_ address: UnderlayAddress, to p: Peer) {
         if let previous = byAddress.updateValue(p.handle, forKey: address), previous != p.handle {
             peers[previous]?.ownsAddress = false
         }
@@ -953,9 +961,9 @@ public struct SessionManager {
 
     /// A first-contact record for an address whose owner turned out to be this peer: move its
     /// queue over and drop it.
-    private mutating func adoptAddressOnlyPeer(at address: UnderlayAddress, into handle: Int) {
+    private func adoptAddressOnlyPeer(at address: UnderlayAddress, into handle: Int) {
         // In handle order, so that queues merge the same way in every run.
-        let others = peers.filter { $0.key != handle && $0.value.publicKey == nil && $0.value.address == address }
+        let others = peers.filter { $0.key != handle && $0.value.identity == nil && $0.value.address == address }
             .keys.sorted()
         for other in others {
             let queue = peers[other]!.queue
@@ -965,7 +973,7 @@ public struct SessionManager {
         }
     }
 
-    private mutating func enqueue(_ p: Peer, _ message: [UInt8]) {
+    private func enqueue(_ p: Peer, _ message: [UInt8]) {
         if p.queue.count >= timing.maxQueuedPerPeer {
             p.queue.removeFirst()
             counters.drop(.queueFull)
@@ -974,14 +982,14 @@ public struct SessionManager {
         counters.messagesQueued += 1
     }
 
-    private mutating func removePeer(_ handle: Int) {
+    private func removePeer(_ handle: Int) {
         guard let p = peers.removeValue(forKey: handle) else { return }
         p.removed = true
         for k in [p.current, p.previous, p.next] { releaseIndex(k) }
         if let ini = p.initiation { indices.removeValue(forKey: ini.localIndex) }
         for ini in p.earlierInitiations { indices.removeValue(forKey: ini.localIndex) }
         p.earlierInitiations = []
-        if let key = p.publicKey, byKey[BytesKey(key)] == handle { byKey.removeValue(forKey: BytesKey(key)) }
+        if let key = p.identity?.publicKey, byKey[key] == handle { byKey.removeValue(forKey: key) }
         if p.ownsAddress { byAddress.removeValue(forKey: p.address) }
         // Let go of every secret now: the record itself may linger in the timer heap a while.
         p.current = nil
@@ -993,25 +1001,25 @@ public struct SessionManager {
         p.cookie = nil
     }
 
-    private mutating func releaseInitiation(_ handle: Int) {
+    private func releaseInitiation(_ handle: Int) {
         releaseEarlierInitiations(handle)
         guard let ini = peers[handle]?.initiation else { return }
         if indices[ini.localIndex] == handle { indices.removeValue(forKey: ini.localIndex) }
         peers[handle]!.initiation = nil
     }
 
-    private mutating func releaseEarlierInitiations(_ handle: Int) {
+    private func releaseEarlierInitiations(_ handle: Int) {
         guard let p = peers[handle], !p.earlierInitiations.isEmpty else { return }
         for ini in p.earlierInitiations where indices[ini.localIndex] == handle { indices.removeValue(forKey: ini.localIndex) }
         p.earlierInitiations = []
     }
 
-    private mutating func releaseIndex(_ keypair: Keypair?) {
+    private func releaseIndex(_ keypair: Keypair?) {
         if let keypair { indices.removeValue(forKey: keypair.localIndex) }
     }
 
     /// A random unused, nonzero index (zero marks "no index" on the wire).
-    private mutating func allocateIndex(_ handle: Int?) -> UInt32 {
+    private func allocateIndex(_ handle: Int?) -> UInt32 {
         while true {
             let candidate = UInt32(truncatingIfNeeded: rng.next())
             if candidate != 0, indices[candidate] == nil, responders[candidate] == nil {
@@ -1032,7 +1040,7 @@ public struct SessionManager {
     /// newcomer's retried join (250 ms after its first) must carry it, or the join is lost again.
     static let finalResendInterval: Duration = .milliseconds(100)
 
-    private mutating func emit(_ out: inout [SessionOutput], to address: UnderlayAddress, _ bytes: [UInt8]) {
+    private func emit(_ out: inout [SessionOutput], to address: UnderlayAddress, _ bytes: [UInt8]) {
         counters.datagramsOut += 1
         out.append(.send(to: address, bytes: bytes))
     }

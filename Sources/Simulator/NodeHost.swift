@@ -21,7 +21,7 @@ extension Simulation {
             timing.peerSnapshotInterval = nil
             var core = try NodeCore(identity: identities[i], network: networkID, networkKey: simulatedNetworkKey, address: addresses[i],
                                     timing: timing, discovery: discovery(for: i), peerIdentities: peerTables[i % peerTables.count], rng: rng)
-            core.persistsCompleteAtOnce = true  // `SyncedDisk`
+            core.persistsCompleteAtOnce = disk.completesAtOnce  // else `.diskDone` answers (Wire.swift)
             core.offloadsRunInline = true  // charged in `counters.offloadCost`
             return core
         } catch {
@@ -107,6 +107,7 @@ extension Simulation {
         // The simulated disk synced every `storageSyncSeconds`: members confirmed since are lost.
         let sync = max(1, Self.nanos(scenario.storageSyncSeconds))
         let lastSync = Instant(nanoseconds: now / sync * sync)
+        // What the node had written but not synced survives, vanishes or tears by the disk's faults.
         disk.crash(node: i, now: now)
         stored[i] = nodes[i].sortedMembers.filter { $0.state == .alive && $0.stateSince <= lastSync }.map { ($0.identity, $0.address) }
         for (reason, n) in nodes[i].counters.drops { retiredDrops[reason, default: 0] += n }
@@ -119,8 +120,8 @@ extension Simulation {
         wakeAt[i] = -1
         incarnation[i] += 1
         cpu.reset(i)
-        // What the node had written but not synced survives, vanishes or tears by the disk's faults.
-        faultyDisk.crash(i)
+        // Persists in flight die with the node: their sends never leave, nobody hears `.persisted`.
+        diskQueue[i].removeAll()
         crashedDown[i] = crashRecord
         guard crashRecord else { return }
         c.crashes += 1

@@ -87,7 +87,7 @@ extension Simulation {
         switch kind {
         case let .deliver(to, _, _), let .deliverLate(to, _, _), let .beaconHeard(to, _): return Int(to)
         case let .wake(node, _): return Int(node)
-        case .beacon, .stop, .sample, .timeline, .revert, .crashDeadline, .workload: return nil
+        case .beacon, .stop, .sample, .timeline, .revert, .crashDeadline, .workload, .diskDone: return nil
         }
     }
 
@@ -298,7 +298,7 @@ struct WindowWork: @unchecked Sendable {
                 wakeAt[i] = -1
                 if tracing { log(i, t, "timer", &lines) }
                 outputs = nodes[i].handle(.timer, now: now)
-            case .beacon, .stop, .sample, .timeline, .revert, .crashDeadline, .workload:
+            case .beacon, .stop, .sample, .timeline, .revert, .crashDeadline, .workload, .diskDone:
                 preconditionFailure("a global event in a node window")
             }
             var carried = false

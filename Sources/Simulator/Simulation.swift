@@ -60,8 +60,13 @@ public final class Simulation {
     var equivocationTallies: [Equivocator.Tally] = []
     /// The simulated disk: the peers a crashed node had synced, handed back on restart.
     var stored: [[(PeerIdentity, UnderlayAddress)]?]
-    /// The nodes' disks: what their services persisted (`.persist`), handed back at a restart.
+    /// The nodes' disks: what their services persisted (`.persist`), handed back at a restart. A
+    /// `FaultyDisk` when the scenario has `disk` events (writes and syncs take virtual time, and
+    /// the faults reach the nodes), else a `SyncedDisk` (durable at once).
     var disk: any VirtualDisk = SyncedDisk()
+    /// Per node, the persists handed to a disk that does not complete at once, oldest first: each
+    /// waits for its `.diskDone` event, which carries out its sends and answers `.persisted`.
+    var diskQueue: [[PendingPersist]]
     var downSince: [Int64]
     /// Deaths declared about (or by) a node before this instant are blamed on a fault that just ended.
     var disturbedUntil: [Int64]
@@ -78,8 +83,6 @@ public final class Simulation {
     var leaving: [Bool]
     /// Starvation and offloaded work per node.
     var cpu: VirtualCPU
-    /// Each node's simulated disk (persisted state); faults armed by `disk` timeline events.
-    public internal(set) var faultyDisk: FaultyDisk
     /// Nodes down because of a crash (not a leave or a cull), for `faultsActive`.
     var crashedDown: [Bool]
     /// When the last fault healed (nil: one is still active); 0 when the run never had one.
@@ -207,7 +210,10 @@ public final class Simulation {
         nodeBytes = Array(repeating: 0, count: n)
         leaving = Array(repeating: false, count: n)
         cpu = VirtualCPU(nodes: n)
-        faultyDisk = FaultyDisk(nodes: n, rng: root.derived(0x6469_736b_0000_0000))
+        if scenario.timeline.contains(where: { $0.kind == .disk }) {
+            disk = FaultyDisk(nodes: n, rng: root.derived(0x6469_736b_0000_0000))
+        }
+        diskQueue = Array(repeating: [], count: n)
         crashedDown = Array(repeating: false, count: n)
         admin = scenario.adminKey ? NodeIdentity.deterministic(runSeed: seed ^ 0x6164_6d69_6e00_0000, index: 0) : nil
         let lans = (0..<n).map { Int32(scenario.lan(of: $0)) }
@@ -324,6 +330,8 @@ public final class Simulation {
             evaluateCrash(Int(record))
         case let .workload(slot, tag):
             workloads[Int(slot)].fire(tag: Int(tag), self)
+        case let .diskDone(node, inc):
+            completeWrite(Int(node), incarnation: inc)
         }
     }
 }

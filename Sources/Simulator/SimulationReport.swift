@@ -65,11 +65,12 @@ extension Simulation {
         for reason in SessionDropReason.allCases { metrics["session_drops_\(reason.rawValue)"] = Double(sessionDrops[reason] ?? 0) }
         for reason in DropReason.allCases { metrics["drops_\(reason.rawValue)"] = Double(drops[reason] ?? 0) }
         measureMetrics(&metrics)
-        metrics["disk_writes"] = Double(faultyDisk.counters.writes)
-        metrics["disk_syncs"] = Double(faultyDisk.counters.syncs)
-        metrics["disk_io_errors"] = Double(faultyDisk.counters.ioErrors)
-        metrics["disk_lost_writes"] = Double(faultyDisk.counters.lostWrites)
-        metrics["disk_torn_writes"] = Double(faultyDisk.counters.tornWrites)
+        let diskCounters = disk.diskCounters
+        metrics["disk_writes"] = Double(diskCounters.writes)
+        metrics["disk_syncs"] = Double(diskCounters.syncs)
+        metrics["disk_io_errors"] = Double(diskCounters.ioErrors)
+        metrics["disk_lost_writes"] = Double(diskCounters.lostWrites)
+        metrics["disk_torn_writes"] = Double(diskCounters.tornWrites)
         metrics["cpu_jobs"] = Double(cpu.jobs)
         metrics["cpu_charged_s"] = Double(cpu.charged) / 1e9
         // When the last fault healed (0: no fault; -1: one was still active at the end).

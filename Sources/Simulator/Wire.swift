@@ -87,8 +87,17 @@ extension Simulation {
             case let .persist(batch, then):
                 // The disk is the driver's (written on this thread, also after a parallel window).
                 // `SyncedDisk` is durable at once, so the nodes answer their own persists
-                // (`persistsCompleteAtOnce`); a disk with faults brings a completion event instead.
-                if case .durable = disk.write(node: i, batch.ops, now: now) { apply(i, then, wakesTaken: wakesTaken) }
+                // (`persistsCompleteAtOnce`); a `FaultyDisk` completes at a later instant, when
+                // `.diskDone` carries out `then` and answers `.persisted` (`completeWrite`).
+                let w = disk.write(node: i, batch.ops, now: now)
+                if disk.completesAtOnce {
+                    if case .durable = w.outcome { apply(i, then, wakesTaken: wakesTaken) }
+                } else {
+                    // Completions keep the order the batches were given in (etcd's rule holds per node).
+                    let at = max(w.at, diskQueue[i].last?.at ?? now)
+                    diskQueue[i].append(PendingPersist(ticket: batch.ticket, staged: w.outcome, then: then, at: at))
+                    queue.push(at, .diskDone(node: Int32(i), incarnation: incarnation[i]))
+                }
             case .offload:
                 // The nodes run their jobs inline (`offloadsRunInline`): none reaches the driver.
                 break
@@ -150,4 +159,28 @@ extension Simulation {
         }
     }
 
+}
+
+/// A persist handed to a disk that completes later: its ticket, whether staging it already failed,
+/// the sends that wait for it, and when it completes.
+struct PendingPersist {
+    var ticket: PersistTicket
+    var staged: PersistOutcome
+    var then: [NodeOutput]
+    var at: Int64
+}
+
+extension Simulation {
+    /// The oldest outstanding persist of node `i` is done: the sync makes it durable (or fails:
+    /// an I/O error, now or when it was staged); a durable batch's sends leave now, then the node
+    /// hears `.persisted`. A completion from an earlier incarnation (the node crashed) is void.
+    func completeWrite(_ i: Int, incarnation inc: UInt32) {
+        guard incarnation[i] == inc, life[i] == .up, !diskQueue[i].isEmpty else { return }
+        let p = diskQueue[i].removeFirst()
+        var outcome = p.staged
+        if case .durable = outcome { outcome = disk.complete(node: i, now: now) }
+        if trace != nil { log(i, "disk: persist \(p.ticket.sequence) \(outcome == .durable ? "durable" : "failed")") }
+        if case .durable = outcome { apply(i, p.then) }
+        apply(i, nodes[i].handle(.persisted(p.ticket, outcome), now: Instant(nanoseconds: now)))
+    }
 }

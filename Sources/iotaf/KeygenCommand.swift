@@ -48,12 +48,12 @@ struct KeygenCommand: ParsableCommand {
         if json {
             print(String(decoding: ControlJSON.encode(["key_file": out, "network_id": network.description, "node_id": identity.nodeID.hex,
                                                        "overlay_address": overlay.description,
-                                                       "public_key": Hex.encode(identity.publicKey)]), as: UTF8.self))
+                                                       "public_key": identity.publicKey.hex]), as: UTF8.self))
         } else {
             print("wrote \(out)")
             print("node id:         \(identity.nodeID.hex)")
             print("overlay address: \(overlay)" + (network == .defaultNetwork ? "  (in the open default network; pass --network-key for a private mesh's)" : "  (in network \(network))"))
-            print("public key:      \(Hex.encode(identity.publicKey))  (as an admin key: [gossip] admin_keys / --admin-key)")
+            print("public key:      \(identity.publicKey.hex)  (as an admin key: [gossip] admin_keys / --admin-key)")
         }
     }
 }

@@ -72,7 +72,7 @@ struct CullCommand: ParsableCommand {
         let issuedAt = UInt64(max(0, Date().timeIntervalSince1970))
         let record = CullRecord.sign(subject: subject, issuedAt: issuedAt, network: network, admin: admin)
         let data = try target.fetch("cull", ["subject": subject.hex, "issued_at": "\(issuedAt)",
-                                             "admin_key": Hex.encode(record.adminKey), "signature": Hex.encode(record.signature)])
+                                             "admin_key": record.adminKey.hex, "signature": Hex.encode(record.signature)])
         if target.json { print(String(decoding: data, as: UTF8.self).trimmingCharacters(in: .newlines)); return }
         let r = try JSONDecoder().decode(CullReply.self, from: data)
         if r.new {

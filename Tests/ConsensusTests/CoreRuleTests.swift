@@ -184,7 +184,7 @@ import Sodium
         #expect(g == f.genesis)
         #expect(throws: GenesisError.badKey(line: 2)) { try Genesis.parse(Hex.encode(f.identities[0].publicKey) + "\nnot-a-key\n") }
         // The negated twin of a validator's key (sign bit set) names no validator.
-        var twin = f.identities[1].publicKey
+        var twin = f.identities[1].publicKey.bytes
         twin[31] |= 0x80
         #expect(ValidatorKey(twin) == nil)
         #expect(throws: GenesisError.badKey(line: 1)) { try Genesis.parse(Hex.encode(twin) + "\n") }

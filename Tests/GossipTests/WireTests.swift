@@ -204,19 +204,19 @@ enum Samples {
     /// by the decoder, whatever message carries it: the twin is no member of its own.
     @Test func recordsNamingANegatedTwinAreRefused() throws {
         var twin = Samples.entry(1)
-        var key = twin.peer.publicKey
+        var key = twin.peer.publicKey.bytes
         key[31] |= 0x80
         #expect(PeerIdentity(publicKey: key) == nil)
         // Written as the real entry, then the key's sign bit flipped where it lies on the wire.
         for m: GossipMessage in [.joinReply(sample: [twin]), .gossip(updates: [.alive(twin, incarnation: 1, attributeVersion: 0)]),
                                  .pingRequest(seq: 1, target: twin)] {
             var bytes = GossipWire.encode(m)
-            let at = try #require(bytes.firstRange(of: twin.peer.publicKey)).lowerBound
+            let at = try #require(bytes.firstRange(of: twin.peer.publicKey.bytes)).lowerBound
             bytes[at + 31] |= 0x80
             #expect(GossipWire.decode(bytes) == .failure(.nonCanonicalKey), "\(m)")
         }
         var delta = GossipWire.encode(.delta(exchange: 1, records: [MemberRecord(entry: twin, state: .alive, incarnation: 1, attributeVersion: 0)], culls: []))
-        let at = try #require(delta.firstRange(of: twin.peer.publicKey)).lowerBound
+        let at = try #require(delta.firstRange(of: twin.peer.publicKey.bytes)).lowerBound
         delta[at + 31] |= 0x80
         #expect(GossipWire.decode(delta, transport: .reliable) == .failure(.nonCanonicalKey))
         twin.address = Samples.entry(2).address
@@ -230,9 +230,10 @@ enum Samples {
         let message = CullRecord.signedBytes(network: Samples.network, subject: subject, issuedAt: 5)
         let (twinKey, signature) = try twinSignature(seed: Samples.admin.seed, message)
         #expect(Ed25519.verify(signature, message: message, publicKey: twinKey), "a genuine Ed25519 signature by the twin")
-        let record = CullRecord(subject: subject, issuedAt: 5, adminKey: twinKey, signature: signature)
+        let twin = try #require(PublicKey(raw: twinKey))
+        let record = CullRecord(subject: subject, issuedAt: 5, adminKey: twin, signature: signature)
         #expect(record.verify(network: Samples.network, adminKeys: [Samples.admin.publicKey]) == .unknownAdmin)
-        #expect(record.verify(network: Samples.network, adminKeys: [twinKey]) == .badSignature)
+        #expect(record.verify(network: Samples.network, adminKeys: [twin]) == .badSignature)
     }
 
     @Test func queryParsing() {

@@ -6,7 +6,7 @@ import Testing
     /// Expected values computed independently (Python `cryptography` + `hashlib.blake2b`).
     @Test func nodeIDAndOverlayMatchTheDocumentedDerivation() throws {
         let id = try NodeIdentity(seed: Array(1...32))
-        #expect(Hex.encode(id.publicKey) == "79b5562e8fe654f94078b112e8a98ba7901f853ae695bed7e0e3910bad049664")
+        #expect(Hex.encode(id.publicKey.bytes) == "79b5562e8fe654f94078b112e8a98ba7901f853ae695bed7e0e3910bad049664")
         #expect(id.nodeID.hex == "25a792fd3a3bea297cd24148a5f7601e2a1fea74ff541f400ea6c87bdd4a9415")
         #expect(NetworkID.defaultNetwork.description == "601d6a20afdb1aad149cfc1c9f85a9c7")
         #expect(id.overlayAddress(in: .defaultNetwork).description == "fdce:3acd:4a04:a746:d553:6c2a:2913:6dcb")
@@ -28,19 +28,45 @@ import Testing
         for i in 0..<16 {
             let id = NodeIdentity.deterministic(runSeed: 24, index: i)
             let (scalar, _) = try Ed25519Arithmetic.expand(seed: id.seed)
-            #expect(try Ed25519Arithmetic.baseMultiply(scalar: scalar) == id.publicKey, "the scalar is the key's secret")
+            #expect(try Ed25519Arithmetic.baseMultiply(scalar: scalar) == id.publicKey.bytes, "the scalar is the key's secret")
             let twin = try Ed25519Arithmetic.baseMultiply(scalar: Ed25519Arithmetic.negate(scalar: scalar))
-            #expect(twin != id.publicKey)
+            #expect(twin != id.publicKey.bytes)
             #expect(Ed25519Arithmetic.isValidPoint(twin), "the twin is a perfectly good point")
-            #expect(try Ed25519.curve25519PublicKey(twin) == Ed25519.curve25519PublicKey(id.publicKey))
+            #expect(try Ed25519.curve25519PublicKey(twin) == Ed25519.curve25519PublicKey(id.publicKey.bytes))
             // Negation flips the sign bit and nothing else.
-            var flipped = id.publicKey
+            var flipped = id.publicKey.bytes
             flipped[31] ^= 0x80
             #expect(twin == flipped)
-            #expect(IdentityKey.isCanonical(id.publicKey) && !IdentityKey.isCanonical(twin))
+            #expect(IdentityKey.isCanonical(id.publicKey.bytes) && !IdentityKey.isCanonical(twin))
             #expect(PeerIdentity(publicKey: twin) == nil)
             #expect(NodeID(publicKey: twin) == id.nodeID, "one pair, one node id (culls and member rows name both)")
         }
+    }
+
+    /// One key type: an identity key refuses the twin and wrong lengths, a raw key takes any 32
+    /// bytes; keys are equal, hashed and ordered by their bytes, and print as hex.
+    @Test func publicKeyChecksCanonicalFormAndOrdersByBytes() throws {
+        let id = NodeIdentity.deterministic(runSeed: 24, index: 5)
+        var twinBytes = id.publicKey.bytes
+        twinBytes[31] ^= 0x80
+        #expect(PublicKey(id.publicKey.bytes) == id.publicKey)
+        #expect(PublicKey(twinBytes) == nil, "the negated twin is no identity key")
+        #expect(PublicKey(Array(id.publicKey.bytes.prefix(31))) == nil)
+        #expect(PublicKey(raw: Array(id.publicKey.bytes.prefix(31))) == nil)
+        let twin = try #require(PublicKey(raw: twinBytes))
+        #expect(!twin.isCanonical && twin.canonical == nil && id.publicKey.canonical == id.publicKey)
+        #expect(PeerIdentity(publicKey: twin) == nil)
+        #expect(PeerIdentity(publicKey: id.publicKey)?.nodeID == id.nodeID)
+        #expect(id.publicKey.description == Hex.encode(id.publicKey.bytes))
+        #expect(id.publicKey.short == String(id.publicKey.hex.prefix(16)))
+        // Keys that share their first 8 bytes (the hashed part) are still told apart.
+        var a = [UInt8](repeating: 1, count: 32), b = a
+        b[31] = 2
+        a[31] = 1
+        let ka = try #require(PublicKey(raw: a)), kb = try #require(PublicKey(raw: b))
+        #expect(ka != kb && ka < kb && !(kb < ka))
+        #expect(Set([ka, kb, ka]).count == 2)
+        #expect([kb, ka].sorted() == [ka, kb])
     }
 
     /// The twin can sign (with the negated scalar) and libsodium accepts it under the twin key;
@@ -51,14 +77,14 @@ import Testing
         let (twinKey, twinSignature) = try signAsNegatedTwin(seed: id.seed, message)
         #expect(Ed25519.verify(twinSignature, message: message, publicKey: twinKey), "a genuine Ed25519 signature")
         #expect(!IdentityKey.verify(twinSignature, message: message, publicKey: twinKey))
-        #expect(!IdentityKey.verify(twinSignature, message: message, publicKey: id.publicKey))
-        #expect(IdentityKey.verify(id.sign(message), message: message, publicKey: id.publicKey))
+        #expect(!IdentityKey.verify(twinSignature, message: message, publicKey: id.publicKey.bytes))
+        #expect(IdentityKey.verify(id.sign(message), message: message, publicKey: id.publicKey.bytes))
     }
 
     @Test func generatedKeysAreCanonicalAndOnlyTheReducedSpellingIs() {
         for i in 0..<64 {
-            #expect(IdentityKey.isCanonical(NodeIdentity.generate().publicKey))
-            #expect(IdentityKey.isCanonical(NodeIdentity.deterministic(runSeed: 3, index: i).publicKey))
+            #expect(IdentityKey.isCanonical(NodeIdentity.generate().publicKey.bytes))
+            #expect(IdentityKey.isCanonical(NodeIdentity.deterministic(runSeed: 3, index: i).publicKey.bytes))
         }
         // y = p and y = 2^255 - 1 (both >= p) spell points that have a reduced spelling too.
         let p: [UInt8] = [0xed] + Array(repeating: 0xff, count: 30) + [0x7f]
@@ -79,8 +105,8 @@ import Testing
     @Test func signaturesVerifyAndTamperingFails() {
         let id = NodeIdentity.generate()
         let sig = id.sign(Array("hello".utf8))
-        #expect(Ed25519.verify(sig, message: Array("hello".utf8), publicKey: id.publicKey))
-        #expect(!Ed25519.verify(sig, message: Array("hellp".utf8), publicKey: id.publicKey))
+        #expect(Ed25519.verify(sig, message: Array("hello".utf8), publicKey: id.publicKey.bytes))
+        #expect(!Ed25519.verify(sig, message: Array("hellp".utf8), publicKey: id.publicKey.bytes))
     }
 
     @Test func deterministicIdentitiesRepeat() {

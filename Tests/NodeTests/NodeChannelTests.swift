@@ -1,6 +1,7 @@
 import Channels
 import MeshCore
 @testable import Node
+import SimulatorKit
 import Testing
 
 extension Pump {
@@ -13,7 +14,7 @@ extension Pump {
 
     /// Sends raw session plaintext from node i to node j, as if node i spoke another protocol.
     mutating func sendPlaintext(_ i: Int, _ plaintext: [UInt8], to j: Int) {
-        let sessionOutputs = cores[i].sessions.send(plaintext, to: addresses[j], peerKey: cores[j].identity.publicKey, now: now)
+        let sessionOutputs = cores[i].sessions.send(plaintext, to: addresses[j], peer: cores[j].identity, now: now)
         var outputs: [NodeOutput] = []
         cores[i].absorb(sessionOutputs, now: now, into: &outputs)
         carryOut(i, outputs)
@@ -23,7 +24,7 @@ extension Pump {
         for o in outputs {
             switch o {
             case let .send(to, bytes):
-                if let j = addresses.firstIndex(of: to) { inFlight.append((now + latency, j, addresses[i], bytes)) }
+                if let j = addresses.firstIndex(of: to) { inFlight.push((now + latency).nanoseconds, Datagram(to: j, from: addresses[i], bytes: bytes)) }
             case let .wake(at): wakes[i] = at
             case let .event(e): events.append((i, e))
             case let .persist(_, then): carryOut(i, then)

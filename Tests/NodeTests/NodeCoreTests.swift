@@ -1,13 +1,16 @@
 import MeshCore
 import Node
+import SimulatorKit
 import Testing
 
 /// A tiny in-test driver: delivers every send after a fixed latency unless the link is cut.
+/// Datagrams wait on the simulation engine's queue (SimulatorKit): by arrival, then send order.
 struct Pump {
+    struct Datagram { let to: Int; let from: UnderlayAddress; let bytes: [UInt8] }
     var cores: [NodeCore]
     var addresses: [UnderlayAddress]
     var wakes: [Instant?]
-    var inFlight: [(at: Instant, to: Int, from: UnderlayAddress, bytes: [UInt8])] = []
+    var inFlight = EventHeap<Datagram>()
     var now = Instant.zero
     var down: Set<Int> = []
     var events: [(Int, NodeEvent)] = []
@@ -53,7 +56,7 @@ struct Pump {
     mutating func take(_ i: Int, _ o: NodeOutput) {
         switch o {
         case let .send(to, bytes):
-            if let j = addresses.firstIndex(of: to) { inFlight.append((now + latency, j, addresses[i], bytes)) }
+            if let j = addresses.firstIndex(of: to) { inFlight.push((now + latency).nanoseconds, Datagram(to: j, from: addresses[i], bytes: bytes)) }
         case let .wake(at): wakes[i] = at
         case let .event(e): events.append((i, e))
         case let .persist(batch, then):
@@ -67,13 +70,11 @@ struct Pump {
         let end = now + d
         while true {
             let nextWake = wakes.enumerated().compactMap { (i: Int, w: Instant?) -> (Instant, Int)? in w.map { ($0, i) } }.min { $0.0 < $1.0 }
-            let nextMsg = inFlight.enumerated().min { $0.element.at < $1.element.at }
-            let tw = nextWake?.0, tm = nextMsg?.element.at
+            let tw = nextWake?.0, tm = inFlight.nextTime.map { Instant(nanoseconds: $0) }
             guard let t = [tw, tm].compactMap({ $0 }).min(), t <= end else { break }
             now = t
-            if let tm, tm == t, let m = nextMsg {
-                inFlight.remove(at: m.offset)
-                if !down.contains(m.element.to) { feed(m.element.to, .datagram(from: m.element.from, bytes: m.element.bytes)) }
+            if let tm, tm == t, let m = inFlight.pop()?.event {
+                if !down.contains(m.to) { feed(m.to, .datagram(from: m.from, bytes: m.bytes)) }
             } else if let (_, i) = nextWake {
                 wakes[i] = nil
                 feed(i, .timer)
@@ -172,7 +173,7 @@ struct Pump {
         var p = Pump(count: 1)
         // Cleartext node-protocol datagrams are no longer accepted: only sessions carry them.
         let stranger = NodeIdentity.deterministic(runSeed: 9, index: 0)
-        let cleartext = PingWire.encode(.init(kind: .ping, network: .defaultNetwork, senderKey: stranger.publicKey, seq: 1))
+        let cleartext = PingWire.encode(.init(kind: .ping, network: .defaultNetwork, senderKey: stranger.publicKey.bytes, seq: 1))
         p.feed(0, .datagram(from: p.addresses[0], bytes: cleartext))
         p.feed(0, .datagram(from: p.addresses[0], bytes: [1, 2, 3]))
         p.feed(0, .datagram(from: p.addresses[0], bytes: []))

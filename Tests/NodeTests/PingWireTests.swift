@@ -3,7 +3,7 @@ import MeshCore
 import Testing
 
 @Suite struct PingWireTests {
-    let key = NodeIdentity.deterministic(runSeed: 1, index: 0).publicKey
+    let key = NodeIdentity.deterministic(runSeed: 1, index: 0).publicKey.bytes
 
     @Test func pongRoundTripsWithSample() throws {
         let entry = PingWire.SampleEntry(publicKey: key, address: UnderlayAddress(parsing: "[fd00::5]:7400")!)
@@ -50,8 +50,8 @@ import Testing
 
 /// The in-place reader `NodeCore` uses for the pings and pongs nodes send.
 @Suite struct PingWireBareTests {
-    let key = NodeIdentity.deterministic(runSeed: 1, index: 0).publicKey
-    let other = NodeIdentity.deterministic(runSeed: 1, index: 1).publicKey
+    let key = NodeIdentity.deterministic(runSeed: 1, index: 0).publicKey.bytes
+    let other = NodeIdentity.deterministic(runSeed: 1, index: 1).publicKey.bytes
 
     @Test func bareMessagesReadAsDecodeReadsThem() throws {
         for kind in [PingWire.Kind.ping, .pong] {

@@ -182,9 +182,9 @@ private struct EchoService: NodeService {
             return nil
         }
         let rows = try #require(snapshot(1))
-        #expect(rows.map(\.key) == [p.cores[0].identity.publicKey])
+        #expect(rows.map(\.key) == [p.cores[0].identity.publicKey.bytes])
         p.feed(0, .stop)
-        #expect(snapshot(0)?.map(\.key) == [p.cores[1].identity.publicKey])
+        #expect(snapshot(0)?.map(\.key) == [p.cores[1].identity.publicKey.bytes])
 
         p.restart(1)
         p.feed(1, .restored(rows))

@@ -16,7 +16,7 @@ import Testing
     }
 
     /// Whether any honest node holds a member row under the twin's key.
-    static func holdsKey(_ p: Pump, _ key: [UInt8], among nodes: Range<Int>) -> Bool {
+    static func holdsKey(_ p: Pump, _ key: PublicKey, among nodes: Range<Int>) -> Bool {
         nodes.contains { i in p.cores[i].members.values.contains { $0.entry.peer.publicKey == key } }
     }
 

@@ -135,7 +135,7 @@ func parseError(_ text: String) -> ConfigError? {
         #expect(s.discovery.modes == [.master, .walk])
         #expect(s.discovery.masters.map(\.description) == ["[::1]:7401"])
         #expect(s.discovery.isMaster)
-        #expect(s.discovery.adminKeys == [Hex.decode("da4766e7a9b80a5945c84f18b5418c776988fdda097909245c04bf2c38ba1d14")!])
+        #expect(s.discovery.adminKeys.map(\.hex) == ["da4766e7a9b80a5945c84f18b5418c776988fdda097909245c04bf2c38ba1d14"])
         #expect(s.timing.maxMembers == 10)
         #expect(s.attributes == ["type": "meter"])
     }
@@ -275,7 +275,7 @@ func parseError(_ text: String) -> ConfigError? {
         let path = dir + "/peers.sqlite"
         let (store, warning) = try PeerStore.open(path: path)
         #expect(warning == nil)
-        let key = NodeIdentity.generate().publicKey
+        let key = NodeIdentity.generate().publicKey.bytes
         let now = Int64(Date().timeIntervalSince1970)
         try store.save([.init(publicKey: key, address: UnderlayAddress(parsing: "[::1]:7401")!, lastSeenUnix: now)])
         try store.save([.init(publicKey: key, address: UnderlayAddress(parsing: "[::1]:7402")!, lastSeenUnix: now)])

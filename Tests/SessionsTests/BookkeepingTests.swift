@@ -14,9 +14,9 @@ import Testing
     /// Two managers with an IK session from `a` to `b`, every output carried at once.
     static func establishedPair() -> (SessionManager, SessionManager, NodeIdentity, NodeIdentity) {
         let idA = Pump.identity(1), idB = Pump.identity(2)
-        var ma = try! SessionManager(identity: idA, networkKey: Pump.networkKey, rng: SeededGenerator(seed: 1))
-        var mb = try! SessionManager(identity: idB, networkKey: Pump.networkKey, rng: SeededGenerator(seed: 2))
-        var toB = ma.send([0], to: b, peerKey: idB.publicKey, now: .zero)
+        let ma = try! SessionManager(identity: idA, networkKey: Pump.networkKey, rng: SeededGenerator(seed: 1))
+        let mb = try! SessionManager(identity: idB, networkKey: Pump.networkKey, rng: SeededGenerator(seed: 2))
+        var toB = ma.send([0], to: b, peer: idB.peer, now: .zero)
         while true {
             var toA: [SessionOutput] = []
             for case let .send(_, bytes) in toB { toA += mb.receive(bytes, from: a, now: .zero) }
@@ -28,7 +28,7 @@ import Testing
     }
 
     @Test func datagramsAndPlaintextsStayIntactWhenBuffersAreReused() {
-        var (ma, mb, _, idB) = Self.establishedPair()
+        let (ma, mb, _, idB) = Self.establishedPair()
         var heldDatagrams: [(bytes: [UInt8], copy: [UInt8])] = []
         var heldPlaintexts: [(bytes: [UInt8], copy: [UInt8])] = []
         for i in 0..<300 {
@@ -37,7 +37,7 @@ import Testing
             // nothing else holds it (and copied first when the test holds it).
             let message = [UInt8](repeating: UInt8(truncatingIfNeeded: i), count: 1 + (i / 4 % 5) * 299)
             var datagram: [UInt8]?
-            for case let .send(_, bytes) in ma.send(message, to: Self.b, peerKey: idB.publicKey, now: now) { datagram = bytes }
+            for case let .send(_, bytes) in ma.send(message, to: Self.b, peer: idB.peer, now: now) { datagram = bytes }
             guard let datagram else { Issue.record("no datagram for message \(i)"); return }
             if i % 7 == 0 { heldDatagrams.append((datagram, datagram.map { $0 })) }
             var delivered: [UInt8]?

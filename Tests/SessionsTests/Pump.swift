@@ -11,8 +11,9 @@ struct Pump {
         var manager: SessionManager
         let identity: NodeIdentity
         var wake: Instant?
-        var delivered: [(from: [UInt8], plaintext: [UInt8])] = []
-        var established: [[UInt8]] = []
+        /// The identity each message came from, as the session proved it.
+        var delivered: [(from: PeerIdentity, plaintext: [UInt8])] = []
+        var established: [PublicKey] = []
         var failed: [String] = []
     }
 
@@ -57,11 +58,12 @@ struct Pump {
         return Self.address(i)
     }
 
-    func key(_ i: Int) -> [UInt8] { nodes[Self.address(i)]?.identity.publicKey ?? Self.identity(i).publicKey }
+    func key(_ i: Int) -> PublicKey { nodes[Self.address(i)]?.identity.publicKey ?? Self.identity(i).publicKey }
+    func peer(_ i: Int) -> PeerIdentity { nodes[Self.address(i)]?.identity.peer ?? Self.identity(i).peer }
 
     mutating func send(_ from: Int, _ to: Int, _ text: String, known: Bool = true) {
         let a = Self.address(from)
-        let out = nodes[a]!.manager.send(Array(text.utf8), to: Self.address(to), peerKey: known ? key(to) : nil, now: now)
+        let out = nodes[a]!.manager.send(Array(text.utf8), to: Self.address(to), peer: known ? peer(to) : nil, now: now)
         apply(out, at: a)
     }
 
@@ -81,10 +83,10 @@ struct Pump {
                     let at = now + latency + extra
                     inflight.push(at.nanoseconds, Packet(at: at, seq: seq, from: a, to: to, bytes: bytes))
                 }
-            case let .deliver(_, peerKey, plaintext):
-                nodes[a]!.delivered.append((peerKey, plaintext))
-            case let .established(peerKey, _):
-                nodes[a]!.established.append(peerKey)
+            case let .deliver(_, peer, plaintext):
+                nodes[a]!.delivered.append((peer, plaintext))
+            case let .established(peer, _):
+                nodes[a]!.established.append(peer.publicKey)
             case let .failed(_, reason):
                 nodes[a]!.failed.append(reason)
             case let .wake(at):

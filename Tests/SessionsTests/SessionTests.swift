@@ -13,8 +13,8 @@ import Testing
         net.run(for: .seconds(1))
         #expect(net.texts(2) == ["hello"])
         // B learned A's key from the handshake and answers on the same session.
-        #expect(net.nodes[Pump.address(2)]!.delivered[0].from == net.key(1))
-        #expect(NodeID(publicKey: net.nodes[Pump.address(2)]!.delivered[0].from) == Pump.identity(1).nodeID)
+        #expect(net.nodes[Pump.address(2)]!.delivered[0].from.publicKey == net.key(1))
+        #expect(net.nodes[Pump.address(2)]!.delivered[0].from.nodeID == Pump.identity(1).nodeID)
         #expect(net.nodes[Pump.address(1)]!.established == [net.key(2)])
         net.send(2, 1, "hi back")
         net.run(for: .seconds(1))
@@ -177,7 +177,7 @@ import Testing
         var net = Pump()
         net.add(1); net.add(2)
         // The side with the smaller static key keeps its own attempt in a real collision.
-        let (winner, loser) = net.key(1).lexicographicallyPrecedes(net.key(2)) ? (1, 2) : (2, 1)
+        let (winner, loser) = net.key(1) < net.key(2) ? (1, 2) : (2, 1)
         // The loser is down: the winner's attempts go nowhere while it backs off.
         net.nodes[Pump.address(loser)] = nil
         net.send(winner, loser, "to the crashed one")
@@ -221,10 +221,10 @@ import Testing
         net.run(for: .seconds(1))
         let a = Pump.address(1)
         let big = [UInt8](repeating: 0xab, count: SessionManager.maxPlaintext)
-        net.apply(net.nodes[a]!.manager.send(big, to: Pump.address(2), peerKey: net.key(2), now: net.now), at: a)
+        net.apply(net.nodes[a]!.manager.send(big, to: Pump.address(2), peer: net.peer(2), now: net.now), at: a)
         #expect(net.wire.last!.bytes.count == SessionWire.maxDatagram)
-        net.apply(net.nodes[a]!.manager.send(big + [1], to: Pump.address(2), peerKey: net.key(2), now: net.now), at: a)
-        net.apply(net.nodes[a]!.manager.send([], to: Pump.address(2), peerKey: net.key(2), now: net.now), at: a)
+        net.apply(net.nodes[a]!.manager.send(big + [1], to: Pump.address(2), peer: net.peer(2), now: net.now), at: a)
+        net.apply(net.nodes[a]!.manager.send([], to: Pump.address(2), peer: net.peer(2), now: net.now), at: a)
         #expect(net.counters(1)[.plaintextTooLong] == 1 && net.counters(1)[.emptyPlaintext] == 1)
         net.run(for: .seconds(1))
         #expect(net.nodes[Pump.address(2)]!.delivered.last!.plaintext == big)

@@ -23,7 +23,7 @@ import Testing
         var net = Pump()
         net.add(1)
         net.add(2, identity: try Self.twin(of: 3))
-        #expect(try Ed25519.curve25519PublicKey(net.key(2)) == Ed25519.curve25519PublicKey(Pump.identity(3).publicKey))
+        #expect(try Ed25519.curve25519PublicKey(net.key(2).bytes) == Ed25519.curve25519PublicKey(Pump.identity(3).publicKey.bytes))
         switch position {
         case .ikInitiator: net.send(2, 1, "i am node 3 too")
         case .xxInitiator: net.send(2, 1, "i am node 3 too", known: false)
@@ -44,7 +44,7 @@ import Testing
         net.send(3, 1, "hello")
         net.run(for: .seconds(2))
         #expect(net.texts(1) == ["hello"])
-        let out = net.nodes[Pump.address(1)]!.manager.send(Array("x".utf8), to: Pump.address(3), peerKey: try Self.twin(of: 3).publicKey, now: net.now)
+        let out = net.nodes[Pump.address(1)]!.manager.send(Array("x".utf8), to: Pump.address(3), peer: try Self.twin(of: 3).peer, now: net.now)
         #expect(!out.contains { if case .send = $0 { true } else { false } })
         #expect(net.counters(1)[.badPeerKey] == 1)
     }

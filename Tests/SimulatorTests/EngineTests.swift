@@ -75,6 +75,45 @@ import Testing
         #expect(metric(r, "faults_healed_s") == 5)
     }
 
+    /// The scenario's disk faults reach the nodes' persists: a crash 1 ms after a restart (whose
+    /// raised incarnation is then being written and synced) loses or tears that write, and a disk
+    /// failing every write silences its node until it heals. Either way the mesh ends whole and
+    /// nobody live and reachable was declared dead.
+    @Test(arguments: ["lose_unsynced", "tear_last_write", "io_error"])
+    func diskFaultsReachTheNodesAndTheMeshSurvives(mode: String) throws {
+        let crashes = mode == "io_error"
+            ? "[[events]]\nkind = \"crash\"\nat_s = 6\nnodes = [2]\n[[events]]\nkind = \"restart\"\nat_s = 8\nnodes = [2]\n"
+            : "[[events]]\nkind = \"crash\"\nat_s = 5\nnodes = [2]\n[[events]]\nkind = \"restart\"\nat_s = 10\nnodes = [2]\n"
+                + "[[events]]\nkind = \"crash\"\nat_s = 10.001\nnodes = [2]\n[[events]]\nkind = \"restart\"\nat_s = 15\nnodes = [2]\n"
+        let s = try tiny(nodes: 6, seconds: 45, """
+            [[events]]
+            kind = "disk"
+            at_s = 1
+            nodes = [2]
+            mode = "\(mode)"
+            for_s = \(mode == "io_error" ? 12 : 20)
+            \(crashes)
+            [[checks]]
+            kind = "no_false_dead"
+            [[checks]]
+            kind = "all_alive_at_end"
+            """)
+        let r = Simulation(scenario: s, seed: 3).run()
+        #expect(r.passed, "\(r.checks)")
+        #expect(metric(r, "disk_syncs") > 0, "the nodes' writes went to the faulty disk")
+        switch mode {
+        case "lose_unsynced": #expect(metric(r, "disk_lost_writes") >= 1)
+        case "tear_last_write": #expect(metric(r, "disk_torn_writes") >= 1)
+        default: #expect(metric(r, "disk_io_errors") >= 1)
+        }
+    }
+
+    /// Without disk events the disk is durable at once: no fsync is simulated at all.
+    @Test func scenariosWithoutDiskFaultsKeepTheInstantDisk() throws {
+        let r = Simulation(scenario: try tiny(nodes: 4, seconds: 5), seed: 1).run()
+        #expect(metric(r, "disk_syncs") == 0 && metric(r, "disk_writes") == 0)
+    }
+
     @Test(arguments: [
         ("[[events]]\nkind = \"disk\"\nat_s = 1\nnodes = [0]\nmode = \"melt\"\n", "events[0].mode"),
         ("[[events]]\nkind = \"disk\"\nat_s = 1\nnodes = [0]\n", "events[0].mode"),

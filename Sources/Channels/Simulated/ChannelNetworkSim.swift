@@ -1,4 +1,5 @@
 import MeshCore
+import SimulatorKit
 
 /// How a directed virtual link treats frames. Faults are plain data so a seed reproduces a run.
 public struct LinkProfile: Sendable, Equatable {
@@ -47,9 +48,8 @@ public struct ChannelNetworkSim: Sendable {
     public private(set) var events = 0
 
     private enum Kind: Sendable { case arrival(to: Int, from: Int, bytes: [UInt8]), wake(node: Int) }
-    private struct Event: Sendable { var at: Instant; var seq: UInt64; var kind: Kind }
-    private var heap: [Event] = []
-    private var seq: UInt64 = 0
+    /// The simulation engine's queue (SimulatorKit): by time, then the order events were queued.
+    private var queue = EventHeap<Kind>()
     private var rng: SeededGenerator
     private var busyUntil: [[Instant]]
     private var scheduledWake: [Instant?]
@@ -76,21 +76,21 @@ public struct ChannelNetworkSim: Sendable {
         return result
     }
 
-    public var idle: Bool { heap.isEmpty }
+    public var idle: Bool { queue.isEmpty }
 
     /// Runs one event; false when nothing is left or the next event is after `limit`.
     public mutating func step(until limit: Instant) -> Bool {
-        guard let top = heap.first, top.at <= limit else { return false }
-        let e = pop()
-        now = max(now, e.at)
+        guard let next = queue.nextTime, next <= limit.nanoseconds, let e = queue.pop() else { return false }
+        let at = Instant(nanoseconds: e.time)
+        now = max(now, at)
         events += 1
-        switch e.kind {
+        switch e.event {
         case .arrival(let to, let from, let bytes):
             guard !frozen[to] else { return true }
             let outputs = nodes[to].receive(frame: bytes, from: from, now: now)
             apply(outputs, at: to)
         case .wake(let node):
-            guard scheduledWake[node] == e.at, !frozen[node] else { return true }
+            guard scheduledWake[node] == at, !frozen[node] else { return true }
             scheduledWake[node] = nil
             let outputs = nodes[node].tick(now: now)
             apply(outputs, at: node)
@@ -101,7 +101,7 @@ public struct ChannelNetworkSim: Sendable {
     /// Runs events up to `limit` (or until none is left) and sets the clock to `limit` if reached.
     public mutating func run(until limit: Instant) {
         while step(until: limit) {}
-        if heap.isEmpty || heap[0].at > limit { now = max(now, limit) }
+        if (queue.nextTime ?? .max) > limit.nanoseconds { now = max(now, limit) }
     }
 
     /// Replaces a node by a fresh process (all channel state lost), as after a crash and reboot.
@@ -130,7 +130,7 @@ public struct ChannelNetworkSim: Sendable {
                 let t = max(at, now)
                 if scheduledWake[node] != t {
                     scheduledWake[node] = t
-                    push(Event(at: t, seq: 0, kind: .wake(node: node)))
+                    queue.push(t.nanoseconds, .wake(node: node))
                 }
             }
         }
@@ -152,42 +152,7 @@ public struct ChannelNetworkSim: Sendable {
         for _ in 0..<copies {
             var at = depart + profile.latency
             if profile.jitter > .zero { at = at + .nanoseconds(Int64(rng.unit() * Double(profile.jitter.nanoseconds))) }
-            push(Event(at: at, seq: 0, kind: .arrival(to: to, from: from, bytes: bytes)))
+            queue.push(at.nanoseconds, .arrival(to: to, from: from, bytes: bytes))
         }
-    }
-
-    // MARK: Binary heap ordered by (time, insertion sequence).
-
-    private static func before(_ a: Event, _ b: Event) -> Bool { a.at != b.at ? a.at < b.at : a.seq < b.seq }
-
-    private mutating func push(_ e: Event) {
-        var e = e
-        seq += 1
-        e.seq = seq
-        heap.append(e)
-        var i = heap.count - 1
-        while i > 0 {
-            let parent = (i - 1) / 2
-            if Self.before(heap[i], heap[parent]) { heap.swapAt(i, parent); i = parent } else { break }
-        }
-    }
-
-    private mutating func pop() -> Event {
-        let top = heap[0]
-        let last = heap.removeLast()
-        if !heap.isEmpty {
-            heap[0] = last
-            var i = 0
-            while true {
-                let l = 2 * i + 1, r = l + 1
-                var m = i
-                if l < heap.count && Self.before(heap[l], heap[m]) { m = l }
-                if r < heap.count && Self.before(heap[r], heap[m]) { m = r }
-                if m == i { break }
-                heap.swapAt(i, m)
-                i = m
-            }
-        }
-        return top
     }
 }

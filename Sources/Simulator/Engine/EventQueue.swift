@@ -26,4 +26,6 @@ enum SimEvent {
     case crashDeadline(record: Int32)
     /// A workload's timer: `workloads[slot].fire(tag:)`.
     case workload(slot: Int32, tag: Int32)
+    /// The oldest persist of node `node` (in incarnation `incarnation`) is done on its disk.
+    case diskDone(node: Int32, incarnation: UInt32)
 }

@@ -7,7 +7,8 @@ import MeshCore
 /// - no fault: a crash keeps every completed write, synced or not (the OS flushed its cache).
 /// - `lose_unsynced`: a crash loses every write since the last sync.
 /// - `tear_last_write`: a crash leaves the last unsynced write torn: only a prefix of its bytes
-///   (drawn from the disk's own generator) replaces the old value; writes before it are lost.
+///   (drawn from the disk's own generator) replaces the old value (a torn delete leaves the old
+///   value); writes before it are lost.
 /// - `io_error`: every write and sync fails with an I/O error while the fault lasts; nothing changes.
 ///
 /// Faults are armed by the scenario's timeline (`kind = "disk"`, `mode = …`, undone after `for_s`).
@@ -35,8 +36,8 @@ public struct FaultyDisk: Sendable {
 
     struct Disk: Sendable {
         var durable: [String: [UInt8]] = [:]
-        /// Writes since the last sync, in order.
-        var pending: [(key: String, value: [UInt8])] = []
+        /// Writes since the last sync, in order; a nil value deletes the key.
+        var pending: [(key: String, value: [UInt8]?)] = []
         var faults: Set<Fault> = []
         /// When the disk is free again: writes and syncs queue behind each other.
         var busyUntil: Int64 = 0
@@ -58,6 +59,15 @@ public struct FaultyDisk: Sendable {
 
     /// Writes `value` under `key` (not yet durable); returns when the write completes.
     public mutating func write(_ node: Int, key: String, value: [UInt8], now: Int64) -> Result<Int64, IOError> {
+        record(node, key: key, value: value, now: now)
+    }
+
+    /// Deletes `key` (not yet durable: a crash may bring the old value back); returns when done.
+    public mutating func delete(_ node: Int, key: String, now: Int64) -> Result<Int64, IOError> {
+        record(node, key: key, value: nil, now: now)
+    }
+
+    private mutating func record(_ node: Int, key: String, value: [UInt8]?, now: Int64) -> Result<Int64, IOError> {
         if disks[node].faults.contains(.ioError) {
             counters.ioErrors += 1
             return .failure(IOError(node: node, operation: "write of \(key)"))
@@ -67,8 +77,9 @@ public struct FaultyDisk: Sendable {
         return .success(advance(node, by: writeNanos, now: now))
     }
 
-    /// Makes every earlier write durable; returns when the sync completes.
-    public mutating func sync(_ node: Int, now: Int64) -> Result<Int64, IOError> {
+    /// Makes every earlier write durable; returns when the sync completes. `charged: false` for a
+    /// sync whose time was already reserved (`reserveSync`): it takes effect at `now`.
+    public mutating func sync(_ node: Int, now: Int64, charged: Bool = true) -> Result<Int64, IOError> {
         if disks[node].faults.contains(.ioError) {
             counters.ioErrors += 1
             return .failure(IOError(node: node, operation: "sync"))
@@ -76,8 +87,12 @@ public struct FaultyDisk: Sendable {
         counters.syncs += 1
         for w in disks[node].pending { disks[node].durable[w.key] = w.value }
         disks[node].pending.removeAll()
-        return .success(advance(node, by: syncNanos, now: now))
+        return .success(charged ? advance(node, by: syncNanos, now: now) : now)
     }
+
+    /// Books the disk for one sync after `now` (and after what is queued); returns when it will
+    /// be done. The sync itself happens with `sync(_:now:charged: false)` at that instant.
+    public mutating func reserveSync(_ node: Int, now: Int64) -> Int64 { advance(node, by: syncNanos, now: now) }
 
     /// A persist output as etcd orders it: every write, then one sync; the sends listed after it
     /// may leave at the instant returned, not before. Fails (and writes nothing more) on an I/O error.
@@ -105,6 +120,9 @@ public struct FaultyDisk: Sendable {
         return all.keys.sorted().map { ($0, all[$0]!) }
     }
 
+    /// When node `node`'s disk is free again (its queued writes and syncs done).
+    public func busyUntil(_ node: Int) -> Int64 { disks[node].busyUntil }
+
     /// The node crashed: unsynced writes survive, vanish or tear according to its faults.
     public mutating func crash(_ node: Int) {
         var d = disks[node]
@@ -114,8 +132,10 @@ public struct FaultyDisk: Sendable {
             let last = d.pending.removeLast()
             counters.lostWrites += UInt64(d.pending.count)
             counters.tornWrites += 1
-            let keep = last.value.isEmpty ? 0 : Int(rng.next() % UInt64(last.value.count))
-            d.durable[last.key] = Array(last.value.prefix(keep))
+            if let value = last.value {
+                let keep = value.isEmpty ? 0 : Int(rng.next() % UInt64(value.count))
+                d.durable[last.key] = Array(value.prefix(keep))
+            }  // a torn delete leaves the old value
         } else if d.faults.contains(.loseUnsynced) {
             counters.lostWrites += UInt64(d.pending.count)
         } else {

@@ -7,7 +7,7 @@ extension Simulation {
     func faultsActive() -> Bool {
         if net.partitioned || net.anyDegraded { return true }
         for i in 0..<nodes.count {
-            if crashedDown[i] || byzantine[i] != nil || cpu.inputDelay[i] > 0 || !faultyDisk.faults(of: i).isEmpty { return true }
+            if crashedDown[i] || byzantine[i] != nil || cpu.inputDelay[i] > 0 || !disk.faults(of: i).isEmpty { return true }
         }
         return false
     }

@@ -58,7 +58,12 @@ extension Simulation {
         case .feed:
             for i in picked { cpu.feed(i) }
         case .disk:
-            for i in picked { faultyDisk.arm(e.diskFault, on: i) }
+            for i in picked {
+                disk.arm(e.diskFault, on: i)
+                // A node that cannot persist cannot speak (its sends wait for its writes): its
+                // peers rightly declare it dead until the disk is healthy again and a grace after.
+                if e.diskFault == .ioError { disturbedUntil[i] = .max }
+            }
             what += " \(e.diskFault.rawValue)"
             revert = .repairDisks(picked, e.diskFault)
         case .restart:
@@ -149,7 +154,10 @@ extension Simulation {
             for i in list { cpu.feed(i) }
             note("feed \(Self.listNodes(list)) (end of starvation)")
         case let .repairDisks(list, fault):
-            for i in list { faultyDisk.disarm(fault, on: i) }
+            for i in list {
+                disk.disarm(fault, on: i)
+                if fault == .ioError { disturbedUntil[i] = now + grace }
+            }
             note("disk \(Self.listNodes(list)) healthy again (end of \(fault.rawValue))")
         }
     }

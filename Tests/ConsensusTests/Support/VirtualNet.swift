@@ -210,7 +210,7 @@ final class VirtualNet {
     private func tag(_ s: Int) -> String { slots[s].validator == s ? "" : "'" }
 
     private func log(to: Int, from: ValidatorKey, bytes: [UInt8]) {
-        let src = identities.firstIndex { $0.publicKey == from.bytes } ?? -1
+        let src = identities.firstIndex { $0.publicKey == from } ?? -1
         let what: String
         switch try? ConsensusMessage.decode(bytes, chainID: genesis.chainID) {
         case .proposal(let p)?:
