@@ -50,6 +50,9 @@ public struct MemberTable {
     let identities: PeerIdentities
     /// Anti-entropy's 64 bucket sums over the rows (wrapping, so order-independent).
     private(set) var digestBuckets = [UInt64](repeating: 0, count: GossipWire.bucketCount)
+    /// Rows whose state is alive or suspect (still members, in SWIM's sense), kept on every
+    /// change: a driver's convergence sampling reads it instead of walking the rows.
+    public private(set) var memberCount = 0
 
     init(identities: PeerIdentities) { self.identities = identities }
 
@@ -84,6 +87,22 @@ public struct MemberTable {
     func nodeID(atRow r: Int) -> NodeID { identities.nodeID(rows[r].entry) }
     func entry(atRow r: Int) -> PeerEntry { identities.entry(rows[r].entry) }
 
+    /// The peer entry index and state of `id`'s row, without building a `GossipMember`.
+    public func entryAndState(of id: NodeID) -> (entry: UInt32, state: MemberState)? {
+        guard let r = find(id) else { return nil }
+        return (rows[r].entry, rows[r].state)
+    }
+
+    /// A member's smoothed round-trip time in nanoseconds (`Int64.min`: none measured), nil for
+    /// no member: what view maintenance sorts peers by, without building a `GossipMember` each time.
+    func rttNanos(of id: NodeID) -> Int64? {
+        guard let r = find(id) else { return nil }
+        guard rows[r].hasContact, let c = contacts[id] else { return .min }
+        return c.rttNanos
+    }
+
+    @inline(__always) static func isMember(_ s: MemberState) -> Bool { s == .alive || s == .suspect }
+
     /// The row's peer entry index and state, for a driver that maps entries to its own nodes
     /// (the simulator's convergence sampling) without building a `GossipMember` per row.
     public func forEachEntry(_ body: (UInt32, MemberState) -> Void) {
@@ -115,6 +134,7 @@ public struct MemberTable {
         rows.append(Row(stateSinceNanos: m.stateSince.nanoseconds, entry: identities.intern(m.entry), incarnation: m.incarnation,
                         attributeVersion: m.attributeVersion, state: m.state, hasContact: !c.isEmpty))
         if !c.isEmpty { contacts[id] = c }
+        if Self.isMember(m.state) { memberCount += 1 }
         place(id, row: r)
         digestBuckets[Self.bucket(id)] &+= GossipCore.rowHash(id, incarnation: m.incarnation, state: m.state)
     }
@@ -127,6 +147,7 @@ public struct MemberTable {
             digestBuckets[b] &-= GossipCore.rowHash(id, incarnation: row.incarnation, state: row.state)
             digestBuckets[b] &+= GossipCore.rowHash(id, incarnation: m.incarnation, state: m.state)
         }
+        if Self.isMember(row.state) != Self.isMember(m.state) { memberCount += Self.isMember(m.state) ? 1 : -1 }
         if identities.address(row.entry) != m.entry.address { row.entry = identities.intern(m.entry) }
         row.incarnation = m.incarnation
         row.attributeVersion = m.attributeVersion
@@ -162,6 +183,7 @@ public struct MemberTable {
                 let id = identities.nodeID(row.entry)
                 digestBuckets[Self.bucket(id)] &-= GossipCore.rowHash(id, incarnation: row.incarnation, state: row.state)
                 if row.hasContact { contacts[id] = nil }
+                if Self.isMember(row.state) { memberCount -= 1 }
             } else {
                 kept.append(row)
             }

@@ -84,7 +84,7 @@ extension GossipCore {
             targets = randomSample(candidates, count: 1)
         case .nearest:
             let pool = candidates + passiveView.filter { !excluding.contains($0.nodeID) && members[$0.nodeID]?.rtt != nil }
-            targets = Array(pool.sorted { rttOrMax($0.nodeID) < rttOrMax($1.nodeID) }.prefix(config.nearestFanout))
+            targets = Array(nearestFirst(pool).prefix(config.nearestFanout))
         }
         for t in targets { send(.query(q), to: .peer(t), into: &out) }
     }

@@ -255,7 +255,22 @@ extension GossipCore {
         return randomSample(candidates, count: 1).first
     }
 
-    func rttOrMax(_ id: NodeID) -> Int64 { members[id]?.rtt?.nanoseconds ?? Int64.max }
+    func rttOrMax(_ id: NodeID) -> Int64 {
+        guard let r = members.rttNanos(of: id), r != .min else { return .max }
+        return r
+    }
+
+    /// `peers` nearest first (by `rttOrMax`), each looked up once rather than on every comparison
+    /// of the sort: view maintenance in mode `nearest` sorted the passive view this way every
+    /// gossip round, and the lookups were a tenth of a 1,000-node run's CPU. The sort sees the same
+    /// comparisons, so the order is the one sorting by lookups gave.
+    func nearestFirst(_ peers: [PeerEntry]) -> [PeerEntry] {
+        var keyed: [(rtt: Int64, entry: PeerEntry)] = []
+        keyed.reserveCapacity(peers.count)
+        for p in peers { keyed.append((rttOrMax(p.nodeID), p)) }
+        keyed.sort { $0.rtt < $1.rtt }
+        return keyed.map(\.entry)
+    }
 
     /// Mode `nearest` keeps one active slot for a peer not heard by LAN beacon (the farthest such
     /// one): nearest-first eviction and `nearer` swaps skip it. Without it every cross-LAN link
@@ -331,7 +346,7 @@ extension GossipCore {
             let pool = passiveView.filter { p in !pendingNeighbours.contains { $0.peer == p.nodeID } }
             let candidates: [PeerEntry]
             if prefersNearest {
-                candidates = Array(pool.sorted { rttOrMax($0.nodeID) < rttOrMax($1.nodeID) }.prefix(missing))
+                candidates = Array(nearestFirst(pool).prefix(missing))
             } else {
                 candidates = neighbourCandidates(from: pool, count: missing, now: now)
             }
@@ -346,8 +361,9 @@ extension GossipCore {
             pendingNeighbours.append((far.nodeID, now))
             send(.neighbor(priority: .high), to: .peer(far), into: &out)
         } else if prefersNearest, activeView.count >= activeCapacity, pendingNeighbours.isEmpty,
-                  let best = passiveView.filter({ members[$0.nodeID]?.rtt != nil }).min(by: { rttOrMax($0.nodeID) < rttOrMax($1.nodeID) }),
-                  let worst = activeView.filter({ $0.nodeID != longLink }).max(by: { rttOrMax($0.nodeID) < rttOrMax($1.nodeID) }),
+                  let best = passiveView.filter({ (members.rttNanos(of: $0.nodeID) ?? .min) != .min }).min(by: { rttOrMax($0.nodeID) < rttOrMax($1.nodeID) }),
+                  case let kept = longLink,
+                  let worst = activeView.filter({ $0.nodeID != kept }).max(by: { rttOrMax($0.nodeID) < rttOrMax($1.nodeID) }),
                   rttOrMax(best.nodeID) < rttOrMax(worst.nodeID) / 2 {
             // A much nearer standby peer: ask it in; accepting evicts the farthest active peer.
             pendingNeighbours.append((best.nodeID, now))

@@ -58,15 +58,13 @@ extension Simulation {
         return UnderlayAddress(ip: ip, port: 7400)
     }
 
-    /// The inverse of `virtualAddress` without hashing: this runs for every datagram sent.
+    /// The inverse of `virtualAddress` without hashing or allocating (`UnderlayAddress.ip` would
+    /// build an array): this runs for every datagram sent.
     @inline(__always) func index(of a: UnderlayAddress) -> Int? {
-        guard a.port == 7400 else { return nil }
-        return a.ip.withUnsafeBufferPointer { p -> Int? in
-            guard p.count == 16, p[0] == 0xfd, p[1] == 0x51, p[2] == 0x0a, p[3] == 0x7e else { return nil }
-            for k in 4..<12 where p[k] != 0 { return nil }
-            let i = Int(p[12]) << 24 | Int(p[13]) << 16 | Int(p[14]) << 8 | Int(p[15])
-            return i < life.count ? i : nil
-        }
+        // fd51:0a7e:0000:0000 then 0000:0000:iiii:iiii.
+        guard a.port == 7400, a.high == 0xfd51_0a7e_0000_0000, a.low >> 32 == 0 else { return nil }
+        let i = Int(a.low & 0xffff_ffff)
+        return i < life.count ? i : nil
     }
 
     func seedsFor(_ i: Int) -> [Int] {

@@ -32,8 +32,9 @@ public final class Simulation {
     /// run is sequential; one per group when windows run on threads, so that no table is ever
     /// touched by two threads at once (`PeerIdentities` is not locked).
     let peerTables: [PeerIdentities]
-    /// Per table: the node each of its entries is (by address; -1 for none), filled as it grows.
-    var nodeOfEntry: [[Int32]]
+    /// Per table: the node each of its entries is (by address), filled as it grows
+    /// (MembershipSampling.swift).
+    var entryMaps: [EntryMap]
     let nodeIDs: [NodeID]
     let indexOfID: [NodeID: Int]
     let networkID: NetworkID
@@ -190,7 +191,7 @@ public final class Simulation {
         concurrency = max(1, threads)
         let tables = lookahead > 0 ? Self.groupCount : 1
         peerTables = (0..<tables).map { _ in PeerIdentities() }
-        nodeOfEntry = Array(repeating: [], count: tables)
+        entryMaps = Array(repeating: EntryMap(), count: tables)
         root = SeededGenerator(seed: seed)
         networkID = NetworkID(bytes: Array(Blake2bSeed.networkBytes(seed: seed)))!
         identities = (0..<n).map { NodeIdentity.deterministic(runSeed: seed, index: $0) }

@@ -4,6 +4,17 @@ import MeshCore
 import Node
 import Sessions
 
+/// One peer table's entries as the simulator's nodes (convergence sampling).
+struct EntryMap {
+    /// The node at each entry's address (-1: none), by entry index.
+    var nodeOf: [Int32] = []
+    /// Nodes with an entry whose address is not their own node's (no node there, another node's,
+    /// or the placeholder the gossip queue interns for an update without an address), and ids
+    /// that are no node of the run: their rows are counted one by one. In first-seen order.
+    var odd: [NodeID] = []
+    var oddSeen: Set<NodeID> = []
+}
+
 /// Membership measured from outside the nodes: false deaths, convergence samples, crash deadlines.
 extension Simulation {
     // MARK: - Measuring
@@ -29,35 +40,27 @@ extension Simulation {
 
     /// Per live node: members that are alive (or suspect) and up, against the best possible (every
     /// live node, up to the table size less the slots held by nodes that are down).
+    ///
+    /// Counted without walking the N² rows: a table keeps how many of its rows are members
+    /// (`MemberTable.memberCount`), and only the rows of "special" nodes can count otherwise than
+    /// as a member that is up: nodes that are down or leaving, and nodes with a peer entry whose
+    /// address is not their own node's (`EntryMap.odd`). Those rows are looked up one by one and
+    /// counted exactly as the walk counts them; the walk remains for a table where that would
+    /// cost more. Same figures either way.
     func sampleMembership() {
-        var up = 0
-        for i in life.indices where isLive(i) { up += 1 }
+        // Read once per sample: the checks below run per row, and each read of the class's
+        // arrays is an exclusivity check.
+        let live = life.indices.map { isLive($0) }
+        let up = live.reduce(0) { $0 + ($1 ? 1 : 0) }
+        let down = life.indices.filter { !live[$0] }.map { nodeIDs[$0] }
         let cap = scenario.timing.maxMembers
         var aliveSum = 0, wantSum = 0, stale = 0
         var converged = up > 0
         var minKnown = up > 0 ? 1.0 : 0.0
-        for (t, table) in peerTables.enumerated() {
-            while nodeOfEntry[t].count < table.count {
-                nodeOfEntry[t].append(Int32(index(of: table.entry(at: UInt32(nodeOfEntry[t].count)).address) ?? -1))
-            }
-        }
-        for i in 0..<nodes.count where isLive(i) {
-            var aliveUp = 0, staleDown = 0
-            let nodeOf = nodeOfEntry[i % nodeOfEntry.count]
-            // Rows by peer-table index and state: N² rows per sample at N nodes.
-            nodes[i].members.forEachEntry { e, state in
-                let j = Int(nodeOf[Int(e)])
-                guard j >= 0 else { return }
-                if isLive(j) {
-                    // SWIM: a suspect is still a member (it may refute); only dead, left or
-                    // culled ones are out. Under loss some member is suspect somewhere at
-                    // almost any instant in a large mesh, and that is not a failure to converge.
-                    if state == .alive || state == .suspect { aliveUp += 1 }
-                } else {
-                    staleDown += 1
-                    if state == .alive || state == .suspect { stale += 1 }
-                }
-            }
+        for t in peerTables.indices { extendEntryMap(t) }
+        for i in 0..<nodes.count where live[i] {
+            let (aliveUp, staleDown, staleHere) = memberCounts(i, live: live, down: down)
+            stale += staleHere
             let want = max(0, min(up - 1, cap - staleDown))
             aliveSum += min(aliveUp, want)
             wantSum += want
@@ -86,6 +89,56 @@ extension Simulation {
         if converged {
             if c.convergedAt == nil, now >= lastJoinAt { c.convergedAt = t }
             for k in heals.indices where heals[k].healedAt == nil { heals[k].healedAt = now }
+        }
+    }
+
+    /// Node i's rows whose node is up (alive or suspect: members), rows whose node is down or
+    /// leaving, and of those the ones still held as members. `walk`: count row by row (tests
+    /// compare the two ways).
+    func memberCounts(_ i: Int, live: [Bool], down: [NodeID], walk: Bool = false) -> (aliveUp: Int, staleDown: Int, stale: Int) {
+        var aliveUp = 0, staleDown = 0, stale = 0
+        let map = entryMaps[i % entryMaps.count]
+        let table = nodes[i].members
+        /// What one row counts for: its node by its entry's address.
+        func add(entry e: UInt32, _ state: MemberState) {
+            let j = Int(map.nodeOf[Int(e)])
+            guard j >= 0 else { return }
+            // SWIM: a suspect is still a member (it may refute); only dead, left or culled ones
+            // are out. Under loss some member is suspect somewhere at almost any instant in a
+            // large mesh, and that is not a failure to converge.
+            let member = state == .alive || state == .suspect
+            if live[j] {
+                if member { aliveUp += 1 }
+            } else {
+                staleDown += 1
+                if member { stale += 1 }
+            }
+        }
+        if !walk, (down.count + map.odd.count) * 4 < table.count {
+            aliveUp = table.memberCount
+            func special(_ id: NodeID) {
+                guard let (e, state) = table.entryAndState(of: id) else { return }
+                if state == .alive || state == .suspect { aliveUp -= 1 }  // taken back from `memberCount`
+                add(entry: e, state)
+            }
+            for id in down { special(id) }
+            for id in map.odd where indexOfID[id].map({ live[$0] }) ?? true { special(id) }
+        } else {
+            table.forEachEntry { e, state in add(entry: e, state) }
+        }
+        return (aliveUp, staleDown, stale)
+    }
+
+    /// Maps the entries peer table `t` gained since the last sample to nodes, and notes the odd ones.
+    func extendEntryMap(_ t: Int) {
+        let table = peerTables[t]
+        while entryMaps[t].nodeOf.count < table.count {
+            let e = table.entry(at: UInt32(entryMaps[t].nodeOf.count))
+            let j = index(of: e.address)
+            entryMaps[t].nodeOf.append(Int32(j ?? -1))
+            if j == nil || indexOfID[e.nodeID] != j, entryMaps[t].oddSeen.insert(e.nodeID).inserted {
+                entryMaps[t].odd.append(e.nodeID)
+            }
         }
     }
 
