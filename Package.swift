@@ -37,9 +37,11 @@ let package = Package(
         .target(name: "NodeService", dependencies: ["MeshCore"]),
         // The node state machine (sans-IO): a router around services.
         .target(name: "Node", dependencies: ["MeshCore", "NodeService", "Sessions", "Channels", "Gossip"]),
+        // File transfer (`iotaf send`) as a node service (sans-IO; file access as offloaded jobs).
+        .target(name: "FileTransfer", dependencies: ["Node", "NodeService", "Channels", "Sessions", "MeshCore"]),
         // The libuv driver, config, key files, control socket, on-disk stores.
         .target(name: "Runtime", dependencies: [
-            "Node", "NodeService", "Gossip", "MeshCore", "Sodium", "Sessions", "Channels", "CLibuv", "CSodium",
+            "Node", "NodeService", "FileTransfer", "Gossip", "MeshCore", "Sodium", "Sessions", "Channels", "CLibuv", "CSodium",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "TOMLKit", package: "TOMLKit"),
             .product(name: "GRDB", package: "GRDB.swift"),
@@ -48,7 +50,7 @@ let package = Package(
         .target(name: "SimulatorKit", dependencies: ["MeshCore"]),
         // The deterministic driver: virtual clock, virtual network, scenarios, reports.
         .target(name: "Simulator", dependencies: [
-            "SimulatorKit", "Node", "NodeService", "Gossip", "MeshCore", "Sessions",
+            "SimulatorKit", "Node", "NodeService", "FileTransfer", "Gossip", "MeshCore", "Sessions", "Sodium",
             .product(name: "TOMLKit", package: "TOMLKit"),
         ]),
         // Benchmarks that print our figure beside a physical baseline measured in the same run.
@@ -57,7 +59,7 @@ let package = Package(
         // Byzantine-fault-tolerant ordering of opaque payloads among validators (sans-IO).
         .target(name: "Consensus", dependencies: ["MeshCore", "Sodium"]),
         .executableTarget(name: "iotaf", dependencies: [
-            "Runtime", "Simulator", "Bench", "Node", "MeshCore", "Noise", "Sodium",
+            "Runtime", "Simulator", "Bench", "Node", "FileTransfer", "MeshCore", "Noise", "Sodium",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
