@@ -43,6 +43,8 @@ public struct FileTransferService: NodeService {
     public static var channelConfig: ChannelConfig {
         var c = ChannelService.defaultConfig
         c.maxFrame = SessionManager.maxPlaintext - 1
+        // The largest transfer message is a chunk (1 MiB and its header).
+        c.maxMessage = 2 << 20
         // A window of chunks, with room: five senders at once before a sixth waits for a grant.
         c.perPeerReceiveBuffer = 12 << 20
         return c
