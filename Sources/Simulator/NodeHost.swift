@@ -22,7 +22,10 @@ extension Simulation {
             var core = try NodeCore(identity: identities[i], network: networkID, networkKey: simulatedNetworkKey, address: addresses[i],
                                     timing: timing, discovery: discovery(for: i), peerIdentities: peerTables[i % peerTables.count], rng: rng)
             core.persistsCompleteAtOnce = true  // `SyncedDisk`
-            core.offloadsRunInline = true  // charged in `counters.offloadCost`
+            // Offloaded jobs come to the driver, which runs them and charges the node's virtual CPU.
+            for w in workloads {
+                for s in w.services(node: i, incarnation: incarnation[i], self) { try core.add(s) }
+            }
             return core
         } catch {
             fatalError("simulated node \(i) cannot be built: \(error)")

@@ -32,6 +32,8 @@ public struct SimulationRegistry: Sendable {
         r.add(MembershipCheckers.kinds)
         r.add(MessageWorkload.checkerKinds)
         r.add([MessageWorkload.kind])
+        r.add(FileWorkload.checkerKinds)
+        r.add([FileWorkload.kind])
         return r
     }()
 

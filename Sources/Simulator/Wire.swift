@@ -89,9 +89,8 @@ extension Simulation {
                 // `SyncedDisk` is durable at once, so the nodes answer their own persists
                 // (`persistsCompleteAtOnce`); a disk with faults brings a completion event instead.
                 if case .durable = disk.write(node: i, batch.ops, now: now) { apply(i, then, wakesTaken: wakesTaken) }
-            case .offload:
-                // The nodes run their jobs inline (`offloadsRunInline`): none reaches the driver.
-                break
+            case let .offload(job):
+                offload(i, job)
             }
         }
     }

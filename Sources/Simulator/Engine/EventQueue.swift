@@ -26,4 +26,7 @@ enum SimEvent {
     case crashDeadline(record: Int32)
     /// A workload's timer: `workloads[slot].fire(tag:)`.
     case workload(slot: Int32, tag: Int32)
+    /// An offloaded job's result is due back at its node (`Simulation.offloads[slot]`): the node's
+    /// virtual CPU finished it.
+    case offloaded(slot: Int32)
 }
