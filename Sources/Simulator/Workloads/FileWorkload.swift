@@ -188,6 +188,12 @@ final class FileWorkload: Workload {
         m["files_skipped"] = Double(skipped)
         m["files_damaged"] = Double(damaged + duplicated + misdelivered)
         m["files_bytes"] = Double(transfers.reduce(0) { $0 + $1.size })
+        // Transfer messages the live nodes' services dropped (malformed, unknown transfer, ...).
+        var drops: UInt64 = 0
+        for i in 0..<sim.nodeCount where sim.isLive(i) {
+            drops += sim.nodes[i].service(FileTransferService.self)?.counters.drops.values.reduce(0, +) ?? 0
+        }
+        m["files_messages_dropped"] = Double(drops)
     }
 }
 
