@@ -74,6 +74,7 @@ let package = Package(
         // testdata/: golden transcripts read by path (GoldenTranscriptTests), not bundled.
         .testTarget(name: "SimulatorTests", dependencies: ["Simulator", "Node", "MeshCore"], exclude: ["testdata"]),
         .testTarget(name: "ConsensusTests", dependencies: ["Consensus", "MeshCore", "Sodium"], exclude: ["testdata"]),
+        .testTarget(name: "FileTransferTests", dependencies: ["FileTransfer", "Node", "Channels", "MeshCore", "Sodium"]),
         .testTarget(name: "IntegrationTests", dependencies: ["MeshCore", "Sodium"]),
     ]
 )
