@@ -36,8 +36,9 @@ public struct FileTransferService: NodeService {
     public static let idleTimeout: Duration = .seconds(120)
     /// Finished transfers kept for reports.
     public static let keepFinished = 32
-    /// Connections to a peer with no transfer are closed after this long (their receive grant returns).
-    static let connectionIdle: Duration = .seconds(10)
+    /// Connections to a peer with no transfer that sent nothing for this long are closed (their
+    /// receive grant returns); longer than the channel's own failure timeout.
+    static let connectionIdle: Duration = .seconds(30)
     static let sweepEvery: Duration = .seconds(5)
 
     public static var channelConfig: ChannelConfig {
@@ -157,6 +158,10 @@ public struct FileTransferService: NodeService {
         switch input {
         case let .message(from, bytes, _):
             guard from.nodeID != me else { counters.drop(.fromSelf); return [] }
+            // A peer that is sending is not idle, even before its offer is whole (else the
+            // receiver could close the connection under the sender's next file).
+            peerUse[from.nodeID] = now
+            armSweep(now)
             absorb(endpoint.receive(frame: Array(bytes.dropFirst()), from: from.nodeID, now: now), now: now, into: &out)
         case let .command(.service(_, payload)):
             guard let c = payload.as(FileCommand.self) else { break }
