@@ -79,6 +79,8 @@ public struct FileTransferService: NodeService {
         var blocked: (message: [UInt8], length: Int)?
         var lastProgress: Instant
         var finishedAt: Instant?
+        /// Times the transfer began again from its offer (see `restart`).
+        var restarts = 0
     }
 
     struct Incoming {
@@ -238,6 +240,8 @@ public struct FileTransferService: NodeService {
             case let .failed(e):
                 failOut(k, "cannot read \(outgoing[k].path) at offset \(offset): \(FileStoreError.decode(e))", now: now, into: &out)
             case let .bytes(message):
+                // Read before a restart: not the chunk the transfer needs now.
+                guard offset == outgoing[k].nextOffset else { pump(id, now: now, into: &out); return }
                 outgoing[k].nextOffset = offset + UInt64(count)
                 sendOut(k, message, length: count, now: now, into: &out)
                 pump(id, now: now, into: &out)
@@ -336,6 +340,21 @@ public struct FileTransferService: NodeService {
         absorb(outputs, now: now, into: &out)
     }
 
+    /// The peer reset the connection before acknowledging anything of this transfer: it had
+    /// closed the connection as idle (`sweep`) just as this transfer began on it, and dropped the
+    /// offer. Begin once more, from the offer, on the fresh connection.
+    private mutating func restart(_ k: Int, now: Instant, into out: inout [Output]) {
+        for mid in outgoing[k].inFlight.keys { byMessage.removeValue(forKey: mid) }
+        outgoing[k].inFlight = [:]
+        outgoing[k].blocked = nil
+        outgoing[k].nextOffset = 0
+        outgoing[k].restarts += 1
+        outgoing[k].lastProgress = now
+        let t = outgoing[k]
+        sendOut(k, TransferWire.offer(id: t.id, size: t.size, hash: t.hash, name: t.name), length: 0, now: now, into: &out)
+        pump(t.id, now: now, into: &out)
+    }
+
     /// Reads the next chunk when the window has room and nothing is blocked.
     private mutating func pump(_ id: UInt64, now: Instant, into out: inout [Output]) {
         guard let k = outIndex(id) else { return }
@@ -417,7 +436,13 @@ public struct FileTransferService: NodeService {
 
     private mutating func offer(from peer: NodeID, id: UInt64, size: UInt64, hash: [UInt8], name: String, stream: UInt16,
                                 now: Instant, into out: inout [Output]) {
-        guard inIndex(peer, id) == nil else { reply(peer, id, stream, .protocolError, "transfer id offered twice", now: now, into: &out); return }
+        if let k = inIndex(peer, id) {
+            // The same offer again before any byte: the sender began once more (`restart`).
+            let t = incoming[k]
+            if t.state == .receiving, t.received == 0, t.size == size, t.hash == hash { return }
+            reply(peer, id, stream, .protocolError, "transfer id offered twice", now: now, into: &out)
+            return
+        }
         guard size <= maxFileSize else {
             counters.refusedOffers += 1
             reply(peer, id, stream, .refused, "a file of \(size) bytes is larger than this node accepts (\(maxFileSize))", now: now, into: &out)
@@ -525,6 +550,10 @@ public struct FileTransferService: NodeService {
             case let .failed(mid, to, reason):
                 if reason == .timeout { broken.append(to) }
                 guard let id = byMessage.removeValue(forKey: mid), let k = outIndex(id) else { continue }
+                if reason == .peerReset, outgoing[k].acked == 0, outgoing[k].restarts == 0, outgoing[k].state == .sending {
+                    restart(k, now: now, into: &out)
+                    continue
+                }
                 failOut(k, "the channel to \(to.short) failed (\(reason.rawValue)): the peer stopped answering, restarted or died", now: now, into: &out)
             case let .writable(peer):
                 for t in outgoing where t.peer == peer && t.blocked != nil {

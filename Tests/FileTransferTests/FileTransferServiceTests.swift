@@ -214,6 +214,28 @@ struct Harness {
         #expect(h.events.contains(.delivered(transfer: id, to: h.them.nodeID, name: "x.bin", size: UInt64(data.count))))
     }
 
+    /// The receiver closed the connection as idle, and the news was lost, just as the next file
+    /// began on it: the receiver resets the stale connection and the sender begins again once.
+    @Test func aFileThatMeetsAConnectionClosedAsIdleBeginsAgain() {
+        var h = Harness()
+        h.files["/d/a.bin"] = [1, 2, 3]
+        h.command(.send(path: "/d/a.bin", to: h.them.nodeID, stream: 8))
+        guard case let .accepted(first, _, _)? = h.events.last else { Issue.record("\(h.events)"); return }
+        h.remoteSends(TransferWire.result(id: first, status: .ok, detail: ""))
+        #expect(h.service.report(id: first, now: h.now)?.state == "completed")
+        _ = h.remote.reset(peer: h.me.nodeID, now: h.now)  // its reset frame is lost
+        h.remoteGot = []
+        h.files["/d/b.bin"] = [4, 5, 6, 7]
+        h.command(.send(path: "/d/b.bin", to: h.them.nodeID, stream: 8))
+        guard case let .accepted(second, _, _)? = h.events.last else { Issue.record("\(h.events)"); return }
+        var got: [UInt8] = []
+        for case let .chunk(id, _, bytes) in h.remoteGot where id == second { got += bytes }
+        #expect(got == [4, 5, 6, 7])
+        #expect(h.service.endpoint.stats.resetsReceived >= 1, "the stale connection was reset")
+        h.remoteSends(TransferWire.result(id: second, status: .ok, detail: ""))
+        #expect(h.service.report(id: second, now: h.now)?.state == "completed")
+    }
+
     @Test func aSendToANonMemberOrOfAnUnsafeNameIsRefusedAtOnce() {
         var h = Harness()
         h.files["/d/.hidden"] = [1]
