@@ -37,9 +37,11 @@ let package = Package(
         .target(name: "NodeService", dependencies: ["MeshCore"]),
         // The node state machine (sans-IO): a router around services.
         .target(name: "Node", dependencies: ["MeshCore", "NodeService", "Sessions", "Channels", "Gossip", "Consensus"]),
+        // File transfer (`iotaf send`) as a node service (sans-IO; file access as offloaded jobs).
+        .target(name: "FileTransfer", dependencies: ["Node", "NodeService", "Channels", "Sessions", "MeshCore"]),
         // The libuv driver, config, key files, control socket, on-disk stores.
         .target(name: "Runtime", dependencies: [
-            "Node", "NodeService", "Gossip", "MeshCore", "Sodium", "Sessions", "Channels", "CLibuv", "CSodium", "Consensus",
+            "Node", "NodeService", "FileTransfer", "Gossip", "MeshCore", "Sodium", "Sessions", "Channels", "CLibuv", "CSodium", "Consensus",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "TOMLKit", package: "TOMLKit"),
             .product(name: "GRDB", package: "GRDB.swift"),
@@ -48,7 +50,7 @@ let package = Package(
         .target(name: "SimulatorKit", dependencies: ["MeshCore"]),
         // The deterministic driver: virtual clock, virtual network, scenarios, reports.
         .target(name: "Simulator", dependencies: [
-            "SimulatorKit", "Node", "NodeService", "Gossip", "MeshCore", "Sessions", "Lacero", "LaceroService", "Consensus",
+            "SimulatorKit", "Node", "NodeService", "Gossip", "MeshCore", "Sessions", "Lacero", "LaceroService", "Consensus", "FileTransfer", "Sodium",
             .product(name: "TOMLKit", package: "TOMLKit"),
         ]),
         // Benchmarks that print our figure beside a physical baseline measured in the same run.
@@ -64,7 +66,7 @@ let package = Package(
         .target(name: "LedgerStore", dependencies: ["Ledger", "NodeService", "MeshCore",
             .product(name: "GRDB", package: "GRDB.swift")]),
         .executableTarget(name: "iotaf", dependencies: [
-            "Runtime", "Simulator", "Bench", "Node", "MeshCore", "Noise", "Sodium", "Ledger", "LedgerStore", "Consensus",
+            "Runtime", "Simulator", "Bench", "Node", "MeshCore", "Noise", "Sodium", "Ledger", "LedgerStore", "Consensus", "FileTransfer",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -79,6 +81,7 @@ let package = Package(
         // testdata/: golden transcripts read by path (GoldenTranscriptTests), not bundled.
         .testTarget(name: "SimulatorTests", dependencies: ["Simulator", "Node", "MeshCore"], exclude: ["testdata"]),
         .testTarget(name: "ConsensusTests", dependencies: ["Consensus", "MeshCore", "Sodium"], exclude: ["testdata"]),
+        .testTarget(name: "FileTransferTests", dependencies: ["FileTransfer", "Node", "Channels", "MeshCore", "Sodium"]),
         .testTarget(name: "IntegrationTests", dependencies: ["MeshCore", "Sodium"]),
 
         // Lacero: shredded, encrypted, erasure-coded objects (Docs/lacero.md).

@@ -1,4 +1,5 @@
 import Channels
+import FileTransfer
 import Foundation
 import MeshCore
 import Node
@@ -30,6 +31,8 @@ public struct StatusReport: Codable, Sendable {
     public var channel_drops: [String: UInt64]
     /// File transfers: active ones and the last finished ones.
     public var transfers: [TransferReport]
+    /// File-transfer messages dropped, by reason (`FileDropReason`).
+    public var file_drops: [String: UInt64]?
     /// Mode `nearest`'s LAN beacon: sent, heard (handed to gossip), errors, interfaces joined,
     /// port, interval; empty in the other modes.
     public var beacon: [String: UInt64] = [:]
@@ -54,7 +57,7 @@ public struct MemberReport: Codable, Sendable, Equatable {
 
 extension StatusReport {
     init(core: NodeCore, settings: NodeSettings, listen: UnderlayAddress, uptime: Duration, sendErrors: UInt64, receiveErrors: UInt64,
-         unclaimedMessages: UInt64, transfers: [TransferReport]) {
+         unclaimedMessages: UInt64, transfers: [TransferReport], files: FileTransferService? = nil) {
         node_id = core.identity.nodeID.hex
         overlay_address = core.overlayAddress.description
         network_id = core.network.description
@@ -112,7 +115,11 @@ extension StatusReport {
         var sd: [String: UInt64] = [:]
         for r in SessionDropReason.allCases { sd[r.rawValue] = sc[r] }
         session_drops = sd
-        let cc = core.channels.stats
+        // Users' data on channels: their messages and their files (the file service's own endpoint).
+        let cc = ChannelCounters.sum(core.channels.stats, files?.endpoint.stats)
+        let peers = Set(core.channels.peers).union(files?.endpoint.peers ?? [])
+        let sendBuffered = core.channels.bufferedSendBytes + (files?.endpoint.bufferedSendBytes ?? 0)
+        let receiveBuffered = core.channels.bufferedReceiveBytes + (files?.endpoint.bufferedReceiveBytes ?? 0)
         channels = [
             "frames_in": cc.framesIn, "frames_out": cc.framesOut, "bytes_in": cc.bytesIn, "bytes_out": cc.bytesOut,
             "messages_sent": cc.messagesSent, "messages_delivered": cc.messagesDelivered, "messages_failed": cc.messagesFailed,
@@ -120,14 +127,19 @@ extension StatusReport {
             "retransmitted_chunks": cc.retransmittedChunks, "loss_events": cc.lossEvents, "congestion_events": cc.congestionEvents,
             "timeouts": cc.timeouts, "probe_timeouts": cc.probeTimeouts, "probes": cc.probes,
             "resets_sent": cc.resetsSent, "resets_received": cc.resetsReceived,
-            "peers": UInt64(core.channels.peers.count),
-            "send_buffered_bytes": UInt64(core.channels.bufferedSendBytes), "receive_buffered_bytes": core.channels.bufferedReceiveBytes,
+            "peers": UInt64(peers.count),
+            "send_buffered_bytes": UInt64(sendBuffered), "receive_buffered_bytes": receiveBuffered,
             "drops_total": cc.totalDrops,
         ]
         var cd: [String: UInt64] = [:]
         for r in ChannelDropReason.allCases { cd[r.rawValue] = cc.drops(r) }
         channel_drops = cd
         self.transfers = transfers
+        if let files {
+            var fd: [String: UInt64] = [:]
+            for r in FileDropReason.allCases { fd[r.rawValue] = files.counters.drops[r] ?? 0 }
+            file_drops = fd
+        }
     }
 }
 
@@ -168,5 +180,20 @@ public enum ControlJSON {
 
     public static func error(_ message: String) -> Data {
         encode(["error": message])
+    }
+}
+
+extension ChannelCounters {
+    /// Two endpoints' counters added up, field by field.
+    static func sum(_ a: ChannelCounters, _ b: ChannelCounters?) -> ChannelCounters {
+        guard let b else { return a }
+        var c = a
+        c.framesIn += b.framesIn; c.framesOut += b.framesOut; c.bytesIn += b.bytesIn; c.bytesOut += b.bytesOut
+        c.messagesSent += b.messagesSent; c.messagesDelivered += b.messagesDelivered; c.messagesFailed += b.messagesFailed
+        c.retransmittedChunks += b.retransmittedChunks; c.lossEvents += b.lossEvents; c.congestionEvents += b.congestionEvents
+        c.timeouts += b.timeouts; c.probeTimeouts += b.probeTimeouts; c.probes += b.probes
+        c.resetsSent += b.resetsSent; c.resetsReceived += b.resetsReceived
+        for (r, n) in b.drops { c.drops[r, default: 0] += n }
+        return c
     }
 }

@@ -1,3 +1,4 @@
+import FileTransfer
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -9,17 +10,8 @@ import Glibc
 enum InboxName {
     static let maxTries = 10_000
 
-    /// The path `n` (1: the name itself).
-    static func candidate(_ path: String, _ n: Int) -> String {
-        guard n > 1 else { return path }
-        let dir = (path as NSString).deletingLastPathComponent
-        let name = (path as NSString).lastPathComponent
-        let ext = (name as NSString).pathExtension
-        // A leading dot is a hidden name, not an extension.
-        let stem = ext.isEmpty || name.hasPrefix(".") && !name.dropFirst().contains(".") ? name : (name as NSString).deletingPathExtension
-        let suffixed = ext.isEmpty || stem == name ? "\(stem)-\(n)" : "\(stem)-\(n).\(ext)"
-        return (dir as NSString).appendingPathComponent(suffixed)
-    }
+    /// The path `n` (1: the name itself); one rule for both drivers (`InboxNames`).
+    static func candidate(_ path: String, _ n: Int) -> String { InboxNames.candidate(path, n) }
 
     /// Moves `part` to the first free name from `path`; returns it, or why it could not.
     static func place(_ part: String, at path: String) -> Result<String, RuntimeError> {

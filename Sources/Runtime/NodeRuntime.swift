@@ -1,4 +1,5 @@
 import Channels
+@_exported import FileTransfer
 import Foundation
 import Logging
 import MeshCore
@@ -32,7 +33,6 @@ public final class NodeRuntime {
     private let startedAt: Instant
     public private(set) var boundAddress: UnderlayAddress
     @exclusivity(unchecked) private var stopping = false
-    private var transfers: FileTransfers!
     /// Mode `nearest`'s LAN beacon; nil in the other modes.
     private var beacon: MulticastBeacon?
     /// Says which seeds do not answer, and the likely reason (SeedWatch.swift).
@@ -116,8 +116,16 @@ public final class NodeRuntime {
                 throw error
             }
         }
-        transfers = FileTransfers(loop: loop, inbox: (settings.dataDir as NSString).appendingPathComponent("inbox"), logger: self.logger) {
-            [unowned self] bytes, stream, to in self.sendMessage(bytes, stream: stream, to: to)
+        // File transfers are a service; the runtime only runs its file jobs (`PosixFiles`) on the thread pool.
+        do {
+            try core.add(FileTransferService(me: identity.nodeID, files: PosixFiles(),
+                                             inbox: (settings.dataDir as NSString).appendingPathComponent("inbox"),
+                                             rng: SeededGenerator(seed: seed).derived(0xf11e)))
+        } catch {
+            timer.close()
+            beacon?.close()
+            socket.close()
+            throw error
         }
         do {
             if withPeerStore || withControlSocket {
@@ -215,13 +223,31 @@ public final class NodeRuntime {
         return result
     }
 
-    /// Starts sending a file (read by this process) to a member; see `FileTransfers`.
+    /// Starts sending a file (read by this process) to a member; see `FileTransferService`.
     public func sendFile(path: String, to: NodeID, stream: UInt16) -> Result<UInt64, RuntimeError> {
+        guard !stopping else { return .failure(RuntimeError("the node is stopping")) }
         guard core.members[to] != nil else { return .failure(RuntimeError(MessageSendError.unknownPeer(to).description)) }
-        return transfers.start(path: path, to: to, stream: stream)
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir), !isDir.boolValue else {
+            return .failure(RuntimeError("\(path) is not a readable file (the node process opens it: give an absolute path it can read)"))
+        }
+        let outputs = core.handle(.command(.service(FileTransferService.protocolID, ServicePayload(FileCommand.send(path: path, to: to, stream: stream)))),
+                                  now: loop.now)
+        var result: Result<UInt64, RuntimeError> = .failure(RuntimeError("the node has no file-transfer service"))
+        for case let .event(.service(_, payload)) in outputs {
+            switch payload.as(FileEvent.self) {
+            case let .accepted(id, _, _)?: result = .success(id)
+            case let .refused(_, reason)?: result = .failure(RuntimeError(reason))
+            default: break
+            }
+        }
+        carryOut(outputs)
+        return result
     }
 
-    public var transferReports: [TransferReport] { transfers.reports }
+    var fileTransfers: FileTransferService? { core.service(FileTransferService.self) }
+
+    public var transferReports: [TransferReport] { fileTransfers?.reports(now: loop.now) ?? [] }
 
     /// Saves the peer table (on the thread pool), then closes every handle; the loop then ends.
     public func stop() {
@@ -332,19 +358,16 @@ public final class NodeRuntime {
         case let .messageRefused(to, stream, error):
             logger.debug("message refused", metadata: ["peer": "\(to.short)", "stream": "\(stream)", "error": "\(error)"])
         case let .messageReceived(from, stream, bytes):
-            if !transfers.received(bytes, from: from, stream: stream) {
-                unclaimedMessages += 1
-                logger.debug("message received", metadata: ["peer": "\(from.short)", "stream": "\(stream)", "bytes": "\(bytes.count)"])
-            }
-        case let .messageDelivered(id, _):
-            transfers.delivered(id)
+            unclaimedMessages += 1
+            logger.debug("message received", metadata: ["peer": "\(from.short)", "stream": "\(stream)", "bytes": "\(bytes.count)"])
+        case .messageDelivered:
+            break
         case let .messageFailed(id, to, reason):
             logger.debug("message failed", metadata: ["peer": "\(to.short)", "id": "\(id)", "reason": "\(reason.rawValue)"])
-            transfers.failed(id, reason: reason)
-        case let .channelWritable(peer):
-            transfers.writable(peer)
+        case .channelWritable:
+            break
         case let .service(id, payload):
-            logger.debug("service \(id): \(payload)")
+            if let e = payload.as(FileEvent.self) { logFile(e) } else { logger.debug("service \(id): \(payload)") }
         case let .membership(e):
             switch e {
             case .joined: logger.info("joined the mesh")
@@ -352,7 +375,6 @@ public final class NodeRuntime {
             default: logger.debug("gossip: \(e)")
             }
         }
-        if case let .memberStateChanged(id, _, to, _) = event, to == .dead || to == .left || to == .culled { transfers.peerDied(id) }
         if case let .membership(.queryAnswer(id, from, address, hops, pairs)) = event { collectAnswer(id, from: from, address: address, hops: hops, pairs: pairs) }
         if case let .memberStateChanged(id, _, .culled, _) = event, id == identity.nodeID {
             // The mesh refuses this identity for good: running on would only knock on closed doors.
@@ -361,6 +383,22 @@ public final class NodeRuntime {
             stop()
         }
         onEvent?(event)
+    }
+
+    private func logFile(_ e: FileEvent) {
+        switch e {
+        case let .accepted(id, to, name):
+            logger.info("sending file", metadata: ["transfer": "\(TransferReport.hex(id))", "peer": "\(to.short)", "name": "\(name)"])
+        case .refused:
+            break  // the caller of `sendFile` gets the reason
+        case let .delivered(id, to, name, size):
+            logger.info("file delivered", metadata: ["transfer": "\(TransferReport.hex(id))", "peer": "\(to.short)", "name": "\(name)", "bytes": "\(size)"])
+        case let .received(id, from, path, size, _):
+            logger.info("file received", metadata: ["transfer": "\(TransferReport.hex(id))", "peer": "\(from.short)", "path": "\(path)", "bytes": "\(size)"])
+        case let .failed(id, peer, outgoing, name, reason):
+            logger.warning("\(outgoing ? "sending" : "receiving") \(name) \(outgoing ? "to" : "from") \(peer.short) failed: \(reason)",
+                           metadata: ["transfer": "\(TransferReport.hex(id))"])
+        }
     }
 
     private func closeHandles() {
@@ -380,7 +418,7 @@ public final class NodeRuntime {
     public var status: StatusReport {
         var s = StatusReport(core: core, settings: settings, listen: boundAddress, uptime: loop.now - startedAt,
                              sendErrors: socket.sendErrors, receiveErrors: socket.receiveErrors,
-                             unclaimedMessages: unclaimedMessages, transfers: transfers.reports)
+                             unclaimedMessages: unclaimedMessages, transfers: transferReports, files: fileTransfers)
         s.counters["link_local_unscoped_sends"] = unscopedSends
         s.counters["udp_gso_enabled"] = socket.segmentationEnabled ? 1 : 0
         s.counters["udp_gso_fallbacks"] = socket.gsoFallbacks
@@ -448,14 +486,16 @@ public final class NodeRuntime {
             case let .failure(e): return Array(ControlJSON.error(e.description))
             }
             switch sendFile(path: path, to: peer, stream: stream) {
-            case let .success(id): return Array(ControlJSON.encode(["transfer": hex(id), "to": peer.hex]))
+            case let .success(id): return Array(ControlJSON.encode(["transfer": TransferReport.hex(id), "to": peer.hex]))
             case let .failure(e): return Array(ControlJSON.error(e.description))
             }
         case "transfer":
             guard let idText = parsed?["id"] as? String, let id = UInt64(idText, radix: 16) else {
                 return Array(ControlJSON.error("transfer needs \"id\" (hex, as `send` answered)"))
             }
-            guard let r = transfers.report(id: id) else { return Array(ControlJSON.error("no transfer \(idText) (finished ones are kept for the last \(FileTransfers.keepFinished))")) }
+            guard let r = fileTransfers?.report(id: id, now: loop.now) else {
+                return Array(ControlJSON.error("no transfer \(idText) (finished ones are kept for the last \(FileTransferService.keepFinished))"))
+            }
             return Array(ControlJSON.encode(r))
         case "members": return Array(ControlJSON.encode(memberReports))
         case "join":

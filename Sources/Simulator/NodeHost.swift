@@ -23,11 +23,13 @@ extension Simulation {
             var core = try NodeCore(identity: identities[i], network: networkID, networkKey: simulatedNetworkKey, address: addresses[i],
                                     timing: timing, discovery: discovery(for: i), peerIdentities: peerTables[i % peerTables.count], rng: rng)
             core.persistsCompleteAtOnce = disk.completesAtOnce  // else `.diskDone` answers (Wire.swift)
-            core.offloadsRunInline = true  // charged in `counters.offloadCost`
+            // Offloaded jobs come to the driver, which runs them and charges the node's virtual CPU.
             if scenario.workloads.contains(where: { $0.kind == "lacero" }) {
                 try core.add(LaceroService(me: identities[i].nodeID, rng: rng.derived(0x1ace)))
             }
-            for w in workloads { (w as? NodeServiceInstaller)?.install(node: i, into: &core, self) }
+            for w in workloads {
+                for s in w.services(node: i, incarnation: incarnation[i], self) { try core.add(s) }
+            }
             return core
         } catch {
             fatalError("simulated node \(i) cannot be built: \(error)")

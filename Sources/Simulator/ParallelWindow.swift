@@ -87,7 +87,7 @@ extension Simulation {
         switch kind {
         case let .deliver(to, _, _), let .deliverLate(to, _, _), let .beaconHeard(to, _): return Int(to)
         case let .wake(node, _): return Int(node)
-        case .beacon, .stop, .sample, .timeline, .revert, .crashDeadline, .workload, .diskDone: return nil
+        case .beacon, .stop, .sample, .timeline, .revert, .crashDeadline, .workload, .diskDone, .offloaded: return nil
         }
     }
 
@@ -162,7 +162,11 @@ extension Simulation {
             windowStats.groupSeconds += g.cpuSeconds
             g.cpuSeconds = 0
         }
+        // Results of jobs offloaded while merging come back no earlier than this window's end:
+        // the window already ran its nodes up to it (Engine/Offload.swift).
+        mergingUntil = windowEnd
         merge(active)
+        mergingUntil = 0
         let driver = (handedOut - started) + (threadCPUSeconds() - merging)
         windowStats.windows += 1
         if threads > 1 { windowStats.parallelWindows += 1 }
@@ -298,7 +302,7 @@ struct WindowWork: @unchecked Sendable {
                 wakeAt[i] = -1
                 if tracing { log(i, t, "timer", &lines) }
                 outputs = nodes[i].handle(.timer, now: now)
-            case .beacon, .stop, .sample, .timeline, .revert, .crashDeadline, .workload, .diskDone:
+            case .beacon, .stop, .sample, .timeline, .revert, .crashDeadline, .workload, .diskDone, .offloaded:
                 preconditionFailure("a global event in a node window")
             }
             var carried = false

@@ -93,6 +93,10 @@ public final class Simulation {
     var checkers: [any Checker] = []
     var safetyWatches: [SafetyWatch] = []
     var workloads: [any Workload] = []
+    /// Offloaded jobs run, their results waiting for the node's virtual CPU (`.offloaded` events).
+    var offloads = OffloadSlots()
+    /// While a window's steps are merged: its end (nothing may be queued before it); else 0.
+    var mergingUntil: Int64 = 0
     /// Set by checkers' `prepare`: measurements they need the run to take.
     var crashDeadline: Int64?
     var trafficFrom: Int64?
@@ -227,6 +231,12 @@ public final class Simulation {
         // it comes back at the latest on a dead-member retry.
         grace = 2 * (t.probeInterval + t.probeTimeout).nanoseconds + 2 * t.suspicionMax.nanoseconds
             + t.deadRetryInterval.nanoseconds + 2 * t.probeInterval.nanoseconds
+        // Each workload draws from a generator of its own (its position in the scenario). Built
+        // before the nodes: a workload may bring the service it drives (`Workload.services`).
+        workloads = scenario.workloads.enumerated().map { k, spec in
+            let g = root.derived(0x776f_726b_0000_0000 ^ UInt64(k))
+            return registry.workloads[spec.kind].map { $0.make(spec, g) } ?? UnknownWorkload(spec: spec)
+        }
         nodes.reserveCapacity(n)
         for i in 0..<n { nodes.append(makeNode(index: i)) }
         if lookahead > 0 { windowGroups = (0..<Self.groupCount).map { _ in WindowGroup() } }
@@ -234,13 +244,6 @@ public final class Simulation {
             registry.checkers[spec.kind]?.make(spec) ?? UnknownChecker(spec: spec)
         }
         for c in checkers where registry.checkers[c.name]?.phase == .safety { safetyWatches.append(SafetyWatch(c)) }
-        // Each workload draws from a generator of its own (its position in the scenario).
-        workloads = scenario.workloads.enumerated().map { k, spec in
-            let g = root.derived(0x776f_726b_0000_0000 ^ UInt64(k))
-            return registry.workloads[spec.kind].map { $0.make(spec, g) } ?? UnknownWorkload(spec: spec)
-        }
-        // Nodes were built before the workloads: rebuild them with the services workloads add.
-        if workloads.contains(where: { $0 is NodeServiceInstaller }) { for i in 0..<n { nodes[i] = makeNode(index: i) } }
         for c in checkers { c.prepare(self) }
     }
 
@@ -334,6 +337,8 @@ public final class Simulation {
             workloads[Int(slot)].fire(tag: Int(tag), self)
         case let .diskDone(node, inc):
             completeWrite(Int(node), incarnation: inc)
+        case let .offloaded(slot):
+            offloadDone(Int(slot))
         }
     }
 }

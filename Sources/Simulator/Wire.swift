@@ -98,9 +98,8 @@ extension Simulation {
                     diskQueue[i].append(PendingPersist(ticket: batch.ticket, staged: w.outcome, then: then, at: at))
                     queue.push(at, .diskDone(node: Int32(i), incarnation: incarnation[i]))
                 }
-            case .offload:
-                // The nodes run their jobs inline (`offloadsRunInline`): none reaches the driver.
-                break
+            case let .offload(job):
+                offload(i, job)
             }
         }
     }

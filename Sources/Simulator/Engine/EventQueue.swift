@@ -28,4 +28,7 @@ enum SimEvent {
     case workload(slot: Int32, tag: Int32)
     /// The oldest persist of node `node` (in incarnation `incarnation`) is done on its disk.
     case diskDone(node: Int32, incarnation: UInt32)
+    /// An offloaded job's result is due back at its node (`Simulation.offloads[slot]`): the node's
+    /// virtual CPU finished it.
+    case offloaded(slot: Int32)
 }

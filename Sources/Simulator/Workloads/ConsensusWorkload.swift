@@ -2,6 +2,7 @@ import Consensus
 import Foundation
 import MeshCore
 import Node
+import NodeService
 
 /// Consensus as a workload: the first `validators` nodes run `ConsensusService` (genesis: their
 /// keys in node order), and a client submits a payload of known content to a random live
@@ -24,7 +25,7 @@ import Node
 /// round_timeout_ms = 1000 # ConsensusConfig.roundTimeout (default 1000)
 /// vote_twice = 1          # a deliberate bug in every validator (Mutation.voteTwiceInARound): for checker tests
 /// ```
-final class ConsensusWorkload: Workload, NodeServiceInstaller {
+final class ConsensusWorkload: Workload {
     static let kind = WorkloadKind(name: "consensus", required: [],
                                    optional: ["validators", "every_s", "bytes", "from_s", "until_s", "round_timeout_ms", "vote_twice"]) {
         ConsensusWorkload(spec: $0, rng: $1)
@@ -82,16 +83,16 @@ final class ConsensusWorkload: Workload, NodeServiceInstaller {
 
     // MARK: - Nodes
 
-    func install(node i: Int, into core: inout NodeCore, _ sim: Simulation) {
-        guard i < min(validatorCount, sim.nodeCount) else { return }
+    func services(node i: Int, incarnation: UInt32, _ sim: Simulation) -> [any NodeService<NodeCommand, NodeEvent>] {
+        guard i < min(validatorCount, sim.nodeCount) else { return [] }
         let g = genesis ?? Genesis(validators: ValidatorSet((0..<min(validatorCount, sim.nodeCount)).map { ValidatorKey(sim.identities[$0].publicKey)! })!)
         genesis = g
         var config = ConsensusConfig(genesis: g)
         config.roundTimeout = roundTimeout
         if voteTwice { config.mutation = .voteTwiceInARound }
-        let rng = sim.root.derived(0x636f_6e73_0000_0000 ^ UInt64(i) << 20 ^ UInt64(sim.incarnationOf(i)))
+        let rng = sim.root.derived(0x636f_6e73_0000_0000 ^ UInt64(i) << 20 ^ UInt64(incarnation))
         do {
-            try core.add(try ConsensusService(config: config, identity: sim.identities[i], rng: rng))
+            return [try ConsensusService(config: config, identity: sim.identities[i], rng: rng)]
         } catch {
             fatalError("simulated validator \(i) cannot run consensus: \(error)")
         }
@@ -217,11 +218,6 @@ final class ConsensusWorkload: Workload, NodeServiceInstaller {
     }
 }
 
-/// A workload that adds a service to some nodes whenever the simulator builds them (at start
-/// and at every restart).
-protocol NodeServiceInstaller: AnyObject {
-    func install(node i: Int, into core: inout NodeCore, _ sim: Simulation)
-}
 
 private func noWorkload(_ name: String) -> SimReport.Check {
     .init(name: name, passed: false, detail: "no consensus workload in this scenario ([[workloads]] kind = \"consensus\")")

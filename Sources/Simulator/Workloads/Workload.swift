@@ -17,12 +17,16 @@ protocol Workload: AnyObject {
     func fire(tag: Int, _ sim: Simulation)
     /// A node reported an event.
     func observe(node: Int, _ event: NodeEvent, _ sim: Simulation)
+    /// Services node `i` runs besides the node's own (the protocol this workload drives), built
+    /// each time the node is (at start and at every restart, with its new incarnation).
+    func services(node: Int, incarnation: UInt32, _ sim: Simulation) -> [any NodeService<NodeCommand, NodeEvent>]
     /// Its figures for the report (keys prefixed by the workload's kind).
     func metrics(into m: inout [String: Double], _ sim: Simulation)
 }
 
 extension Workload {
     func observe(node: Int, _ event: NodeEvent, _ sim: Simulation) {}
+    func services(node: Int, incarnation: UInt32, _ sim: Simulation) -> [any NodeService<NodeCommand, NodeEvent>] { [] }
 }
 
 /// A kind of workload: its name, the keys of its `[[workloads]]` entry, and how to build one.
