@@ -52,6 +52,8 @@ struct NodeFlags: ParsableArguments {
     var validator = false
     @Option(name: .customLong("genesis"), help: "[consensus] genesis: the genesis file (from `iotaf network init --validators`). Default: genesis beside the network key.")
     var genesis: String?
+    @Option(name: .customLong("round-timeout-ms"), help: "[consensus] round_timeout_ms: how long a consensus round lasts before this validator times it out (50–600000; default 1000).")
+    var roundTimeoutMs: Int?
 
     /// The settings: defaults, then the config file, then flags.
     func settings() throws -> NodeSettings {
@@ -133,6 +135,11 @@ struct NodeFlags: ParsableArguments {
         if let genesis {
             guard s.consensus != nil else { throw CLIError("--genesis needs --validator (or [consensus] role = \"validator\")") }
             s.consensus?.genesisPath = genesis
+        }
+        if let roundTimeoutMs {
+            guard s.consensus != nil else { throw CLIError("--round-timeout-ms needs --validator (or [consensus] role = \"validator\")") }
+            guard (50...600_000).contains(roundTimeoutMs) else { throw CLIError("--round-timeout-ms \(roundTimeoutMs) is out of range; must be 50–600000") }
+            s.consensus?.roundTimeout = .milliseconds(roundTimeoutMs)
         }
         do { try s.validate() } catch let e as ConfigError { throw CLIError("config error: \(e)") } catch { throw CLIError("\(error)") }
         return s

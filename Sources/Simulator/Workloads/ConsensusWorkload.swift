@@ -84,8 +84,8 @@ final class ConsensusWorkload: Workload {
     // MARK: - Nodes
 
     func services(node i: Int, incarnation: UInt32, _ sim: Simulation) -> [any NodeService<NodeCommand, NodeEvent>] {
-        guard i < min(validatorCount, sim.nodeCount) else { return [] }
-        let g = genesis ?? Genesis(validators: ValidatorSet((0..<min(validatorCount, sim.nodeCount)).map { ValidatorKey(sim.identities[$0].publicKey)! })!)
+        guard i < min(validatorCount, sim.identities.count) else { return [] }
+        let g = genesis ?? Genesis(validators: ValidatorSet((0..<min(validatorCount, sim.identities.count)).map { ValidatorKey(sim.identities[$0].publicKey)! })!)
         genesis = g
         var config = ConsensusConfig(genesis: g)
         config.roundTimeout = roundTimeout
