@@ -33,7 +33,7 @@ struct FuzzState {
         busy = try! SessionManager(identity: a, networkKey: networkKey, rng: SeededGenerator(seed: 2))
         var peer = try! SessionManager(identity: b, networkKey: networkKey, rng: SeededGenerator(seed: 3))
         // Establish busy <-> peer over IK, then leave a pending handshake towards c.
-        var pending = busy.send([1], to: peerAddress, peerKey: b.publicKey, now: now)
+        var pending = busy.send([1], to: peerAddress, peer: b.peer, now: now)
         while !pending.isEmpty {
             var next: [SessionOutput] = []
             for o in pending {
@@ -48,11 +48,11 @@ struct FuzzState {
             pending = next
         }
         for i in 0..<4 {
-            for o in peer.send([UInt8](repeating: UInt8(i), count: 40 * i + 1), to: localAddress, peerKey: a.publicKey, now: now) {
+            for o in peer.send([UInt8](repeating: UInt8(i), count: 40 * i + 1), to: localAddress, peer: a.peer, now: now) {
                 if case let .send(_, bytes) = o { genuine.append(bytes) }
             }
         }
-        _ = busy.send([2], to: UnderlayAddress(ip: UnderlayAddress.loopbackV6, port: 4002), peerKey: c.publicKey, now: now)
+        _ = busy.send([2], to: UnderlayAddress(ip: UnderlayAddress.loopbackV6, port: 4002), peer: c.peer, now: now)
     }
 }
 
