@@ -69,7 +69,7 @@ struct DebPackageTests {
         p.executableURL = URL(fileURLWithPath: "/bin/sh")
         p.arguments = ["-c", "exec \(asUnit)"]
         let log = "/tmp/iotaf-deb-\(UUID().uuidString.prefix(8)).log"
-        FileManager.default.createFile(atPath: log, contents: nil)
+        _ = FileManager.default.createFile(atPath: log, contents: nil)
         defer { try? FileManager.default.removeItem(atPath: log) }
         p.standardError = FileHandle(forWritingAtPath: log)
         try p.run()

@@ -74,7 +74,7 @@ import Testing
             var args = ["node", "run", "--key", key, "--control", socket(i), "--data", "\(dir)/d\(i)"]
             if let config { args += ["--config", config] } else { args += ["--listen", "[::1]:\(port)"] }
             args += extra
-            FileManager.default.createFile(atPath: "\(dir)/n\(i).log", contents: nil)
+            _ = FileManager.default.createFile(atPath: "\(dir)/n\(i).log", contents: nil)
             let p = Process()
             p.executableURL = URL(fileURLWithPath: try iotafBinary())
             p.arguments = args
