@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds iotaf_VERSION_ARCH.deb from the release binary (`make deb`): no network needed.
-#   scripts/make-deb.sh VERSION [OUTDIR]
+#   scripts/make-deb.sh VERSION [OUTDIR]        (IOTAF_BIN=PATH: package that binary instead of .build/release/iotaf)
 # The binary links the Swift runtime and Foundation statically; its other shared libraries are
 # declared as dependencies, each by the Debian package that holds it here (ldd, then dpkg -S), at
 # least the version installed on the building machine.
@@ -8,7 +8,7 @@ set -euo pipefail
 version=${1:?usage: make-deb.sh VERSION [OUTDIR]}
 out=${2:-out}
 root=$(cd "$(dirname "$0")/.." && pwd)
-bin="$root/.build/release/iotaf"
+bin="${IOTAF_BIN:-$root/.build/release/iotaf}"
 [ -x "$bin" ] || { echo "make-deb: $bin is missing; run make build first" >&2; exit 1; }
 arch=$(dpkg --print-architecture)
 stage=$(mktemp -d)
