@@ -134,7 +134,7 @@ struct BenchFootprintCommand: ParsableCommand {
 
         let mib = { (k: UInt64) in Double(k) / 1024 }
         if json {
-            var o: [String: Any] = ["nodes": nodes, "formed": formed, "form_seconds": (formSeconds * 10).rounded() / 10, "window_seconds": (elapsed * 10).rounded() / 10,
+            var o: [String: Any] = ["bench": "footprint", "nodes": nodes, "formed": formed, "form_seconds": (formSeconds * 10).rounded() / 10, "window_seconds": (elapsed * 10).rounded() / 10,
                                     "rss_mib": (mib(after.residentKiB) * 100).rounded() / 100, "rss_peak_mib": (mib(peakKiB) * 100).rounded() / 100,
                                     "rss_median_all_nodes_mib": (mib(median) * 100).rounded() / 100,
                                     "cpu_percent_one_core": (cpuPercent * 1000).rounded() / 1000,
