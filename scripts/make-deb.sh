@@ -13,6 +13,7 @@ bin="${IOTAF_BIN:-$root/.build/release/iotaf}"
 arch=$(dpkg --print-architecture)
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
+chmod 0755 "$stage"  # the package's ./ entry: mktemp made it 0700
 
 install -d "$stage/DEBIAN" "$stage/usr/bin" "$stage/lib/systemd/system" "$stage/etc/iotaf" "$stage/usr/share/doc/iotaf"
 install -m 0755 "$bin" "$stage/usr/bin/iotaf"
