@@ -31,6 +31,9 @@ public struct NodeCore {
     public internal(set) var membership: GossipService
     /// The other services, in the order they were added.
     var services: [any NodeService<NodeCommand, NodeEvent>] = []
+    /// Each service's deadline as it was after its last input (a service changes only when it
+    /// runs), so folding the wake reads this array instead of opening every service.
+    private var serviceDeadlines: [Instant?] = []
     /// Protocol id → slot (`membershipSlot`, or an index into `services`), in the order added.
     private(set) var routes: [(id: ProtocolID, slot: Int)] = []
     /// The node's reliable stream (ReliableStream.swift): large messages of any service.
@@ -95,6 +98,7 @@ public struct NodeCore {
             if clash { throw ServiceClash(id: id) }
         }
         services.append(service)
+        serviceDeadlines.append(service.deadline)
         for id in service.protocolIDs { routes.append((id, services.count - 1)) }
     }
 
@@ -135,7 +139,7 @@ public struct NodeCore {
                 sessionWake = nil
                 absorb(sessions.tick(now: now), now: now, into: &out)
             }
-            for slot in services.indices where services[slot].deadline.map({ now >= $0 }) ?? false {
+            for slot in services.indices where serviceDeadlines[slot].map({ now >= $0 }) ?? false {
                 run(slot, .timer, now: now, into: &out)
             }
             if let w = reliableWake, now >= w {
@@ -235,9 +239,21 @@ public struct NodeCore {
         if slot == Self.membershipSlot {
             outputs = membership.handle(input, now: now, members: NoMembers())
         } else {
-            outputs = services[slot].handle(input, now: now, members: membership)
+            (outputs, serviceDeadlines[slot]) = Self.handle(&services[slot], input, now: now, members: membership)
         }
         if !outputs.isEmpty { carry(outputs, from: slot, now: now, into: &out) }
+    }
+
+    /// Runs one service on its opened type: the service is mutated where it is stored and its
+    /// deadline read there, where calls on the existential would copy the whole service.
+    private static func handle<S: NodeService<NodeCommand, NodeEvent>>(_ service: inout S, _ input: ServiceInput<NodeCommand>,
+                                                                       now: Instant, members: GossipService) -> ([ServiceOutput<NodeCommand, NodeEvent>], Instant?) {
+        let outputs = service.handle(input, now: now, members: members)
+        return (outputs, service.deadline)
+    }
+
+    private static func takes<S: NodeService<NodeCommand, NodeEvent>>(_ service: borrowing S, _ command: NodeCommand) -> Bool {
+        service.takes(command)
     }
 
     /// A command for the first service that takes it (never back to its sender); one nobody
@@ -247,7 +263,7 @@ public struct NodeCore {
             run(Self.membershipSlot, .command(command), now: now, into: &out)
             return
         }
-        for slot in services.indices where slot != sender && services[slot].takes(command) {
+        for slot in services.indices where slot != sender && Self.takes(services[slot], command) {
             run(slot, .command(command), now: now, into: &out)
             return
         }
@@ -336,7 +352,7 @@ public struct NodeCore {
         var wake = membership.deadline
         if let w = sessionWake, wake.map({ w < $0 }) ?? true { wake = w }
         if let w = reliableWake, wake.map({ w < $0 }) ?? true { wake = w }
-        for s in services { if let w = s.deadline, wake.map({ w < $0 }) ?? true { wake = w } }
+        for d in serviceDeadlines { if let w = d, wake.map({ w < $0 }) ?? true { wake = w } }
         if let wake, wake != requestedWake {
             requestedWake = wake
             out.append(.wake(at: wake))
