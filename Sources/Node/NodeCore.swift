@@ -122,11 +122,11 @@ public struct NodeCore {
         return nil
     }
 
-    public mutating func handle(_ input: NodeInput, now: Instant) -> [NodeOutput] {
+    public mutating func handle(_ input: consuming NodeInput, now: Instant) -> [NodeOutput] {
         var out: [NodeOutput] = []
         // A datagram usually yields a send and a wake-up or event: no regrowth on the common path.
         out.reserveCapacity(4)
-        switch input {
+        switch consume input {
         case let .datagram(from, bytes):
             own.datagramsIn += 1
             own.bytesIn += UInt64(bytes.count)
@@ -234,12 +234,12 @@ public struct NodeCore {
     }
 
     /// Hands one input to one service and carries out what it returns.
-    mutating func run(_ slot: Int, _ input: ServiceInput<NodeCommand>, now: Instant, into out: inout [NodeOutput]) {
+    mutating func run(_ slot: Int, _ input: consuming ServiceInput<NodeCommand>, now: Instant, into out: inout [NodeOutput]) {
         let outputs: [ServiceOutput<NodeCommand, NodeEvent>]
         if slot == Self.membershipSlot {
-            outputs = membership.handle(input, now: now, members: NoMembers())
+            outputs = membership.handle(consume input, now: now, members: NoMembers())
         } else {
-            (outputs, serviceDeadlines[slot]) = Self.handle(&services[slot], input, now: now, members: membership)
+            (outputs, serviceDeadlines[slot]) = Self.handle(&services[slot], consume input, now: now, members: membership)
         }
         if !outputs.isEmpty { carry(outputs, from: slot, now: now, into: &out) }
     }
@@ -258,7 +258,7 @@ public struct NodeCore {
 
     /// A command for the first service that takes it (never back to its sender); one nobody
     /// takes is counted.
-    mutating func command(_ command: NodeCommand, from sender: Int?, now: Instant, into out: inout [NodeOutput]) {
+    mutating func command(_ command: consuming NodeCommand, from sender: Int?, now: Instant, into out: inout [NodeOutput]) {
         if sender != Self.membershipSlot, membership.takes(command) {
             run(Self.membershipSlot, .command(command), now: now, into: &out)
             return
@@ -275,9 +275,9 @@ public struct NodeCore {
     }
 
     /// Carries out a service's outputs, in order.
-    mutating func carry(_ outputs: [ServiceOutput<NodeCommand, NodeEvent>], from slot: Int, now: Instant, into out: inout [NodeOutput]) {
-        for o in outputs {
-            switch o {
+    mutating func carry(_ outputs: consuming [ServiceOutput<NodeCommand, NodeEvent>], from slot: Int, now: Instant, into out: inout [NodeOutput]) {
+        for o in consume outputs {
+            switch consume o {
             case let .send(destination, bytes):
                 let opened = sessionsStarted
                 switch destination {
@@ -362,9 +362,9 @@ public struct NodeCore {
     // MARK: - Sessions
 
     /// Carries out what the session layer asked for and hands authenticated plaintext to the services.
-    mutating func absorb(_ outputs: [SessionOutput], now: Instant, into out: inout [NodeOutput]) {
-        for o in outputs {
-            switch o {
+    mutating func absorb(_ outputs: consuming [SessionOutput], now: Instant, into out: inout [NodeOutput]) {
+        for o in consume outputs {
+            switch consume o {
             case let .send(to, bytes):
                 own.datagramsOut += 1
                 own.bytesOut += UInt64(bytes.count)
