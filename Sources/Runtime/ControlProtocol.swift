@@ -97,6 +97,8 @@ extension StatusReport {
             // that failed and the sends they dropped.
             "cull_writes": core.membership.counters.cullWrites, "bad_cull_records": core.membership.counters.badCullRecords,
             "failed_writes": core.membership.counters.failedWrites, "dropped_sends": core.membership.counters.droppedSends,
+            // Peer snapshots left unwritten because nothing changed (an idle node writes nothing).
+            "peer_snapshots_unchanged": core.membership.counters.unchangedSnapshotsSkipped,
             "drops_total": g.totalDrops,
         ]
         var gd: [String: UInt64] = [:]
