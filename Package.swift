@@ -85,7 +85,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log")]),
         // testdata/: golden transcripts read by path (GoldenTranscriptTests), not bundled.
         .testTarget(name: "SimulatorTests", dependencies: ["Simulator", "Node", "MeshCore"], exclude: ["testdata"]),
-        .testTarget(name: "ConsensusTests", dependencies: ["Consensus", "MeshCore", "Sodium"], exclude: ["testdata"]),
+        .testTarget(name: "ConsensusTests", dependencies: ["Consensus", "MeshCore", "Sodium", "SimulatorKit"], exclude: ["testdata"]),
         .testTarget(name: "FileTransferTests", dependencies: ["FileTransfer", "Node", "Channels", "MeshCore", "Sodium"]),
         .testTarget(name: "IntegrationTests", dependencies: ["MeshCore", "Sodium"]),
 

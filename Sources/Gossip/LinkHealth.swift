@@ -40,6 +40,16 @@ extension GossipCore {
         roundTripLoss += ((lost ? 1 : 0) - roundTripLoss) * Self.lossSmoothing
     }
 
+    /// `count` datagrams this node handed out never left: its driver dropped them (the node
+    /// service's write they waited for failed, Docs/gossip.md). Each counts as a lost round trip.
+    /// A node whose sends are dropped hears no answers, and its silence says nothing about the
+    /// members it asked; with its loss estimate up it needs that many more unanswered questions
+    /// before it declares one (`evidenceNeeded`), so the verdicts it would send once it can speak
+    /// again are left to the nodes that could ask.
+    public mutating func noteSendsDropped(_ count: Int) {
+        for _ in 0..<max(0, count) { noteRoundTrip(lost: true) }
+    }
+
     /// A direct probe (and its re-pings) went unanswered by the target itself. It counts as one
     /// loss only once the target proves alive (speaks to us): a crashed member's silence says
     /// nothing about our link.

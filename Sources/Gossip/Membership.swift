@@ -307,10 +307,8 @@ extension GossipCore {
     /// A `left` or a cull goes twice to each neighbour. They are rare (a graceful leave, an admin's
     /// act), and they leave the push at the worst moment for the queue: after a mass failure the
     /// queue's newest-first order serves the stream of newer suspicions and deaths first, and a
-    /// node whose live neighbours' pushes were all lost (10 % loss, some neighbours crashed)
-    /// waited seconds for it. At 2,000 nodes with 10 % loss and 10 % failed, a cull reached all
-    /// but 2–3 live nodes in 3 s in 2 to 4 of 20 seeds (`gossip-dissemination-10000.toml` with
-    /// `nodes = 2000`). Deaths come by the thousand in a mass failure and go once.
+    /// node whose live neighbours' pushes were all lost (loss, some neighbours crashed) would wait
+    /// seconds for it. Deaths come by the thousand in a mass failure and go once.
     mutating func pushVerdict(_ u: MemberUpdate, except: PeerEntry?, into out: inout [GossipOutput]) {
         guard pushesVerdicts else { return }
         let copies: Int
@@ -336,7 +334,7 @@ extension GossipCore {
     }
 
     /// The news of one input leaves together: one datagram per neighbour, not one per item (a
-    /// datagram of joins used to fan out as a datagram per join per neighbour).
+    /// datagram of joins would otherwise fan out as a datagram per join per neighbour).
     mutating func flushNews(into out: inout [GossipOutput]) {
         guard !pendingNews.isEmpty else { return }
         let news = pendingNews

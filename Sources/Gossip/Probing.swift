@@ -109,11 +109,9 @@ extension GossipCore {
     /// the `neighbor` request its sender sent right after it, or a lost `disconnect`, leaves a link
     /// that only one side holds; and a neighbour that crashed is evicted like any other when a
     /// join needs its place, before anyone noticed the crash. Only the members holding a node in
-    /// their active view probe it, so such a node was probed by few or none: in `gossip-churn` at
-    /// 200 nodes (seed 2) node 190 held five neighbours since the join wave at 4 s, of which only
-    /// one held it; when it crashed at 80 s that one was its sole accuser, nobody confirmed, and
-    /// it was declared after 10.4 s (and, in another run of the same seed, that one evicted it
-    /// 1.2 s after the crash and nobody ever suspected it). So a member that pinged us within
+    /// their active view probe it, so such a node may be probed by few or none: when it crashes,
+    /// its one prober is a sole accuser that nobody confirms (a slow verdict), or evicts it before
+    /// anyone suspects it (no verdict at all). So a member that pinged us within
     /// `reverseNeighbourWindow` is probed by us like a neighbour (`nextProbeTarget`), and checked
     /// at once when someone else suspects it.
     mutating func notePing(from id: NodeID, now: Instant) {
@@ -163,8 +161,8 @@ extension GossipCore {
     static let reverseNeighbourLimit = 32
 
     /// Once per `wideProbeInterval`, a random member outside the active view instead of a
-    /// neighbour: only neighbours probe a member, so one whose neighbours all crashed with it (an
-    /// 80 % crash) was never suspected and stayed alive in every table. The failure goes down the
+    /// neighbour: only neighbours probe a member, so one whose neighbours all crashed with it (a
+    /// mass crash) would never be suspected and would stay alive in every table. The failure goes down the
     /// same SWIM path (indirect probes, suspicion, buddy message). Rare on purpose: a member we
     /// have no session with costs a handshake.
     mutating func wideProbeTarget(now: Instant) -> PeerEntry? {

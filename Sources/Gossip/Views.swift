@@ -21,9 +21,9 @@ extension GossipCore {
         guard !hasLeft else { return }
         // Members handed over by `restoreMembers` are join contacts until the first join, like the
         // runtime's remembered peers (and Serf's snapshot rejoin): one of them first, the seeds
-        // every other time. A whole mesh coming back at once no longer queues at the one master's
-        // handshake limit (at 2,000 nodes the last joins waited there 30 s). Only then: joining
-        // random known members in general let a cold start form islands that never met.
+        // every other time, so a whole mesh coming back at once does not queue at one master's
+        // handshake limit. Only then: joining random known members in general lets a cold start
+        // form islands that never meet.
         if !everJoined, joinThroughRestored, contacts.isEmpty || joinAttempts % 2 == 1, let known = knownMemberToJoin() {
             send(.join(incarnation: incarnation), to: .peer(known), into: &out)
             return
@@ -84,13 +84,12 @@ extension GossipCore {
     }
 
     /// A join contact under a wave of joins (a master, a whole deployment booting) makes room for
-    /// each newcomer by dropping the previous newcomer it admitted, not a settled neighbour: random
-    /// eviction (HyParView's rule) left a master whose five neighbours were all newcomers after
-    /// five joins, so every later join's walk went to a newcomer whose view held only the master,
-    /// which took the joiner at once (`activeView.count <= 1`). The master and the last joiners
-    /// became an island that heard the mesh's news through one or two links: in `gossip-churn`
-    /// (1,000 nodes, twenty joins at 90 s, seed 1) the master learned six crashes of that moment
-    /// 10.9 s late. A dropped newcomer keeps the links its own walks found.
+    /// each newcomer by dropping the previous newcomer it admitted, not a settled neighbour: under
+    /// random eviction (HyParView's rule) a master's neighbours can all be newcomers after a few
+    /// joins, so every later join's walk goes to a newcomer whose view holds only the master,
+    /// which takes the joiner at once (`activeView.count <= 1`), and the master and the last
+    /// joiners become an island that hears the mesh's news through one or two links, seconds
+    /// late. A dropped newcomer keeps the links its own walks found.
     func newcomerToMakeRoomFor(_ joiner: NodeID, now: Instant) -> NodeID? {
         admitted.last { now - $0.at < Self.joinWaveWindow && $0.peer != joiner && inActive($0.peer) }?.peer
     }
@@ -186,12 +185,12 @@ extension GossipCore {
     static let referralTime: Duration = .seconds(2)
     static let refusalMemory: Duration = .seconds(10)
 
-    /// Which standby peers to ask in (at most `count`). During the join wave most requests went to
-    /// full peers and were refused, each a handshake when no session existed. Peers that refused
+    /// Which standby peers to ask in (at most `count`). During a join wave most requests go to
+    /// full peers and are refused, each a handshake when no session exists. Peers that refused
     /// lately are skipped; the peer a refusal referred us to goes first; random others follow,
-    /// only when not backing off. (Asking peers we had heard from lately first, since a session
-    /// exists, was tried and dropped: it re-linked each node within its own neighbourhood, and
-    /// the walk-mode mesh split into components.)
+    /// only when not backing off. Peers heard from lately are not preferred (though a session with
+    /// them exists): that re-links each node within its own neighbourhood, and a walk-mode mesh
+    /// splits into components.
     mutating func neighbourCandidates(from pool: [PeerEntry], count: Int, now: Instant) -> [PeerEntry] {
         guard !activeView.isEmpty else { return randomSample(pool, count: count) }
         neighbourRefusers.removeAll { now >= $0.until }
@@ -261,9 +260,9 @@ extension GossipCore {
     }
 
     /// `peers` nearest first (by `rttOrMax`), each looked up once rather than on every comparison
-    /// of the sort: view maintenance in mode `nearest` sorted the passive view this way every
-    /// gossip round, and the lookups were a tenth of a 1,000-node run's CPU. The sort sees the same
-    /// comparisons, so the order is the one sorting by lookups gave.
+    /// of the sort: view maintenance in mode `nearest` sorts the passive view this way every
+    /// gossip round, where a lookup per comparison dominates the cost. The sort sees the same
+    /// comparisons, so the order is the one sorting by lookups gives.
     func nearestFirst(_ peers: [PeerEntry]) -> [PeerEntry] {
         var keyed: [(rtt: Int64, entry: PeerEntry)] = []
         keyed.reserveCapacity(peers.count)
@@ -274,7 +273,7 @@ extension GossipCore {
 
     /// Mode `nearest` keeps one active slot for a peer not heard by LAN beacon (the farthest such
     /// one): nearest-first eviction and `nearer` swaps skip it. Without it every cross-LAN link
-    /// was replaced by a nearer one and the 1,000-node mesh split into LAN islands.
+    /// is replaced by a nearer one and a mesh of LANs splits into LAN islands.
     var longLink: NodeID? {
         guard prefersNearest else { return nil }
         return activeView.filter { !lanAddresses.contains($0.address) }.max { rttOrMax($0.nodeID) < rttOrMax($1.nodeID) }?.nodeID

@@ -36,6 +36,9 @@ public struct GossipService: NodeService, MemberDirectory {
     private var nextPersist: UInt64 = 1
     /// Persists handed out and not yet answered with `.persisted`.
     private var writesInFlight = 0
+    /// Per persist in flight (by ticket sequence, oldest first): how many sends wait for it. A
+    /// failed write drops them, and the core hears so (`noteSendsDropped`).
+    private var sendsWaiting: [(sequence: UInt64, count: Int)] = []
     /// How many of the core's culls (`cullOrder`, append-only) were handed to the driver to
     /// persist; zero again after a failed write, so every cull is written again (puts are
     /// idempotent).
@@ -158,16 +161,25 @@ public struct GossipService: NodeService, MemberDirectory {
         case let .persisted(ticket, outcome) where ticket.sequence == 0:
             // A peer snapshot: the next one retries, whether or not the members changed meanwhile.
             if case .failed = outcome { counters.failedWrites += 1; lastSnapshotRows = nil }
-        case let .persisted(_, outcome):
+        case let .persisted(ticket, outcome):
             writesInFlight -= 1
+            var dropped = 0
+            if let k = sendsWaiting.firstIndex(where: { $0.sequence == ticket.sequence }) {
+                dropped = sendsWaiting[k].count
+                sendsWaiting.remove(at: k)
+            }
             // A failed write leaves the record unknown: the next call persists it again. Not this
             // one: a disk that fails at once would otherwise be asked again at the same instant,
-            // forever (found by the simulator's io_error fault); the next timer or message retries.
-            // Every cull is written again then too (puts are idempotent).
+            // forever; the next timer or message retries. Every cull is written again then too
+            // (puts are idempotent). The sends that waited for it never left: the core counts
+            // them lost, so a node that cannot speak does not take its unanswered questions for
+            // the members' silence.
             if case .failed = outcome {
                 persistedSelf = nil
                 persistedCulls = 0
                 counters.failedWrites += 1
+                counters.droppedSends += UInt64(dropped)
+                core.noteSendsDropped(dropped)
                 return out
             }
         case .membership, .offloaded:
@@ -251,6 +263,8 @@ public struct GossipService: NodeService, MemberDirectory {
         /// Self records written, and writes that failed.
         public var selfWrites: UInt64 = 0
         public var failedWrites: UInt64 = 0
+        /// Datagrams and reliable messages dropped because the write they waited for failed.
+        public var droppedSends: UInt64 = 0
         /// Restored self records that did not decode (ignored: the node starts at incarnation 0).
         public var badSelfRecords: UInt64 = 0
         /// Culls written to the store.
@@ -306,6 +320,7 @@ public struct GossipService: NodeService, MemberDirectory {
         let batch = PersistBatch(ticket: PersistTicket(service: Self.protocolID, sequence: nextPersist), ops: ops)
         nextPersist += 1
         writesInFlight += 1
+        if !sends.isEmpty { sendsWaiting.append((batch.ticket.sequence, sends.count)) }
         rest.append(.persist(batch, then: sends))
         out = rest
     }

@@ -93,8 +93,10 @@ extension StatusReport {
             "incarnation": UInt64(core.gossip.incarnation), "awareness": UInt64(core.gossip.awareness),
             "active_view": UInt64(core.gossip.activeView.count), "passive_view": UInt64(core.gossip.passiveView.count),
             "culls": UInt64(core.gossip.culls.count), "queued_updates": UInt64(core.gossip.queuedUpdates),
-            // Culls written to the store, and stored culls refused at start (GossipService).
+            // Culls written to the store, and stored culls refused at start (GossipService); writes
+            // that failed and the sends they dropped.
             "cull_writes": core.membership.counters.cullWrites, "bad_cull_records": core.membership.counters.badCullRecords,
+            "failed_writes": core.membership.counters.failedWrites, "dropped_sends": core.membership.counters.droppedSends,
             // Peer snapshots left unwritten because nothing changed (an idle node writes nothing).
             "peer_snapshots_unchanged": core.membership.counters.unchangedSnapshotsSkipped,
             "drops_total": g.totalDrops,

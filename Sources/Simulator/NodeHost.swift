@@ -1,6 +1,5 @@
 import Foundation
 import Gossip
-import LaceroService
 import MeshCore
 import Node
 import NodeService
@@ -13,8 +12,7 @@ extension Simulation {
     /// fresh randomness per incarnation. When NodeCore gains parameters (secret identity,
     /// network key) they are added here only.
     func makeNode(index i: Int) -> NodeCore {
-        var rng = root.derived(UInt64(i) + 1)
-        if incarnation[i] > 0 { rng = rng.derived(0x7265_7374_6172_7400 | UInt64(incarnation[i])) }
+        let rng = nodeGenerator(i, incarnation: incarnation[i])
         // Real sessions with real keys: the mesh's network key comes from the seed like everything else.
         do {
             // What a crashed node remembered is the simulator's own model (`stored`, `storageSyncSeconds`).
@@ -24,9 +22,7 @@ extension Simulation {
                                     timing: timing, discovery: discovery(for: i), peerIdentities: peerTables[i % peerTables.count], rng: rng)
             core.persistsCompleteAtOnce = disk.completesAtOnce  // else `.diskDone` answers (Wire.swift)
             // Offloaded jobs come to the driver, which runs them and charges the node's virtual CPU.
-            if scenario.workloads.contains(where: { $0.kind == "lacero" }) {
-                try core.add(LaceroService(me: identities[i].nodeID, rng: rng.derived(0x1ace)))
-            }
+            // The protocols beyond the router's own come with the workloads that drive them.
             for w in workloads {
                 for s in w.services(node: i, incarnation: incarnation[i], self) { try core.add(s) }
             }
@@ -34,6 +30,14 @@ extension Simulation {
         } catch {
             fatalError("simulated node \(i) cannot be built: \(error)")
         }
+    }
+
+    /// Node `i`'s generator in incarnation `incarnation`: derived from the run seed and the node
+    /// index, and from the incarnation after a restart (fresh randomness, same identity). A
+    /// workload's service may derive its own from it (`Workload.services`).
+    func nodeGenerator(_ i: Int, incarnation: UInt32) -> SeededGenerator {
+        let rng = root.derived(UInt64(i) + 1)
+        return incarnation > 0 ? rng.derived(0x7265_7374_6172_7400 | UInt64(incarnation)) : rng
     }
 
     func discovery(for i: Int) -> Discovery {
@@ -91,11 +95,7 @@ extension Simulation {
         for s in seedsFor(i) { apply(i, nodes[i].handle(.command(.addSeed(addresses[s])), now: t)) }
         for (p, a) in remembered { apply(i, nodes[i].handle(.command(.rememberPeer(p, a)), now: t)) }
         apply(i, nodes[i].handle(.start, now: t))
-        if scenario.beaconEverySeconds > 0, scenario.modes.contains(.nearest) {
-            var g = root.derived(0x6265_6163_6f6e_0000 ^ (UInt64(i) << 8) ^ UInt64(incarnation[i]))
-            let first = now + Self.nanos(g.unit() * scenario.beaconEverySeconds)
-            queue.push(first, .beacon(node: Int32(i), incarnation: incarnation[i]))
-        }
+        for a in agents { a.booted(i, self) }
     }
 
     func crash(_ i: Int) { shutDown(i, crashRecord: true) }

@@ -7,9 +7,10 @@ import Node
 ///
 /// No datagram between nodes arrives sooner than `lookahead` after it is sent (a hard lower bound
 /// from the network model: `lookahead(of:)`). So within a window [T, T + lookahead) — cut short
-/// before the next global event (sample, timeline, revert, crash deadline, stop, beacon) — what one
-/// node does cannot reach another node inside the window: the nodes' own events (deliveries, late
-/// deliveries, wakes, heard beacons) are independent across nodes. A window runs in three steps:
+/// before the next global event (sample, timeline, revert, crash deadline, stop, a workload's or an
+/// agent's timer, a disk completion, an offloaded result) — what one node does cannot reach another
+/// node inside the window: the nodes' own events (deliveries, late deliveries, wakes, agents'
+/// signals) are independent across nodes. A window runs in three steps:
 ///
 /// 1. The driver pops every node event due before the window's end and hands it to the node's
 ///    group (node i is in group i mod `groupCount`), in (time, sequence) order.
@@ -85,9 +86,9 @@ extension Simulation {
     /// Whether an event belongs to one node alone (handled inside windows) or to the driver.
     static func nodeOf(_ kind: SimEvent) -> Int? {
         switch kind {
-        case let .deliver(to, _, _), let .deliverLate(to, _, _), let .beaconHeard(to, _): return Int(to)
+        case let .deliver(to, _, _), let .deliverLate(to, _, _), let .signal(to, _, _): return Int(to)
         case let .wake(node, _): return Int(node)
-        case .beacon, .stop, .sample, .timeline, .revert, .crashDeadline, .workload, .diskDone, .offloaded: return nil
+        case .agent, .stop, .sample, .timeline, .revert, .crashDeadline, .workload, .diskDone, .offloaded: return nil
         }
     }
 
@@ -140,7 +141,7 @@ extension Simulation {
         nodes.withUnsafeMutableBufferPointer { nodeSlots in
             wakeAt.withUnsafeMutableBufferPointer { wakeSlots in
                 let work = WindowWork(groups: active, nodes: nodeSlots, wakeAt: wakeSlots, life: life, leaving: leaving,
-                                      starveDelay: cpu.inputDelay, addresses: addresses, windowEnd: windowEnd,
+                                      starveDelay: cpu.inputDelay, addresses: addresses, signals: agentSignals, windowEnd: windowEnd,
                                       tracing: tracing, traceNodes: traceNodes, traceWindow: traceWindow)
                 if threads <= 1 {
                     for k in active.indices { work.run(k) }
@@ -182,8 +183,8 @@ extension Simulation {
             events += g.events
             c.delivered += g.delivered
             c.toDown += g.toDown
-            c.beaconsHeard += g.beaconsHeard
-            g.events = 0; g.delivered = 0; g.toDown = 0; g.beaconsHeard = 0
+            for (a, n) in g.signalsHeard.enumerated() { signalsHeard[a] += n }
+            g.events = 0; g.delivered = 0; g.toDown = 0; g.signalsHeard.removeAll(keepingCapacity: true)
             steps.append(contentsOf: g.steps)
             g.steps.removeAll(keepingCapacity: true)
         }
@@ -210,7 +211,9 @@ final class WindowGroup {
     var nextOrder: Int32 = 0
     /// Thread CPU this group spent in the current window.
     var cpuSeconds = 0.0
-    var events: UInt64 = 0, delivered: UInt64 = 0, toDown: UInt64 = 0, beaconsHeard: UInt64 = 0
+    var events: UInt64 = 0, delivered: UInt64 = 0, toDown: UInt64 = 0
+    /// Per agent (by slot), its signals handed to the group's nodes.
+    var signalsHeard: [UInt64] = []
 }
 
 /// What one node event produced inside a window, for the merge.
@@ -258,6 +261,8 @@ struct WindowWork: @unchecked Sendable {
     let leaving: [Bool]
     let starveDelay: [Int64]
     let addresses: [UnderlayAddress]
+    /// Per agent (by slot), what its signals become at a node.
+    let signals: [AgentSignal]
     let windowEnd: Int64
     let tracing: Bool
     let traceNodes: Set<Int>?
@@ -290,19 +295,21 @@ struct WindowWork: @unchecked Sendable {
             case let .deliverLate(to, from, bytes):
                 i = Int(to)
                 outputs = receive(g, i, from: Int(from), bytes, at: t, &lines)
-            case let .beaconHeard(to, from):
+            case let .signal(to, from, agent):
                 i = Int(to)
                 guard life[i] == .up, !leaving[i] else { continue }
-                g.beaconsHeard += 1
-                if tracing { log(i, t, "beacon heard from node \(from)", &lines) }
-                outputs = nodes[i].handle(.command(.beaconHeard(addresses[Int(from)])), now: now)
+                let a = Int(agent), s = signals[a]
+                while g.signalsHeard.count <= a { g.signalsHeard.append(0) }
+                g.signalsHeard[a] += 1
+                if tracing { log(i, t, "\(s.name) from node \(from)", &lines) }
+                outputs = nodes[i].handle(.command(s.command(addresses[Int(from)])), now: now)
             case let .wake(node, at):
                 i = Int(node)
                 guard wakeAt[i] == at, life[i] == .up else { continue }
                 wakeAt[i] = -1
                 if tracing { log(i, t, "timer", &lines) }
                 outputs = nodes[i].handle(.timer, now: now)
-            case .beacon, .stop, .sample, .timeline, .revert, .crashDeadline, .workload, .diskDone, .offloaded:
+            case .agent, .stop, .sample, .timeline, .revert, .crashDeadline, .workload, .diskDone, .offloaded:
                 preconditionFailure("a global event in a node window")
             }
             var carried = false

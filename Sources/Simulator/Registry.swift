@@ -4,6 +4,8 @@
 public struct SimulationRegistry: Sendable {
     var checkers: [String: CheckerKind] = [:]
     var workloads: [String: WorkloadKind] = [:]
+    /// The agents every run builds, in this order (`NodeAgent`).
+    var agents: [AgentKind] = []
     /// Kinds in the order they were added, for error messages.
     private(set) var checkerNames: [String] = []
     private(set) var workloadNames: [String] = []
@@ -30,6 +32,7 @@ public struct SimulationRegistry: Sendable {
     public static let standard: SimulationRegistry = {
         var r = SimulationRegistry()
         r.add(MembershipCheckers.kinds)
+        r.agents.append(LANBeacons.kind)
         r.add(MessageWorkload.checkerKinds)
         r.add([MessageWorkload.kind])
         r.add(LaceroWorkload.checkerKinds)

@@ -42,7 +42,7 @@ public final class Simulation {
     var wakeAt: [Int64]
     /// Every event when sequential; only the global ones (`isNodeLocal` false) in windowed runs.
     var queue = EventQueue()
-    /// Windowed runs: deliveries, late deliveries, wakes and heard beacons (ParallelWindow.swift).
+    /// Windowed runs: deliveries, late deliveries, wakes and agents' signals (ParallelWindow.swift).
     var nodeQueue = EventQueue()
     /// The lookahead: no datagram between nodes arrives sooner than this (0: run sequentially).
     let lookahead: Int64
@@ -93,6 +93,11 @@ public final class Simulation {
     var checkers: [any Checker] = []
     var safetyWatches: [SafetyWatch] = []
     var workloads: [any Workload] = []
+    /// The nodes' surroundings the driver plays (`NodeAgent`); per agent what its signals become
+    /// (for windows' threads) and how many were handed to nodes.
+    var agents: [any NodeAgent] = []
+    var agentSignals: [AgentSignal] = []
+    var signalsHeard: [UInt64] = []
     /// Offloaded jobs run, their results waiting for the node's virtual CPU (`.offloaded` events).
     var offloads = OffloadSlots()
     /// While a window's steps are merged: its end (nothing may be queued before it); else 0.
@@ -103,7 +108,7 @@ public final class Simulation {
     var discoveryFractionOverride: Double?
     /// The first false dead declaration, in words (for the safety checker).
     var firstFalseDead: String?
-    /// LAN of each node and the nodes of each LAN (mode `nearest` beacons).
+    /// LAN of each node and the nodes of each LAN (`multicast`).
     let lanOf: [Int32]
     let lanMembers: [[Int]]
     /// Dissemination trackers of joins, leaves and culls.
@@ -139,7 +144,7 @@ public final class Simulation {
         var byzDropped: UInt64 = 0, byzDelayed: UInt64 = 0, byzCorrupted: UInt64 = 0, byzReplayed: UInt64 = 0
         var byzEquivocated: UInt64 = 0, falseDead: UInt64 = 0, expectedDead: UInt64 = 0, crashes: UInt64 = 0
         var restarts: UInt64 = 0, joins: UInt64 = 0, reordered: UInt64 = 0
-        var leaves: UInt64 = 0, culls: UInt64 = 0, beacons: UInt64 = 0, beaconsHeard: UInt64 = 0
+        var leaves: UInt64 = 0, culls: UInt64 = 0
         var detectSeconds: [Double] = []
         var convergedAt: Double?
     }
@@ -237,6 +242,9 @@ public final class Simulation {
             let g = root.derived(0x776f_726b_0000_0000 ^ UInt64(k))
             return registry.workloads[spec.kind].map { $0.make(spec, g) } ?? UnknownWorkload(spec: spec)
         }
+        agents = registry.agents.map { $0.make(scenario, root) }
+        agentSignals = agents.map(\.signal)
+        signalsHeard = Array(repeating: 0, count: agents.count)
         nodes.reserveCapacity(n)
         for i in 0..<n { nodes.append(makeNode(index: i)) }
         if lookahead > 0 { windowGroups = (0..<Self.groupCount).map { _ in WindowGroup() } }
@@ -305,14 +313,10 @@ public final class Simulation {
             receive(j, from: Int(from), bytes)
         case let .deliverLate(to, from, bytes):
             receive(Int(to), from: Int(from), bytes)
-        case let .beacon(node, inc):
-            beacon(Int(node), incarnation: inc)
-        case let .beaconHeard(to, from):
-            let j = Int(to)
-            guard life[j] == .up, !leaving[j] else { return }
-            c.beaconsHeard += 1
-            if trace != nil { log(j, "beacon heard from node \(from)") }
-            apply(j, nodes[j].handle(.command(.beaconHeard(addresses[Int(from)])), now: Instant(nanoseconds: now)))
+        case let .agent(slot, node, inc):
+            agents[Int(slot)].fire(node: Int(node), incarnation: inc, self)
+        case let .signal(to, from, agent):
+            hear(Int(to), from: Int(from), agent: Int(agent))
         case let .stop(node, inc):
             let i = Int(node)
             guard incarnation[i] == inc, life[i] == .up else { return }

@@ -76,6 +76,7 @@ extension Simulation {
         // When the last fault healed (0: no fault; -1: one was still active at the end).
         metrics["faults_healed_s"] = faultsHealedAt.map { Double($0) / 1e9 } ?? -1
         for w in workloads { w.metrics(into: &metrics, self) }
+        for (k, a) in agents.enumerated() { a.metrics(into: &metrics, heard: signalsHeard[k], self) }
 
         let checks = verdicts()
         return SimReport(scenario: scenario.name, seed: seed, nodes: nodes.count, virtual_seconds: scenario.durationSeconds,

@@ -23,27 +23,6 @@ extension Simulation {
         }
     }
 
-    /// Size of a LAN beacon on the wire (a multicast datagram sent once, heard by the whole LAN).
-    static let beaconBytes = 48
-
-    func beacon(_ i: Int, incarnation inc: UInt32) {
-        guard life[i] == .up, incarnation[i] == inc, !leaving[i] else { return }
-        c.beacons += 1
-        c.sent += 1
-        c.bytesSent += UInt64(Self.beaconBytes)
-        nodeBytes[i] &+= UInt64(Self.beaconBytes)
-        intervalBytes[i] &+= UInt32(Self.beaconBytes)
-        intervalBytesTotal += UInt64(Self.beaconBytes)
-        intervalMsgs += 1
-        for j in lanMembers[Int(lanOf[i])] where j != i && life[j] == .up {
-            // Each listener's copy has its own latency and loss; a partition stops it like any datagram.
-            if case let .arrives(delay, _) = net.fate(from: i, to: j, bytes: Self.beaconBytes, now: now) {
-                pushNodeEvent(now + delay, .beaconHeard(to: Int32(j), from: Int32(i)))
-            }
-        }
-        queue.push(now + Self.nanos(scenario.beaconEverySeconds), .beacon(node: Int32(i), incarnation: inc))
-    }
-
     func log(_ node: Int?, _ text: @autoclosure () -> String) {
         guard let trace else { return }
         let t = Double(now) / 1e9
@@ -93,8 +72,10 @@ extension Simulation {
                 if disk.completesAtOnce {
                     if case .durable = w.outcome { apply(i, then, wakesTaken: wakesTaken) }
                 } else {
-                    // Completions keep the order the batches were given in (etcd's rule holds per node).
-                    let at = max(w.at, diskQueue[i].last?.at ?? now)
+                    // Completions keep the order the batches were given in (etcd's rule holds per
+                    // node), and one met while a window's steps are merged comes no earlier than
+                    // the window's end, which the node already reached (as offloaded results do).
+                    let at = max(w.at, diskQueue[i].last?.at ?? now, mergingUntil)
                     diskQueue[i].append(PendingPersist(ticket: batch.ticket, staged: w.outcome, then: then, at: at))
                     queue.push(at, .diskDone(node: Int32(i), incarnation: incarnation[i]))
                 }

@@ -23,9 +23,8 @@ extension Pump {
     mutating func carryOut(_ i: Int, _ outputs: [NodeOutput]) {
         for o in outputs {
             switch o {
-            case let .send(to, bytes):
-                if let j = addresses.firstIndex(of: to) { inFlight.push((now + latency).nanoseconds, Datagram(to: j, from: addresses[i], bytes: bytes)) }
-            case let .wake(at): wakes[i] = at
+            case let .send(to, bytes): transmit(i, to: to, bytes)
+            case let .wake(at): setWake(i, at)
             case let .event(e): events.append((i, e))
             case let .persist(_, then): carryOut(i, then)
             case .offload: break

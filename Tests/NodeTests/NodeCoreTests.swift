@@ -4,13 +4,16 @@ import SimulatorKit
 import Testing
 
 /// A tiny in-test driver: delivers every send after a fixed latency unless the link is cut.
-/// Datagrams wait on the simulation engine's queue (SimulatorKit): by arrival, then send order.
+/// Datagrams and wakes wait on the simulation engine's queue (SimulatorKit): by time, then the
+/// order they were queued. A node has one pending wake (`wakes`), as in the simulator: a later
+/// one replaces it, and a replaced or cleared wake is skipped when it comes due.
 struct Pump {
     struct Datagram { let to: Int; let from: UnderlayAddress; let bytes: [UInt8] }
+    enum Event { case datagram(Datagram), wake(Int) }
     var cores: [NodeCore]
     var addresses: [UnderlayAddress]
     var wakes: [Instant?]
-    var inFlight = EventHeap<Datagram>()
+    var queue = EventHeap<Event>()
     var now = Instant.zero
     var down: Set<Int> = []
     var events: [(Int, NodeEvent)] = []
@@ -55,9 +58,8 @@ struct Pump {
     /// Carries out one output; a persist is durable at once (its batches are kept in `disk`).
     mutating func take(_ i: Int, _ o: NodeOutput) {
         switch o {
-        case let .send(to, bytes):
-            if let j = addresses.firstIndex(of: to) { inFlight.push((now + latency).nanoseconds, Datagram(to: j, from: addresses[i], bytes: bytes)) }
-        case let .wake(at): wakes[i] = at
+        case let .send(to, bytes): transmit(i, to: to, bytes)
+        case let .wake(at): setWake(i, at)
         case let .event(e): events.append((i, e))
         case let .persist(batch, then):
             disk.append((i, batch))
@@ -66,16 +68,29 @@ struct Pump {
         }
     }
 
+    /// A datagram to a known address arrives `latency` later.
+    mutating func transmit(_ i: Int, to: UnderlayAddress, _ bytes: [UInt8]) {
+        guard let j = addresses.firstIndex(of: to) else { return }
+        queue.push((now + latency).nanoseconds, .datagram(Datagram(to: j, from: addresses[i], bytes: bytes)))
+    }
+
+    /// Node i's one pending wake (a wake in the past is due now).
+    mutating func setWake(_ i: Int, _ at: Instant) {
+        guard wakes[i] != at else { return }
+        wakes[i] = at
+        queue.push(max(at, now).nanoseconds, .wake(i))
+    }
+
     mutating func run(for d: Duration) {
         let end = now + d
-        while true {
-            let nextWake = wakes.enumerated().compactMap { (i: Int, w: Instant?) -> (Instant, Int)? in w.map { ($0, i) } }.min { $0.0 < $1.0 }
-            let tw = nextWake?.0, tm = inFlight.nextTime.map { Instant(nanoseconds: $0) }
-            guard let t = [tw, tm].compactMap({ $0 }).min(), t <= end else { break }
-            now = t
-            if let tm, tm == t, let m = inFlight.pop()?.event {
+        while let t = queue.nextTime, t <= end.nanoseconds, let e = queue.pop() {
+            now = Instant(nanoseconds: t)
+            switch e.event {
+            case let .datagram(m):
                 if !down.contains(m.to) { feed(m.to, .datagram(from: m.from, bytes: m.bytes)) }
-            } else if let (_, i) = nextWake {
+            case let .wake(i):
+                // Replaced or cleared since it was queued: not this node's wake any more.
+                guard let w = wakes[i], max(w, now) == now else { continue }
                 wakes[i] = nil
                 feed(i, .timer)
             }

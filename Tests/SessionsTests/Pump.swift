@@ -25,10 +25,15 @@ struct Pump {
         let bytes: [UInt8]
     }
 
+    enum Event { case packet(Packet), wake(UnderlayAddress) }
+
     var nodes: [UnderlayAddress: Node] = [:]
     var now = Instant.zero
-    /// Datagrams on their way, on the simulation engine's queue (SimulatorKit): by arrival, then send order.
-    var inflight = EventHeap<Packet>()
+    /// Datagrams on their way and the nodes' wakes, on the simulation engine's queue
+    /// (SimulatorKit): by time, then the order they were queued. A node has one pending wake
+    /// (`Node.wake`): the manager's latest outputs name it or clear it, and a wake replaced or
+    /// cleared since it was queued is skipped when it comes due.
+    var queue = EventHeap<Event>()
     var seq = 0
     var rng = SeededGenerator(seed: 99)
     var latency: Duration = .milliseconds(20)
@@ -68,6 +73,7 @@ struct Pump {
     }
 
     mutating func apply(_ outputs: [SessionOutput], at a: UnderlayAddress) {
+        let queued = nodes[a]!.wake
         nodes[a]!.wake = nil
         for o in outputs {
             switch o {
@@ -81,7 +87,7 @@ struct Pump {
                     let extra = Duration.nanoseconds(Int64(Double(jitter.nanoseconds) * rng.unit()))
                     seq += 1
                     let at = now + latency + extra
-                    inflight.push(at.nanoseconds, Packet(at: at, seq: seq, from: a, to: to, bytes: bytes))
+                    queue.push(at.nanoseconds, .packet(Packet(at: at, seq: seq, from: a, to: to, bytes: bytes)))
                 }
             case let .deliver(_, peer, plaintext):
                 nodes[a]!.delivered.append((peer, plaintext))
@@ -91,6 +97,8 @@ struct Pump {
                 nodes[a]!.failed.append(reason)
             case let .wake(at):
                 nodes[a]!.wake = at
+                // The same wake as before is queued already.
+                if at != queued { queue.push(max(at, now).nanoseconds, .wake(a)) }
             }
         }
     }
@@ -101,26 +109,24 @@ struct Pump {
         apply(out, at: to)
     }
 
-    /// Runs packet arrivals and timers in time order until `end`.
+    /// Runs packet arrivals and timers in time order until `end` (those at `end` included).
     mutating func run(until end: Instant) {
-        while true {
-            let nextPacket = inflight.first?.event
-            let nextWake = nodes.filter { $0.value.wake != nil }.min { ($0.value.wake!, $0.key) < ($1.value.wake!, $1.key) }
-            var t = end
-            if let p = nextPacket, p.at < t { t = p.at }
-            if let w = nextWake?.value.wake, w < t { t = w }
-            if t >= end && !(nextPacket.map { $0.at <= end } ?? false) { now = end; return }
-            now = max(now, t)
-            if let p = nextPacket, p.at <= t {
-                _ = inflight.pop()
+        while let t = queue.nextTime, t <= end.nanoseconds, let e = queue.pop() {
+            now = max(now, Instant(nanoseconds: t))
+            switch e.event {
+            case let .packet(p):
                 guard nodes[p.to] != nil else { continue }
                 let out = nodes[p.to]!.manager.receive(p.bytes, from: p.from, now: now)
                 apply(out, at: p.to)
-            } else if let (addr, _) = nextWake {
-                let out = nodes[addr]!.manager.tick(now: now)
-                apply(out, at: addr)
+            case let .wake(a):
+                // Replaced or cleared since it was queued: not this node's wake any more.
+                guard let w = nodes[a]?.wake, w <= now else { continue }
+                nodes[a]!.wake = nil
+                let out = nodes[a]!.manager.tick(now: now)
+                apply(out, at: a)
             }
         }
+        now = max(now, end)
     }
 
     mutating func run(for d: Duration) { run(until: now + d) }

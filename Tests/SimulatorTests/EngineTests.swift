@@ -108,6 +108,46 @@ import Testing
         }
     }
 
+    /// Two nodes restart onto disks that fail every write, so every send they make is dropped for
+    /// 25 s while they still hear the mesh: they learn members they cannot ask, and unanswered
+    /// questions would have them declare those dead and spread the verdicts once their disks
+    /// heal. Dropped sends count as lost round trips (`GossipCore.noteSendsDropped`), so a mute
+    /// node leaves verdicts to the others: no live, reachable node is declared dead.
+    @Test(arguments: [1, 4] as [UInt64])
+    func aNodeMuteBehindAFailingDiskSpreadsNoFalseVerdictOnceItHeals(seed: UInt64) throws {
+        let s = try Scenario.parse("""
+            name = "mute"
+            nodes = 16
+            duration_s = 70
+            seeding = "first"
+            [network]
+            latency_ms = 5
+            jitter_ms = 1
+            loss = 0.01
+            [[events]]
+            kind = "disk"
+            at_s = 20
+            nodes = [2, 3]
+            mode = "io_error"
+            for_s = 30
+            [[events]]
+            kind = "crash"
+            at_s = 22
+            nodes = [2, 3]
+            [[events]]
+            kind = "restart"
+            at_s = 25
+            nodes = [2, 3]
+            [[checks]]
+            kind = "no_false_dead"
+            [[checks]]
+            kind = "all_alive_at_end"
+            """, file: "mute.toml")
+        let r = Simulation(scenario: s, seed: seed).run()
+        #expect(r.passed, "\(r.checks)")
+        #expect(metric(r, "disk_io_errors") >= 10, "the restarted nodes' writes kept failing")
+    }
+
     /// Without disk events the disk is durable at once: no fsync is simulated at all.
     @Test func scenariosWithoutDiskFaultsKeepTheInstantDisk() throws {
         let r = Simulation(scenario: try tiny(nodes: 4, seconds: 5), seed: 1).run()

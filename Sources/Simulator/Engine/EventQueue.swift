@@ -10,10 +10,11 @@ enum SimEvent {
     case deliver(to: Int32, from: Int32, bytes: [UInt8])
     /// A delivery to a CPU-starved node, already held back: handled as it comes.
     case deliverLate(to: Int32, from: Int32, bytes: [UInt8])
-    /// Node `node` (in incarnation `incarnation`) multicasts its LAN beacon (mode `nearest`).
-    case beacon(node: Int32, incarnation: UInt32)
-    /// A beacon from `from` reaches `to`.
-    case beaconHeard(to: Int32, from: Int32)
+    /// A timer `agents[slot]` set for node `node` in incarnation `incarnation` (`NodeAgent`).
+    case agent(slot: Int32, node: Int32, incarnation: UInt32)
+    /// A signal `agents[agent]` multicast from node `from` reaches node `to`, which is handed the
+    /// agent's command for it (`NodeAgent.signal`).
+    case signal(to: Int32, from: Int32, agent: Int32)
     /// A node that left gracefully stops, once its goodbyes had time to go out.
     case stop(node: Int32, incarnation: UInt32)
     case wake(node: Int32, at: Int64)

@@ -206,7 +206,5 @@ extension Simulation {
         m["same_lan_neighbour_fraction"] = sameLanNeighbourFraction()
         m["leaves"] = Double(c.leaves)
         m["culls"] = Double(c.culls)
-        m["beacons"] = Double(c.beacons)
-        m["beacons_heard"] = Double(c.beaconsHeard)
     }
 }

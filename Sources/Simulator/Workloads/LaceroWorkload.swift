@@ -75,6 +75,13 @@ final class LaceroWorkload: Workload {
         }
     }
 
+    /// Every node runs a Lacero service (one per node, however many lacero workloads the scenario
+    /// names: the first one brings it), its generator derived from the node's.
+    func services(node i: Int, incarnation: UInt32, _ sim: Simulation) -> [any NodeService<NodeCommand, NodeEvent>] {
+        guard sim.workload(LaceroWorkload.self) === self else { return [] }
+        return [LaceroService(me: sim.nodeID(i), rng: sim.nodeGenerator(i, incarnation: incarnation).derived(0x1ace))]
+    }
+
     func start(_ sim: Simulation) {
         sim.schedule(self, after: Simulation.nanos(putAt), tag: 0)
         sim.schedule(self, after: Simulation.nanos(getAt ?? max(putAt + 1, sim.scenario.durationSeconds - 20)), tag: 1)

@@ -1,5 +1,6 @@
 import Consensus
 import MeshCore
+import SimulatorKit
 
 /// A small deterministic driver for consensus cores: virtual time, an event queue, a lossy network
 /// between validator slots, and a disk per slot. It knows nothing of the protocol beyond the
@@ -37,7 +38,8 @@ final class VirtualNet {
     var slots: [Slot] = []
     var faults: NetFaults
     private(set) var now = Instant.zero
-    private var queue = EventHeap()
+    /// The simulation engine's queue (SimulatorKit): time, then the order events were scheduled.
+    private var queue = EventHeap<Event>()
     var rng: SeededGenerator
     let seed: UInt64
     var checks: Checks
@@ -82,7 +84,7 @@ final class VirtualNet {
                              rng: rng.derived(UInt64(s * 1000 + slots[s].life)))
     }
 
-    func schedule(_ e: Event, at t: Instant) { queue.push(t, e) }
+    func schedule(_ e: Event, at t: Instant) { queue.push(t.nanoseconds, e) }
 
     func start() {
         for s in slots.indices {
@@ -94,8 +96,8 @@ final class VirtualNet {
     /// Runs events until `until` (virtual); returns false if the event budget ran out first.
     @discardableResult
     func run(until: Instant, maxEvents: Int = 5_000_000) -> Bool {
-        while let (t, e) = queue.peek(), t <= until {
-            queue.pop()
+        while let next = queue.nextTime, next <= until.nanoseconds, let entry = queue.pop() {
+            let t = Instant(nanoseconds: entry.time), e = entry.event
             now = t
             events += 1
             if events > maxEvents { return false }
@@ -261,44 +263,5 @@ struct NetFaults {
     func delay(_ rng: inout SeededGenerator) -> Duration {
         let span = maxDelay.nanoseconds - minDelay.nanoseconds
         return .nanoseconds(minDelay.nanoseconds + (span > 0 ? Int64(rng.next() % UInt64(span)) : 0))
-    }
-}
-
-/// A binary min-heap of events by (time, insertion order): equal times run in the order scheduled.
-struct EventHeap {
-    private var items: [(t: Instant, seq: Int, e: VirtualNet.Event)] = []
-    private var seq = 0
-
-    mutating func push(_ t: Instant, _ e: VirtualNet.Event) {
-        seq += 1
-        items.append((t, seq, e))
-        var i = items.count - 1
-        while i > 0 {
-            let p = (i - 1) / 2
-            guard less(i, p) else { break }
-            items.swapAt(i, p)
-            i = p
-        }
-    }
-
-    func peek() -> (Instant, VirtualNet.Event)? { items.first.map { ($0.t, $0.e) } }
-
-    mutating func pop() {
-        items.swapAt(0, items.count - 1)
-        items.removeLast()
-        var i = 0
-        while true {
-            let l = 2 * i + 1, r = l + 1
-            var m = i
-            if l < items.count, less(l, m) { m = l }
-            if r < items.count, less(r, m) { m = r }
-            guard m != i else { break }
-            items.swapAt(i, m)
-            i = m
-        }
-    }
-
-    private func less(_ a: Int, _ b: Int) -> Bool {
-        items[a].t < items[b].t || (items[a].t == items[b].t && items[a].seq < items[b].seq)
     }
 }
