@@ -1,6 +1,7 @@
 import Channels
 @_exported import FileTransfer
 import Foundation
+import LaceroService
 import Logging
 import MeshCore
 import Node
