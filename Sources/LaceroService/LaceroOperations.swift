@@ -391,9 +391,7 @@ extension LaceroService {
             op.plaintexts = Array(repeating: [], count: metadata.segmentCount)
             op.segmentsOpen = metadata.segmentCount
             operations.active[opID] = op
-            var ids: [[UInt8]] = []
-            for s in 0..<metadata.segmentCount { ids += moreFragments(opID, s) }
-            return fetchForOperation(opID, ids, now: now, dir)
+            return fetchSegments(opID, Array(0..<metadata.segmentCount), now: now, dir)
         case .check, .repair:
             operations.active[opID] = op
             return startCheck(opID, now: now, dir)
@@ -410,41 +408,73 @@ extension LaceroService {
         }
     }
 
-    /// The ids of segment `s` to ask for next, so that fragments at hand and asked for make k.
-    private mutating func moreFragments(_ opID: UInt64, _ s: Int) -> [[UInt8]] {
-        guard var op = operations.active[opID], let m = op.metadata else { return [] }
-        var w = op.segments[s]
+    /// Asks the mesh about every candidate share of the segments (want-only fetches: ids are
+    /// cheap); the first k shares a holder answers for are fetched (`shareHeard`), the others wait
+    /// as spares, so a dead holder costs no timeout while another share of its segment answers.
+    private mutating func fetchSegments(_ opID: UInt64, _ segments: [Int], now: Instant, _ dir: some MemberDirectory) -> [Output] {
+        guard let op = operations.active[opID], let m = op.metadata else { return [] }
         var ids: [[UInt8]] = []
-        while w.got.count + w.outstanding < m.parameters.k, w.next < w.candidates.count {
-            let id = m.fragmentIDs[s * m.parameters.n + w.candidates[w.next]]
-            w.next += 1
-            w.outstanding += 1
-            ids.append(id)
+        for s in segments {
+            for i in op.segments[s].candidates {
+                let id = m.fragmentIDs[s * m.parameters.n + i]
+                operations.fetchOwners[id] = opID
+                ids.append(id)
+            }
         }
-        op.segments[s] = w
+        return startFetch(ids, from: [], active: false, now: now, dir)
+    }
+
+    /// A holder said it has share `id` of an operation's segment: fetch it if fewer than k are
+    /// at hand or on their way, else keep it as a spare.
+    mutating func shareHeard(_ opID: UInt64, id: [UInt8], now: Instant) -> [Output] {
+        guard var op = operations.active[opID], let m = op.metadata, let place = op.index[id],
+              op.segments.indices.contains(place.segment), op.segments[place.segment].state == .fetching else { return [] }
+        let s = place.segment
+        guard op.segments[s].shares[place.share] == .waiting else { return [] }
+        op.segments[s].shares[place.share] = .heard
         operations.active[opID] = op
-        return ids
+        return pullSpares(opID, s, k: m.parameters.k, now: now)
     }
 
-    private mutating func fetchForOperation(_ opID: UInt64, _ ids: [[UInt8]], now: Instant, _ dir: some MemberDirectory) -> [Output] {
-        guard !ids.isEmpty else { return [] }
-        for id in ids { operations.fetchOwners[id] = opID }
-        return startFetch(ids, from: [], now: now, dir)
+    /// Fetches heard shares of segment `s` until k are at hand or on their way.
+    private mutating func pullSpares(_ opID: UInt64, _ s: Int, k: Int, now: Instant) -> [Output] {
+        guard var op = operations.active[opID], let m = op.metadata else { return [] }
+        var out: [Output] = []
+        var w = op.segments[s]
+        for i in w.candidates where w.count(.got) + w.count(.active) < k && w.shares[i] == .heard {
+            w.shares[i] = .active
+            op.segments[s] = w
+            operations.active[opID] = op
+            out += activateFetch(m.fragmentIDs[s * m.parameters.n + i], now: now)
+            guard let again = operations.active[opID] else { return out }
+            op = again
+            w = op.segments[s]
+        }
+        return out
     }
 
-    /// A fragment an operation asked for arrived (verified against its id) or is missing.
+    /// A fragment an operation asked about arrived (verified against its id) or is missing.
     mutating func operationFetched(_ opID: UInt64, id: [UInt8], bytes: [UInt8]?, now: Instant, _ dir: some MemberDirectory) -> [Output] {
         operations.fetchOwners[id] = nil
         guard var op = operations.active[opID], let m = op.metadata, let place = op.index[id] else { return [] }
         let s = place.segment
-        guard op.segments.indices.contains(s), op.segments[s].state == .fetching else { return [] }
-        op.segments[s].outstanding -= 1
-        if let bytes { op.segments[s].got.append((index: place.share, bytes: bytes)) }
+        guard op.segments.indices.contains(s), op.segments[s].state == .fetching,
+              let state = op.segments[s].shares[place.share], state != .got, state != .gone else { return [] }
+        if let bytes {
+            op.segments[s].shares[place.share] = .got
+            op.segments[s].got.append((index: place.share, bytes: bytes))
+        } else {
+            op.segments[s].shares[place.share] = .gone
+        }
         let k = m.parameters.k
         if op.segments[s].got.count >= k {
             op.segments[s].state = .decoding
             let fragments = op.segments[s].got
             op.segments[s].got = []
+            // The segment's other shares are not needed: their fetches end here.
+            for i in op.segments[s].candidates where op.segments[s].shares[i] != .got && op.segments[s].shares[i] != .gone {
+                cancelFetch(m.fragmentIDs[s * m.parameters.n + i])
+            }
             operations.active[opID] = op
             let cost = Duration.nanoseconds(Int64(k * m.parameters.fragmentLength(segment: s, objectSize: m.objectSize)) * 4 + 20_000)
             if case .repair = op.kind {
@@ -477,17 +507,18 @@ extension LaceroService {
             }]
         }
         operations.active[opID] = op
-        let ids = moreFragments(opID, s)
-        if !ids.isEmpty { return fetchForOperation(opID, ids, now: now, dir) }
-        guard operations.active[opID]!.segments[s].outstanding == 0 else { return [] }
-        // Every candidate was asked: fewer than k fragments of this segment answered.
-        let have = operations.active[opID]!.segments[s].got.count
+        let out = pullSpares(opID, s, k: k, now: now)
+        guard let w = operations.active[opID]?.segments[s] else { return out }
+        // Still possible: shares at hand, on their way, heard or not yet answered make k.
+        if w.candidates.count - w.count(.gone) >= k { return out }
+        let have = w.got.count
         if case .repair = op.kind {
+            for i in w.candidates where w.shares[i] != .gone { cancelFetch(m.fragmentIDs[s * m.parameters.n + i]) }
             operations.active[opID]!.segments[s].state = .failed
             operations.active[opID]!.report.segments_below_k = (operations.active[opID]!.report.segments_below_k ?? []) + [s]
-            return segmentClosed(opID, now: now)
+            return out + segmentClosed(opID, now: now)
         }
-        return finish(opID, error: LaceroRebuildError.notEnoughFragments(segment: s, have: have, need: k).description, now: now)
+        return out + finish(opID, error: LaceroRebuildError.notEnoughFragments(segment: s, have: have, need: k).description, now: now)
     }
 
     private mutating func segmentDecoded(_ opID: UInt64, _ s: Int, _ plain: [UInt8], now: Instant, _ dir: some MemberDirectory) -> [Output] {
@@ -650,9 +681,7 @@ extension LaceroService {
         op.segmentsOpen = toRepair.count
         operations.active[opID] = op
         guard !toRepair.isEmpty else { return out + storingFinished(opID, now: now) }
-        var ids: [[UInt8]] = []
-        for s in toRepair { ids += moreFragments(opID, s) }
-        return out + fetchForOperation(opID, ids, now: now, dir)
+        return out + fetchSegments(opID, toRepair, now: now, dir)
     }
 
     private mutating func renewLocally(_ id: [UInt8], proof: [UInt8], now: Instant) -> [Output] {
@@ -722,16 +751,25 @@ enum OperationJob: Sendable {
     case read, shred(first: Int, count: Int), seal, readMeta, decode(segment: Int), repair(segment: Int, missing: [Int]), write
 }
 
-/// One segment of a get or repair: which shares to ask for, in order, and what came back.
+/// One segment of a get or repair: the shares asked about, where each stands, what came back.
 struct SegmentWork: Sendable {
     enum State: Sendable { case fetching, decoding, done, failed }
+    /// A share: asked about (no holder said so yet), heard (a holder has it: a spare), being
+    /// fetched, at hand, or gone (no holder, or every holder failed).
+    enum Share: Sendable { case waiting, heard, active, got, gone }
     var candidates: [Int]
-    var next = 0
-    var outstanding = 0
+    var shares: [Int: Share]
     var got: [(index: Int, bytes: [UInt8])] = []
     /// Repair: the shares no holder answered for.
     var missing: [Int] = []
     var state = State.fetching
+
+    init(candidates: [Int]) {
+        self.candidates = candidates
+        shares = Dictionary(uniqueKeysWithValues: candidates.map { ($0, Share.waiting) })
+    }
+
+    func count(_ s: Share) -> Int { shares.values.filter { $0 == s }.count }
 }
 
 /// One running operation.

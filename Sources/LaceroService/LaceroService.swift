@@ -97,12 +97,20 @@ public struct LaceroService: NodeService {
         /// The haver asked for the block now, and until when it may take.
         var requestedFrom: NodeID?
         var requestDue: Instant?
+        /// Requests to the current haver that timed out (it is asked again while it is the only one).
+        var tries = 0
         /// Until when the fetch waits for a first `have` (it counts only while no one said so).
         var due: Instant
+        /// Whether a `have` leads to a block request; an operation's spare shares are asked
+        /// about only, until it activates them (`activateFetch`).
+        var active = true
     }
 
-    /// How long a fetch waits for one haver's block before asking the next.
-    static let blockTimeout: Duration = .seconds(3)
+    /// How long a fetch waits for one haver's block before asking the next (or, when it is the
+    /// only haver, asking it again: a slow holder's block is still taken when it comes).
+    static let blockTimeout: Duration = .seconds(5)
+    /// Times the only haver of a fragment is asked before the fetch gives up on it.
+    static let blockTries = 3
     /// Block requests in flight to one holder: a holder answers on its reliable stream, which
     /// holds at most 1 MiB per peer and drops what does not fit; three of the largest fragments
     /// (`maxFragmentBytes`) fit.
@@ -249,7 +257,7 @@ public struct LaceroService: NodeService {
 
     /// Asks `from` (every member when empty) which of `ids` they hold; what this node holds
     /// itself is `fetched` at once.
-    mutating func startFetch(_ ids: [[UInt8]], from: [NodeID], now: Instant, _ dir: some MemberDirectory) -> [Output] {
+    mutating func startFetch(_ ids: [[UInt8]], from: [NodeID], active: Bool = true, now: Instant, _ dir: some MemberDirectory) -> [Output] {
         var out: [Output] = []
         let ask = from.isEmpty ? members : from
         var wanted: [[UInt8]] = []
@@ -259,7 +267,7 @@ public struct LaceroService: NodeService {
                 continue
             }
             if fetches[id] != nil { continue }  // already being fetched: one result for both
-            fetches[id] = Fetch(id: id, asked: Set(ask), due: now + config.fetchTimeout)
+            fetches[id] = Fetch(id: id, asked: Set(ask), due: now + config.fetchTimeout, active: active)
             wanted.append(id)
         }
         for chunkStart in stride(from: 0, to: wanted.count, by: LaceroMessage.maxIDs) {
@@ -277,9 +285,28 @@ public struct LaceroService: NodeService {
         return [.event(.service(Self.protocolID, ServicePayload(event)))]
     }
 
+    /// An operation needs a fragment it only asked about: request the block from a haver (now,
+    /// or when a slot frees; if no one has said so yet, at the first `have`).
+    mutating func activateFetch(_ id: [UInt8], now: Instant) -> [Output] {
+        guard var f = fetches[id], !f.active else { return [] }
+        f.active = true
+        fetches[id] = f
+        guard f.requestDue == nil, !f.havers.isEmpty else { return [] }
+        if let o = requestBlock(id, now: now) { return o }
+        if !waitingForSlot.contains(id) { waitingForSlot.append(id) }
+        return []
+    }
+
+    /// Ends a fetch no one needs any more (its block request's slot returns).
+    mutating func cancelFetch(_ id: [UInt8]) {
+        operations.fetchOwners[id] = nil
+        guard let f = fetches.removeValue(forKey: id) else { return }
+        releaseSlot(f.requestedFrom)
+    }
+
     /// Asks a haver of `id` with a free slot for the block; false when every haver is busy.
     private mutating func requestBlock(_ id: [UInt8], now: Instant) -> [Output]? {
-        guard var f = fetches[id], f.requestDue == nil,
+        guard var f = fetches[id], f.active, f.requestDue == nil,
               let haver = f.havers.first(where: { blockRequests[$0.nodeID, default: 0] < Self.blocksPerPeer }) else { return nil }
         blockRequests[haver.nodeID, default: 0] += 1
         f.requestedFrom = haver.nodeID
@@ -298,7 +325,7 @@ public struct LaceroService: NodeService {
         var out: [Output] = []
         var still: [[UInt8]] = []
         for id in waitingForSlot {
-            guard let f = fetches[id], f.requestDue == nil, !f.havers.isEmpty else { continue }
+            guard let f = fetches[id], f.active, f.requestDue == nil, !f.havers.isEmpty else { continue }
             if let o = requestBlock(id, now: now) { out += o } else { still.append(id) }
         }
         waitingForSlot = still
@@ -353,7 +380,9 @@ public struct LaceroService: NodeService {
                 guard var f = fetches[id], f.asked.contains(from), !f.havers.contains(peer) else { continue }
                 f.havers.append(peer)
                 fetches[id] = f
-                if f.requestDue == nil {
+                if !f.active {
+                    if f.havers.count == 1, let op = operations.fetchOwner(id) { out += shareHeard(op, id: id, now: now) }
+                } else if f.requestDue == nil {
                     if let o = requestBlock(id, now: now) { out += o } else if !waitingForSlot.contains(id) { waitingForSlot.append(id) }
                 }
             }
@@ -395,10 +424,11 @@ public struct LaceroService: NodeService {
             releaseSlot(failed)
             f.requestedFrom = nil
             f.requestDue = nil
+            f.tries = 0
         }
         fetches[id] = f
         var out: [Output] = []
-        if f.requestDue == nil, !f.havers.isEmpty {
+        if f.active, f.requestDue == nil, !f.havers.isEmpty {
             if let o = requestBlock(id, now: now) { out += o } else if !waitingForSlot.contains(id) { waitingForSlot.append(id) }
         }
         return out + pumpBlocks(now: now)
@@ -459,7 +489,15 @@ public struct LaceroService: NodeService {
             if let r = f.requestDue {
                 if r <= now, let current = f.requestedFrom {
                     counters.retries += 1
-                    out += nextHaver(id, failed: current, now: now)
+                    if f.havers.count == 1, f.tries + 1 < Self.blockTries, let haver = f.havers.first, haver.nodeID == current {
+                        var g = f
+                        g.tries += 1
+                        g.requestDue = now + Self.blockTimeout
+                        fetches[id] = g
+                        out.append(.send(.peer(haver), bytes: LaceroMessage.fetch(id: id).encode()))
+                    } else {
+                        out += nextHaver(id, failed: current, now: now)
+                    }
                 }
             } else if f.havers.isEmpty, f.due <= now {
                 fetches[id] = nil
