@@ -445,7 +445,7 @@ public struct LaceroService: NodeService {
                 counters.refusedSameSegment += 1
             } else if bytesHeld + s.bytes.count > config.quotaBytes {
                 counters.refusedQuota += 1
-            } else if Double(rng.next() >> 11) / Double(1 << 53) < config.keepProbability {
+            } else if Double(rng.next() >> 11) / Double(1 << 53) < config.keepProbability || lastHop(s, dir) {
                 let h = Held(segmentTag: s.segmentTag, deleteCheck: s.deleteCheck,
                              leaseUntil: now + .seconds(Int64(s.leaseSeconds)), bytes: s.bytes)
                 held[s.id] = h
@@ -470,6 +470,16 @@ public struct LaceroService: NodeService {
         // What this node keeps is durable before anyone hears of it.
         if let batch = persisted { out.append(.persist(batch, then: sends)) } else { out += sends }
         return out
+    }
+
+    /// Whether the walk ends here with no keeper unless this node keeps it (no hop budget left, or
+    /// no member left to visit): the last hop keeps whatever its coin says, so a fragment is not
+    /// lost to coin flips on a small or nearly full mesh.
+    private func lastHop(_ s: LaceroMessage.Store, _ dir: some MemberDirectory) -> Bool {
+        guard s.register == 0 else { return false }
+        if s.hops == 0 { return true }
+        let marks = s.visited + [mark(me)]
+        return !members.contains { !marks.contains(mark($0)) && dir.isReachable($0) }
     }
 
     mutating func forget(_ id: [UInt8]) -> [Output] {

@@ -7,7 +7,7 @@ import Testing
 /// least k), and `iotaf lacero get` returns identical bytes. Then `check` names the segments that
 /// lost fragments, `repair` places them anew, and `check` finds every segment whole again.
 ///
-/// The suite's run: 12 nodes, a 3 MiB object, k = 4, n = 7. The size, opt-in:
+/// The suite's run: 14 nodes, a 3 MiB object, k = 4, n = 7. The size, opt-in:
 /// `IOTAF_LACERO_BIG=1` (20 nodes, 64 MiB, k = 10, n = 14); `IOTAF_LACERO_TRIALS=N` repeats the
 /// put / kill / get / restart round N times on one mesh (`make lacero-trials`).
 @Suite(.serialized) struct LaceroProcessTests {
@@ -77,7 +77,7 @@ import Testing
     @Test func getReturnsIdenticalBytesAfterNMinusKHoldersAreKilledAndRepairRestoresN() throws {
         let env = ProcessInfo.processInfo.environment
         let big = env["IOTAF_LACERO_BIG"] != nil
-        let (count, size, k, n) = big ? (20, 64 << 20, 10, 14) : (12, 3 << 20, 4, 7)
+        let (count, size, k, n) = big ? (20, 64 << 20, 10, 14) : (14, 3 << 20, 4, 7)
         let trials = max(1, Int(env["IOTAF_LACERO_TRIALS"] ?? "1") ?? 1)
         let mesh = try Mesh(count: count)
         defer { mesh.stopAll() }
