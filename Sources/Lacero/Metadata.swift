@@ -51,6 +51,17 @@ public struct LaceroMetadata: Sendable, Equatable {
         return FragmentHash.hash(all)
     }
 
+    /// The segment tag every fragment of segment `s` carries (a storage node keeps at most one
+    /// fragment per tag): BLAKE2b-128 keyed with the delete secret, so a put and every later
+    /// repair of the object give the same tag, and without the metadata the tags of two segments
+    /// or objects are unrelated.
+    public func segmentTag(_ s: Int) -> [UInt8] {
+        var w = ByteWriter(capacity: 32)
+        w.raw(Array("lacero/segment-tag/v1".utf8))
+        w.u32(UInt32(s))
+        return Blake2b.hash(w.bytes, outputLength: 16, key: deleteSecret)
+    }
+
     /// The proof a storage node checks before it deletes fragment `id`.
     public func deleteProof(for id: [UInt8]) -> [UInt8] {
         Self.deleteProof(secret: deleteSecret, id: id)

@@ -32,8 +32,24 @@ public struct LaceroService: NodeService {
         /// How long a store may go unanswered before it is retried.
         public var ackTimeout: Duration = .seconds(10)
         public var maxAttempts = 3
-        /// How long a fetch waits for answers.
+        /// How long a fetch waits for a first `have` before the fragment is reported missing.
         public var fetchTimeout: Duration = .seconds(10)
+        /// Status-register threshold of the fragments this node's operations place (nodes that keep each).
+        public var threshold: UInt8 = 1
+        /// Relay hop budget of the fragments this node's operations place.
+        public var hops: UInt8 = 16
+        /// Lease of a placed fragment, and what `check` renews it to.
+        public var leaseSeconds: UInt32 = 30 * 24 * 3600
+        /// Stores of one operation in flight at once: the node's reliable stream holds at most
+        /// 1 MiB per peer and 16 MiB in all, and refuses (drops) a message beyond that.
+        public var storeWindow = 16
+        /// How long `check` waits for `have` answers.
+        public var checkWait: Duration = .seconds(3)
+        /// Chance that a holder is gone by the next check, each on its own: the model behind
+        /// `check`'s loss probability (LaceroOperations.swift).
+        public var holderLoss = 0.05
+        /// Largest object (or metadata file) an operation reads into memory.
+        public var maxObjectBytes: UInt64 = 4 << 30
         public init() {}
     }
 
@@ -46,6 +62,7 @@ public struct LaceroService: NodeService {
         public var deleted: UInt64 = 0
         public var expired: UInt64 = 0
         public var retries: UInt64 = 0
+        public var renewed: UInt64 = 0
         public var drops: [String: UInt64] = [:]
     }
 
@@ -61,7 +78,15 @@ public struct LaceroService: NodeService {
         var message: LaceroMessage.Store
         var attempts: Int
         var due: Instant
+        /// The operation that placed it (put, repair); nil for a bare `.store` command.
+        var op: UInt64? = nil
+        /// The first hop it went to last.
+        var hop: NodeID? = nil
     }
+
+    /// Unanswered stores one node sends to one first hop: the reliable stream holds at most 1 MiB
+    /// per peer and drops what does not fit, so a few large fragments fill it.
+    static let storesPerHop = 3
 
     /// A fetch this node started: who was asked, who said it has the fragment, when the request
     /// to the current haver is given up for the next, and when the whole fetch gives up.
@@ -69,31 +94,55 @@ public struct LaceroService: NodeService {
         var id: [UInt8]
         var asked: Set<NodeID>
         var havers: [ProvenPeer] = []
+        /// The haver asked for the block now, and until when it may take.
+        var requestedFrom: NodeID?
         var requestDue: Instant?
+        /// Requests to the current haver that timed out (it is asked again while it is the only one).
+        var tries = 0
+        /// Until when the fetch waits for a first `have` (it counts only while no one said so).
         var due: Instant
+        /// Whether a `have` leads to a block request; an operation's spare shares are asked
+        /// about only, until it activates them (`activateFetch`).
+        var active = true
     }
 
-    /// How long a fetch waits for one haver's block before asking the next.
-    static let blockTimeout: Duration = .seconds(3)
+    /// How long a fetch waits for one haver's block before asking the next (or, when it is the
+    /// only haver, asking it again: a slow holder's block is still taken when it comes).
+    static let blockTimeout: Duration = .seconds(5)
+    /// Times the only haver of a fragment is asked before the fetch gives up on it.
+    static let blockTries = 3
+    /// Block requests in flight to one holder: a holder answers on its reliable stream, which
+    /// holds at most 1 MiB per peer and drops what does not fit; three of the largest fragments
+    /// (`maxFragmentBytes`) fit.
+    static let blocksPerPeer = 3
 
-    public private(set) var counters = Counters()
+    public internal(set) var counters = Counters()
     public let config: Config
     let me: NodeID
     var rng: SeededGenerator
     /// Members alive, sorted (membership changes keep it), to pick random hops from.
     private(set) var members: [NodeID] = []
-    private(set) var held: [[UInt8]: Held] = [:]
+    var held: [[UInt8]: Held] = [:]
     private var heldTags: Set<[UInt8]> = []
     public private(set) var bytesHeld = 0
-    private var pending: [[UInt8]: Pending] = [:]          // by token
+    var pending: [[UInt8]: Pending] = [:]          // by token
     private var routeBack: [[UInt8]: (to: ProvenPeer, until: Instant)] = [:]  // by token
-    private var fetches: [[UInt8]: Fetch] = [:]            // by id
-    private var sequence: UInt64 = 0
+    var fetches: [[UInt8]: Fetch] = [:]            // by id
+    /// Block requests in flight, by holder (at most `blocksPerPeer` each).
+    var blockRequests: [NodeID: Int] = [:]
+    /// Fetches that know a haver but wait for a free request slot, oldest first.
+    var waitingForSlot: [[UInt8]] = []
+    var sequence: UInt64 = 0
+    /// Where operations read and write files and seal metadata (LaceroHost.swift); nil: no operations.
+    public let host: (any LaceroHost)?
+    /// put, get, check, repair, delete (LaceroOperations.swift).
+    var operations = Operations()
 
-    public init(me: NodeID, config: Config = Config(), rng: SeededGenerator) {
+    public init(me: NodeID, config: Config = Config(), rng: SeededGenerator, host: (any LaceroHost)? = nil) {
         self.me = me
         self.config = config
         self.rng = rng
+        self.host = host
     }
 
     public var fragmentsHeld: Int { held.count }
@@ -103,9 +152,12 @@ public struct LaceroService: NodeService {
         var d: Instant?
         func take(_ i: Instant) { if d == nil || i < d! { d = i } }
         for p in pending.values { take(p.due) }
-        for f in fetches.values { take(f.due); if let r = f.requestDue { take(r) } }
+        for f in fetches.values {
+            if let r = f.requestDue { take(r) } else if f.havers.isEmpty { take(f.due) }
+        }
         for h in held.values { take(h.leaseUntil) }
         for r in routeBack.values { take(r.until) }
+        if let o = operations.deadline { take(o) }
         return d
     }
 
@@ -121,6 +173,8 @@ public struct LaceroService: NodeService {
         case let .command(.service(_, payload)):
             guard let c = payload.as(LaceroCommand.self) else { return [] }
             return command(c, now: now, dir)
+        case let .offloaded(ticket, outcome):
+            return jobFinished(ticket, outcome, now: now, dir)
         case let .membership(.up(peer)):
             insertMember(peer.nodeID)
             return []
@@ -128,11 +182,11 @@ public struct LaceroService: NodeService {
             if let i = members.firstIndex(of: identity.nodeID) { members.remove(at: i) }
             return []
         case let .restored(rows):
-            restore(rows)
+            restore(rows, now: now)
             return []
         case .timer:
             return timer(now: now, dir)
-        case .start, .command, .persisted, .offloaded, .stop:
+        case .start, .command, .persisted, .stop:
             return []
         }
     }
@@ -146,25 +200,28 @@ public struct LaceroService: NodeService {
         members.insert(id, at: i)
     }
 
-    private mutating func drop(_ reason: String) { counters.drops[reason, default: 0] += 1 }
+    mutating func drop(_ reason: String) { counters.drops[reason, default: 0] += 1 }
 
     private func mark(_ id: NodeID) -> UInt64 { id.leadingWord }
 
     /// A random reachable member whose mark is not in `visited`.
-    private mutating func randomHop(excluding visited: [UInt64], _ dir: some MemberDirectory) -> ProvenPeer? {
-        let candidates = members.filter { !visited.contains(mark($0)) && dir.isReachable($0) }
+    mutating func randomHop(excluding visited: [UInt64], busy: [NodeID: Int] = [:], _ dir: some MemberDirectory) -> ProvenPeer? {
+        var candidates = members.filter { !visited.contains(mark($0)) && dir.isReachable($0) }
+        // Hops with room on the reliable stream first; a busy one only when no other is left.
+        let free = candidates.filter { busy[$0, default: 0] < Self.storesPerHop }
+        if !free.isEmpty { candidates = free }
         guard !candidates.isEmpty else { return nil }
         return dir.peer(candidates[Int(rng.next() % UInt64(candidates.count))])
     }
 
-    private mutating func nextTicket() -> PersistTicket {
+    mutating func nextTicket() -> PersistTicket {
         sequence += 1
         return PersistTicket(service: Self.protocolID, sequence: sequence)
     }
 
     // MARK: commands
 
-    private mutating func command(_ c: LaceroCommand, now: Instant, _ dir: some MemberDirectory) -> [Output] {
+    mutating func command(_ c: LaceroCommand, now: Instant, _ dir: some MemberDirectory) -> [Output] {
         switch c {
         case let .store(fragments, threshold, hops, leaseSeconds):
             var out: [Output] = []
@@ -179,44 +236,120 @@ public struct LaceroService: NodeService {
             }
             return out
         case let .fetch(ids, from):
-            var out: [Output] = []
-            let ask = from.isEmpty ? members : from
-            var wanted: [[UInt8]] = []
-            for id in ids {
-                // What this node holds itself needs no one else.
-                if let h = held[id] {
-                    out.append(.event(.service(Self.protocolID, ServicePayload(LaceroEvent.fetched(id: id, bytes: h.bytes)))))
-                    continue
-                }
-                fetches[id] = Fetch(id: id, asked: Set(ask), due: now + config.fetchTimeout)
-                wanted.append(id)
-            }
-            for chunkStart in stride(from: 0, to: wanted.count, by: LaceroMessage.maxIDs) {
-                let want = LaceroMessage.want(Array(wanted[chunkStart..<min(wanted.count, chunkStart + LaceroMessage.maxIDs)])).encode()
-                for node in ask where dir.isReachable(node) { out.append(.send(.member(node), bytes: want)) }
-            }
-            return out
+            return startFetch(ids, from: from, now: now, dir)
         case let .delete(proofs, from):
             var out: [Output] = []
             let ask = from.isEmpty ? members : from
             for (id, proof) in proofs {
+                // A fragment this node holds itself is deleted here, with the same proof check.
+                if let h = held[id], LaceroMetadata.deleteCheck(proof: proof) == h.deleteCheck {
+                    counters.deleted += 1
+                    out += forget(id)
+                }
                 let bytes = LaceroMessage.delete(id: id, proof: proof).encode()
                 for node in ask where dir.isReachable(node) { out.append(.send(.member(node), bytes: bytes)) }
             }
             return out
+        case let .operation(request):
+            return startOperation(request, now: now, dir)
         }
     }
 
+    /// Asks `from` (every member when empty) which of `ids` they hold; what this node holds
+    /// itself is `fetched` at once.
+    mutating func startFetch(_ ids: [[UInt8]], from: [NodeID], active: Bool = true, now: Instant, _ dir: some MemberDirectory) -> [Output] {
+        var out: [Output] = []
+        let ask = from.isEmpty ? members : from
+        var wanted: [[UInt8]] = []
+        for id in ids {
+            if let h = held[id] {
+                out += fetchResult(id, bytes: h.bytes, now: now, dir)
+                continue
+            }
+            if fetches[id] != nil { continue }  // already being fetched: one result for both
+            fetches[id] = Fetch(id: id, asked: Set(ask), due: now + config.fetchTimeout, active: active)
+            wanted.append(id)
+        }
+        for chunkStart in stride(from: 0, to: wanted.count, by: LaceroMessage.maxIDs) {
+            let want = LaceroMessage.want(Array(wanted[chunkStart..<min(wanted.count, chunkStart + LaceroMessage.maxIDs)])).encode()
+            for node in ask where dir.isReachable(node) { out.append(.send(.member(node), bytes: want)) }
+        }
+        return out
+    }
+
+    /// A fetch ended: with the verified bytes, or nil (missing). An operation's fetch goes to the
+    /// operation; any other is reported as an event.
+    mutating func fetchResult(_ id: [UInt8], bytes: [UInt8]?, now: Instant, _ dir: some MemberDirectory) -> [Output] {
+        if let op = operations.fetchOwner(id) { return operationFetched(op, id: id, bytes: bytes, now: now, dir) }
+        let event = bytes.map { LaceroEvent.fetched(id: id, bytes: $0) } ?? .missing(id: id)
+        return [.event(.service(Self.protocolID, ServicePayload(event)))]
+    }
+
+    /// An operation needs a fragment it only asked about: request the block from a haver (now,
+    /// or when a slot frees; if no one has said so yet, at the first `have`).
+    mutating func activateFetch(_ id: [UInt8], now: Instant) -> [Output] {
+        guard var f = fetches[id], !f.active else { return [] }
+        f.active = true
+        fetches[id] = f
+        guard f.requestDue == nil, !f.havers.isEmpty else { return [] }
+        if let o = requestBlock(id, now: now) { return o }
+        if !waitingForSlot.contains(id) { waitingForSlot.append(id) }
+        return []
+    }
+
+    /// Ends a fetch no one needs any more (its block request's slot returns).
+    mutating func cancelFetch(_ id: [UInt8]) {
+        operations.fetchOwners[id] = nil
+        guard let f = fetches.removeValue(forKey: id) else { return }
+        releaseSlot(f.requestedFrom)
+    }
+
+    /// Asks a haver of `id` with a free slot for the block; false when every haver is busy.
+    private mutating func requestBlock(_ id: [UInt8], now: Instant) -> [Output]? {
+        guard var f = fetches[id], f.active, f.requestDue == nil,
+              let haver = f.havers.first(where: { blockRequests[$0.nodeID, default: 0] < Self.blocksPerPeer }) else { return nil }
+        blockRequests[haver.nodeID, default: 0] += 1
+        f.requestedFrom = haver.nodeID
+        f.requestDue = now + Self.blockTimeout
+        fetches[id] = f
+        return [.send(.peer(haver), bytes: LaceroMessage.fetch(id: id).encode())]
+    }
+
+    private mutating func releaseSlot(_ peer: NodeID?) {
+        guard let peer, let n = blockRequests[peer] else { return }
+        if n <= 1 { blockRequests[peer] = nil } else { blockRequests[peer] = n - 1 }
+    }
+
+    /// Requests the blocks that waited for a slot, oldest first.
+    private mutating func pumpBlocks(now: Instant) -> [Output] {
+        var out: [Output] = []
+        var still: [[UInt8]] = []
+        for id in waitingForSlot {
+            guard let f = fetches[id], f.active, f.requestDue == nil, !f.havers.isEmpty else { continue }
+            if let o = requestBlock(id, now: now) { out += o } else { still.append(id) }
+        }
+        waitingForSlot = still
+        return out
+    }
+
     /// (Re)sends a pending store through a random first hop; gives up after `maxAttempts`.
-    private mutating func sendPending(_ token: [UInt8], now: Instant, _ dir: some MemberDirectory) -> [Output] {
+    mutating func sendPending(_ token: [UInt8], now: Instant, _ dir: some MemberDirectory) -> [Output] {
         guard var p = pending[token] else { return [] }
-        guard p.attempts < config.maxAttempts, let hop = randomHop(excluding: p.message.visited, dir) else {
+        // An operation's stores spread over first hops with room (a bare `.store` draws as before).
+        var busy: [NodeID: Int] = [:]
+        if p.op != nil {
+            for q in pending.values where q.op != nil { if let h = q.hop { busy[h, default: 0] += 1 } }
+            if let h = p.hop { busy[h, default: 0] -= 1 }
+        }
+        guard p.attempts < config.maxAttempts, let hop = randomHop(excluding: p.message.visited, busy: busy, dir) else {
             pending[token] = nil
+            if let op = p.op { return operationStored(op, id: p.message.id, reached: false, register: 0, now: now, dir) }
             return [.event(.service(Self.protocolID, ServicePayload(LaceroEvent.storeFailed(id: p.message.id))))]
         }
         if p.attempts > 0 { counters.retries += 1 }
         p.attempts += 1
         p.due = now + config.ackTimeout
+        p.hop = hop.nodeID
         pending[token] = p
         return [.sendReliable(to: hop, bytes: LaceroMessage.store(p.message).encode())]
     }
@@ -234,35 +367,40 @@ public struct LaceroService: NodeService {
             if let back = routeBack.removeValue(forKey: token) {
                 return [.send(.peer(back.to), bytes: bytes)]
             }
-            guard let p = pending.removeValue(forKey: token), p.message.id == id else { drop("unexpected_ack"); return [] }
+            guard let p = pending[token], p.message.id == id else { drop("unexpected_ack"); return [] }
+            pending[token] = nil
+            if let op = p.op { return operationStored(op, id: id, reached: kept, register: register, now: now, dir) }
             return [.event(.service(Self.protocolID, ServicePayload(LaceroEvent.stored(id: id, reachedThreshold: kept, register: register))))]
         case let .want(ids):
             return [.send(.peer(peer), bytes: LaceroMessage.have(ids.filter { held[$0] != nil }).encode())]
         case let .have(ids):
             var out: [Output] = []
+            operations.heard(have: ids, from: from)
             for id in ids {
                 guard var f = fetches[id], f.asked.contains(from), !f.havers.contains(peer) else { continue }
                 f.havers.append(peer)
-                if f.requestDue == nil {
-                    f.requestDue = now + Self.blockTimeout
-                    out.append(.send(.peer(peer), bytes: LaceroMessage.fetch(id: id).encode()))
-                }
                 fetches[id] = f
+                if !f.active {
+                    if f.havers.count == 1, let op = operations.fetchOwner(id) { out += shareHeard(op, id: id, now: now) }
+                } else if f.requestDue == nil {
+                    if let o = requestBlock(id, now: now) { out += o } else if !waitingForSlot.contains(id) { waitingForSlot.append(id) }
+                }
             }
-            return out
+            return out + checksAnswered(now: now, dir)
         case let .fetch(id):
             guard let h = held[id] else { drop("fetch_unknown"); return [] }
             counters.served += 1
             return [.sendReliable(to: peer, bytes: LaceroMessage.block(id: id, bytes: h.bytes).encode())]
         case let .block(id, fragment):
-            guard fetches[id] != nil else { drop("unexpected_block"); return [] }
+            guard let f = fetches[id] else { drop("unexpected_block"); return [] }
             guard FragmentHash.hash(fragment) == id else {
                 // A wrong fragment: ask the next haver.
                 drop("hash_mismatch")
                 return nextHaver(id, failed: from, now: now)
             }
             fetches[id] = nil
-            return [.event(.service(Self.protocolID, ServicePayload(LaceroEvent.fetched(id: id, bytes: fragment))))]
+            releaseSlot(f.requestedFrom)
+            return fetchResult(id, bytes: fragment, now: now, dir) + pumpBlocks(now: now)
         case let .delete(id, proof):
             guard let h = held[id], LaceroMetadata.deleteCheck(proof: proof) == h.deleteCheck else { drop("delete_refused"); return [] }
             counters.deleted += 1
@@ -271,7 +409,9 @@ public struct LaceroService: NodeService {
             guard var h = held[id], LaceroMetadata.deleteCheck(proof: proof) == h.deleteCheck else { drop("renew_refused"); return [] }
             h.leaseUntil = max(h.leaseUntil, now + .seconds(Int64(seconds)))
             held[id] = h
-            return []
+            counters.renewed += 1
+            // The new lease outlives a restart: the row is written again.
+            return [.persist(PersistBatch(ticket: nextTicket(), ops: [.put(table: Self.table, key: id, value: Self.row(h, now: now))]), then: [])]
         }
     }
 
@@ -280,14 +420,18 @@ public struct LaceroService: NodeService {
         guard var f = fetches[id] else { return [] }
         f.havers.removeAll { $0.nodeID == failed }
         f.asked.remove(failed)
-        f.requestDue = nil
-        var out: [Output] = []
-        if let next = f.havers.first {
-            f.requestDue = now + Self.blockTimeout
-            out.append(.send(.peer(next), bytes: LaceroMessage.fetch(id: id).encode()))
+        if f.requestedFrom == failed {
+            releaseSlot(failed)
+            f.requestedFrom = nil
+            f.requestDue = nil
+            f.tries = 0
         }
         fetches[id] = f
-        return out
+        var out: [Output] = []
+        if f.active, f.requestDue == nil, !f.havers.isEmpty {
+            if let o = requestBlock(id, now: now) { out += o } else if !waitingForSlot.contains(id) { waitingForSlot.append(id) }
+        }
+        return out + pumpBlocks(now: now)
     }
 
     /// One hop of the status-register relay.
@@ -301,7 +445,7 @@ public struct LaceroService: NodeService {
                 counters.refusedSameSegment += 1
             } else if bytesHeld + s.bytes.count > config.quotaBytes {
                 counters.refusedQuota += 1
-            } else if Double(rng.next() >> 11) / Double(1 << 53) < config.keepProbability {
+            } else if Double(rng.next() >> 11) / Double(1 << 53) < config.keepProbability || lastHop(s, dir) {
                 let h = Held(segmentTag: s.segmentTag, deleteCheck: s.deleteCheck,
                              leaseUntil: now + .seconds(Int64(s.leaseSeconds)), bytes: s.bytes)
                 held[s.id] = h
@@ -328,7 +472,17 @@ public struct LaceroService: NodeService {
         return out
     }
 
-    private mutating func forget(_ id: [UInt8]) -> [Output] {
+    /// Whether the walk ends here with no keeper unless this node keeps it (no hop budget left, or
+    /// no member left to visit): the last hop keeps whatever its coin says, so a fragment is not
+    /// lost to coin flips on a small or nearly full mesh.
+    private func lastHop(_ s: LaceroMessage.Store, _ dir: some MemberDirectory) -> Bool {
+        guard s.register == 0 else { return false }
+        if s.hops == 0 { return true }
+        let marks = s.visited + [mark(me)]
+        return !members.contains { !marks.contains(mark($0)) && dir.isReachable($0) }
+    }
+
+    mutating func forget(_ id: [UInt8]) -> [Output] {
         guard let h = held.removeValue(forKey: id) else { return [] }
         heldTags.remove(h.segmentTag)
         bytesHeld -= h.bytes.count
@@ -342,14 +496,25 @@ public struct LaceroService: NodeService {
         }
         for id in fetches.keys.sorted(by: { $0.lexicographicallyPrecedes($1) }) {
             guard let f = fetches[id] else { continue }
-            if f.due <= now {
+            if let r = f.requestDue {
+                if r <= now, let current = f.requestedFrom {
+                    counters.retries += 1
+                    if f.havers.count == 1, f.tries + 1 < Self.blockTries, let haver = f.havers.first, haver.nodeID == current {
+                        var g = f
+                        g.tries += 1
+                        g.requestDue = now + Self.blockTimeout
+                        fetches[id] = g
+                        out.append(.send(.peer(haver), bytes: LaceroMessage.fetch(id: id).encode()))
+                    } else {
+                        out += nextHaver(id, failed: current, now: now)
+                    }
+                }
+            } else if f.havers.isEmpty, f.due <= now {
                 fetches[id] = nil
-                out.append(.event(.service(Self.protocolID, ServicePayload(LaceroEvent.missing(id: id)))))
-            } else if let r = f.requestDue, r <= now, let current = f.havers.first {
-                counters.retries += 1
-                out += nextHaver(id, failed: current.nodeID, now: now)
+                out += fetchResult(id, bytes: nil, now: now, dir)
             }
         }
+        out += operationsTimer(now: now, dir)
         for id in held.keys.sorted(by: { $0.lexicographicallyPrecedes($1) }) where held[id]!.leaseUntil <= now {
             counters.expired += 1
             out += forget(id)
@@ -372,16 +537,17 @@ public struct LaceroService: NodeService {
         return w.bytes
     }
 
-    private mutating func restore(_ rows: [StoredRow]) {
+    private mutating func restore(_ rows: [StoredRow], now: Instant) {
         for row in rows where row.table == Self.table {
             var r = ByteReader(row.value)
             guard row.key.count == 32, let tag = try? r.raw(16), let check = try? r.raw(32), let remaining = try? r.u64(),
                   let bytes = try? r.raw(r.remaining), !bytes.isEmpty, FragmentHash.hash(bytes) == row.key else {
                 drop("bad_row"); continue
             }
-            // Leases restart from the restored remainder at the node's first instant (zero).
-            held[row.key] = Held(segmentTag: tag, deleteCheck: check,
-                                 leaseUntil: Instant(nanoseconds: Int64(min(remaining, UInt64(Int64.max)))), bytes: bytes)
+            // A lease goes on from its restored remainder, counted from this life's start (the
+            // runtime's clock does not start at zero, nor carry over a restart).
+            let rest = Duration.nanoseconds(Int64(min(remaining, UInt64(Int64.max / 2))))
+            held[row.key] = Held(segmentTag: tag, deleteCheck: check, leaseUntil: now + rest, bytes: bytes)
             heldTags.insert(tag)
             bytesHeld += bytes.count
         }
@@ -405,12 +571,16 @@ public enum LaceroCommand: Sendable, Equatable {
     case fetch([[UInt8]], from: [NodeID])
     /// Delete these fragments (id, proof) wherever they are held.
     case delete([(id: [UInt8], proof: [UInt8])], from: [NodeID])
+    /// put, get, check, repair or delete a whole object (LaceroOperations.swift); its report is
+    /// `LaceroService.report(op:)` while it runs and `LaceroEvent.finished` when it ends.
+    case operation(LaceroRequest)
 
     public static func == (a: LaceroCommand, b: LaceroCommand) -> Bool {
         switch (a, b) {
         case let (.store(f1, t1, h1, l1), .store(f2, t2, h2, l2)): f1 == f2 && t1 == t2 && h1 == h2 && l1 == l2
         case let (.fetch(i1, f1), .fetch(i2, f2)): i1 == i2 && f1 == f2
         case let (.delete(p1, f1), .delete(p2, f2)): p1.map(\.id) == p2.map(\.id) && p1.map(\.proof) == p2.map(\.proof) && f1 == f2
+        case let (.operation(a), .operation(b)): a == b
         default: false
         }
     }
@@ -426,4 +596,6 @@ public enum LaceroEvent: Sendable, Equatable {
     case fetched(id: [UInt8], bytes: [UInt8])
     /// No member answered with the fragment before the fetch timed out.
     case missing(id: [UInt8])
+    /// An operation ended (done or failed): its final report.
+    case finished(LaceroReport)
 }

@@ -28,6 +28,8 @@ public struct NodeSettings: Sendable {
     public var beacon = BeaconSettings()
     /// `[consensus]`: set when this node runs as a validator (role = "validator").
     public var consensus: ConsensusSettings?
+    /// `[lacero]`: whether and how much this node stores of others' fragments.
+    public var lacero = LaceroSettings()
 
     /// Where the config set keys whose checks wait for the flags (`validate`).
     var beaconKeyInConfig: ConfigError?
@@ -106,6 +108,9 @@ public enum ConfigLoader {
         "consensus": ["role": "\"validator\" (this node votes; its key must be in the genesis file)",
                       "genesis": "a path string to the genesis file (from `iotaf network init --validators`; default: genesis beside the network key)",
                       "round_timeout_ms": "an integer 50...600000"],
+        "lacero": ["store": "true or false (keep other nodes' fragments)",
+                   "quota_bytes": "an integer 0...1099511627776 (most fragment bytes kept)",
+                   "keep_probability": "a number 0...1 (chance of keeping a fragment offered)"],
     ]
 
     /// `[timing]` keys and the values they accept: wide enough for a radio mesh and a LAN, narrow
@@ -166,7 +171,7 @@ public enum ConfigLoader {
             if let value = table[section], value.table == nil {
                 // `key = value` above the first [section]: TOML puts it at the top level.
                 throw ConfigError(file: file, key: section, line: lines.line(section: "", key: section),
-                                  message: "key outside any section; move it under its section ([node], [log], [metrics], [gossip], [timing] or [attributes])")
+                                  message: "key outside any section; move it under its section ([node], [log], [metrics], [gossip], [timing], [attributes], [consensus] or [lacero])")
             }
             guard let allowed = schema[section] else {
                 throw fail(section, nil, "unknown section; allowed sections are \(schema.keys.sorted().joined(separator: ", "))")
@@ -337,6 +342,20 @@ public enum ConfigLoader {
             guard settings.consensus != nil else { throw fail("consensus", "round_timeout_ms", "needs role = \"validator\" in [consensus]") }
             guard (50...600_000).contains(v) else { throw fail("consensus", "round_timeout_ms", "\(v) is out of range; must be \(schema["consensus"]!["round_timeout_ms"]!)") }
             settings.consensus?.roundTimeout = .milliseconds(v)
+        }
+        if let v = table["lacero"]?.table?["store"] {
+            guard let b = v.bool else { throw fail("lacero", "store", "wrong type: must be true or false") }
+            settings.lacero.store = b
+        }
+        if let v = try positive("lacero", "quota_bytes", allowZero: true) {
+            guard v <= 1 << 40 else { throw fail("lacero", "quota_bytes", "\(v) is out of range; must be \(schema["lacero"]!["quota_bytes"]!)") }
+            settings.lacero.quotaBytes = v
+        }
+        if let v = table["lacero"]?.table?["keep_probability"] {
+            guard let d = v.double ?? v.int.map(Double.init), (0...1).contains(d) else {
+                throw fail("lacero", "keep_probability", "must be \(schema["lacero"]!["keep_probability"]!)")
+            }
+            settings.lacero.keepProbability = d
         }
     }
 }

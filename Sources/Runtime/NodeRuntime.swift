@@ -1,6 +1,7 @@
 import Channels
 @_exported import FileTransfer
 import Foundation
+import LaceroService
 import Logging
 import MeshCore
 import Node
@@ -63,6 +64,8 @@ public final class NodeRuntime {
     var pendingQueries: [UInt64: PendingQuery] = [:]
     /// The mesh told this node an admin culled it; the node stopped.
     public private(set) var wasCulled = false
+    /// The last Lacero operation number handed out (LaceroRuntime.swift).
+    var laceroOperations: UInt64 = 0
 
     /// After `leave`, the node keeps running this long so the leave reaches its neighbours and
     /// rides a few gossip rounds.
@@ -129,6 +132,8 @@ public final class NodeRuntime {
             try core.add(FileTransferService(me: identity.nodeID, files: PosixFiles(),
                                              inbox: (settings.dataDir as NSString).appendingPathComponent("inbox"),
                                              rng: SeededGenerator(seed: seed).derived(0xf11e)))
+            // Lacero: every node can put and get; it keeps others' fragments only with [lacero] store.
+            try core.add(Self.laceroService(settings: settings, identity: identity, seed: seed))
         } catch {
             timer.close()
             beacon?.close()
@@ -406,7 +411,13 @@ public final class NodeRuntime {
         case .channelWritable:
             break
         case let .service(id, payload):
-            if let e = payload.as(FileEvent.self) { logFile(e) } else { logger.debug("service \(id): \(payload)") }
+            if let e = payload.as(FileEvent.self) {
+                logFile(e)
+            } else if let e = payload.as(LaceroEvent.self) {
+                logLacero(e)
+            } else {
+                logger.debug("service \(id): \(payload)")
+            }
         case let .membership(e):
             switch e {
             case .joined: logger.info("joined the mesh")
@@ -565,10 +576,12 @@ public final class NodeRuntime {
                 return Array(ControlJSON.encode(AttributesReply(core.gossip.attributes, version: core.gossip.attributeVersion)))
             }
         case "consensus_status", "consensus_submit": return answerConsensus(command, parsed ?? [:])
+        case "lacero_put", "lacero_get", "lacero_check", "lacero_repair", "lacero_delete", "lacero_op", "lacero_stats":
+            return answerLacero(command, parsed ?? [:])
         case "stop":
             loop.offload({ () }, completion: { [weak self] in self?.stop() })
             return Array(ControlJSON.encode(["stopping": true]))
-        default: return Array(ControlJSON.error("unknown command \"\(command)\"; known: status, metrics, members, join, leave, attributes, query, cull, send, transfer, consensus_status, consensus_submit, stop"))
+        default: return Array(ControlJSON.error("unknown command \"\(command)\"; known: status, metrics, members, join, leave, attributes, query, cull, send, transfer, consensus_status, consensus_submit, lacero_put, lacero_get, lacero_check, lacero_repair, lacero_delete, lacero_op, lacero_stats, stop"))
         }
     }
 }

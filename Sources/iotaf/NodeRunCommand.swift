@@ -58,6 +58,12 @@ struct NodeFlags: ParsableArguments {
     var genesis: String?
     @Option(name: .customLong("round-timeout-ms"), help: "[consensus] round_timeout_ms: how long a consensus round lasts before this validator times it out (50–600000; default 1000).")
     var roundTimeoutMs: Int?
+    @Flag(name: .customLong("lacero-store"), help: "[lacero] store = true: keep other nodes' Lacero fragments (in the data directory's store).")
+    var laceroStore = false
+    @Option(name: .customLong("lacero-quota-bytes"), help: "[lacero] quota_bytes: most fragment bytes kept (default 268435456).")
+    var laceroQuotaBytes: Int?
+    @Option(name: .customLong("lacero-keep-probability"), help: "[lacero] keep_probability: chance of keeping a fragment offered, 0...1 (default 0.5).")
+    var laceroKeepProbability: Double?
 
     /// The settings: defaults, then the config file, then flags.
     func settings() throws -> NodeSettings {
@@ -152,6 +158,15 @@ struct NodeFlags: ParsableArguments {
             guard s.consensus != nil else { throw CLIError("--round-timeout-ms needs --validator (or [consensus] role = \"validator\")") }
             guard (50...600_000).contains(roundTimeoutMs) else { throw CLIError("--round-timeout-ms \(roundTimeoutMs) is out of range; must be 50–600000") }
             s.consensus?.roundTimeout = .milliseconds(roundTimeoutMs)
+        }
+        if laceroStore { s.lacero.store = true }
+        if let laceroQuotaBytes {
+            guard (0...(1 << 40)).contains(laceroQuotaBytes) else { throw CLIError("--lacero-quota-bytes \(laceroQuotaBytes) is out of range; must be 0...1099511627776") }
+            s.lacero.quotaBytes = laceroQuotaBytes
+        }
+        if let laceroKeepProbability {
+            guard (0...1).contains(laceroKeepProbability) else { throw CLIError("--lacero-keep-probability \(laceroKeepProbability) must be 0...1") }
+            s.lacero.keepProbability = laceroKeepProbability
         }
         do { try s.validate() } catch let e as ConfigError { throw CLIError("config error: \(e)") } catch { throw CLIError("\(error)") }
         return s

@@ -26,7 +26,8 @@ final class LaceroMesh {
     var queue: [(from: Int, to: NodeID, bytes: [UInt8])] = []
     var ackBytes: [[UInt8]] = []
 
-    init(nodes: Int, config: LaceroService.Config, seed: UInt64) {
+    /// Node `i` gets `hosts[i]` for operations (put, get, ...); offloaded jobs run inline.
+    init(nodes: Int, config: LaceroService.Config, seed: UInt64, hosts: [Int: any LaceroHost] = [:]) {
         let identities = (0..<nodes).map { NodeIdentity.deterministic(runSeed: seed, index: $0) }
         let ids = identities.map(\.nodeID)
         self.ids = ids
@@ -35,7 +36,7 @@ final class LaceroMesh {
             peers[identity.nodeID] = ProvenPeer(identity: identity.peer, address: UnderlayAddress(high: 0, low: UInt64(i + 1), port: 7000))
         }
         directory = Directory(peers: peers, live: Set(ids))
-        services = (0..<nodes).map { LaceroService(me: ids[$0], config: config, rng: SeededGenerator(seed: seed &+ UInt64($0))) }
+        services = (0..<nodes).map { LaceroService(me: ids[$0], config: config, rng: SeededGenerator(seed: seed &+ UInt64($0)), host: hosts[$0]) }
         for i in 0..<nodes {
             for j in 0..<nodes where j != i { _ = services[i].handle(.membership(.up(peers[ids[j]]!)), now: now, members: directory) }
         }
@@ -64,6 +65,7 @@ final class LaceroMesh {
                 }
                 carry(i, then)
             case let .event(.service(_, payload)): if let e = payload.as(LaceroEvent.self) { events.append((i, e)) }
+            case let .offload(job): run(i, .offloaded(job.ticket, job.work()))
             default: break
             }
         }

@@ -95,6 +95,16 @@ func parseError(_ text: String) -> ConfigError? {
         #expect(checked == ConfigLoader.schema.filter { $0.key != "timing" && $0.key != "attributes" }.map(\.value.count).reduce(1, +))
     }
 
+    @Test func laceroSectionSetsTheStorageNodeAndRefusesOutOfRangeValuesByLine() throws {
+        var s = NodeSettings()
+        try ConfigLoader.parse("[lacero]\nstore = true\nquota_bytes = 1000000\nkeep_probability = 0.25\n", file: "t", into: &s)
+        #expect(s.lacero.store && s.lacero.quotaBytes == 1_000_000 && s.lacero.keepProbability == 0.25)
+        let e = try #require(parseError("[lacero]\nstore = true\nkeep_probability = 2\n"))
+        #expect(e.key == "lacero.keep_probability" && e.line == 3, "\(e)")
+        let q = try #require(parseError("[lacero]\nquota_bytes = -5\n"))
+        #expect(q.key == "lacero.quota_bytes", "\(q)")
+    }
+
     @Test func beaconKeysWaitForAModeFromTheFlags() throws {
         var s = NodeSettings()
         try ConfigLoader.parse("[gossip]\nbeacon_port = 7500\n", file: "t", into: &s, finalChecks: false)

@@ -150,6 +150,7 @@ final class LaceroWorkload: Workload {
         case .storeFailed: storeFailed += 1
         case let .fetched(fid, bytes): if where_[fid] != nil { fetched[fid] = bytes }
         case .missing: missing += 1
+        case .finished: break  // whole-object operations: the workload stores and fetches by id
         }
     }
 
