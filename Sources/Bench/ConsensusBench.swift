@@ -61,12 +61,14 @@ public enum ConsensusBench {
         // What validator 0 commits: per payload (by its sequence number) when; and the blocks.
         var committedAt: [Int64: UInt64] = [:]
         var committedBlocks: [CommittedBlock] = []
+        var commitInstants: [UInt64] = []
         var submittedAt: [Int64: UInt64] = [:]
         var phaseDone: (() -> Bool)?
         nodes[0].onEvent = { event in
             guard case let .service(id, p) = event, id == ConsensusService.protocolID, case let .committed(b)? = p.as(ConsensusEvent.self) else { return }
             let t = uv_hrtime()
             committedBlocks.append(b)
+            commitInstants.append(t)
             for payload in b.payloads where payload.count == payloadSize {
                 var seq: Int64 = 0
                 for k in 0..<8 { seq = seq << 8 | Int64(payload[k]) }
@@ -75,10 +77,25 @@ public enum ConsensusBench {
             if phaseDone?() == true { loop.stop() }
         }
         for node in nodes { try node.start() }
+        // CONSENSUS_BENCH_TRACE=1: each validator's round, last vote and high certificate as they change.
+        let trace = ProcessInfo.processInfo.environment["CONSENSUS_BENCH_TRACE"] != nil
+        var traced = [String](repeating: "", count: n)
+        let traceStart = uv_hrtime()
         func runUntil(_ seconds: Double, _ done: @escaping () -> Bool) -> Bool {
             let deadline = Date().addingTimeInterval(seconds)
             phaseDone = done
-            while !done() && Date() < deadline { loop.runOnce() }
+            while !done() && Date() < deadline {
+                loop.runOnce()
+                guard trace else { continue }
+                for (i, node) in nodes.enumerated() {
+                    guard let st = node.consensus?.status else { continue }
+                    let line = "r\(st.round) lv\(st.lastVotedRound) qc\(st.highQCRound) h\(st.height) mem\(st.mempool)"
+                    if line != traced[i] {
+                        traced[i] = line
+                        print(String(format: "%9.3f ms v%d ", Double(uv_hrtime() - traceStart) / 1e6, i) + line)
+                    }
+                }
+            }
             phaseDone = nil
             return done()
         }
@@ -103,6 +120,8 @@ public enum ConsensusBench {
 
         // Peak: every payload handed over at once, spread over the validators.
         let blocksBefore = committedBlocks.count
+        let before = Snapshot(nodes)
+        if progress != nil { Snapshot.streams(nodes[0]).forEach { progress?($0) } }
         let start = uv_hrtime()
         for k in 0..<payloads { submit(to: k % n) }
         let target = Int64(payloads)
@@ -114,6 +133,14 @@ public enum ConsensusBench {
         let peak = Double(payloads) / elapsed
         let peakBlocks = Array(committedBlocks[blocksBefore...])
         progress?(String(format: "peak: %d payloads in %.3f s (%.0f /s), %d blocks", payloads, elapsed, peak, peakBlocks.count))
+        if let progress {
+            Snapshot(nodes).describe(since: before, wall: elapsed).forEach(progress)
+            Snapshot.streams(nodes[0]).forEach(progress)
+            let blocks = zip(committedBlocks[blocksBefore...], commitInstants[blocksBefore...]).map { b, t in
+                String(format: "h%llu r%llu %d@%.1fms", b.height, b.round, b.payloads.count, Double(t - start) / 1e6)
+            }
+            progress("  blocks committed at v0 (height, round, payloads@ms): " + blocks.joined(separator: ", "))
+        }
 
         // The baseline on the same bytes.
         let baselineSeconds = try signatureWork(peakBlocks, chainID: genesis.genesis.chainID, keys: identities.map(\.publicKey.bytes))
@@ -175,6 +202,67 @@ public enum ConsensusBench {
         let seconds = Double(uv_hrtime() - t0) / 1e9
         guard ok == jobs.count else { throw RuntimeError("baseline: \(jobs.count - ok) of \(jobs.count) signatures did not verify") }
         return max(seconds, 1e-9)
+    }
+}
+
+/// What the validators did during a phase: where the time went (CPU of this process against
+/// wall time, persist writes), rounds, timeouts, drops and the reliable stream's refusals.
+struct Snapshot {
+    var cpu: Double
+    var rcvbufErrors: Int
+    var nodes: [(status: ConsensusStatus, node: NodeCounters, persist: NodeRuntime.PersistStats)]
+
+    init(_ runtimes: [NodeRuntime]) {
+        var u = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &u)
+        cpu = Double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + Double(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6
+        rcvbufErrors = Self.kernelCounter("Udp6RcvbufErrors")
+        nodes = runtimes.map { ($0.consensus!.status, $0.core.counters, $0.persistStats) }
+    }
+
+    /// A counter of /proc/net/snmp6 (datagrams the kernel dropped for a full receive buffer; the
+    /// whole machine's, so other programs' drops show too).
+    static func kernelCounter(_ name: String) -> Int {
+        guard let text = try? String(contentsOfFile: "/proc/net/snmp6", encoding: .utf8) else { return -1 }
+        for line in text.split(separator: "\n") {
+            let f = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
+            if f.count == 2, f[0] == name { return Int(f[1]) ?? -1 }
+        }
+        return -1
+    }
+
+    func describe(since b: Snapshot, wall: Double) -> [String] {
+        var lines = [String(format: "  process CPU %.3f s over %.3f s wall; kernel UDP receive-buffer drops %d", cpu - b.cpu, wall, rcvbufErrors - b.rcvbufErrors)]
+        for (i, (n, o)) in zip(nodes, b.nodes).enumerated() {
+            guard let c = n.status.core, let c0 = o.status.core else { continue }
+            var drops: [String] = []
+            for (r, k) in c.drops where k - c0.dropped(r) > 0 { drops.append("\(r.rawValue)=\(k - c0.dropped(r))") }
+            var nodeDrops: [String] = []
+            for (r, k) in n.node.drops where k - (o.node.drops[r] ?? 0) > 0 { nodeDrops.append("\(r.rawValue)=\(k - (o.node.drops[r] ?? 0))") }
+            let tx = n.persist.transactions - o.persist.transactions
+            let busy: Double = tx == 0 ? 0 : (n.persist.busy - o.persist.busy).milliseconds / Double(tx)
+            let s = n.status.service, s0 = o.status.service
+            var line = "  v\(i): rounds \(n.status.round - o.status.round), proposals \(c.proposalsSent - c0.proposalsSent)"
+            line += ", votes \(c.votesSent - c0.votesSent), timeouts \(c.timeoutsSent - c0.timeoutsSent)"
+            line += ", TCs \(c.timeoutCertificatesFormed - c0.timeoutCertificatesFormed), forwarded \(c.payloadsForwarded - c0.payloadsForwarded)"
+            line += ", datagrams \(s.datagramsSent - s0.datagramsSent), reliable \(s.reliableSent - s0.reliableSent)"
+            line += " (failed \(n.node.reliableFailed - o.node.reliableFailed))"
+            line += ", persists \(n.persist.batches - o.persist.batches) in \(tx) writes"
+            line += String(format: " (%.2f ms each)", busy)
+            line += "; drops [\(drops.sorted().joined(separator: " "))] node drops [\(nodeDrops.sorted().joined(separator: " "))]"
+            lines.append(line)
+        }
+        return lines
+    }
+
+    /// Validator 0's reliable-stream connections: congestion window, bandwidth estimate, RTT, state.
+    static func streams(_ node: NodeRuntime) -> [String] {
+        let r = node.core.reliable
+        return r.peers.map { p in
+            String(format: "  v0→%@: window %d B, bandwidth %.2f MB/s, srtt %.2f ms, ", p.short,
+                   r.congestionWindow(to: p) ?? -1, (r.bandwidthEstimate(to: p) ?? 0) / 1e6,
+                   (r.smoothedRTT(to: p)?.milliseconds ?? -1)) + (r.rateState(to: p) ?? "")
+        }
     }
 }
 

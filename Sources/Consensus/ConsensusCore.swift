@@ -51,6 +51,14 @@ public struct ConsensusCore {
     var roundDeadline = Instant.zero
     var consecutiveTimeouts = 0
     var proposeAt: Instant?
+    /// Our own votes and timeouts, waiting for their persist before they count toward a
+    /// certificate: a certificate may leave at once (in a proposal, a sync), and one carrying our
+    /// signature must never precede the state that forbids contradicting it.
+    var ownPending: [(token: UInt64, vote: Vote?, timeout: Timeout?)] = []
+    /// When payloads submitted here go to the upcoming leaders (`forwardDelay` after the first
+    /// of a burst), and how many were submitted since the last forward.
+    var forwardAt: Instant?
+    var submittedSinceForward = 0
     /// The round in which we last sent `sync` to each validator (one per round per peer).
     var syncedAt: [Int: UInt64] = [:]
 
@@ -83,6 +91,7 @@ public struct ConsensusCore {
         guard started else { return nil }
         var d = roundDeadline
         if let p = proposeAt, p < d { d = p }
+        if let f = forwardAt, f < d { d = f }
         for f in wanted.values where f.next < d { d = f.next }
         return d
     }
@@ -113,6 +122,7 @@ public struct ConsensusCore {
             submit(payload)
         case .persisted(let token):
             durableToken = max(durableToken, token)
+            tallyOwnDurable()
         }
         return out
     }
@@ -139,14 +149,12 @@ public struct ConsensusCore {
         tallies = tallies.filter { $0.key >= floor }
         timeouts = timeouts.filter { $0.key >= floor }
         proposalSeen = proposalSeen.filter { $0.key >= floor }
-        if index != nil {
-            forwardPayloads(to: leader(of: r))
-            forwardPayloads(to: leader(of: r + 1))
-        }
+        forwardToLeaders()
         scheduleProposal()
     }
 
     mutating func fire() {
+        if let f = forwardAt, f <= now { forwardToLeaders() }
         if let p = proposeAt, p <= now {
             proposeAt = nil
             propose()
@@ -176,16 +184,22 @@ public struct ConsensusCore {
         let token = persist(then: [.broadcast(bytes: ConsensusMessage.timeout(t).encoded())])
         myTimeout = (t, token)
         counters.timeoutsSent += 1
-        tallyTimeout(t, from: me)
+        ownPending.append((token, nil, t))
     }
 
     // MARK: - Proposing (leader)
 
+    /// When to propose: at once with a full batch, after `batchTimeout` with some payloads (ours,
+    /// or in the uncommitted blocks this one would help commit), else after `idleProposalDelay`.
+    /// Only ever brought forward: payloads forwarded to us, or a block that arrives after its
+    /// certificate, end an idle wait.
     mutating func scheduleProposal() {
-        guard let me = index, leader(of: round) == me, safety.lastVotedRound < round, proposeAt == nil else { return }
+        guard let me = index, leader(of: round) == me, safety.lastVotedRound < round else { return }
         let full = mempool.count >= config.maxBatchCount || mempool.bytes >= config.maxBatchBytes
+        if let p = proposeAt, p <= now + (full ? .zero : config.batchTimeout) { return }
         let busy = mempool.count > 0 || tree.pathCarriesPayloads(to: safety.highQC.blockHash)
-        proposeAt = now + (full ? .zero : busy ? config.batchTimeout : config.idleProposalDelay)
+        let at = now + (full ? .zero : busy ? config.batchTimeout : config.idleProposalDelay)
+        if proposeAt.map({ at < $0 }) ?? true { proposeAt = at }
     }
 
     mutating func propose() {
@@ -210,18 +224,33 @@ public struct ConsensusCore {
         proposalSeen[round] = block.hash
         safety.lastVotedRound = round
         let vote = makeVote(block)
-        var sends: [ConsensusOutput] = [.broadcast(bytes: ConsensusMessage.proposal(proposal).encoded())]
+        // The proposal is not a vote: it leaves at once, and only the leader's own vote waits for
+        // the safety state (as DiemBFT's leader votes on its proposal through its safety rules).
+        // A leader restarted before that write landed may propose again in the round: honest
+        // validators vote for one of the two at most, as for any equivocating leader.
+        out.append(.broadcast(bytes: ConsensusMessage.proposal(proposal).encoded()))
+        var sends: [ConsensusOutput] = []
         let next = leader(of: round + 1)
         if next != me { sends.append(.send(to: validators.keys[next], bytes: ConsensusMessage.vote(vote).encoded())) }
         persist(then: sends)
         counters.proposalsSent += 1
         counters.votesSent += 1
-        if next == me { tallyVote(vote, from: me) }
+        if next == me { ownPending.append((nextToken, vote, nil)) }
     }
 
     func makeVote(_ b: Block) -> Vote {
         let sig = identity.sign(voteDigest(chainID: genesis.chainID, epoch: epoch, round: b.round, block: b.hash))
         return Vote(epoch: epoch, round: b.round, blockHash: b.hash, voter: UInt16(index!), signature: sig)
+    }
+
+    /// Counts our own votes and timeouts whose persist is durable (in the order they were signed).
+    mutating func tallyOwnDurable() {
+        guard let me = index else { return }
+        while let first = ownPending.first, first.token <= durableToken {
+            ownPending.removeFirst()
+            if let v = first.vote { tallyVote(v, from: me) }
+            if let t = first.timeout { tallyTimeout(t, from: me) }
+        }
     }
 
     /// Emits `.persist` of the current safety state with `sends` behind it; returns its token.
@@ -256,6 +285,7 @@ public struct ConsensusCore {
             case .blockResponse(let blocks): try receiveBlocks(blocks, from: sender)
             case .payloads(let ps):
                 for p in ps { admit(p, local: false) }
+                scheduleProposal()
             }
         } catch {
             counters.drop(error)
@@ -300,7 +330,7 @@ public struct ConsensusCore {
         }
         guard Ed25519.verify(p.signature, message: proposalDigest(chainID: genesis.chainID, block: b.hash),
                              publicKey: validators.keys[sender].bytes) else { throw .badSignature }
-        if let seen = proposalSeen[b.round], seen != b.hash { throw .equivocatingProposal }
+        if let seen = proposalSeen[b.round], seen != b.hash, config.mutation != .voteTwiceInARound { throw .equivocatingProposal }
         guard b.payloads.count <= config.maxBatchCount, b.payloadBytes <= config.maxBatchBytes else { throw .oversized }
         try checkAndRemember(b.justify)
         if let tc = p.timeoutCertificate { try check(tc) }
@@ -353,8 +383,7 @@ public struct ConsensusCore {
         let v = makeVote(b)
         let next = leader(of: b.round + 1)
         if next == me {
-            persist(then: [])
-            tallyVote(v, from: me)
+            ownPending.append((persist(then: []), v, nil))
         } else {
             persist(then: [.send(to: validators.keys[next], bytes: ConsensusMessage.vote(v).encoded())])
         }
@@ -532,7 +561,7 @@ public struct ConsensusCore {
         var cursor = tree[hash]
         while let n = cursor, let b = n.block, blocks.count < min(count, config.limits.maxBlocksPerResponse) {
             bytes += b.payloadBytes + 300
-            if !blocks.isEmpty, bytes > config.limits.maxBatchBytes { break }
+            if !blocks.isEmpty, bytes > config.maxMessageBytes { break }
             blocks.append(b)
             cursor = n.parent.flatMap { tree[$0] }
         }
@@ -599,15 +628,15 @@ public struct ConsensusCore {
     mutating func submit(_ payload: [UInt8]) {
         guard admit(payload, local: true) else { return }
         if index != nil {
-            forwardPayloads(to: leader(of: round))
-            forwardPayloads(to: leader(of: round + 1))
+            submittedSinceForward += 1
+            if submittedSinceForward >= config.limits.maxForwardCount {
+                forwardToLeaders()
+            } else if forwardAt == nil {
+                forwardAt = now + config.forwardDelay
+            }
         }
         // A leader waiting out its idle delay (or a batch that just filled) proposes sooner.
-        let full = mempool.count >= config.maxBatchCount || mempool.bytes >= config.maxBatchBytes
-        if let p = proposeAt, full || p > now + config.batchTimeout {
-            proposeAt = nil
-            scheduleProposal()
-        }
+        scheduleProposal()
     }
 
     @discardableResult
@@ -618,6 +647,15 @@ public struct ConsensusCore {
         case .duplicate: counters.drop(.duplicate); return false
         case .full: counters.drop(.mempoolFull); return false
         }
+    }
+
+    /// Hands our own pending payloads to the leaders of this round and the next.
+    mutating func forwardToLeaders() {
+        forwardAt = nil
+        submittedSinceForward = 0
+        guard index != nil else { return }
+        forwardPayloads(to: leader(of: round))
+        forwardPayloads(to: leader(of: round + 1))
     }
 
     /// Hands our own pending payloads to an upcoming leader.

@@ -66,11 +66,20 @@ public struct ConsensusConfig: Sendable {
     public var maxBackoffExponent = 5
     /// A leader with some payloads waits this long for more before proposing (batching by time).
     public var batchTimeout: Duration = .milliseconds(20)
+    /// A validator gathers payloads submitted to it for this long before handing them to the
+    /// upcoming leaders in one message (sooner once `WireLimits.maxForwardCount` are waiting):
+    /// one message per burst, not one per payload.
+    public var forwardDelay: Duration = .milliseconds(2)
     /// A leader with nothing to order proposes an empty block after this (keeps rounds from timing out).
     public var idleProposalDelay: Duration = .milliseconds(200)
-    /// A batch closes at this many payloads or bytes (batching by size).
+    /// A batch closes at this many payloads or bytes (batching by size). A full batch's proposal
+    /// (payload bytes, 4 per payload, certificates) must stay within `maxMessageBytes`.
     public var maxBatchCount = 500
-    public var maxBatchBytes = 256 * 1024
+    public var maxBatchBytes = 192 * 1024
+    /// The largest message the driver carries: the node's reliable stream refuses messages over
+    /// 256 KiB, so block responses stop below this (a response of a megabyte was refused, and a
+    /// validator behind by a few full blocks could never catch up).
+    public var maxMessageBytes = 224 * 1024
     public var mempoolMaxCount = 20_000
     public var mempoolMaxBytes = 32 * 1024 * 1024
     /// Committed payload ids remembered to refuse a payload ordered twice.
@@ -86,7 +95,8 @@ public struct ConsensusConfig: Sendable {
 
     public enum Mutation: Sendable, Equatable {
         case none
-        /// Vote for every valid proposal of the current round, even after voting in it.
+        /// Vote for every valid proposal of the current round, even after voting in it (a leader's
+        /// second, different proposal for a round is taken instead of dropped).
         case voteTwiceInARound
     }
 

@@ -15,8 +15,14 @@ struct Mempool {
     let maxCount: Int
     let maxBytes: Int
     private(set) var bytes = 0
+    /// Arrival order; `order[k]` is position `base + k` (positions survive compaction).
     private var order: [PayloadID] = []
     private var head = 0
+    private var base = 0
+    /// Per leader: the position before which every local payload was forwarded to it once, and
+    /// the round from which to look again for payloads forwarded long ago and still pending.
+    private var forwardCursor: [Int: Int] = [:]
+    private var lookAgainAt: [Int: UInt64] = [:]
     private var entries: [PayloadID: Entry] = [:]
     /// Committed payloads, remembered so that a late forward or a replay is not ordered twice.
     private var committed: Set<PayloadID> = []
@@ -63,20 +69,34 @@ struct Mempool {
 
     /// Local payloads for `leader`, oldest first: those not forwarded to it yet, or forwarded
     /// `again` rounds ago or more and still pending (the forward, or the leader's block, was lost).
+    /// Cheap under load: new payloads are found from a per-leader cursor, and the old ones are
+    /// looked over once every `again` rounds, not at every call.
     mutating func forward(to leader: Int, round: UInt64, again: UInt64, maxCount: Int, maxBytes: Int,
                           excluding excluded: Set<PayloadID>) -> [[UInt8]] {
         var out: [[UInt8]] = []
         var size = 0
-        for id in order[head...] {
-            guard out.count < maxCount else { break }
-            guard var e = entries[id], e.local, !excluded.contains(id) else { continue }
-            if let last = e.forwardedTo[leader], round < last + again { continue }
-            if size + e.payload.count > maxBytes { break }
+        let cursor = max(forwardCursor[leader] ?? base, base + head)
+        func take(_ k: Int) -> Bool {
+            let id = order[k]
+            guard var e = entries[id], e.local, !excluded.contains(id) else { return true }
+            guard out.count < maxCount, size + e.payload.count <= maxBytes else { return false }
             out.append(e.payload)
             size += e.payload.count
             e.forwardedTo[leader] = round
             entries[id] = e
+            return true
         }
+        if round >= lookAgainAt[leader] ?? 0 {
+            lookAgainAt[leader] = round + again
+            for k in head..<(cursor - base) {
+                guard let e = entries[order[k]], e.local, !excluded.contains(order[k]) else { continue }
+                if let last = e.forwardedTo[leader], round < last + again { continue }
+                if !take(k) { break }
+            }
+        }
+        var k = cursor - base
+        while k < order.count, take(k) { k += 1 }
+        forwardCursor[leader] = base + k
         return out
     }
 
@@ -102,6 +122,7 @@ struct Mempool {
         while head < order.count, entries[order[head]] == nil { head += 1 }
         if head > 1024, head * 2 > order.count {
             order.removeFirst(head)
+            base += head
             head = 0
         }
     }

@@ -30,6 +30,13 @@ public enum ConsensusServiceError: Error, Equatable, CustomStringConvertible {
     }
 }
 
+/// Sees a validator's inputs and rewrites its core's outputs before the service sends them. Set
+/// only by the simulator: to play a byzantine validator (it signs with the validator's own key, so
+/// only the protocol can refuse its lies) and to record what an honest one signs for checkers.
+public protocol ConsensusRewriter {
+    mutating func rewrite(_ outputs: [ConsensusOutput], after input: ConsensusInput, core: ConsensusCore) -> [ConsensusOutput]
+}
+
 /// The consensus core (Sources/Consensus, chained HotStuff) as a node service: the adapter that
 /// Docs/consensus.md "Wiring into the node" describes, one to one.
 ///
@@ -93,6 +100,8 @@ public struct ConsensusService: NodeService {
     public static let recentCommitsKept: UInt64 = 4096
     public private(set) var payloadsCommitted = 0
     private var rng: SeededGenerator
+    /// Set only by the simulator (see `ConsensusRewriter`).
+    public var rewriter: (any ConsensusRewriter)?
 
     /// - Throws: `ConsensusServiceError.notAValidator` when `identity` is not in the genesis set.
     public init(config: ConsensusConfig, identity: NodeIdentity, rng: SeededGenerator) throws {
@@ -171,7 +180,8 @@ public struct ConsensusService: NodeService {
 
     private mutating func run(_ input: ConsensusInput, now: Instant, members: some MemberDirectory) -> [Output] {
         guard core != nil else { return [] }
-        let outs = core!.handle(input, now: now)
+        var outs = core!.handle(input, now: now)
+        if rewriter != nil { outs = rewriter!.rewrite(outs, after: input, core: core!) }
         var mapped: [Output] = []
         mapped.reserveCapacity(outs.count)
         for o in outs { map(o, members: members, into: &mapped) }

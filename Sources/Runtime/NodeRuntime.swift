@@ -39,6 +39,15 @@ public final class NodeRuntime {
     private var whenPersisted: (() -> Void)?
     /// Persist batches that failed (the core heard `.failed`).
     public private(set) var persistFailures: UInt64 = 0
+    /// Persist transactions written, the batches they carried (more than one a transaction when
+    /// batches queued behind a write: group commit), and the time from each write's start to
+    /// its completion on the loop.
+    public struct PersistStats: Sendable, Equatable {
+        public var transactions: UInt64 = 0
+        public var batches: UInt64 = 0
+        public var busy: Duration = .zero
+    }
+    public private(set) var persistStats = PersistStats()
     private let startedAt: Instant
     public private(set) var boundAddress: UnderlayAddress
     @exclusivity(unchecked) private var stopping = false
@@ -326,6 +335,10 @@ public final class NodeRuntime {
         if !persisting { persistNext() }
     }
 
+    /// Writes every queued batch in one transaction (group commit: one fsync for all the
+    /// batches that queued up while the previous write was on disk), then carries out each
+    /// batch's `then` and reports it durable, in queue order. All or none: a failed write fails
+    /// every batch in it.
     private func persistNext() {
         guard let store, !persistQueue.isEmpty else {
             persisting = false
@@ -333,19 +346,28 @@ public final class NodeRuntime {
             return
         }
         persisting = true
-        let (batch, then) = persistQueue.removeFirst()
-        let ops = batch.ops
+        let group = persistQueue
+        persistQueue.removeAll(keepingCapacity: true)
+        let ops = group.flatMap(\.batch.ops)
+        let started = loop.now
         loop.offload({ () -> String? in
             do { try store.apply(ops); return nil } catch { return "\(error)" }
         }, completion: { [weak self] failure in
             guard let self else { return }
+            self.persistStats.transactions += 1
+            self.persistStats.batches += UInt64(group.count)
+            self.persistStats.busy += self.loop.now - started
             if let failure {
-                self.persistFailures += 1
-                self.logger.warning("could not write to \(store.path): \(failure); the messages waiting for it are dropped (the node retries with its next change); check free space and permissions")
-                self.feed(.persisted(batch.ticket, .failed(failure)))
-            } else {
-                if !self.stopping { self.carryOut(then) }
-                self.feed(.persisted(batch.ticket, .durable))
+                self.logger.warning("could not write to \(store.path): \(failure); the messages waiting for it (\(group.count) batches) are dropped (the node retries with its next change); check free space and permissions")
+            }
+            for (batch, then) in group {
+                if let failure {
+                    self.persistFailures += 1
+                    self.feed(.persisted(batch.ticket, .failed(failure)))
+                } else {
+                    if !self.stopping { self.carryOut(then) }
+                    self.feed(.persisted(batch.ticket, .durable))
+                }
             }
             self.persistNext()
         })

@@ -34,6 +34,8 @@ public final class PeerStore: Sendable {
             guard rename(path, aside) == 0 else {
                 throw RuntimeError("peer store \(path) cannot be opened (\(error)) nor moved aside; remove it by hand")
             }
+            // Its write-ahead log goes with it: replayed into the fresh store it would corrupt it.
+            for suffix in ["-wal", "-shm"] { _ = rename(path + suffix, aside + suffix) }
             return (try PeerStore(path: path), "peer store \(path) was unreadable (\(error)); moved it to \(aside) and started a new one")
         }
     }
@@ -42,6 +44,16 @@ public final class PeerStore: Sendable {
         self.path = path
         var config = Configuration()
         config.busyMode = .timeout(5)  // the node's periodic writes and a reader may meet
+        // WAL with synchronous = FULL (as LedgerStore): a transaction is durable when it returns,
+        // with one fsync (of the log) instead of the rollback journal's two or three and a file
+        // created and deleted. A validator writes its safety state before every vote, so this
+        // write is on consensus's critical path. (GRDB's `journalMode = .wal` would set
+        // synchronous = NORMAL, whose commits are not durable: the pragmas are set here instead.)
+        // One connection writes (the node's); its automatic checkpoints run on that connection.
+        config.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA journal_mode = WAL")
+            try db.execute(sql: "PRAGMA synchronous = FULL")
+        }
         queue = try DatabaseQueue(path: path, configuration: config)
         try queue.write { db in
             try db.execute(sql: """

@@ -137,7 +137,14 @@ public struct TimelineEvent: Sendable, Equatable {
         /// Arms a fault on the picked nodes' simulated disks (`mode`): lose_unsynced, tear_last_write, io_error.
         case disk
     }
-    public enum Behaviour: String, Sendable, CaseIterable { case drop, delay, corrupt, replay, equivocate }
+    /// `drop` … `equivocate` act on the node's datagrams and gossip; `conflicting_proposals` and
+    /// `double_vote` are lies told by a service that proposes or votes (consensus), which reads
+    /// them from its node's `ServiceLie`.
+    public enum Behaviour: String, Sendable, CaseIterable {
+        case drop, delay, corrupt, replay, equivocate
+        case conflictingProposals = "conflicting_proposals"
+        case doubleVote = "double_vote"
+    }
 
     public var kind: Kind
     public var atSeconds: Double

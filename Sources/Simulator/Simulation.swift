@@ -55,6 +55,8 @@ public final class Simulation {
     var net: VirtualNetwork
     let root: SeededGenerator
     var byzantine: [Byzantine?]
+    /// Per node: the lie its services act out (`conflicting_proposals`, `double_vote`).
+    var serviceLies: [ServiceLie]
     /// Lies told by equivocating nodes (inside their sessions, so counted here, not on the wire):
     /// one tally per equivocator installed, since each is bumped by its node's thread.
     var equivocationTallies: [Equivocator.Tally] = []
@@ -212,6 +214,7 @@ public final class Simulation {
         wakeAt = Array(repeating: -1, count: n)
         net = VirtualNetwork(model: scenario.network, nodes: n, root: root)
         byzantine = Array(repeating: nil, count: n)
+        serviceLies = (0..<n).map { _ in ServiceLie() }
         stored = Array(repeating: nil, count: n)
         downSince = Array(repeating: 0, count: n)
         disturbedUntil = Array(repeating: -1, count: n)

@@ -109,6 +109,7 @@ extension Simulation {
                 case .corrupt: c.byzCorrupted += 1
                 case .replay: c.byzReplayed += 1
                 case .equivocate: c.byzEquivocated += 1
+                case .conflictingProposals, .doubleVote: break
                 }
                 if trace != nil { log(i, "byzantine \(byzantine[i]!.behaviour.rawValue) → node \(j)") }
             }

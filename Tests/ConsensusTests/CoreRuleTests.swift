@@ -157,6 +157,8 @@ import Sodium
         var c = f.core(2)
         var outs = c.handle(.timer, now: .zero + .seconds(2))
         #expect(outs.messages.contains { if case .timeout(let t) = $0.message { t.round == 1 && $0.persisted } else { false } })
+        // Our own timeout counts toward the certificate once its persist is durable.
+        for case .persist(_, let token, _) in outs { outs += c.handle(.persisted(token: token), now: .zero + .seconds(2)) }
         for v in [0, 3] {
             let sig = f.identities[v].sign(timeoutDigestBytes(f, round: 1, high: 0))
             let t = TimeoutFixture.make(round: 1, voter: v, high: f.genesis.certificate, signature: sig)

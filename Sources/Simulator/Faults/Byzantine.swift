@@ -55,12 +55,22 @@ struct Byzantine {
                 recent[recentNext] = (j, bytes)
                 recentNext = (recentNext + 1) % Self.replayMemory
             }
-        case .equivocate:
-            // Lies are told inside the encrypted session: see `Equivocator`, installed in the node.
+        case .equivocate, .conflictingProposals, .doubleVote:
+            // Lies are told inside the encrypted session: see `Equivocator`, installed in the node,
+            // and the services that read their node's `ServiceLie`.
             break
         }
         return a
     }
+}
+
+/// The byzantine behaviour a node's services should act out right now (nil: honest). One per
+/// node for the whole run (a restarted node's new services read the same one); the timeline sets
+/// it on the driver's thread between steps, services read it on their node's thread.
+final class ServiceLie: @unchecked Sendable {
+    var behaviour: TimelineEvent.Behaviour?
+    /// Lies the node's services told (bumped on the node's thread, read between windows).
+    var acts: UInt64 = 0
 }
 
 /// Tells each peer a different story: every member it vouches for (alive updates, join, shuffle

@@ -108,6 +108,7 @@ extension Simulation {
         case .byzantine:
             for i in picked {
                 byzantine[i] = Byzantine(e, rng: root.derived(0x6279_7a00_0000_0000 ^ (UInt64(i) << 20) ^ UInt64(k)))
+                serviceLies[i].behaviour = e.behaviour
                 if e.behaviour == .equivocate {
                     let tally = Equivocator.Tally()
                     equivocationTallies.append(tally)
@@ -118,7 +119,7 @@ extension Simulation {
             what += " \(e.behaviour.rawValue) p=\(e.probability)"
             revert = .honest(picked)
         case .honest:
-            for i in picked { byzantine[i] = nil; nodes[i].gossipRewriter = nil; disturbedUntil[i] = now + grace }
+            for i in picked { byzantine[i] = nil; serviceLies[i].behaviour = nil; nodes[i].gossipRewriter = nil; disturbedUntil[i] = now + grace }
         }
         note(what)
         if let r = revert, let d = e.forSeconds {
@@ -148,7 +149,7 @@ extension Simulation {
             restoreNodes(list)
             note("restore \(Self.listNodes(list)) (end of degrade)")
         case let .honest(list):
-            for i in list { byzantine[i] = nil; disturbedUntil[i] = now + grace }
+            for i in list { byzantine[i] = nil; serviceLies[i].behaviour = nil; disturbedUntil[i] = now + grace }
             note("honest \(Self.listNodes(list)) (end of byzantine)")
         case let .feed(list):
             for i in list { cpu.feed(i) }

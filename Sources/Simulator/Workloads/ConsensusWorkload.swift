@@ -33,6 +33,7 @@ final class ConsensusWorkload: Workload {
     static let checkerKinds: [CheckerKind] = [
         CheckerKind("consensus_agreement", phase: .safety) { ConsensusAgreementChecker(spec: $0) },
         CheckerKind("consensus_validity", phase: .safety) { ConsensusValidityChecker(spec: $0) },
+        CheckerKind("consensus_votes", phase: .safety) { ConsensusVotesChecker(spec: $0) },
         CheckerKind("consensus_live", phase: .liveness, optional: ["within_s"]) { ConsensusLiveChecker(spec: $0) },
         CheckerKind("consensus_payloads_committed", phase: .liveness, optional: ["within_s"]) { ConsensusPayloadsChecker(spec: $0) },
     ]
@@ -54,6 +55,8 @@ final class ConsensusWorkload: Workload {
     let roundTimeout: Duration
     let voteTwice: Bool
     private var genesis: Genesis?
+    /// Per validator: the votes its core signed (the `consensus_votes` record), over all its lives.
+    private(set) var voteLogs: [VoteLog] = []
     let debugStates = ProcessInfo.processInfo.environment["CONSENSUS_SIM_DEBUG"] != nil
 
     private(set) var submitted: [Submitted] = []
@@ -91,8 +94,14 @@ final class ConsensusWorkload: Workload {
         config.roundTimeout = roundTimeout
         if voteTwice { config.mutation = .voteTwiceInARound }
         let rng = sim.root.derived(0x636f_6e73_0000_0000 ^ UInt64(i) << 20 ^ UInt64(incarnation))
+        while voteLogs.count <= i { voteLogs.append(VoteLog()) }
+        // Restarted without its safety state (the disk wiped): a new life for the vote record.
+        if incarnation > 0, !sim.disk.rows(node: i).contains(where: { $0.table == ConsensusService.safetyTable }) { voteLogs[i].newLife() }
         do {
-            return [try ConsensusService(config: config, identity: sim.identities[i], rng: rng)]
+            var service = try ConsensusService(config: config, identity: sim.identities[i], rng: rng)
+            service.rewriter = ConsensusLiar(lie: sim.serviceLies[i], votes: voteLogs[i], identity: sim.identities[i], genesis: g, node: i,
+                                             rng: sim.root.derived(0x6c69_6573_0000_0000 ^ UInt64(i) << 20 ^ UInt64(incarnation)))
+            return [service]
         } catch {
             fatalError("simulated validator \(i) cannot run consensus: \(error)")
         }
@@ -120,9 +129,15 @@ final class ConsensusWorkload: Workload {
         sim.schedule(self, after: max(1, every), tag: 0)
     }
 
+    /// A live validator that halted (its stored safety state did not decode, say after a torn
+    /// write): out of the game, as a crashed one is; a client hears its refusal and goes elsewhere.
+    func halted(_ i: Int, _ sim: Simulation) -> Bool {
+        sim.nodes[i].service(ConsensusService.self)?.halted != nil
+    }
+
     private func submitOne(_ sim: Simulation) {
         var live: [Int] = []
-        for i in 0..<min(validatorCount, sim.nodeCount) where sim.isLive(i) { live.append(i) }
+        for i in 0..<min(validatorCount, sim.nodeCount) where sim.isLive(i) && !halted(i, sim) { live.append(i) }
         guard !live.isEmpty else { skipped += 1; return }
         let i = live[Int(rng.next() % UInt64(live.count))]
         let seq = UInt64(submitted.count)
@@ -186,6 +201,8 @@ final class ConsensusWorkload: Workload {
         m["consensus_height"] = Double(chain.count)
         m["consensus_commit_events"] = Double(commits)
         m["consensus_halts"] = Double(halts)
+        m["consensus_votes_signed"] = Double(voteLogs.reduce(0) { $0 + $1.votes })
+        m["consensus_lies"] = Double(sim.serviceLies.prefix(validatorCount).reduce(0) { $0 + $1.acts })
         var gap: Int64 = 0
         for k in 1..<max(1, firstCommitTimes.count) { gap = max(gap, firstCommitTimes[k] - firstCommitTimes[k - 1]) }
         m["consensus_max_commit_gap_s"] = Double(gap) / 1e9
@@ -235,6 +252,23 @@ private final class ConsensusAgreementChecker: Checker {
     }
 }
 
+/// Safety: no validator's core signs votes for two blocks in one round (across restarts with its
+/// state; a restart with the state lost starts afresh). Byzantine lies (`double_vote`) are told
+/// beside the core and are not its votes.
+private final class ConsensusVotesChecker: Checker {
+    let spec: Scenario.CheckSpec
+    init(spec: Scenario.CheckSpec) { self.spec = spec }
+    func violation(_ sim: Simulation) -> String? {
+        sim.workload(ConsensusWorkload.self)?.voteLogs.lazy.compactMap(\.firstDouble).first
+    }
+    func verdict(_ sim: Simulation) -> SimReport.Check {
+        guard let w = sim.workload(ConsensusWorkload.self) else { return noWorkload(name) }
+        let double = w.voteLogs.lazy.compactMap(\.firstDouble).first
+        return .init(name: name, passed: double == nil,
+                     detail: "\(w.voteLogs.reduce(0) { $0 + $1.votes }) votes signed" + (double.map { "; " + $0 } ?? ", at most one block per validator per round"))
+    }
+}
+
 /// Safety: every committed payload was submitted, unaltered; none at two heights or twice in a block.
 private final class ConsensusValidityChecker: Checker {
     let spec: Scenario.CheckSpec
@@ -266,7 +300,7 @@ private final class ConsensusLiveChecker: Checker {
             return .init(name: name, passed: false, detail: String(format: "no block committed within %.1f s after faults healed at %.1f s", Double(within) / 1e9, Double(healed) / 1e9))
         }
         var behind: [Int] = []
-        for i in 0..<min(w.validatorCount, sim.nodeCount) where sim.isLive(i) {
+        for i in 0..<min(w.validatorCount, sim.nodeCount) where sim.isLive(i) && !w.halted(i, sim) {
             if (w.lastCommitAt[i] ?? -1) < sim.now - within { behind.append(i) }
         }
         let detail = String(format: "commits resumed %.3f s after faults healed at %.1f s", Double(resumed - healed) / 1e9, Double(healed) / 1e9)
