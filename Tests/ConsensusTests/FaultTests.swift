@@ -136,7 +136,9 @@ import MeshCore
             if let r = resumed { resumeTimes.append((r - crashAt).secondsDouble) }
             #expect(net.checks.committedPayloads == s.payloads, "seed \(seed): \(net.checks.committedPayloads) of \(s.payloads)")
         }
-        // Round timeout 400 ms here: a timeout certificate, then the next leader's round.
-        #expect(resumeTimes.allSatisfy { $0 < 1.5 }, "\(resumeTimes)")
+        // Round timeout 400 ms here: the crashed leader's round times out, a timeout certificate
+        // forms, and two more rounds commit, each waiting until the validators' own votes are on
+        // disk before they count (the slowest seed: 1.7 s). The floor is 3 s.
+        #expect(resumeTimes.allSatisfy { $0 < 2.0 }, "\(resumeTimes)")
     }
 }
