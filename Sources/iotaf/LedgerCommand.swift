@@ -156,7 +156,7 @@ struct LedgerQueryCommand: ParsableCommand {
         let ledger: Ledger
         do { ledger = try store.load(genesis: try options.givenGenesis()) } catch { throw CLIError("\(error)") }
         let a = args.map { Array($0.utf8) }
-        let callerKey = try caller.map { c in
+        let callerKey: [UInt8] = try caller.map { (c: String) throws -> [UInt8] in
             guard let k = Hex.decode(c), k.count == 32 else { throw CLIError("--caller is a 64-hex-digit identity key") }
             return k
         } ?? []

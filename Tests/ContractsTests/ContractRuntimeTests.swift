@@ -27,6 +27,13 @@ enum Examples {
 
 func b(_ s: String) -> [UInt8] { Array(s.utf8) }
 
+/// The standard limits with 200,000 fuel: endless loops end quickly in a debug build.
+let testLimits: ContractLimits = {
+    var l = ContractLimits.standard
+    l.fuel = 200_000
+    return l
+}()
+
 /// `(module (memory (export "memory") 1) BODY)` with the host imports a test needs.
 func contract(_ body: String, imports: String = "") throws -> [UInt8] {
     try ContractSource.compile(wat: "(module \(imports) (memory (export \"memory\") 1) \(body))")
@@ -73,7 +80,7 @@ extension Result where Failure == ContractError {
     }
 
     @Test func anEndlessLoopRunsOutOfFuelWithAReasonAndTheNextCallStillRuns() throws {
-        let rt = ContractRuntime()
+        let rt = ContractRuntime(limits: testLimits)
         let code = try contract("(func (export \"spin\") (loop $l (br $l))) (func (export \"ok\"))")
         var state = MemoryState()
         let e = try #require(rt.call(code, "spin", state: &state).failure)
@@ -83,7 +90,7 @@ extension Result where Failure == ContractError {
     }
 
     @Test func aMemoryBombFailsAtThePageLimit() throws {
-        let rt = ContractRuntime()
+        let rt = ContractRuntime(limits: testLimits)
         let code = try contract("(func (export \"bomb\") (loop $l (drop (memory.grow (i32.const 1))) (br $l)))")
         var state = MemoryState()
         let e = try #require(rt.call(code, "bomb", state: &state).failure)
@@ -94,7 +101,7 @@ extension Result where Failure == ContractError {
     }
 
     @Test func deepRecursionHitsTheStackLimit() throws {
-        let rt = ContractRuntime()
+        let rt = ContractRuntime(limits: testLimits)
         let code = try contract("(func $r (param i32) (call $r (i32.add (local.get 0) (i32.const 1)))) (func (export \"deep\") (call $r (i32.const 0)))")
         var state = MemoryState()
         let e = try #require(rt.call(code, "deep", state: &state).failure)
@@ -219,7 +226,7 @@ extension Result where Failure == ContractError {
     @Test func randomModuleBytesNeverCrashTheHost() throws {
         var rng = SplitMix(seed: 0x5eed)
         let seeds = try ["counter", "meter-billing", "permission-filter"].map(Examples.module)
-        let rt = ContractRuntime()
+        let rt = ContractRuntime(limits: testLimits)
         var accepted = 0
         for i in 0..<400 {
             var bytes = seeds[i % seeds.count]

@@ -69,7 +69,7 @@ import Sodium
     /// One transaction for every refusal reason; each comes back with its reason and a sentence.
     @Test func everyRefusalReasonReachesTheResult() throws {
         var f = Fixture()
-        var l = Ledger(genesis: f.genesis)
+        var l = Ledger.forTests(f.genesis)
         _ = try l.apply(f.chain.next([f.alice.invoke(f, "kv", "put", "mine", "x"), f.alice.invoke(f, "anchor", "put", "o", String(repeating: "cd", count: 16), "l", "1"),
                                       f.alice.deploy(f, "spinner", ContractExamples.spinner())]))
 
