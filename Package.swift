@@ -3,15 +3,18 @@ import PackageDescription
 
 let package = Package(
     name: "iotaf",
-    platforms: [.macOS(.v14)],
+    platforms: [.macOS(.v15)],
     products: [
         .executable(name: "iotaf", targets: ["iotaf"]),
+        // For the contracts fuzz target (Fuzz/Contracts), a package of its own.
+        .library(name: "Contracts", targets: ["Contracts"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/swiftwasm/WasmKit", from: "0.4.2"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
@@ -60,18 +63,23 @@ let package = Package(
         ]),
         // Benchmarks that print our figure beside a physical baseline measured in the same run.
         .target(name: "Bench", dependencies: ["Runtime", "Node", "MeshCore", "Noise", "Sessions", "Sodium", "Channels", "CLibuv", "Simulator",
-            "Lacero", "CISAL", "CLibcrypto", "Ledger", "LedgerStore", "Consensus", "CSodium",
+            "Lacero", "CISAL", "CLibcrypto", "Ledger", "LedgerStore", "Consensus", "CSodium", "Contracts",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "GRDBSQLite", package: "GRDB.swift")]),
         // Byzantine-fault-tolerant ordering of opaque payloads among validators (sans-IO).
         .target(name: "Consensus", dependencies: ["MeshCore", "Sodium"]),
+        // Runs one WebAssembly contract call deterministically: deploy checks, metering, the host API (sans-IO).
+        .target(name: "Contracts", dependencies: ["Sodium",
+            .product(name: "WasmKit", package: "WasmKit"),
+            .product(name: "WasmParser", package: "WasmKit"),
+            .product(name: "WAT", package: "WasmKit")]),
         // The ledger: signed transactions, built-in chaincodes, the executor, state tree and proofs (sans-IO).
-        .target(name: "Ledger", dependencies: ["Consensus", "MeshCore", "Sodium", "NodeService"]),
+        .target(name: "Ledger", dependencies: ["Consensus", "MeshCore", "Sodium", "NodeService", "Contracts"]),
         // The ledger's SQLite store (GRDB): blocks, transactions and state; WAL, synchronous=FULL.
         .target(name: "LedgerStore", dependencies: ["Ledger", "NodeService", "MeshCore",
             .product(name: "GRDB", package: "GRDB.swift")]),
         .executableTarget(name: "iotaf", dependencies: [
-            "Runtime", "Simulator", "Bench", "Node", "MeshCore", "Noise", "Sodium", "Ledger", "LedgerStore", "Consensus", "FileTransfer",
+            "Runtime", "Simulator", "Bench", "Node", "MeshCore", "Noise", "Sodium", "Ledger", "LedgerStore", "Consensus", "FileTransfer", "Contracts",
             "Lacero", "LaceroService",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
@@ -100,7 +108,8 @@ let package = Package(
         // Lacero on the node service seam: the status-register relay, storage node, fetch by id (sans-IO).
         .target(name: "LaceroService", dependencies: ["Lacero", "Node", "NodeService", "MeshCore"]),
         .testTarget(name: "LaceroTests", dependencies: ["Lacero", "LaceroService", "Node", "NodeService", "MeshCore", "Sodium"]),
-        .testTarget(name: "LedgerTests", dependencies: ["Ledger", "LedgerStore", "Consensus", "MeshCore", "Sodium", "NodeService",
+        .testTarget(name: "ContractsTests", dependencies: ["Contracts"]),
+        .testTarget(name: "LedgerTests", dependencies: ["Ledger", "LedgerStore", "Consensus", "MeshCore", "Sodium", "NodeService", "Contracts",
             .product(name: "GRDB", package: "GRDB.swift")]),
     ]
 )

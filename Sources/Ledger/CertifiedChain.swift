@@ -26,6 +26,13 @@ public struct CertifiedChain: Sendable {
         lastCertificate = g.certificate
     }
 
+    /// Continues a stored chain whose head is `height`, certified by `certificate` (offline tools
+    /// that extend a sample ledger).
+    public mutating func resume(at height: UInt64, certificate: QuorumCertificate) {
+        self.height = height
+        lastCertificate = certificate
+    }
+
     /// The first quorum's signatures over an executed block's header (what validators exchange
     /// after executing it).
     public func certify(_ block: ExecutedBlock) -> HeaderCertificate {

@@ -1,4 +1,5 @@
 import Consensus
+import Contracts
 import MeshCore
 import Sodium
 
@@ -18,6 +19,8 @@ public struct Ledger: Sendable {
     /// Re-check each block's hash and quorum certificate (a replica fed by peers must; a validator
     /// fed by its own core may skip it).
     public var checksCertificates = true
+    /// Runs deployed WebAssembly contracts (WasmChaincode.swift); its instance cache never changes a result.
+    public var contracts = ContractRuntime()
 
     public init(genesis: LedgerGenesis) {
         self.genesis = genesis
@@ -126,12 +129,13 @@ public struct Ledger: Sendable {
         case .query:
             return (.refused(Refusal(.queryInBlock, "a query is answered by a replica, not ordered in a block")), tx.id, writes, nil)
         case .deploy:
-            let detail = BuiltIns.named(tx.chaincode) != nil ? "\(tx.chaincode) is built in" : "only the built-in chaincodes exist; deployed chaincode is not supported yet"
-            return (.refused(Refusal(.deployUnsupported, detail)), tx.id, writes, nil)
+            let (result, contractWrites) = deployContract(tx, height: height, writes: writes)
+            return (result, tx.id, contractWrites, nil)
         case .invoke:
             break
         }
         guard let code = BuiltIns.named(tx.chaincode) else {
+            if let r = invokeContract(tx, height: height, writes: writes) { return (r.0, tx.id, r.1, nil) }
             return (.refused(Refusal(.unknownChaincode, "no chaincode \(tx.chaincode)")), tx.id, writes, nil)
         }
         guard code.invokes.contains(tx.function) else {
@@ -156,6 +160,7 @@ public struct Ledger: Sendable {
     /// The answer carries every row it read, with the value read, for proofs.
     public func query(chaincode: String, function: String, args: [[UInt8]], caller: [UInt8] = []) -> QueryAnswer {
         guard let code = BuiltIns.named(chaincode) else {
+            if let answer = queryContract(chaincode, function: function, args: args, caller: caller) { return answer }
             return QueryAnswer(result: .refused(Refusal(.unknownChaincode, "no chaincode \(chaincode)")), reads: [])
         }
         guard code.queries.contains(function) else {

@@ -15,8 +15,12 @@ public enum RefusalReason: UInt8, Sendable, CaseIterable, CustomStringConvertibl
     case alreadyExists = 12
     /// A query travels no block: it is answered from the replica.
     case queryInBlock = 13
-    /// Only the built-in chaincodes exist (deployed WebAssembly chaincode is its own issue).
+    /// A deploy that names a built-in chaincode.
     case deployUnsupported = 14
+    /// A deploy whose module breaks a contract rule (Docs/chaincode.md).
+    case invalidContract = 15
+    /// A contract call that ran out of fuel, hit a limit, trapped or aborted (the detail says which).
+    case contractFailed = 16
 
     public var description: String {
         switch self {
@@ -34,6 +38,8 @@ public enum RefusalReason: UInt8, Sendable, CaseIterable, CustomStringConvertibl
         case .alreadyExists: "already_exists"
         case .queryInBlock: "query_in_block"
         case .deployUnsupported: "deploy_unsupported"
+        case .invalidContract: "invalid_contract"
+        case .contractFailed: "contract_failed"
         }
     }
 }

@@ -10,7 +10,8 @@ struct LedgerCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ledger", abstract: "Inspect, verify and query a node's ledger replica; check proofs offline.",
         subcommands: [LedgerVerifyCommand.self, LedgerStatusCommand.self, LedgerBlockCommand.self, LedgerTxCommand.self,
-                      LedgerQueryCommand.self, LedgerCheckProofCommand.self, LedgerSampleCommand.self])
+                      LedgerQueryCommand.self, LedgerCheckProofCommand.self, LedgerSampleCommand.self,
+                      LedgerDeployCommand.self, LedgerSubmitCommand.self])
 }
 
 struct LedgerDataOptions: ParsableArguments {
@@ -135,14 +136,18 @@ struct LedgerQueryCommand: ParsableCommand {
         commandName: "query",
         abstract: "Read committed state from the replica (no block); --prove writes a proof that `ledger check-proof` checks offline.")
     @OptionGroup var options: LedgerDataOptions
-    @Argument(help: "Chaincode (kv, registry, cull, anchor, validators).")
+    @Argument(help: "Chaincode (kv, registry, cull, anchor, validators) or a deployed contract's name.")
     var chaincode: String
-    @Argument(help: "Query function (kv: get, range; registry, cull, anchor: get; validators: get).")
+    @Argument(help: "Query function (kv: get, range; registry, cull, anchor: get; validators: get; a contract's export).")
     var function: String
     @Argument(help: "Arguments (UTF-8 text).")
     var args: [String] = []
     @Option(help: "Write the answer's proof (header, validators' header certificate, Merkle proofs) to this file.")
     var prove: String?
+    @Option(help: "A contract: run the version that was current at this height (over the current rows).")
+    var height: UInt64?
+    @Option(help: "A contract: the caller's identity key (64 hex digits) the contract sees.")
+    var caller: String?
     @Flag(help: "Print JSON.")
     var json = false
 
@@ -151,6 +156,16 @@ struct LedgerQueryCommand: ParsableCommand {
         let ledger: Ledger
         do { ledger = try store.load(genesis: try options.givenGenesis()) } catch { throw CLIError("\(error)") }
         let a = args.map { Array($0.utf8) }
+        let callerKey: [UInt8] = try caller.map { (c: String) throws -> [UInt8] in
+            guard let k = Hex.decode(c), k.count == 32 else { throw CLIError("--caller is a 64-hex-digit identity key") }
+            return k
+        } ?? []
+        let contract = BuiltIns.named(chaincode) == nil
+        guard contract || (height == nil && caller == nil) else { throw CLIError("--height and --caller are for deployed contracts") }
+        if contract, prove != nil { throw CLIError("proofs of contract queries are not built yet (Docs/chaincode.md)") }
+        if contract, let answer = ledger.queryContract(chaincode, function: function, args: a, caller: callerKey, height: height) {
+            return try printResult(answer.result, height: ledger.height, contract: true, json: json)
+        }
         let answer = ledger.query(chaincode: chaincode, function: function, args: a)
         if let prove {
             guard let cert = try store.headerCertificate(at: ledger.height) else {

@@ -69,8 +69,9 @@ import Sodium
     /// One transaction for every refusal reason; each comes back with its reason and a sentence.
     @Test func everyRefusalReasonReachesTheResult() throws {
         var f = Fixture()
-        var l = Ledger(genesis: f.genesis)
-        _ = try l.apply(f.chain.next([f.alice.invoke(f, "kv", "put", "mine", "x"), f.alice.invoke(f, "anchor", "put", "o", String(repeating: "cd", count: 16), "l", "1")]))
+        var l = Ledger.forTests(f.genesis)
+        _ = try l.apply(f.chain.next([f.alice.invoke(f, "kv", "put", "mine", "x"), f.alice.invoke(f, "anchor", "put", "o", String(repeating: "cd", count: 16), "l", "1"),
+                                      f.alice.deploy(f, "spinner", ContractExamples.spinner())]))
 
         var cases: [(RefusalReason, [UInt8])] = []
         let good = f.bob.invoke(f, "kv", "put", "a", "b")
@@ -87,7 +88,9 @@ import Sodium
         cases.append((.notFound, f.bob.invoke(f, "kv", "delete", "absent")))
         cases.append((.alreadyExists, f.bob.invoke(f, "anchor", "put", "o", String(repeating: "cd", count: 16), "l", "1")))
         cases.append((.queryInBlock, try f.bob.sign(.query, "kv", "get", [Fixture.b("mine")], chainID: f.chainID).encoded))
-        cases.append((.deployUnsupported, try f.bob.sign(.deploy, "wasm-thing", "", [], chainID: f.chainID).encoded))
+        cases.append((.deployUnsupported, try f.bob.sign(.deploy, "kv", WasmChaincode.deployFunction, [[0]], chainID: f.chainID).encoded))
+        cases.append((.invalidContract, try f.bob.sign(.deploy, "junk", WasmChaincode.deployFunction, [[1, 2, 3]], chainID: f.chainID).encoded))
+        cases.append((.contractFailed, f.bob.invoke(f, "spinner", "spin")))
         // A transaction signed for another chain: its signature does not verify here.
         var other = f.bob
         cases.append((.badSignature, try other.sign(.invoke, "kv", "put", [Fixture.b("z"), Fixture.b("z")], chainID: [UInt8](repeating: 1, count: 32)).encoded))
