@@ -42,6 +42,7 @@ let package = Package(
         // The libuv driver, config, key files, control socket, on-disk stores.
         .target(name: "Runtime", dependencies: [
             "Node", "NodeService", "FileTransfer", "Gossip", "MeshCore", "Sodium", "Sessions", "Channels", "CLibuv", "CSodium", "Consensus",
+            "Ledger", "LedgerStore", "LedgerService",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "TOMLKit", package: "TOMLKit"),
             .product(name: "GRDB", package: "GRDB.swift"),
@@ -51,6 +52,7 @@ let package = Package(
         // The deterministic driver: virtual clock, virtual network, scenarios, reports.
         .target(name: "Simulator", dependencies: [
             "SimulatorKit", "Node", "NodeService", "Gossip", "MeshCore", "Sessions", "Lacero", "LaceroService", "Consensus", "FileTransfer", "Sodium",
+            "Ledger", "LedgerService",
             .product(name: "TOMLKit", package: "TOMLKit"),
         ]),
         // Benchmarks that print our figure beside a physical baseline measured in the same run.
@@ -66,7 +68,7 @@ let package = Package(
         .target(name: "LedgerStore", dependencies: ["Ledger", "NodeService", "MeshCore",
             .product(name: "GRDB", package: "GRDB.swift")]),
         .executableTarget(name: "iotaf", dependencies: [
-            "Runtime", "Simulator", "Bench", "Node", "MeshCore", "Noise", "Sodium", "Ledger", "LedgerStore", "Consensus", "FileTransfer",
+            "Runtime", "Simulator", "Bench", "Node", "MeshCore", "Noise", "Sodium", "Ledger", "LedgerStore", "LedgerService", "Consensus", "FileTransfer",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -93,7 +95,9 @@ let package = Package(
         // Lacero on the node service seam: the status-register relay, storage node, fetch by id (sans-IO).
         .target(name: "LaceroService", dependencies: ["Lacero", "Node", "NodeService", "MeshCore"]),
         .testTarget(name: "LaceroTests", dependencies: ["Lacero", "LaceroService", "Node", "NodeService", "MeshCore", "Sodium"]),
-        .testTarget(name: "LedgerTests", dependencies: ["Ledger", "LedgerStore", "Consensus", "MeshCore", "Sodium", "NodeService",
+        // The ledger on the node service seam: executes commits, header votes and certificates, replicas' sync, submissions (sans-IO).
+        .target(name: "LedgerService", dependencies: ["Ledger", "Consensus", "Node", "NodeService", "Sessions", "MeshCore", "Sodium"]),
+        .testTarget(name: "LedgerTests", dependencies: ["Ledger", "LedgerStore", "LedgerService", "Node", "Consensus", "MeshCore", "Sodium", "NodeService",
             .product(name: "GRDB", package: "GRDB.swift")]),
     ]
 )

@@ -1,4 +1,5 @@
 import Foundation
+import LedgerService
 import Logging
 import MeshCore
 import Node
@@ -24,6 +25,8 @@ public struct NodeSettings: Sendable {
     public var beacon = BeaconSettings()
     /// `[consensus]`: set when this node runs as a validator (role = "validator").
     public var consensus: ConsensusSettings?
+    /// `[ledger]`: set when this node keeps a ledger replica (role "validator" or "replica").
+    public var ledger: LedgerSettings?
 
     /// Where the config set keys whose checks wait for the flags (`validate`).
     var beaconKeyInConfig: ConfigError?
@@ -100,6 +103,9 @@ public enum ConfigLoader {
         "consensus": ["role": "\"validator\" (this node votes; its key must be in the genesis file)",
                       "genesis": "a path string to the genesis file (from `iotaf network init --validators`; default: genesis beside the network key)",
                       "round_timeout_ms": "an integer 50...600000"],
+        "ledger": ["role": "\"validator\" (executes what this node's consensus commits; implies [consensus] role = \"validator\") or \"replica\" (a verified copy fetched from validators)",
+                   "genesis": "a path string to the genesis file (default: [consensus] genesis, else genesis beside the network key)",
+                   "data": "a directory path string for ledger.sqlite (default: the node's data directory)"],
     ]
 
     /// `[timing]` keys and the values they accept: wide enough for a radio mesh and a LAN, narrow
@@ -323,6 +329,20 @@ public enum ConfigLoader {
             guard settings.consensus != nil else { throw fail("consensus", "round_timeout_ms", "needs role = \"validator\" in [consensus]") }
             guard (50...600_000).contains(v) else { throw fail("consensus", "round_timeout_ms", "\(v) is out of range; must be \(schema["consensus"]!["round_timeout_ms"]!)") }
             settings.consensus?.roundTimeout = .milliseconds(v)
+        }
+        if let role = try string("ledger", "role") {
+            guard let r = LedgerRole(rawValue: role) else { throw fail("ledger", "role", "unknown role \"\(role)\"; use \"validator\" or \"replica\" (leave [ledger] out on nodes without a ledger)") }
+            settings.ledger = LedgerSettings(role: r)
+            // A validating ledger executes what this node's consensus commits: it is a consensus validator too.
+            if r == .validator { settings.consensus = settings.consensus ?? ConsensusSettings() }
+        }
+        if let v = try string("ledger", "genesis") {
+            guard settings.ledger != nil else { throw fail("ledger", "genesis", "needs role = \"validator\" or \"replica\" in [ledger]") }
+            settings.ledger?.genesisPath = path(v)
+        }
+        if let v = try string("ledger", "data") {
+            guard settings.ledger != nil else { throw fail("ledger", "data", "needs role = \"validator\" or \"replica\" in [ledger]") }
+            settings.ledger?.dataDir = path(v)
         }
     }
 }

@@ -1,6 +1,8 @@
 import Channels
 @_exported import FileTransfer
 import Foundation
+import LedgerService
+import LedgerStore
 import Logging
 import MeshCore
 import Node
@@ -22,6 +24,11 @@ public final class NodeRuntime {
     private var control: ControlServer?
     private var signals: [SignalWatcher] = []
     private var store: PeerStore?
+    /// `[ledger]`: the ledger's own SQLite file; `.persist` batches of `ledger.*` tables go here.
+    var ledgerStore: LedgerStore?
+    /// Control-socket submissions waiting for the ledger service's answer (LedgerRuntime.swift).
+    var pendingLedgerSubmits: [UInt64: PendingLedgerSubmit] = [:]
+    var nextLedgerRequest: UInt64 = 1
     /// The core's `.persist` batches, carried out one at a time in order on the thread pool
     /// (two in flight could land out of order and leave the older state on disk).
     private var persistQueue: [(batch: PersistBatch, then: [NodeOutput])] = []
@@ -32,7 +39,7 @@ public final class NodeRuntime {
     public private(set) var persistFailures: UInt64 = 0
     private let startedAt: Instant
     public private(set) var boundAddress: UnderlayAddress
-    @exclusivity(unchecked) private var stopping = false
+    @exclusivity(unchecked) var stopping = false
     /// Mode `nearest`'s LAN beacon; nil in the other modes.
     private var beacon: MulticastBeacon?
     /// Says which seeds do not answer, and the likely reason (SeedWatch.swift).
@@ -93,7 +100,16 @@ public final class NodeRuntime {
             core = try NodeCore(identity: identity, network: network.id, networkKey: network.key, address: boundAddress,
                                 timing: settings.timing, discovery: discovery, rng: SeededGenerator(seed: seed))
             // `[consensus] role = "validator"`: refused here, before anything is sent, when the key is not a validator.
-            if let service = try Self.consensusService(settings: settings, identity: identity, seed: seed) { try core.add(service) }
+            if var service = try Self.consensusService(settings: settings, identity: identity, seed: seed) {
+                // The commit seam: a validating ledger executes what this node's consensus commits.
+                if settings.ledger?.role == .validator { service.commitSink = LedgerService.protocolID }
+                try core.add(service)
+            }
+            // `[ledger]`: resumes from DATA/ledger.sqlite; refused here when the store or the genesis is wrong.
+            if let built = try Self.ledgerService(settings: settings, identity: identity) {
+                try core.add(built.0)
+                ledgerStore = built.1
+            }
         } catch {
             socket.close()
             throw error
@@ -273,7 +289,7 @@ public final class NodeRuntime {
 
     /// Queues a `.persist` batch; its `then` outputs are carried out once it is durable.
     private func persist(_ batch: PersistBatch, then: [NodeOutput]) {
-        guard store != nil else {
+        guard store != nil || (ledgerStore != nil && Self.isLedgerBatch(batch)) else {
             // No store (benchmarks, tests that ask for none): nothing to wait for.
             carryOut(then)
             feed(.persisted(batch.ticket, .durable))
@@ -284,7 +300,7 @@ public final class NodeRuntime {
     }
 
     private func persistNext() {
-        guard let store, !persistQueue.isEmpty else {
+        guard !persistQueue.isEmpty else {
             persisting = false
             if let w = whenPersisted { whenPersisted = nil; w() }
             return
@@ -292,13 +308,20 @@ public final class NodeRuntime {
         persisting = true
         let (batch, then) = persistQueue.removeFirst()
         let ops = batch.ops
+        // One queue for both stores: batches stay in the order the core gave them.
+        let ledgerStore = Self.isLedgerBatch(batch) ? self.ledgerStore : nil
+        let store = ledgerStore == nil ? self.store : nil
+        let path = ledgerStore?.path ?? store?.path ?? "the store"
         loop.offload({ () -> String? in
-            do { try store.apply(ops); return nil } catch { return "\(error)" }
+            do {
+                if let ledgerStore { try ledgerStore.apply(ops) } else if let store { try store.apply(ops) }
+                return nil
+            } catch { return "\(error)" }
         }, completion: { [weak self] failure in
             guard let self else { return }
             if let failure {
                 self.persistFailures += 1
-                self.logger.warning("could not write to \(store.path): \(failure); the messages waiting for it are dropped (the node retries with its next change); check free space and permissions")
+                self.logger.warning("could not write to \(path): \(failure); the messages waiting for it are dropped (the node retries with its next change); check free space and permissions")
                 self.feed(.persisted(batch.ticket, .failed(failure)))
             } else {
                 if !self.stopping { self.carryOut(then) }
@@ -367,7 +390,13 @@ public final class NodeRuntime {
         case .channelWritable:
             break
         case let .service(id, payload):
-            if let e = payload.as(FileEvent.self) { logFile(e) } else { logger.debug("service \(id): \(payload)") }
+            if let e = payload.as(FileEvent.self) {
+                logFile(e)
+            } else if let e = payload.as(LedgerEvent.self) {
+                ledgerEvent(e)
+            } else {
+                logger.debug("service \(id): \(payload)")
+            }
         case let .membership(e):
             switch e {
             case .joined: logger.info("joined the mesh")
@@ -406,6 +435,7 @@ public final class NodeRuntime {
         seeds?.close()
         leaveTimer?.close()
         finishPendingQueries()
+        finishLedgerSubmits()
         beacon?.close()
         socket.close()
         control?.close()
@@ -524,10 +554,14 @@ public final class NodeRuntime {
                 return Array(ControlJSON.encode(AttributesReply(core.gossip.attributes, version: core.gossip.attributeVersion)))
             }
         case "consensus_status", "consensus_submit": return answerConsensus(command, parsed ?? [:])
+        case "ledger_status", "ledger_query":
+            var answered: [UInt8] = []
+            answerLedger(command, parsed ?? [:]) { answered = $0 }
+            return answered
         case "stop":
             loop.offload({ () }, completion: { [weak self] in self?.stop() })
             return Array(ControlJSON.encode(["stopping": true]))
-        default: return Array(ControlJSON.error("unknown command \"\(command)\"; known: status, members, join, leave, attributes, query, cull, send, transfer, consensus_status, consensus_submit, stop"))
+        default: return Array(ControlJSON.error("unknown command \"\(command)\"; known: status, members, join, leave, attributes, query, cull, send, transfer, consensus_status, consensus_submit, ledger_status, ledger_query, ledger_submit, ledger_history, stop"))
         }
     }
 }
