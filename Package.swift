@@ -57,7 +57,7 @@ let package = Package(
         ]),
         // Benchmarks that print our figure beside a physical baseline measured in the same run.
         .target(name: "Bench", dependencies: ["Runtime", "Node", "MeshCore", "Noise", "Sessions", "Sodium", "Channels", "CLibuv", "Simulator",
-            "Lacero", "CISAL", "CLibcrypto", "Ledger", "LedgerStore", "Consensus", "CSodium",
+            "Lacero", "CISAL", "CLibcrypto", "Ledger", "LedgerStore", "LedgerService", "Consensus", "CSodium",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "GRDBSQLite", package: "GRDB.swift")]),
         // Byzantine-fault-tolerant ordering of opaque payloads among validators (sans-IO).

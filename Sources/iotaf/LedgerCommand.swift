@@ -96,7 +96,7 @@ struct LedgerHistoryCommand: ParsableCommand {
     var json = false
 
     func run() throws {
-        var entries: [[String: Any]]
+        let entries: [[String: Any]]
         if options.data != nil {
             do { entries = try options.open().history(chaincode: chaincode, key: Array(key.utf8)).map(\.fields) } catch let e as CLIError { throw e } catch { throw CLIError("\(error)") }
         } else {

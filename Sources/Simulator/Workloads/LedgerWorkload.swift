@@ -161,7 +161,7 @@ final class LedgerWorkload: Workload {
         let c = seq % signers.count
         var value = [UInt8](repeating: 0, count: size)
         for k in 0..<min(8, size) { value[k] = UInt8(truncatingIfNeeded: seq >> (8 * k)) }
-        guard let tx = try? signers[c].sign("kv", "put", [Array("c\(c)-\(seq)".utf8), value], chainID: ledgerGenesis(sim).chainID) else { skipped += 1; return }
+        guard let tx = try? signers[c].sign(.invoke, "kv", "put", [Array("c\(c)-\(seq)".utf8), value], chainID: ledgerGenesis(sim).chainID) else { skipped += 1; return }
         submitted.append(Submitted(txID: tx.id, node: i, at: sim.now, incarnation: sim.incarnationOf(i)))
         sim.command(i, .service(LedgerService.protocolID, ServicePayload(LedgerRequest.submitSigned(request: UInt64(seq), transaction: tx.encoded))))
     }
