@@ -559,16 +559,9 @@ public struct LedgerService: NodeService {
             return
         }
         // A replica: to the next validator it can reach.
-        let n = validatorIDs.count
-        for step in 0..<n {
-            let k = (syncCursor + step) % n
-            guard peer(k, members: members) != nil else { continue }
-            syncCursor = (k + 1) % n
-            counters.forwarded += 1
-            send(LedgerWire.encode(.forward(bytes)), toValidator: k, members: members, into: &out)
-            return
-        }
-        counters.drop("no_route")
+        guard let next = nextValidator(members: members) else { counters.drop("no_route"); return }
+        counters.forwarded += 1
+        send(LedgerWire.encode(.forward(bytes)), toValidator: next.0, members: members, into: &out)
     }
 
     // MARK: - Timer
@@ -607,11 +600,7 @@ public struct LedgerService: NodeService {
     }
 
     private mutating func requestSync(now: Instant, members: some MemberDirectory, into out: inout [Output]) {
-        let n = validatorIDs.count
-        for step in 0..<n {
-            let k = (syncCursor + step) % n
-            guard let p = peer(k, members: members) else { continue }
-            syncCursor = (k + 1) % n
+        if let p = nextValidator(members: members)?.1 {
             counters.syncRequests += 1
             // Certificates still missing for recent heights (taken before their certificate formed).
             var certFrom = ledger.height + 1
@@ -631,6 +620,23 @@ public struct LedgerService: NodeService {
 
     private func peer(_ k: Int, members: some MemberDirectory) -> ProvenPeer? {
         members.peer(validatorIDs[k]) ?? lastSeen[k]
+    }
+
+    /// The next validator to ask, in turn from `syncCursor`: one the membership says is reachable
+    /// first, else any this node knows an address for.
+    private mutating func nextValidator(members: some MemberDirectory) -> (Int, ProvenPeer)? {
+        let n = validatorIDs.count
+        for reachableOnly in [true, false] {
+            for step in 0..<n {
+                let k = (syncCursor + step) % n
+                if k == validatorIndex { continue }
+                if reachableOnly, !members.isReachable(validatorIDs[k]) { continue }
+                guard let p = peer(k, members: members) else { continue }
+                syncCursor = (k + 1) % n
+                return (k, p)
+            }
+        }
+        return nil
     }
 
     private mutating func send(_ msg: [UInt8], toValidator k: Int, members: some MemberDirectory, into out: inout [Output]) {
