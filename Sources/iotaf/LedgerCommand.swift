@@ -42,6 +42,13 @@ struct LedgerDataOptions: ParsableArguments {
         if let err = obj["error"] as? String { throw CLIError("node at \(path): \(err)") }
         return obj
     }
+
+    func givenGenesis() throws -> LedgerGenesis? {
+        guard let genesis else { return nil }
+        do { return try LedgerGenesis.parse(String(contentsOfFile: genesis, encoding: .utf8)) } catch {
+            throw CLIError("genesis \(genesis): \(error)")
+        }
+    }
 }
 
 /// Arguments as the control socket takes them: a JSON array of hex strings.
@@ -106,14 +113,6 @@ struct LedgerHistoryCommand: ParsableCommand {
         if entries.isEmpty { print("no transaction of \(chaincode) names \(key)") }
         for e in entries {
             print("height \(e["height"] ?? "?") index \(e["index"] ?? "?") \(e["function"] ?? "?") by \(e["signer"] as? String ?? "?") tx \(e["tx"] ?? "?"): \(e["result"] ?? "?")")
-        }
-    }
-}
-
-    func givenGenesis() throws -> LedgerGenesis? {
-        guard let genesis else { return nil }
-        do { return try LedgerGenesis.parse(String(contentsOfFile: genesis, encoding: .utf8)) } catch {
-            throw CLIError("genesis \(genesis): \(error)")
         }
     }
 }
