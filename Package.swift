@@ -48,6 +48,7 @@ let package = Package(
         .target(name: "Runtime", dependencies: [
             "Node", "NodeService", "FileTransfer", "Gossip", "MeshCore", "Sodium", "Sessions", "Channels", "CLibuv", "CSodium", "Consensus",
             "Lacero", "LaceroService",
+            "Ledger", "LedgerStore", "LedgerService",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "TOMLKit", package: "TOMLKit"),
             .product(name: "GRDB", package: "GRDB.swift"),
@@ -59,11 +60,12 @@ let package = Package(
         // The deterministic driver: virtual clock, virtual network, scenarios, reports.
         .target(name: "Simulator", dependencies: [
             "SimulatorKit", "Node", "NodeService", "Gossip", "MeshCore", "Sessions", "Lacero", "LaceroService", "Consensus", "FileTransfer", "Sodium",
+            "Ledger", "LedgerService",
             .product(name: "TOMLKit", package: "TOMLKit"),
         ]),
         // Benchmarks that print our figure beside a physical baseline measured in the same run.
         .target(name: "Bench", dependencies: ["Runtime", "Node", "MeshCore", "Noise", "Sessions", "Sodium", "Channels", "CLibuv", "Simulator",
-            "Lacero", "CISAL", "CLibcrypto", "Ledger", "LedgerStore", "Consensus", "CSodium", "Contracts",
+            "Lacero", "CISAL", "CLibcrypto", "Ledger", "LedgerStore", "LedgerService", "Consensus", "CSodium", "Contracts",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "GRDBSQLite", package: "GRDB.swift")]),
         // Byzantine-fault-tolerant ordering of opaque payloads among validators (sans-IO).
@@ -79,7 +81,7 @@ let package = Package(
         .target(name: "LedgerStore", dependencies: ["Ledger", "NodeService", "MeshCore",
             .product(name: "GRDB", package: "GRDB.swift")]),
         .executableTarget(name: "iotaf", dependencies: [
-            "Runtime", "Simulator", "Bench", "Node", "MeshCore", "Noise", "Sodium", "Ledger", "LedgerStore", "Consensus", "FileTransfer", "Contracts",
+            "Runtime", "Simulator", "Bench", "Node", "MeshCore", "Noise", "Sodium", "Ledger", "LedgerStore", "LedgerService", "Consensus", "FileTransfer", "Contracts",
             "Lacero", "LaceroService",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
@@ -109,7 +111,9 @@ let package = Package(
         .target(name: "LaceroService", dependencies: ["Lacero", "Node", "NodeService", "MeshCore"]),
         .testTarget(name: "LaceroTests", dependencies: ["Lacero", "LaceroService", "Node", "NodeService", "MeshCore", "Sodium"]),
         .testTarget(name: "ContractsTests", dependencies: ["Contracts"]),
-        .testTarget(name: "LedgerTests", dependencies: ["Ledger", "LedgerStore", "Consensus", "MeshCore", "Sodium", "NodeService", "Contracts",
+        // The ledger on the node service seam: executes commits, header votes and certificates, replicas' sync, submissions (sans-IO).
+        .target(name: "LedgerService", dependencies: ["Ledger", "Consensus", "Node", "NodeService", "Sessions", "MeshCore", "Sodium"]),
+        .testTarget(name: "LedgerTests", dependencies: ["Ledger", "LedgerStore", "LedgerService", "Node", "Consensus", "MeshCore", "Sodium", "NodeService", "Contracts",
             .product(name: "GRDB", package: "GRDB.swift")]),
     ]
 )

@@ -35,9 +35,9 @@ public struct LedgerState: Sendable {
 
 public enum StateKey {
     public static func make(_ namespace: String, _ key: [UInt8]) -> [UInt8] { Array(namespace.utf8) + [0] + key }
-    static func nonce(_ signer: [UInt8]) -> [UInt8] { make("ledger", Array("nonce/".utf8) + signer) }
+    public static func nonce(_ signer: [UInt8]) -> [UInt8] { make("ledger", Array("nonce/".utf8) + signer) }
     static func admin(_ key: [UInt8]) -> [UInt8] { make("ledger", Array("admin/".utf8) + key) }
-    static func culled(_ key: [UInt8]) -> [UInt8] { make("cull", key) }
+    public static func culled(_ key: [UInt8]) -> [UInt8] { make("cull", key) }
 
     /// Splits a state key into its namespace and the chaincode's key (nil if it has no zero byte).
     public static func split(_ key: [UInt8]) -> (namespace: String, key: [UInt8])? {

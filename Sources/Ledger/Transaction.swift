@@ -53,6 +53,22 @@ public struct Transaction: Sendable, Equatable {
                            nonce: nonce, signature: sig, encoded: body + sig)
     }
 
+    /// Signs a new transaction with a signing function (a node's identity, whose secret key never
+    /// leaves it): `sign` gets the signing message and returns the 64-byte signature.
+    public static func signed(kind: TransactionKind, chaincode: String, function: String, args: [[UInt8]], nonce: UInt64,
+                              publicKey: [UInt8], chainID: [UInt8], sign: ([UInt8]) -> [UInt8]) throws(Refusal) -> Transaction {
+        guard args.count <= maxArguments, chaincode.utf8.count <= maxNameBytes, function.utf8.count <= maxNameBytes else {
+            throw Refusal(.malformed, "at most \(maxArguments) arguments and names of at most \(maxNameBytes) bytes")
+        }
+        let body = encodeBody(kind: kind, chaincode: chaincode, function: function, args: args, signer: publicKey, nonce: nonce)
+        guard body.count + Ed25519.signatureLength <= maxEncodedBytes else {
+            throw Refusal(.oversized, "transaction would be \(body.count + Ed25519.signatureLength) bytes; at most \(maxEncodedBytes)")
+        }
+        let sig = sign(signingMessage(chainID: chainID, body: body))
+        return Transaction(kind: kind, chaincode: chaincode, function: function, args: args, signer: publicKey,
+                           nonce: nonce, signature: sig, encoded: body + sig)
+    }
+
     private init(kind: TransactionKind, chaincode: String, function: String, args: [[UInt8]], signer: [UInt8],
                  nonce: UInt64, signature: [UInt8], encoded: [UInt8]) {
         self.kind = kind

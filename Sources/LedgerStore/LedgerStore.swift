@@ -199,6 +199,37 @@ public final class LedgerStore: Sendable {
         return (UInt64(h), Int(i), p, r)
     }
 
+    /// One transaction that named a key (`iotaf ledger history KEY`).
+    public struct HistoryEntry: Sendable, Equatable {
+        public let height: UInt64
+        public let index: Int
+        public let txID: [UInt8]
+        public let function: String
+        public let signer: [UInt8]
+        public let result: TxResult
+
+        public var fields: [String: Any] {
+            ["height": height, "index": index, "tx": Hex.encode(txID), "function": function, "signer": Hex.encode(signer), "result": result.description]
+        }
+    }
+
+    /// Every stored transaction of `chaincode` whose first argument is `key` (for `kv`: each put
+    /// and delete of the key, and refused attempts), oldest first, at most `limit`. A scan of the
+    /// stored transactions: for an operator's look, not a hot path.
+    public func history(chaincode: String, key: [UInt8], limit: Int = 1000) throws -> [HistoryEntry] {
+        try queue.read { db in
+            var out: [HistoryEntry] = []
+            let cursor = try Row.fetchCursor(db, sql: "SELECT height, idx, body FROM txs ORDER BY height, idx")
+            while let row = try cursor.next(), out.count < limit {
+                let h: Int64 = row[0], i: Int64 = row[1], body: Data = row[2]
+                guard let v = try? LedgerRows.decodeTxValue([UInt8](body)), let tx = try? Transaction.decode(v.payload) else { continue }
+                guard tx.chaincode == chaincode, tx.args.first == key else { continue }
+                out.append(HistoryEntry(height: UInt64(h), index: Int(i), txID: tx.id, function: tx.function, signer: tx.signer, result: v.result))
+            }
+            return out
+        }
+    }
+
     public func stateRows() throws -> [(key: [UInt8], value: [UInt8])] {
         try queue.read { db in
             try Row.fetchAll(db, sql: "SELECT key, value FROM state ORDER BY key").map { row in

@@ -99,6 +99,10 @@ public struct ConsensusService: NodeService {
     public private(set) var recentCommits: [UInt64: BlockHash] = [:]
     public static let recentCommitsKept: UInt64 = 4096
     public private(set) var payloadsCommitted = 0
+    /// The commit seam: when set, every commit is also handed, in order, to the service at this
+    /// protocol id as a typed command (`.service(sink, ConsensusEvent.committed(block))`), before
+    /// the event. The ledger service on the same node sets it (Docs/ledger.md, "The ledger service").
+    public var commitSink: ProtocolID?
     private var rng: SeededGenerator
     /// Set only by the simulator (see `ConsensusRewriter`).
     public var rewriter: (any ConsensusRewriter)?
@@ -207,6 +211,7 @@ public struct ConsensusService: NodeService {
             recentCommits[block.height] = block.hash
             if block.height > Self.recentCommitsKept { recentCommits[block.height - Self.recentCommitsKept] = nil }
             payloadsCommitted += block.payloads.count
+            if let commitSink { out.append(.command(.service(commitSink, ServicePayload(ConsensusEvent.committed(block))))) }
             out.append(.event(.service(Self.protocolID, ServicePayload(ConsensusEvent.committed(block)))))
         }
     }

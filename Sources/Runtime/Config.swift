@@ -1,4 +1,5 @@
 import Foundation
+import LedgerService
 import Logging
 import MeshCore
 import Node
@@ -30,6 +31,8 @@ public struct NodeSettings: Sendable {
     public var consensus: ConsensusSettings?
     /// `[lacero]`: whether and how much this node stores of others' fragments.
     public var lacero = LaceroSettings()
+    /// `[ledger]`: set when this node keeps a ledger replica (role "validator" or "replica").
+    public var ledger: LedgerSettings?
 
     /// Where the config set keys whose checks wait for the flags (`validate`).
     var beaconKeyInConfig: ConfigError?
@@ -111,6 +114,9 @@ public enum ConfigLoader {
         "lacero": ["store": "true or false (keep other nodes' fragments)",
                    "quota_bytes": "an integer 0...1099511627776 (most fragment bytes kept)",
                    "keep_probability": "a number 0...1 (chance of keeping a fragment offered)"],
+        "ledger": ["role": "\"validator\" (executes what this node's consensus commits; implies [consensus] role = \"validator\") or \"replica\" (a verified copy fetched from validators)",
+                   "genesis": "a path string to the genesis file (default: [consensus] genesis, else genesis beside the network key)",
+                   "data": "a directory path string for ledger.sqlite (default: the node's data directory)"],
     ]
 
     /// `[timing]` keys and the values they accept: wide enough for a radio mesh and a LAN, narrow
@@ -356,6 +362,20 @@ public enum ConfigLoader {
                 throw fail("lacero", "keep_probability", "must be \(schema["lacero"]!["keep_probability"]!)")
             }
             settings.lacero.keepProbability = d
+        }
+        if let role = try string("ledger", "role") {
+            guard let r = LedgerRole(rawValue: role) else { throw fail("ledger", "role", "unknown role \"\(role)\"; use \"validator\" or \"replica\" (leave [ledger] out on nodes without a ledger)") }
+            settings.ledger = LedgerSettings(role: r)
+            // A validating ledger executes what this node's consensus commits: it is a consensus validator too.
+            if r == .validator { settings.consensus = settings.consensus ?? ConsensusSettings() }
+        }
+        if let v = try string("ledger", "genesis") {
+            guard settings.ledger != nil else { throw fail("ledger", "genesis", "needs role = \"validator\" or \"replica\" in [ledger]") }
+            settings.ledger?.genesisPath = path(v)
+        }
+        if let v = try string("ledger", "data") {
+            guard settings.ledger != nil else { throw fail("ledger", "data", "needs role = \"validator\" or \"replica\" in [ledger]") }
+            settings.ledger?.dataDir = path(v)
         }
     }
 }

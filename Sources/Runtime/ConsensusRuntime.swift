@@ -10,7 +10,7 @@ extension NodeRuntime {
     /// what to fix, when the genesis file is missing or bad or this node's key is not a validator.
     static func consensusService(settings: NodeSettings, identity: NodeIdentity, seed: UInt64) throws -> ConsensusService? {
         guard let c = settings.consensus else { return nil }
-        guard let path = c.genesisPath ?? settings.networkKeyPath.map({ (($0 as NSString).deletingLastPathComponent as NSString).appendingPathComponent(GenesisFile.fileName) }) else {
+        guard let path = c.genesisPath ?? settings.ledger?.genesisPath ?? settings.networkKeyPath.map({ (($0 as NSString).deletingLastPathComponent as NSString).appendingPathComponent(GenesisFile.fileName) }) else {
             throw RuntimeError("[consensus] role = \"validator\" needs a genesis file: set [consensus] genesis = PATH (or --genesis), or a network key with the genesis beside it (`iotaf network init --validators`)")
         }
         let file = try GenesisFile.read(path)

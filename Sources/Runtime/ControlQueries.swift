@@ -69,6 +69,10 @@ extension NodeRuntime {
             if let error = startQuery(parsed ?? [:], reply: reply) { reply(Array(ControlJSON.error(error))) }
         case "cull":
             reply(cull(parsed ?? [:]))
+        case "ledger_submit":
+            startLedgerSubmit(parsed ?? [:], reply: reply)
+        case "ledger_history":
+            answerLedger("ledger_history", parsed ?? [:], reply: reply)
         default:
             reply(answer(request))
         }

@@ -2,6 +2,8 @@ import Channels
 @_exported import FileTransfer
 import Foundation
 import LaceroService
+import LedgerService
+import LedgerStore
 import Logging
 import MeshCore
 import Node
@@ -31,6 +33,11 @@ public final class NodeRuntime {
     public var reloadSettings: (() throws -> NodeSettings)?
     private var signals: [SignalWatcher] = []
     private var store: PeerStore?
+    /// `[ledger]`: the ledger's own SQLite file; `.persist` batches of `ledger.*` tables go here.
+    var ledgerStore: LedgerStore?
+    /// Control-socket submissions waiting for the ledger service's answer (LedgerRuntime.swift).
+    var pendingLedgerSubmits: [UInt64: PendingLedgerSubmit] = [:]
+    var nextLedgerRequest: UInt64 = 1
     /// The core's `.persist` batches, carried out one at a time in order on the thread pool
     /// (two in flight could land out of order and leave the older state on disk).
     private var persistQueue: [(batch: PersistBatch, then: [NodeOutput])] = []
@@ -50,7 +57,7 @@ public final class NodeRuntime {
     public private(set) var persistStats = PersistStats()
     private let startedAt: Instant
     public private(set) var boundAddress: UnderlayAddress
-    @exclusivity(unchecked) private var stopping = false
+    @exclusivity(unchecked) var stopping = false
     /// Mode `nearest`'s LAN beacon; nil in the other modes.
     private var beacon: MulticastBeacon?
     /// Says which seeds do not answer, and the likely reason (SeedWatch.swift).
@@ -113,7 +120,16 @@ public final class NodeRuntime {
             core = try NodeCore(identity: identity, network: network.id, networkKey: network.key, address: boundAddress,
                                 timing: settings.timing, discovery: discovery, rng: SeededGenerator(seed: seed))
             // `[consensus] role = "validator"`: refused here, before anything is sent, when the key is not a validator.
-            if let service = try Self.consensusService(settings: settings, identity: identity, seed: seed) { try core.add(service) }
+            if var service = try Self.consensusService(settings: settings, identity: identity, seed: seed) {
+                // The commit seam: a validating ledger executes what this node's consensus commits.
+                if settings.ledger?.role == .validator { service.commitSink = LedgerService.protocolID }
+                try core.add(service)
+            }
+            // `[ledger]`: resumes from DATA/ledger.sqlite; refused here when the store or the genesis is wrong.
+            if let built = try Self.ledgerService(settings: settings, identity: identity) {
+                try core.add(built.0)
+                ledgerStore = built.1
+            }
         } catch {
             socket.close()
             throw error
@@ -325,7 +341,7 @@ public final class NodeRuntime {
 
     /// Queues a `.persist` batch; its `then` outputs are carried out once it is durable.
     private func persist(_ batch: PersistBatch, then: [NodeOutput]) {
-        guard store != nil else {
+        guard store != nil || (ledgerStore != nil && Self.isLedgerBatch(batch)) else {
             // No store (benchmarks, tests that ask for none): nothing to wait for.
             carryOut(then)
             feed(.persisted(batch.ticket, .durable))
@@ -340,25 +356,36 @@ public final class NodeRuntime {
     /// batch's `then` and reports it durable, in queue order. All or none: a failed write fails
     /// every batch in it.
     private func persistNext() {
-        guard let store, !persistQueue.isEmpty else {
+        guard !persistQueue.isEmpty else {
             persisting = false
             if let w = whenPersisted { whenPersisted = nil; w() }
             return
         }
         persisting = true
-        let group = persistQueue
-        persistQueue.removeAll(keepingCapacity: true)
+        // One queue for both stores, so batches keep the order the core gave them; a group is the
+        // run of queued batches bound for the same store.
+        let toLedger = Self.isLedgerBatch(persistQueue[0].batch)
+        var count = 1
+        while count < persistQueue.count, Self.isLedgerBatch(persistQueue[count].batch) == toLedger { count += 1 }
+        let group = Array(persistQueue.prefix(count))
+        persistQueue.removeFirst(count)
         let ops = group.flatMap(\.batch.ops)
         let started = loop.now
+        let ledgerStore = toLedger ? self.ledgerStore : nil
+        let store = ledgerStore == nil ? self.store : nil
+        let path = ledgerStore?.path ?? store?.path ?? "the store"
         loop.offload({ () -> String? in
-            do { try store.apply(ops); return nil } catch { return "\(error)" }
+            do {
+                if let ledgerStore { try ledgerStore.apply(ops) } else if let store { try store.apply(ops) }
+                return nil
+            } catch { return "\(error)" }
         }, completion: { [weak self] failure in
             guard let self else { return }
             self.persistStats.transactions += 1
             self.persistStats.batches += UInt64(group.count)
             self.persistStats.busy += self.loop.now - started
             if let failure {
-                self.logger.warning("could not write to \(store.path): \(failure); the messages waiting for it (\(group.count) batches) are dropped (the node retries with its next change); check free space and permissions")
+                self.logger.warning("could not write to \(path): \(failure); the messages waiting for it (\(group.count) batches) are dropped (the node retries with its next change); check free space and permissions")
             }
             for (batch, then) in group {
                 if let failure {
@@ -437,6 +464,8 @@ public final class NodeRuntime {
                 logFile(e)
             } else if let e = payload.as(LaceroEvent.self) {
                 logLacero(e)
+            } else if let e = payload.as(LedgerEvent.self) {
+                ledgerEvent(e)
             } else {
                 logger.debug("service \(id): \(payload)")
             }
@@ -478,6 +507,7 @@ public final class NodeRuntime {
         seeds?.close()
         leaveTimer?.close()
         finishPendingQueries()
+        finishLedgerSubmits()
         beacon?.close()
         socket.close()
         control?.close()
@@ -600,10 +630,14 @@ public final class NodeRuntime {
         case "consensus_status", "consensus_submit": return answerConsensus(command, parsed ?? [:])
         case "lacero_put", "lacero_get", "lacero_check", "lacero_repair", "lacero_delete", "lacero_op", "lacero_stats":
             return answerLacero(command, parsed ?? [:])
+        case "ledger_status", "ledger_query":
+            var answered: [UInt8] = []
+            answerLedger(command, parsed ?? [:]) { answered = $0 }
+            return answered
         case "stop":
             loop.offload({ () }, completion: { [weak self] in self?.stop() })
             return Array(ControlJSON.encode(["stopping": true]))
-        default: return Array(ControlJSON.error("unknown command \"\(command)\"; known: status, metrics, members, join, leave, attributes, query, cull, send, transfer, consensus_status, consensus_submit, lacero_put, lacero_get, lacero_check, lacero_repair, lacero_delete, lacero_op, lacero_stats, stop"))
+        default: return Array(ControlJSON.error("unknown command \"\(command)\"; known: status, metrics, members, join, leave, attributes, query, cull, send, transfer, consensus_status, consensus_submit, lacero_put, lacero_get, lacero_check, lacero_repair, lacero_delete, lacero_op, lacero_stats, ledger_status, ledger_query, ledger_submit, ledger_history, stop"))
         }
     }
 }

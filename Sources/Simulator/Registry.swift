@@ -38,6 +38,7 @@ public struct SimulationRegistry: Sendable {
         r.add(LaceroWorkload.checkerKinds)
         r.add([LaceroWorkload.kind])
         r.add(ConsensusWorkload.checkerKinds); r.add([ConsensusWorkload.kind])
+        r.add(LedgerWorkload.checkerKinds); r.add([LedgerWorkload.kind])
         r.add(FileWorkload.checkerKinds)
         r.add([FileWorkload.kind])
         return r

@@ -3,33 +3,124 @@ import Foundation
 import Ledger
 import LedgerStore
 import MeshCore
+import Runtime
 
-/// `iotaf ledger …`: offline reads and checks of a data directory's ledger (`DIR/ledger.sqlite`).
-/// (Submitting through a running node waits for the ledger service: Docs/ledger.md, "Not built yet".)
+/// `iotaf ledger …`: submissions and reads through a running node's control socket (its ledger
+/// service), and offline reads and checks of a data directory's ledger (`DIR/ledger.sqlite`).
 struct LedgerCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ledger", abstract: "Inspect, verify and query a node's ledger replica; check proofs offline.",
-        subcommands: [LedgerVerifyCommand.self, LedgerStatusCommand.self, LedgerBlockCommand.self, LedgerTxCommand.self,
-                      LedgerQueryCommand.self, LedgerCheckProofCommand.self, LedgerSampleCommand.self,
-                      LedgerDeployCommand.self, LedgerSubmitCommand.self])
+        subcommands: [LedgerSubmitCommand.self, LedgerVerifyCommand.self, LedgerStatusCommand.self, LedgerBlockCommand.self, LedgerTxCommand.self,
+                      LedgerQueryCommand.self, LedgerHistoryCommand.self, LedgerCheckProofCommand.self, LedgerSampleCommand.self,
+                      LedgerDeployCommand.self])
 }
 
 struct LedgerDataOptions: ParsableArguments {
-    @Option(help: "The node's data directory (holding ledger.sqlite).")
-    var data: String
+    @Option(help: "The node's data directory (holding ledger.sqlite): read offline.")
+    var data: String?
+    @Option(help: "Or a running node's control socket (default: found as `iotaf status` finds it), where the command supports it.")
+    var control: String?
     @Option(help: "A genesis file (validator keys, `admin KEY` lines) to check against instead of the copy in the store.")
     var genesis: String?
 
-    var path: String { (data as NSString).appendingPathComponent(LedgerStore.fileName) }
-
     func open() throws -> LedgerStore {
-        do { return try LedgerStore(path: path, readOnly: true) } catch { throw CLIError("\(error)") }
+        guard let data else { throw CLIError("give --data DIR: this command reads a data directory's ledger.sqlite offline") }
+        do { return try LedgerStore(path: (data as NSString).appendingPathComponent(LedgerStore.fileName), readOnly: true) } catch { throw CLIError("\(error)") }
+    }
+
+    /// One request to a running node's control socket; an error reply becomes a `CLIError`.
+    func fetch(_ command: String, _ fields: [String: String], timeoutSeconds: Int = 5) throws -> [String: Any] {
+        let path: String
+        if let control { path = control } else {
+            switch ControlClient.locate() {
+            case let .success(p): path = p
+            case let .failure(why): throw CLIError("\(why) (or give --data DIR to read a ledger offline)")
+            }
+        }
+        let data: Data
+        do { data = try ControlClient.request(path, fields.merging(["command": command]) { $1 }, timeoutSeconds: timeoutSeconds) } catch { throw CLIError("\(error)") }
+        guard let obj = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else { throw CLIError("node at \(path) answered something that is not JSON") }
+        if let err = obj["error"] as? String { throw CLIError("node at \(path): \(err)") }
+        return obj
     }
 
     func givenGenesis() throws -> LedgerGenesis? {
         guard let genesis else { return nil }
         do { return try LedgerGenesis.parse(String(contentsOfFile: genesis, encoding: .utf8)) } catch {
             throw CLIError("genesis \(genesis): \(error)")
+        }
+    }
+}
+
+/// Arguments as the control socket takes them: a JSON array of hex strings.
+func controlArgs(_ args: [String]) -> String {
+    let hex = args.map { Hex.encode(Array($0.utf8)) }
+    return String(decoding: try! JSONSerialization.data(withJSONObject: hex), as: UTF8.self)
+}
+
+struct LedgerSubmitCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "submit",
+        abstract: "Sign an invoke with the node's identity and submit it; wait until it is committed and print the block height, transaction id and result. With --data: offline, one new block on a sample ledger (`ledger sample`).")
+    @OptionGroup var options: LedgerDataOptions
+    @Option(help: "With --data: which public test signer signs (test seed 500+N). Never for a real mesh.")
+    var signer = 0
+    @Argument(help: "Chaincode (kv, registry, cull, anchor, validators) or a deployed contract's name.")
+    var chaincode: String
+    @Argument(help: "Function (kv: put, delete; registry: register, update, retire; cull: cull; anchor: put; validators: add, remove).")
+    var function: String
+    @Argument(help: "Arguments (UTF-8 text).")
+    var args: [String] = []
+    @Flag(name: .customLong("no-wait"), help: "Return the transaction id as soon as the node accepted it.")
+    var noWait = false
+    @Flag(help: "Print JSON.")
+    var json = false
+
+    func run() throws {
+        if let data = options.data {
+            let (result, height) = try OfflineCommit.commit(data: data, signer: signer, .invoke, chaincode, function, args.map { Array($0.utf8) })
+            try printResult(result, height: height, contract: BuiltIns.named(chaincode) == nil, json: json)
+            return
+        }
+        let r = try options.fetch("ledger_submit", ["chaincode": chaincode, "function": function, "args": controlArgs(args), "wait": noWait ? "0" : "1"],
+                                  timeoutSeconds: 20)
+        if json { printJSON(r) }
+        let tx = r["tx"] as? String ?? ""
+        if noWait {
+            if !json { print("accepted \(tx)") }
+            return
+        }
+        let height = r["height"].map { "\($0)" } ?? "?"
+        if (r["ok"] as? Bool) == true {
+            if !json { print("committed at height \(height): tx \(tx)\nresult: ok \(r["output"] as? String ?? "")") }
+        } else {
+            throw CLIError("transaction \(tx) \(r["detail"] as? String ?? "was refused") (\(r["reason"] as? String ?? ""))")
+        }
+    }
+}
+
+struct LedgerHistoryCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "history", abstract: "Every transaction that named a key (kv: each put and delete, and refused attempts), oldest first.")
+    @OptionGroup var options: LedgerDataOptions
+    @Argument(help: "The key (UTF-8 text).")
+    var key: String
+    @Option(help: "The chaincode whose keys these are.")
+    var chaincode = "kv"
+    @Flag(help: "Print JSON.")
+    var json = false
+
+    func run() throws {
+        let entries: [[String: Any]]
+        if options.data != nil {
+            do { entries = try options.open().history(chaincode: chaincode, key: Array(key.utf8)).map(\.fields) } catch let e as CLIError { throw e } catch { throw CLIError("\(error)") }
+        } else {
+            entries = try options.fetch("ledger_history", ["key": key, "chaincode": chaincode], timeoutSeconds: 30)["entries"] as? [[String: Any]] ?? []
+        }
+        if json { printJSON(["key": key, "chaincode": chaincode, "entries": entries]); return }
+        if entries.isEmpty { print("no transaction of \(chaincode) names \(key)") }
+        for e in entries {
+            print("height \(e["height"] ?? "?") index \(e["index"] ?? "?") \(e["function"] ?? "?") by \(e["signer"] as? String ?? "?") tx \(e["tx"] ?? "?"): \(e["result"] ?? "?")")
         }
     }
 }
@@ -71,6 +162,14 @@ struct LedgerStatusCommand: ParsableCommand {
     var json = false
 
     func run() throws {
+        if options.data == nil {
+            let r = try options.fetch("ledger_status", [:])
+            if json { printJSON(r); return }
+            print("role \(r["role"] ?? "?")\nheight \(r["height"] ?? "?") (durable \(r["durable_height"] ?? "?"), certified \(r["certified_height"] ?? "?"))\nhead \(r["head"] ?? "?")\nstate root \(r["state_root"] ?? "?") (\(r["rows"] ?? "?") rows)")
+            if let h = r["halted"] { print("HALTED \(h)") }
+            if let f = r["far_behind"] { print("far behind: \(f)") }
+            return
+        }
         let store = try options.open()
         let ledger: Ledger
         do { ledger = try store.load(genesis: try options.givenGenesis()) } catch { throw CLIError("\(error)") }
@@ -152,6 +251,16 @@ struct LedgerQueryCommand: ParsableCommand {
     var json = false
 
     func run() throws {
+        if options.data == nil {
+            let r = try options.fetch("ledger_query", ["chaincode": chaincode, "function": function, "args": controlArgs(args), "prove": prove == nil ? "0" : "1"])
+            if let prove, let hex = r["proof_hex"] as? String, let bytes = Hex.decode(hex) {
+                try Data(bytes).write(to: URL(fileURLWithPath: prove))
+            }
+            if json { var o = r; o["proof_hex"] = nil; printJSON(o) }
+            guard (r["ok"] as? Bool) == true else { throw CLIError("query refused: \(r["reason"] ?? ""): \(r["detail"] ?? "")") }
+            if !json { print(r["output"] as? String ?? "") }
+            return
+        }
         let store = try options.open()
         let ledger: Ledger
         do { ledger = try store.load(genesis: try options.givenGenesis()) } catch { throw CLIError("\(error)") }

@@ -19,6 +19,11 @@ struct OfflineCommit: ParsableArguments {
 
     /// Signs `kind chaincode function args`, executes it in one new certified block, stores it; returns the result.
     func commit(_ kind: TransactionKind, _ chaincode: String, _ function: String, _ args: [[UInt8]]) throws -> (TxResult, UInt64) {
+        try Self.commit(data: data, signer: signer, kind, chaincode, function, args)
+    }
+
+    /// The same for a command that takes `--data` among other options (`ledger submit --data`).
+    static func commit(data: String, signer: Int, _ kind: TransactionKind, _ chaincode: String, _ function: String, _ args: [[UInt8]]) throws -> (TxResult, UInt64) {
         let path = (data as NSString).appendingPathComponent(LedgerStore.fileName)
         guard FileManager.default.fileExists(atPath: path) else { throw CLIError("no ledger at \(path); make one with `iotaf ledger sample --data \(data)`") }
         let store = try LedgerStore(path: path)
@@ -87,20 +92,3 @@ struct LedgerDeployCommand: ParsableCommand {
     }
 }
 
-struct LedgerSubmitCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "submit",
-        abstract: "Invoke a function of a deployed contract (or a built-in chaincode) in a new block (offline, on a sample ledger).")
-    @Argument(help: "Contract or chaincode name.")
-    var name: String
-    @Argument(help: "Function.")
-    var function: String
-    @Argument(help: "Arguments (UTF-8 text).")
-    var args: [String] = []
-    @OptionGroup var commit: OfflineCommit
-
-    func run() throws {
-        let (result, height) = try commit.commit(.invoke, name, function, args.map { Array($0.utf8) })
-        try printResult(result, height: height, contract: BuiltIns.named(name) == nil, json: commit.json)
-    }
-}

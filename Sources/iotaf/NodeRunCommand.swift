@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import LedgerService
 import Logging
 import MeshCore
 import Node
@@ -56,6 +57,10 @@ struct NodeFlags: ParsableArguments {
     var validator = false
     @Option(name: .customLong("genesis"), help: "[consensus] genesis: the genesis file (from `iotaf network init --validators`). Default: genesis beside the network key.")
     var genesis: String?
+    @Option(name: .customLong("ledger-role"), help: "[ledger] role: \"validator\" (execute what this node's consensus commits; implies --validator) or \"replica\" (a verified copy fetched from validators).")
+    var ledgerRole: String?
+    @Option(name: .customLong("ledger-data"), help: "[ledger] data: the directory for ledger.sqlite (default: the node's data directory).")
+    var ledgerData: String?
     @Option(name: .customLong("round-timeout-ms"), help: "[consensus] round_timeout_ms: how long a consensus round lasts before this validator times it out (50–600000; default 1000).")
     var roundTimeoutMs: Int?
     @Flag(name: .customLong("lacero-store"), help: "[lacero] store = true: keep other nodes' Lacero fragments (in the data directory's store).")
@@ -150,9 +155,19 @@ struct NodeFlags: ParsableArguments {
         }
         if let problem = AttributeLimits.problem(s.attributes.map { ($0.key, $0.value) }) { throw CLIError("attributes (config and --attribute): \(problem)") }
         if validator { s.consensus = s.consensus ?? ConsensusSettings() }
+        if let ledgerRole {
+            guard let r = LedgerRole(rawValue: ledgerRole) else { throw CLIError("--ledger-role \(ledgerRole): use validator or replica") }
+            s.ledger = LedgerSettings(role: r, genesisPath: s.ledger?.genesisPath, dataDir: s.ledger?.dataDir)
+            if r == .validator { s.consensus = s.consensus ?? ConsensusSettings() }
+        }
+        if let ledgerData {
+            guard s.ledger != nil else { throw CLIError("--ledger-data needs --ledger-role (or [ledger] role)") }
+            s.ledger?.dataDir = ledgerData
+        }
         if let genesis {
-            guard s.consensus != nil else { throw CLIError("--genesis needs --validator (or [consensus] role = \"validator\")") }
+            guard s.consensus != nil || s.ledger != nil else { throw CLIError("--genesis needs --validator or --ledger-role (or [consensus] / [ledger] role)") }
             s.consensus?.genesisPath = genesis
+            s.ledger?.genesisPath = genesis
         }
         if let roundTimeoutMs {
             guard s.consensus != nil else { throw CLIError("--round-timeout-ms needs --validator (or [consensus] role = \"validator\")") }

@@ -1,0 +1,679 @@
+import Consensus
+import Ledger
+import MeshCore
+import Node
+import NodeService
+import Sessions
+
+/// What the node does with the ledger: `validator` executes what its own consensus service
+/// commits and signs header votes; `replica` keeps a verified copy fetched from peers and
+/// forwards its submissions to validators.
+public enum LedgerRole: String, Sendable, Equatable, CaseIterable {
+    case validator, replica
+}
+
+public struct LedgerServiceConfig: Sendable {
+    public var role: LedgerRole
+    public var genesis: LedgerGenesis
+    /// A submission not committed this long after it was handed on is answered `timedOut`.
+    public var submitTimeout: Duration = .seconds(10)
+    /// How often the service looks at its submissions and (a replica) asks for blocks.
+    public var tick: Duration = .milliseconds(100)
+    /// A replica asks a peer for blocks this often when it is up to date.
+    public var syncInterval: Duration = .milliseconds(200)
+    /// A sync request not answered this long is given up (the next goes to another validator).
+    public var syncTimeout: Duration = .seconds(2)
+    /// A replica forwards a pending submission again, to the next validator, this often.
+    public var forwardRetry: Duration = .seconds(2)
+    /// Recent blocks kept in memory to serve peers that sync (and to certify).
+    public var serveWindow = 1024
+    /// At most this many blocks, and about this many bytes, in one sync response (under the
+    /// reliable stream's 256 KiB).
+    public var syncMaxBlocks = 64
+    public var syncMaxBytes = 192 * 1024
+
+    public init(role: LedgerRole, genesis: LedgerGenesis) {
+        self.role = role
+        self.genesis = genesis
+    }
+}
+
+/// What the ledger service takes, in `NodeCommand.service(LedgerService.protocolID, …)`; it also
+/// takes `ConsensusEvent.committed` there (the commit seam, `ConsensusService.commitSink`).
+public enum LedgerRequest: Sendable, Equatable {
+    /// Sign an invoke with the node's identity (next nonce) and submit it; `request` names the answer.
+    case submit(request: UInt64, chaincode: String, function: String, args: [[UInt8]])
+    /// Submit a transaction a client signed itself.
+    case submitSigned(request: UInt64, transaction: [UInt8])
+}
+
+/// A block applied and durable on this node: what the simulator's checkers compare.
+public struct AppliedBlock: Sendable, Equatable {
+    public let height: UInt64
+    public let headerHash: [UInt8]
+    public let stateRoot: [UInt8]
+    /// Transaction ids in block order (nil for a payload that does not decode) and whether each was ok.
+    public let txIDs: [[UInt8]?]
+    public let ok: [Bool]
+}
+
+/// What the ledger service reports, in `NodeEvent.service(LedgerService.protocolID, …)`.
+public enum LedgerEvent: Sendable, Equatable {
+    /// The submission was signed and handed on (to consensus, or forwarded to a validator).
+    case accepted(request: UInt64, txID: [UInt8])
+    /// The transaction is in a block that is durable on this node; its result (ok or refused).
+    case committed(request: UInt64, txID: [UInt8], height: UInt64, result: TxResult)
+    /// Refused before it was handed on: the reason says by whom and why.
+    case refused(request: UInt64, txID: [UInt8]?, reason: String)
+    /// Not committed within `submitTimeout` (it may still be, later).
+    case timedOut(request: UInt64, txID: [UInt8])
+    case applied(AppliedBlock)
+    /// A quorum of validators signed this height's header (this node holds the certificate).
+    case certified(height: UInt64, headerHash: [UInt8])
+    /// The ledger stopped applying blocks (its store failed, or its stored state did not load).
+    case halted(String)
+}
+
+/// One recent block as the service keeps it to serve peers and collect votes.
+public struct ServedBlock: Sendable, Equatable {
+    public let height: UInt64
+    public let header: [UInt8]
+    public let hash: [UInt8]
+    public let payloads: [[UInt8]]
+    public var certificate: HeaderCertificate?
+
+    public init(height: UInt64, header: [UInt8], hash: [UInt8], payloads: [[UInt8]], certificate: HeaderCertificate?) {
+        self.height = height
+        self.header = header
+        self.hash = hash
+        self.payloads = payloads
+        self.certificate = certificate
+    }
+}
+
+/// The ledger as a node service (`iB`): executes committed blocks (`Ledger.apply`), keeps them
+/// through `.persist` (one batch a block, `LedgerRows`), and
+///
+/// - as a validator, takes each block its own consensus service commits (the commit seam:
+///   `ConsensusService.commitSink`), signs a header vote once the block's rows are durable (the
+///   vote is in the persist's `then`), and gathers 2f+1 votes into a `HeaderCertificate`;
+/// - as a replica, asks validators for the blocks above its height (sync request/response on the
+///   reliable stream), re-checks each block's consensus certificate, executes it itself, and
+///   keeps the header certificates that check against its own headers;
+/// - on both, answers submissions: signs with the node's identity (or takes a client's signed
+///   transaction), hands it to consensus (validator) or forwards it to a validator (replica),
+///   and reports the result once the block holding it is durable here, or a timeout.
+///
+/// Sans-IO: no clock (time is `now`), no disk (rows are outputs, and come back as `.restored`
+/// in the simulator or as a loaded `Ledger` from the runtime's `LedgerStore`).
+public struct LedgerService: NodeService {
+    public typealias Command = NodeCommand
+    public typealias Event = NodeEvent
+    typealias Output = ServiceOutput<NodeCommand, NodeEvent>
+
+    /// "iB": the first two plaintext bytes of every ledger message (Docs/encoding.md).
+    public static let protocolID = ProtocolID(0x69, 0x42)
+    public var protocolIDs: [ProtocolID] { [Self.protocolID] }
+    static let maxDatagram = SessionManager.maxPlaintext
+    /// The node's reliable stream takes messages up to 256 KiB (`NodeCore.reliableConfig`).
+    static let maxReliable = 256 * 1024
+
+    public struct Counters: Sendable, Equatable {
+        public var blocksApplied = 0
+        public var commitsAlreadyApplied = 0
+        public var commitGaps = 0
+        public var badBlocks = 0
+        /// A served header whose roots differ from this node's execution of the same certified block.
+        public var headerMismatches = 0
+        public var votesSent = 0
+        public var votesCounted = 0
+        public var certificatesFormed = 0
+        public var certificatesReceived = 0
+        public var submitted = 0
+        public var submitsRefused = 0
+        public var submitsTimedOut = 0
+        public var forwarded = 0
+        public var forwardsTaken = 0
+        public var syncRequests = 0
+        public var syncServed = 0
+        public var syncBlocksReceived = 0
+        public var persistFailures = 0
+        /// Drops by reason (malformed, not_validator, bad_signature, stale_vote, bad_certificate, no_route).
+        public var drops: [String: Int] = [:]
+
+        mutating func drop(_ reason: String) { drops[reason, default: 0] += 1 }
+    }
+
+    public let config: LedgerServiceConfig
+    let identity: NodeIdentity
+    let validatorIDs: [NodeID]
+    let validatorKeys: [[UInt8]]
+    /// This node's index in the validator set when it runs as a validator.
+    public let validatorIndex: Int?
+    public private(set) var ledger: Ledger
+    /// The highest height whose rows are durable here.
+    public private(set) var durableHeight: UInt64
+    public private(set) var halted: String?
+    public private(set) var counters = Counters()
+    /// Set when every peer asked keeps only heights above ours: catching up needs a snapshot.
+    public private(set) var farBehind: String?
+    private(set) var recent: [UInt64: ServedBlock] = [:]
+    private var votes: [UInt64: [[UInt8]: [Int: [UInt8]]]] = [:]
+    private var pendingBlocks: [UInt64: AppliedBlock] = [:]
+    private var pendingResults: [UInt64: [TxResult]] = [:]
+    private var submissions: [[UInt8]: Submission] = [:]
+    private var nextTicket: UInt64 = 1
+    private var lastNonce: UInt64 = 0
+    private var tickAt: Instant?
+    private var nextSync = Instant.zero
+    private var syncUntil: Instant?
+    private var syncCursor = 0
+    private var lastSeen: [ProvenPeer?]
+
+    struct Submission {
+        var request: UInt64
+        var bytes: [UInt8]
+        var deadline: Instant
+        var nextForward: Instant
+    }
+
+    /// `ledger`: what the runtime loaded from its `LedgerStore` (nil: start from genesis, or from
+    /// `.restored` rows); `recent`: the last blocks of that store, to serve peers.
+    /// - Throws: `ConsensusServiceError.notAValidator` for a validator role with a key outside the set.
+    public init(config: LedgerServiceConfig, identity: NodeIdentity, ledger: Ledger? = nil, recent: [ServedBlock] = []) throws {
+        let set = config.genesis.consensus.validators
+        self.config = config
+        self.identity = identity
+        validatorKeys = set.keys.map(\.bytes)
+        validatorIDs = set.keys.map { NodeID(publicKey: $0.bytes) }
+        if config.role == .validator {
+            guard let key = ValidatorKey(identity.publicKey), let i = set.index(of: key) else {
+                throw ConsensusServiceError.notAValidator(key: Hex.encode(identity.publicKey), validators: set.count)
+            }
+            validatorIndex = i
+        } else {
+            validatorIndex = nil
+        }
+        var l = ledger ?? Ledger(genesis: config.genesis)
+        // A validator executes what its own core certified; a replica re-checks every block.
+        l.checksCertificates = config.role == .replica
+        self.ledger = l
+        durableHeight = l.height
+        lastSeen = Array(repeating: nil, count: set.count)
+        for b in recent { self.recent[b.height] = b }
+    }
+
+    public var deadline: Instant? { tickAt }
+
+    public func takes(_ command: NodeCommand) -> Bool {
+        guard case let .service(id, payload) = command, id == Self.protocolID else { return false }
+        return payload.as(LedgerRequest.self) != nil || payload.as(ConsensusEvent.self) != nil
+    }
+
+    public func purpose(ofSent bytes: [UInt8]) -> String? { "ledger" }
+
+    var quorum: Int { config.genesis.consensus.validators.quorum }
+    var chainID: [UInt8] { config.genesis.chainID }
+
+    public mutating func handle(_ input: ServiceInput<NodeCommand>, now: Instant, members: some MemberDirectory) -> [ServiceOutput<NodeCommand, NodeEvent>] {
+        switch input {
+        case let .restored(rows):
+            return restore(rows)
+        case .start:
+            var out: [Output] = []
+            if ledger.height == 0 {
+                // The genesis rows (idempotent puts): the store then names its genesis for offline tools.
+                out.append(.persist(PersistBatch(ticket: ticket(), ops: LedgerRows.genesisOps(config.genesis)), then: []))
+            }
+            if config.role == .replica { nextSync = now; tickAt = now }
+            return out
+        case .timer:
+            return tick(now: now, members: members)
+        case let .message(from, bytes, _):
+            return receive(bytes, from: from, now: now, members: members)
+        case let .command(.service(_, payload)):
+            if case let .committed(block)? = payload.as(ConsensusEvent.self) { return commit(block, now: now, members: members) }
+            if let r = payload.as(LedgerRequest.self) { return submit(r, now: now, members: members) }
+            return []
+        case let .persisted(t, outcome):
+            guard t.service == Self.protocolID else { return [] }
+            return persisted(t.sequence, outcome)
+        case let .membership(.up(peer)):
+            if let k = validatorIDs.firstIndex(of: peer.nodeID) { lastSeen[k] = peer }
+            return []
+        case .command, .membership, .offloaded, .stop:
+            return []
+        }
+    }
+
+    private mutating func ticket() -> PersistTicket {
+        defer { nextTicket += 1 }
+        return PersistTicket(service: Self.protocolID, sequence: nextTicket)
+    }
+
+    // MARK: - Restore (the simulator's disk; the runtime hands a loaded `Ledger` instead)
+
+    private mutating func restore(_ rows: [StoredRow]) -> [Output] {
+        var headers: [UInt64: [UInt8]] = [:], certs: [UInt64: [UInt8]] = [:]
+        var txs: [UInt64: [(UInt32, [UInt8])]] = [:]
+        var state: [(key: [UInt8], value: [UInt8])] = []
+        for r in rows {
+            switch r.table {
+            case LedgerRows.blocks: if let h = Self.height(r.key) { headers[h] = r.value }
+            case LedgerRows.headerCertificates: if let h = Self.height(r.key) { certs[h] = r.value }
+            case LedgerRows.state: state.append((key: r.key, value: r.value))
+            case LedgerRows.txs:
+                guard r.key.count == 12, let h = Self.height(Array(r.key[0..<8])) else { continue }
+                var rd = ByteReader(r.key, offset: 8)
+                if let i = try? rd.u32() { txs[h, default: []].append((i, r.value)) }
+            default: continue
+            }
+        }
+        guard let top = headers.keys.max() else { return [] }
+        do {
+            let head = try LedgerHeader.decode(headers[top]!)
+            var l = try Ledger(genesis: config.genesis, head: head, rows: state)
+            l.checksCertificates = config.role == .replica
+            ledger = l
+            durableHeight = top
+        } catch {
+            return halt("the stored ledger does not load (\(error)); run `iotaf ledger verify` on the data directory")
+        }
+        let low = top > UInt64(config.serveWindow) ? top - UInt64(config.serveWindow) + 1 : 1
+        for h in low...top {
+            guard let hb = headers[h], let header = try? LedgerHeader.decode(hb) else { continue }
+            let payloads = (txs[h] ?? []).sorted { $0.0 < $1.0 }.compactMap { try? LedgerRows.decodeTxValue($0.1).payload }
+            let cert = certs[h].flatMap { try? HeaderCertificate.decode($0) }
+            recent[h] = ServedBlock(height: h, header: hb, hash: header.hash(chainID: chainID), payloads: payloads, certificate: cert)
+        }
+        return []
+    }
+
+    static func height(_ key: [UInt8]) -> UInt64? {
+        guard key.count == 8 else { return nil }
+        var r = ByteReader(key)
+        return try? r.u64()
+    }
+
+    private mutating func halt(_ why: String) -> [Output] {
+        halted = why
+        return [.event(.service(Self.protocolID, ServicePayload(LedgerEvent.halted(why))))]
+    }
+
+    private func event(_ e: LedgerEvent) -> Output { .event(.service(Self.protocolID, ServicePayload(e))) }
+
+    // MARK: - Blocks
+
+    /// A block the node's own consensus service committed (validators).
+    private mutating func commit(_ block: CommittedBlock, now: Instant, members: some MemberDirectory) -> [Output] {
+        guard halted == nil else { return [] }
+        guard block.height > ledger.height else { counters.commitsAlreadyApplied += 1; return [] }
+        guard block.height == ledger.height + 1 else { counters.commitGaps += 1; return [] }
+        let executed: ExecutedBlock
+        do {
+            guard let e = try ledger.apply(block) else { return [] }
+            executed = e
+        } catch {
+            counters.badBlocks += 1
+            return []
+        }
+        var out: [Output] = []
+        kept(executed, certificate: nil, members: members, into: &out)
+        return out
+    }
+
+    /// Persists an executed block (then, on a validator, sends its header vote) and keeps it to serve.
+    private mutating func kept(_ e: ExecutedBlock, certificate: HeaderCertificate?, members: some MemberDirectory, into out: inout [Output]) {
+        let h = e.header.height
+        counters.blocksApplied += 1
+        var ops = LedgerRows.ops(for: e)
+        if let certificate { ops += LedgerRows.ops(for: certificate) }
+        var then: [Output] = []
+        if let me = validatorIndex {
+            let sig = identity.sign(HeaderCertificate.voteMessage(chainID: chainID, height: h, headerHash: e.hash))
+            votes[h, default: [:]][e.hash, default: [:]][me] = sig
+            let msg = LedgerWire.encode(.vote(height: h, headerHash: e.hash, signature: sig))
+            for k in validatorIDs.indices where k != me {
+                counters.votesSent += 1
+                send(msg, toValidator: k, members: members, into: &then)
+            }
+        }
+        let t = ticket()
+        pendingBlocks[t.sequence] = AppliedBlock(height: h, headerHash: e.hash, stateRoot: e.header.stateRoot, txIDs: e.txIDs,
+                                                 ok: e.results.map { r -> Bool in if case .ok = r { return true }; return false })
+        pendingResults[t.sequence] = e.results
+        out.append(.persist(PersistBatch(ticket: t, ops: ops), then: then))
+        recent[h] = ServedBlock(height: h, header: e.header.encoded, hash: e.hash, payloads: e.payloads, certificate: certificate)
+        if h > UInt64(config.serveWindow) {
+            let old = h - UInt64(config.serveWindow)
+            recent[old] = nil
+            votes[old] = nil
+        }
+        certify(h, into: &out)
+    }
+
+    /// Forms the header certificate of height `h` once 2f+1 validators' votes name this node's header.
+    private mutating func certify(_ h: UInt64, into out: inout [Output]) {
+        guard let b = recent[h], b.certificate == nil, let vs = votes[h]?[b.hash], vs.count >= quorum else { return }
+        let signers = vs.keys.sorted()
+        let cert = HeaderCertificate(height: h, signers: SignerBitmap(count: validatorKeys.count, signers: signers), signatures: signers.map { vs[$0]! })
+        recent[h]?.certificate = cert
+        votes[h] = nil
+        counters.certificatesFormed += 1
+        out.append(.persist(PersistBatch(ticket: ticket(), ops: LedgerRows.ops(for: cert)), then: []))
+        out.append(event(.certified(height: h, headerHash: b.hash)))
+    }
+
+    private mutating func persisted(_ sequence: UInt64, _ outcome: PersistOutcome) -> [Output] {
+        let block = pendingBlocks.removeValue(forKey: sequence)
+        let results = pendingResults.removeValue(forKey: sequence)
+        switch outcome {
+        case .failed(let why):
+            counters.persistFailures += 1
+            guard halted == nil else { return [] }
+            // The executed state is ahead of the disk: applying more would leave a gap in the store.
+            return halt("could not write the ledger\(block.map { " at height \($0.height)" } ?? ""): \(why); restart the node once the disk is writable (it resumes from the last durable block)")
+        case .durable:
+            guard let block, let results else { return [] }
+            durableHeight = max(durableHeight, block.height)
+            var out: [Output] = [event(.applied(block))]
+            for (i, id) in block.txIDs.enumerated() {
+                guard let id, let s = submissions.removeValue(forKey: id) else { continue }
+                out.append(event(.committed(request: s.request, txID: id, height: block.height, result: results[i])))
+            }
+            return out
+        }
+    }
+
+    // MARK: - Messages
+
+    private mutating func receive(_ bytes: [UInt8], from: ProvenPeer, now: Instant, members: some MemberDirectory) -> [Output] {
+        let m: LedgerWire.Message
+        do { m = try LedgerWire.decode(bytes) } catch { counters.drop("malformed"); return [] }
+        let k = validatorIDs.firstIndex(of: from.nodeID)
+        if let k { lastSeen[k] = from }
+        switch m {
+        case let .vote(height, hash, sig):
+            guard let k, validatorIndex != nil else { counters.drop("not_validator"); return [] }
+            guard halted == nil else { return [] }
+            let low = ledger.height > UInt64(config.serveWindow) ? ledger.height - UInt64(config.serveWindow) : 0
+            guard height > low, height <= ledger.height + 256 else { counters.drop("stale_vote"); return [] }
+            if recent[height]?.certificate != nil { return [] }
+            guard IdentityKey.verify(sig, message: HeaderCertificate.voteMessage(chainID: chainID, height: height, headerHash: hash),
+                                     publicKey: validatorKeys[k]) else {
+                counters.drop("bad_signature")
+                return []
+            }
+            counters.votesCounted += 1
+            votes[height, default: [:]][hash, default: [:]][k] = sig
+            var out: [Output] = []
+            certify(height, into: &out)
+            return out
+        case let .forward(tx):
+            guard validatorIndex != nil else { counters.drop("not_validator"); return [] }
+            guard (try? Transaction.decode(tx)) != nil else { counters.drop("malformed"); return [] }
+            counters.forwardsTaken += 1
+            return [.command(.service(ConsensusService.protocolID, ServicePayload(ConsensusRequest.submit(tx))))]
+        case let .syncRequest(fromHeight, certFrom):
+            return serve(from: fromHeight, certFrom: certFrom, to: from)
+        case let .syncResponse(head, oldest, blocks, certs):
+            return synced(head: head, oldest: oldest, blocks: blocks, certs: certs, now: now, members: members)
+        }
+    }
+
+    /// Answers a sync request from the recent blocks: the blocks from `from` up, and the header
+    /// certificates from `certFrom` up (for blocks the peer took before their certificate formed).
+    private mutating func serve(from: UInt64, certFrom: UInt64, to peer: ProvenPeer) -> [Output] {
+        counters.syncServed += 1
+        var blocks: [LedgerWire.WireBlock] = [], certs: [[UInt8]] = []
+        var size = 0
+        var h = max(from, 1)
+        while h <= ledger.height, blocks.count < config.syncMaxBlocks, let b = recent[h] {
+            let bytes = b.header.count + b.payloads.reduce(8) { $0 + $1.count + 4 }
+            if !blocks.isEmpty, size + bytes > config.syncMaxBytes { break }
+            size += bytes
+            blocks.append(LedgerWire.WireBlock(header: b.header, payloads: b.payloads))
+            h += 1
+        }
+        var c = max(certFrom, 1)
+        while c < h, certs.count < 256 {
+            if let cert = recent[c]?.certificate { certs.append(cert.encoded) }
+            c += 1
+        }
+        let oldest = recent.keys.min() ?? ledger.height + 1
+        let msg = LedgerWire.encode(.syncResponse(head: ledger.height, oldest: oldest, blocks: blocks, certificates: certs))
+        guard msg.count <= Self.maxReliable else { counters.drop("response_too_large"); return [] }
+        return [.sendReliable(to: peer, bytes: msg)]
+    }
+
+    /// A replica's sync answer: each block re-checked (consensus certificate, link) and executed
+    /// here; each header certificate checked against this node's own header of that height.
+    private mutating func synced(head: UInt64, oldest: UInt64, blocks: [LedgerWire.WireBlock], certs: [[UInt8]], now: Instant,
+                                 members: some MemberDirectory) -> [Output] {
+        guard config.role == .replica, halted == nil else { return [] }
+        syncUntil = nil
+        var out: [Output] = []
+        var pendingCerts: [UInt64: HeaderCertificate] = [:]
+        for bytes in certs {
+            guard let c = try? HeaderCertificate.decode(bytes) else { counters.drop("bad_certificate"); continue }
+            pendingCerts[c.height] = c
+        }
+        for wb in blocks {
+            guard let header = try? LedgerHeader.decode(wb.header) else { counters.drop("malformed"); break }
+            guard header.height == ledger.height + 1 else { continue }
+            guard let block = header.committedBlock(payloads: wb.payloads) else { counters.drop("malformed"); break }
+            let executed: ExecutedBlock
+            do {
+                guard let e = try ledger.apply(block) else { continue }
+                executed = e
+            } catch {
+                counters.badBlocks += 1
+                break
+            }
+            counters.syncBlocksReceived += 1
+            if executed.header != header { counters.headerMismatches += 1 }
+            var cert: HeaderCertificate?
+            if let c = pendingCerts.removeValue(forKey: executed.header.height) {
+                if (try? c.check(headerHash: executed.hash, height: c.height, genesis: config.genesis)) != nil {
+                    cert = c
+                    counters.certificatesReceived += 1
+                } else {
+                    counters.drop("bad_certificate")
+                }
+            }
+            kept(executed, certificate: cert, members: members, into: &out)
+        }
+        // Certificates for blocks already here.
+        for (h, c) in pendingCerts.sorted(by: { $0.key < $1.key }) {
+            guard let b = recent[h], b.certificate == nil else { continue }
+            guard (try? c.check(headerHash: b.hash, height: h, genesis: config.genesis)) != nil else { counters.drop("bad_certificate"); continue }
+            recent[h]?.certificate = c
+            counters.certificatesReceived += 1
+            out.append(.persist(PersistBatch(ticket: ticket(), ops: LedgerRows.ops(for: c)), then: []))
+        }
+        if ledger.height + 1 < oldest, head > ledger.height {
+            farBehind = "peers keep blocks from height \(oldest) on and this replica is at \(ledger.height): it needs a snapshot (not built yet) or a peer with older blocks"
+        } else {
+            farBehind = nil
+        }
+        // Behind: ask again at once; else at the usual pace.
+        nextSync = head > ledger.height && !blocks.isEmpty ? now : now + config.syncInterval
+        tickAt = min(tickAt ?? nextSync, nextSync)
+        return out
+    }
+
+    // MARK: - Submissions
+
+    private mutating func submit(_ r: LedgerRequest, now: Instant, members: some MemberDirectory) -> [Output] {
+        let request: UInt64
+        let tx: Transaction
+        switch r {
+        case let .submit(req, chaincode, function, args):
+            request = req
+            let stored = ledger.state[StateKey.nonce(identity.publicKey.bytes)].flatMap { b -> UInt64? in var rd = ByteReader(b); return try? rd.u64() } ?? 0
+            let nonce = max(lastNonce, stored) + 1
+            do {
+                tx = try Transaction.signed(kind: .invoke, chaincode: chaincode, function: function, args: args, nonce: nonce,
+                                            publicKey: identity.publicKey.bytes, chainID: chainID, sign: identity.sign)
+            } catch {
+                counters.submitsRefused += 1
+                return [event(.refused(request: req, txID: nil, reason: "refused by this node: \(error)"))]
+            }
+            lastNonce = nonce
+        case let .submitSigned(req, bytes):
+            request = req
+            do { tx = try Transaction.decode(bytes) } catch {
+                counters.submitsRefused += 1
+                return [event(.refused(request: req, txID: nil, reason: "refused by this node: \(error)"))]
+            }
+        }
+        if let why = precheck(tx) {
+            counters.submitsRefused += 1
+            return [event(.refused(request: request, txID: tx.id, reason: "refused by this node: \(why)"))]
+        }
+        guard submissions[tx.id] == nil else {
+            return [event(.refused(request: request, txID: tx.id, reason: "refused by this node: this transaction is already pending"))]
+        }
+        counters.submitted += 1
+        submissions[tx.id] = Submission(request: request, bytes: tx.encoded, deadline: now + config.submitTimeout, nextForward: now + config.forwardRetry)
+        tickAt = min(tickAt ?? now + config.tick, now + config.tick)
+        var out: [Output] = [event(.accepted(request: request, txID: tx.id))]
+        handOn(tx.encoded, members: members, into: &out)
+        return out
+    }
+
+    /// What the executor would refuse before any chaincode runs, said to the submitter at once.
+    private func precheck(_ tx: Transaction) -> String? {
+        if let halted { return "its ledger is halted: \(halted)" }
+        guard tx.signatureIsValid(chainID: chainID) else { return "\(RefusalReason.badSignature): the signature is not the signer's over this chain's transaction" }
+        if ledger.state[StateKey.culled(tx.signer)] != nil { return "\(RefusalReason.culledSigner): the signer was culled" }
+        let last = ledger.state[StateKey.nonce(tx.signer)].flatMap { b -> UInt64? in var r = ByteReader(b); return try? r.u64() }
+        if let last, tx.nonce <= last { return "\(RefusalReason.replayedNonce): nonce \(tx.nonce) is not above the signer's last, \(last)" }
+        if tx.kind == .query { return "\(RefusalReason.queryInBlock): send a query with `iotaf ledger query`" }
+        return nil
+    }
+
+    private mutating func handOn(_ bytes: [UInt8], members: some MemberDirectory, into out: inout [Output]) {
+        if validatorIndex != nil {
+            out.append(.command(.service(ConsensusService.protocolID, ServicePayload(ConsensusRequest.submit(bytes)))))
+            return
+        }
+        // A replica: to the next validator it can reach.
+        guard let next = nextValidator(members: members) else { counters.drop("no_route"); return }
+        counters.forwarded += 1
+        send(LedgerWire.encode(.forward(bytes)), toValidator: next.0, members: members, into: &out)
+    }
+
+    // MARK: - Timer
+
+    private mutating func tick(now: Instant, members: some MemberDirectory) -> [Output] {
+        guard let t = tickAt, now >= t else { return [] }
+        tickAt = nil
+        var out: [Output] = []
+        if !submissions.isEmpty {
+            var expired: [[UInt8]] = []
+            var resend: [[UInt8]] = []
+            for (id, s) in submissions {
+                if now >= s.deadline { expired.append(id) } else if validatorIndex == nil, now >= s.nextForward { resend.append(id) }
+            }
+            for id in expired.sorted(by: { $0.lexicographicallyPrecedes($1) }) {
+                let s = submissions.removeValue(forKey: id)!
+                counters.submitsTimedOut += 1
+                out.append(event(.timedOut(request: s.request, txID: id)))
+            }
+            for id in resend.sorted(by: { $0.lexicographicallyPrecedes($1) }) {
+                submissions[id]!.nextForward = now + config.forwardRetry
+                handOn(submissions[id]!.bytes, members: members, into: &out)
+            }
+        }
+        if config.role == .replica, halted == nil {
+            if let u = syncUntil, now >= u { syncUntil = nil }
+            if syncUntil == nil, now >= nextSync { requestSync(now: now, members: members, into: &out) }
+        }
+        var next: Instant? = submissions.isEmpty ? nil : now + config.tick
+        if config.role == .replica {
+            let s = syncUntil ?? nextSync
+            next = min(next ?? s, max(s, now + .milliseconds(1)))
+        }
+        tickAt = next
+        return out
+    }
+
+    private mutating func requestSync(now: Instant, members: some MemberDirectory, into out: inout [Output]) {
+        if let p = nextValidator(members: members)?.1 {
+            counters.syncRequests += 1
+            // Certificates still missing for recent heights (taken before their certificate formed).
+            var certFrom = ledger.height + 1
+            let low = ledger.height > 64 ? ledger.height - 64 : 1
+            if ledger.height >= 1 {
+                for h in low...ledger.height where recent[h] != nil && recent[h]!.certificate == nil { certFrom = h; break }
+            }
+            out.append(.send(.peer(p), bytes: LedgerWire.encode(.syncRequest(from: ledger.height + 1, certFrom: certFrom))))
+            syncUntil = now + config.syncTimeout
+            nextSync = now + config.syncInterval
+            return
+        }
+        nextSync = now + config.syncInterval
+    }
+
+    // MARK: - Sending
+
+    private func peer(_ k: Int, members: some MemberDirectory) -> ProvenPeer? {
+        members.peer(validatorIDs[k]) ?? lastSeen[k]
+    }
+
+    /// The next validator to ask, in turn from `syncCursor`: one the membership says is reachable
+    /// first, else any this node knows an address for.
+    private mutating func nextValidator(members: some MemberDirectory) -> (Int, ProvenPeer)? {
+        let n = validatorIDs.count
+        for reachableOnly in [true, false] {
+            for step in 0..<n {
+                let k = (syncCursor + step) % n
+                if k == validatorIndex { continue }
+                if reachableOnly, !members.isReachable(validatorIDs[k]) { continue }
+                guard let p = peer(k, members: members) else { continue }
+                syncCursor = (k + 1) % n
+                return (k, p)
+            }
+        }
+        return nil
+    }
+
+    private mutating func send(_ msg: [UInt8], toValidator k: Int, members: some MemberDirectory, into out: inout [Output]) {
+        guard let p = peer(k, members: members) else {
+            if msg.count <= Self.maxDatagram { out.append(.send(.member(validatorIDs[k]), bytes: msg)) } else { counters.drop("no_route") }
+            return
+        }
+        lastSeen[k] = p
+        if msg.count <= Self.maxDatagram { out.append(.send(.peer(p), bytes: msg)) } else { out.append(.sendReliable(to: p, bytes: msg)) }
+    }
+
+    // MARK: - Reads
+
+    /// The head's header certificate, when it has formed (or arrived).
+    public var headCertificate: HeaderCertificate? { recent[ledger.height]?.certificate }
+
+    /// The highest height whose header certificate this node holds.
+    public var certifiedHeight: UInt64 {
+        var h = ledger.height
+        while h > 0, let b = recent[h] {
+            if b.certificate != nil { return h }
+            h -= 1
+        }
+        return 0
+    }
+
+    public var pendingSubmissions: Int { submissions.count }
+
+    /// A proof of a query's answer against the head, or why there is none yet.
+    public func prove(chaincode: String, function: String, args: [[UInt8]]) -> Result<QueryProof, LedgerError> {
+        let answer = ledger.query(chaincode: chaincode, function: function, args: args)
+        guard let cert = headCertificate else {
+            return .failure(LedgerError("the header certificate of height \(ledger.height) (the head) has not formed here yet; retry in a moment"))
+        }
+        guard let p = ledger.prove(chaincode: chaincode, function: function, args: args, answer: answer, headerCertificate: cert) else {
+            return .failure(LedgerError("no block yet: nothing to prove against"))
+        }
+        return .success(p)
+    }
+}
