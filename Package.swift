@@ -42,6 +42,7 @@ let package = Package(
         // The libuv driver, config, key files, control socket, on-disk stores.
         .target(name: "Runtime", dependencies: [
             "Node", "NodeService", "FileTransfer", "Gossip", "MeshCore", "Sodium", "Sessions", "Channels", "CLibuv", "CSodium", "Consensus",
+            "Meters", "MeterService",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "TOMLKit", package: "TOMLKit"),
             .product(name: "GRDB", package: "GRDB.swift"),
@@ -51,11 +52,12 @@ let package = Package(
         // The deterministic driver: virtual clock, virtual network, scenarios, reports.
         .target(name: "Simulator", dependencies: [
             "SimulatorKit", "Node", "NodeService", "Gossip", "MeshCore", "Sessions", "Lacero", "LaceroService", "Consensus", "FileTransfer", "Sodium",
+            "Meters", "MeterService",
             .product(name: "TOMLKit", package: "TOMLKit"),
         ]),
         // Benchmarks that print our figure beside a physical baseline measured in the same run.
         .target(name: "Bench", dependencies: ["Runtime", "Node", "MeshCore", "Noise", "Sessions", "Sodium", "Channels", "CLibuv", "Simulator",
-            "Lacero", "CISAL", "CLibcrypto", "Ledger", "LedgerStore", "Consensus", "CSodium",
+            "Lacero", "CISAL", "CLibcrypto", "Ledger", "LedgerStore", "Consensus", "CSodium", "Meters", "MeterService",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "GRDBSQLite", package: "GRDB.swift")]),
         // Byzantine-fault-tolerant ordering of opaque payloads among validators (sans-IO).
@@ -66,18 +68,18 @@ let package = Package(
         .target(name: "LedgerStore", dependencies: ["Ledger", "NodeService", "MeshCore",
             .product(name: "GRDB", package: "GRDB.swift")]),
         .executableTarget(name: "iotaf", dependencies: [
-            "Runtime", "Simulator", "Bench", "Node", "MeshCore", "Noise", "Sodium", "Ledger", "LedgerStore", "Consensus", "FileTransfer",
+            "Runtime", "Simulator", "Bench", "Node", "MeshCore", "Noise", "Sodium", "Ledger", "LedgerStore", "Consensus", "FileTransfer", "Meters", "MeterService",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
 
         .testTarget(name: "MeshCoreTests", dependencies: ["MeshCore", "Sodium"]),
         .testTarget(name: "GossipTests", dependencies: ["Gossip", "MeshCore", "Sodium", "SimulatorKit"]),
-        .testTarget(name: "NodeTests", dependencies: ["Node", "MeshCore", "Sessions", "Channels", "Sodium", "SimulatorKit"]),
+        .testTarget(name: "NodeTests", dependencies: ["Node", "MeshCore", "Sessions", "Channels", "Sodium", "SimulatorKit", "Meters", "MeterService"]),
         .testTarget(name: "NoiseTests", dependencies: ["Noise", "Sodium"]),
         .testTarget(name: "ChannelsTests", dependencies: ["Channels", "MeshCore"]),
         .testTarget(name: "SessionsTests", dependencies: ["Sessions", "Noise", "MeshCore", "Sodium", "SimulatorKit"]),
-        .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Node", "MeshCore", "Sessions", "Channels", "Gossip", "Sodium", "Consensus", .product(name: "GRDB", package: "GRDB.swift")]),
+        .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Node", "MeshCore", "Sessions", "Channels", "Gossip", "Sodium", "Consensus", "MeterService", .product(name: "GRDB", package: "GRDB.swift")]),
         // testdata/: golden transcripts read by path (GoldenTranscriptTests), not bundled.
         .testTarget(name: "SimulatorTests", dependencies: ["Simulator", "Node", "MeshCore"], exclude: ["testdata"]),
         .testTarget(name: "ConsensusTests", dependencies: ["Consensus", "MeshCore", "Sodium"], exclude: ["testdata"]),
@@ -93,6 +95,11 @@ let package = Package(
         // Lacero on the node service seam: the status-register relay, storage node, fetch by id (sans-IO).
         .target(name: "LaceroService", dependencies: ["Lacero", "Node", "NodeService", "MeshCore"]),
         .testTarget(name: "LaceroTests", dependencies: ["Lacero", "LaceroService", "Node", "NodeService", "MeshCore", "Sodium"]),
+        // Meter relays: signed interval reads, chains, Merkle trees over read hashes, proofs, the "iM" wire (sans-IO).
+        .target(name: "Meters", dependencies: ["MeshCore", "Sodium"]),
+        // Meter relays on the service seam: custody hop by hop, parent choice, anchoring, commands (sans-IO).
+        .target(name: "MeterService", dependencies: ["Meters", "Node", "NodeService", "MeshCore", "Sodium"]),
+        .testTarget(name: "MetersTests", dependencies: ["Meters", "MeshCore", "Sodium", "Ledger"]),
         .testTarget(name: "LedgerTests", dependencies: ["Ledger", "LedgerStore", "Consensus", "MeshCore", "Sodium", "NodeService",
             .product(name: "GRDB", package: "GRDB.swift")]),
     ]

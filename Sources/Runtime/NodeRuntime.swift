@@ -94,6 +94,8 @@ public final class NodeRuntime {
                                 timing: settings.timing, discovery: discovery, rng: SeededGenerator(seed: seed))
             // `[consensus] role = "validator"`: refused here, before anything is sent, when the key is not a validator.
             if let service = try Self.consensusService(settings: settings, identity: identity, seed: seed) { try core.add(service) }
+            // `[meter] role`: the meter relay service (Docs/meters.md).
+            if let service = Self.meterService(settings: settings, identity: identity, seed: seed, loopNow: loop.now) { try core.add(service) }
         } catch {
             socket.close()
             throw error
@@ -524,10 +526,11 @@ public final class NodeRuntime {
                 return Array(ControlJSON.encode(AttributesReply(core.gossip.attributes, version: core.gossip.attributeVersion)))
             }
         case "consensus_status", "consensus_submit": return answerConsensus(command, parsed ?? [:])
+        case "meter_status", "meter_record", "meter_host", "meter_submit", "meter_command", "meter_proof": return answerMeter(command, parsed ?? [:])
         case "stop":
             loop.offload({ () }, completion: { [weak self] in self?.stop() })
             return Array(ControlJSON.encode(["stopping": true]))
-        default: return Array(ControlJSON.error("unknown command \"\(command)\"; known: status, members, join, leave, attributes, query, cull, send, transfer, consensus_status, consensus_submit, stop"))
+        default: return Array(ControlJSON.error("unknown command \"\(command)\"; known: status, members, join, leave, attributes, query, cull, send, transfer, consensus_status, consensus_submit, meter_status, meter_record, meter_host, meter_submit, meter_command, meter_proof, stop"))
         }
     }
 }

@@ -37,6 +37,7 @@ public struct SimulationRegistry: Sendable {
         r.add(ConsensusWorkload.checkerKinds); r.add([ConsensusWorkload.kind])
         r.add(FileWorkload.checkerKinds)
         r.add([FileWorkload.kind])
+        r.add(MeterWorkload.checkerKinds); r.add([MeterWorkload.kind])
         return r
     }()
 
