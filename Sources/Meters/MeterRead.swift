@@ -16,7 +16,7 @@ public struct ObisCode: Hashable, Sendable, CustomStringConvertible {
         guard parts.count == 6 else { return nil }
         var g: [UInt8] = []
         for p in parts {
-            guard !p.isEmpty, p.count <= 3, p.allSatisfy(\.isASCII), let v = UInt8(p) else { return nil }
+            guard !p.isEmpty, p.count <= 3, p.allSatisfy({ $0 >= "0" && $0 <= "9" }), let v = UInt8(p) else { return nil }
             g.append(v)
         }
         groups = g

@@ -68,8 +68,9 @@ final class MeterWorkload: Workload {
     }
 
     func role(of node: Int) -> MeterRole { node < collectorCount ? .collector : .relay }
+    /// (Counted by identities, not by nodes built so far: services are built while the nodes are.)
     func host(of meter: Int, _ sim: Simulation) -> Int? {
-        let relays = sim.nodeCount - collectorCount
+        let relays = sim.identities.count - collectorCount
         return relays > 0 ? collectorCount + meter % relays : nil
     }
 
@@ -85,7 +86,7 @@ final class MeterWorkload: Workload {
         config.intervalSeconds = UInt32(interval)
         config.anchorGrace = .seconds(Int64(grace))
         config.unixAtZero = Self.epoch
-        config.collectors = (0..<min(collectorCount, sim.nodeCount)).map { sim.nodeID($0) }
+        config.collectors = (0..<min(collectorCount, sim.identities.count)).map { sim.identities[$0].nodeID }
         let hostedSeeds = keys(sim).indices.filter { host(of: $0, sim) == i }.map { keys(sim)[$0].seed }
         var service = MeterService(identity: sim.identities[i], config: config,
                                    rng: sim.root.derived(0x6d65_7465_7200_0000 ^ UInt64(i) << 20 ^ UInt64(incarnation)))
@@ -133,8 +134,10 @@ final class MeterWorkload: Workload {
         m["meters_reads_anchored"] = Double(anchoredIn.count)
         m["meters_anchors"] = Double(anchorCount)
         var held = 0, retrans: UInt64 = 0, changes: UInt64 = 0, dups: UInt64 = 0, hops = 0.0
+        var drops: [String: UInt64] = [:]
         for i in 0..<sim.nodeCount where sim.isLive(i) {
             guard let s = sim.nodes[i].service(MeterService.self) else { continue }
+            for (k, v) in s.counters.drops { drops[k, default: 0] += v }
             held += s.heldCount
             retrans += s.counters.retransmissions
             changes += s.counters.parentChanges
@@ -142,6 +145,8 @@ final class MeterWorkload: Workload {
             hops += Double(s.counters.forwarded)
         }
         m["meters_held_at_end"] = Double(held)
+        // Counted drops of the live nodes' meter services, by reason (`meters_drop_<reason>`).
+        for (k, v) in drops { m["meters_drop_\(k)"] = Double(v) }
         m["meters_retransmissions"] = Double(retrans)
         m["meters_parent_changes"] = Double(changes)
         m["meters_duplicates_dropped"] = Double(dups)
