@@ -183,6 +183,10 @@ public struct MeterService: NodeService {
     /// Collector: every read accepted, by hash.
     public func storedRead(_ hash: [UInt8]) -> MeterRead? { stored[hash] }
     public var storedCount: Int { stored.count }
+    /// Collector: the read a meter numbered `sequence`, if accepted here.
+    public func storedRead(meter: PublicKey, sequence: UInt64) -> MeterRead? {
+        chains[meter]?.links[sequence].flatMap { stored[$0.hash] }
+    }
     public var pendingCount: Int { pending.values.reduce(0) { $0 + $1.count } }
     /// Collector: the anchors closed, as a book proofs are checked against.
     public var anchorBook: AnchorBook { AnchorBook(anchors) }
@@ -196,6 +200,8 @@ public struct MeterService: NodeService {
         }
     }
     public var hostedMeters: [PublicKey] { hosted.keys.sorted() }
+    /// The read the last `record` command signed (`recorded` is told once it is durable).
+    public private(set) var lastRecorded: MeterRead?
 
     /// Collector: the proof of an anchored read (its path, and its predecessor's).
     public func proof(of hash: [UInt8]) -> MeterProof? {
@@ -312,9 +318,12 @@ public struct MeterService: NodeService {
             counters.recorded += 1
             var w = ByteWriter(); w.u64(read.sequence); w.raw(read.hash)
             let chainRow = StorageOp.put(table: Table.chain, key: id.publicKey.bytes, value: w.bytes)
-            return take([read], from: nil, extraOps: [chainRow], ack: [], now: now, dir) + [event(.recorded(read))] + pump(now: now, dir)
+            lastRecorded = read
+            // `recorded` is told, and the read leaves, once it and the chain row are durable.
+            let taken = take([read], from: nil, extraOps: [chainRow], ack: [event(.recorded(read))], now: now, dir)
+            return afterDurable(taken, pump(now: now, dir))
         case let .submit(reads):
-            return take(reads, from: nil, extraOps: [], ack: [], now: now, dir) + pump(now: now, dir)
+            return afterDurable(take(reads, from: nil, extraOps: [], ack: [], now: now, dir), pump(now: now, dir))
         case let .operatorCommand(cmd):
             return routeDown(cmd, origin: me, from: nil, now: now, dir)
         }
@@ -359,6 +368,16 @@ public struct MeterService: NodeService {
         pendingDeletes = []
         deleteFlushAt = nil
         return [.persist(PersistBatch(ticket: ticket(), ops: ops), then: ack)] + events
+    }
+
+    /// `outputs` with `later` carried out once their write is durable (appended to the last
+    /// persist's `then`): a read leaves a node only when the node has it on disk.
+    private func afterDurable(_ outputs: [Output], _ later: [Output]) -> [Output] {
+        guard !later.isEmpty, let i = outputs.lastIndex(where: { if case .persist = $0 { true } else { false } }),
+              case let .persist(batch, then) = outputs[i] else { return outputs + later }
+        var out = outputs
+        out[i] = .persist(batch, then: then + later)
+        return out
     }
 
     private mutating func remember(_ hash: [UInt8], from: NodeID?) {
@@ -482,7 +501,7 @@ public struct MeterService: NodeService {
             }
             let ack: [Output] = [.send(.peer(peer), bytes: MeterMessage.ack(batch: batch, status: status).encode())]
             guard status == .taken else { drop("refused_\(status)"); return ack }
-            return take(reads, from: from, extraOps: [], ack: ack, now: now, dir) + pump(now: now, dir)
+            return afterDurable(take(reads, from: from, extraOps: [], ack: ack, now: now, dir), pump(now: now, dir))
         case let .ack(batch, status):
             guard let f = flights[batch], f.to == from else { drop("unexpected_ack"); return [] }
             flights[batch] = nil

@@ -69,6 +69,12 @@ extension NodeRuntime {
             if let error = startQuery(parsed ?? [:], reply: reply) { reply(Array(ControlJSON.error(error))) }
         case "cull":
             reply(cull(parsed ?? [:]))
+        case "meter_record":
+            // Answered once the read is durable on this node (the service tells `recorded` then).
+            let before = meters?.lastRecorded
+            let answer = answerMeter("meter_record", parsed ?? [:])
+            guard let read = meters?.lastRecorded, read != before else { reply(answer); return }
+            pendingRecords[read.hash] = reply
         default:
             reply(answer(request))
         }

@@ -84,7 +84,7 @@ extension NodeRuntime {
             let before = service.counters.recorded
             give(.record(meter: meter, intervalStart: start, durationSeconds: duration, registers: registers))
             guard let after = meters, after.counters.recorded == before + 1 else { return Array(ControlJSON.error("the read was refused: \(meters?.counters.drops ?? [:])")) }
-            return Array(ControlJSON.encode(["recorded": after.counters.recorded]))
+            return Array(ControlJSON.encode(["recorded": String(after.lastRecorded?.sequence ?? 0)]))
         case "meter_host":
             guard let seeds = hexList("seeds"), seeds.allSatisfy({ $0.count == 32 }) else {
                 return Array(ControlJSON.error("meter_host needs \"seeds\": 32-byte Ed25519 seeds as hex"))
@@ -108,10 +108,21 @@ extension NodeRuntime {
             give(.operatorCommand(c))
             return Array(ControlJSON.encode(["sent": Hex.encode(c.hash)]))
         case "meter_proof":
-            guard let h = parsed["read"] as? String, let hash = Hex.decode(h.lowercased()), hash.count == 32 else {
-                return Array(ControlJSON.error("meter_proof needs \"read\": the read's hash (64 hex digits)"))
-            }
             guard service.config.role == .collector else { return Array(ControlJSON.error("only a collector keeps reads and anchors; ask the collector")) }
+            let hash: [UInt8]
+            if let h = parsed["read"] as? String {
+                guard let b = Hex.decode(h.lowercased()), b.count == 32 else { return Array(ControlJSON.error("\"read\" must be a read's hash (64 hex digits)")) }
+                hash = b
+            } else if let m = parsed["meter"] as? String, let seq = number("sequence") {
+                guard let b = Hex.decode(m.lowercased()), let key = PublicKey(b) else { return Array(ControlJSON.error("\"meter\" must be a meter's public key (64 hex digits)")) }
+                guard let r = service.storedRead(meter: key, sequence: UInt64(clamping: seq.int64Value)) else {
+                    return Array(ControlJSON.error("this collector has no read \(seq) of meter \(m.prefix(16)) (`iotaf meter status` lists missing ones)"))
+                }
+                hash = r.hash
+            } else {
+                return Array(ControlJSON.error("meter_proof needs \"read\" (the read's hash) or \"meter\" and \"sequence\""))
+            }
+            let h = Hex.encode(hash)
             guard service.storedRead(hash) != nil else { return Array(ControlJSON.error("this collector has no read \(h)")) }
             guard let proof = service.proof(of: hash) else {
                 return Array(ControlJSON.error("read \(h) is not anchored yet (anchors close \(service.config.anchorGrace) after each interval), or the read before it is not"))

@@ -3,6 +3,7 @@ import Channels
 import Foundation
 import Logging
 import MeshCore
+import MeterService
 import Node
 import Sodium
 
@@ -53,6 +54,8 @@ public final class NodeRuntime {
     public var onStopped: (() -> Void)?
     /// `iotaf query` requests collecting answers until their timeout (ControlQueries.swift).
     var pendingQueries: [UInt64: PendingQuery] = [:]
+    /// `meter_record` requests waiting for their read to be durable, by read hash.
+    var pendingRecords: [[UInt8]: ControlServer.Reply] = [:]
     /// The mesh told this node an admin culled it; the node stopped.
     public private(set) var wasCulled = false
 
@@ -378,6 +381,10 @@ public final class NodeRuntime {
             }
         }
         if case let .membership(.queryAnswer(id, from, address, hops, pairs)) = event { collectAnswer(id, from: from, address: address, hops: hops, pairs: pairs) }
+        if case let .service(_, payload) = event, case let .recorded(read)? = payload.as(MeterEvent.self),
+           let reply = pendingRecords.removeValue(forKey: read.hash) {
+            reply(Array(ControlJSON.encode(["recorded": String(read.sequence), "read": Hex.encode(read.hash), "durable": "true"])))
+        }
         if case let .memberStateChanged(id, _, .culled, _) = event, id == identity.nodeID {
             // The mesh refuses this identity for good: running on would only knock on closed doors.
             wasCulled = true

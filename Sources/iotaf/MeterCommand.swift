@@ -89,13 +89,23 @@ struct MeterReadCommand: ParsableCommand {
 struct MeterProofCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "proof", abstract: "Ask a collector for the proof of one anchored read and write it as JSON.")
     @OptionGroup var target: ControlTarget
-    @Argument(help: "The read's hash (64 hex digits).")
-    var read: String
+    @Argument(help: "The read's hash (64 hex digits); or give --meter and --sequence.")
+    var read: String?
+    @Option(help: "The meter's public key (with --sequence).")
+    var meter: String?
+    @Option(help: "The read's sequence number (with --meter).")
+    var sequence: UInt64?
     @Option(help: "Write the proof here (default: print it).")
     var out: String?
 
     func run() throws {
-        let data = try target.fetch("meter_proof", ["read": read])
+        var fields: [String: String] = [:]
+        switch (read, meter, sequence) {
+        case let (r?, nil, nil): fields["read"] = r
+        case let (nil, m?, s?): fields["meter"] = m; fields["sequence"] = String(s)
+        default: throw CLIError("give the read's hash, or --meter KEY and --sequence N")
+        }
+        let data = try target.fetch("meter_proof", fields)
         let pretty = try JSONSerialization.data(withJSONObject: JSONSerialization.jsonObject(with: data), options: [.prettyPrinted, .sortedKeys])
         if let out {
             guard FileManager.default.createFile(atPath: out, contents: pretty) else { throw CLIError("cannot write \(out)") }
