@@ -502,7 +502,7 @@ struct Connection<Peer: Hashable & Sendable & Comparable>: Sendable {
         return best
     }
 
-    /// `nextDeadline`, read through the dictionary's in-place accessor (`connections[p]!.deadline()`)
+    /// `nextDeadline`, read through the dictionary's in-place accessor (`connections.values[i]`)
     /// rather than its getter, which would copy the whole connection.
     mutating func deadline() -> Instant? { nextDeadline }
 

@@ -48,8 +48,8 @@ public struct ChannelEndpoint<Peer: Hashable & Sendable & Comparable>: Sendable 
         guard message.count <= config.maxMessage else {
             return (.failure(.messageTooLarge(size: message.count, max: config.maxMessage)), [])
         }
-        guard connections.index(forKey: peer) != nil || ensureConnection(peer) else { return (.failure(.tooManyConnections), []) }
-        let buffered = connections[peer]!.sendBuffered
+        guard let slot = connectionSlot(peer) else { return (.failure(.tooManyConnections), []) }
+        let buffered = connections.values[slot].sendBuffered
         if buffered + message.count > config.perPeerSendBuffer || budget.sendBuffered + message.count > budget.sendLimit {
             insertWaiting(peer)
             return (.failure(.backpressure), [])
@@ -57,9 +57,17 @@ public struct ChannelEndpoint<Peer: Hashable & Sendable & Comparable>: Sendable 
         let id = MessageID(raw: nextMessage)
         nextMessage += 1
         var ctx = context()
-        connections[peer]!.enqueue(message, stream: stream, id: id, now: now, ctx: &ctx)
-        connections[peer]!.flush(now: now, ctx: &ctx)
+        connections.values[slot].enqueue(message, stream: stream, id: id, now: now, ctx: &ctx)
+        connections.values[slot].flush(now: now, ctx: &ctx)
         return (.success(id), finish(&ctx))
+    }
+
+    /// Where `peer`'s connection is stored, made if there is room. Connections are reached through
+    /// `connections.values[slot]`, which mutates in place: `connections[peer]!` copied the whole
+    /// connection on every frame.
+    private mutating func connectionSlot(_ peer: Peer) -> Dictionary<Peer, Connection<Peer>>.Index? {
+        if let slot = connections.index(forKey: peer) { return slot }
+        return ensureConnection(peer) ? connections.index(forKey: peer) : nil
     }
 
     /// A frame the session delivered from `peer`.
@@ -74,14 +82,14 @@ public struct ChannelEndpoint<Peer: Hashable & Sendable & Comparable>: Sendable 
         case .success(let p):
             packet = p
         }
-        guard connections.index(forKey: peer) != nil || ensureConnection(peer) else {
+        guard let slot = connectionSlot(peer) else {
             counters.drop(.tooManyConnections)
             return []
         }
         var ctx = context()
         let fresh = freshID()
-        connections[peer]!.receive(packet, now: now, freshID: fresh, ctx: &ctx)
-        connections[peer]!.flush(now: now, ctx: &ctx)
+        connections.values[slot].receive(packet, now: now, freshID: fresh, ctx: &ctx)
+        connections.values[slot].flush(now: now, ctx: &ctx)
         return finish(&ctx)
     }
 
@@ -90,8 +98,9 @@ public struct ChannelEndpoint<Peer: Hashable & Sendable & Comparable>: Sendable 
         var ctx = context()
         for peer in order {
             let fresh = freshID()
-            connections[peer]!.onTimers(now: now, freshID: fresh, ctx: &ctx)
-            connections[peer]!.flush(now: now, ctx: &ctx)
+            let slot = connections.index(forKey: peer)!
+            connections.values[slot].onTimers(now: now, freshID: fresh, ctx: &ctx)
+            connections.values[slot].flush(now: now, ctx: &ctx)
         }
         return finish(&ctx)
     }
@@ -145,7 +154,8 @@ public struct ChannelEndpoint<Peer: Hashable & Sendable & Comparable>: Sendable 
             if budget.sendBuffered < budget.sendLimit {
                 var still: [Peer] = []
                 for peer in waiting {
-                    if (connections[peer]?.sendBuffered ?? 0) < config.perPeerSendBuffer {
+                    let buffered = connections.index(forKey: peer).map { connections.values[$0].sendBuffered } ?? 0
+                    if buffered < config.perPeerSendBuffer {
                         ctx.outputs.append(.writable(peer))
                     } else {
                         still.append(peer)
@@ -156,7 +166,7 @@ public struct ChannelEndpoint<Peer: Hashable & Sendable & Comparable>: Sendable 
         }
         var wake: Instant?
         for peer in order {
-            if let d = connections[peer]!.deadline(), wake == nil || d < wake! { wake = d }
+            if let d = connections.values[connections.index(forKey: peer)!].deadline(), wake == nil || d < wake! { wake = d }
         }
         if let wake { ctx.outputs.append(.wake(at: wake)) }
         return ctx.outputs

@@ -484,14 +484,11 @@ public struct GossipCore {
     /// sample under an eighth of the estimate shows the estimate is stale (a restart, starvation
     /// that ended): it replaces it rather than being averaged in at 1/8.
     mutating func noteRTT(_ id: NodeID, _ rtt: Duration) {
-        guard rtt.nanoseconds <= longestRoundTrip else { counters.roundTripsDiscarded += 1; return }
-        guard var m = members[id] else { return }
-        if let old = m.rtt, rtt.nanoseconds * 8 >= old.nanoseconds {
-            m.rtt = .nanoseconds((old.nanoseconds * 7 + rtt.nanoseconds) / 8)
-        } else {
-            m.rtt = rtt
-        }
-        members[id] = m
+        let sample = rtt.nanoseconds
+        guard sample <= longestRoundTrip else { counters.roundTripsDiscarded += 1; return }
+        // Int64.min: no round trip measured yet.
+        guard let old = members.rttNanos(of: id) else { return }
+        members.setRTTNanos(id, old != .min && sample * 8 >= old ? (old * 7 + sample) / 8 : sample)
     }
 
     // MARK: - Commands

@@ -75,7 +75,7 @@ public struct MemberTable {
         }
     }
 
-    func contains(_ id: NodeID) -> Bool { find(id) != nil }
+    public func contains(_ id: NodeID) -> Bool { find(id) != nil }
 
     /// A member's incarnation, attribute version and state, read from its row without building a
     /// `GossipMember`: enough to refuse an update that is old news.
@@ -86,6 +86,13 @@ public struct MemberTable {
     }
     func nodeID(atRow r: Int) -> NodeID { identities.nodeID(rows[r].entry) }
     func entry(atRow r: Int) -> PeerEntry { identities.entry(rows[r].entry) }
+
+    /// `id`'s peer entry (key, id, address), without building a `GossipMember`: what routing a
+    /// message to a member needs, on every send.
+    public func entry(of id: NodeID) -> PeerEntry? {
+        guard let r = find(id) else { return nil }
+        return identities.entry(rows[r].entry)
+    }
 
     /// The peer entry index and state of `id`'s row, without building a `GossipMember`.
     public func entryAndState(of id: NodeID) -> (entry: UInt32, state: MemberState)? {
@@ -162,6 +169,13 @@ public struct MemberTable {
             row.hasContact = true
         }
         rows[r] = row
+    }
+
+    /// A member's smoothed round-trip time, set in place: every probe answer does this.
+    mutating func setRTTNanos(_ id: NodeID, _ nanos: Int64) {
+        guard let r = find(id) else { return }
+        contacts[id, default: Contact()].rttNanos = nanos
+        rows[r].hasContact = true
     }
 
     /// Direct contact with an alive member at the address we hold: only its last-heard time

@@ -316,13 +316,13 @@ public struct GossipService: NodeService, MemberDirectory {
     // MARK: - MemberDirectory
 
     public func peer(_ id: NodeID) -> ProvenPeer? {
-        guard let e = core.members[id]?.entry else { return nil }
+        guard let e = core.members.entry(of: id) else { return nil }
         return ProvenPeer(identity: e.peer, address: e.address)
     }
 
     public func isReachable(_ id: NodeID) -> Bool {
-        guard let m = core.members[id] else { return false }
-        return m.state == .alive || m.state == .suspect
+        guard let state = core.members.entryAndState(of: id)?.state else { return false }
+        return state == .alive || state == .suspect
     }
 
     public func isCulled(_ id: NodeID) -> Bool { core.culls[id] != nil }
@@ -330,7 +330,7 @@ public struct GossipService: NodeService, MemberDirectory {
     public func isNeighbour(_ id: NodeID) -> Bool { core.activeView.contains { $0.nodeID == id } }
 
     /// Whether `id` is in the member table at all (any state).
-    func isMember(_ id: NodeID) -> Bool { core.members[id] != nil }
+    func isMember(_ id: NodeID) -> Bool { core.members.contains(id) }
 
     // MARK: - Commands
 
@@ -397,7 +397,7 @@ public struct GossipService: NodeService, MemberDirectory {
         switch event {
         case let .memberJoined(id, address):
             out.append(.event(.memberAdded(id, address)))
-            if let e = core.members[id]?.entry { out.append(.membership(.up(ProvenPeer(identity: e.peer, address: e.address)))) }
+            if let e = core.members.entry(of: id) { out.append(.membership(.up(ProvenPeer(identity: e.peer, address: e.address)))) }
         case let .memberStateChanged(id, from, to, incarnation):
             out.append(.event(.memberStateChanged(id, from: from, to: to, incarnation: incarnation)))
             // A member declared dead may hold no keys for our session any more (it restarted, or
@@ -408,12 +408,12 @@ public struct GossipService: NodeService, MemberDirectory {
             // side only made the other side's datagrams undecodable (`unknown_index`), which
             // raised more suspicions (at 1,000 nodes with 10 % loss the simulator saw 66,000
             // false deaths and 26 KB/s a node).
-            guard let peer = core.members[id]?.entry.peer else { return }
+            guard let peer = core.members.entry(of: id)?.peer else { return }
             switch to {
             case .dead, .left: out.append(.membership(.down(peer)))
             case .culled: out.append(.membership(.culled(peer)))
             case .alive where from != .suspect:
-                if let e = core.members[id]?.entry { out.append(.membership(.up(ProvenPeer(identity: e.peer, address: e.address)))) }
+                if let e = core.members.entry(of: id) { out.append(.membership(.up(ProvenPeer(identity: e.peer, address: e.address)))) }
             case .alive, .suspect: break
             }
         case let .memberAddressChanged(id, address):

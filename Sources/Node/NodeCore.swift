@@ -31,6 +31,9 @@ public struct NodeCore {
     public internal(set) var membership: GossipService
     /// The other services, in the order they were added.
     var services: [any NodeService<NodeCommand, NodeEvent>] = []
+    /// Each service's deadline as it was after its last input (a service changes only when it
+    /// runs), so folding the wake reads this array instead of opening every service.
+    private var serviceDeadlines: [Instant?] = []
     /// Protocol id → slot (`membershipSlot`, or an index into `services`), in the order added.
     private(set) var routes: [(id: ProtocolID, slot: Int)] = []
     /// The node's reliable stream (ReliableStream.swift): large messages of any service.
@@ -95,6 +98,7 @@ public struct NodeCore {
             if clash { throw ServiceClash(id: id) }
         }
         services.append(service)
+        serviceDeadlines.append(service.deadline)
         for id in service.protocolIDs { routes.append((id, services.count - 1)) }
     }
 
@@ -118,11 +122,11 @@ public struct NodeCore {
         return nil
     }
 
-    public mutating func handle(_ input: NodeInput, now: Instant) -> [NodeOutput] {
+    public mutating func handle(_ input: consuming NodeInput, now: Instant) -> [NodeOutput] {
         var out: [NodeOutput] = []
         // A datagram usually yields a send and a wake-up or event: no regrowth on the common path.
         out.reserveCapacity(4)
-        switch input {
+        switch consume input {
         case let .datagram(from, bytes):
             own.datagramsIn += 1
             own.bytesIn += UInt64(bytes.count)
@@ -135,7 +139,7 @@ public struct NodeCore {
                 sessionWake = nil
                 absorb(sessions.tick(now: now), now: now, into: &out)
             }
-            for slot in services.indices where services[slot].deadline.map({ now >= $0 }) ?? false {
+            for slot in services.indices where serviceDeadlines[slot].map({ now >= $0 }) ?? false {
                 run(slot, .timer, now: now, into: &out)
             }
             if let w = reliableWake, now >= w {
@@ -230,24 +234,36 @@ public struct NodeCore {
     }
 
     /// Hands one input to one service and carries out what it returns.
-    mutating func run(_ slot: Int, _ input: ServiceInput<NodeCommand>, now: Instant, into out: inout [NodeOutput]) {
+    mutating func run(_ slot: Int, _ input: consuming ServiceInput<NodeCommand>, now: Instant, into out: inout [NodeOutput]) {
         let outputs: [ServiceOutput<NodeCommand, NodeEvent>]
         if slot == Self.membershipSlot {
-            outputs = membership.handle(input, now: now, members: NoMembers())
+            outputs = membership.handle(consume input, now: now, members: NoMembers())
         } else {
-            outputs = services[slot].handle(input, now: now, members: membership)
+            (outputs, serviceDeadlines[slot]) = Self.handle(&services[slot], consume input, now: now, members: membership)
         }
         if !outputs.isEmpty { carry(outputs, from: slot, now: now, into: &out) }
     }
 
+    /// Runs one service on its opened type: the service is mutated where it is stored and its
+    /// deadline read there, where calls on the existential would copy the whole service.
+    private static func handle<S: NodeService<NodeCommand, NodeEvent>>(_ service: inout S, _ input: ServiceInput<NodeCommand>,
+                                                                       now: Instant, members: GossipService) -> ([ServiceOutput<NodeCommand, NodeEvent>], Instant?) {
+        let outputs = service.handle(input, now: now, members: members)
+        return (outputs, service.deadline)
+    }
+
+    private static func takes<S: NodeService<NodeCommand, NodeEvent>>(_ service: borrowing S, _ command: NodeCommand) -> Bool {
+        service.takes(command)
+    }
+
     /// A command for the first service that takes it (never back to its sender); one nobody
     /// takes is counted.
-    mutating func command(_ command: NodeCommand, from sender: Int?, now: Instant, into out: inout [NodeOutput]) {
+    mutating func command(_ command: consuming NodeCommand, from sender: Int?, now: Instant, into out: inout [NodeOutput]) {
         if sender != Self.membershipSlot, membership.takes(command) {
             run(Self.membershipSlot, .command(command), now: now, into: &out)
             return
         }
-        for slot in services.indices where slot != sender && services[slot].takes(command) {
+        for slot in services.indices where slot != sender && Self.takes(services[slot], command) {
             run(slot, .command(command), now: now, into: &out)
             return
         }
@@ -259,9 +275,9 @@ public struct NodeCore {
     }
 
     /// Carries out a service's outputs, in order.
-    mutating func carry(_ outputs: [ServiceOutput<NodeCommand, NodeEvent>], from slot: Int, now: Instant, into out: inout [NodeOutput]) {
-        for o in outputs {
-            switch o {
+    mutating func carry(_ outputs: consuming [ServiceOutput<NodeCommand, NodeEvent>], from slot: Int, now: Instant, into out: inout [NodeOutput]) {
+        for o in consume outputs {
+            switch consume o {
             case let .send(destination, bytes):
                 let opened = sessionsStarted
                 switch destination {
@@ -336,7 +352,7 @@ public struct NodeCore {
         var wake = membership.deadline
         if let w = sessionWake, wake.map({ w < $0 }) ?? true { wake = w }
         if let w = reliableWake, wake.map({ w < $0 }) ?? true { wake = w }
-        for s in services { if let w = s.deadline, wake.map({ w < $0 }) ?? true { wake = w } }
+        for d in serviceDeadlines { if let w = d, wake.map({ w < $0 }) ?? true { wake = w } }
         if let wake, wake != requestedWake {
             requestedWake = wake
             out.append(.wake(at: wake))
@@ -346,9 +362,9 @@ public struct NodeCore {
     // MARK: - Sessions
 
     /// Carries out what the session layer asked for and hands authenticated plaintext to the services.
-    mutating func absorb(_ outputs: [SessionOutput], now: Instant, into out: inout [NodeOutput]) {
-        for o in outputs {
-            switch o {
+    mutating func absorb(_ outputs: consuming [SessionOutput], now: Instant, into out: inout [NodeOutput]) {
+        for o in consume outputs {
+            switch consume o {
             case let .send(to, bytes):
                 own.datagramsOut += 1
                 own.bytesOut += UInt64(bytes.count)

@@ -912,7 +912,8 @@ public final class SessionManager {
     }
 
     private func deadPeerDue(_ p: Peer) -> Instant? {
-        guard p.initiation == nil, p.identity != nil, let s = p.unansweredSince else { return nil }
+        // `case .some` tests the optional without copying the identity it holds.
+        guard p.initiation == nil, case .some = p.identity, let s = p.unansweredSince else { return nil }
         return s + ns.silence
     }
 
