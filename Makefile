@@ -6,8 +6,9 @@ SHELL := /bin/bash
 NODES ?= 5
 DURATION ?=
 JOBS ?= 2
+VERSION ?= 0.1.0
 
-.PHONY: run test deps build build-debug bench sim clean fuzz soak floods testbed-clean
+.PHONY: run test deps build build-debug bench sim clean fuzz soak floods testbed-clean deb
 FLOOD_SECONDS ?= 30
 FUZZ_SECONDS ?= 60
 SOAK_HOSTS ?= 30
@@ -56,6 +57,11 @@ floods: deps
 # Removes namespaces and files that an interrupted test-bed run left behind.
 testbed-clean:
 	bash scripts/testbed-clean.sh
+
+# A Debian package of the release binary: out/iotaf_$(VERSION)_ARCH.deb (scripts/make-deb.sh;
+# Docs/operations.md, "Installing with the package").
+deb: build
+	bash scripts/make-deb.sh $(VERSION) out
 
 bench: build
 	.build/release/iotaf bench loop

@@ -12,6 +12,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // System libraries, found by pkg-config.
@@ -46,6 +48,8 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "TOMLKit", package: "TOMLKit"),
             .product(name: "GRDB", package: "GRDB.swift"),
+            .product(name: "CoreMetrics", package: "swift-metrics"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
         ]),
         // The simulation engine's protocol-free parts shared by the simulator and the tests' drivers.
         .target(name: "SimulatorKit", dependencies: ["MeshCore"]),
@@ -79,7 +83,12 @@ let package = Package(
         .testTarget(name: "NoiseTests", dependencies: ["Noise", "Sodium"]),
         .testTarget(name: "ChannelsTests", dependencies: ["Channels", "MeshCore"]),
         .testTarget(name: "SessionsTests", dependencies: ["Sessions", "Noise", "MeshCore", "Sodium", "SimulatorKit"]),
+<<<<<<< HEAD
         .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Node", "MeshCore", "Sessions", "Channels", "Gossip", "Sodium", "Consensus", "MeterService", .product(name: "GRDB", package: "GRDB.swift")]),
+=======
+        .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Node", "MeshCore", "Sessions", "Channels", "Gossip", "Sodium", "Consensus", .product(name: "GRDB", package: "GRDB.swift"),
+            .product(name: "Logging", package: "swift-log")]),
+>>>>>>> main
         // testdata/: golden transcripts read by path (GoldenTranscriptTests), not bundled.
         .testTarget(name: "SimulatorTests", dependencies: ["Simulator", "Node", "MeshCore"], exclude: ["testdata"]),
         .testTarget(name: "ConsensusTests", dependencies: ["Consensus", "MeshCore", "Sodium"], exclude: ["testdata"]),

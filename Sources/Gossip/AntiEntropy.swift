@@ -13,12 +13,6 @@ extension GossipCore {
         return z ^ (z >> 31)
     }
 
-    static func prefix64(_ b: [UInt8]) -> UInt64 {
-        var v: UInt64 = 0
-        for i in 0..<8 { v = v << 8 | UInt64(b[i]) }
-        return v
-    }
-
     /// Alive and suspect hash alike: suspicion is transient and settled by the probe path.
     static func stateClass(_ s: MemberState) -> UInt64 {
         switch s {
@@ -39,7 +33,7 @@ extension GossipCore {
         var b = members.digestBuckets
         b[Self.bucket(me.nodeID)] &+= Self.rowHash(me.nodeID, incarnation: incarnation, state: hasLeft ? .left : .alive)
         var ch: UInt64 = 0
-        for id in cullOrder { ch &+= Self.mix(Self.prefix64(id.bytes) ^ (culls[id]?.issuedAt ?? 0)) }
+        for id in cullOrder { ch &+= Self.mix(id.leadingWord ^ (culls[id]?.issuedAt ?? 0)) }
         return (b, UInt32(cullOrder.count), ch)
     }
 
@@ -169,7 +163,7 @@ extension GossipCore {
         let known = members.count
         defer { bridgeIfAnotherWorld(learned: members.count - known, knownBefore: known, from: from, now: now, into: &out) }
         for c in cs { applyUpdate(.cull(c), from: from, now: now, into: &out) }
-        let accuser = Self.prefix64(from.nodeID.bytes)
+        let accuser = from.nodeID.leadingWord
         for r in records {
             let u: MemberUpdate
             switch r.state {

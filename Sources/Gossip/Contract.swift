@@ -75,6 +75,9 @@ public enum GossipEvent: Sendable, Equatable {
     /// Someone suspected or declared us dead; we answered with a higher incarnation.
     case refuted(incarnation: UInt32)
     case queryAnswer(id: UInt64, from: NodeID, address: UnderlayAddress, hops: UInt8, pairs: [AttributePair])
+    /// A probe's first ping was answered by its target after this round trip (one per probe
+    /// round at most; what the runtime's probe-RTT histogram records, Docs/operations.md).
+    case probeRoundTrip(NodeID, Duration)
 }
 
 /// The protocol's knobs. Defaults are tuned for a LAN-like mesh of up to 10,000 nodes; see

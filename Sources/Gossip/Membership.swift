@@ -200,9 +200,7 @@ extension GossipCore {
 
     /// How an accuser is named in a suspicion: the first 8 bytes of its node id.
     static func accuserTag(_ id: NodeID) -> UInt64 {
-        var tag: UInt64 = 0
-        for i in 0..<8 { tag = tag << 8 | UInt64(id.bytes[i]) }
-        return tag
+        id.leadingWord
     }
 
     /// Lifeguard's dynamic suspicion timeout: `max − (max − min) · log(c + 1) / log(k + 1)`.

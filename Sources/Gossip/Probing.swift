@@ -302,7 +302,10 @@ extension GossipCore {
                 // One sample per probe, its first ping: answered in time, or lost (the target is
                 // alive: it answered a re-ping, or a helper relayed its answer). The re-pings go
                 // together, so which of them was answered says nothing more.
-                if from.nodeID == p.target.nodeID { noteRTT(from.nodeID, now - p.sentAt) }
+                if from.nodeID == p.target.nodeID {
+                    noteRTT(from.nodeID, now - p.sentAt)
+                    out.append(.event(.probeRoundTrip(from.nodeID, now - p.sentAt)))
+                }
                 noteRoundTrip(lost: from.nodeID != p.target.nodeID || now >= p.indirectAt)
                 if p.wide, wideRetry == p.target.nodeID { wideRetry = nil }
                 // The period was stretched to wait for a slow peer's answer; it came, so the round

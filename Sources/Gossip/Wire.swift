@@ -334,7 +334,7 @@ public enum GossipWire {
     }
 
     static func writeEntry(_ e: PeerEntry, _ w: inout ByteWriter) {
-        w.raw(e.peer.publicKey.bytes)
+        w.raw(e.peer.publicKey)
         w.u64(e.address.high)
         w.u64(e.address.low)
         w.u16(e.address.port)
@@ -371,11 +371,11 @@ public enum GossipWire {
             w.u32(inc)
             w.u32(av)
         case let .suspect(p, inc, accuser):
-            w.raw(p.publicKey.bytes)
+            w.raw(p.publicKey)
             w.u32(inc)
             w.u64(accuser)
         case let .dead(p, inc), let .left(p, inc):
-            w.raw(p.publicKey.bytes)
+            w.raw(p.publicKey)
             w.u32(inc)
         case let .cull(c):
             c.write(&w)
@@ -494,7 +494,7 @@ public enum GossipWire {
         // Whether the bytes are a valid point is the session layer's concern; but the negated twin
         // of a key (the same secret's other encoding) is no member of its own, so a record naming
         // one is refused here, before it reaches the member table.
-        guard let key = PublicKey(raw: try r.raw(PublicKey.length)) else { throw GossipDropReason.truncated }
+        let key = try r.publicKey()
         if let k, let held = k.identity(forKey: key) { return held }
         guard let p = PeerIdentity(publicKey: key) else { throw GossipDropReason.nonCanonicalKey }
         return p

@@ -61,6 +61,14 @@ public struct ByteReader {
         defer { offset += n }
         return Array(bytes[offset..<offset + n])
     }
+
+    /// Hands the next `n` bytes to `body` where they lie (no array is built) and moves past them.
+    public mutating func inPlace<R>(_ n: Int, _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R {
+        guard n >= 0, remaining >= n else { throw Failure.truncated }
+        let start = offset
+        offset += n
+        return try bytes.withUnsafeBytes { try body(UnsafeRawBufferPointer(rebasing: $0[start..<start + n])) }
+    }
 }
 
 public enum Hex {

@@ -27,11 +27,16 @@ public struct NetworkID: Hashable, Sendable, CustomStringConvertible {
 /// (``IdentityKey/pairForm(_:)``), so a key and its negated twin have one id. Stable across
 /// addresses, so a node that moves is the same member.
 public struct NodeID: Hashable, Comparable, Sendable, CustomStringConvertible {
-    public let bytes: [UInt8]
-    /// The same 32 bytes as four big-endian words: member tables compare and hash node ids on
-    /// every datagram, and four word compares cost less than a byte-array compare.
+    /// The 32 bytes as four big-endian words, inline (no array): member tables compare and hash
+    /// node ids on every datagram, and an id is copied with every peer entry, so four word
+    /// compares and no reference counting (issue 26). `bytes` builds the array when asked.
     private let w0, w1, w2, w3: UInt64
     public static let length = 32
+
+    /// The id's 32 bytes (a new array on every read).
+    public var bytes: [UInt8] {
+        withUnsafeBytes(of: (w0.bigEndian, w1.bigEndian, w2.bigEndian, w3.bigEndian)) { Array($0) }
+    }
 
     /// The id of the identity `publicKey` belongs to. A key and its negation (which hold the same
     /// X25519 key, so the same secret) give the same id: a cull, a member row or a peer-store row
@@ -54,7 +59,6 @@ public struct NodeID: Hashable, Comparable, Sendable, CustomStringConvertible {
     }
 
     private init(checked bytes: [UInt8]) {
-        self.bytes = bytes
         (w0, w1, w2, w3) = bytes.withUnsafeBytes { b in
             (UInt64(bigEndian: b.loadUnaligned(fromByteOffset: 0, as: UInt64.self)),
              UInt64(bigEndian: b.loadUnaligned(fromByteOffset: 8, as: UInt64.self)),

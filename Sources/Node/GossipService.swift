@@ -81,6 +81,10 @@ public struct GossipService: NodeService, MemberDirectory {
     /// through its seeds alone, which may answer with only part of the mesh.
     static let earlyPeerSnapshots: [Duration] = [.seconds(5), .seconds(10), .seconds(20)]
     private var earlySnapshotsTaken = 0
+    /// The rows of the last peer snapshot handed out (by key), so an unchanged table is not
+    /// written again: an idle node in a stable mesh then writes nothing to disk (Docs/operations.md,
+    /// "Footprint"). Nil until the first, and after a failed write (the next one retries).
+    private var lastSnapshotRows: [StoredRow]?
     /// Remembered peers kept at most: enough to rejoin through, few enough that a restart does
     /// not knock on every door of a large mesh. The most recently heard are kept.
     static let maxRememberedPeers = 256
@@ -115,7 +119,7 @@ public struct GossipService: NodeService, MemberDirectory {
             if let i = peerSnapshotInterval { nextPeerSnapshot = now + min(i, Self.earlyPeerSnapshots[0]) }
             absorb(core.handle(.start, now: now), into: &out)
         case .stop:
-            if peerSnapshotInterval != nil { out.append(.persist(peerSnapshot(), then: [])) }
+            if peerSnapshotInterval != nil, let batch = changedPeerSnapshot() { out.append(.persist(batch, then: [])) }
         case .timer:
             if let w = coreWake, now >= w {
                 coreWake = nil
@@ -126,7 +130,7 @@ public struct GossipService: NodeService, MemberDirectory {
                 earlySnapshotsTaken += 1
                 let early = Self.earlyPeerSnapshots
                 nextPeerSnapshot = now + (earlySnapshotsTaken < early.count ? min(i, early[earlySnapshotsTaken] - early[earlySnapshotsTaken - 1]) : i)
-                out.append(.persist(peerSnapshot(), then: []))
+                if let batch = changedPeerSnapshot() { out.append(.persist(batch, then: [])) }
             }
         case let .message(from, bytes, reliable):
             let entry = PeerEntry(peer: from.identity, address: from.address)
@@ -152,8 +156,8 @@ public struct GossipService: NodeService, MemberDirectory {
                 absorb(core.handle(.command(.resume(incarnation: last.incarnation, attributeVersion: last.attributeVersion)), now: now), into: &out)
             }
         case let .persisted(ticket, outcome) where ticket.sequence == 0:
-            // A peer snapshot: the next one retries.
-            if case .failed = outcome { counters.failedWrites += 1 }
+            // A peer snapshot: the next one retries, whether or not the members changed meanwhile.
+            if case .failed = outcome { counters.failedWrites += 1; lastSnapshotRows = nil }
         case let .persisted(_, outcome):
             writesInFlight -= 1
             // A failed write leaves the record unknown: the next call persists it again. Not this
@@ -179,6 +183,16 @@ public struct GossipService: NodeService, MemberDirectory {
 
     /// The members heard from, most recent first, at most `maxRememberedPeers`, as one batch
     /// that replaces the table.
+    /// The peer snapshot when its rows differ from the last one handed out, else nil.
+    mutating func changedPeerSnapshot() -> PersistBatch? {
+        let batch = peerSnapshot()
+        guard case let .replace(_, rows)? = batch.ops.first else { return batch }
+        let byKey = rows.sorted { $0.key.lexicographicallyPrecedes($1.key) }
+        if byKey == lastSnapshotRows { counters.unchangedSnapshotsSkipped += 1; return nil }
+        lastSnapshotRows = byKey
+        return batch
+    }
+
     func peerSnapshot() -> PersistBatch {
         var heard: [(GossipMember, Instant)] = []
         for m in core.members.values {
@@ -243,6 +257,8 @@ public struct GossipService: NodeService, MemberDirectory {
         public var cullWrites: UInt64 = 0
         /// Restored culls refused (undecodable, or their signature no longer verifies).
         public var badCullRecords: UInt64 = 0
+        /// Peer snapshots not written because the remembered peers had not changed.
+        public var unchangedSnapshotsSkipped: UInt64 = 0
     }
     public private(set) var counters = Counters()
 

@@ -17,6 +17,10 @@ public struct NodeSettings: Sendable {
     /// The private mesh's key file (`--network-key`); without one the node is in the open default network.
     public var networkKeyPath: String?
     public var logLevel: Logger.Level = .info
+    /// `[log] format`: readable text (the default) or one JSON object a line (`LogFormat`).
+    public var logFormat = LogFormat.text
+    /// `[metrics] listen`: where to serve `GET /metrics` (Prometheus text); nil serves nothing.
+    public var metricsListen: UnderlayAddress?
     public var attributes: [String: String] = [:]
     public var timing = NodeTiming()
     /// The `[gossip]` section: discovery modes, masters, master flag, admin keys.
@@ -89,7 +93,9 @@ public enum ConfigLoader {
                  "peers": "an array of address strings like [\"[::1]:7401\"]", "control": "a socket path string",
                  "data": "a directory path string", "network_id": "32 hex digits (from `iotaf network init`)",
                  "network_key": "a path string to the mesh's network.key (from `iotaf network init`)"],
-        "log": ["level": "one of trace, debug, info, notice, warning, error, critical"],
+        "log": ["level": "one of trace, debug, info, notice, warning, error, critical",
+                "format": "\"text\" (readable, the default) or \"json\" (one JSON object a line)"],
+        "metrics": ["listen": "a TCP address string like \"[::1]:9464\" where GET /metrics answers (Prometheus text)"],
         "timing": Dictionary(uniqueKeysWithValues: timingBounds.map { ($0.key, "an integer \($0.range.lowerBound)...\($0.range.upperBound)") }),
         "gossip": ["modes": "an array of mode strings: \"master\", \"walk\", \"nearest\"",
                    "masters": "an array of address strings like [\"[::1]:7401\"]",
@@ -168,7 +174,7 @@ public enum ConfigLoader {
             if let value = table[section], value.table == nil {
                 // `key = value` above the first [section]: TOML puts it at the top level.
                 throw ConfigError(file: file, key: section, line: lines.line(section: "", key: section),
-                                  message: "key outside any section; move it under its section ([node], [log], [gossip], [timing] or [attributes])")
+                                  message: "key outside any section; move it under its section ([node], [log], [metrics], [gossip], [timing] or [attributes])")
             }
             guard let allowed = schema[section] else {
                 throw fail(section, nil, "unknown section; allowed sections are \(schema.keys.sorted().joined(separator: ", "))")
@@ -234,6 +240,14 @@ public enum ConfigLoader {
         if let v = try string("log", "level") {
             guard let l = Logger.Level(rawValue: v) else { throw fail("log", "level", "unknown level \"\(v)\"; use \(schema["log"]!["level"]!)") }
             settings.logLevel = l
+        }
+        if let v = try string("log", "format") {
+            guard let f = LogFormat(rawValue: v) else { throw fail("log", "format", "unknown format \"\(v)\"; use \(schema["log"]!["format"]!)") }
+            settings.logFormat = f
+        }
+        if let v = try string("metrics", "listen") {
+            guard let a = UnderlayAddress(parsing: v) else { throw fail("metrics", "listen", "bad address \"\(v)\": use [IPv6]:port or IPv4:port, e.g. \"[::1]:9464\"") }
+            settings.metricsListen = a
         }
         if let attrs = table["attributes"]?.table {
             var pairs: [(String, String)] = []

@@ -95,6 +95,8 @@ extension StatusReport {
             "culls": UInt64(core.gossip.culls.count), "queued_updates": UInt64(core.gossip.queuedUpdates),
             // Culls written to the store, and stored culls refused at start (GossipService).
             "cull_writes": core.membership.counters.cullWrites, "bad_cull_records": core.membership.counters.badCullRecords,
+            // Peer snapshots left unwritten because nothing changed (an idle node writes nothing).
+            "peer_snapshots_unchanged": core.membership.counters.unchangedSnapshotsSkipped,
             "drops_total": g.totalDrops,
         ]
         var gd: [String: UInt64] = [:]

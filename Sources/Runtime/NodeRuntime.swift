@@ -10,7 +10,8 @@ import Sodium
 /// The libuv driver of one node: it owns the socket, the timer, the control socket and the
 /// peer store, feeds the core its inputs with `now`, and carries out the outputs in order.
 public final class NodeRuntime {
-    public let settings: NodeSettings
+    /// The settings it runs with; a reload (SIGHUP, ConfigReload.swift) changes the live keys.
+    public internal(set) var settings: NodeSettings
     public let identity: NodeIdentity
     // The loop thread is the only one that touches these, once per datagram: no dynamic
     // exclusivity checks (a runtime call each) on the hot ones.
@@ -21,6 +22,13 @@ public final class NodeRuntime {
     private var timer: LoopTimer!
     private var leaveTimer: LoopTimer?
     private var control: ControlServer?
+    /// `[metrics] listen`: GET /metrics over HTTP; nil when not configured.
+    public private(set) var metricsServer: MetricsHTTPServer?
+    /// Every counter and gauge of `status`, and the latency histograms, as Prometheus text.
+    public let metrics = NodeMetrics()
+    /// Builds the settings again for a SIGHUP reload (the config file, then the same flags);
+    /// without it SIGHUP is logged and ignored.
+    public var reloadSettings: (() throws -> NodeSettings)?
     private var signals: [SignalWatcher] = []
     private var store: PeerStore?
     /// The core's `.persist` batches, carried out one at a time in order on the thread pool
@@ -37,7 +45,7 @@ public final class NodeRuntime {
     /// Mode `nearest`'s LAN beacon; nil in the other modes.
     private var beacon: MulticastBeacon?
     /// Says which seeds do not answer, and the likely reason (SeedWatch.swift).
-    private var seeds: SeedMonitor!
+    var seeds: SeedMonitor!
     /// Link-local IP → the interface it was last heard on. The cores see link-local addresses
     /// without their interface (scopes are local to this host and gossip carries none); sends to
     /// them get it back from here. One address per IP: two hosts with the same link-local address
@@ -144,6 +152,9 @@ public final class NodeRuntime {
             if withControlSocket {
                 control = try ControlServer(loop: loop, path: settings.resolvedControlPath) { [unowned self] in self.answerLater($0, reply: $1) }
             }
+            if let listen = settings.metricsListen {
+                metricsServer = try MetricsHTTPServer(loop: loop, listen: listen) { [unowned self] in Array(self.metricsText.utf8) }
+            }
         } catch {
             closeHandles()
             if error is RuntimeError { throw error }
@@ -161,6 +172,7 @@ public final class NodeRuntime {
         logger.info("node started", metadata: [
             "node_id": "\(identity.nodeID.hex)", "overlay": "\(core.overlayAddress)", "listen": "\(boundAddress)",
             "control": "\(control?.path ?? "none")",
+            "metrics": "\(metricsServer.map { "http://\($0.boundAddress)/metrics" } ?? "none")",
         ])
         if let store {
             do {
@@ -212,10 +224,36 @@ public final class NodeRuntime {
                     self.stop()
                 })
             }
+            signals.append(SignalWatcher(loop: loop, signal: SIGHUP) { [unowned self] _ in self.reloadOnSignal() })
         }
     }
 
     public func command(_ command: NodeCommand) { feed(.command(command)) }
+
+    /// SIGHUP: re-reads the settings and applies the live keys; a config that no longer loads is
+    /// refused with its reason and the running settings are kept.
+    func reloadOnSignal() {
+        guard let reloadSettings else {
+            logger.warning("received SIGHUP, but this node was started without a config to reload; nothing changed")
+            return
+        }
+        do {
+            reload(try reloadSettings())
+        } catch {
+            logger.error("config reload refused, the running settings are kept: \(error)")
+        }
+    }
+
+    /// The Prometheus text `iotaf metrics` and `GET /metrics` answer with.
+    public var metricsText: String {
+        var report: ConsensusReport?
+        if let c = consensus {
+            var r = ConsensusReport(c.status)
+            r.payloads_committed = c.payloadsCommitted
+            report = r
+        }
+        return metrics.render(status, consensus: report)
+    }
 
     /// Adds a service to the node before `start` (see `NodeCore.add`).
     public func add(_ service: some NodeService<NodeCommand, NodeEvent>) throws { try core.add(service) }
@@ -341,6 +379,7 @@ public final class NodeRuntime {
     }
 
     private func report(_ event: NodeEvent) {
+        metrics.observe(event, now: loop.now)
         switch event {
         case let .memberAdded(id, address):
             logger.info("member added", metadata: ["peer": "\(id.short)", "address": "\(address)"])
@@ -418,6 +457,7 @@ public final class NodeRuntime {
         beacon?.close()
         socket.close()
         control?.close()
+        metricsServer?.close()
         for s in signals { s.close() }
         signals = []
     }
@@ -483,6 +523,7 @@ public final class NodeRuntime {
         }
         switch command {
         case "status": return Array(ControlJSON.encode(status))
+        case "metrics": return Array(ControlJSON.encode(["metrics": metricsText]))
         case "send":
             guard let to = parsed?["to"] as? String, let path = parsed?["path"] as? String else {
                 return Array(ControlJSON.error("send needs \"to\" (node id) and \"path\" (absolute file path)"))
@@ -537,7 +578,11 @@ public final class NodeRuntime {
         case "stop":
             loop.offload({ () }, completion: { [weak self] in self?.stop() })
             return Array(ControlJSON.encode(["stopping": true]))
+<<<<<<< HEAD
         default: return Array(ControlJSON.error("unknown command \"\(command)\"; known: status, members, join, leave, attributes, query, cull, send, transfer, consensus_status, consensus_submit, meter_status, meter_record, meter_host, meter_submit, meter_command, meter_proof, stop"))
+=======
+        default: return Array(ControlJSON.error("unknown command \"\(command)\"; known: status, metrics, members, join, leave, attributes, query, cull, send, transfer, consensus_status, consensus_submit, stop"))
+>>>>>>> main
         }
     }
 }

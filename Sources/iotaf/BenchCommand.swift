@@ -5,7 +5,8 @@ import Foundation
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "bench", abstract: "Benchmarks: our figure beside its physical baseline.",
                                                     subcommands: [BenchLoopCommand.self, BenchNoiseCommand.self, BenchChannelCommand.self,
-                                                                  BenchLaceroCommand.self, BenchLedgerCommand.self, BenchConsensusCommand.self, BenchMeterCommand.self])
+                                                                  BenchLaceroCommand.self, BenchLedgerCommand.self, BenchConsensusCommand.self,
+                                                                  BenchFootprintCommand.self, BenchMeterCommand.self])
 }
 
 struct BenchLoopCommand: ParsableCommand {

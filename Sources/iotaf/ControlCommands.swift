@@ -76,6 +76,22 @@ struct StatusCommand: ParsableCommand {
     }
 }
 
+struct MetricsCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "metrics",
+        abstract: "Print a running node's metrics in the Prometheus text format (what [metrics] listen serves at /metrics).")
+    @OptionGroup var target: ControlTarget
+
+    func run() throws {
+        let data = try target.fetch("metrics")
+        guard let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any], let text = obj["metrics"] as? String else {
+            throw CLIError("the node answered without metrics (an older iotaf?): \(String(decoding: data.prefix(200), as: UTF8.self))")
+        }
+        if target.json { print(String(decoding: data, as: UTF8.self).trimmingCharacters(in: .newlines)); return }
+        print(text, terminator: text.hasSuffix("\n") ? "" : "\n")
+    }
+}
+
 struct MembersCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "members", abstract: "List the members a running node knows.")
     @OptionGroup var target: ControlTarget

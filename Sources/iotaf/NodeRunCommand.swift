@@ -31,6 +31,10 @@ struct NodeFlags: ParsableArguments {
     var networkKey: String?
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String?
+    @Option(name: .customLong("log-format"), help: "[log] format: text (default) or json (one JSON object a line).")
+    var logFormat: String?
+    @Option(name: .customLong("metrics-listen"), help: "[metrics] listen: serve GET /metrics (Prometheus text) on this TCP address, e.g. [::1]:9464.")
+    var metricsListen: String?
     @Option(name: .customLong("mode"), help: "[gossip] modes: master, walk or nearest (repeatable).")
     var modes: [String] = []
     @Option(name: .customLong("master"), help: "[gossip] masters: a master (introducer) address, [ADDR]:PORT (repeatable).")
@@ -93,6 +97,14 @@ struct NodeFlags: ParsableArguments {
         if let logLevel {
             guard let l = Logger.Level(rawValue: logLevel) else { throw CLIError("--log-level: unknown level \"\(logLevel)\"") }
             s.logLevel = l
+        }
+        if let logFormat {
+            guard let f = LogFormat(rawValue: logFormat) else { throw CLIError("--log-format: unknown format \"\(logFormat)\"; use text or json") }
+            s.logFormat = f
+        }
+        if let metricsListen {
+            guard let a = UnderlayAddress(parsing: metricsListen) else { throw CLIError("--metrics-listen: bad address \"\(metricsListen)\"; use [IPv6]:port or IPv4:port, e.g. [::1]:9464") }
+            s.metricsListen = a
         }
         if !modes.isEmpty {
             s.discovery.modes = try modes.map { m in
@@ -198,12 +210,10 @@ struct NodeRunCommand: ParsableCommand {
 
     func run() throws {
         let settings = try flags.settings()
-        let level = settings.logLevel
-        LoggingSystem.bootstrap { label in
-            var h = StreamLogHandler.standardError(label: label)
-            h.logLevel = level
-            return h
-        }
+        // One level for every logger of the process, so a reload's `[log] level` reaches them all.
+        let level = SharedLogLevel(settings.logLevel)
+        let format = settings.logFormat
+        LoggingSystem.bootstrap { label in NodeLogHandler(label: label, format: format, level: level) }
         let logger = Logger(label: "iotaf.node")
         let identity: NodeIdentity
         do { identity = try KeyFile.read(settings.resolvedKeyPath) } catch { throw CLIError("\(error)") }
@@ -211,6 +221,8 @@ struct NodeRunCommand: ParsableCommand {
         let node: NodeRuntime
         do {
             node = try NodeRuntime(settings: settings, identity: identity, loop: loop, logger: logger)
+            // SIGHUP: the config file again, then the same flags (they still override it).
+            if flags.config != nil { node.reloadSettings = { [flags] in try flags.settings() } }
             try node.start(handleSignals: true)
         } catch {
             throw CLIError("\(error)")

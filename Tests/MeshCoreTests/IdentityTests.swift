@@ -69,6 +69,43 @@ import Testing
         #expect([kb, ka].sorted() == [ka, kb])
     }
 
+    /// Keys and node ids hold their bytes inline (issue 26): what they hand back, how they compare
+    /// and order, and whether a key is canonical agree with the bytes, for keys that differ in
+    /// every word and at the edges of the canonical check; the codec reads and writes keys in place.
+    @Test func inlineKeysAndIDsAgreeWithTheirBytes() throws {
+        var g = SeededGenerator(seed: 26)
+        func bytes() -> [UInt8] { (0..<32).map { _ in UInt8(truncatingIfNeeded: g.next()) } }
+        var keys: [(PublicKey, [UInt8])] = []
+        for i in 0..<64 {
+            var b = bytes()
+            if i % 4 != 0 { b = Array(keys[i - 1].1.prefix(8 * (i % 4))) + Array(b.dropFirst(8 * (i % 4))) }
+            let k = try #require(PublicKey(raw: b))
+            #expect(k.bytes == b && k.hex == Hex.encode(b) && k.isCanonical == IdentityKey.isCanonical(b))
+            let id = try #require(NodeID(bytes: b))
+            #expect(id.bytes == b && id.hex == Hex.encode(b))
+            keys.append((k, b))
+        }
+        for (a, ab) in keys { for (b, bb) in keys {
+            #expect((a < b) == ab.lexicographicallyPrecedes(bb))
+            #expect((a == b) == (ab == bb))
+            #expect((NodeID(bytes: ab)! < NodeID(bytes: bb)!) == ab.lexicographicallyPrecedes(bb))
+        } }
+        let p: [UInt8] = [0xed] + Array(repeating: 0xff, count: 30) + [0x7f]
+        let belowP: [UInt8] = [0xec] + Array(repeating: 0xff, count: 30) + [0x7f]
+        let signed: [UInt8] = Array(repeating: 0, count: 31) + [0x80]
+        for b in [p, belowP, signed] { #expect(PublicKey(raw: b)!.isCanonical == IdentityKey.isCanonical(b)) }
+        var w = ByteWriter()
+        w.u8(7)
+        w.raw(keys[3].0)
+        var r = ByteReader(w.bytes)
+        #expect(try r.u8() == 7)
+        #expect(try r.publicKey() == keys[3].0)
+        #expect(throws: ByteReader.Failure.truncated) {
+            var short = ByteReader(Array(keys[3].1.prefix(31)))
+            _ = try short.publicKey()
+        }
+    }
+
     /// The twin can sign (with the negated scalar) and libsodium accepts it under the twin key;
     /// signatures by an identity verify only against the canonical key.
     @Test func twinSignaturesDoNotVerifyAsTheIdentitys() throws {

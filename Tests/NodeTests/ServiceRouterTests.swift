@@ -168,6 +168,25 @@ private struct EchoService: NodeService {
         #expect(q.disk.last?.1.ops == [.put(table: "gossip.self", key: [], value: [0, 0, 0, 0, 0, 0, 0, 0])])
     }
 
+    /// A snapshot whose rows did not change is not written again: an idle node in a stable mesh
+    /// writes nothing (Docs/operations.md, "Footprint"); a change is written at the next one.
+    @Test func anUnchangedPeerSnapshotIsNotWrittenAgain() {
+        var p = Pump(count: 3)
+        for i in 1..<3 { p.feed(i, .command(.addSeed(p.addresses[0]))) }
+        for i in 0..<3 { p.feed(i, .start) }
+        func peerWrites(_ node: Int) -> Int {
+            p.disk.filter { n, batch in n == node && batch.ops.contains { if case .replace(GossipService.peersTable, _) = $0 { true } else { false } } }.count
+        }
+        p.run(for: .seconds(40))
+        let settled = peerWrites(1)
+        #expect(settled >= 1)
+        p.run(for: .seconds(120))  // four more snapshot times, nothing changed
+        #expect(peerWrites(1) == settled, "no rewrite of unchanged rows")
+        #expect(p.cores[1].membership.counters.unchangedSnapshotsSkipped >= 4)
+        p.feed(1, .stop)
+        #expect(peerWrites(1) == settled, "nor at stop")
+    }
+
     /// Gossip snapshots the members it heard from (every 30 s and at `.stop`); a node restarted
     /// with no seed finds the mesh again through them.
     @Test func rememberedPeersBringARestartedNodeBack() throws {
