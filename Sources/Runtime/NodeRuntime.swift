@@ -578,11 +578,7 @@ public final class NodeRuntime {
         case "stop":
             loop.offload({ () }, completion: { [weak self] in self?.stop() })
             return Array(ControlJSON.encode(["stopping": true]))
-<<<<<<< HEAD
-        default: return Array(ControlJSON.error("unknown command \"\(command)\"; known: status, members, join, leave, attributes, query, cull, send, transfer, consensus_status, consensus_submit, meter_status, meter_record, meter_host, meter_submit, meter_command, meter_proof, stop"))
-=======
-        default: return Array(ControlJSON.error("unknown command \"\(command)\"; known: status, metrics, members, join, leave, attributes, query, cull, send, transfer, consensus_status, consensus_submit, stop"))
->>>>>>> main
+        default: return Array(ControlJSON.error("unknown command \"\(command)\"; known: status, metrics, members, join, leave, attributes, query, cull, send, transfer, consensus_status, consensus_submit, meter_status, meter_record, meter_host, meter_submit, meter_command, meter_proof, stop"))
         }
     }
 }
