@@ -49,6 +49,7 @@ let package = Package(
             "Node", "NodeService", "FileTransfer", "Gossip", "MeshCore", "Sodium", "Sessions", "Channels", "CLibuv", "CSodium", "Consensus",
             "Lacero", "LaceroService",
             "Ledger", "LedgerStore", "LedgerService",
+            "Meters", "MeterService",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "TOMLKit", package: "TOMLKit"),
             .product(name: "GRDB", package: "GRDB.swift"),
@@ -61,11 +62,12 @@ let package = Package(
         .target(name: "Simulator", dependencies: [
             "SimulatorKit", "Node", "NodeService", "Gossip", "MeshCore", "Sessions", "Lacero", "LaceroService", "Consensus", "FileTransfer", "Sodium",
             "Ledger", "LedgerService",
+            "Meters", "MeterService",
             .product(name: "TOMLKit", package: "TOMLKit"),
         ]),
         // Benchmarks that print our figure beside a physical baseline measured in the same run.
         .target(name: "Bench", dependencies: ["Runtime", "Node", "MeshCore", "Noise", "Sessions", "Sodium", "Channels", "CLibuv", "Simulator",
-            "Lacero", "CISAL", "CLibcrypto", "Ledger", "LedgerStore", "LedgerService", "Consensus", "CSodium", "Contracts",
+            "Lacero", "CISAL", "CLibcrypto", "Ledger", "LedgerStore", "LedgerService", "Consensus", "CSodium", "Contracts", "Meters", "MeterService",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "GRDBSQLite", package: "GRDB.swift")]),
         // Byzantine-fault-tolerant ordering of opaque payloads among validators (sans-IO).
@@ -82,18 +84,18 @@ let package = Package(
             .product(name: "GRDB", package: "GRDB.swift")]),
         .executableTarget(name: "iotaf", dependencies: [
             "Runtime", "Simulator", "Bench", "Node", "MeshCore", "Noise", "Sodium", "Ledger", "LedgerStore", "LedgerService", "Consensus", "FileTransfer", "Contracts",
-            "Lacero", "LaceroService",
+            "Lacero", "LaceroService", "Meters", "MeterService",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
 
         .testTarget(name: "MeshCoreTests", dependencies: ["MeshCore", "Sodium"]),
         .testTarget(name: "GossipTests", dependencies: ["Gossip", "MeshCore", "Sodium", "SimulatorKit"]),
-        .testTarget(name: "NodeTests", dependencies: ["Node", "MeshCore", "Sessions", "Channels", "Sodium", "SimulatorKit"]),
+        .testTarget(name: "NodeTests", dependencies: ["Node", "MeshCore", "Sessions", "Channels", "Sodium", "SimulatorKit", "Meters", "MeterService"]),
         .testTarget(name: "NoiseTests", dependencies: ["Noise", "Sodium"]),
         .testTarget(name: "ChannelsTests", dependencies: ["Channels", "MeshCore"]),
         .testTarget(name: "SessionsTests", dependencies: ["Sessions", "Noise", "MeshCore", "Sodium", "SimulatorKit"]),
-        .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Node", "MeshCore", "Sessions", "Channels", "Gossip", "Sodium", "Consensus", .product(name: "GRDB", package: "GRDB.swift"),
+        .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Node", "MeshCore", "Sessions", "Channels", "Gossip", "Sodium", "Consensus", "MeterService", .product(name: "GRDB", package: "GRDB.swift"),
             .product(name: "Logging", package: "swift-log")]),
         // testdata/: golden transcripts read by path (GoldenTranscriptTests), not bundled.
         .testTarget(name: "SimulatorTests", dependencies: ["Simulator", "Node", "MeshCore"], exclude: ["testdata"]),
@@ -113,6 +115,11 @@ let package = Package(
         .testTarget(name: "ContractsTests", dependencies: ["Contracts"]),
         // The ledger on the node service seam: executes commits, header votes and certificates, replicas' sync, submissions (sans-IO).
         .target(name: "LedgerService", dependencies: ["Ledger", "Consensus", "Node", "NodeService", "Sessions", "MeshCore", "Sodium"]),
+        // Meter relays: signed interval reads, chains, Merkle trees over read hashes, proofs, the "iM" wire (sans-IO).
+        .target(name: "Meters", dependencies: ["MeshCore", "Sodium"]),
+        // Meter relays on the service seam: custody hop by hop, parent choice, anchoring, commands (sans-IO).
+        .target(name: "MeterService", dependencies: ["Meters", "Node", "NodeService", "MeshCore", "Sodium"]),
+        .testTarget(name: "MetersTests", dependencies: ["Meters", "MeshCore", "Sodium", "Ledger"]),
         .testTarget(name: "LedgerTests", dependencies: ["Ledger", "LedgerStore", "LedgerService", "Node", "Consensus", "MeshCore", "Sodium", "NodeService", "Contracts",
             .product(name: "GRDB", package: "GRDB.swift")]),
     ]

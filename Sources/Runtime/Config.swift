@@ -2,6 +2,7 @@ import Foundation
 import LedgerService
 import Logging
 import MeshCore
+import MeterService
 import Node
 import Sodium
 import TOMLKit
@@ -33,6 +34,8 @@ public struct NodeSettings: Sendable {
     public var lacero = LaceroSettings()
     /// `[ledger]`: set when this node keeps a ledger replica (role "validator" or "replica").
     public var ledger: LedgerSettings?
+    /// `[meter]`: set when this node is a meter, relay or collector (Docs/meters.md).
+    public var meter: MeterSettings?
 
     /// Where the config set keys whose checks wait for the flags (`validate`).
     var beaconKeyInConfig: ConfigError?
@@ -117,6 +120,11 @@ public enum ConfigLoader {
         "ledger": ["role": "\"validator\" (executes what this node's consensus commits; implies [consensus] role = \"validator\") or \"replica\" (a verified copy fetched from validators)",
                    "genesis": "a path string to the genesis file (default: [consensus] genesis, else genesis beside the network key)",
                    "data": "a directory path string for ledger.sqlite (default: the node's data directory)"],
+        "meter": ["role": "\"meter\", \"relay\" or \"collector\"",
+                  "collectors": "an array of the collectors' node ids (64 hex digits each, `iotaf status` prints them)",
+                  "operator_keys": "an array of 64-hex-digit Ed25519 public keys whose commands this node's meters obey",
+                  "interval_s": "an integer 1...86400: the read interval (900: 15 minutes)",
+                  "anchor_grace_s": "an integer 0...86400: how long a collector waits after an interval's end before anchoring it"],
     ]
 
     /// `[timing]` keys and the values they accept: wide enough for a radio mesh and a LAN, narrow
@@ -335,6 +343,34 @@ public enum ConfigLoader {
                 if let why = AdminKey.problem(key) { throw fail("gossip", "admin_keys", "bad key \"\(text)\": \(why)") }
                 return key
             }
+        }
+        if let role = try string("meter", "role") {
+            guard let r = MeterRole(rawValue: role) else { throw fail("meter", "role", "unknown role \"\(role)\"; use \(schema["meter"]!["role"]!)") }
+            settings.meter = MeterSettings(role: r)
+        }
+        for k in ["collectors", "operator_keys", "interval_s", "anchor_grace_s"] where table["meter"]?.table?[k] != nil && settings.meter == nil {
+            throw fail("meter", k, "needs role in [meter] (meter, relay or collector)")
+        }
+        if let v = try strings("meter", "collectors") {
+            settings.meter?.collectors = try v.map { text in
+                guard let id = NodeID(hex: text.lowercased()) else { throw fail("meter", "collectors", "bad node id \"\(text)\": must be 64 hex digits") }
+                return id
+            }
+        }
+        if let v = try strings("meter", "operator_keys") {
+            settings.meter?.operatorKeys = try v.map { text in
+                guard let key = AdminKey.parse(text) else { throw fail("meter", "operator_keys", "bad key \"\(text)\": must be 64 hex digits (an Ed25519 public key)") }
+                if let why = AdminKey.problem(key) { throw fail("meter", "operator_keys", "bad key \"\(text)\": \(why)") }
+                return key
+            }
+        }
+        if let v = try positive("meter", "interval_s") {
+            guard v <= 86_400 else { throw fail("meter", "interval_s", "\(v) is out of range; must be \(schema["meter"]!["interval_s"]!)") }
+            settings.meter?.intervalSeconds = UInt32(v)
+        }
+        if let v = try positive("meter", "anchor_grace_s", allowZero: true) {
+            guard v <= 86_400 else { throw fail("meter", "anchor_grace_s", "\(v) is out of range; must be \(schema["meter"]!["anchor_grace_s"]!)") }
+            settings.meter?.anchorGraceSeconds = v
         }
         if let role = try string("consensus", "role") {
             guard role == "validator" else { throw fail("consensus", "role", "unknown role \"\(role)\"; the only role is \"validator\" (leave [consensus] out on other nodes)") }

@@ -73,6 +73,12 @@ extension NodeRuntime {
             startLedgerSubmit(parsed ?? [:], reply: reply)
         case "ledger_history":
             answerLedger("ledger_history", parsed ?? [:], reply: reply)
+        case "meter_record":
+            // Answered once the read is durable on this node (the service tells `recorded` then).
+            let before = meters?.lastRecorded
+            let answer = answerMeter("meter_record", parsed ?? [:])
+            guard let read = meters?.lastRecorded, read != before else { reply(answer); return }
+            pendingRecords[read.hash] = reply
         default:
             reply(answer(request))
         }

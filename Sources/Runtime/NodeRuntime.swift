@@ -6,6 +6,7 @@ import LedgerService
 import LedgerStore
 import Logging
 import MeshCore
+import MeterService
 import Node
 import Sodium
 
@@ -78,6 +79,8 @@ public final class NodeRuntime {
     public var onStopped: (() -> Void)?
     /// `iotaf query` requests collecting answers until their timeout (ControlQueries.swift).
     var pendingQueries: [UInt64: PendingQuery] = [:]
+    /// `meter_record` requests waiting for their read to be durable, by read hash.
+    var pendingRecords: [[UInt8]: ControlServer.Reply] = [:]
     /// The mesh told this node an admin culled it; the node stopped.
     public private(set) var wasCulled = false
     /// The last Lacero operation number handed out (LaceroRuntime.swift).
@@ -130,6 +133,8 @@ public final class NodeRuntime {
                 try core.add(built.0)
                 ledgerStore = built.1
             }
+            // `[meter] role`: the meter relay service (Docs/meters.md).
+            if let service = Self.meterService(settings: settings, identity: identity, seed: seed, loopNow: loop.now) { try core.add(service) }
         } catch {
             socket.close()
             throw error
@@ -477,6 +482,10 @@ public final class NodeRuntime {
             }
         }
         if case let .membership(.queryAnswer(id, from, address, hops, pairs)) = event { collectAnswer(id, from: from, address: address, hops: hops, pairs: pairs) }
+        if case let .service(_, payload) = event, case let .recorded(read)? = payload.as(MeterEvent.self),
+           let reply = pendingRecords.removeValue(forKey: read.hash) {
+            reply(Array(ControlJSON.encode(["recorded": String(read.sequence), "read": Hex.encode(read.hash), "durable": "true"])))
+        }
         if case let .memberStateChanged(id, _, .culled, _) = event, id == identity.nodeID {
             // The mesh refuses this identity for good: running on would only knock on closed doors.
             wasCulled = true
@@ -634,10 +643,11 @@ public final class NodeRuntime {
             var answered: [UInt8] = []
             answerLedger(command, parsed ?? [:]) { answered = $0 }
             return answered
+        case "meter_status", "meter_record", "meter_host", "meter_submit", "meter_command", "meter_proof": return answerMeter(command, parsed ?? [:])
         case "stop":
             loop.offload({ () }, completion: { [weak self] in self?.stop() })
             return Array(ControlJSON.encode(["stopping": true]))
-        default: return Array(ControlJSON.error("unknown command \"\(command)\"; known: status, metrics, members, join, leave, attributes, query, cull, send, transfer, consensus_status, consensus_submit, lacero_put, lacero_get, lacero_check, lacero_repair, lacero_delete, lacero_op, lacero_stats, ledger_status, ledger_query, ledger_submit, ledger_history, stop"))
+        default: return Array(ControlJSON.error("unknown command \"\(command)\"; known: status, metrics, members, join, leave, attributes, query, cull, send, transfer, consensus_status, consensus_submit, lacero_put, lacero_get, lacero_check, lacero_repair, lacero_delete, lacero_op, lacero_stats, ledger_status, ledger_query, ledger_submit, ledger_history, meter_status, meter_record, meter_host, meter_submit, meter_command, meter_proof, stop"))
         }
     }
 }

@@ -41,6 +41,7 @@ public struct SimulationRegistry: Sendable {
         r.add(LedgerWorkload.checkerKinds); r.add([LedgerWorkload.kind])
         r.add(FileWorkload.checkerKinds)
         r.add([FileWorkload.kind])
+        r.add(MeterWorkload.checkerKinds); r.add([MeterWorkload.kind])
         return r
     }()
 

@@ -6,7 +6,7 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "bench", abstract: "Benchmarks: our figure beside its physical baseline.",
                                                     subcommands: [BenchLoopCommand.self, BenchNoiseCommand.self, BenchChannelCommand.self,
                                                                   BenchLaceroCommand.self, BenchLedgerCommand.self, BenchConsensusCommand.self,
-                                                                  BenchChaincodeCommand.self, BenchFootprintCommand.self])
+                                                                  BenchChaincodeCommand.self, BenchFootprintCommand.self, BenchMeterCommand.self])
 }
 
 struct BenchLoopCommand: ParsableCommand {

@@ -4,6 +4,7 @@ import LedgerService
 import Logging
 import MeshCore
 import Node
+import MeterService
 import Runtime
 
 struct NodeCommandGroup: ParsableCommand {
@@ -69,6 +70,16 @@ struct NodeFlags: ParsableArguments {
     var laceroQuotaBytes: Int?
     @Option(name: .customLong("lacero-keep-probability"), help: "[lacero] keep_probability: chance of keeping a fragment offered, 0...1 (default 0.5).")
     var laceroKeepProbability: Double?
+    @Option(name: .customLong("meter-role"), help: "[meter] role: meter, relay or collector (Docs/meters.md). Default: none.")
+    var meterRole: String?
+    @Option(name: .customLong("meter-collector"), help: "[meter] collectors: a collector's node id, 64 hex digits (repeatable).")
+    var meterCollectors: [String] = []
+    @Option(name: .customLong("operator-key"), help: "[meter] operator_keys: an operator's public key whose commands the meters obey (repeatable).")
+    var operatorKeys: [String] = []
+    @Option(name: .customLong("meter-interval-s"), help: "[meter] interval_s: the read interval, 1...86400 (default 900).")
+    var meterIntervalS: Int?
+    @Option(name: .customLong("anchor-grace-s"), help: "[meter] anchor_grace_s: a collector anchors an interval this long after it ends, 0...86400 (default 60).")
+    var anchorGraceS: Int?
 
     /// The settings: defaults, then the config file, then flags.
     func settings() throws -> NodeSettings {
@@ -182,6 +193,34 @@ struct NodeFlags: ParsableArguments {
         if let laceroKeepProbability {
             guard (0...1).contains(laceroKeepProbability) else { throw CLIError("--lacero-keep-probability \(laceroKeepProbability) must be 0...1") }
             s.lacero.keepProbability = laceroKeepProbability
+        }
+        if let meterRole {
+            guard let r = MeterRole(rawValue: meterRole) else { throw CLIError("--meter-role \(meterRole): use meter, relay or collector") }
+            s.meter = s.meter.map { var m = $0; m.role = r; return m } ?? MeterSettings(role: r)
+        }
+        if !meterCollectors.isEmpty || !operatorKeys.isEmpty || meterIntervalS != nil || anchorGraceS != nil {
+            guard s.meter != nil else { throw CLIError("--meter-collector, --operator-key, --meter-interval-s and --anchor-grace-s need --meter-role (or [meter] role)") }
+        }
+        if !meterCollectors.isEmpty {
+            s.meter?.collectors = try meterCollectors.map { t in
+                guard let id = NodeID(hex: t.lowercased()) else { throw CLIError("--meter-collector \(t): must be a node id, 64 hex digits") }
+                return id
+            }
+        }
+        if !operatorKeys.isEmpty {
+            s.meter?.operatorKeys = try operatorKeys.map { t in
+                guard let k = AdminKey.parse(t) else { throw CLIError("--operator-key \(t): must be 64 hex digits (an Ed25519 public key)") }
+                if let why = AdminKey.problem(k) { throw CLIError("--operator-key \(t): \(why)") }
+                return k
+            }
+        }
+        if let meterIntervalS {
+            guard (1...86_400).contains(meterIntervalS) else { throw CLIError("--meter-interval-s \(meterIntervalS) is out of range; must be 1–86400") }
+            s.meter?.intervalSeconds = UInt32(meterIntervalS)
+        }
+        if let anchorGraceS {
+            guard (0...86_400).contains(anchorGraceS) else { throw CLIError("--anchor-grace-s \(anchorGraceS) is out of range; must be 0–86400") }
+            s.meter?.anchorGraceSeconds = anchorGraceS
         }
         do { try s.validate() } catch let e as ConfigError { throw CLIError("config error: \(e)") } catch { throw CLIError("\(error)") }
         return s

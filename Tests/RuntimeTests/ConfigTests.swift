@@ -1,5 +1,6 @@
 import Foundation
 import MeshCore
+import MeterService
 @testable import Runtime
 import Testing
 
@@ -103,6 +104,29 @@ func parseError(_ text: String) -> ConfigError? {
         #expect(e.key == "lacero.keep_probability" && e.line == 3, "\(e)")
         let q = try #require(parseError("[lacero]\nquota_bytes = -5\n"))
         #expect(q.key == "lacero.quota_bytes", "\(q)")
+    }
+
+    @Test func theMeterSectionNamesARoleItsCollectorsAndItsOperators() throws {
+        var s = NodeSettings()
+        let id = NodeID(publicKey: NodeIdentity.deterministic(runSeed: 1, index: 1).publicKey)
+        try ConfigLoader.parse("""
+            [meter]
+            role = "collector"
+            collectors = ["\(id.hex)"]
+            operator_keys = ["da4766e7a9b80a5945c84f18b5418c776988fdda097909245c04bf2c38ba1d14"]
+            interval_s = 60
+            anchor_grace_s = 0
+            """, file: "t", into: &s)
+        #expect(s.meter?.role == .collector && s.meter?.collectors == [id] && s.meter?.operatorKeys.count == 1)
+        #expect(s.meter?.intervalSeconds == 60 && s.meter?.anchorGraceSeconds == 0)
+        let badRole = try #require(parseError("[meter]\nrole = \"gateway\"\n"))
+        #expect(badRole.key == "meter.role" && badRole.line == 2 && badRole.description.contains("relay"), "\(badRole)")
+        let noRole = try #require(parseError("[meter]\ninterval_s = 60\n"))
+        #expect(noRole.key == "meter.interval_s" && noRole.description.contains("role"), "\(noRole)")
+        let badKey = try #require(parseError("[meter]\nrole = \"relay\"\noperator_keys = [\"3fd4d0a1fc64dfa7bf928c7feb5f58bf159457bf4300d196871341dee114e6ff\"]\n"))
+        #expect(badKey.key == "meter.operator_keys", "\(badKey)")
+        let badInterval = try #require(parseError("[meter]\nrole = \"relay\"\ninterval_s = 100000\n"))
+        #expect(badInterval.key == "meter.interval_s" && badInterval.description.contains("out of range"), "\(badInterval)")
     }
 
     @Test func beaconKeysWaitForAModeFromTheFlags() throws {
