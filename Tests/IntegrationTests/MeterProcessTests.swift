@@ -83,7 +83,10 @@ import Testing
         let heldBefore = n.int(2, "held")
         n.kill9(2)
         try n.start(2)
-        try #require(n.waitUntil(15) { n.int(2, "held") == heldBefore }, "relay 2 restarted holding \(n.int(2, "held")) reads, not \(heldBefore)")
+        // At least what it held: a read already handed on may come back too (its custody row is
+        // deleted with the relay's next write, which a kill can precede); the collector keeps
+        // each read once, checked below.
+        try #require(n.waitUntil(15) { n.int(2, "held") >= heldBefore }, "relay 2 restarted holding \(n.int(2, "held")) reads, fewer than \(heldBefore)")
         try n.start(0)
         #expect(n.waitUntil(90) { n.int(0, "reads_stored") == reads && n.int(0, "reads_pending_anchor") == 0 },
                 "collector: \(n.status(0) ?? [:])")
