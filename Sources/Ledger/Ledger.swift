@@ -53,7 +53,11 @@ public struct Ledger: Sendable {
     /// Executes `block` if it is the next height. Returns nil for a height already applied (the
     /// consensus core re-emits from 1 after a restart); throws for a gap or a block whose hash,
     /// parent link or certificate does not check, and then changes nothing.
-    public mutating func apply(_ block: CommittedBlock) throws -> ExecutedBlock? {
+    ///
+    /// `signatureChecked[i] == true` says payload i's signature was already verified over these
+    /// exact bytes (off the loop, `SignatureCheck.run`, or at submission): it is not verified again.
+    /// Anything else (false, or past the end) is verified here.
+    public mutating func apply(_ block: CommittedBlock, signatureChecked: [Bool] = []) throws -> ExecutedBlock? {
         if block.height <= height { return nil }
         guard block.height == height + 1 else { throw LedgerError("block \(block.height) arrived at height \(height): a gap") }
         guard block.justify.blockHash.bytes == headConsensusHash else {
@@ -66,8 +70,9 @@ public struct Ledger: Sendable {
         var changes: [ValidatorChange] = []
         var written: [[UInt8]: [UInt8]?] = [:]
         results.reserveCapacity(block.payloads.count)
-        for payload in block.payloads {
-            let (result, id, writes, effects) = execute(payload, height: block.height)
+        for (i, payload) in block.payloads.enumerated() {
+            let checked = i < signatureChecked.count && signatureChecked[i]
+            let (result, id, writes, effects) = execute(payload, height: block.height, signatureChecked: checked)
             results.append(result)
             ids.append(id)
             for (k, v) in writes {
@@ -108,10 +113,10 @@ public struct Ledger: Sendable {
     /// One payload: decode, signature, culled signer, nonce, then the chaincode. The nonce advances
     /// for every correctly signed transaction, even one the chaincode refuses, so it can never be
     /// replayed once circumstances change.
-    func execute(_ payload: [UInt8], height: UInt64) -> (TxResult, [UInt8]?, [([UInt8], [UInt8]?)], Effects?) {
+    func execute(_ payload: [UInt8], height: UInt64, signatureChecked: Bool = false) -> (TxResult, [UInt8]?, [([UInt8], [UInt8]?)], Effects?) {
         let tx: Transaction
         do { tx = try Transaction.decode(payload) } catch { return (.refused(error), nil, [], nil) }
-        guard tx.signatureIsValid(chainID: genesis.chainID) else {
+        guard signatureChecked || tx.signatureIsValid(chainID: genesis.chainID) else {
             return (.refused(Refusal(.badSignature, "the signature is not the signer's over this chain's transaction")), tx.id, [], nil)
         }
         if state[StateKey.culled(tx.signer)] != nil {

@@ -4,6 +4,7 @@ import MeshCore
 import Node
 import NodeService
 import Sessions
+import Sodium
 
 /// What the node does with the ledger: `validator` executes what its own consensus service
 /// commits and signs header votes; `replica` keeps a verified copy fetched from peers and
@@ -161,6 +162,16 @@ public struct LedgerService: NodeService {
     private var votes: [UInt64: [[UInt8]: [Int: [UInt8]]]] = [:]
     private var pendingBlocks: [UInt64: AppliedBlock] = [:]
     private var pendingResults: [UInt64: [TxResult]] = [:]
+    /// Commits waiting for their signature checks (`.offload` jobs, `SignatureCheck`), by height;
+    /// applied in height order as their checks come back.
+    private var executing: [UInt64: Executing] = [:]
+    /// The highest height handed to `executing` (or applied): a re-emitted commit at or below it is skipped.
+    private var queuedHeight: UInt64 = 0
+    /// Signature-check jobs in flight: job sequence → (height, index of the slice's first payload).
+    private var checkJobs: [UInt64: (height: UInt64, start: Int)] = [:]
+    private var nextJob: UInt64 = 1
+    /// Client submissions whose signature is being checked off the loop, by job sequence.
+    private var submitChecks: [UInt64: (request: UInt64, tx: Transaction)] = [:]
     private var submissions: [[UInt8]: Submission] = [:]
     private var nextTicket: UInt64 = 1
     private var lastNonce: UInt64 = 0
@@ -169,6 +180,12 @@ public struct LedgerService: NodeService {
     private var syncUntil: Instant?
     private var syncCursor = 0
     private var lastSeen: [ProvenPeer?]
+
+    struct Executing {
+        var block: CommittedBlock
+        var checked: [Bool]
+        var jobsLeft: Int
+    }
 
     struct Submission {
         var request: UInt64
@@ -241,7 +258,11 @@ public struct LedgerService: NodeService {
         case let .membership(.up(peer)):
             if let k = validatorIDs.firstIndex(of: peer.nodeID) { lastSeen[k] = peer }
             return []
-        case .command, .membership, .offloaded, .stop:
+        case let .offloaded(t, outcome):
+            guard t.service == Self.protocolID else { return [] }
+            if let out = admitChecked(t.sequence, outcome, now: now, members: members) { return out }
+            return checked(t.sequence, outcome, members: members)
+        case .command, .membership, .stop:
             return []
         }
     }
@@ -297,6 +318,8 @@ public struct LedgerService: NodeService {
 
     private mutating func halt(_ why: String) -> [Output] {
         halted = why
+        executing = [:]
+        checkJobs = [:]
         return [.event(.service(Self.protocolID, ServicePayload(LedgerEvent.halted(why))))]
     }
 
@@ -304,22 +327,70 @@ public struct LedgerService: NodeService {
 
     // MARK: - Blocks
 
-    /// A block the node's own consensus service committed (validators).
+    /// A block the node's own consensus service committed (validators). Its signatures are
+    /// checked off the loop first (one `.offload` job per `SignatureCheck.slice` payloads; a
+    /// payload this node already checked at submission is skipped), then it is applied in
+    /// height order (`checked`): the loop keeps ordering, voting and serving meanwhile.
     private mutating func commit(_ block: CommittedBlock, now: Instant, members: some MemberDirectory) -> [Output] {
         guard halted == nil else { return [] }
-        guard block.height > ledger.height else { counters.commitsAlreadyApplied += 1; return [] }
-        guard block.height == ledger.height + 1 else { counters.commitGaps += 1; return [] }
-        let executed: ExecutedBlock
-        do {
-            guard let e = try ledger.apply(block) else { return [] }
-            executed = e
-        } catch {
-            counters.badBlocks += 1
-            return []
-        }
+        let top = max(ledger.height, queuedHeight)
+        guard block.height > top else { counters.commitsAlreadyApplied += 1; return [] }
+        guard block.height == top + 1 else { counters.commitGaps += 1; return [] }
+        queuedHeight = block.height
+        let n = block.payloads.count
+        let known = block.payloads.map { submissions[Blake2b.hash($0, outputLength: 32)] != nil }
         var out: [Output] = []
-        kept(executed, certificate: nil, members: members, into: &out)
+        var jobs = 0
+        var start = 0
+        while start < n {
+            let end = min(n, start + SignatureCheck.slice)
+            let payloads = block.payloads[start..<end], skip = known[start..<end], chainID = chainID
+            let unchecked = skip.filter { !$0 }.count
+            let seq = nextJob
+            nextJob += 1
+            checkJobs[seq] = (block.height, start)
+            out.append(.offload(OffloadJob(ticket: JobTicket(service: Self.protocolID, sequence: seq),
+                                           cost: SignatureCheck.costPerSignature * unchecked) {
+                .bytes(SignatureCheck.run(payloads, skip: skip, chainID: chainID))
+            }))
+            jobs += 1
+            start = end
+        }
+        executing[block.height] = Executing(block: block, checked: Array(repeating: false, count: n), jobsLeft: jobs)
+        if jobs == 0 { applyReady(members: members, into: &out) }
         return out
+    }
+
+    /// A signature-check job came back: its answers go to the block, then every block whose checks
+    /// are all in is applied, in height order. A failed job leaves its payloads unchecked (the
+    /// executor checks them itself).
+    private mutating func checked(_ sequence: UInt64, _ outcome: JobOutcome, members: some MemberDirectory) -> [Output] {
+        guard let job = checkJobs.removeValue(forKey: sequence), executing[job.height] != nil else { return [] }
+        if case let .bytes(answers) = outcome {
+            for (k, a) in answers.enumerated() where job.start + k < executing[job.height]!.checked.count {
+                executing[job.height]!.checked[job.start + k] = a == 1
+            }
+        }
+        executing[job.height]!.jobsLeft -= 1
+        var out: [Output] = []
+        applyReady(members: members, into: &out)
+        return out
+    }
+
+    private mutating func applyReady(members: some MemberDirectory, into out: inout [Output]) {
+        while halted == nil, let e = executing[ledger.height + 1], e.jobsLeft == 0 {
+            executing[ledger.height + 1] = nil
+            do {
+                guard let executed = try ledger.apply(e.block, signatureChecked: e.checked) else { continue }
+                kept(executed, certificate: nil, members: members, into: &out)
+            } catch {
+                counters.badBlocks += 1
+                // Nothing above it can apply: let consensus hand it again (a restart re-emits).
+                executing = executing.filter { $0.key <= ledger.height }
+                queuedHeight = ledger.height
+                return
+            }
+        }
     }
 
     /// Persists an executed block (then, on a validator, sends its header vote) and keeps it to serve.
@@ -520,6 +591,8 @@ public struct LedgerService: NodeService {
                 return [event(.refused(request: req, txID: nil, reason: "refused by this node: \(error)"))]
             }
             lastNonce = nonce
+            // Signed here, by this node's own key: nothing to check.
+            return admit(tx, request: request, signatureOK: true, now: now, members: members)
         case let .submitSigned(req, bytes):
             request = req
             do { tx = try Transaction.decode(bytes) } catch {
@@ -527,7 +600,30 @@ public struct LedgerService: NodeService {
                 return [event(.refused(request: req, txID: nil, reason: "refused by this node: \(error)"))]
             }
         }
-        if let why = precheck(tx) {
+        // A client's signature is checked off the loop (`admitChecked` goes on from there).
+        let seq = nextJob
+        nextJob += 1
+        submitChecks[seq] = (request, tx)
+        let chainID = chainID
+        return [.offload(OffloadJob(ticket: JobTicket(service: Self.protocolID, sequence: seq), cost: SignatureCheck.costPerSignature) {
+            .bytes([tx.signatureIsValid(chainID: chainID) ? 1 : 0])
+        })]
+    }
+
+    /// A submitted transaction's signature check came back: the checks go on (state re-read now).
+    private mutating func admitChecked(_ sequence: UInt64, _ outcome: JobOutcome, now: Instant, members: some MemberDirectory) -> [Output]? {
+        guard let pending = submitChecks.removeValue(forKey: sequence) else { return nil }
+        let tx = pending.tx
+        let ok: Bool
+        switch outcome {
+        case let .bytes(answer): ok = answer == [1]
+        case .failed: ok = tx.signatureIsValid(chainID: chainID)  // the job did not run: check here
+        }
+        return admit(tx, request: pending.request, signatureOK: ok, now: now, members: members)
+    }
+
+    private mutating func admit(_ tx: Transaction, request: UInt64, signatureOK: Bool, now: Instant, members: some MemberDirectory) -> [Output] {
+        if let why = precheck(tx, signatureOK: signatureOK) {
             counters.submitsRefused += 1
             return [event(.refused(request: request, txID: tx.id, reason: "refused by this node: \(why)"))]
         }
@@ -543,9 +639,9 @@ public struct LedgerService: NodeService {
     }
 
     /// What the executor would refuse before any chaincode runs, said to the submitter at once.
-    private func precheck(_ tx: Transaction) -> String? {
+    private func precheck(_ tx: Transaction, signatureOK: Bool) -> String? {
         if let halted { return "its ledger is halted: \(halted)" }
-        guard tx.signatureIsValid(chainID: chainID) else { return "\(RefusalReason.badSignature): the signature is not the signer's over this chain's transaction" }
+        guard signatureOK else { return "\(RefusalReason.badSignature): the signature is not the signer's over this chain's transaction" }
         if ledger.state[StateKey.culled(tx.signer)] != nil { return "\(RefusalReason.culledSigner): the signer was culled" }
         let last = ledger.state[StateKey.nonce(tx.signer)].flatMap { b -> UInt64? in var r = ByteReader(b); return try? r.u64() }
         if let last, tx.nonce <= last { return "\(RefusalReason.replayedNonce): nonce \(tx.nonce) is not above the signer's last, \(last)" }

@@ -89,6 +89,39 @@ import Testing
             }
         }
 
+        /// After the nodes stopped: every data directory verifies from genesis, all hold the same
+        /// block at the common height (above `target`), and no acknowledged transaction is lost.
+        func finalChecks(after target: UInt64, label: String, started: Date, heights: [UInt64]) throws {
+            let acknowledged = lock.withLock { self.acknowledged }
+            print("ledger processes: \(label); \(acknowledged.count) acknowledged, \(failures) submissions not acknowledged; heights \(heights); \(String(format: "%.1f", Date().timeIntervalSince(started))) s")
+            #expect(acknowledged.count > 20)
+            // Every data directory verifies from genesis, and all hold the same block at the common height.
+            var tops: [UInt64] = []
+            for i in 0..<count {
+                let v = try runIotaf(["ledger", "verify", "--data", data(i), "--json"])
+                #expect(v.status == 0, "ledger verify on node \(i): \(v.out) \(v.err)")
+                tops.append((json(["ledger", "status", "--data", data(i), "--json"])?["height"] as? NSNumber)?.uint64Value ?? 0)
+            }
+            let common = tops.min() ?? 0
+            #expect(common > target)
+            let hashes = (0..<count).map { json(["ledger", "block", String(common), "--data", data($0), "--json"])?["hash"] as? String }
+            #expect(hashes[0] != nil && Set(hashes.compactMap { $0 }).count == 1 && hashes.allSatisfy { $0 != nil }, "block \(common): \(hashes)")
+            // No acknowledged transaction lost: each is in the ledger of the node that got furthest,
+            // and in every other node's up to that node's height (a node stopped a few blocks behind
+            // has not lost the blocks above it).
+            let furthest = tops.indices.max { tops[$0] < tops[$1] }!
+            var heightOf: [String: UInt64] = [:]
+            var missing: [String] = []
+            for tx in acknowledged {
+                if let h = (json(["ledger", "tx", tx, "--data", data(furthest), "--json"])?["height"] as? NSNumber)?.uint64Value { heightOf[tx] = h } else { missing.append(tx) }
+            }
+            #expect(missing.isEmpty, "node \(furthest) (height \(tops[furthest])) lacks \(missing.count) acknowledged transactions, e.g. \(missing.prefix(3))")
+            for node in [0, 4] where node != furthest {
+                let lacking = heightOf.filter { $0.value <= tops[node] }.keys.sorted().filter { json(["ledger", "tx", $0, "--data", data(node), "--json"]) == nil }
+                #expect(lacking.isEmpty, "node \(node) (height \(tops[node])) lacks \(lacking.count) acknowledged transactions at or below its height, e.g. \(lacking.prefix(3))")
+            }
+        }
+
         func stopAll() {
             lock.withLock { submitting = false }
             for p in procs.compactMap({ $0 }) where p.isRunning { p.terminate(); p.waitUntilExit() }
@@ -131,33 +164,71 @@ import Testing
         Thread.sleep(forTimeInterval: 1)
         m.stopAll()
 
-        let acknowledged = m.lock.withLock { m.acknowledged }
-        print("ledger processes: killed validators \(first) and \(second); \(acknowledged.count) acknowledged, \(m.failures) submissions not acknowledged; heights \(heights); \(String(format: "%.1f", Date().timeIntervalSince(started))) s")
-        #expect(acknowledged.count > 20)
-        // Every data directory verifies from genesis, and all hold the same block at the common height.
-        var tops: [UInt64] = []
-        for i in 0..<m.count {
-            let v = try runIotaf(["ledger", "verify", "--data", m.data(i), "--json"])
-            #expect(v.status == 0, "ledger verify on node \(i): \(v.out) \(v.err)")
-            tops.append((m.json(["ledger", "status", "--data", m.data(i), "--json"])?["height"] as? NSNumber)?.uint64Value ?? 0)
+        try m.finalChecks(after: target, label: "killed validators \(first) and \(second)", started: started, heights: heights)
+    }
+
+    /// The kill loop: under the same load, `LEDGER_KILL_LOOP` times (3 in the suite; 100 by
+    /// `make ledger-kill-loop`) a random node (validator or replica) is killed with SIGKILL at a
+    /// random moment (mid-commit, most of the time: blocks are written continuously), its data
+    /// directory is verified offline from genesis as the kill left it, and it is restarted and must
+    /// pass the height the others had when it came back. Then the checks of the test above.
+    /// `LEDGER_KILL_SEED` picks the sequence of victims and pauses (printed).
+    @Test func killLoopEveryRestartRecoversAndVerifies() throws {
+        let env = ProcessInfo.processInfo.environment
+        let kills = max(1, Int(env["LEDGER_KILL_LOOP"] ?? "") ?? 3)
+        let seed = UInt64(env["LEDGER_KILL_SEED"] ?? "") ?? UInt64(Date().timeIntervalSince1970)
+        var rng = KillLoopRandom(seed)
+        let m = try Mesh()
+        defer { m.stopAll(); try? FileManager.default.removeItem(atPath: m.dir) }
+        let started = Date()
+        for i in 0..<m.count { try m.start(i) }
+        var deadline = Date().addingTimeInterval(30)
+        while Date() < deadline, !(0..<m.count).allSatisfy({ m.height($0) >= 2 }) { Thread.sleep(forTimeInterval: 0.3) }
+        try #require((0..<m.count).allSatisfy { m.height($0) >= 2 }, "ledger nodes did not all apply blocks within 30 s: \((0..<m.count).map { m.height($0) })")
+        m.submitInBackground()
+        var verified = 0, recovered = 0, victims: [Int] = []
+        for round in 1...kills {
+            let victim = Int(rng.next() % UInt64(m.count))
+            victims.append(victim)
+            Thread.sleep(forTimeInterval: 0.2 + Double(rng.next() % 1000) / 1000)
+            m.lock.withLock { m.kill9(victim) }
+            // What the kill left on disk: the whole of every block or none of it, verified from genesis.
+            let v = try runIotaf(["ledger", "verify", "--data", m.data(victim), "--json"])
+            #expect(v.status == 0, "kill \(round) (node \(victim)): ledger verify \(v.out) \(v.err)")
+            if v.status == 0 { verified += 1 }
+            try m.lock.withLock { try m.start(victim) }
+            let target = (0..<m.count).filter { $0 != victim }.map(m.height).max() ?? 0
+            deadline = Date().addingTimeInterval(60)
+            while Date() < deadline, m.height(victim) <= target { Thread.sleep(forTimeInterval: 0.2) }
+            guard m.height(victim) > target else {
+                Issue.record("kill \(round): node \(victim) did not pass height \(target) within 60 s of its restart (seed \(seed))")
+                break
+            }
+            recovered += 1
         }
-        let common = tops.min() ?? 0
-        #expect(common > target)
-        let hashes = (0..<m.count).map { m.json(["ledger", "block", String(common), "--data", m.data($0), "--json"])?["hash"] as? String }
-        #expect(hashes[0] != nil && Set(hashes.compactMap { $0 }).count == 1 && hashes.allSatisfy { $0 != nil }, "block \(common): \(hashes)")
-        // No acknowledged transaction lost: each is in the ledger of the node that got furthest,
-        // and in every other node's up to that node's height (a node stopped a few blocks behind
-        // has not lost the blocks above it).
-        let furthest = tops.indices.max { tops[$0] < tops[$1] }!
-        var heightOf: [String: UInt64] = [:]
-        var missing: [String] = []
-        for tx in acknowledged {
-            if let h = (m.json(["ledger", "tx", tx, "--data", m.data(furthest), "--json"])?["height"] as? NSNumber)?.uint64Value { heightOf[tx] = h } else { missing.append(tx) }
-        }
-        #expect(missing.isEmpty, "node \(furthest) (height \(tops[furthest])) lacks \(missing.count) acknowledged transactions, e.g. \(missing.prefix(3))")
-        for node in [0, 4] where node != furthest {
-            let lacking = heightOf.filter { $0.value <= tops[node] }.keys.sorted().filter { m.json(["ledger", "tx", $0, "--data", m.data(node), "--json"]) == nil }
-            #expect(lacking.isEmpty, "node \(node) (height \(tops[node])) lacks \(lacking.count) acknowledged transactions at or below its height, e.g. \(lacking.prefix(3))")
-        }
+        let target = (0..<m.count).map(m.height).max() ?? 0
+        deadline = Date().addingTimeInterval(30)
+        while Date() < deadline, !(0..<m.count).allSatisfy({ m.height($0) > target }) { Thread.sleep(forTimeInterval: 0.3) }
+        let heights = (0..<m.count).map(m.height)
+        #expect(heights.allSatisfy { $0 > target }, "after the loop every node should pass height \(target): \(heights)")
+        m.lock.withLock { m.submitting = false }
+        Thread.sleep(forTimeInterval: 1)
+        m.stopAll()
+        let label = "kill loop (seed \(seed)): \(victims.count) kills of nodes \(victims), \(verified) verified after the kill, \(recovered) recovered"
+        #expect(verified == kills && recovered == kills, "\(label)")
+        try m.finalChecks(after: target, label: label, started: started, heights: heights)
+    }
+}
+
+/// A small seeded generator for the kill loop's choices (reproducible from the printed seed).
+struct KillLoopRandom {
+    var state: UInt64
+    init(_ seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
     }
 }

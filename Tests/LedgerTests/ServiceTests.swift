@@ -18,7 +18,7 @@ struct AllMembers: MemberDirectory {
 /// Ledger services driven by hand, without consensus rounds: the fixture's certified blocks are
 /// handed to validators as their consensus service would (`ConsensusEvent.committed` commands),
 /// messages are delivered in order, persists are durable at once (after which their `then` sends
-/// leave). Records what each node persisted and what it reported.
+/// leave), offloaded jobs run at once. Records what each node persisted and what it reported.
 struct ServicePump {
     var nodes: [LedgerService]
     let proven: [ProvenPeer]
@@ -78,8 +78,11 @@ struct ServicePump {
                 if let j = index(of: p.nodeID), !cut.contains([i, j]) { messages.append((i, j, bytes)) }
             case let .send(.member(id), bytes):
                 if let j = index(of: id), !cut.contains([i, j]) { messages.append((i, j, bytes)) }
-            case .send(.address, _), .offload, .membership:
+            case .send(.address, _), .membership:
                 break
+            case let .offload(job):
+                // Signature checks: run at once, as the simulator does (`offloadsRunInline`).
+                input(i, .offloaded(job.ticket, job.work()))
             case let .persist(batch, then):
                 disk[i] += batch.ops
                 carry(i, then)
