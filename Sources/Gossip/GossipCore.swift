@@ -300,7 +300,11 @@ public struct GossipCore {
     // MARK: - Sending
 
     mutating func send(_ m: GossipMessage, to dest: GossipDestination, into out: inout [GossipOutput]) {
-        let bytes = GossipWire.encode(m)
+        sendEncoded(GossipWire.encode(m), to: dest, into: &out)
+    }
+
+    /// `send` of a message already encoded (`GossipWire.encode` or its splicing twin).
+    mutating func sendEncoded(_ bytes: [UInt8], to dest: GossipDestination, into out: inout [GossipOutput]) {
         precondition(bytes.count <= GossipWire.maxDatagram, "a gossip datagram grew past its budget")
         counters.messagesOut += 1
         counters.bytesOut += UInt64(bytes.count)

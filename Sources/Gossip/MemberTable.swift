@@ -3,7 +3,9 @@ import MeshCore
 /// The member table, compact because every node holds a row per member and a simulator holds
 /// N² of them: rows live in an array in insertion order (the order every scan walks), each a
 /// 24-byte record whose peer entry is a 4-byte index into `PeerIdentities`; a node id finds its
-/// row through an open-addressing index of 4-byte slots. The fields only members in direct
+/// row through an open-addressing index of 4-byte slots, each the row number in its low bits and a
+/// tag of the id in the bits the row number cannot use, so a probe past another member's slot
+/// costs no read of its row or identity (those are cache misses on tables of thousands of rows). The fields only members in direct
 /// contact need (RTT, last heard, fetched attributes) live beside the rows, for the few that have
 /// them. Anti-entropy's bucket digest is kept up to date on every change, so an exchange does not
 /// walk the table.
@@ -43,7 +45,11 @@ public struct MemberTable {
 
     private(set) var rows: [Row] = []
     /// Row numbers by node id, open addressing with linear probing; `empty` marks a free slot.
+    /// A slot is the row number (`rowMask` bits: the index holds at most 3/4 as many rows as
+    /// slots, so a row number always fits, and never has all its bits set) or'ed with the id's
+    /// tag (`tag(_:)`, the bits above).
     private var index: [UInt32] = []
+    private var rowMask: UInt32 = 0
     private static let empty = UInt32.max
     /// Looked up by node id only, never iterated.
     private var contacts: [NodeID: Contact] = [:]
@@ -211,15 +217,25 @@ public struct MemberTable {
 
     static func bucket(_ id: NodeID) -> Int { Int(id.leadingWord >> 58) }
 
+    /// The id's bits kept in its slot beside the row number: bits 32+k..<64 of its leading word,
+    /// k being log2 of the index size. The probe starts at bits 0..<k xor 29..<29+k, so the tag
+    /// tells apart ids that start at the same slot.
+    @inline(__always) private func tag(_ w: UInt64) -> UInt32 { UInt32(truncatingIfNeeded: w >> 32) & ~rowMask }
+
     private func find(_ id: NodeID) -> Int? {
         guard !index.isEmpty else { return nil }
         let mask = index.count - 1
         let w = id.leadingWord
+        let t = tag(w)
         var i = Int(truncatingIfNeeded: w ^ (w >> 29)) & mask
         while true {
             let s = index[i]
             if s == Self.empty { return nil }
-            if identities.isNode(rows[Int(s)].entry, id, leadingWord: w) { return Int(s) }
+            // The full id is compared only when the tag agrees: one read of a row and its identity.
+            if s & ~rowMask == t {
+                let r = Int(s & rowMask)
+                if identities.nodeID(rows[r].entry) == id { return r }
+            }
             i = (i + 1) & mask
         }
     }
@@ -229,13 +245,15 @@ public struct MemberTable {
         let w = id.leadingWord
         var i = Int(truncatingIfNeeded: w ^ (w >> 29)) & mask
         while index[i] != Self.empty { i = (i + 1) & mask }
-        index[i] = UInt32(row)
+        index[i] = UInt32(row) | tag(w)
     }
 
     private mutating func grow() { rebuildIndex(capacity: max(16, index.count * 2)) }
 
+    /// `capacity` is a power of two of at least 16, at most 2^32 slots (rows are numbered in 32 bits).
     private mutating func rebuildIndex(capacity: Int) {
         index = [UInt32](repeating: Self.empty, count: capacity)
+        rowMask = UInt32(truncatingIfNeeded: capacity - 1)
         for r in rows.indices { place(identities.nodeID(rows[r].entry), row: r) }
     }
 }

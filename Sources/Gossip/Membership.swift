@@ -335,25 +335,45 @@ extension GossipCore {
 
     /// The news of one input leaves together: one datagram per neighbour, not one per item (a
     /// datagram of joins would otherwise fan out as a datagram per join per neighbour).
+    ///
+    /// Each update is encoded once and its bytes spliced into every neighbour's datagram (the
+    /// datagrams are those `GossipWire.encode(.gossip(updates:))` makes of each batch).
     mutating func flushNews(into out: inout [GossipOutput]) {
         guard !pendingNews.isEmpty else { return }
-        let news = pendingNews
-        pendingNews.removeAll(keepingCapacity: true)
-        let budget = GossipWire.maxDatagram - GossipWire.headerLength - 1
-        for p in activeView {
-            var batch: [MemberUpdate] = []
-            var size = 0
-            for (u, except) in news where p.nodeID != except && p.nodeID != u.subject {
-                if !batch.isEmpty, size + u.encodedLength > budget || batch.count >= GossipWire.maxUpdates {
-                    send(.gossip(updates: batch), to: .peer(p), into: &out)
-                    batch.removeAll()
-                    size = 0
-                }
-                batch.append(u)
-                size += u.encodedLength
-            }
-            if !batch.isEmpty { send(.gossip(updates: batch), to: .peer(p), into: &out) }
+        var news: [(update: MemberUpdate, except: NodeID?)] = []
+        swap(&news, &pendingNews)
+        var w = ByteWriter(capacity: news.reduce(0) { $0 + $1.update.encodedLength })
+        var ends: [Int] = []
+        ends.reserveCapacity(news.count)
+        for n in news {
+            GossipWire.writeUpdate(n.update, &w)
+            ends.append(w.bytes.count)
         }
+        let encoded = w.bytes
+        let budget = GossipWire.maxDatagram - GossipWire.headerLength - 1
+        var batch: [UInt8] = []
+        batch.reserveCapacity(min(budget, encoded.count))
+        for p in activeView {
+            var count = 0
+            for k in news.indices where p.nodeID != news[k].except && p.nodeID != news[k].update.subject {
+                let start = k == 0 ? 0 : ends[k - 1]
+                let length = ends[k] - start
+                if count > 0, batch.count + length > budget || count >= GossipWire.maxUpdates {
+                    sendEncoded(GossipWire.encodeGossip(count: count, encodedUpdates: batch), to: .peer(p), into: &out)
+                    batch.removeAll(keepingCapacity: true)
+                    count = 0
+                }
+                batch.append(contentsOf: encoded[start..<ends[k]])
+                count += 1
+            }
+            if count > 0 {
+                sendEncoded(GossipWire.encodeGossip(count: count, encodedUpdates: batch), to: .peer(p), into: &out)
+                batch.removeAll(keepingCapacity: true)
+            }
+        }
+        // Give the buffer back for the next input's news.
+        news.removeAll(keepingCapacity: true)
+        pendingNews = news
     }
 
     /// Dead members' addresses are retried, one per interval, with the news that we think they are

@@ -10,20 +10,20 @@ import MeshCore
 ///
 /// Not locked (it is read on every member lookup): every core sharing one table must run on one
 /// thread, as a simulation does. Interning returns an index to an equal entry, so sharing cannot
-/// change what a core decides.
+/// change what a core decides. For the same reason its stored properties skip the runtime's
+/// dynamic exclusivity checks (`@exclusivity(unchecked)`): every member lookup and every decoded
+/// key reads them, and no access to them ever overlaps another (no method calls out while it
+/// holds one).
 public final class PeerIdentities: @unchecked Sendable {
-    private var entries: [PeerEntry] = []
-    /// Each entry's node id leading word: table lookups compare it first, without copying the
-    /// entry (two retains and releases) for every slot they probe.
-    private var leadingWords: [UInt64] = []
+    @exclusivity(unchecked) private var entries: [PeerEntry] = []
     /// For each entry, the first entry of its node: a dense per-node key.
-    private var first: [UInt32] = []
+    @exclusivity(unchecked) private var first: [UInt32] = []
     /// The first entry held for each node; `next` chains its others (after address changes).
-    private var byNode: [NodeID: UInt32] = [:]
-    private var next: [UInt32] = []
+    @exclusivity(unchecked) private var byNode: [NodeID: UInt32] = [:]
+    @exclusivity(unchecked) private var next: [UInt32] = []
     /// The first entry of each node by its public key: the decoder's way to a known identity
     /// without the BLAKE2b that derives a node id.
-    private var byKey: [PublicKey: UInt32] = [:]
+    @exclusivity(unchecked) private var byKey: [PublicKey: UInt32] = [:]
     private static let none = UInt32.max
 
     public init() {}
@@ -41,14 +41,12 @@ public final class PeerIdentities: @unchecked Sendable {
                 k = next[Int(k)]
             }
             entries.append(PeerEntry(peer: entries[Int(head)].peer, address: e.address))
-            leadingWords.append(e.nodeID.leadingWord)
             first.append(head)
             next.append(Self.none)
             next[Int(k)] = i
             return i
         }
         entries.append(e)
-        leadingWords.append(e.nodeID.leadingWord)
         first.append(i)
         next.append(Self.none)
         byNode[e.nodeID] = i
@@ -76,11 +74,6 @@ public final class PeerIdentities: @unchecked Sendable {
     @inline(__always) func identity(_ i: UInt32) -> PeerIdentity { entries[Int(i)].peer }
     @inline(__always) func entry(_ i: UInt32) -> PeerEntry { entries[Int(i)] }
     @inline(__always) func nodeID(_ i: UInt32) -> NodeID { entries[Int(i)].peer.nodeID }
-    @inline(__always) func leadingWord(_ i: UInt32) -> UInt64 { leadingWords[Int(i)] }
-    /// Whether entry `i` belongs to node `id`, reading the full id only when the leading words agree.
-    @inline(__always) func isNode(_ i: UInt32, _ id: NodeID, leadingWord w: UInt64) -> Bool {
-        leadingWords[Int(i)] == w && entries[Int(i)].peer.nodeID == id
-    }
     @inline(__always) func address(_ i: UInt32) -> UnderlayAddress { entries[Int(i)].address }
 
     /// The entry at an index returned by `intern` (the simulator maps addresses to its nodes once per index).

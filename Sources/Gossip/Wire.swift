@@ -253,7 +253,7 @@ public enum GossipWire {
     // MARK: Encoding
 
     public static func encode(_ m: GossipMessage) -> [UInt8] {
-        var w = ByteWriter(capacity: 128)
+        var w = ByteWriter(capacity: sizeHint(m))
         w.raw(magic)
         w.u8(version)
         w.u8(m.type)
@@ -330,6 +330,41 @@ public enum GossipWire {
             w.u32(version)
             attrs.write(&w)
         }
+        return w.bytes
+    }
+
+    /// Bytes to reserve for `m`'s encoding: exact for the messages that carry updates or peer
+    /// entries (most datagrams), so a message is written into one allocation instead of growing
+    /// through 128, 256 and 512 bytes; 128 for the rest.
+    static func sizeHint(_ m: GossipMessage) -> Int {
+        switch m {
+        case let .ping(_, updates), let .ack(_, updates):
+            return headerLength + 4 + 1 + updates.reduce(0) { $0 + $1.encodedLength }
+        case let .gossip(updates):
+            return headerLength + 1 + updates.reduce(0) { $0 + $1.encodedLength }
+        case let .joinReply(sample), let .neighborReply(_, sample), let .shuffleReply(_, sample):
+            return headerLength + 5 + 1 + sample.count * PeerEntry.encodedLength
+        case let .shuffle(_, _, _, sample):
+            return headerLength + 5 + PeerEntry.encodedLength + 1 + sample.count * PeerEntry.encodedLength
+        case .digest:
+            return headerLength + 4 + bucketCount * 8 + 4 + 8
+        case let .delta(_, records, culls):
+            return headerLength + 4 + 2 + records.count * MemberRecord.encodedLength + 2 + culls.count * CullRecord.encodedLength
+        default:
+            return 128
+        }
+    }
+
+    /// A `gossip` message whose updates were encoded already (`writeUpdate`, back to back):
+    /// the same bytes as `encode(.gossip(updates:))` of those updates, for a sender that sends
+    /// the same updates to several peers (`GossipCore.flushNews`) and encodes each once.
+    static func encodeGossip<C: Collection>(count: Int, encodedUpdates: C) -> [UInt8] where C.Element == UInt8 {
+        var w = ByteWriter(capacity: headerLength + 1 + encodedUpdates.count)
+        w.raw(magic)
+        w.u8(version)
+        w.u8(GossipMessage.gossip(updates: []).type)
+        w.u8(UInt8(count))
+        w.raw(encodedUpdates)
         return w.bytes
     }
 

@@ -109,6 +109,28 @@ enum Samples {
         #expect(GossipWire.decode(GossipWire.encode(.disconnect), transport: .reliable) == .failure(.wrongTransport))
     }
 
+    /// A `gossip` message spliced from updates encoded one by one (what a node pushing news to
+    /// several neighbours sends) is byte for byte the message encoded whole; and every message's
+    /// size hint is at least its length for the messages that carry updates or entries.
+    @Test func splicedGossipEqualsEncodedGossip() {
+        let updates = Samples.updates
+        for n in 0...updates.count {
+            var w = ByteWriter()
+            for u in updates.prefix(n) { GossipWire.writeUpdate(u, &w) }
+            let whole = GossipWire.encode(.gossip(updates: Array(updates.prefix(n))))
+            #expect(GossipWire.encodeGossip(count: n, encodedUpdates: w.bytes) == whole)
+            #expect(w.bytes.count == updates.prefix(n).reduce(0) { $0 + $1.encodedLength })
+        }
+        for m in Samples.datagramMessages + Samples.reliableMessages {
+            switch m {
+            case .ping, .ack, .gossip, .joinReply, .neighborReply, .shuffle, .shuffleReply, .digest, .delta:
+                #expect(GossipWire.sizeHint(m) >= GossipWire.encode(m).count, "\(m)")
+            default:
+                break
+            }
+        }
+    }
+
     @Test func headerLayout() {
         let b = GossipWire.encode(.nack(seq: 0x0102_0304))
         #expect(b == [0x69, 0x47, 1, 4, 1, 2, 3, 4])
