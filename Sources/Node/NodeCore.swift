@@ -52,6 +52,8 @@ public struct NodeCore {
     private var requestedWake: Instant?
 
     static let membershipSlot = -1
+    /// The users' channels' slot: their frames leave as bulk (`NodeOutput.send`).
+    private var channelSlot = Int.min
 
     /// Set by a driver whose disk makes a batch durable the moment it is handed over (the
     /// simulator's fault-free disk, test pumps): the node answers each `.persist` with
@@ -87,6 +89,7 @@ public struct NodeCore {
         routes = membership.protocolIDs.map { ($0, Self.membershipSlot) }
         try add(PingService(me: identity.peer, network: network))
         try add(ChannelService(me: identity.nodeID, config: channelConfig, rng: rng.derived(0xc4a7)))
+        channelSlot = services.count - 1
     }
 
     /// Adds a service: its protocol ids join the routing table. Fails if one clashes with a
@@ -280,14 +283,15 @@ public struct NodeCore {
             switch consume o {
             case let .send(destination, bytes):
                 let opened = sessionsStarted
+                let bulk = slot == channelSlot
                 switch destination {
                 case let .peer(p):
-                    absorb(sessions.send(bytes, to: p.address, peer: p.identity, now: now), now: now, into: &out)
+                    absorb(sessions.send(bytes, to: p.address, peer: p.identity, now: now), now: now, bulk: bulk, into: &out)
                 case let .member(id):
                     guard let p = route(id) else { own.drop(.channelNoRoute); continue }
-                    absorb(sessions.send(bytes, to: p.address, peer: p.identity, now: now), now: now, into: &out)
+                    absorb(sessions.send(bytes, to: p.address, peer: p.identity, now: now), now: now, bulk: bulk, into: &out)
                 case let .address(a):
-                    absorb(sessions.send(bytes, to: a, peer: nil, now: now), now: now, into: &out)
+                    absorb(sessions.send(bytes, to: a, peer: nil, now: now), now: now, bulk: bulk, into: &out)
                 }
                 noteSessionOpened(since: opened, slot, bytes)
             case let .sendReliable(to, bytes):
@@ -361,14 +365,16 @@ public struct NodeCore {
 
     // MARK: - Sessions
 
-    /// Carries out what the session layer asked for and hands authenticated plaintext to the services.
-    mutating func absorb(_ outputs: consuming [SessionOutput], now: Instant, into out: inout [NodeOutput]) {
+    /// Carries out what the session layer asked for and hands authenticated plaintext to the
+    /// services. `bulk`: the datagrams sent are channel frames (a handshake the session layer
+    /// starts for them is sent as bulk too; it is one datagram before the first frame).
+    mutating func absorb(_ outputs: consuming [SessionOutput], now: Instant, bulk: Bool = false, into out: inout [NodeOutput]) {
         for o in consume outputs {
             switch consume o {
             case let .send(to, bytes):
                 own.datagramsOut += 1
                 own.bytesOut += UInt64(bytes.count)
-                out.append(.send(to: to, bytes: bytes))
+                out.append(.send(to: to, bytes: bytes, bulk: bulk))
             case let .deliver(from, peer, plaintext):
                 receive(from: ProvenPeer(identity: peer, address: from), bytes: plaintext, now: now, into: &out)
             case let .established(peer, address):
@@ -406,11 +412,20 @@ public struct NodeCore {
         }
         // The first plaintext bytes name the protocol (Docs/encoding.md).
         if bytes.first == Self.reliablePrefix {
+            trafficHeard(from: peer, now: now, into: &out)
             receiveReliableFrame(bytes, from: peer, now: now, into: &out)
             return
         }
         guard let slot = slot(for: bytes) else { own.drop(.unknownProtocol); return }
+        if slot == channelSlot { trafficHeard(from: peer, now: now, into: &out) }
         run(slot, .message(from: peer, bytes: bytes, reliable: false), now: now, into: &out)
+    }
+
+    /// A channel or reliable-stream frame from `peer` proves it alive to membership: a probe lost
+    /// during a transfer is not a suspicion (Docs/channels.md, "Membership beside a transfer").
+    private mutating func trafficHeard(from peer: ProvenPeer, now: Instant, into out: inout [NodeOutput]) {
+        let outputs = membership.trafficHeard(from: peer, now: now)
+        if !outputs.isEmpty { carry(outputs, from: Self.membershipSlot, now: now, into: &out) }
     }
 
     /// Hands a whole message from the reliable stream to the service that owns its first bytes.

@@ -16,6 +16,8 @@ struct Pump {
     var queue = EventHeap<Event>()
     var now = Instant.zero
     var down: Set<Int> = []
+    /// Nodes whose datagrams other than channel frames (`NodeOutput.send`'s `bulk`) are lost.
+    var muteControl: Set<Int> = []
     var events: [(Int, NodeEvent)] = []
     /// Every `.persist` batch, by node, in order.
     var disk: [(Int, PersistBatch)] = []
@@ -58,7 +60,7 @@ struct Pump {
     /// Carries out one output; a persist is durable at once (its batches are kept in `disk`).
     mutating func take(_ i: Int, _ o: NodeOutput) {
         switch o {
-        case let .send(to, bytes): transmit(i, to: to, bytes)
+        case let .send(to, bytes, bulk): if bulk || !muteControl.contains(i) { transmit(i, to: to, bytes) }
         case let .wake(at): setWake(i, at)
         case let .event(e): events.append((i, e))
         case let .persist(batch, then):
