@@ -122,7 +122,7 @@ import Testing
             var args = ["netns", "exec", bed.ns(i), try iotafBinary(), "node", "run", "--key", "\(dir)/n\(i).key",
                         "--listen", "[\(Bed.address(i))]:7400", "--control", "\(dir)/n\(i).sock", "--data", "\(dir)/d\(i)",
                         "--log-level", "warning"]
-            if i == 1 { args += ["--peer", "[\(Bed.address(0))]:7400"] }
+            if i >= 1 { args += ["--peer", "[\(Bed.address(0))]:7400"] }
             let p = Process()
             p.executableURL = URL(fileURLWithPath: Bed.ip)
             p.arguments = args
@@ -197,6 +197,11 @@ import Testing
         #expect(Blake2b.hash(Array(got)) == Blake2b.hash(Array(sent)), "the received file's hash equals the sent one")
         // The loss really happened: the sender had to repair.
         #expect((channels["retransmitted_chunks"] ?? 0) > 1000, "\(summary)")
+        // Membership kept its share: neither end of the transfer suspected the other or a third
+        // node (their frames prove them alive to each other, and probes overtake frames in the
+        // socket). A third node's own probes at 10 % loss fail now and then as without a
+        // transfer (about 1 in 2,000 probes raises a suspicion there): counted, not asserted.
+        #expect(suspicions[0] == 0 && suspicions[1] == 0, "\(summary)")
 
         for p in procs { p.terminate() }
         for p in procs { p.waitUntilExit() }
