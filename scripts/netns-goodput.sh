@@ -59,6 +59,11 @@ for i in 0 1; do
     ip netns exec "${P}n$i" nft add chain inet lossy in '{ type filter hook input priority 0 ; }'
 done
 
+# netem (the kernel's sch_netem) makes the delay; without it only RTT 0 (the veth's own) is measured.
+NETEM=1
+if ! tc -n "${P}n0" qdisc add dev "${DEV[0]}" root netem delay 1ms 2>/dev/null; then NETEM=0; fi
+tc -n "${P}n0" qdisc del dev "${DEV[0]}" root 2>/dev/null || true
+
 # Sets LOSS % input drop and RTT/2 delay in both namespaces.
 shape() {
     local loss=$1 rtt=$2 i
@@ -104,6 +109,10 @@ mkdir -p "$(dirname "$OUT")"
 } > "$TABLE"
 cat "$TABLE"
 for rtt in $RTTS; do
+    if [ "$rtt" != 0 ] && [ "$NETEM" = 0 ]; then
+        echo "# rtt $rtt ms: skipped, this kernel has no netem qdisc (sch_netem) to delay with" | tee -a "$TABLE"
+        continue
+    fi
     for loss in $LOSSES; do
         shape "$loss" "$rtt"
         sleep 1
@@ -111,9 +120,10 @@ for rtt in $RTTS; do
         retx0=$("$BIN" status --control "$DIR/n1.sock" --json | json 'd["channels"]["retransmitted_chunks"]')
         pto0=$("$BIN" status --control "$DIR/n1.sock" --json | json 'd["channels"]["probe_timeouts"]')
         rm -f "$DIR/d0/inbox/${ID[1]}/payload.bin"
-        t0=$(date +%s.%N)
-        state=$(timeout 300 "$BIN" send --control "$DIR/n1.sock" --to "${ID[0]}" --file "$DIR/payload.bin" --json | json 'd["state"]' || echo failed)
-        t1=$(date +%s.%N)
+        timeout 300 "$BIN" send --control "$DIR/n1.sock" --to "${ID[0]}" --file "$DIR/payload.bin" --json > "$DIR/send.json" || true
+        state=$(json 'd["state"]' < "$DIR/send.json" 2>/dev/null || echo failed)
+        # The node's own transfer time (the report's elapsed_s), not the CLI's start-up.
+        elapsed=$(json 'd["elapsed_s"]' < "$DIR/send.json" 2>/dev/null || echo 0)
         got=$(sha256sum < "$DIR/d0/inbox/${ID[1]}/payload.bin" 2>/dev/null | cut -d' ' -f1 || true)
         if [ "$state" != completed ] || [ "$got" != "$SUM" ]; then
             echo "# rtt $rtt ms, loss $loss %: transfer $state, hash $([ "$got" = "$SUM" ] && echo ok || echo wrong)" | tee -a "$TABLE"
@@ -121,9 +131,9 @@ for rtt in $RTTS; do
         fi
         retx=$("$BIN" status --control "$DIR/n1.sock" --json | json 'd["channels"]["retransmitted_chunks"]')
         pto=$("$BIN" status --control "$DIR/n1.sock" --json | json 'd["channels"]["probe_timeouts"]')
-        row=$(awk -v r="$rtt" -v l="$loss" -v m="$MIB" -v a="$t0" -v b="$t1" -v s0="$(( $(suspicions 0) - before[0] ))" -v s1="$(( $(suspicions 1) - before[1] ))" \
+        row=$(awk -v r="$rtt" -v l="$loss" -v m="$MIB" -v e="$elapsed" -v s0="$(( $(suspicions 0) - before[0] ))" -v s1="$(( $(suspicions 1) - before[1] ))" \
               -v x="$((retx - retx0))" -v p="$((pto - pto0))" \
-              'BEGIN { printf "%s %s %.2f %.2f %s,%s %s %s", r, l, m * 1.048576 / (b - a), b - a, s0, s1, x, p }')
+              'BEGIN { printf "%s %s %.2f %.2f %s,%s %s %s", r, l, m * 1.048576 / e, e, s0, s1, x, p }')
         echo "$row" | tee -a "$TABLE"
     done
 done
