@@ -52,8 +52,9 @@ public struct NodeCore {
     private var requestedWake: Instant?
 
     static let membershipSlot = -1
-    /// The users' channels' slot: their frames leave as bulk (`NodeOutput.send`).
-    private var channelSlot = Int.min
+    /// Per slot of `services`: the service's frames leave as bulk (`NodeService.sendsBulk`,
+    /// `NodeOutput.send`) and prove their sender alive to membership.
+    private var bulkSlots: [Bool] = []
 
     /// Set by a driver whose disk makes a batch durable the moment it is handed over (the
     /// simulator's fault-free disk, test pumps): the node answers each `.persist` with
@@ -89,7 +90,6 @@ public struct NodeCore {
         routes = membership.protocolIDs.map { ($0, Self.membershipSlot) }
         try add(PingService(me: identity.peer, network: network))
         try add(ChannelService(me: identity.nodeID, config: channelConfig, rng: rng.derived(0xc4a7)))
-        channelSlot = services.count - 1
     }
 
     /// Adds a service: its protocol ids join the routing table. Fails if one clashes with a
@@ -102,6 +102,7 @@ public struct NodeCore {
         }
         services.append(service)
         serviceDeadlines.append(service.deadline)
+        bulkSlots.append(service.sendsBulk)
         for id in service.protocolIDs { routes.append((id, services.count - 1)) }
     }
 
@@ -283,7 +284,7 @@ public struct NodeCore {
             switch consume o {
             case let .send(destination, bytes):
                 let opened = sessionsStarted
-                let bulk = slot == channelSlot
+                let bulk = slot >= 0 && bulkSlots[slot]
                 switch destination {
                 case let .peer(p):
                     absorb(sessions.send(bytes, to: p.address, peer: p.identity, now: now), now: now, bulk: bulk, into: &out)
@@ -417,7 +418,7 @@ public struct NodeCore {
             return
         }
         guard let slot = slot(for: bytes) else { own.drop(.unknownProtocol); return }
-        if slot == channelSlot { trafficHeard(from: peer, now: now, into: &out) }
+        if slot >= 0 && bulkSlots[slot] { trafficHeard(from: peer, now: now, into: &out) }
         run(slot, .message(from: peer, bytes: bytes, reliable: false), now: now, into: &out)
     }
 
