@@ -64,7 +64,7 @@ extension GossipCore {
     /// Members heard through other services' traffic, remembered at most (`heardOutside`).
     static let heardOutsideLimit = 256
 
-    /// An authenticated datagram of another service (a channel or reliable-stream frame) came
+    /// An authenticated datagram of another service (a channel or file-transfer frame: `NodeService.sendsBulk`) came
     /// from `peer`: it is alive as surely as if it had answered a ping. During a bulk transfer
     /// the frames arrive by the thousand while a probe or its ack may be lost (or wait behind
     /// frames in a queue): a probe that fails while they arrive counts as a lost round trip and

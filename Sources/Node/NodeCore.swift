@@ -413,7 +413,8 @@ public struct NodeCore {
         }
         // The first plaintext bytes name the protocol (Docs/encoding.md).
         if bytes.first == Self.reliablePrefix {
-            trafficHeard(from: peer, now: now, into: &out)
+            // Bulk on the way out, but not proof of life here: it carries gossip's own deltas,
+            // which gossip hears when they are delivered.
             receiveReliableFrame(bytes, from: peer, now: now, into: &out)
             return
         }
@@ -422,7 +423,7 @@ public struct NodeCore {
         run(slot, .message(from: peer, bytes: bytes, reliable: false), now: now, into: &out)
     }
 
-    /// A channel or reliable-stream frame from `peer` proves it alive to membership: a probe lost
+    /// A frame of a `sendsBulk` service (channels, file transfer) from `peer` proves it alive to membership: a probe lost
     /// during a transfer is not a suspicion (Docs/channels.md, "Membership beside a transfer").
     private mutating func trafficHeard(from peer: ProvenPeer, now: Instant, into out: inout [NodeOutput]) {
         let outputs = membership.trafficHeard(from: peer, now: now)
