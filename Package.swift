@@ -95,7 +95,7 @@ let package = Package(
         .testTarget(name: "NoiseTests", dependencies: ["Noise", "Sodium"]),
         .testTarget(name: "ChannelsTests", dependencies: ["Channels", "MeshCore"]),
         .testTarget(name: "SessionsTests", dependencies: ["Sessions", "Noise", "MeshCore", "Sodium", "SimulatorKit"]),
-        .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Node", "MeshCore", "Sessions", "Channels", "Gossip", "Sodium", "Consensus", "MeterService", .product(name: "GRDB", package: "GRDB.swift"),
+        .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "CLibuv", "Node", "MeshCore", "Sessions", "Channels", "Gossip", "Sodium", "Consensus", "MeterService", .product(name: "GRDB", package: "GRDB.swift"),
             .product(name: "Logging", package: "swift-log")]),
         // testdata/: golden transcripts read by path (GoldenTranscriptTests), not bundled.
         .testTarget(name: "SimulatorTests", dependencies: ["Simulator", "SimulatorKit", "Node", "MeshCore"], exclude: ["testdata"]),

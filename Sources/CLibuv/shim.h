@@ -78,3 +78,10 @@ static inline int iotaf_udp_gro_segment(struct msghdr *message) {
     }
     return 0;
 }
+
+/// setns(2) into the network namespace open on `fd`, for the calling thread only (CLONE_NEWNET):
+/// tests open sockets inside a namespace they made (with a qdisc of their own) and come back.
+/// 0, or -1 with errno set. Declared here because the C library's setns needs _GNU_SOURCE.
+static inline int iotaf_enter_network_namespace(int fd) {
+    return (int)syscall(SYS_setns, fd, 0x40000000 /* CLONE_NEWNET */);
+}

@@ -29,6 +29,8 @@ public struct FileTransferService: NodeService {
     public static let prefix: UInt8 = 0x03
     public static let protocolID = ProtocolID(prefix)
     public var protocolIDs: [ProtocolID] { [Self.protocolID] }
+    /// Its frames are a channel endpoint's: bulk (`NodeService.sendsBulk`).
+    public var sendsBulk: Bool { true }
 
     /// Chunks in flight (sent, not acknowledged) per outgoing transfer.
     public static let window = 8

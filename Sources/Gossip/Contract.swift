@@ -245,6 +245,9 @@ public struct GossipCounters: Sendable, Equatable {
     /// our measured loss (LinkHealth.swift), and direct re-pings of a probe's target.
     public var suspicionsProlonged: UInt64 = 0
     public var rePings: UInt64 = 0
+    /// Failed probes that raised no suspicion because the target's other traffic (channel frames)
+    /// reached us while we waited (LinkHealth.swift, `noteTraffic`).
+    public var probesExcusedByTraffic: UInt64 = 0
     /// Anti-entropy exchanges with a member outside the active view, and links asked of a peer
     /// whose delta showed a part of the mesh we did not know (AntiEntropy.swift, islands).
     public var strangerExchanges: UInt64 = 0

@@ -30,6 +30,9 @@ public struct GossipCore {
     public internal(set) var roundTripLoss = 0.0
     /// Members whose direct probes went unanswered, and how many attempts, until they prove alive.
     var unprovenFailures: [NodeID: UInt8] = [:]
+    /// When each member was last heard through another service's traffic (channel frames: see
+    /// `noteTraffic`), bounded: a probe that fails while its target's frames arrive was lost.
+    var heardOutside: [NodeID: Instant] = [:]
     public internal(set) var hasLeft = false
 
     var rng: SeededGenerator

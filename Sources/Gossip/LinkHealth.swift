@@ -61,6 +61,27 @@ extension GossipCore {
         }
     }
 
+    /// Members heard through other services' traffic, remembered at most (`heardOutside`).
+    static let heardOutsideLimit = 256
+
+    /// An authenticated datagram of another service (a channel or file-transfer frame: `NodeService.sendsBulk`) came
+    /// from `peer`: it is alive as surely as if it had answered a ping. During a bulk transfer
+    /// the frames arrive by the thousand while a probe or its ack may be lost (or wait behind
+    /// frames in a queue): a probe that fails while they arrive counts as a lost round trip and
+    /// raises no suspicion (`probeFailed`), and a suspicion of it finds the evidence of life
+    /// (`lastHeard`, `expireSuspicions`) and is told to the member so it refutes (`heardFrom`).
+    /// A crashed member sends no frames: its detection is unchanged.
+    public mutating func noteTraffic(from peer: PeerEntry, now: Instant) -> [GossipOutput] {
+        guard members[peer.nodeID] != nil else { return [] }
+        if heardOutside.count >= Self.heardOutsideLimit, heardOutside[peer.nodeID] == nil {
+            heardOutside.removeAll(keepingCapacity: true)
+        }
+        heardOutside[peer.nodeID] = now
+        var out: [GossipOutput] = []
+        heardFrom(peer, now: now, into: &out)
+        return out
+    }
+
     /// The member spoke to us: its earlier unanswered probes were lost, not ignored.
     mutating func proveAlive(_ id: NodeID) {
         guard !unprovenFailures.isEmpty, let k = unprovenFailures.removeValue(forKey: id) else { return }

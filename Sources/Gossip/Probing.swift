@@ -252,6 +252,13 @@ extension GossipCore {
             if wideRetry != p.target.nodeID { wideRetry = p.target.nodeID; return }
             wideRetry = nil
         }
+        if let heard = heardOutside[p.target.nodeID], heard > p.sentAt {
+            // Its frames kept coming while our pings went unanswered (a transfer on a lossy link):
+            // it is alive and the round trip was lost (`noteTraffic`).
+            noteRoundTrip(lost: true)
+            counters.probesExcusedByTraffic += 1
+            return
+        }
         // Counted once the target proves alive: a crashed member's silence is not loss. (Counting
         // a failure with no helper's nack at once made survivors of an 80 % crash, whose helpers
         // died too, wait for evidence that never came, and their overlay never re-formed.)

@@ -15,6 +15,7 @@ public struct ChannelService: NodeService {
 
     public static let protocolID = ProtocolID(ChannelWire.version)
     public var protocolIDs: [ProtocolID] { [Self.protocolID] }
+    public var sendsBulk: Bool { true }
 
     /// A frame must fit the session's plaintext exactly: no demux byte is added, the channel
     /// frame's own version byte is the demux.

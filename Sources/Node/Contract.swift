@@ -50,7 +50,11 @@ public enum NodeCommand: Sendable, Equatable {
 
 /// What the core asks its driver to do, in order.
 public enum NodeOutput: Sendable, Equatable {
-    case send(to: UnderlayAddress, bytes: [UInt8])
+    /// A sealed datagram. `bulk` marks a channel or reliable-stream frame: the runtime's socket
+    /// lets every other datagram (membership, probes, handshakes) overtake frames that wait for
+    /// the kernel, so failure detection keeps its pace during a transfer (Docs/channels.md,
+    /// "Membership beside a transfer"). The simulator's links carry both alike.
+    case send(to: UnderlayAddress, bytes: [UInt8], bulk: Bool = false)
     /// Call back with `.timer` at this instant. A later `.wake` replaces an earlier one.
     case wake(at: Instant)
     case event(NodeEvent)

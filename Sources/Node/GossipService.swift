@@ -407,6 +407,13 @@ public struct GossipService: NodeService, MemberDirectory {
     /// Gossip's outputs in the service contract: datagrams to a proven peer (Noise IK) or a bare
     /// address (XX), large messages on the node's reliable stream, events mapped, and membership
     /// changes for the other services.
+    /// Another service's frame from `peer` proves it alive (`GossipCore.noteTraffic`).
+    mutating func trafficHeard(from peer: ProvenPeer, now: Instant) -> [Output] {
+        var out: [Output] = []
+        absorb(core.noteTraffic(from: PeerEntry(peer: peer.identity, address: peer.address), now: now), into: &out)
+        return out
+    }
+
     private mutating func absorb(_ outputs: [GossipOutput], into out: inout [Output]) {
         for o in outputs {
             switch o {

@@ -52,6 +52,9 @@ public struct NodeCore {
     private var requestedWake: Instant?
 
     static let membershipSlot = -1
+    /// Per slot of `services`: the service's frames leave as bulk (`NodeService.sendsBulk`,
+    /// `NodeOutput.send`) and prove their sender alive to membership.
+    private var bulkSlots: [Bool] = []
 
     /// Set by a driver whose disk makes a batch durable the moment it is handed over (the
     /// simulator's fault-free disk, test pumps): the node answers each `.persist` with
@@ -99,6 +102,7 @@ public struct NodeCore {
         }
         services.append(service)
         serviceDeadlines.append(service.deadline)
+        bulkSlots.append(service.sendsBulk)
         for id in service.protocolIDs { routes.append((id, services.count - 1)) }
     }
 
@@ -280,14 +284,15 @@ public struct NodeCore {
             switch consume o {
             case let .send(destination, bytes):
                 let opened = sessionsStarted
+                let bulk = slot >= 0 && bulkSlots[slot]
                 switch destination {
                 case let .peer(p):
-                    absorb(sessions.send(bytes, to: p.address, peer: p.identity, now: now), now: now, into: &out)
+                    absorb(sessions.send(bytes, to: p.address, peer: p.identity, now: now), now: now, bulk: bulk, into: &out)
                 case let .member(id):
                     guard let p = route(id) else { own.drop(.channelNoRoute); continue }
-                    absorb(sessions.send(bytes, to: p.address, peer: p.identity, now: now), now: now, into: &out)
+                    absorb(sessions.send(bytes, to: p.address, peer: p.identity, now: now), now: now, bulk: bulk, into: &out)
                 case let .address(a):
-                    absorb(sessions.send(bytes, to: a, peer: nil, now: now), now: now, into: &out)
+                    absorb(sessions.send(bytes, to: a, peer: nil, now: now), now: now, bulk: bulk, into: &out)
                 }
                 noteSessionOpened(since: opened, slot, bytes)
             case let .sendReliable(to, bytes):
@@ -361,14 +366,16 @@ public struct NodeCore {
 
     // MARK: - Sessions
 
-    /// Carries out what the session layer asked for and hands authenticated plaintext to the services.
-    mutating func absorb(_ outputs: consuming [SessionOutput], now: Instant, into out: inout [NodeOutput]) {
+    /// Carries out what the session layer asked for and hands authenticated plaintext to the
+    /// services. `bulk`: the datagrams sent are channel frames (a handshake the session layer
+    /// starts for them is sent as bulk too; it is one datagram before the first frame).
+    mutating func absorb(_ outputs: consuming [SessionOutput], now: Instant, bulk: Bool = false, into out: inout [NodeOutput]) {
         for o in consume outputs {
             switch consume o {
             case let .send(to, bytes):
                 own.datagramsOut += 1
                 own.bytesOut += UInt64(bytes.count)
-                out.append(.send(to: to, bytes: bytes))
+                out.append(.send(to: to, bytes: bytes, bulk: bulk))
             case let .deliver(from, peer, plaintext):
                 receive(from: ProvenPeer(identity: peer, address: from), bytes: plaintext, now: now, into: &out)
             case let .established(peer, address):
@@ -406,11 +413,21 @@ public struct NodeCore {
         }
         // The first plaintext bytes name the protocol (Docs/encoding.md).
         if bytes.first == Self.reliablePrefix {
+            // Bulk on the way out, but not proof of life here: it carries gossip's own deltas,
+            // which gossip hears when they are delivered.
             receiveReliableFrame(bytes, from: peer, now: now, into: &out)
             return
         }
         guard let slot = slot(for: bytes) else { own.drop(.unknownProtocol); return }
+        if slot >= 0 && bulkSlots[slot] { trafficHeard(from: peer, now: now, into: &out) }
         run(slot, .message(from: peer, bytes: bytes, reliable: false), now: now, into: &out)
+    }
+
+    /// A frame of a `sendsBulk` service (channels, file transfer) from `peer` proves it alive to membership: a probe lost
+    /// during a transfer is not a suspicion (Docs/channels.md, "Membership beside a transfer").
+    private mutating func trafficHeard(from peer: ProvenPeer, now: Instant, into out: inout [NodeOutput]) {
+        let outputs = membership.trafficHeard(from: peer, now: now)
+        if !outputs.isEmpty { carry(outputs, from: Self.membershipSlot, now: now, into: &out) }
     }
 
     /// Hands a whole message from the reliable stream to the service that owns its first bytes.

@@ -63,7 +63,7 @@ extension NodeCore {
                 framed.reserveCapacity(bytes.count + 1)
                 framed.append(Self.reliablePrefix)
                 framed.append(contentsOf: bytes)
-                absorb(sessions.send(framed, to: p.address, peer: p.identity, now: now), now: now, into: &out)
+                absorb(sessions.send(framed, to: p.address, peer: p.identity, now: now), now: now, bulk: true, into: &out)
             case let .delivered(from, _, message):
                 guard let p = route(from) else { own.drop(.channelNoRoute); continue }
                 own.reliableIn += 1

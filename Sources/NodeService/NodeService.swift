@@ -33,10 +33,15 @@ public protocol NodeService<Command, Event> {
     /// What a message this service sent is for, when a send of it opens a Noise session (the node
     /// counts handshakes by purpose); nil: not counted.
     func purpose(ofSent bytes: [UInt8]) -> String?
+    /// Whether this service's messages are bulk frames (a channel endpoint's): the node marks them
+    /// so the runtime lets every other datagram overtake them, and tells membership that their
+    /// sender is alive (Docs/channels.md, "Membership beside a transfer"). Default false.
+    var sendsBulk: Bool { get }
 }
 
 extension NodeService {
     public func purpose(ofSent bytes: [UInt8]) -> String? { nil }
+    public var sendsBulk: Bool { false }
 }
 
 /// The first plaintext bytes that name a protocol: one or two bytes.

@@ -89,7 +89,7 @@ extension StatusReport {
             "messages_in": g.messagesIn, "messages_out": g.messagesOut, "bytes_in": g.bytesIn, "bytes_out": g.bytesOut,
             "reliable_out": g.reliableOut, "reliable_bytes_out": g.reliableBytesOut,
             "probes": g.probes, "indirect_probes": g.indirectProbes, "suspicions_raised": g.suspicionsRaised,
-            "refutations": g.refutations, "exchanges": g.exchanges,
+            "refutations": g.refutations, "exchanges": g.exchanges, "probes_excused_by_traffic": g.probesExcusedByTraffic,
             "incarnation": UInt64(core.gossip.incarnation), "awareness": UInt64(core.gossip.awareness),
             "active_view": UInt64(core.gossip.activeView.count), "passive_view": UInt64(core.gossip.passiveView.count),
             "culls": UInt64(core.gossip.culls.count), "queued_updates": UInt64(core.gossip.queuedUpdates),

@@ -417,12 +417,14 @@ public final class NodeRuntime {
         defer { socket.releaseSends() }
         for output in outputs {
             switch output {
-            case let .send(to, bytes):
+            case let .send(to, bytes, bulk):
+                // Channel frames take the bulk lane; everything else overtakes frames that wait.
+                let lane: UDPSocket.Lane = bulk ? .bulk : .control
                 if to.isLinkLocal {
                     guard let scoped = scoped(to) else { unscopedSends += 1; continue }
-                    socket.send(bytes, to: scoped)
+                    socket.send(bytes, to: scoped, lane: lane)
                 } else {
-                    socket.send(bytes, to: to)
+                    socket.send(bytes, to: to, lane: lane)
                 }
             case let .wake(at): timer.scheduleNoLater(than: at)
             case let .event(event): report(event)
@@ -538,6 +540,9 @@ public final class NodeRuntime {
         s.counters["udp_gso_datagrams"] = socket.gsoDatagrams
         s.counters["udp_gro_reads"] = socket.groReads
         s.counters["udp_gro_datagrams"] = socket.groDatagrams
+        s.counters["udp_bulk_waited"] = socket.bulkWaited
+        s.counters["udp_control_waited"] = socket.controlWaited
+        s.counters["udp_control_overtook"] = socket.controlOvertook
         s.seeds = seeds.reports
         if let beacon {
             s.beacon = beacon.counters

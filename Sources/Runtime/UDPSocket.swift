@@ -23,7 +23,21 @@ import Glibc
 /// A segmented send the kernel refuses (EIO, EINVAL, ENOTSUP...: a device without checksum
 /// offload, a route through IPsec) switches segmentation off for this socket (`gsoFallbacks`) and
 /// the datagrams go out one by one, so none is lost.
+///
+/// Two lanes (`Lane`): channel frames (bulk) form the trains above and, when the kernel pushes
+/// back, wait in order in `queued`; every other datagram (membership, probes, handshakes) goes out
+/// at once, ahead of a held train, and when the kernel pushes back waits in `controlQueued`, which
+/// is flushed before any bulk datagram. A probe thus never waits behind a window of frames in this
+/// process (Docs/channels.md, "Membership beside a transfer").
 public final class UDPSocket {
+    /// Which queue a datagram waits in when the kernel will not take it at once.
+    public enum Lane: Sendable {
+        /// Channel frames: joined into segmented trains, sent in order behind each other.
+        case bulk
+        /// Everything else: sent at once, and before every waiting bulk datagram.
+        case control
+    }
+
     private let handle: UnsafeMutablePointer<uv_udp_t>
     /// Readiness of `handle`'s descriptor. libuv's UDP watcher is never started (no
     /// `uv_udp_recv_start`, no `uv_udp_send`), so the descriptor has this one watcher.
@@ -70,9 +84,18 @@ public final class UDPSocket {
     @exclusivity(unchecked) private var slots = 1
     /// The last datagram's array, reused for the next one when no one else holds it.
     @exclusivity(unchecked) private var spare: [UInt8] = []
-    /// Datagrams the kernel would not take at once, sent in order when the socket is writable.
+    /// Bulk datagrams the kernel would not take at once, sent in order when the socket is writable
+    /// (after `controlQueued`).
     private var queued: [(bytes: [UInt8], address: sockaddr_in6)] = []
     private var queuedHead = 0
+    /// Control datagrams the kernel would not take at once: sent first when the socket is writable.
+    private var controlQueued: [(bytes: [UInt8], address: sockaddr_in6)] = []
+    private var controlHead = 0
+    /// Bulk datagrams that had to wait for the kernel; control datagrams that had to wait; control
+    /// datagrams sent or queued while bulk datagrams were waiting (each overtook them).
+    public private(set) var bulkWaited: UInt64 = 0
+    public private(set) var controlWaited: UInt64 = 0
+    public private(set) var controlOvertook: UInt64 = 0
     /// Whether anything was sent since the last single-datagram read (see `readAvailable`).
     @exclusivity(unchecked) private var sentSinceRead = true
     @exclusivity(unchecked) private var receiving = false
@@ -87,6 +110,9 @@ public final class UDPSocket {
     /// Datagrams waiting for the socket to become writable at most; beyond, sends are dropped
     /// and counted (the kernel buffer below is already full).
     static let queueLimit = 4096
+    /// The same for control datagrams (a node sends a few per probe period; more means the kernel
+    /// has not taken anything for a long while).
+    static let controlQueueLimit = 1024
     /// Kernel socket buffers asked for (Linux caps them at net.core.rmem_max / wmem_max): a
     /// burst of channel frames should wait in the kernel rather than be dropped.
     static let kernelBuffer: Int32 = 4 << 20
@@ -184,7 +210,7 @@ public final class UDPSocket {
     private func watch() -> Int32 {
         var events: Int32 = 0
         if receiving { events |= Int32(UV_READABLE.rawValue) }
-        if queuedHead < queued.count { events |= Int32(UV_WRITABLE.rawValue) }
+        if backlogged { events |= Int32(UV_WRITABLE.rawValue) }
         guard events != 0 else { return uv_poll_stop(poll) }
         return uv_poll_start(poll, events) { p, status, events in
             let sock = Unmanaged<UDPSocket>.fromOpaque(p!.pointee.data).takeUnretainedValue()
@@ -287,13 +313,20 @@ public final class UDPSocket {
         }
     }
 
-    /// Sends now if the kernel takes it (or, while sends are held, with the train they join);
-    /// otherwise queues it until the socket is writable. Failures are counted.
-    public func send(_ bytes: [UInt8], to address: UnderlayAddress) {
+    /// Datagrams wait for the kernel in either lane.
+    private var backlogged: Bool { queuedHead < queued.count || controlHead < controlQueued.count }
+
+    /// Sends now if the kernel takes it (or, for bulk while sends are held, with the train it
+    /// joins); otherwise queues it in its lane until the socket is writable. Failures are counted.
+    public func send(_ bytes: [UInt8], to address: UnderlayAddress, lane: Lane = .bulk) {
         guard !closed else { return }
         sentSinceRead = true
+        if lane == .control {
+            sendControl(bytes, to: Self.sockaddr6(address))
+            return
+        }
         // Datagrams keep their order: while some wait, new ones wait behind them.
-        if queuedHead < queued.count {
+        if backlogged {
             sendTrain()
             enqueue(bytes, Self.sockaddr6(address))
             return
@@ -330,8 +363,29 @@ public final class UDPSocket {
         if holds == 0 { sendTrain() }
     }
 
+    /// A control datagram: at once unless control datagrams already wait (they keep their order),
+    /// never behind bulk ones.
+    private func sendControl(_ bytes: [UInt8], to address: sockaddr_in6) {
+        var sa = address
+        let overtaking = queuedHead < queued.count
+        if controlHead == controlQueued.count {
+            let rc = trySend(bytes, to: &sa)
+            if rc >= 0 {
+                if overtaking { controlOvertook += 1 }
+                return
+            }
+            guard rc == Int32(UV_EAGAIN.rawValue) || rc == Int32(UV_ENOBUFS.rawValue) else { sendErrors += 1; return }
+        }
+        guard controlQueued.count - controlHead < Self.controlQueueLimit else { sendErrors += 1; return }
+        let wasIdle = !backlogged
+        controlQueued.append((bytes, sa))
+        controlWaited += 1
+        if overtaking { controlOvertook += 1 }
+        if wasIdle, watch() != 0 { sendErrors += 1 }
+    }
+
     private func sendOne(_ bytes: [UInt8], to sa: inout sockaddr_in6) {
-        guard queuedHead == queued.count else { enqueue(bytes, sa); return }
+        guard !backlogged else { enqueue(bytes, sa); return }
         let rc = trySend(bytes, to: &sa)
         if rc >= 0 { return }
         if rc == Int32(UV_EAGAIN.rawValue) || rc == Int32(UV_ENOBUFS.rawValue) { enqueue(bytes, sa); return }
@@ -345,7 +399,7 @@ public final class UDPSocket {
         trainCount = 0
         trainBytes = 0
         // Datagrams waiting for the socket to become writable go first.
-        guard queuedHead == queued.count else {
+        guard !backlogged else {
             forEachInTrain(count: count, length: length) { enqueue($0, trainAddress) }
             return
         }
@@ -376,7 +430,7 @@ public final class UDPSocket {
             let size = min(trainSegment, length - offset)
             let start = UnsafeRawPointer(train.baseAddress! + offset)
             offset += size
-            if queuedHead < queued.count {
+            if backlogged {
                 enqueue([UInt8](UnsafeRawBufferPointer(start: start, count: size)), trainAddress)
                 continue
             }
@@ -411,15 +465,26 @@ public final class UDPSocket {
         }
     }
 
+    /// Queues a bulk datagram behind the waiting ones.
     private func enqueue(_ bytes: [UInt8], _ sa: sockaddr_in6) {
         guard queued.count - queuedHead < Self.queueLimit else { sendErrors += 1; return }
-        let wasEmpty = queuedHead == queued.count
+        let wasIdle = !backlogged
         queued.append((bytes, sa))
-        if wasEmpty, watch() != 0 { sendErrors += 1 }
+        bulkWaited += 1
+        if wasIdle, watch() != 0 { sendErrors += 1 }
     }
 
-    /// Sends queued datagrams in order until the kernel pushes back again.
+    /// Sends queued datagrams, control ones first, each lane in order, until the kernel pushes back again.
     private func flushQueue() {
+        while controlHead < controlQueued.count && !closed {
+            var sa = controlQueued[controlHead].address
+            let rc = trySend(controlQueued[controlHead].bytes, to: &sa)
+            if rc == Int32(UV_EAGAIN.rawValue) || rc == Int32(UV_ENOBUFS.rawValue) { return }
+            if rc < 0 { sendErrors += 1 }
+            controlHead += 1
+        }
+        controlQueued.removeAll(keepingCapacity: controlQueued.capacity <= 64)
+        controlHead = 0
         while queuedHead < queued.count && !closed {
             var sa = queued[queuedHead].address
             let rc = trySend(queued[queuedHead].bytes, to: &sa)
@@ -438,9 +503,11 @@ public final class UDPSocket {
         closed = true
         receiving = false
         onDatagram = { _, _ in }
-        sendErrors += UInt64(queued.count - queuedHead)
+        sendErrors += UInt64(queued.count - queuedHead + controlQueued.count - controlHead)
         queued = []
         queuedHead = 0
+        controlQueued = []
+        controlHead = 0
         // The poll first: its watcher must be gone before closing the UDP handle closes the descriptor.
         uv_poll_stop(poll)
         closeAndFree(poll)

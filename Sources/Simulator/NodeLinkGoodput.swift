@@ -130,7 +130,7 @@ public enum NodeLinkGoodput {
         mutating func carryOut(_ i: Int, _ outputs: [NodeOutput]) {
             for o in outputs {
                 switch o {
-                case let .send(to, bytes):
+                case let .send(to, bytes, _):
                     guard let j = addresses.firstIndex(of: to), j != i else { continue }
                     if let at = links[i].carry(bytes.count, now: now) {
                         seq += 1

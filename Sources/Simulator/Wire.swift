@@ -48,7 +48,7 @@ extension Simulation {
     func apply(_ i: Int, _ outputs: [NodeOutput], wakesTaken: Bool = false) {
         for o in outputs {
             switch o {
-            case let .send(to, bytes): transmit(from: i, to: to, bytes: bytes)
+            case let .send(to, bytes, _): transmit(from: i, to: to, bytes: bytes)
             case let .wake(at):
                 if !wakesTaken, wakeAt[i] != at.nanoseconds {
                     wakeAt[i] = at.nanoseconds

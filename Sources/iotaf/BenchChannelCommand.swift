@@ -18,14 +18,43 @@ struct BenchChannelCommand: ParsableCommand {
     var sweepSvg: String?
     @Option(help: "Bytes per simulated transfer in the sweep.")
     var sweepBytes = 16 << 20
+    @Option(help: "With --sweep-svg: draw the plot from this table of measured points instead of simulating (lines of `rtt_ms loss_percent goodput_MBps`, as scripts/netns-goodput.sh writes them; other lines are skipped).")
+    var plotFrom: String?
+    @Option(help: "With --plot-from: the plot's title.")
+    var plotTitle = "Channel goodput between two node processes in network namespaces (veth, nftables loss, netem delay)"
 
     func run() throws {
+        if let table = plotFrom {
+            guard let path = sweepSvg else { throw CLIError("--plot-from needs --sweep-svg <path> (where to write the plot)") }
+            return try plot(table, to: path)
+        }
         if let path = sweepSvg { return try sweep(path) }
         let result: BenchResult
         do { result = try ChannelBench.run(trials: trials, simulate: !skipSim, progress: json ? nil : { print($0) }) } catch {
             throw CLIError("bench channel failed: \(error)")
         }
         print(json ? result.jsonString() : result.table())
+    }
+
+    /// Goodput against loss, one line per RTT, from measured points (the namespace bed's).
+    func plot(_ table: String, to path: String) throws {
+        let text: String
+        do { text = try String(contentsOfFile: table, encoding: .utf8) } catch {
+            throw CLIError("cannot read \(table): \(error.localizedDescription)")
+        }
+        var byRTT: [(rtt: Double, points: [(Double, Double)])] = []
+        for line in text.split(separator: "\n") {
+            let f = line.split(separator: " ").compactMap { Double($0) }
+            guard f.count >= 3, line.first?.isNumber == true else { continue }
+            if let i = byRTT.firstIndex(where: { $0.rtt == f[0] }) { byRTT[i].points.append((f[1], f[2])) } else { byRTT.append((f[0], [(f[1], f[2])])) }
+        }
+        guard !byRTT.isEmpty else { throw CLIError("\(table) holds no `rtt_ms loss_percent goodput_MBps` lines") }
+        let series = byRTT.map { (label: "RTT \($0.rtt == $0.rtt.rounded() ? String(Int($0.rtt)) : String($0.rtt)) ms", points: $0.points) }
+        let svg = SVGPlot.lines(title: plotTitle, xLabel: "loss each way (%)", yLabel: "goodput (MB/s)", series: series)
+        do { try svg.write(toFile: path, atomically: true, encoding: .utf8) } catch {
+            throw CLIError("cannot write the plot to \(path): \(error.localizedDescription)")
+        }
+        print("wrote \(path)")
     }
 
     /// Goodput against loss, one line per RTT, each point one simulated transfer through two node cores.

@@ -23,7 +23,7 @@ extension Pump {
     mutating func carryOut(_ i: Int, _ outputs: [NodeOutput]) {
         for o in outputs {
             switch o {
-            case let .send(to, bytes): transmit(i, to: to, bytes)
+            case let .send(to, bytes, bulk): if bulk || !muteControl.contains(i) { transmit(i, to: to, bytes) }
             case let .wake(at): net.setWake(i, at: at)
             case let .event(e): events.append((i, e))
             case let .persist(_, then): carryOut(i, then)
@@ -119,6 +119,27 @@ func pattern(_ n: Int, seed: UInt64) -> [UInt8] {
         #expect(refused == .backpressure)
         p.run(for: .milliseconds(40)) // the first acknowledgements free buffer space
         #expect(p.events.contains { $0.0 == 0 && $0.1 == .channelWritable(p.cores[1].identity.nodeID) })
+    }
+
+    /// Frames prove their sender alive: every datagram of both nodes but their channel frames is
+    /// lost (probes, acks, refutations), while node 1 streams to node 0 and node 0 acknowledges.
+    /// Each side's probes fail, and each failure is excused by the other's frames: no suspicion.
+    /// Then, with no transfer, the same silence makes them suspect each other (the test can fail).
+    @Test func framesProveTheSenderAliveWhenProbesAreLost() throws {
+        var p = Pump.pair()
+        p.muteControl = [0, 1]
+        for k in 0..<60 {
+            _ = p.sendMessage(1, pattern(100_000, seed: UInt64(k)), stream: 8, to: 0)
+            p.run(for: .milliseconds(100))
+        }
+        #expect(p.received(at: 0).count == 60)
+        let excused = (0..<2).map { p.cores[$0].gossip.counters.probesExcusedByTraffic }
+        let raised = (0..<2).map { p.cores[$0].gossip.counters.suspicionsRaised }
+        #expect(excused.allSatisfy { $0 > 0 }, "probes excused by frames: \(excused)")
+        #expect(raised == [0, 0], "suspicions raised during the transfer: \(raised)")
+        #expect(p.state(0, of: 1) == .alive && p.state(1, of: 0) == .alive)
+        p.run(for: .seconds(8))
+        #expect((0..<2).allSatisfy { p.cores[$0].gossip.counters.suspicionsRaised > 0 }, "without frames the silence is suspected")
     }
 
     @Test func badChannelFramesAndUnknownProtocolsAreCounted() {

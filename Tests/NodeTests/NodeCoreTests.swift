@@ -13,6 +13,8 @@ struct Pump {
     var net: SimNet<Datagram>
     var now: Instant { net.now }
     var down: Set<Int> = []
+    /// Nodes whose datagrams other than channel frames (`NodeOutput.send`'s `bulk`) are lost.
+    var muteControl: Set<Int> = []
     var events: [(Int, NodeEvent)] = []
     /// Every `.persist` batch, by node, in order.
     var disk: [(Int, PersistBatch)] = []
@@ -57,7 +59,7 @@ struct Pump {
     /// Carries out one output; a persist is durable at once (its batches are kept in `disk`).
     mutating func take(_ i: Int, _ o: NodeOutput) {
         switch o {
-        case let .send(to, bytes): transmit(i, to: to, bytes)
+        case let .send(to, bytes, bulk): if bulk || !muteControl.contains(i) { transmit(i, to: to, bytes) }
         case let .wake(at): net.setWake(i, at: at)
         case let .event(e): events.append((i, e))
         case let .persist(batch, then):
