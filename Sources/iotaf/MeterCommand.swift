@@ -139,7 +139,12 @@ struct MeterVerifyCommand: ParsableCommand {
         do { file = try JSONDecoder().decode(MeterProofFile.self, from: d) } catch { throw CLIError("\(proofFile) is not a proof file from `iotaf meter proof`: \(error)") }
         var g: LedgerGenesis?
         if let genesis {
-            do { g = try LedgerGenesis.parse(String(contentsOfFile: genesis, encoding: .utf8)) } catch { throw CLIError("genesis \(genesis): \(error)") }
+            // The file `iotaf network init --validators` writes (as a node reads it), else a ledger genesis text.
+            if let file = try? GenesisFile.read(genesis) {
+                g = LedgerGenesis(consensus: file.genesis, admins: file.admins)
+            } else {
+                do { g = try LedgerGenesis.parse(String(contentsOfFile: genesis, encoding: .utf8)) } catch { throw CLIError("genesis \(genesis): \(error)") }
+            }
         }
         let (ok, reason) = Self.check(file, genesis: g)
         if json {
