@@ -91,7 +91,7 @@ let package = Package(
 
         .testTarget(name: "MeshCoreTests", dependencies: ["MeshCore", "Sodium"]),
         .testTarget(name: "GossipTests", dependencies: ["Gossip", "MeshCore", "Sodium", "SimulatorKit"]),
-        .testTarget(name: "NodeTests", dependencies: ["Node", "MeshCore", "Sessions", "Channels", "Sodium", "SimulatorKit", "Meters", "MeterService"]),
+        .testTarget(name: "NodeTests", dependencies: ["Node", "MeshCore", "Sessions", "Channels", "Sodium", "SimulatorKit", "Meters", "MeterService", "Ledger", "LedgerService"]),
         .testTarget(name: "NoiseTests", dependencies: ["Noise", "Sodium"]),
         .testTarget(name: "ChannelsTests", dependencies: ["Channels", "MeshCore"]),
         .testTarget(name: "SessionsTests", dependencies: ["Sessions", "Noise", "MeshCore", "Sodium", "SimulatorKit"]),
@@ -118,7 +118,7 @@ let package = Package(
         // Meter relays: signed interval reads, chains, Merkle trees over read hashes, proofs, the "iM" wire (sans-IO).
         .target(name: "Meters", dependencies: ["MeshCore", "Sodium"]),
         // Meter relays on the service seam: custody hop by hop, parent choice, anchoring, commands (sans-IO).
-        .target(name: "MeterService", dependencies: ["Meters", "Node", "NodeService", "MeshCore", "Sodium"]),
+        .target(name: "MeterService", dependencies: ["Meters", "Node", "NodeService", "MeshCore", "Sodium", "Ledger", "LedgerService"]),
         .testTarget(name: "MetersTests", dependencies: ["Meters", "MeshCore", "Sodium", "Ledger"]),
         .testTarget(name: "LedgerTests", dependencies: ["Ledger", "LedgerStore", "LedgerService", "Node", "Consensus", "MeshCore", "Sodium", "NodeService", "Contracts",
             .product(name: "GRDB", package: "GRDB.swift")]),

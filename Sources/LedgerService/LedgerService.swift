@@ -46,6 +46,10 @@ public enum LedgerRequest: Sendable, Equatable {
     case submit(request: UInt64, chaincode: String, function: String, args: [[UInt8]])
     /// Submit a transaction a client signed itself.
     case submitSigned(request: UInt64, transaction: [UInt8])
+    /// `submit` on behalf of another service of this node: its answers (`accepted`, `committed`,
+    /// `refused`, `timedOut`, each a `LedgerEvent`) go to that service as
+    /// `NodeCommand.service(replyTo, …)` instead of out as events (the meter collector's anchors).
+    case submitFor(replyTo: ProtocolID, request: UInt64, chaincode: String, function: String, args: [[UInt8]])
 }
 
 /// A block applied and durable on this node: what the simulator's checkers compare.
@@ -192,6 +196,8 @@ public struct LedgerService: NodeService {
         var bytes: [UInt8]
         var deadline: Instant
         var nextForward: Instant
+        /// The service the answers go to (`submitFor`); nil: out as events.
+        var replyTo: ProtocolID? = nil
     }
 
     /// `ledger`: what the runtime loaded from its `LedgerStore` (nil: start from genesis, or from
@@ -325,6 +331,12 @@ public struct LedgerService: NodeService {
 
     private func event(_ e: LedgerEvent) -> Output { .event(.service(Self.protocolID, ServicePayload(e))) }
 
+    /// A submission's answer: to the service that asked (`submitFor`), else out as an event.
+    private func answer(_ e: LedgerEvent, to replyTo: ProtocolID?) -> Output {
+        guard let replyTo else { return event(e) }
+        return .command(.service(replyTo, ServicePayload(e)))
+    }
+
     // MARK: - Blocks
 
     /// A block the node's own consensus service committed (validators). Its signatures are
@@ -450,7 +462,7 @@ public struct LedgerService: NodeService {
             var out: [Output] = [event(.applied(block))]
             for (i, id) in block.txIDs.enumerated() {
                 guard let id, let s = submissions.removeValue(forKey: id) else { continue }
-                out.append(event(.committed(request: s.request, txID: id, height: block.height, result: results[i])))
+                out.append(answer(.committed(request: s.request, txID: id, height: block.height, result: results[i]), to: s.replyTo))
             }
             return out
         }
@@ -578,8 +590,10 @@ public struct LedgerService: NodeService {
     private mutating func submit(_ r: LedgerRequest, now: Instant, members: some MemberDirectory) -> [Output] {
         let request: UInt64
         let tx: Transaction
+        var replyTo: ProtocolID?
         switch r {
-        case let .submit(req, chaincode, function, args):
+        case let .submit(req, chaincode, function, args), let .submitFor(_, req, chaincode, function, args):
+            if case let .submitFor(to, _, _, _, _) = r { replyTo = to }
             request = req
             let stored = ledger.state[StateKey.nonce(identity.publicKey.bytes)].flatMap { b -> UInt64? in var rd = ByteReader(b); return try? rd.u64() } ?? 0
             let nonce = max(lastNonce, stored) + 1
@@ -588,7 +602,7 @@ public struct LedgerService: NodeService {
                                             publicKey: identity.publicKey.bytes, chainID: chainID, sign: identity.sign)
             } catch {
                 counters.submitsRefused += 1
-                return [event(.refused(request: req, txID: nil, reason: "refused by this node: \(error)"))]
+                return [answer(.refused(request: req, txID: nil, reason: "refused by this node: \(error)"), to: replyTo)]
             }
             lastNonce = nonce
             // Signed here, by this node's own key: nothing to check.
@@ -625,15 +639,16 @@ public struct LedgerService: NodeService {
     private mutating func admit(_ tx: Transaction, request: UInt64, signatureOK: Bool, now: Instant, members: some MemberDirectory) -> [Output] {
         if let why = precheck(tx, signatureOK: signatureOK) {
             counters.submitsRefused += 1
-            return [event(.refused(request: request, txID: tx.id, reason: "refused by this node: \(why)"))]
+            return [answer(.refused(request: request, txID: tx.id, reason: "refused by this node: \(why)"), to: replyTo)]
         }
         guard submissions[tx.id] == nil else {
-            return [event(.refused(request: request, txID: tx.id, reason: "refused by this node: this transaction is already pending"))]
+            return [answer(.refused(request: request, txID: tx.id, reason: "refused by this node: this transaction is already pending"), to: replyTo)]
         }
         counters.submitted += 1
-        submissions[tx.id] = Submission(request: request, bytes: tx.encoded, deadline: now + config.submitTimeout, nextForward: now + config.forwardRetry)
+        submissions[tx.id] = Submission(request: request, bytes: tx.encoded, deadline: now + config.submitTimeout, nextForward: now + config.forwardRetry,
+                                        replyTo: replyTo)
         tickAt = min(tickAt ?? now + config.tick, now + config.tick)
-        var out: [Output] = [event(.accepted(request: request, txID: tx.id))]
+        var out: [Output] = [answer(.accepted(request: request, txID: tx.id), to: replyTo)]
         handOn(tx.encoded, members: members, into: &out)
         return out
     }
@@ -675,7 +690,7 @@ public struct LedgerService: NodeService {
             for id in expired.sorted(by: { $0.lexicographicallyPrecedes($1) }) {
                 let s = submissions.removeValue(forKey: id)!
                 counters.submitsTimedOut += 1
-                out.append(event(.timedOut(request: s.request, txID: id)))
+                out.append(answer(.timedOut(request: s.request, txID: id), to: s.replyTo))
             }
             for id in resend.sorted(by: { $0.lexicographicallyPrecedes($1) }) {
                 submissions[id]!.nextForward = now + config.forwardRetry

@@ -35,6 +35,8 @@ public enum MeterEvent: Sendable, Equatable {
     case accepted(MeterRead)
     /// The collector closed a batch: the anchor and the read hashes it covers, handed to its `Anchorer`.
     case anchored(MeterAnchor, leaves: [[UInt8]])
+    /// The anchor is on the ledger, in the block at `height` (an anchorer that confirms).
+    case anchorOnLedger(MeterAnchor, height: UInt64)
     /// This node's preferred parent (nil: none, no route) and its rank changed.
     case parentChanged(NodeID?, rank: UInt16)
     /// A hosted meter acted on an operator's command (or refused it: the ack says why).
@@ -43,15 +45,31 @@ public enum MeterEvent: Sendable, Equatable {
     case commandAcknowledged(CommandAck)
 }
 
-/// How a collector anchors a closed batch. The ledger's implementation (an `anchor put` invoke
-/// through the ledger service, confirmed by the block that commits it) is the next step once the
-/// ledger service is on main (Docs/meters.md, "Anchoring"); until then `RecordingAnchorer` keeps
-/// the collector's own record and claims nothing more.
+/// How a collector anchors a closed batch (Docs/meters.md, "Anchoring"). `LedgerAnchorer` puts
+/// it on the ledger through the node's ledger service and waits for the block; `RecordingAnchorer`
+/// keeps the collector's own record and claims nothing more.
 public protocol Anchorer: Sendable {
-    /// Names the anchorer in status and reports ("local-record", later "ledger").
+    /// Names the anchorer in status, proofs and reports ("local-record", "ledger").
     var name: String { get }
-    /// What anchoring `anchor` takes: outputs for the node (e.g. a command to the ledger service).
-    func anchor(_ anchor: MeterAnchor, now: Instant) -> [ServiceOutput<NodeCommand, NodeEvent>]
+    /// Whether an anchor waits for an answer (`answer(_:)`) and is retried until it is on the
+    /// ledger; false: the collector's record is all there is.
+    var confirms: Bool { get }
+    /// What anchoring `anchor` takes: outputs for the node (a command to the ledger service).
+    /// `request` names the answer.
+    func anchor(_ anchor: MeterAnchor, request: UInt64, now: Instant) -> [ServiceOutput<NodeCommand, NodeEvent>]
+    /// What a command payload this service was given says about an anchor request (nil: it is
+    /// not the anchorer's).
+    func answer(_ payload: ServicePayload) -> AnchorAnswer?
+}
+
+/// An anchorer's answer about one request.
+public enum AnchorAnswer: Sendable, Equatable {
+    /// On the ledger, in the block at `height` (durable on this node).
+    case onLedger(request: UInt64, height: UInt64)
+    /// Not anchored this time (refused, timed out); the collector submits it again.
+    case retry(request: UInt64, reason: String)
+    /// An answer that needs nothing done (the ledger service accepted the submission).
+    case noted
 }
 
 /// Records anchors in the collector's own store (table `meter.anchors`) and nowhere else: a proof
@@ -59,5 +77,7 @@ public protocol Anchorer: Sendable {
 public struct RecordingAnchorer: Anchorer {
     public init() {}
     public var name: String { "local-record" }
-    public func anchor(_ anchor: MeterAnchor, now: Instant) -> [ServiceOutput<NodeCommand, NodeEvent>] { [] }
+    public var confirms: Bool { false }
+    public func anchor(_ anchor: MeterAnchor, request: UInt64, now: Instant) -> [ServiceOutput<NodeCommand, NodeEvent>] { [] }
+    public func answer(_ payload: ServicePayload) -> AnchorAnswer? { nil }
 }

@@ -42,6 +42,8 @@ public struct MeterService: NodeService {
         public static let anchors = "meter.anchors"
         public static let chain = "meter.chain"
         public static let nonces = "meter.nonces"
+        /// Collector: anchors the ledger holds (object id → the height of the block).
+        public static let onLedger = "meter.onledger"
     }
 
     public struct Config: Sendable {
@@ -70,6 +72,11 @@ public struct MeterService: NodeService {
         /// How many forwarded read hashes are remembered to acknowledge a retransmission without
         /// keeping it again.
         public var recentCapacity = 50_000
+        /// An anchor the ledger refused or did not commit in time is submitted again this much later.
+        public var anchorRetry: Duration = .seconds(5)
+        /// An anchor submitted and not answered at all this long (no ledger service on this node
+        /// takes it) is submitted again.
+        public var anchorAnswerTimeout: Duration = .seconds(30)
 
         public init(role: MeterRole) { self.role = role }
     }
@@ -85,6 +92,10 @@ public struct MeterService: NodeService {
         public var retransmissions: UInt64 = 0
         public var parentChanges: UInt64 = 0
         public var anchors: UInt64 = 0
+        /// Anchors the anchorer confirmed on the ledger, submissions to it, and those that had to be retried.
+        public var anchorsOnLedger: UInt64 = 0
+        public var anchorSubmissions: UInt64 = 0
+        public var anchorRetries: UInt64 = 0
         public var commandsForwarded: UInt64 = 0
         /// Counted drops and refusals by reason (decoder reasons, `fork`, `broken_link`, `no_route_down`, …).
         public var drops: [String: UInt64] = [:]
@@ -158,6 +169,17 @@ public struct MeterService: NodeService {
     private var anchorOf: [[UInt8]: Int] = [:]
     private var nextBatchNumber: [UInt64: UInt32] = [:]
     private var nextAnchorTick: Instant?
+    /// Anchors on the ledger (object id → block height), and those not yet: their index in
+    /// `anchors`, the request in flight, and when to submit (again).
+    private var onLedger: [String: UInt64] = [:]
+    private var unconfirmed: [String: (index: Int, request: UInt64?, due: Instant?)] = [:]
+    private var anchorRequests: [UInt64: String] = [:]
+    private var nextAnchorRequest: UInt64 = 1
+    /// Persist tickets of anchor rows: once durable here, the anchor goes to the anchorer (so the
+    /// ledger never holds a root whose leaves this collector could lose).
+    private var anchorTickets: [UInt64: String] = [:]
+    /// Why the last anchor submission was retried.
+    public private(set) var lastAnchorRetry: String?
 
     // Commands: the child each meter's reads came from, and where each command's ack goes back.
     private var downRoute: [NodeID: NodeID] = [:]
@@ -188,6 +210,11 @@ public struct MeterService: NodeService {
         chains[meter]?.links[sequence].flatMap { stored[$0.hash] }
     }
     public var pendingCount: Int { pending.values.reduce(0) { $0 + $1.count } }
+    /// Collector: the block height of an anchor the anchorer confirmed on the ledger.
+    public func ledgerHeight(of objectID: String) -> UInt64? { onLedger[objectID] }
+    public var anchorsOnLedgerCount: Int { onLedger.count }
+    /// Collector: anchors closed and not (yet) confirmed by an anchorer that confirms.
+    public var anchorsUnconfirmedCount: Int { unconfirmed.count }
     /// Collector: the anchors closed, as a book proofs are checked against.
     public var anchorBook: AnchorBook { AnchorBook(anchors) }
     /// Collector: the leaves of anchor `i` (`anchors[i]`).
@@ -228,6 +255,7 @@ public struct MeterService: NodeService {
         take(nextAnchorTick)
         take(deleteFlushAt)
         for f in flights.values { take(f.due) }
+        for u in unconfirmed.values { take(u.due) }
         return d
     }
 
@@ -247,8 +275,10 @@ public struct MeterService: NodeService {
         case let .message(from, bytes, _):
             return receive(bytes, from: from, now: now, dir)
         case let .command(.service(_, payload)):
-            guard let c = payload.as(MeterCommand.self) else { drop("unknown_command"); return [] }
-            return command(c, now: now, dir)
+            if let c = payload.as(MeterCommand.self) { return command(c, now: now, dir) }
+            if let a = anchorer.answer(payload) { return answered(a, now: now) }
+            drop("unknown_command")
+            return []
         case let .membership(.up(peer)):
             members.insert(peer.nodeID)
             return []
@@ -269,6 +299,9 @@ public struct MeterService: NodeService {
             drop("persist_failed")
             _ = why
             return []
+        case let .persisted(t, .durable):
+            guard let id = anchorTickets.removeValue(forKey: t.sequence) else { return [] }
+            return submitAnchor(id, now: now)
         case .stop:
             return flushDeletes()
         case .command, .persisted, .offloaded:
@@ -660,6 +693,10 @@ public struct MeterService: NodeService {
             out += closeBatches(now: now)
             nextAnchorTick = anchorTick(after: now)
         }
+        for (id, u) in unconfirmed.sorted(by: { $0.value.index < $1.value.index }) where u.due.map({ $0 <= now }) ?? false {
+            if u.request != nil { counters.anchorRetries += 1; lastAnchorRetry = "no answer from the ledger service" }
+            out += submitAnchor(id, now: now)
+        }
         return out + pump(now: now, dir)
     }
 
@@ -731,11 +768,52 @@ public struct MeterService: NodeService {
             var w = ByteWriter(capacity: 100 + 32 * tree.count)
             w.raw(anchor.collector.bytes); w.u64(anchor.intervalStart); w.u32(anchor.batch); w.u32(anchor.count); w.raw(anchor.root)
             for h in tree.leaves { w.raw(h) }
-            out.append(.persist(PersistBatch(ticket: ticket(), ops: [.put(table: Table.anchors, key: Array(anchor.objectID.utf8), value: w.bytes)]), then: []))
+            let t = ticket()
+            if anchorer.confirms {
+                unconfirmed[anchor.objectID] = (index: index, request: nil, due: nil)
+                anchorTickets[t.sequence] = anchor.objectID
+            } else {
+                out += anchorer.anchor(anchor, request: 0, now: now)
+            }
+            out.append(.persist(PersistBatch(ticket: t, ops: [.put(table: Table.anchors, key: Array(anchor.objectID.utf8), value: w.bytes)]), then: []))
             out.append(event(.anchored(anchor, leaves: tree.leaves)))
-            out += anchorer.anchor(anchor, now: now)
         }
         return out
+    }
+
+    /// Hands a closed anchor (its row durable here) to the anchorer, naming the answer.
+    private mutating func submitAnchor(_ id: String, now: Instant) -> [Output] {
+        guard var u = unconfirmed[id] else { return [] }
+        if let old = u.request { anchorRequests[old] = nil }
+        let request = nextAnchorRequest
+        nextAnchorRequest += 1
+        anchorRequests[request] = id
+        u.request = request
+        u.due = now + config.anchorAnswerTimeout
+        unconfirmed[id] = u
+        counters.anchorSubmissions += 1
+        return anchorer.anchor(anchors[u.index], request: request, now: now)
+    }
+
+    private mutating func answered(_ a: AnchorAnswer, now: Instant) -> [Output] {
+        switch a {
+        case let .onLedger(request, height):
+            guard let id = anchorRequests.removeValue(forKey: request), let u = unconfirmed.removeValue(forKey: id) else { return [] }
+            onLedger[id] = height
+            counters.anchorsOnLedger += 1
+            var w = ByteWriter(); w.u64(height)
+            return [.persist(PersistBatch(ticket: ticket(), ops: [.put(table: Table.onLedger, key: Array(id.utf8), value: w.bytes)]), then: []),
+                    event(.anchorOnLedger(anchors[u.index], height: height))]
+        case let .retry(request, reason):
+            guard let id = anchorRequests.removeValue(forKey: request), unconfirmed[id] != nil else { return [] }
+            counters.anchorRetries += 1
+            lastAnchorRetry = reason
+            unconfirmed[id]!.request = nil
+            unconfirmed[id]!.due = now + config.anchorRetry
+            return []
+        case .noted:
+            return []
+        }
     }
 
     // MARK: restore
@@ -764,6 +842,10 @@ public struct MeterService: NodeService {
                 guard row.key.count == 64, row.value.count == 8 else { drop("bad_row"); continue }
                 var rd = ByteReader(row.value)
                 nonces[row.key] = try? rd.u64()
+            case Table.onLedger:
+                guard let id = String(validating: row.key, as: UTF8.self), row.value.count == 8 else { drop("bad_row"); continue }
+                var rd = ByteReader(row.value)
+                onLedger[id] = try? rd.u64()
             default:
                 continue
             }
@@ -787,6 +869,9 @@ public struct MeterService: NodeService {
             anchorLeaves.append(leaves)
             for h in leaves { anchorOf[h] = index }
             nextBatchNumber[a.intervalStart] = max(nextBatchNumber[a.intervalStart, default: 0], a.batch + 1)
+            // Not on the ledger yet (or not known to be): submitted again at the first timer; an
+            // earlier submission that did commit is answered `already_exists`, which confirms it.
+            if anchorer.confirms, onLedger[a.objectID] == nil { unconfirmed[a.objectID] = (index: index, request: nil, due: Instant.zero) }
         }
         for (h, r) in stored.sorted(by: { $0.key.lexicographicallyPrecedes($1.key) }) where anchorOf[h] == nil {
             pending[r.intervalStart, default: []].append(h)

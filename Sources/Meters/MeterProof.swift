@@ -50,10 +50,10 @@ public struct MeterAnchor: Hashable, Sendable {
     }
 }
 
-/// Where anchors are known: what a proof's anchor is checked against. The ledger's implementation
-/// (a certified `anchor get` query proof per object id) comes with the ledger service; until then
-/// a record of what was anchored (`AnchorBook`, kept by the collector's `Anchorer`) stands in, and
-/// `iotaf meter verify` says which one it used.
+/// Where anchors are known: what a proof's anchor is checked against. On the ledger:
+/// `LedgerAnchorSource` (MeterService; certified `anchor get` query proofs, one per object id);
+/// else a record of what was anchored (`AnchorBook`, the collector's own), and `iotaf meter
+/// verify` says which one it used.
 public protocol AnchorSource {
     /// The anchor digest (`MeterAnchor.digest`) anchored under `objectID`, or nil when nothing is.
     func anchoredDigest(_ objectID: String) -> [UInt8]?

@@ -1,4 +1,6 @@
 import Foundation
+import Ledger
+import LedgerService
 import MeshCore
 import MeterService
 import Meters
@@ -30,7 +32,10 @@ extension NodeRuntime {
         // The one wall-clock fact the core gets: unix seconds at the loop's instant 0.
         let unixNow = UInt64(max(0, Date().timeIntervalSince1970))
         config.unixAtZero = unixNow - UInt64(max(0, loopNow.nanoseconds / 1_000_000_000))
-        return MeterService(identity: identity, config: config, rng: SeededGenerator(seed: seed ^ 0x6d65_7465_7200))
+        // A collector on a node that keeps a ledger anchors on it (through its ledger service);
+        // without one, its anchors are its own record (Docs/meters.md, "Anchoring").
+        let anchorer: any Anchorer = m.role == .collector && settings.ledger != nil ? LedgerAnchorer() : RecordingAnchorer()
+        return MeterService(identity: identity, config: config, anchorer: anchorer, rng: SeededGenerator(seed: seed ^ 0x6d65_7465_7200))
     }
 
     /// The meter service as it is now, if this node runs one.
@@ -127,7 +132,29 @@ extension NodeRuntime {
             guard let proof = service.proof(of: hash) else {
                 return Array(ControlJSON.error("read \(h) is not anchored yet (anchors close \(service.config.anchorGrace) after each interval), or the read before it is not"))
             }
-            return Array(ControlJSON.encode(MeterProofFile(proof, anchorer: service.anchorer.name, book: service.anchorBook)))
+            var file = MeterProofFile(proof, anchorer: service.anchorer.name, book: service.anchorBook)
+            if service.anchorer.confirms {
+                // On the ledger: each anchor's `anchor get`, proven against a certified header.
+                guard let ledger else { return Array(ControlJSON.error("this collector anchors on a ledger but keeps none")) }
+                var proofs: [String: String] = [:], heights: [String: UInt64] = [:]
+                for inc in [proof.inclusion] + (proof.predecessor.map { [$0] } ?? []) {
+                    let id = inc.anchor.objectID
+                    guard let height = service.ledgerHeight(of: id) else {
+                        return Array(ControlJSON.error("anchor \(id) is not on the ledger yet (\(service.anchorsUnconfirmedCount) anchors wait for their block\(service.lastAnchorRetry.map { "; last retry: \($0)" } ?? "")); retry in a moment"))
+                    }
+                    switch ledger.prove(chaincode: "anchor", function: "get", args: [Array(id.utf8)]) {
+                    case .success(let q):
+                        guard case .ok = q.result else { return Array(ControlJSON.error("this node's ledger (height \(ledger.ledger.height)) does not hold anchor \(id) yet; retry in a moment")) }
+                        proofs[id] = Hex.encode(q.encoded)
+                    case .failure(let e):
+                        return Array(ControlJSON.error("no ledger proof of \(id) yet: \(e)"))
+                    }
+                    heights[id] = height
+                }
+                file.ledger_proofs = proofs
+                file.anchored_at = heights
+            }
+            return Array(ControlJSON.encode(file))
         default:
             return Array(ControlJSON.encode(MeterStatusReport(service)))
         }
@@ -146,6 +173,9 @@ public struct MeterStatusReport: Codable, Sendable {
     public var reads_stored: Int
     public var reads_pending_anchor: Int
     public var anchors: Int
+    /// Anchors the ledger holds (its block durable here), and those still waiting for a block.
+    public var anchors_on_ledger: Int
+    public var anchors_unconfirmed: Int
     public var anchorer: String
     public var missing: [Missing]
     public var counters: [String: UInt64]
@@ -161,12 +191,15 @@ public struct MeterStatusReport: Codable, Sendable {
         reads_stored = s.storedCount
         reads_pending_anchor = s.pendingCount
         anchors = s.anchors.count
+        anchors_on_ledger = s.anchorsOnLedgerCount
+        anchors_unconfirmed = s.anchorsUnconfirmedCount
         anchorer = s.anchorer.name
         missing = s.missing().map { Missing(meter: $0.meter.hex, sequences: $0.missing) }
         let c = s.counters
         counters = ["recorded": c.recorded, "received": c.received, "forwarded": c.forwarded, "duplicates": c.duplicates,
                     "accepted": c.accepted, "batches_sent": c.batchesSent, "retransmissions": c.retransmissions,
-                    "parent_changes": c.parentChanges, "anchors": c.anchors, "commands_forwarded": c.commandsForwarded]
+                    "parent_changes": c.parentChanges, "anchors": c.anchors, "commands_forwarded": c.commandsForwarded,
+                    "anchors_on_ledger": c.anchorsOnLedger, "anchor_submissions": c.anchorSubmissions, "anchor_retries": c.anchorRetries]
         drops = c.drops
     }
 }
@@ -185,8 +218,13 @@ public struct MeterProofFile: Codable, Sendable {
     public var anchor_object: String
     /// The anchor digests this proof's anchors were recorded with, by object id.
     public var anchors: [String: String]
-    /// Who recorded them: "local-record" (the collector's own store) until the ledger anchorer exists.
+    /// Who recorded them: "local-record" (the collector's own store) or "ledger".
     public var anchorer: String
+    /// With the ledger anchorer: per anchor object id, the `anchor get` query proof (hex of
+    /// `QueryProof.encoded`) against a header a quorum of validators certified, and the height of
+    /// the block that anchored it. What `meter verify --genesis` checks.
+    public var ledger_proofs: [String: String]?
+    public var anchored_at: [String: UInt64]?
 
     public init(_ p: MeterProof, anchorer: String, book: AnchorBook) {
         proof = Hex.encode(p.encode())

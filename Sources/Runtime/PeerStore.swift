@@ -85,18 +85,20 @@ public final class PeerStore: Sendable {
         }
     }
 
-    /// Carries out one `.persist` batch in one transaction: durable when this returns.
+    /// Carries out one `.persist` batch in one transaction: durable when this returns. Puts and
+    /// deletes run prepared statements cached on the connection (a relay writes a batch of rows
+    /// per datagram: the SQL is compiled once per connection, not once per row).
     public func apply(_ ops: [StorageOp]) throws {
         try queue.write { db in
             for op in ops {
                 switch op {
                 case let .put(table, key, value):
-                    try db.execute(sql: """
+                    try db.cachedStatement(sql: """
                         INSERT INTO service_state (name, key, value) VALUES (?, ?, ?)
                         ON CONFLICT(name, key) DO UPDATE SET value = excluded.value
-                        """, arguments: [table, Data(key), Data(value)])
+                        """).execute(arguments: [table, Data(key), Data(value)])
                 case let .delete(table, key):
-                    try db.execute(sql: "DELETE FROM service_state WHERE name = ? AND key = ?", arguments: [table, Data(key)])
+                    try db.cachedStatement(sql: "DELETE FROM service_state WHERE name = ? AND key = ?").execute(arguments: [table, Data(key)])
                 case let .replace(table, rows):
                     try db.execute(sql: "DELETE FROM service_state WHERE name = ?", arguments: [table])
                     for row in rows {

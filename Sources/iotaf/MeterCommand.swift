@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
+import Ledger
 import MeshCore
+import MeterService
 import Meters
 import Runtime
 import Sodium
@@ -118,10 +120,16 @@ struct MeterProofCommand: ParsableCommand {
 
 struct MeterVerifyCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "verify", abstract: "Prove one read: its signature, its place in the meter's chain, its Merkle path, its anchor.",
-        discussion: "The anchors are the collector's own record (anchorer local-record) until the ledger anchorer exists (Docs/meters.md); this says so.")
+        commandName: "verify", abstract: "Prove one read: its signature, its place in the meter's chain, its Merkle path, its anchor on the ledger.",
+        discussion: """
+        With --genesis, each anchor the proof names must come with a ledger proof: the `anchor get` answer, proven against a \
+        header a quorum of the genesis' validators certified, put there by the collector itself. Without --genesis the anchors \
+        are only the collector's own record, and this says so.
+        """)
     @Argument(help: "A proof file written by `iotaf meter proof`.")
     var proofFile: String
+    @Option(help: "The ledger's genesis file (validator keys): check the anchors on the ledger.")
+    var genesis: String?
     @Flag(help: "Print JSON.")
     var json = false
 
@@ -129,7 +137,16 @@ struct MeterVerifyCommand: ParsableCommand {
         guard let d = FileManager.default.contents(atPath: proofFile) else { throw CLIError("cannot read \(proofFile)") }
         let file: MeterProofFile
         do { file = try JSONDecoder().decode(MeterProofFile.self, from: d) } catch { throw CLIError("\(proofFile) is not a proof file from `iotaf meter proof`: \(error)") }
-        let (ok, reason) = Self.check(file)
+        var g: LedgerGenesis?
+        if let genesis {
+            // The file `iotaf network init --validators` writes (as a node reads it), else a ledger genesis text.
+            if let file = try? GenesisFile.read(genesis) {
+                g = LedgerGenesis(consensus: file.genesis, admins: file.admins)
+            } else {
+                do { g = try LedgerGenesis.parse(String(contentsOfFile: genesis, encoding: .utf8)) } catch { throw CLIError("genesis \(genesis): \(error)") }
+            }
+        }
+        let (ok, reason) = Self.check(file, genesis: g)
         if json {
             print(String(decoding: ControlJSON.encode(["verified": ok ? "true" : "false", "reason": reason, "anchorer": file.anchorer]), as: UTF8.self))
         } else {
@@ -138,8 +155,9 @@ struct MeterVerifyCommand: ParsableCommand {
         if !ok { throw ExitCode(1) }
     }
 
-    /// Whether the file proves its read, and why (or why not).
-    static func check(_ file: MeterProofFile) -> (Bool, String) {
+    /// Whether the file proves its read, and why (or why not). With a genesis, the anchors must be
+    /// on that ledger (certified query proofs in the file); without, the file's record is used.
+    static func check(_ file: MeterProofFile, genesis: LedgerGenesis? = nil) -> (Bool, String) {
         guard let bytes = Hex.decode(file.proof.lowercased()) else { return (false, "the proof is not hex") }
         let proof: MeterProof
         do { proof = try MeterProof.decode(bytes) } catch { return (false, "the proof does not decode: \(error.rawValue) (\(error))") }
@@ -151,12 +169,34 @@ struct MeterVerifyCommand: ParsableCommand {
               file.duration_s == r.durationSeconds, file.read_hash == Hex.encode(r.hash) else {
             return (false, "the file's read (meter, sequence, interval, registers or hash) differs from the signed read in its proof: an edited copy")
         }
+        let said = "meter \(r.meter.hex.prefix(16)) read \(r.sequence): signature, chain place, Merkle path to root \(Hex.encode(proof.inclusion.anchor.root.prefix(8))) of \(proof.inclusion.anchor.objectID)"
+        if let genesis {
+            guard let proofs = file.ledger_proofs, !proofs.isEmpty else {
+                return (false, "not_on_ledger: the file carries no ledger proof of its anchors (anchorer \(file.anchorer)); ask a collector that anchors on the ledger")
+            }
+            var source = LedgerAnchorSource()
+            for (id, hex) in proofs.sorted(by: { $0.key < $1.key }) {
+                do {
+                    guard let b = Hex.decode(hex.lowercased()) else { throw LedgerError("not hex") }
+                    try source.add(try QueryProof.decode(b), genesis: genesis)
+                } catch {
+                    return (false, "bad_ledger_proof: the ledger proof of \(id) does not check: \(error)")
+                }
+            }
+            switch proof.verify(anchors: source) {
+            case .verified:
+                let e = source.entries[proof.inclusion.anchor.objectID]!
+                return (true, "\(said); on the ledger: anchored in block \(e.anchoredAt), proven against header \(e.provenAt) certified by \(e.signers) of \(genesis.consensus.validators.count) validators")
+            case let .failed(f):
+                return (false, "\(f.rawValue): \(f) (checked against the ledger)")
+            }
+        }
         var book = [String: [UInt8]]()
         for (k, v) in file.anchors { if let b = Hex.decode(v.lowercased()) { book[k] = b } }
         struct Book: AnchorSource { let d: [String: [UInt8]]; func anchoredDigest(_ id: String) -> [UInt8]? { d[id] } }
         switch proof.verify(anchors: Book(d: book)) {
         case .verified:
-            return (true, "meter \(r.meter.hex.prefix(16)) read \(r.sequence): signature, chain place, Merkle path to root \(Hex.encode(proof.inclusion.anchor.root.prefix(8))) of \(proof.inclusion.anchor.objectID) (anchor: \(file.anchorer), the collector's record; no ledger block yet)")
+            return (true, "\(said) (anchor: the collector's record\(file.ledger_proofs == nil ? "" : "; give --genesis to check it on the ledger"))")
         case let .failed(f):
             return (false, "\(f.rawValue): \(f)")
         }

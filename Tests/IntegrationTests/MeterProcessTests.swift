@@ -2,30 +2,40 @@ import Foundation
 import MeshCore
 import Testing
 
-/// Real processes on ::1: a collector and two relays (`iotaf node run --meter-role …`); 20 meters
-/// played into relay 2 (`iotaf meter simulate`) while the collector is down, so the reads wait in
-/// relay 2's custody; relay 2 is killed with SIGKILL holding them, restarted on its data directory,
-/// and the collector comes back: every read arrives, is anchored, and `iotaf meter verify` passes
-/// on a proof and fails on an edited copy.
+/// Real processes on ::1: a collector and two relays (`iotaf node run --meter-role …`) beside a
+/// ledger of four validators (`--ledger-role validator`; the collector keeps a replica and anchors
+/// through it); 20 meters played into relay 2 (`iotaf meter simulate`) while the collector is
+/// down, so the reads wait in relay 2's custody; relay 2 is killed with SIGKILL holding them,
+/// restarted on its data directory, and the collector comes back: every read arrives, every
+/// interval's root is anchored on the ledger, and `iotaf meter verify --genesis` passes on a proof
+/// (checked against a certified ledger header) and fails on an edited copy.
 @Suite(.serialized) struct MeterProcessTests {
     final class Nodes: @unchecked Sendable {
         let dir = "/tmp/iotaf-mp-\(UUID().uuidString.prefix(8))"
         let ports: [UInt16]
         var procs: [Process?]
-        let roles = ["collector", "relay", "relay"]
+        /// Nodes 0-2 run the meter service; 3-6 are the ledger's validators.
+        let roles = ["collector", "relay", "relay", nil, nil, nil, nil]
 
         init() throws {
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-            ports = (0..<3).map { _ in freeUDPPort() }
-            procs = [nil, nil, nil]
-            for i in 0..<3 { #expect(try runIotaf(["keygen", "--out", "\(dir)/n\(i).key"]).status == 0) }
-            #expect(try runIotaf(["network", "init", "--out", "\(dir)/net"]).status == 0)
+            ports = roles.map { _ in freeUDPPort() }
+            procs = roles.map { _ in nil }
+            var keys: [String] = []
+            for i in roles.indices {
+                let kg = try runIotaf(["keygen", "--out", "\(dir)/n\(i).key", "--json"])
+                let obj = try JSONSerialization.jsonObject(with: Data(kg.out.utf8)) as? [String: String]
+                keys.append(try #require(obj?["public_key"]))
+            }
+            let r = try runIotaf(["network", "init", "--out", "\(dir)/net", "--validators", keys[3...].joined(separator: ",")])
+            #expect(r.status == 0, "network init: \(r.err)")
         }
 
         func start(_ i: Int) throws {
             var args = ["node", "run", "--key", "\(dir)/n\(i).key", "--listen", "[::1]:\(ports[i])", "--control", socket(i),
-                        "--data", "\(dir)/d\(i)", "--network-key", "\(dir)/net/network.key", "--log-level", "warning",
-                        "--meter-role", roles[i], "--meter-interval-s", "4", "--anchor-grace-s", "1"]
+                        "--data", "\(dir)/d\(i)", "--network-key", "\(dir)/net/network.key", "--log-level", "warning"]
+            if let role = roles[i] { args += ["--meter-role", role, "--meter-interval-s", "4", "--anchor-grace-s", "1"] }
+            if i == 0 { args += ["--ledger-role", "replica"] } else if i >= 3 { args += ["--ledger-role", "validator"] }
             for j in ports.indices where j != i { args += ["--peer", "[::1]:\(ports[j])"] }
             let p = Process()
             p.executableURL = URL(fileURLWithPath: try iotafBinary())
@@ -68,7 +78,7 @@ import Testing
     @Test func readsHeldByAKilledRelayAllArriveAndAreAnchoredAndProvable() throws {
         let n = try Nodes()
         defer { n.stopAll() }
-        for i in 0..<3 { try n.start(i) }
+        for i in n.roles.indices { try n.start(i) }
         try #require(n.waitUntil(30) { n.status(2)?["parent"] is String }, "relay 2 found no parent within 30 s: \(n.status(2) ?? [:])")
 
         // The collector goes away; 20 meters record 3 intervals into relay 2, which keeps them.
@@ -93,20 +103,30 @@ import Testing
         let collector = try #require(n.status(0))
         #expect((collector["missing"] as? [Any])?.isEmpty == true, "missing reads: \(collector["missing"] ?? "")")
         #expect(n.int(1, "held") == 0 && n.int(2, "held") == 0)
+        // Every interval's root is on the ledger (its block durable on the collector's replica).
+        #expect(n.waitUntil(60) { n.int(0, "anchors") > 0 && n.int(0, "anchors_on_ledger") == n.int(0, "anchors") && n.int(0, "anchors_unconfirmed") == 0 },
+                "anchors on the ledger: \(n.status(0) ?? [:])")
 
         // A proof of meter 3's second read verifies; an edited copy does not.
         let meter = NodeIdentity.deterministic(runSeed: 1, index: 3).publicKey.hex
         let proofPath = "\(n.dir)/proof.json"
-        let p = try runIotaf(["meter", "proof", "--control", n.socket(0), "--meter", meter, "--sequence", "1", "--out", proofPath])
+        // (The replica's head certificate may take a moment to arrive.)
+        var p = try runIotaf(["meter", "proof", "--control", n.socket(0), "--meter", meter, "--sequence", "1", "--out", proofPath])
+        _ = n.waitUntil(20) {
+            if p.status == 0 { return true }
+            p = (try? runIotaf(["meter", "proof", "--control", n.socket(0), "--meter", meter, "--sequence", "1", "--out", proofPath])) ?? p
+            return p.status == 0
+        }
         try #require(p.status == 0, "meter proof: \(p.err)")
-        let ok = try runIotaf(["meter", "verify", proofPath])
-        #expect(ok.status == 0 && ok.out.contains("VERIFIED"), "\(ok.out) \(ok.err)")
+        let genesis = "\(n.dir)/net/genesis"
+        let ok = try runIotaf(["meter", "verify", proofPath, "--genesis", genesis])
+        #expect(ok.status == 0 && ok.out.contains("VERIFIED") && ok.out.contains("on the ledger"), "\(ok.out) \(ok.err)")
         var text = try String(contentsOfFile: proofPath, encoding: .utf8)
         let value = try #require(text.range(of: #""value" : [0-9]+"#, options: .regularExpression))
         text.replaceSubrange(value, with: "\"value\" : 999999")
         let edited = "\(n.dir)/edited.json"
         try text.write(toFile: edited, atomically: true, encoding: .utf8)
-        let bad = try runIotaf(["meter", "verify", edited])
+        let bad = try runIotaf(["meter", "verify", edited, "--genesis", genesis])
         #expect(bad.status != 0 && bad.out.contains("FAILED"), "\(bad.out) \(bad.err)")
     }
 }

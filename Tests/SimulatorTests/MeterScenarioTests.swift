@@ -64,6 +64,17 @@ import Testing
         #expect(metric(r, "meters_anchors") > 0)
     }
 
+    /// Simulations/meters-ledger.toml on one seed (the sweep: `iotaf sim run
+    /// Simulations/meters-ledger.toml --seeds 1..20 --jobs 2`, Docs/meters.md): the collectors
+    /// anchor through their ledger replicas; every closed interval's root is on the ledger and
+    /// every anchored read proves against it, through relay, collector and validator crashes.
+    @Test func everyClosedIntervalIsOnTheLedgerAndEachReadProvesAgainstIt() throws {
+        let r = Simulation(scenario: try scenario("meters-ledger.toml"), seed: 1).run()
+        for c in r.checks { #expect(c.passed, "\(c.name): \(c.detail)") }
+        #expect(metric(r, "meters_anchors_confirmed_on_ledger") > 0)
+        #expect(metric(r, "meters_anchors_confirmed_on_ledger") >= metric(r, "meters_anchors"))
+    }
+
     @Test func theCheckersFailWithoutTheWorkload() throws {
         var s = try tiny(nodes: 4, seconds: 5)
         s.checks = [.init(kind: "meters_anchored", withinSeconds: nil), .init(kind: "meters_proofs", withinSeconds: nil)]

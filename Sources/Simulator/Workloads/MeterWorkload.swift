@@ -1,3 +1,5 @@
+import Ledger
+import LedgerService
 import MeshCore
 import MeterService
 import Meters
@@ -15,7 +17,13 @@ import NodeService
 /// faults healed, is in an anchor), `meters_unique` (no read accepted by two collectors or in two
 /// anchors), `meters_proofs` (every anchored read's proof, built by its collector, verifies against
 /// that collector's anchor record: signature, chain place, Merkle path, anchor). The anchors are
-/// the collectors' own records (`RecordingAnchorer`); no ledger is involved yet (Docs/meters.md).
+/// the collectors' own records (`RecordingAnchorer`), unless `ledger = 1`: then each collector
+/// anchors through its node's ledger service (`LedgerAnchorer`; a `ledger` workload in the same
+/// scenario gives the collectors' nodes one, as validators or replicas), and `meters_on_ledger`
+/// judges that every anchor closed `within_s` before the end is on the ledger (an `anchor get`
+/// query proof from a ledger node, checked against the genesis: certified header, the collector
+/// as signer, the anchor's digest) and every read anchored in one has a proof that verifies
+/// against those ledger anchors.
 ///
 /// ```toml
 /// [[workloads]]
@@ -26,16 +34,20 @@ import NodeService
 /// grace_s = 10       # a collector anchors an interval this long after it ends (default 10)
 /// from_s = 20        # first read (default 20)
 /// until_s = 600      # no read after this (default: the end)
+/// ledger = 1         # collectors anchor on the ledger (default 0: their own record)
+/// first = 4          # nodes below this run no meter service (e.g. the ledger's validators); the
+///                    # collectors are first … first+collectors-1 (default 0)
 /// ```
 final class MeterWorkload: Workload {
     static let kind = WorkloadKind(name: "meters", required: [],
-                                   optional: ["collectors", "meters", "interval_s", "grace_s", "from_s", "until_s"]) {
+                                   optional: ["collectors", "meters", "interval_s", "grace_s", "from_s", "until_s", "ledger", "first"]) {
         MeterWorkload(spec: $0, rng: $1)
     }
     static let checkerKinds: [CheckerKind] = [
         CheckerKind("meters_anchored", phase: .liveness, optional: ["within_intervals"]) { MetersAnchoredChecker(spec: $0) },
         CheckerKind("meters_unique", phase: .liveness) { MetersUniqueChecker(spec: $0) },
         CheckerKind("meters_proofs", phase: .liveness) { MetersProofsChecker(spec: $0) },
+        CheckerKind("meters_on_ledger", phase: .liveness, optional: ["within_s"]) { MetersOnLedgerChecker(spec: $0) },
     ]
 
     /// A fixed epoch for the simulated meters' clocks (unix seconds at virtual 0), on an hour.
@@ -45,6 +57,12 @@ final class MeterWorkload: Workload {
     var rng: SeededGenerator
     let collectorCount: Int, meterCount: Int
     let interval: Double, grace: Double, from: Double, until: Double?
+    let onLedger: Bool
+    /// The first node with a meter service.
+    let first: Int
+    /// Every anchor a collector closed, when; and the ledger heights the collectors were told.
+    private(set) var closed: [(node: Int, anchor: MeterAnchor, at: Int64)] = []
+    private(set) var confirmedOnLedger = 0
     private(set) var meterKeys: [NodeIdentity] = []
     /// Every read a meter recorded, by hash, with the node that recorded it and when.
     private(set) var recorded: [[UInt8]: (node: Int, at: Int64, read: MeterRead)] = [:]
@@ -65,13 +83,15 @@ final class MeterWorkload: Workload {
         grace = max(0, spec.params["grace_s"] ?? 10)
         from = spec.params["from_s"] ?? 20
         until = spec.params["until_s"]
+        onLedger = (spec.params["ledger"] ?? 0) != 0
+        first = max(0, Int(spec.params["first"] ?? 0))
     }
 
-    func role(of node: Int) -> MeterRole { node < collectorCount ? .collector : .relay }
+    func role(of node: Int) -> MeterRole { node < first + collectorCount ? .collector : .relay }
     /// (Counted by identities, not by nodes built so far: services are built while the nodes are.)
     func host(of meter: Int, _ sim: Simulation) -> Int? {
-        let relays = sim.identities.count - collectorCount
-        return relays > 0 ? collectorCount + meter % relays : nil
+        let relays = sim.identities.count - first - collectorCount
+        return relays > 0 ? first + collectorCount + meter % relays : nil
     }
 
     private func keys(_ sim: Simulation) -> [NodeIdentity] {
@@ -82,13 +102,15 @@ final class MeterWorkload: Workload {
     }
 
     func services(node i: Int, incarnation: UInt32, _ sim: Simulation) -> [any NodeService<NodeCommand, NodeEvent>] {
+        guard i >= first else { return [] }
         var config = MeterService.Config(role: role(of: i))
         config.intervalSeconds = UInt32(interval)
         config.anchorGrace = .seconds(Int64(grace))
         config.unixAtZero = Self.epoch
-        config.collectors = (0..<min(collectorCount, sim.identities.count)).map { sim.identities[$0].nodeID }
+        config.collectors = (first..<min(first + collectorCount, sim.identities.count)).map { sim.identities[$0].nodeID }
         let hostedSeeds = keys(sim).indices.filter { host(of: $0, sim) == i }.map { keys(sim)[$0].seed }
-        var service = MeterService(identity: sim.identities[i], config: config,
+        let anchorer: any Anchorer = onLedger && role(of: i) == .collector ? LedgerAnchorer() : RecordingAnchorer()
+        var service = MeterService(identity: sim.identities[i], config: config, anchorer: anchorer,
                                    rng: sim.root.derived(0x6d65_7465_7200_0000 ^ UInt64(i) << 20 ^ UInt64(incarnation)))
         _ = service.handle(.command(.service(MeterService.protocolID, ServicePayload(MeterCommand.host(seeds: hostedSeeds)))),
                            now: .zero, members: NoMembers())
@@ -120,8 +142,11 @@ final class MeterWorkload: Workload {
         switch e {
         case let .recorded(r): recorded[r.hash] = (node, sim.now, r)
         case let .accepted(r): acceptedBy[r.hash, default: []].append(node)
+        case .anchorOnLedger:
+            confirmedOnLedger += 1
         case let .anchored(a, leaves):
             anchorCount += 1
+            closed.append((node, a, sim.now))
             for h in leaves { anchoredIn[h, default: []].append((node, a.objectID)) }
         default: break
         }
@@ -133,6 +158,12 @@ final class MeterWorkload: Workload {
         m["meters_reads_accepted"] = Double(acceptedBy.count)
         m["meters_reads_anchored"] = Double(anchoredIn.count)
         m["meters_anchors"] = Double(anchorCount)
+        if onLedger {
+            m["meters_anchors_confirmed_on_ledger"] = Double(confirmedOnLedger)
+            var retries: UInt64 = 0
+            for i in first..<min(first + collectorCount, sim.nodeCount) { retries += sim.nodes[i].service(MeterService.self)?.counters.anchorRetries ?? 0 }
+            m["meters_anchor_retries"] = Double(retries)
+        }
         var held = 0, retrans: UInt64 = 0, changes: UInt64 = 0, dups: UInt64 = 0, hops = 0.0
         var drops: [String: UInt64] = [:]
         for i in 0..<sim.nodeCount where sim.isLive(i) {
@@ -222,5 +253,62 @@ private final class MetersProofsChecker: Checker {
         let detail = "\(checked - failed.count) of \(checked) proofs verify against their collector's anchor record (signature, chain place, Merkle path, anchor; the anchors are the collectors' own records, not a ledger); \(noProof) anchored reads without a proof (predecessor not anchored)"
             + (failed.isEmpty ? "" : "; failures: \(Set(failed).sorted())")
         return .init(name: name, passed: checked > 0 && failed.isEmpty && noProof == 0, detail: detail)
+    }
+}
+
+/// Every anchor closed `within_s` (default 30) before the end is on the ledger, put there by its
+/// collector, proven against a certified header (`LedgerAnchorSource`: the same check as
+/// `iotaf meter verify --genesis`); every read anchored in one proves against the ledger.
+private final class MetersOnLedgerChecker: Checker {
+    let spec: Scenario.CheckSpec
+    init(spec: Scenario.CheckSpec) { self.spec = spec }
+    func verdict(_ sim: Simulation) -> SimReport.Check {
+        guard let w = sim.workload(MeterWorkload.self), w.onLedger else {
+            return .init(name: name, passed: false, detail: "no meters workload with ledger = 1 in this scenario")
+        }
+        guard let lw = sim.workload(LedgerWorkload.self) else {
+            return .init(name: name, passed: false, detail: "no ledger workload in this scenario ([[workloads]] kind = \"ledger\")")
+        }
+        let genesis = lw.ledgerGenesis(sim)
+        // The live ledger node with the highest certified head: the proofs are read there.
+        var best: (node: Int, height: UInt64)?
+        for i in lw.ledgerNodes where i < sim.nodeCount && sim.isLive(i) {
+            guard let l = sim.nodes[i].service(LedgerService.self), l.headCertificate != nil else { continue }
+            if best == nil || l.ledger.height > best!.height { best = (i, l.ledger.height) }
+        }
+        guard let best, let ledger = sim.nodes[best.node].service(LedgerService.self) else {
+            return .init(name: name, passed: false, detail: "no live ledger node holds its head's certificate: nothing to prove against")
+        }
+        let cutoff = sim.now - Simulation.nanos(spec.withinSeconds ?? 30)
+        var source = LedgerAnchorSource()
+        var due = 0, missing: [String] = [], bad: [String] = []
+        var reads = 0, failed: [String] = [], noProof = 0
+        for c in w.closed where c.at <= cutoff {
+            due += 1
+            let id = c.anchor.objectID
+            switch ledger.prove(chaincode: "anchor", function: "get", args: [Array(id.utf8)]) {
+            case .failure(let e):
+                bad.append("\(id.suffix(20)): \(e)")
+            case .success(let q):
+                guard case .ok = q.result else { missing.append("collector \(c.node) \(id.suffix(20))"); continue }
+                do { try source.add(q, genesis: genesis) } catch { bad.append("\(id.suffix(20)): \(error)"); continue }
+                if source.anchoredDigest(id) != c.anchor.digest { bad.append("\(id.suffix(20)): another digest") }
+            }
+        }
+        for c in w.closed where c.at <= cutoff && source.anchoredDigest(c.anchor.objectID) != nil {
+            guard let s = sim.nodes[c.node].service(MeterService.self),
+                  let i = s.anchors.firstIndex(of: c.anchor) else { continue }
+            for h in s.leaves(ofAnchor: i) {
+                reads += 1
+                guard let proof = s.proof(of: h) else { noProof += 1; continue }
+                if case let .failed(f) = proof.verify(anchors: source, meter: w.recorded[h]?.read.meter) { failed.append(f.rawValue) }
+            }
+        }
+        var detail = "\(due - missing.count - bad.count) of \(due) anchors closed \(Int(spec.withinSeconds ?? 30)) s before the end are on the ledger (proven at node \(best.node), height \(best.height), against the genesis); \(reads - noProof - failed.count) of \(reads) reads in them prove against the ledger"
+        if !missing.isEmpty { detail += "; not on the ledger: \(missing.prefix(3))" }
+        if !bad.isEmpty { detail += "; bad: \(bad.prefix(3))" }
+        if noProof > 0 { detail += "; \(noProof) without a proof (predecessor not anchored)" }
+        if !failed.isEmpty { detail += "; failures: \(Set(failed).sorted())" }
+        return .init(name: name, passed: due > 0 && missing.isEmpty && bad.isEmpty && noProof == 0 && failed.isEmpty && reads > 0, detail: detail)
     }
 }
