@@ -59,8 +59,9 @@ public struct ConsensusCore {
     /// of a burst), and how many were submitted since the last forward.
     var forwardAt: Instant?
     var submittedSinceForward = 0
-    /// The round in which we last sent `sync` to each validator (one per round per peer).
-    var syncedAt: [Int: UInt64] = [:]
+    /// When we last sent `sync` to each validator, and in which of our rounds: once per round
+    /// per peer, and again after a round timeout if the peer is still behind.
+    var syncedAt: [Int: (round: UInt64, at: Instant)] = [:]
 
     struct Fetch { var next: Instant; let round: UInt64; var asked: Int }
     struct VoteTally {
@@ -174,7 +175,16 @@ public struct ConsensusCore {
         roundDeadline = now + roundDuration
         guard let me = index else { return }
         if let mine = myTimeout {
-            if mine.token <= durableToken { out.append(.broadcast(bytes: ConsensusMessage.timeout(mine.timeout).encoded())) }
+            let message = ConsensusMessage.timeout(mine.timeout).encoded()
+            if mine.token <= durableToken {
+                out.append(.broadcast(bytes: message))
+            } else {
+                // Its write did not come back within a round: it may have failed (the driver only
+                // counts a failed write, and its sends never leave). Write the state again with the
+                // timeout behind it: a round that needs our timeout would otherwise stay stuck for
+                // good once the disk works again (nothing else makes this validator write).
+                myTimeout = (mine.timeout, persist(then: [.broadcast(bytes: message)]))
+            }
             return
         }
         safety.lastVotedRound = max(safety.lastVotedRound, round)
@@ -616,10 +626,15 @@ public struct ConsensusCore {
         scheduleProposal()
     }
 
-    /// Tells a validator that is behind our highest certificates (once per round).
+    /// Tells a validator that is behind our highest certificates: once per round, and again a
+    /// round timeout later while it still is. Once per round only was not enough: a `sync` lost
+    /// (our datagrams dropped) left a validator that formed a timeout certificate alone in the next
+    /// round, the others re-broadcasting timeouts for the round before it for good (consensus-4
+    /// seed 155: our timeouts carry our high certificate, not the timeout certificate).
     mutating func sync(_ peer: Int) {
-        guard peer != index, syncedAt[peer] != round else { return }
-        syncedAt[peer] = round
+        guard peer != index else { return }
+        if let last = syncedAt[peer], last.round == round, now < last.at + config.roundTimeout { return }
+        syncedAt[peer] = (round, now)
         out.append(.send(to: validators.keys[peer], bytes: ConsensusMessage.sync(safety.highQC, highTC).encoded()))
     }
 

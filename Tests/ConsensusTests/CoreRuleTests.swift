@@ -171,6 +171,43 @@ import Sodium
         #expect(proposals.count == 1 && proposals[0].timeoutCertificate?.round == 1 && proposals[0].block.round == 2)
     }
 
+    @Test func aTimeoutWhoseWriteNeverCameBackIsWrittenAgainAtTheNextRoundTimer() {
+        // Validator 2 times out round 1; the write fails (an I/O error: no `.persisted`, and its
+        // broadcast never left). Regression: consensus-4 seeds where one validator's disk failed
+        // while another was halted stalled for good, as the timeout was only re-broadcast once durable.
+        var c = f.core(2)
+        let first = c.handle(.timer, now: .zero + .seconds(2))
+        #expect(first.persists == 1 && first.messages.contains { if case .timeout = $0.message { $0.persisted } else { false } })
+        let again = c.handle(.timer, now: .zero + .seconds(4))
+        #expect(again.persists == 1, "the timeout's state is written again")
+        #expect(again.messages.contains { if case .timeout(let t) = $0.message { t.round == 1 && $0.persisted } else { false } })
+        // Once that write is durable, later timers re-broadcast the timeout without writing.
+        for case .persist(_, let token, _) in again { _ = c.handle(.persisted(token: token), now: .zero + .seconds(4)) }
+        let later = c.handle(.timer, now: .zero + .seconds(8))
+        #expect(later.persists == 0)
+        #expect(later.messages.contains { if case .timeout(let t) = $0.message { t.round == 1 && !$0.persisted } else { false } })
+    }
+
+    @Test func aValidatorStillBehindIsSyncedAgainARoundTimeoutLater() {
+        // Validator 2 forms the timeout certificate of round 1 and enters round 2; validator 1
+        // keeps re-broadcasting its round-1 timeout (it never got the certificate). Regression:
+        // consensus-4 seed 155, where the one `sync` of the round was lost and the two sides
+        // stayed a round apart for good.
+        var c = f.core(2)
+        let t0 = Instant.zero + .seconds(2)
+        var outs = c.handle(.timer, now: t0)
+        for case .persist(_, let token, _) in outs { outs += c.handle(.persisted(token: token), now: t0) }
+        func timeout(_ v: Int) -> [UInt8] {
+            TimeoutFixture.make(round: 1, voter: v, high: f.genesis.certificate, signature: f.identities[v].sign(timeoutDigestBytes(f, round: 1, high: 0)))
+        }
+        for v in [0, 3] { _ = c.handle(.message(from: f.key(v), bytes: timeout(v)), now: t0) }
+        #expect(c.round == 2)
+        func syncs(_ o: [ConsensusOutput]) -> Int { o.messages.filter { if case .sync = $0.message { true } else { false } }.count }
+        #expect(syncs(c.handle(.message(from: f.key(1), bytes: timeout(1)), now: t0)) == 1)
+        #expect(syncs(c.handle(.message(from: f.key(1), bytes: timeout(1)), now: t0 + .milliseconds(500))) == 0, "at most once per round timeout")
+        #expect(syncs(c.handle(.message(from: f.key(1), bytes: timeout(1)), now: t0 + .milliseconds(1100))) == 1, "still behind: synced again")
+    }
+
     @Test func safetyStateRoundTripsAndATornWriteIsRefused() throws {
         let s = SafetyState(epoch: 0, lastVotedRound: 42, highQC: f.certificate(f.block(), signers: [0, 1, 2]))
         #expect(try SafetyState.decode(s.encoded) == s)
