@@ -67,7 +67,7 @@ public struct Ledger: Sendable {
         var written: [[UInt8]: [UInt8]?] = [:]
         results.reserveCapacity(block.payloads.count)
         for payload in block.payloads {
-            let (result, id, writes, effects) = execute(payload, height: block.height)
+            let (result, id, writes, effects) = execute(payload, height: block.height, time: block.time)
             results.append(result)
             ids.append(id)
             for (k, v) in writes {
@@ -79,7 +79,7 @@ public struct Ledger: Sendable {
         let header = LedgerHeader(height: block.height, previous: headHash, epoch: block.epoch, round: block.round,
                                   proposer: block.proposer, consensusHash: block.hash.bytes, justify: block.justify,
                                   certificate: block.certificate, txRoot: MerkleRoot.of(block.payloads),
-                                  resultsRoot: MerkleRoot.of(results.map(\.encoded)), stateRoot: state.root)
+                                  resultsRoot: MerkleRoot.of(results.map(\.encoded)), stateRoot: state.root, time: block.time)
         let hash = header.hash(chainID: genesis.chainID)
         height = block.height
         headHash = hash
@@ -108,7 +108,7 @@ public struct Ledger: Sendable {
     /// One payload: decode, signature, culled signer, nonce, then the chaincode. The nonce advances
     /// for every correctly signed transaction, even one the chaincode refuses, so it can never be
     /// replayed once circumstances change.
-    func execute(_ payload: [UInt8], height: UInt64) -> (TxResult, [UInt8]?, [([UInt8], [UInt8]?)], Effects?) {
+    func execute(_ payload: [UInt8], height: UInt64, time: UInt64 = 0) -> (TxResult, [UInt8]?, [([UInt8], [UInt8]?)], Effects?) {
         let tx: Transaction
         do { tx = try Transaction.decode(payload) } catch { return (.refused(error), nil, [], nil) }
         guard tx.signatureIsValid(chainID: genesis.chainID) else {
@@ -135,7 +135,7 @@ public struct Ledger: Sendable {
             break
         }
         guard let code = BuiltIns.named(tx.chaincode) else {
-            if let r = invokeContract(tx, height: height, writes: writes) { return (r.0, tx.id, r.1, nil) }
+            if let r = invokeContract(tx, height: height, time: time, writes: writes) { return (r.0, tx.id, r.1, nil) }
             return (.refused(Refusal(.unknownChaincode, "no chaincode \(tx.chaincode)")), tx.id, writes, nil)
         }
         guard code.invokes.contains(tx.function) else {
