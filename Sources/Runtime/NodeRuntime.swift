@@ -640,7 +640,7 @@ public final class NodeRuntime {
         case "consensus_status", "consensus_submit": return answerConsensus(command, parsed ?? [:])
         case "lacero_put", "lacero_get", "lacero_check", "lacero_repair", "lacero_delete", "lacero_op", "lacero_stats":
             return answerLacero(command, parsed ?? [:])
-        case "ledger_status", "ledger_query":
+        case "ledger_status":
             var answered: [UInt8] = []
             answerLedger(command, parsed ?? [:]) { answered = $0 }
             return answered
