@@ -116,7 +116,8 @@ import Testing
             if !proved { Thread.sleep(forTimeInterval: 0.3) }
         }
         #expect(proved, "no proof from the replica within 20 s")
-        let check = try runIotaf(["ledger", "check-proof", proof, "--genesis", "\(m.dir)/net/genesis"])
+        // The genesis from the replica's data directory (`check-proof --genesis` reads the ledger's genesis text, not `network init`'s file).
+        let check = try runIotaf(["ledger", "check-proof", proof, "--data", m.data(4)])
         #expect(check.status == 0 && check.out.contains("billing.total"), "check-proof: \(check.out) \(check.err)")
 
         // The killed validator restarts on its data directory and catches up.
