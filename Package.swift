@@ -61,7 +61,7 @@ let package = Package(
         // The deterministic driver: virtual clock, virtual network, scenarios, reports.
         .target(name: "Simulator", dependencies: [
             "SimulatorKit", "Node", "NodeService", "Gossip", "MeshCore", "Sessions", "Lacero", "LaceroService", "Consensus", "FileTransfer", "Sodium",
-            "Ledger", "LedgerService",
+            "Ledger", "LedgerService", "Contracts",
             "Meters", "MeterService",
             .product(name: "TOMLKit", package: "TOMLKit"),
         ]),
@@ -114,7 +114,7 @@ let package = Package(
         .testTarget(name: "LaceroTests", dependencies: ["Lacero", "LaceroService", "Node", "NodeService", "MeshCore", "Sodium"]),
         .testTarget(name: "ContractsTests", dependencies: ["Contracts"]),
         // The ledger on the node service seam: executes commits, header votes and certificates, replicas' sync, submissions (sans-IO).
-        .target(name: "LedgerService", dependencies: ["Ledger", "Consensus", "Node", "NodeService", "Sessions", "MeshCore", "Sodium"]),
+        .target(name: "LedgerService", dependencies: ["Ledger", "Contracts", "Consensus", "Node", "NodeService", "Sessions", "MeshCore", "Sodium"]),
         // Meter relays: signed interval reads, chains, Merkle trees over read hashes, proofs, the "iM" wire (sans-IO).
         .target(name: "Meters", dependencies: ["MeshCore", "Sodium"]),
         // Meter relays on the service seam: custody hop by hop, parent choice, anchoring, commands (sans-IO).

@@ -227,7 +227,7 @@ public struct ConsensusCore {
         }
         let payloads = mempool.batch(maxCount: config.maxBatchCount, maxBytes: config.maxBatchBytes, excluding: excluded)
         let block = Block(chainID: genesis.chainID, epoch: epoch, round: round, height: parent.height + 1,
-                          proposer: UInt16(me), justify: qc, payloads: payloads)
+                          proposer: UInt16(me), justify: qc, payloads: payloads, time: max(parent.block?.time ?? 0, clockMillis ?? 0))
         let proposal = Proposal(block: block, timeoutCertificate: tc,
                                 signature: identity.sign(proposalDigest(chainID: genesis.chainID, block: block.hash)))
         tree.insert(block)
@@ -358,10 +358,18 @@ public struct ConsensusCore {
         try accept(b)
     }
 
+    /// This validator's wall clock in Unix milliseconds, when the driver gave one.
+    var clockMillis: UInt64? {
+        config.unixMillisAtZero.map { $0 &+ UInt64(max(0, now.nanoseconds) / 1_000_000) }
+    }
+
     /// A proposal whose parent is known: check it against the chain, store it, vote if we may.
     mutating func accept(_ b: Block) throws(DropReason) {
         guard let parent = tree[b.parent] else { return }
         guard b.height == parent.height + 1, b.round > parent.round else { throw .invalidProposal }
+        // Block time: never below the parent's, never far ahead of this validator's clock.
+        guard b.time >= parent.block?.time ?? 0 else { throw .invalidProposal }
+        if let clock = clockMillis, b.time > clock + UInt64(config.maxClockAhead.nanoseconds / 1_000_000) { throw .invalidProposal }
         guard let ancestors = tree.uncommittedPayloads(from: b.parent) else {
             // Extends a branch that does not include our committed block.
             if b.height > tree.committed.height { counters.conflictingChains += 1 }
@@ -511,7 +519,7 @@ public struct ConsensusCore {
         for n in finalised {
             let b = n.block!, qc = certificates[n.hash]!
             out.append(.commit(CommittedBlock(height: b.height, epoch: b.epoch, round: b.round, hash: b.hash,
-                                              payloads: b.payloads, certificate: qc, proposer: b.proposer, justify: b.justify)))
+                                              payloads: b.payloads, certificate: qc, proposer: b.proposer, justify: b.justify, time: b.time)))
             counters.blocksCommitted += 1
             counters.payloadsCommitted += b.payloads.count
             for p in b.payloads { mempool.markCommitted(p) }

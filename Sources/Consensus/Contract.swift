@@ -41,9 +41,12 @@ public struct CommittedBlock: Sendable, Equatable {
     /// the whole block, so an offline checker recomputes `hash` and ties the payloads to `certificate`.
     public let proposer: UInt16
     public let justify: QuorumCertificate
+    /// The block's agreed time, Unix milliseconds (`Block.time`; 0: the chain carries no time).
+    public let time: UInt64
 
     public init(height: UInt64, epoch: UInt64, round: UInt64, hash: BlockHash, payloads: [[UInt8]],
-                certificate: QuorumCertificate, proposer: UInt16, justify: QuorumCertificate) {
+                certificate: QuorumCertificate, proposer: UInt16, justify: QuorumCertificate, time: UInt64 = 0) {
+        self.time = time
         self.height = height
         self.epoch = epoch
         self.round = round
@@ -90,6 +93,12 @@ public struct ConsensusConfig: Sendable {
     public var fetchRetry: Duration = .milliseconds(300)
     /// Committed blocks kept to serve fetches from validators that are behind.
     public var retainCommittedBlocks = 4096
+    /// The Unix time in milliseconds at this core's `Instant.zero` (the driver's wall clock): set,
+    /// a leader stamps each block with `max(parent's time, its clock)` and a voter refuses a block
+    /// whose time is below its parent's or more than `maxClockAhead` past its own clock. Nil: blocks
+    /// carry no time (0) unless the parent has one, which is then kept.
+    public var unixMillisAtZero: UInt64?
+    public var maxClockAhead: Duration = .seconds(30)
     /// Deliberate bugs, for proving that tests' checkers catch them. Never set outside tests.
     public var mutation: Mutation = .none
 

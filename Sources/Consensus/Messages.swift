@@ -50,10 +50,15 @@ public struct Block: Hashable, Sendable {
     public let proposer: UInt16
     public let justify: QuorumCertificate
     public let payloads: [[UInt8]]
+    /// The leader's time for the block, Unix milliseconds; 0: no time (a core without a wall
+    /// clock, `ConsensusConfig.unixMillisAtZero` nil). Voters accept it only if it is not below
+    /// the parent's and not too far ahead of their own clock, so a committed block's time is the
+    /// consensus time every replica sees (Docs/consensus.md, "Block time").
+    public let time: UInt64
     public let hash: BlockHash
 
     public init(chainID: [UInt8], epoch: UInt64, round: UInt64, height: UInt64, proposer: UInt16,
-                justify: QuorumCertificate, payloads: [[UInt8]]) {
+                justify: QuorumCertificate, payloads: [[UInt8]], time: UInt64 = 0) {
         self.epoch = epoch
         self.round = round
         self.height = height
@@ -61,13 +66,17 @@ public struct Block: Hashable, Sendable {
         self.proposer = proposer
         self.justify = justify
         self.payloads = payloads
+        self.time = time
         var w = ByteWriter(capacity: 256)
         Block.encodeFields(epoch: epoch, round: round, height: height, proposer: proposer, justify: justify, payloads: payloads, into: &w)
-        hash = Block.hash(chainID: chainID, encoding: w.bytes)
+        if time != 0 { w.u64(time) }
+        hash = Block.hash(chainID: chainID, encoding: w.bytes, timed: time != 0)
     }
 
-    static func hash(chainID: [UInt8], encoding: [UInt8]) -> BlockHash {
-        BlockHash(Blake2b.hash(Array("iotaf/consensus/block/v1".utf8) + chainID + encoding, outputLength: 32))
+    /// `BLAKE2b-256("iotaf/consensus/block/v1" || chain_id || fields)` for a block without a time;
+    /// `BLAKE2b-256("iotaf/consensus/block/v2" || chain_id || fields || u64 time)` with one.
+    static func hash(chainID: [UInt8], encoding: [UInt8], timed: Bool = false) -> BlockHash {
+        BlockHash(Blake2b.hash(Array((timed ? "iotaf/consensus/block/v2" : "iotaf/consensus/block/v1").utf8) + chainID + encoding, outputLength: 32))
     }
 
     public var payloadBytes: Int { payloads.reduce(0) { $0 + $1.count } }
@@ -86,11 +95,13 @@ public struct Block: Hashable, Sendable {
         }
     }
 
-    func encode(into w: inout ByteWriter) {
+    /// The fields, then (in a version 2 message, `timed`) `u64 time`.
+    func encode(into w: inout ByteWriter, timed: Bool = false) {
         Block.encodeFields(epoch: epoch, round: round, height: height, proposer: proposer, justify: justify, payloads: payloads, into: &w)
+        if timed { w.u64(time) }
     }
 
-    static func decode(_ r: inout ByteReader, chainID: [UInt8], limits: WireLimits) throws(DropReason) -> Block {
+    static func decode(_ r: inout ByteReader, chainID: [UInt8], limits: WireLimits, timed: Bool = false) throws(DropReason) -> Block {
         let epoch = try read { try r.u64() }
         let round = try read { try r.u64() }
         let height = try read { try r.u64() }
@@ -107,7 +118,8 @@ public struct Block: Hashable, Sendable {
             guard total <= limits.maxBatchBytes else { throw .oversized }
             payloads.append(try read { try r.raw(len) })
         }
-        return Block(chainID: chainID, epoch: epoch, round: round, height: height, proposer: proposer, justify: justify, payloads: payloads)
+        let time = timed ? try read { try r.u64() } : 0
+        return Block(chainID: chainID, epoch: epoch, round: round, height: height, proposer: proposer, justify: justify, payloads: payloads, time: time)
     }
 }
 
@@ -178,13 +190,27 @@ public enum ConsensusMessage: Hashable, Sendable {
         }
     }
 
+    /// Version 2: the message carries blocks with a time (each block's fields are followed by
+    /// `u64 time`); everything else is the same as version 1, which a message without block
+    /// times keeps (Docs/consensus.md, "Encodings").
+    static let timedVersion: UInt8 = 2
+
+    var carriesTime: Bool {
+        switch self {
+        case .proposal(let p): p.block.time != 0
+        case .blockResponse(let blocks): blocks.contains { $0.time != 0 }
+        default: false
+        }
+    }
+
     public func encoded() -> [UInt8] {
         var w = ByteWriter(capacity: 256)
-        w.u8(Self.version)
+        let timed = carriesTime
+        w.u8(timed ? Self.timedVersion : Self.version)
         switch self {
         case .proposal(let p):
             w.u8(Tag.proposal.rawValue)
-            p.block.encode(into: &w)
+            p.block.encode(into: &w, timed: timed)
             if let tc = p.timeoutCertificate {
                 w.u8(1)
                 tc.encode(into: &w)
@@ -222,7 +248,7 @@ public enum ConsensusMessage: Hashable, Sendable {
         case .blockResponse(let blocks):
             w.u8(Tag.blockResponse.rawValue)
             w.u16(UInt16(blocks.count))
-            for b in blocks { b.encode(into: &w) }
+            for b in blocks { b.encode(into: &w, timed: timed) }
         case .payloads(let ps):
             w.u8(Tag.payloads.rawValue)
             w.u16(UInt16(ps.count))
@@ -239,12 +265,14 @@ public enum ConsensusMessage: Hashable, Sendable {
     public static func decode(_ bytes: [UInt8], chainID: [UInt8], limits: WireLimits = WireLimits()) throws(DropReason) -> ConsensusMessage {
         guard bytes.count <= limits.maxBatchBytes * 2 + 65536 else { throw .oversized }
         var r = ByteReader(bytes)
-        guard try read({ try r.u8() }) == version else { throw .malformed }
+        let v = try read({ try r.u8() })
+        guard v == version || v == timedVersion else { throw .malformed }
+        let timed = v == timedVersion
         guard let tag = Tag(rawValue: try read { try r.u8() }) else { throw .unknownType }
         let message: ConsensusMessage
         switch tag {
         case .proposal:
-            let block = try Block.decode(&r, chainID: chainID, limits: limits)
+            let block = try Block.decode(&r, chainID: chainID, limits: limits, timed: timed)
             let tc = try decodeOptionalTC(&r)
             let sig = try read { try r.raw(Ed25519.signatureLength) }
             message = .proposal(Proposal(block: block, timeoutCertificate: tc, signature: sig))
@@ -274,7 +302,7 @@ public enum ConsensusMessage: Hashable, Sendable {
             let count = Int(try read { try r.u16() })
             guard count >= 1, count <= limits.maxBlocksPerResponse else { throw .malformed }
             var blocks: [Block] = []
-            for _ in 0..<count { blocks.append(try Block.decode(&r, chainID: chainID, limits: limits)) }
+            for _ in 0..<count { blocks.append(try Block.decode(&r, chainID: chainID, limits: limits, timed: timed)) }
             message = .blockResponse(blocks)
         case .payloads:
             let count = Int(try read { try r.u16() })

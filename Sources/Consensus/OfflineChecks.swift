@@ -9,7 +9,7 @@ extension CommittedBlock {
     /// for a block the core committed; anything else means a field was changed after the fact.
     public func recomputedHash(chainID: [UInt8]) -> BlockHash {
         Block(chainID: chainID, epoch: epoch, round: round, height: height, proposer: proposer,
-              justify: justify, payloads: payloads).hash
+              justify: justify, payloads: payloads, time: time).hash
     }
 }
 

@@ -51,13 +51,16 @@ public final class ContractRuntime: Sendable {
             checkin(live, hash: hash)
             return .failure(ContractError(.noSuchFunction, "the contract has no function \(call.function) (callable: \(live.functionNames.joined(separator: ", ")))"))
         }
-        live.context.begin(call, state)
         live.store.fuel = Fuel(remaining: limits.fuel)
         var failure: ContractError?
-        do { try function.invoke([], on: &live.stack) } catch { failure = describe(error, remaining: live.store.fuel?.remaining ?? 0) }
+        // The host functions reach the caller's state in place (no boxed copy, so its storage is
+        // never copied on the first write), for the length of the call only.
+        withUnsafeMutablePointer(to: &state) { p in
+            live.context.begin(call, StateRef(p))
+            do { try function.invoke([], on: &live.stack) } catch { failure = describe(error, remaining: live.store.fuel?.remaining ?? 0) }
+            live.context.state = nil
+        }
         let used = limits.fuel - (live.store.fuel?.remaining ?? 0)
-        if let s = live.context.state as? S { state = s }
-        live.context.state = nil
         if let failure { return .failure(failure) }
         let result = ContractResult(output: live.context.output, events: live.context.events, fuelUsed: used)
         if live.reset() { checkin(live, hash: hash) }

@@ -181,14 +181,14 @@ final class CallContext {
     let limits: ContractLimits
     var memory: Memory?
     var call = ContractCall(function: "", args: [], caller: [], height: 0, readOnly: true)
-    var state: (any ContractState)?
+    var state: (any StateAccess)?
     var written = 0
     var output: [UInt8] = []
     var events: [ContractEvent] = []
 
     init(limits: ContractLimits) { self.limits = limits }
 
-    func begin(_ call: ContractCall, _ state: any ContractState) {
+    func begin(_ call: ContractCall, _ state: any StateAccess) {
         self.call = call
         self.state = state
         written = 0
@@ -265,4 +265,23 @@ enum LittleEndian {
         b.append(UInt8(truncatingIfNeeded: v)); b.append(UInt8(truncatingIfNeeded: v >> 8))
         b.append(UInt8(truncatingIfNeeded: v >> 16)); b.append(UInt8(truncatingIfNeeded: v >> 24))
     }
+}
+
+/// The state a call reads and writes, as the host functions reach it.
+protocol StateAccess: AnyObject {
+    func get(_ key: [UInt8]) -> [UInt8]?
+    func put(_ key: [UInt8], _ value: [UInt8])
+    func delete(_ key: [UInt8])
+    func range(from start: [UInt8], to end: [UInt8], limit: Int) -> [(key: [UInt8], value: [UInt8])]
+}
+
+/// The caller's `ContractState`, in place, for the length of one call (`ContractRuntime.run`
+/// drops it before the pointer's scope ends).
+final class StateRef<S: ContractState>: StateAccess {
+    let p: UnsafeMutablePointer<S>
+    init(_ p: UnsafeMutablePointer<S>) { self.p = p }
+    func get(_ key: [UInt8]) -> [UInt8]? { p.pointee.get(key) }
+    func put(_ key: [UInt8], _ value: [UInt8]) { p.pointee.put(key, value) }
+    func delete(_ key: [UInt8]) { p.pointee.delete(key) }
+    func range(from start: [UInt8], to end: [UInt8], limit: Int) -> [(key: [UInt8], value: [UInt8])] { p.pointee.range(from: start, to: end, limit: limit) }
 }

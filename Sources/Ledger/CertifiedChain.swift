@@ -42,11 +42,12 @@ public struct CertifiedChain: Sendable {
     }
 
     /// The next block, certified by the first quorum of validators.
-    public mutating func next(_ payloads: [[UInt8]]) -> CommittedBlock {
+    /// `time`: the block's consensus time in Unix milliseconds (0: none, a version 1 block).
+    public mutating func next(_ payloads: [[UInt8]], time: UInt64 = 0) -> CommittedBlock {
         let h = height + 1, round = h
         let set = genesis.consensus.validators
         let block = Block(chainID: genesis.chainID, epoch: 0, round: round, height: h, proposer: UInt16(round % UInt64(set.count)),
-                          justify: lastCertificate, payloads: payloads)
+                          justify: lastCertificate, payloads: payloads, time: time)
         let message = QuorumCertificate.voteMessage(chainID: genesis.chainID, epoch: 0, round: round, block: block.hash)
         let signers = Array(0..<set.quorum)
         let sigs = signers.map { try! Ed25519.sign(message, secretKey: secretKeys[$0]) }
@@ -54,7 +55,7 @@ public struct CertifiedChain: Sendable {
         height = h
         lastCertificate = qc
         return CommittedBlock(height: h, epoch: 0, round: round, hash: block.hash, payloads: payloads, certificate: qc,
-                              proposer: block.proposer, justify: block.justify)
+                              proposer: block.proposer, justify: block.justify, time: time)
     }
 }
 

@@ -72,7 +72,7 @@ public struct Ledger: Sendable {
         results.reserveCapacity(block.payloads.count)
         for (i, payload) in block.payloads.enumerated() {
             let checked = i < signatureChecked.count && signatureChecked[i]
-            let (result, id, writes, effects) = execute(payload, height: block.height, signatureChecked: checked)
+            let (result, id, writes, effects) = execute(payload, height: block.height, time: block.time, signatureChecked: checked)
             results.append(result)
             ids.append(id)
             for (k, v) in writes {
@@ -84,7 +84,7 @@ public struct Ledger: Sendable {
         let header = LedgerHeader(height: block.height, previous: headHash, epoch: block.epoch, round: block.round,
                                   proposer: block.proposer, consensusHash: block.hash.bytes, justify: block.justify,
                                   certificate: block.certificate, txRoot: MerkleRoot.of(block.payloads),
-                                  resultsRoot: MerkleRoot.of(results.map(\.encoded)), stateRoot: state.root)
+                                  resultsRoot: MerkleRoot.of(results.map(\.encoded)), stateRoot: state.root, time: block.time)
         let hash = header.hash(chainID: genesis.chainID)
         height = block.height
         headHash = hash
@@ -113,7 +113,7 @@ public struct Ledger: Sendable {
     /// One payload: decode, signature, culled signer, nonce, then the chaincode. The nonce advances
     /// for every correctly signed transaction, even one the chaincode refuses, so it can never be
     /// replayed once circumstances change.
-    func execute(_ payload: [UInt8], height: UInt64, signatureChecked: Bool = false) -> (TxResult, [UInt8]?, [([UInt8], [UInt8]?)], Effects?) {
+    func execute(_ payload: [UInt8], height: UInt64, time: UInt64 = 0, signatureChecked: Bool = false) -> (TxResult, [UInt8]?, [([UInt8], [UInt8]?)], Effects?) {
         let tx: Transaction
         do { tx = try Transaction.decode(payload) } catch { return (.refused(error), nil, [], nil) }
         guard signatureChecked || tx.signatureIsValid(chainID: genesis.chainID) else {
@@ -140,7 +140,7 @@ public struct Ledger: Sendable {
             break
         }
         guard let code = BuiltIns.named(tx.chaincode) else {
-            if let r = invokeContract(tx, height: height, writes: writes) { return (r.0, tx.id, r.1, nil) }
+            if let r = invokeContract(tx, height: height, time: time, writes: writes) { return (r.0, tx.id, r.1, nil) }
             return (.refused(Refusal(.unknownChaincode, "no chaincode \(tx.chaincode)")), tx.id, writes, nil)
         }
         guard code.invokes.contains(tx.function) else {

@@ -61,10 +61,31 @@ public struct LedgerHeader: Sendable, Equatable {
     public let txRoot: [UInt8]
     public let resultsRoot: [UInt8]
     public let stateRoot: [UInt8]
+    /// The consensus block's time, Unix milliseconds; 0 for a chain whose blocks carry none. A
+    /// header with a time is version 2 (the time follows the state root); one without keeps
+    /// version 1's bytes, so older ledgers keep their hashes.
+    public let time: UInt64
+
+    public init(height: UInt64, previous: [UInt8], epoch: UInt64, round: UInt64, proposer: UInt16, consensusHash: [UInt8],
+                justify: QuorumCertificate, certificate: QuorumCertificate, txRoot: [UInt8], resultsRoot: [UInt8], stateRoot: [UInt8],
+                time: UInt64 = 0) {
+        self.height = height
+        self.previous = previous
+        self.epoch = epoch
+        self.round = round
+        self.proposer = proposer
+        self.consensusHash = consensusHash
+        self.justify = justify
+        self.certificate = certificate
+        self.txRoot = txRoot
+        self.resultsRoot = resultsRoot
+        self.stateRoot = stateRoot
+        self.time = time
+    }
 
     public var encoded: [UInt8] {
         var w = ByteWriter(capacity: 512)
-        w.u8(1)  // version
+        w.u8(time == 0 ? 1 : 2)  // version
         w.u64(height)
         w.raw(previous)
         w.u64(epoch)
@@ -76,6 +97,7 @@ public struct LedgerHeader: Sendable, Equatable {
         w.raw(txRoot)
         w.raw(resultsRoot)
         w.raw(stateRoot)
+        if time != 0 { w.u64(time) }
         return w.bytes
     }
 
@@ -86,7 +108,8 @@ public struct LedgerHeader: Sendable, Equatable {
 
     public static func decode(_ bytes: [UInt8]) throws -> LedgerHeader {
         var r = ByteReader(bytes)
-        guard try r.u8() == 1 else { throw LedgerError("unknown header version") }
+        let version = try r.u8()
+        guard version == 1 || version == 2 else { throw LedgerError("unknown header version") }
         let height = try r.u64(), previous = try r.raw(32), epoch = try r.u64(), round = try r.u64()
         let proposer = try r.u16(), consensusHash = try r.raw(32)
         let justify: QuorumCertificate, certificate: QuorumCertificate
@@ -96,7 +119,10 @@ public struct LedgerHeader: Sendable, Equatable {
         } catch { throw LedgerError("header holds a malformed certificate") }
         let h = LedgerHeader(height: height, previous: previous, epoch: epoch, round: round, proposer: proposer,
                              consensusHash: consensusHash, justify: justify, certificate: certificate,
-                             txRoot: try r.raw(32), resultsRoot: try r.raw(32), stateRoot: try r.raw(32))
+                             txRoot: try r.raw(32), resultsRoot: try r.raw(32), stateRoot: try r.raw(32),
+                             time: version == 2 ? try r.u64() : 0)
+        // One encoding per header: a version 2 header's time is never 0.
+        guard version == 1 || h.time != 0 else { throw LedgerError("a version 2 header with no time") }
         guard r.remaining == 0 else { throw LedgerError("bytes after a header") }
         return h
     }
@@ -105,7 +131,7 @@ public struct LedgerHeader: Sendable, Equatable {
     public func committedBlock(payloads: [[UInt8]]) -> CommittedBlock? {
         guard let hash = BlockHash(bytes: consensusHash) else { return nil }
         return CommittedBlock(height: height, epoch: epoch, round: round, hash: hash, payloads: payloads,
-                              certificate: certificate, proposer: proposer, justify: justify)
+                              certificate: certificate, proposer: proposer, justify: justify, time: time)
     }
 }
 

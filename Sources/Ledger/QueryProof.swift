@@ -1,4 +1,5 @@
 import Consensus
+import Contracts
 import MeshCore
 
 /// A query, its answer, and the proof: the header of the block the answer was read at (with the
@@ -50,11 +51,23 @@ public struct QueryProof: Sendable, Equatable {
             }
             if let v = item.read.value { proven.set(item.read.key, v) }
         }
-        guard let code = BuiltIns.named(chaincode), code.queries.contains(function) else {
+        let provenKeys = Set(reads.map(\.read.key))
+        guard let code = BuiltIns.named(chaincode) else {
+            // A deployed contract: its record, version and module rows are among the proven rows,
+            // so the code that ran is proven too; an anonymous call at the header's height.
+            guard let again = WasmChaincode.query(chaincode, function: function, args: args, caller: [], height: header.height, time: header.time, state: proven,
+                                                  contracts: ContractRuntime(), provenKeys: provenKeys) else {
+                throw LedgerError("\(chaincode) is neither a built-in chaincode nor a contract the proven rows hold")
+            }
+            guard !again.readUnproven else { throw LedgerError("the answer depends on a row the proof does not cover") }
+            guard again.answer.result == result else { throw LedgerError("the proven rows give another answer than the one claimed") }
+            return
+        }
+        guard code.queries.contains(function) else {
             throw LedgerError("\(chaincode).\(function) is not a query")
         }
         var view = StateView(base: proven, namespace: code.name)
-        view.provenKeys = Set(reads.map(\.read.key))
+        view.provenKeys = provenKeys
         var effects = Effects()
         let again: TxResult
         do {

@@ -153,13 +153,14 @@ extension Ledger {
     }
 
     /// An invoke of a deployed contract, or nil when no contract has that name.
-    func invokeContract(_ tx: Transaction, height: UInt64, writes: Writes) -> (TxResult, Writes)? {
+    func invokeContract(_ tx: Transaction, height: UInt64, time: UInt64 = 0, writes: Writes) -> (TxResult, Writes)? {
         guard let record = WasmChaincode.record(tx.chaincode, in: state) else { return nil }
         guard let code = state[WasmChaincode.codeKey(record.hash)] else {
             return (.refused(Refusal(.contractFailed, "the module of \(tx.chaincode)'s current version is missing")), writes)
         }
         let call = ContractCall(function: tx.function, args: tx.args, caller: tx.signer, callerIsAdmin: state[StateKey.admin(tx.signer)] != nil,
-                                callerAttributes: WasmChaincode.attributes(of: tx.signer, in: state), height: height, readOnly: false)
+                                callerAttributes: WasmChaincode.attributes(of: tx.signer, in: state), height: height,
+                                time: time == 0 ? nil : time, readOnly: false)
         var view = StateView(base: state, namespace: WasmChaincode.dataNamespace(tx.chaincode))
         switch contracts.run(hash: record.hash, code: code, call: call, state: &view) {
         case .success(let result):
@@ -174,22 +175,52 @@ extension Ledger {
     /// A read-only call of a deployed contract on this replica: the version current at `height`
     /// (default: the head) over the current rows. Nil when no contract has that name.
     public func queryContract(_ name: String, function: String, args: [[UInt8]], caller: [UInt8] = [], height: UInt64? = nil) -> QueryAnswer? {
-        guard WasmChaincode.record(name, in: state) != nil else { return nil }
+        // The head's consensus time at the head; an older height's time is not kept (none).
         let at = height ?? self.height
-        guard let version = WasmChaincode.version(name, at: at, in: state)?.version else {
-            return QueryAnswer(result: .refused(Refusal(.notFound, "\(name) had no version at height \(at)")), reads: [])
+        let time = at == self.height ? head?.time ?? 0 : 0
+        return WasmChaincode.query(name, function: function, args: args, caller: caller, height: at, time: time, state: state, contracts: contracts)?.answer
+    }
+}
+
+extension WasmChaincode {
+    /// A read-only call over `state`: the version current at `height`, run on `contracts`. The
+    /// answer lists every row read, the contract's record, the version rows looked at and the
+    /// module's row first, so a proof of the answer also proves which code ran. With
+    /// `provenKeys` (checking a proof), reading any other row is reported. Nil when `state` holds
+    /// no contract of that name.
+    static func query(_ name: String, function: String, args: [[UInt8]], caller: [UInt8], height: UInt64, time: UInt64, state: LedgerState,
+                      contracts: ContractRuntime, provenKeys: Set<[UInt8]>? = nil) -> (answer: QueryAnswer, readUnproven: Bool)? {
+        var meta: [QueryAnswer.Read] = []
+        func read(_ key: [UInt8]) -> [UInt8]? {
+            let v = state[key]
+            meta.append(QueryAnswer.Read(key: key, value: v))
+            return v
         }
-        guard let code = state[WasmChaincode.codeKey(version.hash)] else {
-            return QueryAnswer(result: .refused(Refusal(.contractFailed, "the module of that version is missing")), reads: [])
+        func answer(_ result: TxResult, _ reads: [QueryAnswer.Read] = []) -> (answer: QueryAnswer, readUnproven: Bool) {
+            let all = meta + reads
+            return (QueryAnswer(result: result, reads: all), provenKeys.map { p in !all.allSatisfy { p.contains($0.key) } } ?? false)
+        }
+        guard let record = read(contractKey(name)).flatMap(Record.decode) else { return nil }
+        var chosen: Version?
+        var n = record.versions
+        while n >= 1 {
+            if let v = read(versionKey(name, n)).flatMap(Version.decode), v.fromHeight <= height { chosen = v; break }
+            n -= 1
+        }
+        guard let version = chosen else { return answer(.refused(Refusal(.notFound, "\(name) had no version at height \(height)"))) }
+        guard let code = read(codeKey(version.hash)) else {
+            return answer(.refused(Refusal(.contractFailed, "the module of that version is missing")))
         }
         let call = ContractCall(function: function, args: args, caller: caller, callerIsAdmin: !caller.isEmpty && state[StateKey.admin(caller)] != nil,
-                                callerAttributes: caller.isEmpty ? [] : WasmChaincode.attributes(of: caller, in: state), height: at, readOnly: true)
-        var view = StateView(base: state, namespace: WasmChaincode.dataNamespace(name))
+                                callerAttributes: caller.isEmpty ? [] : attributes(of: caller, in: state), height: height,
+                                time: time == 0 ? nil : time, readOnly: true)
+        var view = StateView(base: state, namespace: dataNamespace(name))
+        view.provenKeys = provenKeys
         let result: TxResult
         switch contracts.run(hash: version.hash, code: code, call: call, state: &view) {
         case .success(let r): result = .ok(r.encoded)
-        case .failure(let e): result = .refused(WasmChaincode.refusal(e))
+        case .failure(let e): result = .refused(refusal(e))
         }
-        return QueryAnswer(result: result, reads: view.reads.map { QueryAnswer.Read(key: $0.key, value: $0.value) })
+        return answer(result, view.reads.map { QueryAnswer.Read(key: $0.key, value: $0.value) })
     }
 }

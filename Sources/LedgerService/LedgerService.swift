@@ -1,4 +1,5 @@
 import Consensus
+import Contracts
 import Ledger
 import MeshCore
 import Node
@@ -32,6 +33,9 @@ public struct LedgerServiceConfig: Sendable {
     /// reliable stream's 256 KiB).
     public var syncMaxBlocks = 64
     public var syncMaxBytes = 192 * 1024
+    /// What one contract call may use: a ledger rule, the same on every node of a chain
+    /// (`ContractLimits.standard`; a simulated chain may lower the fuel to keep runs short).
+    public var contractLimits = ContractLimits.standard
 
     public init(role: LedgerRole, genesis: LedgerGenesis) {
         self.role = role
@@ -50,6 +54,9 @@ public enum LedgerRequest: Sendable, Equatable {
     /// `refused`, `timedOut`, each a `LedgerEvent`) go to that service as
     /// `NodeCommand.service(replyTo, …)` instead of out as events (the meter collector's anchors).
     case submitFor(replyTo: ProtocolID, request: UInt64, chaincode: String, function: String, args: [[UInt8]])
+    /// Sign a deploy of a WebAssembly contract under `name` with the node's identity (next nonce)
+    /// and submit it: a new contract owned by this node, or a new version (Docs/chaincode.md).
+    case deploy(request: UInt64, name: String, module: [UInt8])
 }
 
 /// A block applied and durable on this node: what the simulator's checkers compare.
@@ -220,6 +227,7 @@ public struct LedgerService: NodeService {
         var l = ledger ?? Ledger(genesis: config.genesis)
         // A validator executes what its own core certified; a replica re-checks every block.
         l.checksCertificates = config.role == .replica
+        if config.contractLimits != .standard { l.contracts = ContractRuntime(limits: config.contractLimits) }
         self.ledger = l
         durableHeight = l.height
         lastSeen = Array(repeating: nil, count: set.count)
@@ -301,6 +309,7 @@ public struct LedgerService: NodeService {
             let head = try LedgerHeader.decode(headers[top]!)
             var l = try Ledger(genesis: config.genesis, head: head, rows: state)
             l.checksCertificates = config.role == .replica
+            l.contracts = ledger.contracts
             ledger = l
             durableHeight = top
         } catch {
@@ -595,17 +604,18 @@ public struct LedgerService: NodeService {
         case let .submit(req, chaincode, function, args), let .submitFor(_, req, chaincode, function, args):
             if case let .submitFor(to, _, _, _, _) = r { replyTo = to }
             request = req
-            let stored = ledger.state[StateKey.nonce(identity.publicKey.bytes)].flatMap { b -> UInt64? in var rd = ByteReader(b); return try? rd.u64() } ?? 0
-            let nonce = max(lastNonce, stored) + 1
-            do {
-                tx = try Transaction.signed(kind: .invoke, chaincode: chaincode, function: function, args: args, nonce: nonce,
-                                            publicKey: identity.publicKey.bytes, chainID: chainID, sign: identity.sign)
-            } catch {
-                counters.submitsRefused += 1
-                return [answer(.refused(request: req, txID: nil, reason: "refused by this node: \(error)"), to: replyTo)]
+            switch signOwn(.invoke, chaincode, function, args) {
+            case .success(let t): tx = t
+            case .failure(let e): return [answer(.refused(request: req, txID: nil, reason: "refused by this node: \(e)"), to: replyTo)]
             }
-            lastNonce = nonce
             // Signed here, by this node's own key: nothing to check.
+            return admit(tx, request: request, signatureOK: true, now: now, members: members)
+        case let .deploy(req, name, module):
+            request = req
+            switch signOwn(.deploy, name, WasmChaincode.deployFunction, [module]) {
+            case .success(let t): tx = t
+            case .failure(let e): return [event(.refused(request: req, txID: nil, reason: "refused by this node: \(e)"))]
+            }
             return admit(tx, request: request, signatureOK: true, now: now, members: members)
         case let .submitSigned(req, bytes):
             request = req
@@ -651,6 +661,22 @@ public struct LedgerService: NodeService {
         var out: [Output] = [answer(.accepted(request: request, txID: tx.id), to: replyTo)]
         handOn(tx.encoded, members: members, into: &out)
         return out
+    }
+
+    /// A transaction signed with the node's identity, nonce one above both the last it used and
+    /// the state's; the refusal (counted) when it cannot be encoded (too large, too many arguments).
+    private mutating func signOwn(_ kind: TransactionKind, _ chaincode: String, _ function: String, _ args: [[UInt8]]) -> Result<Transaction, Refusal> {
+        let stored = ledger.state[StateKey.nonce(identity.publicKey.bytes)].flatMap { b -> UInt64? in var rd = ByteReader(b); return try? rd.u64() } ?? 0
+        let nonce = max(lastNonce, stored) + 1
+        do {
+            let tx = try Transaction.signed(kind: kind, chaincode: chaincode, function: function, args: args, nonce: nonce,
+                                            publicKey: identity.publicKey.bytes, chainID: chainID, sign: identity.sign)
+            lastNonce = nonce
+            return .success(tx)
+        } catch {
+            counters.submitsRefused += 1
+            return .failure(error)
+        }
     }
 
     /// What the executor would refuse before any chaincode runs, said to the submitter at once.

@@ -8,7 +8,9 @@ import Node
 extension NodeRuntime {
     /// The validator's service, or nil when `[consensus]` is absent. Throws, with a message saying
     /// what to fix, when the genesis file is missing or bad or this node's key is not a validator.
-    static func consensusService(settings: NodeSettings, identity: NodeIdentity, seed: UInt64) throws -> ConsensusService? {
+    /// `unixMillisAtZero`: the wall clock at the loop's `Instant.zero`, so leaders stamp blocks
+    /// with the consensus time contracts read (`ConsensusConfig.unixMillisAtZero`).
+    static func consensusService(settings: NodeSettings, identity: NodeIdentity, seed: UInt64, unixMillisAtZero: UInt64? = nil) throws -> ConsensusService? {
         guard let c = settings.consensus else { return nil }
         guard let path = c.genesisPath ?? settings.ledger?.genesisPath ?? settings.networkKeyPath.map({ (($0 as NSString).deletingLastPathComponent as NSString).appendingPathComponent(GenesisFile.fileName) }) else {
             throw RuntimeError("[consensus] role = \"validator\" needs a genesis file: set [consensus] genesis = PATH (or --genesis), or a network key with the genesis beside it (`iotaf network init --validators`)")
@@ -16,6 +18,7 @@ extension NodeRuntime {
         let file = try GenesisFile.read(path)
         var config = ConsensusConfig(genesis: file.genesis)
         config.roundTimeout = c.roundTimeout
+        config.unixMillisAtZero = unixMillisAtZero
         do {
             return try ConsensusService(config: config, identity: identity, rng: SeededGenerator(seed: seed ^ 0xc045_e115))
         } catch let e as ConsensusServiceError {

@@ -71,8 +71,9 @@ extension NodeRuntime {
             reply(cull(parsed ?? [:]))
         case "ledger_submit":
             startLedgerSubmit(parsed ?? [:], reply: reply)
-        case "ledger_history":
-            answerLedger("ledger_history", parsed ?? [:], reply: reply)
+        case "ledger_history", "ledger_query":
+            // A history scan, and a contract's query, run on the thread pool.
+            answerLedger(parsed?["command"] as? String ?? "", parsed ?? [:], reply: reply)
         case "meter_record":
             // Answered once the read is durable on this node (the service tells `recorded` then).
             let before = meters?.lastRecorded

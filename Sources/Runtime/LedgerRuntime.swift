@@ -95,10 +95,7 @@ extension NodeRuntime {
         }
     }
 
-    static func json(_ object: [String: Any]) -> [UInt8] {
-        (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])).map { Array($0) }
-            ?? Array(ControlJSON.error("encoding failed"))
-    }
+    static func json(_ object: [String: Any]) -> [UInt8] { ledgerJSON(object) }
 
     /// Arguments as the CLI sends them: a JSON array of hex strings, in one string field.
     static func ledgerArgs(_ fields: [String: Any]) -> [[UInt8]]? {
@@ -122,7 +119,14 @@ extension NodeRuntime {
         let request: LedgerRequest
         let id = nextLedgerRequest
         nextLedgerRequest += 1
-        if let hex = fields["transaction"] as? String {
+        if (fields["kind"] as? String) == "deploy" {
+            // A contract deploy signed by this node: `chaincode` = the contract's name, `module` = the module in hex.
+            guard let name = fields["chaincode"] as? String, let hex = fields["module"] as? String, let module = Hex.decode(hex.lowercased()) else {
+                reply(Array(ControlJSON.error("a deploy needs \"chaincode\" (the contract's name) and \"module\" (the WebAssembly binary in hex)")))
+                return
+            }
+            request = .deploy(request: id, name: name, module: module)
+        } else if let hex = fields["transaction"] as? String {
             guard let bytes = Hex.decode(hex.lowercased()) else { reply(Array(ControlJSON.error("\"transaction\" must be hex"))); return }
             request = .submitSigned(request: id, transaction: bytes)
         } else {
@@ -189,21 +193,45 @@ extension NodeRuntime {
                 return
             }
             guard let args = Self.ledgerArgs(fields) else { reply(Array(ControlJSON.error("\"args\" must be a JSON array of hex strings"))); return }
-            let answer = service.ledger.query(chaincode: chaincode, function: function, args: args)
-            var out: [String: Any] = ["height": service.ledger.height]
-            switch answer.result {
-            case .ok(let o):
-                out["ok"] = true; out["output_hex"] = Hex.encode(o); out["output"] = String(validating: o, as: UTF8.self) ?? ""
-            case .refused(let r):
-                out["ok"] = false; out["reason"] = "\(r.reason)"; out["detail"] = r.detail
+            // A deployed contract may be asked as a caller (`caller`, a key in hex) and at an older version (`height`).
+            var caller: [UInt8] = []
+            if let c = fields["caller"] as? String, !c.isEmpty {
+                guard let k = Hex.decode(c.lowercased()), k.count == 32 else { reply(Array(ControlJSON.error("\"caller\" must be a 64-hex-digit identity key"))); return }
+                caller = k
             }
-            if (fields["prove"] as? String) == "1" {
-                switch service.prove(chaincode: chaincode, function: function, args: args) {
-                case .success(let p): out["proof_hex"] = Hex.encode(p.encoded)
-                case .failure(let e): reply(Array(ControlJSON.error("no proof: \(e)"))); return
+            let at = (fields["height"] as? String).flatMap { UInt64($0) }
+            let prove = (fields["prove"] as? String) == "1"
+            let contract = BuiltIns.named(chaincode) == nil
+            guard contract || (caller.isEmpty && at == nil) else { reply(Array(ControlJSON.error("\"caller\" and \"height\" are for deployed contracts"))); return }
+            guard !prove || (caller.isEmpty && at == nil) else {
+                reply(Array(ControlJSON.error("a proof is of an anonymous query at the head (no \"caller\", no \"height\")")))
+                return
+            }
+            let ledger = service.ledger, certificate = service.headCertificate, callerKey = caller
+            // The answer (and its proof) from a snapshot of the replica: a contract runs on the
+            // thread pool (its fuel may take a while to burn), a built-in's lookup on the loop.
+            let work: @Sendable () -> [UInt8] = {
+                let answer = contract ? ledger.queryContract(chaincode, function: function, args: args, caller: callerKey, height: at)
+                    ?? ledger.query(chaincode: chaincode, function: function, args: args) : ledger.query(chaincode: chaincode, function: function, args: args)
+                var out: [String: Any] = ["height": ledger.height]
+                switch answer.result {
+                case .ok(let o):
+                    out["ok"] = true; out["output_hex"] = Hex.encode(o); out["output"] = String(validating: o, as: UTF8.self) ?? ""
+                case .refused(let r):
+                    out["ok"] = false; out["reason"] = "\(r.reason)"; out["detail"] = r.detail
                 }
+                if prove {
+                    guard let certificate else {
+                        return Array(ControlJSON.error("no proof: the header certificate of height \(ledger.height) (the head) has not formed here yet; retry in a moment"))
+                    }
+                    guard let p = ledger.prove(chaincode: chaincode, function: function, args: args, answer: answer, headerCertificate: certificate) else {
+                        return Array(ControlJSON.error("no proof: no block yet, nothing to prove against"))
+                    }
+                    out["proof_hex"] = Hex.encode(p.encoded)
+                }
+                return ledgerJSON(out)
             }
-            reply(Self.json(out))
+            if contract { loop.offload(work, completion: reply) } else { reply(work()) }
         case "ledger_history":
             guard let key = fields["key"] as? String else { reply(Array(ControlJSON.error("ledger_history needs \"key\" (a kv key, UTF-8)"))); return }
             guard let store = ledgerStore else { reply(Array(ControlJSON.error("no ledger store"))); return }
@@ -244,4 +272,10 @@ extension NodeRuntime {
             reply(Self.json(out))
         }
     }
+}
+
+/// A control-socket answer as JSON (sorted keys), callable off the loop.
+func ledgerJSON(_ object: [String: Any]) -> [UInt8] {
+    (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])).map { Array($0) }
+        ?? Array(ControlJSON.error("encoding failed"))
 }

@@ -123,7 +123,8 @@ public final class NodeRuntime {
             core = try NodeCore(identity: identity, network: network.id, networkKey: network.key, address: boundAddress,
                                 timing: settings.timing, discovery: discovery, rng: SeededGenerator(seed: seed))
             // `[consensus] role = "validator"`: refused here, before anything is sent, when the key is not a validator.
-            if var service = try Self.consensusService(settings: settings, identity: identity, seed: seed) {
+            let wallAtZero = UInt64(max(0, Date().timeIntervalSince1970 * 1000)) &- UInt64(max(0, loop.now.nanoseconds) / 1_000_000)
+            if var service = try Self.consensusService(settings: settings, identity: identity, seed: seed, unixMillisAtZero: wallAtZero) {
                 // The commit seam: a validating ledger executes what this node's consensus commits.
                 if settings.ledger?.role == .validator { service.commitSink = LedgerService.protocolID }
                 try core.add(service)
@@ -644,7 +645,7 @@ public final class NodeRuntime {
         case "consensus_status", "consensus_submit": return answerConsensus(command, parsed ?? [:])
         case "lacero_put", "lacero_get", "lacero_check", "lacero_repair", "lacero_delete", "lacero_op", "lacero_stats":
             return answerLacero(command, parsed ?? [:])
-        case "ledger_status", "ledger_query":
+        case "ledger_status":
             var answered: [UInt8] = []
             answerLedger(command, parsed ?? [:]) { answered = $0 }
             return answered

@@ -30,6 +30,10 @@ struct LedgerDataOptions: ParsableArguments {
 
     /// One request to a running node's control socket; an error reply becomes a `CLIError`.
     func fetch(_ command: String, _ fields: [String: String], timeoutSeconds: Int = 5) throws -> [String: Any] {
+        try Self.fetch(control: control, command, fields, timeoutSeconds: timeoutSeconds)
+    }
+
+    static func fetch(control: String?, _ command: String, _ fields: [String: String], timeoutSeconds: Int = 5) throws -> [String: Any] {
         let path: String
         if let control { path = control } else {
             switch ControlClient.locate() {
@@ -84,8 +88,14 @@ struct LedgerSubmitCommand: ParsableCommand {
         }
         let r = try options.fetch("ledger_submit", ["chaincode": chaincode, "function": function, "args": controlArgs(args), "wait": noWait ? "0" : "1"],
                                   timeoutSeconds: 20)
-        if json { printJSON(r) }
         let tx = r["tx"] as? String ?? ""
+        if !noWait, BuiltIns.named(chaincode) == nil {
+            // A deployed contract: its output, events and fuel decoded.
+            let (result, height) = try controlResult(r)
+            if !json, case .ok = result { print("committed at height \(height): tx \(tx)") }
+            return try printResult(result, height: height, contract: true, json: json, extra: ["tx": tx, "status": r["status"] ?? ""])
+        }
+        if json { printJSON(r) }
         if noWait {
             if !json { print("accepted \(tx)") }
             return
@@ -251,10 +261,25 @@ struct LedgerQueryCommand: ParsableCommand {
     var json = false
 
     func run() throws {
+        let contract = BuiltIns.named(chaincode) == nil
+        guard contract || (height == nil && caller == nil) else { throw CLIError("--height and --caller are for deployed contracts") }
+        if prove != nil, height != nil || caller != nil {
+            throw CLIError("a proof is of an anonymous query at the head: leave out --height and --caller with --prove")
+        }
         if options.data == nil {
-            let r = try options.fetch("ledger_query", ["chaincode": chaincode, "function": function, "args": controlArgs(args), "prove": prove == nil ? "0" : "1"])
+            var fields = ["chaincode": chaincode, "function": function, "args": controlArgs(args), "prove": prove == nil ? "0" : "1"]
+            if let caller { fields["caller"] = caller }
+            if let height { fields["height"] = String(height) }
+            let r = try options.fetch("ledger_query", fields)
             if let prove, let hex = r["proof_hex"] as? String, let bytes = Hex.decode(hex) {
                 try Data(bytes).write(to: URL(fileURLWithPath: prove))
+            }
+            if contract {
+                let out = (r["output_hex"] as? String).flatMap { Hex.decode($0) } ?? []
+                let result: TxResult = (r["ok"] as? Bool) == true ? .ok(out)
+                    : .refused(Refusal((r["reason"] as? String).flatMap { n in RefusalReason.allCases.first { "\($0)" == n } } ?? .contractFailed,
+                                       r["detail"] as? String ?? ""))
+                return try printResult(result, height: (r["height"] as? NSNumber)?.uint64Value ?? 0, contract: true, json: json)
             }
             if json { var o = r; o["proof_hex"] = nil; printJSON(o) }
             guard (r["ok"] as? Bool) == true else { throw CLIError("query refused: \(r["reason"] ?? ""): \(r["detail"] ?? "")") }
@@ -269,13 +294,12 @@ struct LedgerQueryCommand: ParsableCommand {
             guard let k = Hex.decode(c), k.count == 32 else { throw CLIError("--caller is a 64-hex-digit identity key") }
             return k
         } ?? []
-        let contract = BuiltIns.named(chaincode) == nil
-        guard contract || (height == nil && caller == nil) else { throw CLIError("--height and --caller are for deployed contracts") }
-        if contract, prove != nil { throw CLIError("proofs of contract queries are not built yet (Docs/chaincode.md)") }
-        if contract, let answer = ledger.queryContract(chaincode, function: function, args: a, caller: callerKey, height: height) {
-            return try printResult(answer.result, height: ledger.height, contract: true, json: json)
+        let answer: QueryAnswer
+        if contract, let c = ledger.queryContract(chaincode, function: function, args: a, caller: callerKey, height: height) {
+            answer = c
+        } else {
+            answer = ledger.query(chaincode: chaincode, function: function, args: a)
         }
-        let answer = ledger.query(chaincode: chaincode, function: function, args: a)
         if let prove {
             guard let cert = try store.headerCertificate(at: ledger.height) else {
                 throw CLIError("height \(ledger.height) has no header certificate yet: its state root is not certified, so no proof can be given")
@@ -285,6 +309,7 @@ struct LedgerQueryCommand: ParsableCommand {
             }
             try Data(proof.encoded).write(to: URL(fileURLWithPath: prove))
         }
+        if contract { return try printResult(answer.result, height: ledger.height, contract: true, json: json) }
         switch answer.result {
         case .ok(let out):
             let text = String(validating: out, as: UTF8.self)

@@ -20,4 +20,34 @@ import MeshCore
             #expect(c.totalDrops == c.dropped(.staleRound) + c.dropped(.duplicate), "\(c.drops)")
         }
     }
+
+    /// With a wall clock, leaders stamp blocks: every committed block's time is at or after its
+    /// parent's and within the run (the hash covers it, so agreement on hashes is agreement on times).
+    @Test func blocksCarryANonDecreasingConsensusTime() {
+        let epoch: UInt64 = 1_767_225_600_000
+        let net = VirtualNet(validators: 4, seed: 3) { $0.unixMillisAtZero = epoch }
+        net.start()
+        net.workload(count: 50, every: .milliseconds(10), startingAt: Instant(nanoseconds: 10_000_000), targets: Array(0..<4))
+        net.run(until: Instant(nanoseconds: 3_000_000_000))
+        #expect(net.checks.violations.isEmpty, "\(net.checks.violations.prefix(5))")
+        let times = net.checks.times.sorted { $0.key < $1.key }.map(\.value)
+        #expect(times.count > 5)
+        #expect(times.allSatisfy { $0 >= epoch && $0 <= epoch + 3_000 }, "\(times.prefix(5))")
+        #expect(zip(times, times.dropFirst()).allSatisfy { $0 <= $1 })
+        #expect(times.last! > times.first!)
+    }
+
+    /// A validator whose clock runs 60 s behind the others refuses their blocks as too far ahead
+    /// (`maxClockAhead`, 30 s) and counts them as invalid proposals; the other three still commit.
+    @Test func aBlockFarAheadOfAVotersClockIsRefused() {
+        let epoch: UInt64 = 1_767_225_600_000
+        let net = VirtualNet(validators: 4, seed: 4) { $0.unixMillisAtZero = epoch }
+        net.slots[3].configure = { $0.unixMillisAtZero = epoch - 60_000 }
+        net.start()
+        net.workload(count: 30, every: .milliseconds(10), startingAt: Instant(nanoseconds: 10_000_000), targets: [0, 1, 2])
+        net.run(until: Instant(nanoseconds: 3_000_000_000))
+        #expect(net.checks.violations.isEmpty, "\(net.checks.violations.prefix(5))")
+        #expect(net.slots[3].core!.counters.dropped(.invalidProposal) > 0)
+        #expect(net.checks.maxDecidedHeight > 3)
+    }
 }

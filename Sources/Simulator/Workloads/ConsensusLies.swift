@@ -117,7 +117,7 @@ struct ConsensusLiar: ConsensusRewriter {
             return nil
         }
         let other = Block(chainID: genesis.chainID, epoch: b.epoch, round: b.round, height: b.height, proposer: b.proposer,
-                          justify: b.justify, payloads: payloads)
+                          justify: b.justify, payloads: payloads, time: b.time)
         return Proposal.signed(other, timeoutCertificate: p.timeoutCertificate, by: identity, chainID: genesis.chainID)
     }
 }

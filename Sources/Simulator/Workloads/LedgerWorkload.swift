@@ -1,4 +1,5 @@
 import Consensus
+import Contracts
 import Foundation
 import Ledger
 import LedgerService
@@ -33,10 +34,19 @@ import NodeService
 /// from_s = 1              # first submission (default 1)
 /// until_s = 25            # last submission (default: the end of the run)
 /// round_timeout_ms = 1000 # ConsensusConfig.roundTimeout (default 1000)
+/// contract_share = 0.5    # a WebAssembly contract: deployed at from_s, then this share of the
+///                         # submissions (from from_s + 1) invoke it (default 0: no contract)
+/// spin_share = 0.1        # of those, this share run out of fuel after a write (default 0.1)
+/// contract_fuel = 20000   # ContractLimits.fuel on every node of the run (default 20000)
 /// ```
+///
+/// With a contract, `ledger_contract` checks it: the deploy executed, bumps executed and spins
+/// failed `out of fuel after N` with N the same everywhere, their writes dropped, and every
+/// live node's `value KEY` query equal to the bumps of KEY executed ok up to that node's height.
 final class LedgerWorkload: Workload {
     static let kind = WorkloadKind(name: "ledger", required: [],
-                                   optional: ["validators", "replicas", "every_s", "bytes", "clients", "from_s", "until_s", "round_timeout_ms"]) {
+                                   optional: ["validators", "replicas", "every_s", "bytes", "clients", "from_s", "until_s", "round_timeout_ms",
+                                              "contract_share", "spin_share", "contract_fuel"]) {
         LedgerWorkload(spec: $0, rng: $1)
     }
     static let checkerKinds: [CheckerKind] = [
@@ -45,7 +55,49 @@ final class LedgerWorkload: Workload {
         CheckerKind("ledger_acknowledged", phase: .liveness) { LedgerAcknowledgedChecker(spec: $0) },
         CheckerKind("ledger_caught_up", phase: .liveness, optional: ["within_s"]) { LedgerCaughtUpChecker(spec: $0) },
         CheckerKind("ledger_submissions_committed", phase: .liveness, optional: ["within_s"]) { LedgerSubmissionsChecker(spec: $0) },
+        CheckerKind("ledger_contract", phase: .liveness) { LedgerContractChecker(spec: $0) },
     ]
+
+    /// The run's contract (`contract_share` > 0): a counter whose `spin` writes, then loops until
+    /// its fuel runs out (so the write must be dropped on every node alike).
+    static let contractName = "counter"
+    static let contractSource = """
+        (module
+          (import "iotaf" "arg_len" (func $arg_len (param i32) (result i32)))
+          (import "iotaf" "arg_read" (func $arg_read (param i32 i32) (result i32)))
+          (import "iotaf" "get" (func $get (param i32 i32 i32 i32) (result i32)))
+          (import "iotaf" "put" (func $put (param i32 i32 i32 i32)))
+          (import "iotaf" "ret" (func $ret (param i32 i32)))
+          (import "iotaf" "time" (func $time (result i64)))
+          (memory (export "memory") 1)
+          (func $bump (result i32) (local $kl i32)
+            (local.set $kl (call $arg_len (i32.const 0)))
+            (if (i32.or (i32.lt_s (local.get $kl) (i32.const 1)) (i32.gt_s (local.get $kl) (i32.const 64))) (then (unreachable)))
+            (drop (call $arg_read (i32.const 0) (i32.const 0)))
+            (if (i32.ne (call $get (i32.const 0) (local.get $kl) (i32.const 128) (i32.const 8)) (i32.const 8))
+              (then (i64.store (i32.const 128) (i64.const 0))))
+            (i64.store (i32.const 128) (i64.add (i64.load (i32.const 128)) (i64.const 1)))
+            (call $put (i32.const 0) (local.get $kl) (i32.const 128) (i32.const 8))
+            (local.get $kl))
+          (func (export "bump") (drop (call $bump)) (call $ret (i32.const 128) (i32.const 8)))
+          (func (export "spin") (drop (call $bump)) (loop $forever (br $forever)))
+          (func (export "value") (local $kl i32)
+            (local.set $kl (call $arg_len (i32.const 0)))
+            (drop (call $arg_read (i32.const 0) (i32.const 0)))
+            (if (i32.ne (call $get (i32.const 0) (local.get $kl) (i32.const 128) (i32.const 8)) (i32.const 8))
+              (then (i64.store (i32.const 128) (i64.const 0))))
+            (call $ret (i32.const 128) (i32.const 8)))
+          (func (export "when") (i64.store (i32.const 128) (call $time)) (call $ret (i32.const 128) (i32.const 8))))
+        """
+    static let contractKeys = 4
+    /// The Unix time at the simulation's instant zero (2026-01-01T00:00:00Z): blocks' consensus time.
+    static let virtualEpochMillis: UInt64 = 1_767_225_600_000
+
+    enum ContractStep: Equatable {
+        case deploy
+        case bump(key: Int)
+        case spin(key: Int)
+    }
 
     struct Submitted {
         var txID: [UInt8]
@@ -57,6 +109,9 @@ final class LedgerWorkload: Workload {
         var ackOK = false
         var timedOut = false
         var refusedAtOnce: String?
+        /// The chaincode's refusal, when acknowledged refused.
+        var ackRefusal: Refusal?
+        var contract: ContractStep?
     }
 
     /// The first record of each height: the header hash and state root every node must match.
@@ -76,6 +131,10 @@ final class LedgerWorkload: Workload {
     let roundTimeout: Duration
     private var genesis: LedgerGenesis?
     private var signers: [TransactionSigner] = []
+    let contractShare: Double, spinShare: Double
+    let contractLimits: ContractLimits
+    private var deployer: TransactionSigner?
+    private(set) var deployed = false
 
     private(set) var submitted: [Submitted] = []
     private(set) var skipped = 0
@@ -98,8 +157,13 @@ final class LedgerWorkload: Workload {
         until = spec.params["until_s"]
         roundTimeout = .milliseconds(Int64(spec.params["round_timeout_ms"] ?? 1000))
         let clients = max(1, Int(spec.params["clients"] ?? 4))
+        contractShare = min(1, max(0, spec.params["contract_share"] ?? 0))
+        spinShare = min(1, max(0, spec.params["spin_share"] ?? 0.1))
+        var limits = ContractLimits.standard
+        limits.fuel = UInt64(max(1000, spec.params["contract_fuel"] ?? 20000))
+        contractLimits = limits
         var seeds = rng.derived(0x6c65_6467_6572)
-        for _ in 0..<clients {
+        for _ in 0..<(clients + (contractShare > 0 ? 1 : 0)) {
             // Client keys from the run's generator: the same run signs the same transactions.
             while true {
                 var seed: [UInt8] = []
@@ -107,6 +171,8 @@ final class LedgerWorkload: Workload {
                 if let s = try? TransactionSigner(seed: seed) { signers.append(s); break }
             }
         }
+        // The contract's deployer: a key of its own (its one transaction never meets a spent nonce).
+        if contractShare > 0 { deployer = signers.removeLast() }
     }
 
     var ledgerNodes: Range<Int> { 0..<(validatorCount + replicaCount) }
@@ -128,12 +194,18 @@ final class LedgerWorkload: Workload {
             if i < validatorCount {
                 var config = ConsensusConfig(genesis: g.consensus)
                 config.roundTimeout = roundTimeout
+                // Virtual wall clock: the run starts at 2026-01-01T00:00:00Z on every node, so block times repeat with the seed.
+                config.unixMillisAtZero = Self.virtualEpochMillis
                 let rng = sim.root.derived(0x6c65_6467_0000_0000 ^ UInt64(i) << 20 ^ UInt64(incarnation))
                 var consensus = try ConsensusService(config: config, identity: sim.identities[i], rng: rng)
                 consensus.commitSink = LedgerService.protocolID
-                return [consensus, try LedgerService(config: LedgerServiceConfig(role: .validator, genesis: g), identity: sim.identities[i])]
+                var lc = LedgerServiceConfig(role: .validator, genesis: g)
+                lc.contractLimits = contractLimits
+                return [consensus, try LedgerService(config: lc, identity: sim.identities[i])]
             }
-            return [try LedgerService(config: LedgerServiceConfig(role: .replica, genesis: g), identity: sim.identities[i])]
+            var lc = LedgerServiceConfig(role: .replica, genesis: g)
+            lc.contractLimits = contractLimits
+            return [try LedgerService(config: lc, identity: sim.identities[i])]
         } catch {
             fatalError("simulated ledger node \(i) cannot be built: \(error)")
         }
@@ -159,10 +231,30 @@ final class LedgerWorkload: Workload {
         let i = live[Int(rng.next() % UInt64(live.count))]
         let seq = submitted.count
         let c = seq % signers.count
-        var value = [UInt8](repeating: 0, count: size)
-        for k in 0..<min(8, size) { value[k] = UInt8(truncatingIfNeeded: seq >> (8 * k)) }
-        guard let tx = try? signers[c].sign(.invoke, "kv", "put", [Array("c\(c)-\(seq)".utf8), value], chainID: ledgerGenesis(sim).chainID) else { skipped += 1; return }
-        submitted.append(Submitted(txID: tx.id, node: i, at: sim.now, incarnation: sim.incarnationOf(i)))
+        let chainID = ledgerGenesis(sim).chainID
+        var call: ContractStep?
+        let tx: Transaction
+        if !deployed, var d = deployer {
+            // The first submission deploys the contract.
+            deployed = true
+            guard let module = try? ContractSource.compile(wat: Self.contractSource),
+                  let t = try? d.sign(.deploy, Self.contractName, WasmChaincode.deployFunction, [module], chainID: chainID) else { skipped += 1; return }
+            deployer = d
+            call = .deploy
+            tx = t
+        } else if deployer != nil, sim.now >= Simulation.nanos(from + 1), Double(rng.next() % 1_000_000) / 1e6 < contractShare {
+            let key = Int(rng.next() % UInt64(Self.contractKeys))
+            let spin = Double(rng.next() % 1_000_000) / 1e6 < spinShare
+            call = spin ? .spin(key: key) : .bump(key: key)
+            guard let t = try? signers[c].sign(.invoke, Self.contractName, spin ? "spin" : "bump", [Array("k\(key)".utf8)], chainID: chainID) else { skipped += 1; return }
+            tx = t
+        } else {
+            var value = [UInt8](repeating: 0, count: size)
+            for k in 0..<min(8, size) { value[k] = UInt8(truncatingIfNeeded: seq >> (8 * k)) }
+            guard let t = try? signers[c].sign(.invoke, "kv", "put", [Array("c\(c)-\(seq)".utf8), value], chainID: chainID) else { skipped += 1; return }
+            tx = t
+        }
+        submitted.append(Submitted(txID: tx.id, node: i, at: sim.now, incarnation: sim.incarnationOf(i), contract: call))
         sim.command(i, .service(LedgerService.protocolID, ServicePayload(LedgerRequest.submitSigned(request: UInt64(seq), transaction: tx.encoded))))
     }
 
@@ -176,7 +268,10 @@ final class LedgerWorkload: Workload {
             guard k < submitted.count, submitted[k].txID == txID, submitted[k].node == j else { return }
             submitted[k].ackHeight = height
             submitted[k].ackAt = sim.now
-            if case .ok = result { submitted[k].ackOK = true }
+            switch result {
+            case .ok: submitted[k].ackOK = true
+            case .refused(let r): submitted[k].ackRefusal = r
+            }
         case let .timedOut(request, _):
             if Int(request) < submitted.count, submitted[Int(request)].node == j { submitted[Int(request)].timedOut = true }
         case let .refused(request, _, reason):
@@ -330,5 +425,73 @@ private final class LedgerSubmissionsChecker: Checker {
         guard count > 0 else { return .init(name: name, passed: false, detail: "no submission after the faults healed to a node that stayed up") }
         return .init(name: name, passed: acked == count,
                      detail: "\(acked) of \(count) submissions after the faults healed acknowledged" + (missing.isEmpty ? "" : "; missing: " + missing.joined(separator: ", ")))
+    }
+}
+
+/// The run's contract (`contract_share` > 0): the deploy executed; bumps executed ok; spins
+/// executed and failed `out of fuel after N` (one N for all: the same metering everywhere), never
+/// ok; and on every live ledger node, `value KEY` equals the bumps of KEY executed ok up to that
+/// node's height, so a spin's write before its fuel ran out was dropped everywhere.
+private final class LedgerContractChecker: Checker {
+    let spec: Scenario.CheckSpec
+    init(spec: Scenario.CheckSpec) { self.spec = spec }
+    func verdict(_ sim: Simulation) -> SimReport.Check {
+        guard let w = sim.workload(LedgerWorkload.self) else { return noWorkload(name) }
+        guard let deploy = w.submitted.first(where: { $0.contract == .deploy }) else {
+            return .init(name: name, passed: false, detail: "no contract in this run (set contract_share in the ledger workload)")
+        }
+        var problems: [String] = []
+        if w.okAt[deploy.txID] == nil { problems.append("the deploy was not executed ok") }
+        var bumpsOK = 0, spinsExecuted = 0
+        var fuelVerdicts = Set<String>()
+        var bumpHeights: [(key: Int, height: UInt64)] = []
+        for s in w.submitted {
+            switch s.contract {
+            case let .bump(key)?:
+                if let h = w.okAt[s.txID] { bumpsOK += 1; bumpHeights.append((key, h)) }
+            case .spin?:
+                if w.okAt[s.txID] != nil { problems.append("a spin executed ok") }
+                // A spin the executor refused before the contract ran (a client's nonces ordered
+                // against each other across nodes: replayed_nonce) says nothing about fuel.
+                if let r = s.ackRefusal, r.reason == .contractFailed {
+                    if !r.detail.hasPrefix("out of fuel after ") { problems.append("a spin refused \(r)") }
+                    fuelVerdicts.insert(r.detail)
+                    spinsExecuted += 1
+                }
+            default: break
+            }
+        }
+        if bumpsOK == 0 { problems.append("no bump executed ok") }
+        if spinsExecuted == 0 { problems.append("no spin acknowledged out of fuel") }
+        if fuelVerdicts.count > 1 { problems.append("spins failed with different verdicts: \(fuelVerdicts.sorted())") }
+        var nodesChecked = 0
+        for i in w.ledgerNodes where i < sim.nodeCount && sim.isLive(i) {
+            guard let s = sim.nodes[i].service(LedgerService.self), s.ledger.height > 0 else { continue }
+            nodesChecked += 1
+            for key in 0..<LedgerWorkload.contractKeys {
+                let expected = UInt64(bumpHeights.filter { $0.key == key && $0.height <= s.ledger.height }.count)
+                let answer = s.ledger.queryContract(LedgerWorkload.contractName, function: "value", args: [Array("k\(key)".utf8)])
+                guard case .ok(let out)? = answer?.result, let r = ContractResult.decode(out), r.output.count == 8 else {
+                    problems.append("node \(i): value k\(key) answered \(answer.map { "\($0.result)" } ?? "no contract")")
+                    continue
+                }
+                let got = r.output.reversed().reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+                if got != expected, problems.count < 8 { problems.append("node \(i) at height \(s.ledger.height): k\(key) = \(got), expected \(expected)") }
+            }
+            // Consensus time: `time()` is the head block's agreed time, within the run's virtual span.
+            let head = s.ledger.head?.time ?? 0
+            let span = LedgerWorkload.virtualEpochMillis...(LedgerWorkload.virtualEpochMillis + UInt64(sim.now / 1_000_000))
+            if !span.contains(head), problems.count < 8 { problems.append("node \(i): head time \(head) outside the run") }
+            if case .ok(let out)? = s.ledger.queryContract(LedgerWorkload.contractName, function: "when", args: [])?.result,
+               let r = ContractResult.decode(out), r.output.count == 8 {
+                let t = r.output.reversed().reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+                if t != head, problems.count < 8 { problems.append("node \(i): time() = \(t), head time \(head)") }
+            } else if problems.count < 8 {
+                problems.append("node \(i): when failed")
+            }
+        }
+        let detail = "deploy at height \(w.okAt[deploy.txID].map(String.init) ?? "none"); \(bumpsOK) bumps ok; \(spinsExecuted) spins out of fuel"
+            + (fuelVerdicts.first.map { " (\($0))" } ?? "") + "; \(nodesChecked) nodes' counters queried"
+        return .init(name: name, passed: problems.isEmpty && nodesChecked > 0, detail: detail + (problems.isEmpty ? ", each equal to its bumps" : "; " + problems.joined(separator: "; ")))
     }
 }

@@ -14,6 +14,8 @@ struct Checks {
     private(set) var violations: [String] = []
     /// The highest round of any block a checked slot committed.
     private(set) var maxCommittedRound: UInt64 = 0
+    /// Each decided height's block time (`CommittedBlock.time`).
+    private(set) var times: [UInt64: UInt64] = [:]
 
     mutating func submitted(_ payload: [UInt8]) { submitted.insert(payload) }
 
@@ -31,6 +33,7 @@ struct Checks {
             if d != c.hash { violations.append("agreement: slot \(slot) committed \(c.hash) at height \(c.height), another slot \(d)") }
         } else {
             decided[c.height] = c.hash
+            times[c.height] = c.time
         }
         for p in c.payloads {
             if !submitted.contains(p) { violations.append("validity: height \(c.height) holds a payload nobody submitted") }

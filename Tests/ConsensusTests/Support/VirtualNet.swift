@@ -20,6 +20,8 @@ final class VirtualNet {
         /// Honest for the checks: its commits must agree with everyone else's.
         var checked: Bool
         var refusedToStart = false
+        /// Changes this slot's config only (e.g. a clock of its own).
+        var configure: ((inout ConsensusConfig) -> Void)?
     }
 
     enum Event {
@@ -80,6 +82,7 @@ final class VirtualNet {
     func makeCore(_ s: Int, restoring: SafetyState?) -> ConsensusCore {
         var c = config
         if slots[s].behaviour == .doubleVoter { c.mutation = .voteTwiceInARound }
+        slots[s].configure?(&c)
         return ConsensusCore(config: c, identity: identities[slots[s].validator], restoring: restoring,
                              rng: rng.derived(UInt64(s * 1000 + slots[s].life)))
     }
