@@ -735,9 +735,7 @@ extension LaceroService {
         // Its fetches still running are dropped (a fragment no one waits for).
         for (id, owner) in operations.fetchOwners where owner == opID {
             operations.fetchOwners[id] = nil
-            if let f = fetches.removeValue(forKey: id), let from = f.requestedFrom {
-                if let n = blockRequests[from] { blockRequests[from] = n <= 1 ? nil : n - 1 }
-            }
+            if let f = fetches.removeValue(forKey: id) { releaseSlot(f.requestedFrom) }
         }
         waitingForSlot.removeAll { fetches[$0] == nil }
         operations.finished.append(op.report)
