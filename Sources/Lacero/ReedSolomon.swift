@@ -103,6 +103,51 @@ public struct ReedSolomon: Sendable {
         return (0..<n).map { Array(all[($0 * length)..<(($0 + 1) * length)]) }
     }
 
+    /// The k data blocks from exactly k distinct shares of `length` bytes each, written into
+    /// `out` (k·length bytes): data shares present are copied into place, the missing data blocks
+    /// are computed by ISA-L from the shares where they lie, straight into their place. False when
+    /// the shares are not k distinct valid ones of that length.
+    public func decode(_ shares: [(index: Int, bytes: ArraySlice<UInt8>)], length: Int, into out: UnsafeMutableRawBufferPointer) -> Bool {
+        guard shares.count == k, length > 0, out.count == k * length,
+              shares.allSatisfy({ $0.index >= 0 && $0.index < n && $0.bytes.count == length }),
+              Set(shares.map { $0.index }).count == k else { return false }
+        let chosen = shares.sorted { $0.index < $1.index }
+        let present = Set(chosen.map { $0.index })
+        let base = out.baseAddress!.assumingMemoryBound(to: UInt8.self)
+        for share in chosen where share.index < k {
+            share.bytes.withUnsafeBytes { b in
+                UnsafeMutableRawBufferPointer(rebasing: out[(share.index * length)..<((share.index + 1) * length)]).copyMemory(from: b)
+            }
+        }
+        let missing = (0..<k).filter { !present.contains($0) }
+        if missing.isEmpty { return true }
+        // Rows of the chosen shares, inverted: row j of the inverse rebuilds data block j.
+        var sub = [UInt8](repeating: 0, count: k * k)
+        for (r, share) in chosen.enumerated() {
+            for c in 0..<k { sub[r * k + c] = matrix[share.index * k + c] }
+        }
+        var inverse = [UInt8](repeating: 0, count: k * k)
+        guard gf_invert_matrix(&sub, &inverse, Int32(k)) == 0 else { return false }
+        var rows = [UInt8]()
+        rows.reserveCapacity(missing.count * k)
+        for j in missing { rows.append(contentsOf: inverse[(j * k)..<((j + 1) * k)]) }
+        var tables = [UInt8](repeating: 0, count: 32 * k * missing.count)
+        ec_init_tables(Int32(k), Int32(missing.count), &rows, &tables)
+        // The sources are the shares' own storage: pointers valid while each slice is lent.
+        func withSources<R>(_ i: Int, _ pointers: [UnsafeMutablePointer<UInt8>?], _ body: ([UnsafeMutablePointer<UInt8>?]) -> R) -> R {
+            guard i < chosen.count else { return body(pointers) }
+            return chosen[i].bytes.withUnsafeBytes { b in
+                withSources(i + 1, pointers + [UnsafeMutablePointer(mutating: b.baseAddress!.assumingMemoryBound(to: UInt8.self))], body)
+            }
+        }
+        withSources(0, []) { sources in
+            var src = sources
+            var dst = missing.map { Optional(base + $0 * length) }
+            ec_encode_data(Int32(length), Int32(k), Int32(missing.count), &tables, &src, &dst)
+        }
+        return true
+    }
+
     /// The k data blocks from any k shares (index, bytes), concatenated. Extra shares are ignored.
     public func decode(_ shares: [(index: Int, bytes: [UInt8])]) throws -> [UInt8] {
         var chosen: [(index: Int, bytes: [UInt8])] = []

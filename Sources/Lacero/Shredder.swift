@@ -100,17 +100,23 @@ public enum Shredder {
     }
 
     /// Encodes segment `index` of an object whose plaintext for that segment is `plaintext`.
+    ///
+    /// The buffer is not zero-filled first: the ciphertext, the zero padding of the last data
+    /// block and the parity cover every byte, so each byte is written once (a zero fill was one
+    /// more pass over n/k times the segment, and a put writes 1.4 times the object).
     public static func encodeSegment(_ plaintext: UnsafeRawBufferPointer, index: Int, objectSize: UInt64,
                                      parameters p: LaceroParameters, key: [UInt8], code: ReedSolomon) -> EncodedSegment {
         let count = p.segmentCount(objectSize: objectSize)
         let length = p.fragmentLength(segment: index, objectSize: objectSize)
         let cipherLength = plaintext.count + ChaChaPoly.tagLength
-        var buffer = [UInt8](repeating: 0, count: p.n * length)
         let ad = associatedData(segment: index, count: count, objectSize: objectSize)
         let nonce = nonce(segment: index)
         var ids: [[UInt8]] = []
         ids.reserveCapacity(p.n)
-        buffer.withUnsafeMutableBytes { all in
+        let buffer = [UInt8](unsafeUninitializedCapacity: p.n * length) { raw, initialized in
+            let all = UnsafeMutableRawBufferPointer(raw)
+            // The padding of the last data block, then the ciphertext before it, then the parity.
+            all[cipherLength..<(p.k * length)].initializeMemory(as: UInt8.self, repeating: 0)
             key.withUnsafeBytes { k in
                 nonce.withUnsafeBytes { nc in
                     ad.withUnsafeBytes { a in
@@ -123,6 +129,7 @@ public enum Shredder {
             for i in 0..<p.n {
                 ids.append(FragmentHash.hash(UnsafeRawBufferPointer(rebasing: all[(i * length)..<((i + 1) * length)])))
             }
+            initialized = p.n * length
         }
         return EncodedSegment(index: index, fragmentLength: length, buffer: buffer, ids: ids)
     }
@@ -196,33 +203,79 @@ public struct Reassembler {
 
     /// The plaintext of segment `s` from whatever fragments are given (share index, bytes).
     public mutating func decodeSegment(_ s: Int, fragments: [(index: Int, bytes: ArraySlice<UInt8>)]) throws(LaceroRebuildError) -> [UInt8] {
+        let length = metadata.parameters.plaintextLength(segment: s, objectSize: metadata.objectSize)
+        var failure: LaceroRebuildError?
+        let plain = [UInt8](unsafeUninitializedCapacity: length) { buf, initialized in
+            do throws(LaceroRebuildError) { try decodeSegment(s, fragments: fragments, into: UnsafeMutableRawBufferPointer(buf)) } catch { failure = error }
+            initialized = length
+        }
+        if let failure { throw failure }
+        return plain
+    }
+
+    /// Decodes segment `s` into `output` (exactly its plaintext length). The k verified fragments
+    /// are read where they lie: data shares are copied once into the ciphertext buffer, missing
+    /// data blocks are computed straight into their place, and the plaintext is opened into
+    /// `output`; no other copy. On failure `output` holds no plaintext.
+    public mutating func decodeSegment(_ s: Int, fragments: [(index: Int, bytes: ArraySlice<UInt8>)],
+                                       into output: UnsafeMutableRawBufferPointer) throws(LaceroRebuildError) {
         let p = metadata.parameters
-        var good: [(index: Int, bytes: [UInt8])] = []
+        var good: [(index: Int, bytes: ArraySlice<UInt8>)] = []
+        good.reserveCapacity(p.k)
         var seen = Set<Int>()
         for f in fragments where good.count < p.k && !seen.contains(f.index) {
             if verify(segment: s, share: f.index, bytes: f.bytes) {
-                good.append((f.index, Array(f.bytes)))
+                good.append(f)
                 seen.insert(f.index)
             }
         }
         guard good.count == p.k else { throw .notEnoughFragments(segment: s, have: good.count, need: p.k) }
-        guard let padded = try? code.decode(good) else { throw .notEnoughFragments(segment: s, have: good.count, need: p.k) }
+        let length = p.fragmentLength(segment: s, objectSize: metadata.objectSize)
         let cipherLength = p.ciphertextLength(segment: s, objectSize: metadata.objectSize)
+        precondition(output.count == cipherLength - ChaChaPoly.tagLength, "output must hold the segment's plaintext")
         let ad = Shredder.associatedData(segment: s, count: metadata.segmentCount, objectSize: metadata.objectSize)
+        var decoded = false
+        let padded = [UInt8](unsafeUninitializedCapacity: p.k * length) { buf, n in
+            decoded = code.decode(good, length: length, into: UnsafeMutableRawBufferPointer(buf))
+            n = p.k * length
+        }
+        guard decoded else { throw .notEnoughFragments(segment: s, have: good.count, need: p.k) }
         do {
-            return try ChaChaPoly.open(key: metadata.key, nonce: Shredder.nonce(segment: s), associatedData: ad,
-                                       ciphertext: Array(padded[0..<cipherLength]))
+            try metadata.key.withUnsafeBytes { k in
+                try Shredder.nonce(segment: s).withUnsafeBytes { nc in
+                    try ad.withUnsafeBytes { a in
+                        try padded.withUnsafeBytes { c in
+                            try ChaChaPoly.open(key: k, nonce: nc, associatedData: a,
+                                                ciphertext: UnsafeRawBufferPointer(rebasing: c[0..<cipherLength]), into: output)
+                        }
+                    }
+                }
+            }
         } catch {
             throw .authenticationFailed(segment: s)
         }
     }
 
-    /// The whole object; `fragments(s)` gives what is at hand for segment s.
+    /// The whole object; `fragments(s)` gives what is at hand for segment s. Each segment is
+    /// decoded straight into its place in the object.
     public mutating func rebuild(_ fragments: (Int) -> [(index: Int, bytes: ArraySlice<UInt8>)]) throws(LaceroRebuildError) -> [UInt8] {
-        var out = [UInt8]()
-        out.reserveCapacity(Int(metadata.objectSize))
-        for s in 0..<metadata.segmentCount { out += try decodeSegment(s, fragments: fragments(s)) }
-        return out
+        let p = metadata.parameters
+        let size = Int(metadata.objectSize)
+        var failure: LaceroRebuildError?
+        let object = [UInt8](unsafeUninitializedCapacity: size) { buf, initialized in
+            let all = UnsafeMutableRawBufferPointer(buf)
+            for s in 0..<metadata.segmentCount {
+                let start = s * p.segmentSize
+                let end = start + p.plaintextLength(segment: s, objectSize: metadata.objectSize)
+                do throws(LaceroRebuildError) { try decodeSegment(s, fragments: fragments(s), into: UnsafeMutableRawBufferPointer(rebasing: all[start..<end])) } catch {
+                    failure = error
+                    break
+                }
+            }
+            initialized = size
+        }
+        if let failure { throw failure }
+        return object
     }
 
     /// The n fragments of segment `s` rebuilt from any k (repair): the segment is decoded and

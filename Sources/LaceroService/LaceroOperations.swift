@@ -598,8 +598,13 @@ extension LaceroService {
         return out
     }
 
-    /// Checks whose every member answered end now rather than at their timer.
+    /// Checks whose every member answered end now rather than at their timer. Only when one
+    /// check runs: a `have` names no operation (an empty one names no id either), so with two
+    /// checks at once each counts the other's answers, and one ended early on answers meant for
+    /// the other reported its segments below k (two repairs on one node in the simulator); then
+    /// each waits its `checkWait`.
     mutating func checksAnswered(now: Instant, _ dir: some MemberDirectory) -> [Output] {
+        guard operations.order.filter({ operations.active[$0]?.checkDue != nil }).count == 1 else { return [] }
         var out: [Output] = []
         for opID in operations.order {
             guard let op = operations.active[opID], op.checkDue != nil, op.havesHeard >= op.expectedHaves else { continue }
@@ -735,9 +740,7 @@ extension LaceroService {
         // Its fetches still running are dropped (a fragment no one waits for).
         for (id, owner) in operations.fetchOwners where owner == opID {
             operations.fetchOwners[id] = nil
-            if let f = fetches.removeValue(forKey: id), let from = f.requestedFrom {
-                if let n = blockRequests[from] { blockRequests[from] = n <= 1 ? nil : n - 1 }
-            }
+            if let f = fetches.removeValue(forKey: id) { releaseSlot(f.requestedFrom) }
         }
         waitingForSlot.removeAll { fetches[$0] == nil }
         operations.finished.append(op.report)

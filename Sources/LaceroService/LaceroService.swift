@@ -43,6 +43,11 @@ public struct LaceroService: NodeService {
         /// Stores of one operation in flight at once: the node's reliable stream holds at most
         /// 1 MiB per peer and 16 MiB in all, and refuses (drops) a message beyond that.
         public var storeWindow = 16
+        /// Bytes of stores and blocks handed to the reliable stream towards one peer and not yet
+        /// acknowledged, at most (LaceroPacing.swift); one message to an idle peer always goes.
+        public var peerWindowBytes = 256 << 10
+        /// The same over all peers.
+        public var nodeWindowBytes = 2 << 20
         /// How long `check` waits for `have` answers.
         public var checkWait: Duration = .seconds(3)
         /// Chance that a holder is gone by the next check, each on its own: the model behind
@@ -63,6 +68,10 @@ public struct LaceroService: NodeService {
         public var expired: UInt64 = 0
         public var retries: UInt64 = 0
         public var renewed: UInt64 = 0
+        /// Messages that waited in an outbox for room in the stream's window (LaceroPacing.swift).
+        public var paced: UInt64 = 0
+        /// Stores sent through another hop because the stream failed (or refused) the first.
+        public var rerouted: UInt64 = 0
         public var drops: [String: UInt64] = [:]
     }
 
@@ -115,6 +124,9 @@ public struct LaceroService: NodeService {
     /// holds at most 1 MiB per peer and drops what does not fit; three of the largest fragments
     /// (`maxFragmentBytes`) fit.
     static let blocksPerPeer = 3
+    /// Block requests in flight over all holders: what a fetching node lets its peers push at it
+    /// at once (its receive buffers and its loop hold them).
+    static let maxBlockRequests = 16
 
     public internal(set) var counters = Counters()
     public let config: Config
@@ -126,10 +138,13 @@ public struct LaceroService: NodeService {
     private var heldTags: Set<[UInt8]> = []
     public private(set) var bytesHeld = 0
     var pending: [[UInt8]: Pending] = [:]          // by token
-    private var routeBack: [[UInt8]: (to: ProvenPeer, until: Instant)] = [:]  // by token
+    var routeBack: [[UInt8]: (to: ProvenPeer, until: Instant)] = [:]  // by token
+    /// Stores and blocks waiting for room in the reliable stream's window (LaceroPacing.swift).
+    var pacing = Pacing()
     var fetches: [[UInt8]: Fetch] = [:]            // by id
-    /// Block requests in flight, by holder (at most `blocksPerPeer` each).
+    /// Block requests in flight, by holder (at most `blocksPerPeer` each, `maxBlockRequests` in all).
     var blockRequests: [NodeID: Int] = [:]
+    var blockRequestsTotal = 0
     /// Fetches that know a haver but wait for a free request slot, oldest first.
     var waitingForSlot: [[UInt8]] = []
     var sequence: UInt64 = 0
@@ -158,8 +173,13 @@ public struct LaceroService: NodeService {
         for h in held.values { take(h.leaseUntil) }
         for r in routeBack.values { take(r.until) }
         if let o = operations.deadline { take(o) }
+        if let r = pacing.retryAt { take(r) }
         return d
     }
+
+    /// Fragments are bulk on the node's reliable stream (other services' messages go first), and
+    /// their acknowledgements pace what this service sends (LaceroPacing.swift).
+    public var reliableUse: ReliableUse { ReliableUse(bulk: true, outcomes: true) }
 
     public func takes(_ command: NodeCommand) -> Bool {
         if case let .service(id, _) = command { return id == Self.protocolID }
@@ -180,13 +200,15 @@ public struct LaceroService: NodeService {
             return []
         case let .membership(.down(identity)), let .membership(.culled(identity)):
             if let i = members.firstIndex(of: identity.nodeID) { members.remove(at: i) }
-            return []
+            return peerGone(identity.nodeID, now: now, dir)
         case let .restored(rows):
             restore(rows, now: now)
             return []
         case .timer:
             return timer(now: now, dir)
-        case .start, .command, .persisted, .stop:
+        case let .persisted(ticket, outcome):
+            return persisted(ticket, outcome, now: now)
+        case .start, .command, .stop:
             return []
         }
     }
@@ -204,9 +226,9 @@ public struct LaceroService: NodeService {
 
     private func mark(_ id: NodeID) -> UInt64 { id.leadingWord }
 
-    /// A random reachable member whose mark is not in `visited`.
-    mutating func randomHop(excluding visited: [UInt64], busy: [NodeID: Int] = [:], _ dir: some MemberDirectory) -> ProvenPeer? {
-        var candidates = members.filter { !visited.contains(mark($0)) && dir.isReachable($0) }
+    /// A random reachable member whose mark is not in `visited` (and that is not `avoiding`).
+    mutating func randomHop(excluding visited: [UInt64], avoiding: NodeID? = nil, busy: [NodeID: Int] = [:], _ dir: some MemberDirectory) -> ProvenPeer? {
+        var candidates = members.filter { !visited.contains(mark($0)) && $0 != avoiding && dir.isReachable($0) }
         // Hops with room on the reliable stream first; a busy one only when no other is left.
         let free = candidates.filter { busy[$0, default: 0] < Self.storesPerHop }
         if !free.isEmpty { candidates = free }
@@ -306,18 +328,20 @@ public struct LaceroService: NodeService {
 
     /// Asks a haver of `id` with a free slot for the block; false when every haver is busy.
     private mutating func requestBlock(_ id: [UInt8], now: Instant) -> [Output]? {
-        guard var f = fetches[id], f.active, f.requestDue == nil,
+        guard var f = fetches[id], f.active, f.requestDue == nil, blockRequestsTotal < Self.maxBlockRequests,
               let haver = f.havers.first(where: { blockRequests[$0.nodeID, default: 0] < Self.blocksPerPeer }) else { return nil }
         blockRequests[haver.nodeID, default: 0] += 1
+        blockRequestsTotal += 1
         f.requestedFrom = haver.nodeID
         f.requestDue = now + Self.blockTimeout
         fetches[id] = f
         return [.send(.peer(haver), bytes: LaceroMessage.fetch(id: id).encode())]
     }
 
-    private mutating func releaseSlot(_ peer: NodeID?) {
+    mutating func releaseSlot(_ peer: NodeID?) {
         guard let peer, let n = blockRequests[peer] else { return }
         if n <= 1 { blockRequests[peer] = nil } else { blockRequests[peer] = n - 1 }
+        blockRequestsTotal = max(0, blockRequestsTotal - 1)
     }
 
     /// Requests the blocks that waited for a slot, oldest first.
@@ -332,16 +356,24 @@ public struct LaceroService: NodeService {
         return out
     }
 
-    /// (Re)sends a pending store through a random first hop; gives up after `maxAttempts`.
-    mutating func sendPending(_ token: [UInt8], now: Instant, _ dir: some MemberDirectory) -> [Output] {
+    /// (Re)sends a pending store through a random first hop (not `avoiding`: a hop whose
+    /// connection just failed); gives up after `maxAttempts`.
+    mutating func sendPending(_ token: [UInt8], now: Instant, avoiding: NodeID? = nil, _ dir: some MemberDirectory) -> [Output] {
         guard var p = pending[token] else { return [] }
-        // An operation's stores spread over first hops with room (a bare `.store` draws as before).
+        // A retry of a store still waiting in the last hop's outbox takes it out (one walk at a time).
+        if let h = p.hop, var waiting = pacing.outbox[h] {
+            waiting.removeAll { Self.storeToken($0.bytes) == token }
+            pacing.outbox[h] = waiting.isEmpty ? nil : waiting
+        }
+        // An operation's stores spread over first hops with room: fewer than `storesPerHop`
+        // unanswered and nothing waiting for the stream's window (a bare `.store` draws as before).
         var busy: [NodeID: Int] = [:]
         if p.op != nil {
             for q in pending.values where q.op != nil { if let h = q.hop { busy[h, default: 0] += 1 } }
             if let h = p.hop { busy[h, default: 0] -= 1 }
+            for m in members where !hasRoom(m, for: p.message.bytes.count) { busy[m] = Self.storesPerHop }
         }
-        guard p.attempts < config.maxAttempts, let hop = randomHop(excluding: p.message.visited, busy: busy, dir) else {
+        guard p.attempts < config.maxAttempts, let hop = randomHop(excluding: p.message.visited, avoiding: avoiding, busy: busy, dir) else {
             pending[token] = nil
             if let op = p.op { return operationStored(op, id: p.message.id, reached: false, register: 0, now: now, dir) }
             return [.event(.service(Self.protocolID, ServicePayload(LaceroEvent.storeFailed(id: p.message.id))))]
@@ -351,7 +383,7 @@ public struct LaceroService: NodeService {
         p.due = now + config.ackTimeout
         p.hop = hop.nodeID
         pending[token] = p
-        return [.sendReliable(to: hop, bytes: LaceroMessage.store(p.message).encode())]
+        return sendPaced(LaceroMessage.store(p.message).encode(), to: hop, now: now)
     }
 
     // MARK: messages
@@ -390,7 +422,7 @@ public struct LaceroService: NodeService {
         case let .fetch(id):
             guard let h = held[id] else { drop("fetch_unknown"); return [] }
             counters.served += 1
-            return [.sendReliable(to: peer, bytes: LaceroMessage.block(id: id, bytes: h.bytes).encode())]
+            return sendPaced(LaceroMessage.block(id: id, bytes: h.bytes).encode(), to: peer, now: now)
         case let .block(id, fragment):
             guard let f = fetches[id] else { drop("unexpected_block"); return [] }
             guard FragmentHash.hash(fragment) == id else {
@@ -463,7 +495,9 @@ public struct LaceroService: NodeService {
             s.hops -= 1
             counters.passedOn += 1
             routeBack[s.token] = (from, now + config.ackTimeout * 2)
-            sends = [.sendReliable(to: next, bytes: LaceroMessage.store(s).encode())]
+            // Paced like the node's own stores; one that waits leaves only once the keep is durable.
+            if let batch = persisted { pacing.notDurable.insert(batch.ticket.sequence) }
+            sends = sendPaced(LaceroMessage.store(s).encode(), to: next, afterPersist: persisted?.ticket.sequence, now: now)
         } else {
             sends = [.send(.peer(from), bytes: LaceroMessage.keepAck(token: s.token, id: s.id, kept: reached, register: s.register).encode())]
         }
@@ -515,6 +549,9 @@ public struct LaceroService: NodeService {
             }
         }
         out += operationsTimer(now: now, dir)
+        // Slots freed by fetches that ended here (missing, cancelled with their operation).
+        out += pumpBlocks(now: now)
+        out += pacingTimer(now: now)
         for id in held.keys.sorted(by: { $0.lexicographicallyPrecedes($1) }) where held[id]!.leaseUntil <= now {
             counters.expired += 1
             out += forget(id)

@@ -39,12 +39,19 @@ public struct NodeCore {
     /// The node's reliable stream (ReliableStream.swift): large messages of any service.
     public internal(set) var reliable: ChannelEndpoint<NodeID>
     var reliableWake: Instant?
+    /// Counts the times `absorbReliable` set `reliableWake`, so an outer call sees a nested one's newer wake.
+    var reliableWakeEpoch: UInt64 = 0
     /// When each reliable connection was last used, to close idle ones.
     var reliableUse: [NodeID: Instant] = [:]
     var nextReliableSweep = Instant.zero
     /// Peers we exchanged reliable messages with that are not (yet) members: where their frames
     /// go, and who a delivered message came from.
     var reliableRoutes: [NodeID: ProvenPeer] = [:]
+    /// Each service's `reliableUse`, by slot (read once, when it is added).
+    var reliableUses: [ReliableUse] = []
+    /// Reliable messages of services told their outcomes, by the stream's message id: the
+    /// sender's slot, the peer and the bytes (the stream holds the same buffer until acknowledged).
+    var reliableTracked: [MessageID: (slot: Int, to: NodeID, bytes: [UInt8])] = [:]
 
     /// The session layer's next deadline, as it last reported it (it reports one with every call).
     private var sessionWake: Instant?
@@ -103,6 +110,7 @@ public struct NodeCore {
         services.append(service)
         serviceDeadlines.append(service.deadline)
         bulkSlots.append(service.sendsBulk)
+        reliableUses.append(service.reliableUse)
         for id in service.protocolIDs { routes.append((id, services.count - 1)) }
     }
 
@@ -256,6 +264,20 @@ public struct NodeCore {
         return (outputs, service.deadline)
     }
 
+    /// Tells one service what became of one of its reliable messages and carries out its answer.
+    mutating func runOutcome(_ slot: Int, _ outcome: ReliableOutcome, now: Instant, into out: inout [NodeOutput]) {
+        guard services.indices.contains(slot) else { return }
+        let outputs: [ServiceOutput<NodeCommand, NodeEvent>]
+        (outputs, serviceDeadlines[slot]) = Self.outcome(&services[slot], outcome, now: now, members: membership)
+        if !outputs.isEmpty { carry(outputs, from: slot, now: now, into: &out) }
+    }
+
+    private static func outcome<S: NodeService<NodeCommand, NodeEvent>>(_ service: inout S, _ outcome: ReliableOutcome,
+                                                                        now: Instant, members: GossipService) -> ([ServiceOutput<NodeCommand, NodeEvent>], Instant?) {
+        let outputs = service.reliableOutcome(outcome, now: now, members: members)
+        return (outputs, service.deadline)
+    }
+
     private static func takes<S: NodeService<NodeCommand, NodeEvent>>(_ service: borrowing S, _ command: NodeCommand) -> Bool {
         service.takes(command)
     }
@@ -297,7 +319,7 @@ public struct NodeCore {
                 noteSessionOpened(since: opened, slot, bytes)
             case let .sendReliable(to, bytes):
                 let opened = sessionsStarted
-                sendReliable(bytes, to: to, now: now, into: &out)
+                sendReliable(bytes, to: to, from: slot, now: now, into: &out)
                 noteSessionOpened(since: opened, slot, bytes)
             case let .persist(batch, then):
                 // The sends after a persist are sealed now (their session counters taken in

@@ -36,12 +36,26 @@ extension NodeCore {
         return c
     }
 
-    mutating func sendReliable(_ bytes: [UInt8], to peer: ProvenPeer, now: Instant, into out: inout [NodeOutput]) {
+    /// The channel stream of bulk messages (`ReliableUse.bulk`): the channel sends lower stream
+    /// ids first, so every other service's messages (stream 0) go ahead of bulk ones.
+    static let bulkStream: UInt16 = 1
+
+    mutating func sendReliable(_ bytes: [UInt8], to peer: ProvenPeer, from slot: Int, now: Instant, into out: inout [NodeOutput]) {
         if !membership.isMember(peer.nodeID) { rememberRoute(peer) }
         reliableUse[peer.nodeID] = now
-        let (result, outputs) = reliable.send(bytes, stream: 0, to: peer.nodeID, now: now)
-        absorbReliable(outputs, now: now, into: &out)
-        if case .failure = result { own.drop(.reliableRefused) } else { own.reliableOut += 1 }
+        let use = reliableUses.indices.contains(slot) ? reliableUses[slot] : ReliableUse()
+        let (result, outputs) = reliable.send(bytes, stream: use.bulk ? Self.bulkStream : 0, to: peer.nodeID, now: now)
+        switch result {
+        case let .success(id):
+            own.reliableOut += 1
+            if use.outcomes { reliableTracked[id] = (slot, peer.nodeID, bytes) }
+            absorbReliable(outputs, now: now, into: &out)
+        case .failure:
+            own.drop(.reliableRefused)
+            absorbReliable(outputs, now: now, into: &out)
+            // Never silently: a service that asked is told, and may send it again later.
+            if use.outcomes { runOutcome(slot, ReliableOutcome(to: peer.nodeID, bytes: bytes, result: .refused), now: now, into: &out) }
+        }
     }
 
     mutating func receiveReliableFrame(_ bytes: [UInt8], from peer: ProvenPeer, now: Instant, into out: inout [NodeOutput]) {
@@ -52,9 +66,18 @@ extension NodeCore {
     }
 
     /// Carries out what the reliable stream's endpoint asked for.
+    ///
+    /// The wake: a message delivered here may make its service send on the stream at once (a
+    /// nested call of this function, which sets the wake from the endpoint's newer reckoning);
+    /// the `.wake` at the end of `outputs` was reckoned before that, so it is kept only when no
+    /// nested call set one (it used to overwrite it, and a pacing or retransmission deadline of
+    /// the nested send could be lost until the next frame). Outcomes go to their services after
+    /// the loop, for the same reason.
     mutating func absorbReliable(_ outputs: [ChannelOutput<NodeID>], now: Instant, into out: inout [NodeOutput]) {
-        var sawWake = false
+        var wake: Instant?
+        let epoch = reliableWakeEpoch
         var broken: [NodeID] = []
+        var outcomes: [(slot: Int, outcome: ReliableOutcome)] = []
         for o in outputs {
             switch o {
             case let .frame(to, bytes):
@@ -68,17 +91,25 @@ extension NodeCore {
                 guard let p = route(from) else { own.drop(.channelNoRoute); continue }
                 own.reliableIn += 1
                 deliverReliable(message, from: p, now: now, into: &out)
-            case let .failed(_, to, reason):
+            case let .failed(id, to, reason):
                 own.reliableFailed += 1
                 if reason == .timeout { broken.append(to) }
-            case .sent, .writable:
+                if let t = reliableTracked.removeValue(forKey: id) {
+                    outcomes.append((t.slot, ReliableOutcome(to: to, bytes: t.bytes, result: .failed)))
+                }
+            case let .sent(id, to):
+                if let t = reliableTracked.removeValue(forKey: id) {
+                    outcomes.append((t.slot, ReliableOutcome(to: to, bytes: t.bytes, result: .delivered)))
+                }
+            case .writable:
                 break
             case let .wake(at):
-                sawWake = true
-                reliableWake = at
+                wake = at
             }
         }
-        if !sawWake { reliableWake = nil }
+        if reliableWakeEpoch == epoch { reliableWake = wake }
+        reliableWakeEpoch &+= 1
+        for (slot, outcome) in outcomes { runOutcome(slot, outcome, now: now, into: &out) }
         for peer in broken { closeReliable(peer, now: now, into: &out) }
     }
 

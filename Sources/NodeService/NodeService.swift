@@ -37,11 +37,63 @@ public protocol NodeService<Command, Event> {
     /// so the runtime lets every other datagram overtake them, and tells membership that their
     /// sender is alive (Docs/channels.md, "Membership beside a transfer"). Default false.
     var sendsBulk: Bool { get }
+    /// Whether its reliable messages are bulk and whether it is told their outcomes (default: neither).
+    var reliableUse: ReliableUse { get }
+    /// What became of a `.sendReliable` message (only when `reliableUse.outcomes`): the outputs
+    /// are carried out like `handle`'s. A service must not send the same message again to the same
+    /// peer from a `.refused` outcome at once (it would be refused again): it waits for a
+    /// `.delivered` from that peer or for its timer.
+    mutating func reliableOutcome(_ outcome: ReliableOutcome, now: Instant, members: some MemberDirectory) -> [ServiceOutput<Command, Event>]
 }
 
 extension NodeService {
     public func purpose(ofSent bytes: [UInt8]) -> String? { nil }
     public var sendsBulk: Bool { false }
+    public var reliableUse: ReliableUse { ReliableUse() }
+    public mutating func reliableOutcome(_ outcome: ReliableOutcome, now: Instant, members: some MemberDirectory) -> [ServiceOutput<Command, Event>] { [] }
+}
+
+/// How the node's reliable stream carries one service's `.sendReliable` messages
+/// (`NodeService.reliableUse`; the default is neither bulk nor told outcomes, as before).
+public struct ReliableUse: Sendable, Equatable {
+    /// Bulk messages (Lacero's fragments) travel on the stream's second lane, which the channel
+    /// serves only when the first (every other service's messages: gossip's anti-entropy deltas,
+    /// consensus) has nothing to send, so a transfer of many megabytes never holds them back.
+    public var bulk: Bool
+    /// The service is told each message's outcome through `reliableOutcome`: acknowledged by the
+    /// peer, refused by the stream (its buffer towards the peer or the node's is full: nothing was
+    /// sent), or failed (the connection timed out, was reset or closed). Without it a refused or
+    /// failed message is only counted (`reliable_refused`, `reliable_failed`).
+    public var outcomes: Bool
+
+    public init(bulk: Bool = false, outcomes: Bool = false) {
+        self.bulk = bulk
+        self.outcomes = outcomes
+    }
+}
+
+/// What became of one `.sendReliable` message, for a service whose `reliableUse.outcomes` is on.
+/// It carries the message's bytes (the same buffer the stream held), so the service can tell
+/// which of its messages it was and send it again.
+public struct ReliableOutcome: Sendable, Equatable {
+    public enum Result: String, Sendable, Equatable {
+        /// The peer acknowledged every byte (it will deliver the message).
+        case delivered
+        /// The stream did not take the message (backpressure, or too many connections): nothing
+        /// of it was sent. Told at once, while the node carries out the service's outputs.
+        case refused
+        /// The connection failed before the peer acknowledged it all (timeout, reset, closed).
+        case failed
+    }
+    public var to: NodeID
+    public var bytes: [UInt8]
+    public var result: Result
+
+    public init(to: NodeID, bytes: [UInt8], result: Result) {
+        self.to = to
+        self.bytes = bytes
+        self.result = result
+    }
 }
 
 /// The first plaintext bytes that name a protocol: one or two bytes.

@@ -139,7 +139,8 @@ extension NodeRuntime {
                 store: service.config.store, quota_bytes: service.config.quotaBytes, keep_probability: service.config.keepProbability,
                 bytes_held: service.bytesHeld, fragments_held: service.fragmentsHeld, operations_running: service.runningOperations,
                 counters: ["kept": c.kept, "passed_on": c.passedOn, "refused_same_segment": c.refusedSameSegment, "refused_quota": c.refusedQuota,
-                           "served": c.served, "deleted": c.deleted, "expired": c.expired, "retries": c.retries, "renewed": c.renewed],
+                           "served": c.served, "deleted": c.deleted, "expired": c.expired, "retries": c.retries, "renewed": c.renewed,
+                           "paced": c.paced, "rerouted": c.rerouted],
                 drops: c.drops)))
         case "lacero_op":
             guard let text = p["op"] as? String, let op = UInt64(text) else {

@@ -59,6 +59,24 @@ import Testing
             return (obj["fragments_held"] as? NSNumber)?.intValue
         }
 
+        /// Node i's membership health and Lacero pacing, for the log: its own incarnation (each
+        /// refuted suspicion raises it), suspicions it raised, reliable messages failed and refused,
+        /// and Lacero's paced, rerouted and dropped messages.
+        func health(_ i: Int) -> String {
+            var parts: [String] = []
+            if let r = try? runIotaf(["status", "--control", socket(i), "--json"]), r.status == 0,
+               let obj = try? JSONSerialization.jsonObject(with: Data(r.out.utf8)) as? [String: Any] {
+                let g = obj["gossip"] as? [String: Any] ?? [:], c = obj["counters"] as? [String: Any] ?? [:], d = obj["drops"] as? [String: Any] ?? [:]
+                parts.append("incarnation \(g["incarnation"] ?? "?"), refutations \(g["refutations"] ?? "?"), suspicions raised \(g["suspicions_raised"] ?? "?"), reliable_failed \(c["reliable_failed"] ?? "?"), reliable_refused \(d["reliable_refused"] ?? "?")")
+            }
+            if let r = try? runIotaf(["lacero", "stats", "--control", socket(i), "--json"]), r.status == 0,
+               let obj = try? JSONSerialization.jsonObject(with: Data(r.out.utf8)) as? [String: Any] {
+                let c = obj["counters"] as? [String: Any] ?? [:]
+                parts.append("lacero paced \(c["paced"] ?? "?"), rerouted \(c["rerouted"] ?? "?"), retries \(c["retries"] ?? "?"), drops \(obj["drops"] ?? "?")")
+            }
+            return parts.joined(separator: "; ")
+        }
+
         /// Runs `iotaf lacero ARGS --json` against node 0; the report and the exit status.
         func lacero(_ args: [String]) throws -> (status: Int32, report: [String: Any], err: String) {
             // A bound on every wait: a stuck operation fails the test rather than hanging it.
@@ -100,8 +118,9 @@ import Testing
 
             let t0 = Date()
             let put = try mesh.lacero(["put", file, "--out", meta, "--k", String(k), "--n", String(n)])
-            try #require(put.status == 0, "put: \(put.err)")
             let putSeconds = Date().timeIntervalSince(t0)
+            print("lacero processes: trial \(trial): put \(put.status == 0 ? "done" : "failed") in \(String(format: "%.1f", putSeconds)) s; node 0: \(mesh.health(0))")
+            try #require(put.status == 0, "put: \(put.err)")
             let segments = try #require((put.report["segments"] as? NSNumber)?.intValue)
             #expect((put.report["fragments_placed"] as? NSNumber)?.intValue == segments * n, "every fragment placed: \(put.report)")
             #expect(FileManager.default.fileExists(atPath: meta))

@@ -23,7 +23,7 @@ final class LaceroMesh {
     var now = Instant(nanoseconds: 1_000_000_000)
     var events: [(node: Int, event: LaceroEvent)] = []
     var rows: [Int: [[UInt8]: [UInt8]]] = [:]
-    var queue: [(from: Int, to: NodeID, bytes: [UInt8])] = []
+    var queue: [(from: Int, to: NodeID, bytes: [UInt8], reliable: Bool)] = []
     var ackBytes: [[UInt8]] = []
 
     /// Node `i` gets `hosts[i]` for operations (put, get, ...); offloaded jobs run inline.
@@ -52,9 +52,9 @@ final class LaceroMesh {
     func carry(_ i: Int, _ outputs: [ServiceOutput<NodeCommand, NodeEvent>]) {
         for o in outputs {
             switch o {
-            case let .send(.member(to), bytes): queue.append((i, to, bytes))
-            case let .send(.peer(p), bytes): queue.append((i, p.nodeID, bytes))
-            case let .sendReliable(p, bytes): queue.append((i, p.nodeID, bytes))
+            case let .send(.member(to), bytes): queue.append((i, to, bytes, false))
+            case let .send(.peer(p), bytes): queue.append((i, p.nodeID, bytes, false))
+            case let .sendReliable(p, bytes): queue.append((i, p.nodeID, bytes, true))
             case let .persist(batch, then):
                 for op in batch.ops {
                     switch op {
@@ -64,6 +64,7 @@ final class LaceroMesh {
                     }
                 }
                 carry(i, then)
+                run(i, .persisted(batch.ticket, .durable))
             case let .event(.service(_, payload)): if let e = payload.as(LaceroEvent.self) { events.append((i, e)) }
             case let .offload(job): run(i, .offloaded(job.ticket, job.work()))
             default: break
@@ -78,7 +79,13 @@ final class LaceroMesh {
             if m.bytes.count > 3, m.bytes[2] == 2 { ackBytes.append(m.bytes) }
             let j = index(m.to)
             guard let from = directory.peers[ids[m.from]] else { continue }
-            run(j, .message(from: from, bytes: m.bytes, reliable: false))
+            run(j, .message(from: from, bytes: m.bytes, reliable: m.reliable))
+            // The reliable stream's word on it, as the node gives it: acknowledged, or failed when
+            // the receiver is gone.
+            if m.reliable, directory.live.contains(ids[m.from]) {
+                let result: ReliableOutcome.Result = directory.live.contains(m.to) ? .delivered : .failed
+                carry(m.from, services[m.from].reliableOutcome(ReliableOutcome(to: m.to, bytes: m.bytes, result: result), now: now, members: directory))
+            }
         }
     }
 
@@ -200,6 +207,65 @@ struct LaceroServiceTests {
         #expect(reborn.holds(frags[0].id))
         #expect(reborn.fragmentsHeld == 1)
         #expect(reborn.counters.drops["bad_row"] == 1)
+    }
+
+    /// Outputs' reliable sends, as (peer, bytes).
+    static func reliableSends(_ out: [ServiceOutput<NodeCommand, NodeEvent>]) -> [(to: NodeID, bytes: [UInt8])] {
+        var sends: [(to: NodeID, bytes: [UInt8])] = []
+        for o in out {
+            switch o {
+            case let .sendReliable(p, bytes): sends.append((p.nodeID, bytes))
+            case let .persist(_, then): sends += reliableSends(then)
+            default: break
+            }
+        }
+        return sends
+    }
+
+    /// Stores leave only while the bytes towards a peer that the stream has not acknowledged stay
+    /// within the window; an acknowledgement lets the next one go. A store the stream refused is
+    /// sent again after `refusedRetry`, never dropped; one whose connection failed goes through
+    /// another first hop at once.
+    @Test func storesArePacedByAcknowledgementsAndRefusedOrFailedOnesAreSentAgain() throws {
+        var config = LaceroService.Config()
+        config.peerWindowBytes = 150_000
+        let mesh = LaceroMesh(nodes: 3, config: config, seed: 3)
+        // A sharding node that knows one member, then a second.
+        var service = LaceroService(me: mesh.ids[0], config: config, rng: SeededGenerator(seed: 1))
+        let one = mesh.directory.peers[mesh.ids[1]]!, two = mesh.directory.peers[mesh.ids[2]]!
+        _ = service.handle(.membership(.up(one)), now: mesh.now, members: mesh.directory)
+        var frags: [LaceroCommand.Fragment] = []
+        for i in 0..<3 {
+            let bytes = ShredderTests.object(100_000, seed: UInt64(40 + i))
+            frags.append(.init(id: FragmentHash.hash(bytes), bytes: bytes, segmentTag: [UInt8](repeating: UInt8(i), count: 16),
+                               deleteCheck: [UInt8](repeating: 0, count: 32)))
+        }
+        var now = mesh.now
+        let first = Self.reliableSends(service.handle(.command(.service(LaceroService.protocolID, ServicePayload(
+            LaceroCommand.store(frags, threshold: 1, hops: 4, leaseSeconds: 60)))), now: now, members: mesh.directory))
+        // One ~100 KB store fits the 150,000-byte window; the other two wait.
+        #expect(first.count == 1 && first[0].to == one.nodeID)
+        #expect(service.counters.paced == 2)
+        // It is acknowledged: exactly the next one leaves.
+        let next = Self.reliableSends(service.reliableOutcome(ReliableOutcome(to: one.nodeID, bytes: first[0].bytes, result: .delivered),
+                                                              now: now, members: mesh.directory))
+        #expect(next.count == 1 && next[0].to == one.nodeID && next[0].bytes != first[0].bytes)
+        // The stream refuses it: nothing goes at once; after `refusedRetry` the same bytes go again.
+        let refused = service.reliableOutcome(ReliableOutcome(to: one.nodeID, bytes: next[0].bytes, result: .refused), now: now, members: mesh.directory)
+        #expect(Self.reliableSends(refused).isEmpty)
+        #expect(service.counters.drops["reliable_refused"] == 1)
+        #expect(service.deadline == now + LaceroService.refusedRetry)
+        now = now + LaceroService.refusedRetry
+        let again = Self.reliableSends(service.handle(.timer, now: now, members: mesh.directory))
+        #expect(again.count == 1 && again[0].to == one.nodeID && again[0].bytes == next[0].bytes)
+        // A second member comes up and the first's connection fails: the store goes through the
+        // second at once, and the one still waiting for the first follows it there when it is retried.
+        _ = service.handle(.membership(.up(two)), now: now, members: mesh.directory)
+        let failed = Self.reliableSends(service.reliableOutcome(ReliableOutcome(to: one.nodeID, bytes: again[0].bytes, result: .failed),
+                                                                now: now, members: mesh.directory))
+        #expect(failed.contains { $0.to == two.nodeID && LaceroService.storeToken($0.bytes) == LaceroService.storeToken(again[0].bytes) },
+                "\(failed.map(\.to))")
+        #expect(service.counters.rerouted == 1)
     }
 
     @Test func malformedMessagesAreCountedDrops() {

@@ -43,6 +43,31 @@ private struct EchoService: NodeService {
     }
 }
 
+/// A service that sends bulk reliable messages and asks for their outcomes: what the node tells it.
+private struct BulkService: NodeService {
+    static let id = ProtocolID(0x7d)
+    struct Push: Sendable, Equatable { var to: NodeID; var sizes: [Int] }
+    struct Told: Sendable, Equatable { var to: NodeID; var bytes: Int; var result: ReliableOutcome.Result }
+
+    var protocolIDs: [ProtocolID] { [Self.id] }
+    var deadline: Instant? { nil }
+    var reliableUse: ReliableUse { ReliableUse(bulk: true, outcomes: true) }
+
+    func takes(_ command: NodeCommand) -> Bool {
+        if case .service(Self.id, _) = command { return true }
+        return false
+    }
+
+    mutating func handle(_ input: ServiceInput<NodeCommand>, now: Instant, members: some MemberDirectory) -> [ServiceOutput<NodeCommand, NodeEvent>] {
+        guard case let .command(.service(_, payload)) = input, let push = payload.as(Push.self), let peer = members.peer(push.to) else { return [] }
+        return push.sizes.map { .sendReliable(to: peer, bytes: [0x7d] + [UInt8](repeating: 0x5a, count: $0 - 1)) }
+    }
+
+    mutating func reliableOutcome(_ outcome: ReliableOutcome, now: Instant, members: some MemberDirectory) -> [ServiceOutput<NodeCommand, NodeEvent>] {
+        [.event(.service(Self.id, ServicePayload(Told(to: outcome.to, bytes: outcome.bytes.count, result: outcome.result))))]
+    }
+}
+
 @Suite struct ServiceRouterTests {
     private func pump() throws -> Pump {
         var p = Pump(count: 2)
@@ -81,6 +106,38 @@ private struct EchoService: NodeService {
         #expect(p.state(0, of: 1) == .dead)
         let changes = echoEvents(p, at: 0, EchoService.Changed.self).map(\.change)
         #expect(changes.contains(.down(p.cores[1].identity)), "\(changes)")
+    }
+
+    /// A service that asks is told what became of each reliable message: acknowledged by the
+    /// peer, refused at once when the stream's buffer towards the peer is full (never dropped
+    /// silently), failed when the peer goes away with it unacknowledged. Its messages travel on
+    /// the bulk stream.
+    @Test func aServiceThatAsksIsToldEachReliableMessagesOutcome() throws {
+        var p = Pump(count: 2)
+        for i in 0..<2 { try p.cores[i].add(BulkService()) }
+        p.feed(1, .command(.addSeed(p.addresses[0])))
+        for i in 0..<2 { p.feed(i, .start) }
+        p.run(for: .seconds(3))
+        #expect(p.state(1, of: 0) == .alive && p.state(0, of: 1) == .alive)
+        func told(_ node: Int) -> [BulkService.Told] {
+            p.events.compactMap { if $0.0 == node, case let .service(BulkService.id, payload) = $0.1 { return payload.as(BulkService.Told.self) } else { return nil } }
+        }
+        let to = p.cores[0].identity.nodeID
+        // Five of 250,000 bytes: the fifth does not fit the 1 MiB the stream holds per peer.
+        p.feed(1, .command(.service(BulkService.id, ServicePayload(BulkService.Push(to: to, sizes: Array(repeating: 250_000, count: 5))))))
+        #expect(told(1) == [.init(to: to, bytes: 250_000, result: .refused)], "refused at once: \(told(1))")
+        p.run(for: .seconds(2))
+        #expect(told(1).filter { $0.result == .delivered }.count == 4, "\(told(1))")
+        #expect(p.cores[1].reliable.stats.messagesSent >= 4)
+
+        // A message in flight when the peer goes away fails (the node closes the connection).
+        p.down.insert(0)
+        p.feed(1, .command(.service(BulkService.id, ServicePayload(BulkService.Push(to: to, sizes: [200_000])))))
+        p.run(for: .seconds(20))
+        #expect(p.state(1, of: 0) == .dead)
+        #expect(told(1).filter { $0.result == .failed } == [.init(to: to, bytes: 200_000, result: .failed)], "\(told(1))")
+        // Nothing is left tracked once every message has its outcome.
+        #expect(p.cores[1].reliableTracked.isEmpty)
     }
 
     @Test func aClashingProtocolIDIsRefused() throws {

@@ -34,6 +34,40 @@ import Testing
         #expect(metric(r, "lacero_store_failed") == 0)
     }
 
+    /// Holders crash for good, then a repair sweep (check, fetch k, rebuild, place anew) brings
+    /// every segment that kept k back to n fragments on live nodes (Simulations/lacero-repair.toml
+    /// is the 100-node, 20-seed sweep).
+    @Test(arguments: [1, 2])
+    func repairAfterHoldersCrashForGoodRestoresNFragmentsPerSegment(seed: UInt64) throws {
+        let s = try tiny(nodes: 24, seconds: 50, """
+            [[workloads]]
+            kind = "lacero"
+            objects = 4
+            bytes = 2500
+            k = 3
+            n = 5
+            segment_bytes = 1000
+            put_s = 15
+            repair_s = 26
+            get_s = 40
+            [[events]]
+            kind = "crash"
+            at_s = 22
+            fraction = 0.2
+            [[checks]]
+            kind = "lacero_repaired"
+            [[checks]]
+            kind = "lacero_durable"
+            """)
+        let r = Simulation(scenario: s, seed: seed).run()
+        for name in ["lacero_repaired", "lacero_durable"] {
+            let check = try #require(r.checks.first { $0.name == name })
+            #expect(check.passed, "\(name): \(check.detail)")
+        }
+        #expect(metric(r, "lacero_repairs_finished") == 4)
+        #expect(metric(r, "lacero_fragments_repaired") > 0, "crashing a fifth of the holders left something to repair")
+    }
+
     @Test func theCheckerFailsWithoutTheWorkload() throws {
         var s = try tiny(nodes: 4, seconds: 5)
         s.checks = [.init(kind: "lacero_durable", withinSeconds: nil)]

@@ -1,3 +1,4 @@
+import Foundation
 import Lacero
 import LaceroService
 import MeshCore
@@ -13,6 +14,14 @@ import NodeService
 /// returned intact, and the segments reported below k (fewer than k fragments came back) are
 /// exactly those that are below k.
 ///
+/// With `repair_s`, a live node (the object's owner while it lives) runs the `repair` operation of
+/// its Lacero service on each object at that time — check (who answers for which fragment), fetch
+/// k per short segment, rebuild, place the missing fragments through the relay — and the checker
+/// `lacero_repaired` judges it: each repair finished, it reported below k exactly the segments that
+/// were (the truth read off the live nodes when it started), and every other segment has all n of
+/// its fragments on live nodes at the end (nodes that crash after the repair aside: none should).
+/// The metadata reaches the repairing node through its `SimLaceroHost` (in-memory files).
+///
 /// ```toml
 /// [[workloads]]
 /// kind = "lacero"
@@ -25,14 +34,16 @@ import NodeService
 /// hops = 16             # relay hop budget (default 16)
 /// put_s = 10            # when the objects are put (default 10)
 /// get_s = 60            # when they are fetched (default: 20 s before the end)
+/// repair_s = 40         # when each object is repaired (default: never)
 /// ```
 final class LaceroWorkload: Workload {
     static let kind = WorkloadKind(name: "lacero", required: [],
-                                   optional: ["objects", "bytes", "k", "n", "segment_bytes", "threshold", "hops", "put_s", "get_s"]) {
+                                   optional: ["objects", "bytes", "k", "n", "segment_bytes", "threshold", "hops", "put_s", "get_s", "repair_s"]) {
         LaceroWorkload(spec: $0, rng: $1)
     }
     static let checkerKinds: [CheckerKind] = [
         CheckerKind("lacero_durable", phase: .liveness) { LaceroDurableChecker(spec: $0) },
+        CheckerKind("lacero_repaired", phase: .liveness) { LaceroRepairedChecker(spec: $0) },
     ]
 
     struct Object {
@@ -46,7 +57,17 @@ final class LaceroWorkload: Workload {
     let objectCount: Int, size: Int, threshold: UInt8, hops: UInt8
     let parameters: LaceroParameters?
     let parameterError: String?
-    let putAt: Double, getAt: Double?
+    let putAt: Double, getAt: Double?, repairAt: Double?
+    /// Each node's host (its in-memory files), by node, for the incarnation running now.
+    private var hosts: [Int: SimLaceroHost] = [:]
+    /// Per object: the node that repaired it, the segments truly below k when the repair began,
+    /// and the repair's final report.
+    private(set) var repairers: [Int?] = []
+    private(set) var belowKAtRepair: [Set<Int>] = []
+    private(set) var repairReports: [Int: LaceroReport] = [:]
+    private(set) var repairedAt: Int64 = -1
+    /// Operation numbers of the repairs: object o is operation `repairOpBase + o`.
+    static let repairOpBase: UInt64 = 1_000
     private(set) var objects: [Object] = []
     /// Fragment id → (object, segment, share).
     private var where_: [[UInt8]: (object: Int, segment: Int, share: Int)] = [:]
@@ -65,6 +86,7 @@ final class LaceroWorkload: Workload {
         hops = UInt8(clamping: max(1, Int(spec.params["hops"] ?? 16)))
         putAt = spec.params["put_s"] ?? 10
         getAt = spec.params["get_s"]
+        repairAt = spec.params["repair_s"]
         do {
             parameters = try LaceroParameters(k: Int(spec.params["k"] ?? 3), n: Int(spec.params["n"] ?? 5),
                                               segmentSize: Int(spec.params["segment_bytes"] ?? 1000))
@@ -79,12 +101,16 @@ final class LaceroWorkload: Workload {
     /// names: the first one brings it), its generator derived from the node's.
     func services(node i: Int, incarnation: UInt32, _ sim: Simulation) -> [any NodeService<NodeCommand, NodeEvent>] {
         guard sim.workload(LaceroWorkload.self) === self else { return [] }
-        return [LaceroService(me: sim.nodeID(i), rng: sim.nodeGenerator(i, incarnation: incarnation).derived(0x1ace))]
+        let rng = sim.nodeGenerator(i, incarnation: incarnation)
+        let host = SimLaceroHost(rng: rng.derived(0x5ec7))
+        hosts[i] = host
+        return [LaceroService(me: sim.nodeID(i), rng: rng.derived(0x1ace), host: host)]
     }
 
     func start(_ sim: Simulation) {
         sim.schedule(self, after: Simulation.nanos(putAt), tag: 0)
         sim.schedule(self, after: Simulation.nanos(getAt ?? max(putAt + 1, sim.scenario.durationSeconds - 20)), tag: 1)
+        if let r = repairAt { sim.schedule(self, after: Simulation.nanos(r), tag: 2) }
     }
 
     private func bytes(_ count: Int) -> [UInt8] {
@@ -105,7 +131,28 @@ final class LaceroWorkload: Workload {
 
     func fire(tag: Int, _ sim: Simulation) {
         guard let p = parameters else { return }
-        if tag == 0 { put(p, sim) } else { get(sim) }
+        switch tag {
+        case 0: put(p, sim)
+        case 1: get(sim)
+        default: repair(sim)
+        }
+    }
+
+    /// Each object's metadata goes to a live node's files (the owner's while it lives) and that
+    /// node's service repairs the object.
+    private func repair(_ sim: Simulation) {
+        repairedAt = sim.now
+        belowKAtRepair = segmentsBelowK(sim)
+        repairers = Array(repeating: nil, count: objects.count)
+        for (o, object) in objects.enumerated() {
+            guard let node = sim.isLive(object.owner) ? object.owner : randomLive(sim), let host = hosts[node] else { return }
+            repairers[o] = node
+            let path = "/lacero/object-\(o).meta"
+            host.put(path, object.metadata.encode())
+            sim.log(node, "workload lacero: repair object \(o)")
+            sim.command(node, .service(LaceroService.protocolID, ServicePayload(
+                LaceroCommand.operation(LaceroRequest(op: Self.repairOpBase + UInt64(o), kind: .repair(meta: path))))))
+        }
     }
 
     private func put(_ p: LaceroParameters, _ sim: Simulation) {
@@ -150,7 +197,11 @@ final class LaceroWorkload: Workload {
         case .storeFailed: storeFailed += 1
         case let .fetched(fid, bytes): if where_[fid] != nil { fetched[fid] = bytes }
         case .missing: missing += 1
-        case .finished: break  // whole-object operations: the workload stores and fetches by id
+        case let .finished(report):
+            // The workload's operations are its repairs; it stores and fetches by id.
+            if report.op >= Self.repairOpBase, report.op < Self.repairOpBase + UInt64(objects.count) {
+                repairReports[Int(report.op - Self.repairOpBase)] = report
+            }
         }
     }
 
@@ -195,6 +246,27 @@ final class LaceroWorkload: Workload {
         m["lacero_store_failed"] = Double(storeFailed)
         m["lacero_fragments_fetched"] = Double(fetched.count)
         m["lacero_fragments_missing"] = Double(missing)
+        if repairAt != nil {
+            m["lacero_repairs_finished"] = Double(repairReports.count)
+            m["lacero_fragments_repaired"] = Double(repairReports.values.reduce(0) { $0 + ($1.fragments_repaired ?? 0) })
+        }
+    }
+
+    /// Per object: the segments with fewer than n distinct fragments on live nodes (the truth).
+    func segmentsBelowN(_ sim: Simulation) -> [Set<Int>] {
+        guard let p = parameters else { return [] }
+        var live: [LaceroService] = []
+        for i in 0..<sim.nodeCount where sim.isLive(i) {
+            if let s = sim.nodes[i].service(LaceroService.self) { live.append(s) }
+        }
+        return objects.map { object in
+            var below = Set<Int>()
+            for s in 0..<object.metadata.segmentCount {
+                let alive = object.metadata.segment(s).filter { id in live.contains { $0.holds(id) } }.count
+                if alive < p.n { below.insert(s) }
+            }
+            return below
+        }
     }
 
     /// What `get` of object `o` returns from the fetched fragments: the object, or the segments
@@ -247,5 +319,81 @@ private final class LaceroDurableChecker: Checker {
         // Nothing recoverable is nothing judged: the relay placed nothing that survived.
         if recoverable == 0 { detail += "; no object was recoverable, so nothing was judged (store acks \(w.storedAcks), failed \(w.storeFailed))" }
         return .init(name: name, passed: recoverable > 0 && intact == recoverable && wrongReport.isEmpty, detail: detail)
+    }
+}
+
+/// Liveness, with `repair_s`: every object's repair finished without error, reported below k
+/// exactly the segments that were below k when it began, and left every other segment with all n
+/// fragments on live nodes.
+private final class LaceroRepairedChecker: Checker {
+    let spec: Scenario.CheckSpec
+    init(spec: Scenario.CheckSpec) { self.spec = spec }
+    func verdict(_ sim: Simulation) -> SimReport.Check {
+        guard let w = sim.workload(LaceroWorkload.self), w.repairAt != nil else {
+            return .init(name: name, passed: false, detail: "no lacero workload with repair_s in this scenario")
+        }
+        guard w.repairedAt >= 0, !w.objects.isEmpty else {
+            return .init(name: name, passed: false, detail: "the lacero workload never got to repair (the run ended first)")
+        }
+        let belowN = w.segmentsBelowN(sim)
+        var problems: [String] = []
+        var whole = 0, short = 0, repaired = 0
+        for o in w.objects.indices {
+            let beyond = o < w.belowKAtRepair.count ? w.belowKAtRepair[o] : []
+            guard let r = w.repairReports[o] else { problems.append("object \(o): its repair on node \(w.repairers[o].map(String.init) ?? "none") never finished"); continue }
+            if let e = r.error { problems.append("object \(o): repair failed: \(e)"); continue }
+            repaired += r.fragments_repaired ?? 0
+            let reported = Set(r.segments_below_k ?? [])
+            if reported != beyond { problems.append("object \(o): repair reported below k \(reported.sorted()), truth \(beyond.sorted())") }
+            let left = belowN[o].subtracting(beyond)
+            if left.isEmpty { whole += 1 } else {
+                short += 1
+                problems.append("object \(o): segments \(left.sorted().prefix(5)) still short of n after repair (" + w.explain(o, segments: left, sim) + ")")
+            }
+        }
+        var detail = "\(whole) of \(w.objects.count) objects with every repairable segment back at n (\(repaired) fragments repaired, \(w.belowKAtRepair.reduce(0) { $0 + $1.count }) segments beyond repair)"
+        if !problems.isEmpty { detail += "; " + problems.prefix(3).joined(separator: "; ") }
+        return .init(name: name, passed: problems.isEmpty && whole == w.objects.count, detail: detail)
+    }
+}
+
+/// Lacero's host in the simulator: one node's files in memory (the workload puts metadata there
+/// for the node to repair), secrets from a generator of the node's, and metadata "sealed" as its
+/// plain encoding: the simulator judges placement, check and repair, and any node may repair any
+/// object; the sealed box is LaceroTests' (`LaceroMetadata.seal`). Jobs run on the driver's
+/// threads; the lock keeps the type honest about `Sendable`.
+final class SimLaceroHost: LaceroHost, @unchecked Sendable {
+    private let lock = NSLock()
+    private var files: [String: [UInt8]] = [:]
+    private var rng: SeededGenerator
+
+    init(rng: SeededGenerator) { self.rng = rng }
+
+    func put(_ path: String, _ bytes: [UInt8]) { lock.withLock { files[path] = bytes } }
+
+    func read(_ path: String, limit: UInt64) -> Result<[UInt8], LaceroHostError> {
+        lock.withLock {
+            guard let f = files[path] else { return .failure(LaceroHostError("No such file or directory")) }
+            return UInt64(f.count) <= limit ? .success(f) : .failure(LaceroHostError("\(f.count) bytes is more than \(limit)"))
+        }
+    }
+
+    func write(_ path: String, _ bytes: [UInt8]) -> LaceroHostError? {
+        put(path, bytes)
+        return nil
+    }
+
+    func freshSecrets() -> (key: [UInt8], deleteSecret: [UInt8]) {
+        lock.withLock {
+            var bytes: [UInt8] = []
+            for _ in 0..<8 { let v = rng.next(); for b in 0..<8 { bytes.append(UInt8(truncatingIfNeeded: v >> UInt64(8 * b))) } }
+            return (Array(bytes[0..<32]), Array(bytes[32..<64]))
+        }
+    }
+
+    func seal(_ metadata: LaceroMetadata) -> Result<[UInt8], LaceroHostError> { .success(metadata.encode()) }
+
+    func open(_ sealed: [UInt8]) -> Result<LaceroMetadata, LaceroHostError> {
+        do { return .success(try LaceroMetadata.decode(sealed)) } catch { return .failure(LaceroHostError("not a Lacero metadata object (\(error))")) }
     }
 }
