@@ -104,7 +104,7 @@ let package = Package(
         .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Node", "MeshCore", "Sessions", "Channels", "Gossip", "Sodium", "Consensus", "MeterService", .product(name: "GRDB", package: "GRDB.swift"),
             .product(name: "Logging", package: "swift-log")]),
         // testdata/: golden transcripts read by path (GoldenTranscriptTests), not bundled.
-        .testTarget(name: "SimulatorTests", dependencies: ["Simulator", "Node", "MeshCore"], exclude: ["testdata"]),
+        .testTarget(name: "SimulatorTests", dependencies: ["Simulator", "SimulatorKit", "Node", "MeshCore"], exclude: ["testdata"]),
         .testTarget(name: "ConsensusTests", dependencies: ["Consensus", "MeshCore", "Sodium", "SimulatorKit"], exclude: ["testdata"]),
         .testTarget(name: "FileTransferTests", dependencies: ["FileTransfer", "Node", "Channels", "MeshCore", "Sodium"]),
         .testTarget(name: "IntegrationTests", dependencies: ["MeshCore", "Sodium"]),

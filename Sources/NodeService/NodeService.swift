@@ -109,7 +109,7 @@ public enum ServiceInput<Command: Sendable>: Sendable {
 }
 
 /// What a service asks the node to do, in order.
-public indirect enum ServiceOutput<Command: Sendable, Event: Sendable>: Sendable {
+public enum ServiceOutput<Command: Sendable, Event: Sendable>: Sendable {
     /// One datagram's plaintext (it begins with the service's protocol id), through a Noise session.
     case send(Destination, bytes: [UInt8])
     /// One message of any size (up to the node's reliable maximum) on the node's reliable stream;
@@ -117,7 +117,7 @@ public indirect enum ServiceOutput<Command: Sendable, Event: Sendable>: Sendable
     case sendReliable(to: ProvenPeer, bytes: [UInt8])
     /// Make `batch` durable, then carry out `then` (sends), then answer `.persisted`. Nothing in
     /// `then` leaves before the batch is durable (etcd's rule: a state never announced before it is kept).
-    case persist(PersistBatch, then: [ServiceOutput])
+    indirect case persist(PersistBatch, then: [ServiceOutput])
     /// Run heavy work off the loop (hashing a file, erasure coding, a batch of signatures);
     /// answered with `.offloaded`.
     case offload(OffloadJob)

@@ -3,34 +3,40 @@ import MeshCore
 import SimulatorKit
 @testable import Gossip
 
-/// A deterministic in-memory network of `GossipCore`s: a virtual clock, the engine's event queue, seeded loss
-/// and latency, crashes and partitions. No crypto: the sender's entry stands for what the node's
-/// session layer would prove.
+/// A deterministic in-memory network of `GossipCore`s on the test kit (SimulatorKit's `SimNet`:
+/// the engine's clock and event queue, seeded loss and latency, one pending wake per node), with
+/// crashes and partitions. No crypto: the sender's entry stands for what the node's session layer
+/// would prove.
 struct Mesh {
-    enum Kind {
-        case deliver(to: Int, from: Int, bytes: [UInt8], reliable: Bool)
-        case wake(Int)
-        case start(Int)
+    enum Message {
+        case datagram([UInt8])
+        case reliable([UInt8])
+        case start
     }
 
     var cores: [GossipCore?]
     var entries: [PeerEntry]
     var byAddress: [UnderlayAddress: Int] = [:]
     var crashed: [Bool]
-    var wakes: [Instant?]
-    /// The simulation engine's queue (SimulatorKit): time, then insertion order.
-    var queue = EventHeap<Kind>()
-    var now = Instant.zero
-    var rng: SeededGenerator
-    var loss = 0.0
-    var latencyMin: Duration = .milliseconds(1)
-    var latencyMax: Duration = .milliseconds(10)
+    /// Clock, queue, links and wakes: latency uniform in [1 ms, 10 ms) unless set.
+    var net: SimNet<Message>
+    var now: Instant { net.now }
+    var loss: Double {
+        get { net.link.loss }
+        set { net.link.loss = newValue }
+    }
     /// Extra delay on everything a node receives: a CPU-starved node that handles its input late.
     var inboundDelay: [Duration?]
     /// Per-link one-way latency, replacing the uniform range (mode `nearest` tests).
-    var linkLatency: ((Int, Int) -> Duration)?
+    var linkLatency: (@Sendable (Int, Int) -> Duration)? {
+        get { net.linkLatency }
+        set { net.linkLatency = newValue }
+    }
     /// Links that drop everything (a partition).
-    var blocked: ((Int, Int) -> Bool)?
+    var blocked: (@Sendable (Int, Int) -> Bool)? {
+        get { net.blocked }
+        set { net.blocked = newValue }
+    }
     var datagrams = 0
     var datagramBytes = 0
     var reliableMessages = 0
@@ -63,7 +69,7 @@ struct Mesh {
 
     init(nodes n: Int, seed: UInt64, config: (Int) -> GossipConfig) {
         self.seed = seed
-        rng = SeededGenerator(seed: seed)
+        net = SimNet(nodes: n, link: LinkProfile(latency: .milliseconds(1), jitter: .milliseconds(9)), rng: SeededGenerator(seed: seed))
         var cs: [GossipCore?] = []
         var es: [PeerEntry] = []
         for i in 0..<n {
@@ -77,7 +83,6 @@ struct Mesh {
         cores = cs
         entries = es
         crashed = Array(repeating: false, count: n)
-        wakes = Array(repeating: nil, count: n)
         inboundDelay = Array(repeating: nil, count: n)
     }
 
@@ -92,9 +97,7 @@ struct Mesh {
 
     var count: Int { cores.count }
 
-    mutating func push(_ at: Instant, _ k: Kind) { queue.push(at.nanoseconds, k) }
-
-    mutating func start(_ i: Int, at: Instant) { push(at, .start(i)) }
+    mutating func start(_ i: Int, at: Instant) { net.deliver(.start, to: i, from: i, after: at - now) }
 
     /// Starts every node, spread over `over` so joins arrive as in a real roll-out.
     mutating func startAll(over: Duration = .seconds(5)) {
@@ -105,15 +108,15 @@ struct Mesh {
 
     /// A fresh process with the same identity and address (incarnation 0, empty tables).
     mutating func restart(_ i: Int, config c: GossipConfig? = nil) {
-        cores[i] = GossipCore(me: entries[i], config: c ?? configs[i], rng: SeededGenerator(seed: seed &* 7919 &+ UInt64(i) &+ queue.pushed), identities: identities)
+        cores[i] = GossipCore(me: entries[i], config: c ?? configs[i], rng: SeededGenerator(seed: seed &* 7919 &+ UInt64(i) &+ net.queued), identities: identities)
         crashed[i] = false
-        wakes[i] = nil
-        push(now, .start(i))
+        net.clearWake(i)
+        net.deliver(.start, to: i, from: i)
     }
 
     mutating func crash(_ i: Int) {
         crashed[i] = true
-        wakes[i] = nil
+        net.clearWake(i)
     }
 
     mutating func command(_ i: Int, _ c: GossipCommand) { feed(i, .command(c)) }
@@ -122,11 +125,6 @@ struct Mesh {
         guard !crashed[i], cores[i] != nil else { return }
         let outs = cores[i]!.handle(input, now: now) // in place: a copy would duplicate the tables on write
         process(i, outs)
-    }
-
-    mutating func latency() -> Duration {
-        let span = latencyMax.nanoseconds - latencyMin.nanoseconds
-        return .nanoseconds(latencyMin.nanoseconds + Int64(rng.unit() * Double(span)))
     }
 
     mutating func process(_ i: Int, _ outs: [GossipOutput]) {
@@ -142,20 +140,16 @@ struct Mesh {
                 case let .address(a): to = byAddress[a]
                 }
                 guard let to else { continue }
-                if loss > 0, rng.unit() < loss { continue }
-                if let b = blocked, b(i, to) { continue }
-                var d = linkLatency.map { $0(i, to) } ?? latency()
-                if let extra = inboundDelay[to] { d = d + extra }
-                push(now + d, .deliver(to: to, from: i, bytes: bytes, reliable: false))
+                net.transmit(.datagram(bytes), size: bytes.count, from: i, to: to, extraDelay: inboundDelay[to] ?? .zero)
             case let .sendReliable(e, bytes):
                 reliableMessages += 1
                 guard let to = byAddress[e.address] else { continue }
                 if let b = blocked, b(i, to) { continue }
-                let d = linkLatency.map { $0(i, to) + $0(i, to) } ?? latency() + latency()
-                push(now + d, .deliver(to: to, from: i, bytes: bytes, reliable: true))
+                // A reliable message is never lost; it takes a round trip's worth of time.
+                let d = net.delay(from: i, to: to) + net.delay(from: i, to: to)
+                net.deliver(.reliable(bytes), to: to, from: i, after: d)
             case let .wake(at):
-                wakes[i] = at
-                push(at, .wake(i))
+                net.setWake(i, at: at)
             case let .event(ev):
                 if logEvents { eventLog.append((now, i, ev)) }
             }
@@ -165,20 +159,18 @@ struct Mesh {
     mutating func run(for d: Duration) { run(until: now + d) }
 
     mutating func run(until end: Instant) {
-        while let t = queue.nextTime, t <= end.nanoseconds {
-            let e = queue.pop()!
-            now = Instant(nanoseconds: e.time)
-            switch e.event {
-            case let .start(i):
+        while let due = net.next(until: end) {
+            switch due {
+            case let .message(i, _, .start):
                 feed(i, .start)
             case let .wake(i):
-                guard wakes[i] == now else { continue }
                 feed(i, .timer)
-            case let .deliver(to, from, bytes, reliable):
-                feed(to, reliable ? .reliableReceived(from: entries[from], bytes: bytes) : .received(from: entries[from], bytes: bytes))
+            case let .message(to, from, .datagram(bytes)):
+                feed(to, .received(from: entries[from], bytes: bytes))
+            case let .message(to, from, .reliable(bytes)):
+                feed(to, .reliableReceived(from: entries[from], bytes: bytes))
             }
         }
-        now = end
     }
 
     /// Runs until `condition` holds (checked every `step`) or `limit` passes; returns the time taken.

@@ -36,7 +36,7 @@ import Testing
         p.cores[i] = try NodeCore(identity: NodeIdentity.deterministic(runSeed: 5, index: i), network: .defaultNetwork, networkKey: Pump.networkKey,
                                   address: p.addresses[i], discovery: discovery, rng: SeededGenerator(seed: 1000 + UInt64(i)))
         p.cores[i].persistsCompleteAtOnce = true
-        p.wakes[i] = nil
+        p.clearWake(i)
         if !rows.isEmpty { p.feed(i, .restored(rows)) }
     }
 

@@ -24,7 +24,7 @@ extension Pump {
         for o in outputs {
             switch o {
             case let .send(to, bytes): transmit(i, to: to, bytes)
-            case let .wake(at): setWake(i, at)
+            case let .wake(at): net.setWake(i, at: at)
             case let .event(e): events.append((i, e))
             case let .persist(_, then): carryOut(i, then)
             case .offload: break

@@ -3,23 +3,19 @@ import Node
 import SimulatorKit
 import Testing
 
-/// A tiny in-test driver: delivers every send after a fixed latency unless the link is cut.
-/// Datagrams and wakes wait on the simulation engine's queue (SimulatorKit): by time, then the
-/// order they were queued. A node has one pending wake (`wakes`), as in the simulator: a later
-/// one replaces it, and a replaced or cleared wake is skipped when it comes due.
+/// A tiny in-test driver on the test kit (SimulatorKit's `SimNet`: the engine's clock, event
+/// queue and one pending wake per node): delivers every send after a fixed latency unless the
+/// node is down.
 struct Pump {
-    struct Datagram { let to: Int; let from: UnderlayAddress; let bytes: [UInt8] }
-    enum Event { case datagram(Datagram), wake(Int) }
+    struct Datagram { let from: UnderlayAddress; let bytes: [UInt8] }
     var cores: [NodeCore]
     var addresses: [UnderlayAddress]
-    var wakes: [Instant?]
-    var queue = EventHeap<Event>()
-    var now = Instant.zero
+    var net: SimNet<Datagram>
+    var now: Instant { net.now }
     var down: Set<Int> = []
     var events: [(Int, NodeEvent)] = []
     /// Every `.persist` batch, by node, in order.
     var disk: [(Int, PersistBatch)] = []
-    let latency: Duration = .milliseconds(5)
 
     static let networkKey = [UInt8](repeating: 7, count: 32)
 
@@ -33,7 +29,7 @@ struct Pump {
         // The pump's disk (`disk`) is durable at once.
         for i in cores.indices { cores[i].persistsCompleteAtOnce = true }
         self.addresses = addresses
-        wakes = Array(repeating: nil, count: count)
+        net = SimNet(nodes: count, link: LinkProfile(latency: .milliseconds(5)), rng: SeededGenerator(seed: 0x9a9e))
     }
 
     /// Node i as if its process restarted: same key, no memory.
@@ -41,8 +37,11 @@ struct Pump {
         cores[i] = try! NodeCore(identity: NodeIdentity.deterministic(runSeed: 5, index: i), network: .defaultNetwork,
                                  networkKey: Pump.networkKey, address: addresses[i], rng: SeededGenerator(seed: seed))
         cores[i].persistsCompleteAtOnce = true
-        wakes[i] = nil
+        net.clearWake(i)
     }
+
+    /// Forgets node i's pending timer (its process lost it).
+    mutating func clearWake(_ i: Int) { net.clearWake(i) }
 
     /// A node that was down gets its timer back, as a real process's loop would fire it.
     mutating func bringUp(_ i: Int) {
@@ -59,7 +58,7 @@ struct Pump {
     mutating func take(_ i: Int, _ o: NodeOutput) {
         switch o {
         case let .send(to, bytes): transmit(i, to: to, bytes)
-        case let .wake(at): setWake(i, at)
+        case let .wake(at): net.setWake(i, at: at)
         case let .event(e): events.append((i, e))
         case let .persist(batch, then):
             disk.append((i, batch))
@@ -71,31 +70,19 @@ struct Pump {
     /// A datagram to a known address arrives `latency` later.
     mutating func transmit(_ i: Int, to: UnderlayAddress, _ bytes: [UInt8]) {
         guard let j = addresses.firstIndex(of: to) else { return }
-        queue.push((now + latency).nanoseconds, .datagram(Datagram(to: j, from: addresses[i], bytes: bytes)))
-    }
-
-    /// Node i's one pending wake (a wake in the past is due now).
-    mutating func setWake(_ i: Int, _ at: Instant) {
-        guard wakes[i] != at else { return }
-        wakes[i] = at
-        queue.push(max(at, now).nanoseconds, .wake(i))
+        net.transmit(Datagram(from: addresses[i], bytes: bytes), size: bytes.count, from: i, to: j)
     }
 
     mutating func run(for d: Duration) {
         let end = now + d
-        while let t = queue.nextTime, t <= end.nanoseconds, let e = queue.pop() {
-            now = Instant(nanoseconds: t)
-            switch e.event {
-            case let .datagram(m):
-                if !down.contains(m.to) { feed(m.to, .datagram(from: m.from, bytes: m.bytes)) }
+        while let due = net.next(until: end) {
+            switch due {
+            case let .message(to, _, m):
+                if !down.contains(to) { feed(to, .datagram(from: m.from, bytes: m.bytes)) }
             case let .wake(i):
-                // Replaced or cleared since it was queued: not this node's wake any more.
-                guard let w = wakes[i], max(w, now) == now else { continue }
-                wakes[i] = nil
                 feed(i, .timer)
             }
         }
-        now = end
     }
 
     func state(_ observer: Int, of subject: Int) -> MemberState? {
@@ -157,7 +144,7 @@ struct Pump {
         p.events.removeAll()
         p.cores[2] = try NodeCore(identity: NodeIdentity.deterministic(runSeed: 5, index: 2), network: .defaultNetwork, networkKey: Pump.networkKey,
                                   address: p.addresses[2], discovery: discovery, rng: SeededGenerator(seed: 123))
-        p.wakes[2] = nil
+        p.clearWake(2)
         p.feed(2, .command(.addSeed(p.addresses[0])))
         p.feed(2, .start)
         p.run(for: .seconds(5))

@@ -89,7 +89,7 @@ extension Pump {
         cores.append(try! NodeCore(identity: identity, network: .defaultNetwork, networkKey: Pump.networkKey,
                                    address: address, discovery: discovery, rng: SeededGenerator(seed: UInt64(i))))
         addresses.append(address)
-        wakes.append(nil)
+        net.addNode()
         return i
     }
 }

@@ -4,13 +4,13 @@ import Noise
 import Sessions
 import Sodium
 
-/// An in-memory network between session managers on a virtual clock: latency, jitter (so
-/// reordering), loss and duplication drawn from a seeded generator, so every run repeats.
+/// An in-memory network between session managers on the test kit (SimulatorKit's `SimNet`: the
+/// engine's clock and event queue, one pending wake per node): latency, jitter (so reordering),
+/// loss and duplication drawn from a seeded generator, so every run repeats.
 struct Pump {
     struct Node {
         var manager: SessionManager
         let identity: NodeIdentity
-        var wake: Instant?
         /// The identity each message came from, as the session proved it.
         var delivered: [(from: PeerIdentity, plaintext: [UInt8])] = []
         var established: [PublicKey] = []
@@ -25,21 +25,33 @@ struct Pump {
         let bytes: [UInt8]
     }
 
-    enum Event { case packet(Packet), wake(UnderlayAddress) }
-
     var nodes: [UnderlayAddress: Node] = [:]
-    var now = Instant.zero
-    /// Datagrams on their way and the nodes' wakes, on the simulation engine's queue
-    /// (SimulatorKit): by time, then the order they were queued. A node has one pending wake
-    /// (`Node.wake`): the manager's latest outputs name it or clear it, and a wake replaced or
-    /// cleared since it was queued is skipped when it comes due.
-    var queue = EventHeap<Event>()
+    /// The kit indexes endpoints by number: every address seen (nodes and strangers) gets one.
+    var index: [UnderlayAddress: Int] = [:]
+    var addressOf: [UnderlayAddress] = []
+    var net = SimNet<Packet>(nodes: 0, link: LinkProfile(latency: .milliseconds(20)), rng: SeededGenerator(seed: 99))
     var seq = 0
-    var rng = SeededGenerator(seed: 99)
-    var latency: Duration = .milliseconds(20)
-    var jitter: Duration = .zero
-    var loss = 0.0
-    var duplication = 0.0
+    var now: Instant { net.now }
+    var rng: SeededGenerator {
+        get { net.rng }
+        set { net.rng = newValue }
+    }
+    var latency: Duration {
+        get { net.link.latency }
+        set { net.link.latency = newValue }
+    }
+    var jitter: Duration {
+        get { net.link.jitter }
+        set { net.link.jitter = newValue }
+    }
+    var loss: Double {
+        get { net.link.loss }
+        set { net.link.loss = newValue }
+    }
+    var duplication: Double {
+        get { net.link.duplicate }
+        set { net.link.duplicate = newValue }
+    }
     /// Every datagram sent, for tests that capture and replay.
     var wire: [Packet] = []
     /// Return false to drop a datagram (targeted loss).
@@ -60,6 +72,7 @@ struct Pump {
         let m = try! SessionManager(identity: id, networkKey: networkKey, timing: timing,
                                     rng: SeededGenerator(seed: seed ?? UInt64(i)))
         nodes[Self.address(i)] = Node(manager: m, identity: id)
+        net.clearWake(slot(Self.address(i)))
         return Self.address(i)
     }
 
@@ -72,23 +85,26 @@ struct Pump {
         apply(out, at: a)
     }
 
+    /// The kit's number for an address.
+    mutating func slot(_ a: UnderlayAddress) -> Int {
+        if let i = index[a] { return i }
+        index[a] = addressOf.count
+        addressOf.append(a)
+        return net.addNode()
+    }
+
+    /// Carries out a manager's outputs; its wake is the one they name, or none.
     mutating func apply(_ outputs: [SessionOutput], at a: UnderlayAddress) {
-        let queued = nodes[a]!.wake
-        nodes[a]!.wake = nil
+        let me = slot(a)
+        var wake: Instant?
         for o in outputs {
             switch o {
             case let .send(to, bytes):
                 let p = Packet(at: now, seq: 0, from: a, to: to, bytes: bytes)
                 wire.append(p)
                 if let filter, !filter(p) { continue }
-                if rng.unit() < loss { continue }
-                let copies = rng.unit() < duplication ? 2 : 1
-                for _ in 0..<copies {
-                    let extra = Duration.nanoseconds(Int64(Double(jitter.nanoseconds) * rng.unit()))
-                    seq += 1
-                    let at = now + latency + extra
-                    queue.push(at.nanoseconds, .packet(Packet(at: at, seq: seq, from: a, to: to, bytes: bytes)))
-                }
+                seq += 1
+                net.transmit(Packet(at: now, seq: seq, from: a, to: to, bytes: bytes), size: bytes.count, from: me, to: slot(to))
             case let .deliver(_, peer, plaintext):
                 nodes[a]!.delivered.append((peer, plaintext))
             case let .established(peer, _):
@@ -96,11 +112,10 @@ struct Pump {
             case let .failed(_, reason):
                 nodes[a]!.failed.append(reason)
             case let .wake(at):
-                nodes[a]!.wake = at
-                // The same wake as before is queued already.
-                if at != queued { queue.push(max(at, now).nanoseconds, .wake(a)) }
+                wake = at
             }
         }
+        if let wake { net.setWake(me, at: wake) } else { net.clearWake(me) }
     }
 
     /// Injects a datagram as if it arrived now.
@@ -111,22 +126,19 @@ struct Pump {
 
     /// Runs packet arrivals and timers in time order until `end` (those at `end` included).
     mutating func run(until end: Instant) {
-        while let t = queue.nextTime, t <= end.nanoseconds, let e = queue.pop() {
-            now = max(now, Instant(nanoseconds: t))
-            switch e.event {
-            case let .packet(p):
+        while let due = net.next(until: end) {
+            switch due {
+            case let .message(_, _, p):
                 guard nodes[p.to] != nil else { continue }
                 let out = nodes[p.to]!.manager.receive(p.bytes, from: p.from, now: now)
                 apply(out, at: p.to)
-            case let .wake(a):
-                // Replaced or cleared since it was queued: not this node's wake any more.
-                guard let w = nodes[a]?.wake, w <= now else { continue }
-                nodes[a]!.wake = nil
+            case let .wake(i):
+                let a = addressOf[i]
+                guard nodes[a] != nil else { continue }
                 let out = nodes[a]!.manager.tick(now: now)
                 apply(out, at: a)
             }
         }
-        now = max(now, end)
     }
 
     mutating func run(for d: Duration) { run(until: now + d) }
