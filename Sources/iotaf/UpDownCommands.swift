@@ -187,7 +187,12 @@ enum Background {
         return (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
     }
 
-    static func isRunning(_ pid: pid_t) -> Bool { kill(pid, 0) == 0 }
+    /// Alive and not a zombie (a node `up` started is reaped by init, or whoever adopted it, not by `down`).
+    static func isRunning(_ pid: pid_t) -> Bool {
+        guard kill(pid, 0) == 0 else { return false }
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { return true }
+        return stat[stat.index(after: close)...].split(separator: " ").first != "Z"
+    }
 
     /// Stops a node `up` started and gave up on: `stop` over the control socket, then SIGTERM.
     static func stop(pid: pid_t, control: String) {
