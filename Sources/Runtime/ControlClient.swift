@@ -93,11 +93,12 @@ public enum ControlClient {
     }
 
     /// Finds a running node's control socket when the CLI got no --control or --config: the
-    /// sockets named by the configs in `configDirectory` (the packaged ones), then the packaged
-    /// default, then the default data directory's. Returns the first a node listens on, or every
-    /// place looked at with why it did not do.
+    /// sockets named by the configs in `configDirectory` (the packaged ones), then the user's
+    /// node from `iotaf up` (UserDirectories), the packaged default, then the default data
+    /// directory's. Returns the first a node listens on, or every place looked at with why it did
+    /// not do.
     public static func locate(configDirectory: String = "/etc/iotaf",
-                              fallbacks: [String] = ["/run/iotaf/control.sock", "/var/lib/iotaf/control.sock",
+                              fallbacks: [String] = [UserDirectories().control, "/run/iotaf/control.sock", "/var/lib/iotaf/control.sock",
                                                      "iotaf-data/control.sock"]) -> Result<String, Failure> {
         var candidates: [(path: String, origin: String)] = []
         let configs = ((try? FileManager.default.contentsOfDirectory(atPath: configDirectory)) ?? []).filter { $0.hasSuffix(".toml") }.sorted()

@@ -37,15 +37,29 @@ struct BenchFootprintCommand: ParsableCommand {
         var residentKiB: UInt64
         var cpuTicks: UInt64
         var writeBytes: UInt64?
+        /// The process's own memory (heap, stacks, relocated data): RssAnon.
+        var anonymousKiB: UInt64 = 0
+        /// Pages of the binary and libraries mapped from the page cache (clean, shared,
+        /// reclaimable): RssFile. The kernel maps them up to 64 KiB at a time around each fault.
+        var fileKiB: UInt64 = 0
+        /// Proportional set size: shared pages divided among the processes that map them.
+        var proportionalKiB: UInt64?
+        /// Page faults served from memory since the start (each may map several pages).
+        var minorFaults: UInt64 = 0
+    }
+
+    /// The kB figure of `key:` in a /proc file's `key: value kB` lines.
+    static func kilobytes(_ text: String, _ key: String) -> UInt64? {
+        for line in text.split(separator: "\n") where line.hasPrefix(key + ":") {
+            return UInt64(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "")
+        }
+        return nil
     }
 
     static func sample(_ pid: Int32) -> Sample? {
         guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
               let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8) else { return nil }
-        var rss: UInt64 = 0
-        for line in status.split(separator: "\n") where line.hasPrefix("VmRSS:") {
-            rss = UInt64(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "0") ?? 0
-        }
+        let rss = kilobytes(status, "VmRSS") ?? 0
         // Fields after the command name (which may hold spaces, so split after its closing paren).
         guard let close = stat.lastIndex(of: ")") else { return nil }
         let fields = stat[stat.index(after: close)...].split(separator: " ")
@@ -57,7 +71,10 @@ struct BenchFootprintCommand: ParsableCommand {
                 written = UInt64(line.dropFirst("write_bytes:".count).trimmingCharacters(in: .whitespaces))
             }
         }
-        return Sample(residentKiB: rss, cpuTicks: u + s, writeBytes: written)
+        let rollup = try? String(contentsOfFile: "/proc/\(pid)/smaps_rollup", encoding: .utf8)
+        return Sample(residentKiB: rss, cpuTicks: u + s, writeBytes: written,
+                      anonymousKiB: kilobytes(status, "RssAnon") ?? 0, fileKiB: kilobytes(status, "RssFile") ?? 0,
+                      proportionalKiB: rollup.flatMap { kilobytes($0, "Pss") }, minorFaults: fields.count > 7 ? UInt64(fields[7]) ?? 0 : 0)
     }
 
     func run() throws {
@@ -137,9 +154,12 @@ struct BenchFootprintCommand: ParsableCommand {
             var o: [String: Any] = ["bench": "footprint", "nodes": nodes, "formed": formed, "form_seconds": (formSeconds * 10).rounded() / 10, "window_seconds": (elapsed * 10).rounded() / 10,
                                     "rss_mib": (mib(after.residentKiB) * 100).rounded() / 100, "rss_peak_mib": (mib(peakKiB) * 100).rounded() / 100,
                                     "rss_median_all_nodes_mib": (mib(median) * 100).rounded() / 100,
+                                    "rss_anonymous_mib": (mib(after.anonymousKiB) * 100).rounded() / 100, "rss_file_mib": (mib(after.fileKiB) * 100).rounded() / 100,
+                                    "minor_faults": Int(after.minorFaults),
                                     "cpu_percent_one_core": (cpuPercent * 1000).rounded() / 1000,
                                     "baseline_serf_rss_mib": "5-10", "baseline_source": "serf.io/intro (hashicorp/serf website/source/intro/index.html.markdown)"]
             if let w = written { o["write_bytes"] = Int(w) } else { o["write_bytes"] = NSNull() }
+            if let p = after.proportionalKiB { o["pss_mib"] = (mib(p) * 100).rounded() / 100 } else { o["pss_mib"] = NSNull() }
             if let b = stripped { o["stripped_binary_bytes"] = Int(b) } else { o["stripped_binary_bytes"] = NSNull() }
             let data = try JSONSerialization.data(withJSONObject: o, options: [.sortedKeys])
             print(String(decoding: data, as: UTF8.self))
@@ -150,6 +170,9 @@ struct BenchFootprintCommand: ParsableCommand {
             row("figure", "iotaf", "memberlist (Serf agent), published")
             row("resident memory (MiB)", String(format: "%.1f (peak %.1f)", mib(after.residentKiB), mib(peakKiB)), "5-10")
             row("  median over all nodes (MiB)", String(format: "%.1f", mib(median)), "")
+            row("  anonymous / file-backed (MiB)", String(format: "%.1f / %.1f", mib(after.anonymousKiB), mib(after.fileKiB)), "")
+            row("  proportional (PSS, MiB)", after.proportionalKiB.map { String(format: "%.1f", mib($0)) } ?? "unreadable", "")
+            row("  minor page faults", "\(after.minorFaults)", "")
             row("CPU, % of one core", String(format: "%.2f", cpuPercent), "not published")
             row("disk writes over the window (B)", written.map { "\($0)" } ?? "unreadable", "not published")
             row("stripped binary (bytes)", stripped.map { "\($0)" } ?? "strip missing", "not published")
