@@ -88,7 +88,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ],
-        // Release only (Docs/operations.md, "Footprint"; decision 0032): lld packs the PIE's 2.4 MB of
+        // Release only (Docs/operations.md, "Footprint"; decision 0034): lld packs the PIE's 2.4 MB of
         // relative relocations into a few kB (DT_RELR, glibc 2.36+), which the loader otherwise reads
         // whole into every node's memory, and the executable exports no symbols (the static stdlib's
         // link arguments export all of ours: 1.3 MB of symbol tables nothing looks up).

@@ -609,7 +609,7 @@ public struct LedgerService: NodeService {
             case .failure(let e): return [answer(.refused(request: req, txID: nil, reason: "refused by this node: \(e)"), to: replyTo)]
             }
             // Signed here, by this node's own key: nothing to check.
-            return admit(tx, request: request, signatureOK: true, now: now, members: members)
+            return admit(tx, request: request, signatureOK: true, replyTo: replyTo, now: now, members: members)
         case let .deploy(req, name, module):
             request = req
             switch signOwn(.deploy, name, WasmChaincode.deployFunction, [module]) {
@@ -646,7 +646,7 @@ public struct LedgerService: NodeService {
         return admit(tx, request: pending.request, signatureOK: ok, now: now, members: members)
     }
 
-    private mutating func admit(_ tx: Transaction, request: UInt64, signatureOK: Bool, now: Instant, members: some MemberDirectory) -> [Output] {
+    private mutating func admit(_ tx: Transaction, request: UInt64, signatureOK: Bool, replyTo: ProtocolID? = nil, now: Instant, members: some MemberDirectory) -> [Output] {
         if let why = precheck(tx, signatureOK: signatureOK) {
             counters.submitsRefused += 1
             return [answer(.refused(request: request, txID: tx.id, reason: "refused by this node: \(why)"), to: replyTo)]

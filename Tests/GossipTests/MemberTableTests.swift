@@ -32,9 +32,13 @@ import MeshCore
         for i in 0..<(n + 200) {
             let id = Mesh.identity(i).nodeID
             #expect(table.versions(id)?.incarnation == expected[id], "member \(i)")
-            #expect(table[id]?.nodeID == (expected[id] == nil ? nil : id))
+            let found: NodeID? = table[id]?.nodeID
+            let want: NodeID? = expected[id] == nil ? nil : id
+            #expect(found == want)
         }
         // Rows keep their first-learned order.
-        #expect(Array(table.values.map(\.incarnation)) == (0..<n).filter { $0 % 3 != 0 }.map { UInt32($0 + 1) })
+        let kept: [UInt32] = Array(table.values.map(\.incarnation))
+        let wanted: [UInt32] = (0..<n).filter { $0 % 3 != 0 }.map { UInt32($0 + 1) }
+        #expect(kept == wanted)
     }
 }
