@@ -78,10 +78,6 @@ extension GossipCore {
         admitted.append((from.nodeID, now))
         addToActive(from, now: now, into: &out)
         send(.joinReply(sample: sample), to: .peer(from), into: &out)
-        // The joiner may bring members of its own (a component that formed without us: nodes
-        // that joined it first): an exchange at once carries them here, where waiting for
-        // anti-entropy's interval would keep the two sides apart for tens of seconds.
-        startExchange(with: from, now: now, into: &out)
         for p in activeView where p.nodeID != from.nodeID {
             send(.forwardJoin(ttl: config.activeWalkLength, joiner: from), to: .peer(p), into: &out)
         }
