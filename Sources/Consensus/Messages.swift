@@ -319,6 +319,9 @@ public enum ConsensusMessage: Hashable, Sendable {
             message = .payloads(ps)
         }
         guard r.remaining == 0 else { throw .malformed }
+        // One encoding per message: version 2 only when a block in it has a time, so a message
+        // without block times in version 2 (or a version-2 proposal whose time is 0) is refused.
+        guard message.carriesTime == timed else { throw .malformed }
         return message
     }
 

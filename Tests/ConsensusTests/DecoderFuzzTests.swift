@@ -37,6 +37,16 @@ import MeshCore
         }
     }
 
+    /// A message is in version 2 exactly when a block in it carries a time: every message without
+    /// one, marked version 2, is refused (it would re-encode as version 1: two encodings).
+    @Test func versionTwoWithoutABlockTimeIsRefused() {
+        for (name, bytes) in samples {
+            var marked = bytes
+            marked[0] = 2
+            #expect(throws: DropReason.malformed, "\(name)") { try ConsensusMessage.decode(marked, chainID: f.chainID) }
+        }
+    }
+
     @Test func mutatedMessagesAreRefusedWithAReasonOrDecodeCanonically() {
         var g = SeededGenerator(seed: 2026)
         var core = f.core(2)
