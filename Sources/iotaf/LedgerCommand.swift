@@ -20,7 +20,7 @@ struct LedgerDataOptions: ParsableArguments {
     var data: String?
     @Option(help: "Or a running node's control socket (default: found as `iotaf status` finds it), where the command supports it.")
     var control: String?
-    @Option(help: "A genesis file (validator keys, `admin KEY` lines) to check against instead of the copy in the store.")
+    @Option(help: "A genesis file (`iotaf network init`'s DIR/genesis, or a ledger genesis text) to check against instead of the copy in the store.")
     var genesis: String?
 
     func open() throws -> LedgerStore {
@@ -50,9 +50,24 @@ struct LedgerDataOptions: ParsableArguments {
 
     func givenGenesis() throws -> LedgerGenesis? {
         guard let genesis else { return nil }
-        do { return try LedgerGenesis.parse(String(contentsOfFile: genesis, encoding: .utf8)) } catch {
-            throw CLIError("genesis \(genesis): \(error)")
-        }
+        return try readLedgerGenesis(genesis)
+    }
+}
+
+/// A genesis for offline checks: the file `iotaf network init --validators … --admins …` writes
+/// (`DIR/genesis`, as a node reads it), or a ledger genesis text (`ledger sample`'s genesis.txt).
+func readLedgerGenesis(_ path: String) throws -> LedgerGenesis {
+    guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+        throw CLIError("cannot read the genesis file \(path)")
+    }
+    if text.split(separator: "\n").first?.trimmingCharacters(in: .whitespaces) == GenesisFile.header {
+        do {
+            let file = try GenesisFile.parse(text)
+            return LedgerGenesis(consensus: file.genesis, admins: file.admins)
+        } catch { throw CLIError("genesis \(path): \(error)") }
+    }
+    do { return try LedgerGenesis.parse(text) } catch {
+        throw CLIError("genesis \(path): \(error) (expected the file `iotaf network init --validators` writes, or a ledger genesis text)")
     }
 }
 
@@ -329,7 +344,7 @@ struct LedgerCheckProofCommand: ParsableCommand {
         abstract: "Check a query proof offline against a genesis (the validator set is the only thing trusted).")
     @Argument(help: "The proof file `ledger query --prove` wrote.")
     var proof: String
-    @Option(help: "Genesis file (validator keys, `admin KEY` lines).")
+    @Option(help: "Genesis file: the one `iotaf network init --validators` writes (DIR/genesis), or a ledger genesis text.")
     var genesis: String?
     @Option(help: "Or: a data directory whose ledger holds the genesis.")
     var data: String?
@@ -339,7 +354,7 @@ struct LedgerCheckProofCommand: ParsableCommand {
     func run() throws {
         let g: LedgerGenesis
         if let genesis {
-            do { g = try LedgerGenesis.parse(String(contentsOfFile: genesis, encoding: .utf8)) } catch { throw CLIError("genesis \(genesis): \(error)") }
+            g = try readLedgerGenesis(genesis)
         } else if let data {
             guard let stored = try? LedgerStore(path: (data as NSString).appendingPathComponent(LedgerStore.fileName), readOnly: true).genesis() else {
                 throw CLIError("no ledger genesis in \(data)")
