@@ -268,7 +268,7 @@ struct LedgerQueryCommand: ParsableCommand {
     var args: [String] = []
     @Option(help: "Write the answer's proof (header, validators' header certificate, Merkle proofs) to this file.")
     var prove: String?
-    @Option(help: "A contract: run the version that was current at this height (over the current rows).")
+    @Option(help: "A contract: run it as it stood at this height (the version then current, over the rows then, with that block's time; the stored blocks are re-executed up to it).")
     var height: UInt64?
     @Option(help: "A contract: the caller's identity key (64 hex digits) the contract sees.")
     var caller: String?
@@ -302,8 +302,12 @@ struct LedgerQueryCommand: ParsableCommand {
             return
         }
         let store = try options.open()
-        let ledger: Ledger
+        var ledger: Ledger
         do { ledger = try store.load(genesis: try options.givenGenesis()) } catch { throw CLIError("\(error)") }
+        if let height, height < ledger.height {
+            // The state at that height: the stored blocks re-executed from genesis up to it.
+            do { ledger = try store.ledger(at: height, from: Ledger(genesis: ledger.genesis)) } catch { throw CLIError("\(error)") }
+        }
         let a = args.map { Array($0.utf8) }
         let callerKey: [UInt8] = try caller.map { (c: String) throws -> [UInt8] in
             guard let k = Hex.decode(c), k.count == 32 else { throw CLIError("--caller is a 64-hex-digit identity key") }
