@@ -138,5 +138,10 @@ for rtt in $RTTS; do
     done
 done
 shape 0 0
-"$BIN" bench channel --plot-from "$TABLE" --sweep-svg "$OUT"
+if [ "$NETEM" = 1 ]; then
+    TITLE="Channel goodput between two node processes in network namespaces (veth, nftables loss, netem delay)"
+else
+    TITLE="Channel goodput between two node processes in network namespaces (veth, nftables loss; no netem here, so RTT is the veth's, under 1 ms)"
+fi
+"$BIN" bench channel --plot-from "$TABLE" --sweep-svg "$OUT" --plot-title "$TITLE"
 echo "table: $TABLE"
