@@ -7,7 +7,7 @@ import Simulator
 struct BenchChannelCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "channel",
-        abstract: "Channel goodput: 64 MiB between two nodes over ::1 beside raw libuv datagrams; simulated 1% and 10% loss beside the link's bandwidth.")
+        abstract: "Channel goodput: 64 MiB between two nodes over ::1 beside raw libuv datagrams; simulated 0%, 1% and 10% loss through two node cores beside the link.")
 
     @Option(help: "Trials of the loopback transfer and its baseline (the best of each is reported).")
     var trials = 3
