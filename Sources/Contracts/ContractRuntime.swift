@@ -147,6 +147,14 @@ final class LiveInstance: @unchecked Sendable {
         initialGlobals = module.mutableGlobalExports.compactMap { name in instance.exports[global: name].map { ($0, $0.value) } }
     }
 
+    /// The host functions (held by the store's allocator) reach the call context, and the context
+    /// reaches the memory, which holds the allocator: a cycle that kept every dropped instance's
+    /// store and linear memory alive (found by the fuzz target's leak checker). Cut it here.
+    deinit {
+        context.memory = nil
+        context.state = nil
+    }
+
     /// Puts memory and mutable globals back to their initial values; false when that cannot be
     /// done (memory grew, or a mutable global is not exported) and the instance must be dropped.
     func reset() -> Bool {

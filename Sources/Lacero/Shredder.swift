@@ -100,38 +100,45 @@ public enum Shredder {
     }
 
     /// Encodes segment `index` of an object whose plaintext for that segment is `plaintext`.
+    public static func encodeSegment(_ plaintext: UnsafeRawBufferPointer, index: Int, objectSize: UInt64,
+                                     parameters p: LaceroParameters, key: [UInt8], code: ReedSolomon) -> EncodedSegment {
+        let length = p.fragmentLength(segment: index, objectSize: objectSize)
+        var ids: [[UInt8]] = []
+        let buffer = [UInt8](unsafeUninitializedCapacity: p.n * length) { raw, initialized in
+            ids = encodeSegment(plaintext, index: index, objectSize: objectSize, parameters: p, key: key, code: code,
+                                into: UnsafeMutableRawBufferPointer(raw))
+            initialized = p.n * length
+        }
+        return EncodedSegment(index: index, fragmentLength: length, buffer: buffer, ids: ids)
+    }
+
+    /// Encodes segment `index` into `fragments` (n · fragment length bytes, fragment i at
+    /// i · length; a caller may reuse one buffer for segment after segment) and returns the n ids.
     ///
     /// The buffer is not zero-filled first: the ciphertext, the zero padding of the last data
     /// block and the parity cover every byte, so each byte is written once (a zero fill was one
     /// more pass over n/k times the segment, and a put writes 1.4 times the object).
     public static func encodeSegment(_ plaintext: UnsafeRawBufferPointer, index: Int, objectSize: UInt64,
-                                     parameters p: LaceroParameters, key: [UInt8], code: ReedSolomon) -> EncodedSegment {
+                                     parameters p: LaceroParameters, key: [UInt8], code: ReedSolomon,
+                                     into all: UnsafeMutableRawBufferPointer) -> [[UInt8]] {
         let count = p.segmentCount(objectSize: objectSize)
         let length = p.fragmentLength(segment: index, objectSize: objectSize)
+        precondition(all.count == p.n * length, "the fragment buffer must hold n fragments of the segment")
         let cipherLength = plaintext.count + ChaChaPoly.tagLength
         let ad = associatedData(segment: index, count: count, objectSize: objectSize)
         let nonce = nonce(segment: index)
-        var ids: [[UInt8]] = []
-        ids.reserveCapacity(p.n)
-        let buffer = [UInt8](unsafeUninitializedCapacity: p.n * length) { raw, initialized in
-            let all = UnsafeMutableRawBufferPointer(raw)
-            // The padding of the last data block, then the ciphertext before it, then the parity.
-            all[cipherLength..<(p.k * length)].initializeMemory(as: UInt8.self, repeating: 0)
-            key.withUnsafeBytes { k in
-                nonce.withUnsafeBytes { nc in
-                    ad.withUnsafeBytes { a in
-                        ChaChaPoly.seal(key: k, nonce: nc, associatedData: a, plaintext: plaintext,
-                                        into: UnsafeMutableRawBufferPointer(rebasing: all[0..<cipherLength]))
-                    }
+        // The padding of the last data block, then the ciphertext before it, then the parity.
+        all[cipherLength..<(p.k * length)].initializeMemory(as: UInt8.self, repeating: 0)
+        key.withUnsafeBytes { k in
+            nonce.withUnsafeBytes { nc in
+                ad.withUnsafeBytes { a in
+                    ChaChaPoly.seal(key: k, nonce: nc, associatedData: a, plaintext: plaintext,
+                                    into: UnsafeMutableRawBufferPointer(rebasing: all[0..<cipherLength]))
                 }
             }
-            code.encodeParity(all, length: length)
-            for i in 0..<p.n {
-                ids.append(FragmentHash.hash(UnsafeRawBufferPointer(rebasing: all[(i * length)..<((i + 1) * length)])))
-            }
-            initialized = p.n * length
         }
-        return EncodedSegment(index: index, fragmentLength: length, buffer: buffer, ids: ids)
+        code.encodeParity(all, length: length)
+        return (0..<p.n).map { i in FragmentHash.hash(UnsafeRawBufferPointer(rebasing: all[(i * length)..<((i + 1) * length)])) }
     }
 
     /// Shreds a whole object on the calling thread: its metadata and every segment's fragments.

@@ -9,6 +9,14 @@ public struct Invocation {
     public let height: UInt64
     public let function: String
     public let args: [[UInt8]]
+
+    public init(caller: [UInt8], callerIsAdmin: Bool, height: UInt64, function: String, args: [[UInt8]]) {
+        self.caller = caller
+        self.callerIsAdmin = callerIsAdmin
+        self.height = height
+        self.function = function
+        self.args = args
+    }
 }
 
 /// A built-in chaincode: deterministic functions of the call and the state it reads; no clock,

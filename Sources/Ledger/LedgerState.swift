@@ -54,11 +54,15 @@ public struct StateView {
     var pending: [[UInt8]: [UInt8]?] = [:]
     /// Every row read, in order, with what was read: a query's answer is proven by these.
     public private(set) var reads: [(key: [UInt8], value: [UInt8]?)] = []
+    /// The writes so far (full state keys; nil: a delete), as the executor applies them.
+    public var writes: [[UInt8]: [UInt8]?] { pending }
     /// Set when checking a proof: the rows the proof covers; reading any other sets `readUnproven`.
     var provenKeys: Set<[UInt8]>?
     var readUnproven = false
 
-    init(base: LedgerState, namespace: String) {
+    /// The view the executor gives one call over `base`, inside `namespace` (public for
+    /// `iotaf bench chaincode`, which runs built-in-style chaincode and contracts through it).
+    public init(base: LedgerState, namespace: String) {
         self.base = base
         self.namespace = namespace
     }

@@ -6,6 +6,7 @@ import Node
 import NodeService
 import Sessions
 import Sodium
+import Synchronization
 
 /// What the node does with the ledger: `validator` executes what its own consensus service
 /// commits and signs header votes; `replica` keeps a verified copy fetched from peers and
@@ -150,6 +151,8 @@ public struct LedgerService: NodeService {
         public var syncServed = 0
         public var syncBlocksReceived = 0
         public var persistFailures = 0
+        /// Blocks executed on the thread pool (they run contracts).
+        public var blocksOffLoop = 0
         /// Drops by reason (malformed, not_validator, bad_signature, stale_vote, bad_certificate, no_route).
         public var drops: [String: Int] = [:]
 
@@ -181,6 +184,12 @@ public struct LedgerService: NodeService {
     /// Signature-check jobs in flight: job sequence → (height, index of the slice's first payload).
     private var checkJobs: [UInt64: (height: UInt64, start: Int)] = [:]
     private var nextJob: UInt64 = 1
+    /// Synced blocks (a replica) waiting to be executed, in height order: a block that runs a
+    /// contract goes to the thread pool and those after it wait for it.
+    private var syncQueue: [SyncedBlock] = []
+    /// The block being executed on the thread pool (one that runs a contract), if any: nothing
+    /// else is applied until it is back, so blocks stay in height order.
+    private var blockJob: BlockJob?
     /// Client submissions whose signature is being checked off the loop, by job sequence.
     private var submitChecks: [UInt64: (request: UInt64, tx: Transaction)] = [:]
     private var submissions: [[UInt8]: Submission] = [:]
@@ -196,6 +205,23 @@ public struct LedgerService: NodeService {
         var block: CommittedBlock
         var checked: [Bool]
         var jobsLeft: Int
+    }
+
+    /// A block a peer sent (a replica), its header as the peer executed it, and the header
+    /// certificate that came with it (checked once the block is executed here).
+    struct SyncedBlock {
+        var block: CommittedBlock
+        var header: LedgerHeader
+        var certificate: HeaderCertificate?
+    }
+
+    /// A block executing on the thread pool over a copy of the ledger; `slot` carries the
+    /// executed copy back (the job's outcome is only bytes). `synced`: a replica's block.
+    struct BlockJob {
+        var sequence: UInt64
+        var height: UInt64
+        var slot: ExecutionSlot
+        var synced: SyncedBlock?
     }
 
     struct Submission {
@@ -275,6 +301,7 @@ public struct LedgerService: NodeService {
         case let .offloaded(t, outcome):
             guard t.service == Self.protocolID else { return [] }
             if let out = admitChecked(t.sequence, outcome, now: now, members: members) { return out }
+            if let out = executedOffLoop(t.sequence, outcome, members: members) { return out }
             return checked(t.sequence, outcome, members: members)
         case .command, .membership, .stop:
             return []
@@ -335,6 +362,8 @@ public struct LedgerService: NodeService {
         halted = why
         executing = [:]
         checkJobs = [:]
+        syncQueue = []
+        blockJob = nil
         return [.event(.service(Self.protocolID, ServicePayload(LedgerEvent.halted(why))))]
     }
 
@@ -399,8 +428,12 @@ public struct LedgerService: NodeService {
     }
 
     private mutating func applyReady(members: some MemberDirectory, into out: inout [Output]) {
-        while halted == nil, let e = executing[ledger.height + 1], e.jobsLeft == 0 {
+        while halted == nil, blockJob == nil, let e = executing[ledger.height + 1], e.jobsLeft == 0 {
             executing[ledger.height + 1] = nil
+            if Self.runsContracts(e.block) {
+                startBlockJob(e.block, signatureChecked: e.checked, synced: nil, into: &out)
+                return
+            }
             do {
                 guard let executed = try ledger.apply(e.block, signatureChecked: e.checked) else { continue }
                 kept(executed, certificate: nil, members: members, into: &out)
@@ -475,6 +508,114 @@ public struct LedgerService: NodeService {
             }
             return out
         }
+    }
+
+    // MARK: - Blocks that run contracts: executed on the thread pool
+
+    /// Whether any transaction of `block` deploys or invokes a contract. Such a block is executed
+    /// off the loop (a call may burn up to its fuel limit, `ContractLimits.fuel`); a block of
+    /// built-ins only is applied on the loop as before.
+    static func runsContracts(_ block: CommittedBlock) -> Bool {
+        block.payloads.contains { p in
+            guard let tx = try? Transaction.decode(p) else { return false }
+            return tx.kind == .deploy || (tx.kind == .invoke && BuiltIns.named(tx.chaincode) == nil)
+        }
+    }
+
+    /// Executes `block` on a copy of the ledger on the thread pool. Deterministic as on the loop:
+    /// the same `Ledger.apply` over the same state, and nothing else is applied meanwhile (the
+    /// next block waits for `executedOffLoop`), so blocks keep their order. Queries and
+    /// submissions meanwhile see the ledger before the block, as before it was committed.
+    private mutating func startBlockJob(_ block: CommittedBlock, signatureChecked: [Bool], synced: SyncedBlock?, into out: inout [Output]) {
+        let seq = nextJob
+        nextJob += 1
+        let slot = ExecutionSlot()
+        blockJob = BlockJob(sequence: seq, height: block.height, slot: slot, synced: synced)
+        let snapshot = ledger
+        counters.blocksOffLoop += 1
+        out.append(.offload(OffloadJob(ticket: JobTicket(service: Self.protocolID, sequence: seq), cost: .zero) {
+            var l = snapshot
+            do {
+                let executed = try l.apply(block, signatureChecked: signatureChecked)
+                slot.put(l, executed)
+                return .bytes([1])
+            } catch {
+                return .failed("\(error)")
+            }
+        }))
+    }
+
+    /// A block executed on the thread pool came back: its ledger becomes this node's, the block
+    /// is kept like one applied on the loop, and the blocks waiting behind it go on. Nil when
+    /// `sequence` is no block job.
+    private mutating func executedOffLoop(_ sequence: UInt64, _ outcome: JobOutcome, members: some MemberDirectory) -> [Output]? {
+        guard let job = blockJob, job.sequence == sequence else { return nil }
+        blockJob = nil
+        var out: [Output] = []
+        guard halted == nil else { return out }
+        let taken = job.slot.take()
+        if case .bytes = outcome, case let (l, executed)? = taken, ledger.height + 1 == job.height {
+            if let executed {
+                ledger = l
+                if let s = job.synced { keepSynced(executed, s, members: members, into: &out) } else {
+                    kept(executed, certificate: nil, members: members, into: &out)
+                }
+            }
+        } else {
+            counters.badBlocks += 1
+            if job.synced != nil {
+                syncQueue = []
+            } else {
+                // Nothing above it can apply: let consensus hand it again (a restart re-emits).
+                executing = executing.filter { $0.key <= ledger.height }
+                queuedHeight = ledger.height
+            }
+        }
+        if job.synced != nil { drainSync(members: members, into: &out) } else { applyReady(members: members, into: &out) }
+        return out
+    }
+
+    /// The height a replica's next synced block must have: above the blocks queued or executing.
+    var nextSyncHeight: UInt64 { (syncQueue.last?.block.height ?? blockJob?.height ?? ledger.height) + 1 }
+
+    /// Executes the queued synced blocks in order: on the loop, until one that runs a contract
+    /// (then on the thread pool; the rest wait for it).
+    private mutating func drainSync(members: some MemberDirectory, into out: inout [Output]) {
+        while halted == nil, blockJob == nil, !syncQueue.isEmpty {
+            let s = syncQueue.removeFirst()
+            guard s.block.height == ledger.height + 1 else { continue }
+            if Self.runsContracts(s.block) {
+                startBlockJob(s.block, signatureChecked: [], synced: s, into: &out)
+                return
+            }
+            let executed: ExecutedBlock
+            do {
+                guard let e = try ledger.apply(s.block) else { continue }
+                executed = e
+            } catch {
+                counters.badBlocks += 1
+                syncQueue = []
+                return
+            }
+            keepSynced(executed, s, members: members, into: &out)
+        }
+    }
+
+    /// A synced block executed here: compared with the peer's header, its certificate checked
+    /// against this node's header, then kept.
+    private mutating func keepSynced(_ executed: ExecutedBlock, _ s: SyncedBlock, members: some MemberDirectory, into out: inout [Output]) {
+        counters.syncBlocksReceived += 1
+        if executed.header != s.header { counters.headerMismatches += 1 }
+        var cert: HeaderCertificate?
+        if let c = s.certificate {
+            if (try? c.check(headerHash: executed.hash, height: c.height, genesis: config.genesis)) != nil {
+                cert = c
+                counters.certificatesReceived += 1
+            } else {
+                counters.drop("bad_certificate")
+            }
+        }
+        kept(executed, certificate: cert, members: members, into: &out)
     }
 
     // MARK: - Messages
@@ -552,29 +693,11 @@ public struct LedgerService: NodeService {
         }
         for wb in blocks {
             guard let header = try? LedgerHeader.decode(wb.header) else { counters.drop("malformed"); break }
-            guard header.height == ledger.height + 1 else { continue }
+            guard header.height == nextSyncHeight else { continue }
             guard let block = header.committedBlock(payloads: wb.payloads) else { counters.drop("malformed"); break }
-            let executed: ExecutedBlock
-            do {
-                guard let e = try ledger.apply(block) else { continue }
-                executed = e
-            } catch {
-                counters.badBlocks += 1
-                break
-            }
-            counters.syncBlocksReceived += 1
-            if executed.header != header { counters.headerMismatches += 1 }
-            var cert: HeaderCertificate?
-            if let c = pendingCerts.removeValue(forKey: executed.header.height) {
-                if (try? c.check(headerHash: executed.hash, height: c.height, genesis: config.genesis)) != nil {
-                    cert = c
-                    counters.certificatesReceived += 1
-                } else {
-                    counters.drop("bad_certificate")
-                }
-            }
-            kept(executed, certificate: cert, members: members, into: &out)
+            syncQueue.append(SyncedBlock(block: block, header: header, certificate: pendingCerts.removeValue(forKey: header.height)))
         }
+        drainSync(members: members, into: &out)
         // Certificates for blocks already here.
         for (h, c) in pendingCerts.sorted(by: { $0.key < $1.key }) {
             guard let b = recent[h], b.certificate == nil else { continue }
@@ -583,13 +706,13 @@ public struct LedgerService: NodeService {
             counters.certificatesReceived += 1
             out.append(.persist(PersistBatch(ticket: ticket(), ops: LedgerRows.ops(for: c)), then: []))
         }
-        if ledger.height + 1 < oldest, head > ledger.height {
+        if nextSyncHeight < oldest, head > ledger.height {
             farBehind = "peers keep blocks from height \(oldest) on and this replica is at \(ledger.height): it needs a snapshot (not built yet) or a peer with older blocks"
         } else {
             farBehind = nil
         }
         // Behind: ask again at once; else at the usual pace.
-        nextSync = head > ledger.height && !blocks.isEmpty ? now : now + config.syncInterval
+        nextSync = head >= nextSyncHeight && !blocks.isEmpty ? now : now + config.syncInterval
         tickAt = min(tickAt ?? nextSync, nextSync)
         return out
     }
@@ -745,7 +868,7 @@ public struct LedgerService: NodeService {
             if ledger.height >= 1 {
                 for h in low...ledger.height where recent[h] != nil && recent[h]!.certificate == nil { certFrom = h; break }
             }
-            out.append(.send(.peer(p), bytes: LedgerWire.encode(.syncRequest(from: ledger.height + 1, certFrom: certFrom))))
+            out.append(.send(.peer(p), bytes: LedgerWire.encode(.syncRequest(from: nextSyncHeight, certFrom: certFrom))))
             syncUntil = now + config.syncTimeout
             nextSync = now + config.syncInterval
             return
@@ -813,4 +936,13 @@ public struct LedgerService: NodeService {
         }
         return .success(p)
     }
+}
+
+/// Carries a block executed on the thread pool back to the loop: the job puts the executed
+/// ledger here, the service takes it when the job's `.offloaded` arrives (after the job ran).
+final class ExecutionSlot: Sendable {
+    private let value = Mutex<(Ledger, ExecutedBlock?)?>(nil)
+
+    func put(_ ledger: Ledger, _ executed: ExecutedBlock?) { value.withLock { $0 = (ledger, executed) } }
+    func take() -> (Ledger, ExecutedBlock?)? { value.withLock { v in defer { v = nil }; return v } }
 }

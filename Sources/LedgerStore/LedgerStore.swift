@@ -246,6 +246,37 @@ public final class LedgerStore: Sendable {
         return try Ledger(genesis: g, head: h == 0 ? nil : try header(at: h), rows: try stateRows())
     }
 
+    /// The ledger as it stood at `height`: re-executed from genesis over the stored blocks (a node
+    /// keeps only its current rows), each re-executed header compared with the stored one. What
+    /// `ledger query --height H` of a contract runs on; its cost grows with `height` (every
+    /// transaction up to it, signatures included). `start`: the ledger at height 0 to replay on
+    /// (default: this store's genesis with the standard contract limits; a chain with other
+    /// limits passes its own).
+    public func ledger(at height: UInt64, from start: Ledger? = nil) throws -> Ledger {
+        var l: Ledger
+        if let start { l = start } else {
+            guard let g = try genesis() else { throw LedgerError("the store at \(path) holds no genesis") }
+            l = Ledger(genesis: g)
+        }
+        guard l.height == 0 else { throw LedgerError("a replay starts from height 0, not \(l.height)") }
+        let head = try headHeight()
+        guard height <= head else { throw LedgerError("height \(height) is above this ledger's head, \(head)") }
+        // The stored blocks were checked when they were applied here; their headers are compared below.
+        l.checksCertificates = false
+        var h: UInt64 = 1
+        while h <= height {
+            guard let hb = try headerBytes(at: h), let header = try? LedgerHeader.decode(hb) else {
+                throw LedgerError("the store has no header at height \(h); run `iotaf ledger verify`")
+            }
+            let payloads = try txBytes(at: h).map { try LedgerRows.decodeTxValue($0).payload }
+            guard let block = header.committedBlock(payloads: payloads), let e = try l.apply(block), e.header == header else {
+                throw LedgerError("height \(h) does not re-execute to its stored header; run `iotaf ledger verify`")
+            }
+            h += 1
+        }
+        return l
+    }
+
     /// Re-checks the whole store from genesis (`LedgerVerifier`); returns the height verified.
     public func verify(genesis given: LedgerGenesis? = nil) throws -> UInt64 {
         guard let g = try given ?? genesis() else { throw LedgerError("the store at \(path) holds no genesis") }

@@ -42,10 +42,13 @@ public protocol ConsensusRewriter {
 ///
 /// - Messages are the core's, prefixed with this service's protocol id (`iC`) so the node can
 ///   route them; the sender's key is the session's proven one, never a claimed one.
-/// - The safety state goes out as `.persist` (table `consensus.safety`, key `0x00`) with the
-///   votes, timeouts and proposals it allows in `then`: nothing leaves before it is durable.
-/// - A restarted validator gets its state back as `.restored`; one whose stored state does not
-///   decode refuses to run (`halted`) rather than sign with an empty state.
+/// - The safety state goes out as `.persist` (table `consensus.safety`) with the votes, timeouts
+///   and proposals it allows in `then`: nothing leaves before it is durable. Two rows (keys
+///   `0x00` and `0x01`): every write goes to the row not holding the last state known durable,
+///   so a write torn by a crash (whose sends never left) leaves that state readable.
+/// - A restarted validator gets its state back as `.restored` (the later of the rows that
+///   decode); one with rows but none that decodes refuses to run (`halted`) rather than sign
+///   with an empty state.
 /// - Sends up to a datagram's plaintext travel as datagrams; larger ones (proposals with big
 ///   batches, block responses) on the node's reliable stream.
 public struct ConsensusService: NodeService {
@@ -56,9 +59,9 @@ public struct ConsensusService: NodeService {
     /// "iC": the first two plaintext bytes of every consensus message (Docs/encoding.md).
     public static let protocolID = ProtocolID(0x69, 0x43)
     public var protocolIDs: [ProtocolID] { [Self.protocolID] }
-    /// Where the safety state is kept (one row, key `[0]`, value `SafetyState.encoded`).
+    /// Where the safety state is kept: two rows, keys `[0]` and `[1]`, each a `SafetyState.encoded`.
     public static let safetyTable = "consensus.safety"
-    static let safetyKey: [UInt8] = [0]
+    static let safetyKeys: [[UInt8]] = [[0], [1]]
     static let prefix: [UInt8] = [0x69, 0x43]
     /// The largest framed message sent as one datagram.
     static let maxDatagram = SessionManager.maxPlaintext
@@ -72,6 +75,9 @@ public struct ConsensusService: NodeService {
         /// Reliable sends to a validator the membership does not know (yet): dropped.
         public var unreachable = 0
         public var persistFailures = 0
+        /// Restarts whose newer safety row did not decode (a write torn by the crash: its sends
+        /// never left) and that resumed from the other row, the last state known durable.
+        public var tornSafetyRowsSkipped = 0
         /// Messages from a key outside the validator set, dropped before decoding.
         public var notValidator = 0
         /// Messages too short to carry a consensus message.
@@ -89,6 +95,11 @@ public struct ConsensusService: NodeService {
     /// Why the validator refuses to run, when it does.
     public private(set) var halted: String?
     private var restoring: SafetyState?
+    /// The safety row (index into `safetyKeys`) holding the last state known durable; writes go
+    /// to the other one, so a torn write can never destroy it.
+    private var durableSlot = 0
+    /// The row each persist in flight writes, by token.
+    private var slotOfToken: [UInt64: Int] = [:]
     /// Where each validator was last seen (membership, or the session of its last message): a
     /// validator the membership lost (declared dead, or a restarted node with no seeds and no
     /// peer store) is still tried at its last address, so validators never depend on gossip to
@@ -133,13 +144,7 @@ public struct ConsensusService: NodeService {
     public mutating func handle(_ input: ServiceInput<NodeCommand>, now: Instant, members: some MemberDirectory) -> [ServiceOutput<NodeCommand, NodeEvent>] {
         switch input {
         case let .restored(rows):
-            guard let row = rows.last(where: { $0.table == Self.safetyTable && $0.key == Self.safetyKey }) else { return [] }
-            do {
-                restoring = try SafetyState.decode(row.value)
-                return []
-            } catch {
-                return halt("the safety state in \(Self.safetyTable) does not decode (\(error)); a validator must not vote with its state lost, so it stays silent: restore the data directory, or retire this key", now: now)
-            }
+            return restore(rows, now: now)
         case .start:
             guard halted == nil, core == nil else { return [] }
             core = ConsensusCore(config: config, identity: identity, restoring: restoring, rng: rng.derived(0xc0de))
@@ -161,8 +166,11 @@ public struct ConsensusService: NodeService {
             return run(.submit(bytes), now: now, members: members)
         case let .persisted(ticket, outcome):
             guard ticket.service == Self.protocolID else { return [] }
+            let slot = slotOfToken.removeValue(forKey: ticket.sequence)
             switch outcome {
-            case .durable: return run(.persisted(token: ticket.sequence), now: now, members: members)
+            case .durable:
+                if let slot { durableSlot = slot }
+                return run(.persisted(token: ticket.sequence), now: now, members: members)
             case .failed:
                 // The vote (or timeout, proposal) did not leave; the round goes on without it.
                 counters.persistFailures += 1
@@ -174,6 +182,35 @@ public struct ConsensusService: NodeService {
         case .command, .membership, .offloaded, .stop:
             return []
         }
+    }
+
+    /// The safety state of the last life: the later of the two rows that decode (states only grow:
+    /// last voted round and high QC never go back). A row that does not decode beside one that
+    /// does was a write torn by the crash: not durable, so nothing it allowed was sent, and the
+    /// other row holds at least every state whose sends left. Rows present and none decoding:
+    /// halt. (Data directories from before the second row have key `0x00` only.)
+    private mutating func restore(_ rows: [StoredRow], now: Instant) -> [Output] {
+        var best: (state: SafetyState, slot: Int)?
+        var unreadable: [String] = []
+        for (slot, key) in Self.safetyKeys.enumerated() {
+            guard let row = rows.last(where: { $0.table == Self.safetyTable && $0.key == key }) else { continue }
+            do {
+                let state = try SafetyState.decode(row.value)
+                if best.map({ (state.lastVotedRound, state.highQC.round) > ($0.state.lastVotedRound, $0.state.highQC.round) }) ?? true {
+                    best = (state, slot)
+                }
+            } catch {
+                unreadable.append("row \(Hex.encode(key)): \(error)")
+            }
+        }
+        guard let best else {
+            if unreadable.isEmpty { return [] }
+            return halt("the safety state in \(Self.safetyTable) does not decode (\(unreadable.joined(separator: "; "))); a validator must not vote with its state lost, so it stays silent: restore the data directory, or retire this key", now: now)
+        }
+        if !unreadable.isEmpty { counters.tornSafetyRowsSkipped += 1 }
+        restoring = best.state
+        durableSlot = best.slot
+        return []
     }
 
     private mutating func halt(_ why: String, now: Instant) -> [Output] {
@@ -204,8 +241,10 @@ public struct ConsensusService: NodeService {
         case let .persist(state, token, then):
             var sends: [Output] = []
             for t in then { map(t, members: members, into: &sends) }
+            let slot = 1 - durableSlot
+            slotOfToken[token] = slot
             let batch = PersistBatch(ticket: PersistTicket(service: Self.protocolID, sequence: token),
-                                     ops: [.put(table: Self.safetyTable, key: Self.safetyKey, value: state.encoded)])
+                                     ops: [.put(table: Self.safetyTable, key: Self.safetyKeys[slot], value: state.encoded)])
             out.append(.persist(batch, then: sends))
         case let .commit(block):
             recentCommits[block.height] = block.hash

@@ -87,7 +87,8 @@ public struct ConsensusReport: Codable, Sendable {
         let v = s.service
         var c: [String: Int] = ["submitted": v.submitted, "submits_refused": v.submitsRefused, "datagrams_sent": v.datagramsSent,
                                 "reliable_sent": v.reliableSent, "unreachable": v.unreachable, "persist_failures": v.persistFailures,
-                                "not_validator": v.notValidator, "malformed": v.malformed]
+                                "not_validator": v.notValidator, "malformed": v.malformed,
+                                "torn_safety_rows_skipped": v.tornSafetyRowsSkipped]
         var d: [String: Int] = [:]
         if let k = s.core {
             c["proposals_sent"] = k.proposalsSent; c["votes_sent"] = k.votesSent; c["timeouts_sent"] = k.timeoutsSent

@@ -114,6 +114,7 @@ extension StatusReport {
             "keepalives_sent": sc.keepalivesSent, "keepalives_received": sc.keepalivesReceived,
             "messages_sent": sc.messagesSent, "messages_delivered": sc.messagesDelivered,
             "messages_queued": sc.messagesQueued, "messages_dropped_on_failure": sc.messagesDroppedOnFailure,
+            "stale_session_handshakes": sc.staleSessionHandshakes, "stale_session_confirmations": sc.staleSessionConfirmations,
             "peers": UInt64(sizes.peers), "drops_total": sc.totalDrops,
         ]
         var sd: [String: UInt64] = [:]

@@ -207,10 +207,23 @@ extension NodeRuntime {
                 reply(Array(ControlJSON.error("a proof is of an anonymous query at the head (no \"caller\", no \"height\")")))
                 return
             }
-            let ledger = service.ledger, certificate = service.headCertificate, callerKey = caller
+            let head = service.ledger, certificate = service.headCertificate, callerKey = caller, store = ledgerStore
+            guard at.map({ $0 <= head.height }) ?? true else {
+                reply(Array(ControlJSON.error("height \(at!) is above this node's head, \(head.height)")))
+                return
+            }
             // The answer (and its proof) from a snapshot of the replica: a contract runs on the
-            // thread pool (its fuel may take a while to burn), a built-in's lookup on the loop.
+            // thread pool (its fuel may take a while to burn), a built-in's lookup on the loop. At
+            // an older height the stored blocks are re-executed up to it first (`LedgerStore.ledger(at:)`).
             let work: @Sendable () -> [UInt8] = {
+                var ledger = head
+                if let at, at < head.height, let store {
+                    var start = Ledger(genesis: head.genesis)
+                    start.contracts = head.contracts
+                    do { ledger = try store.ledger(at: at, from: start) } catch {
+                        return Array(ControlJSON.error("the ledger at height \(at): \(error)"))
+                    }
+                }
                 let answer = contract ? ledger.queryContract(chaincode, function: function, args: args, caller: callerKey, height: at)
                     ?? ledger.query(chaincode: chaincode, function: function, args: args) : ledger.query(chaincode: chaincode, function: function, args: args)
                 var out: [String: Any] = ["height": ledger.height]
@@ -260,6 +273,7 @@ extension NodeRuntime {
                 "forwarded": service.counters.forwarded, "forwards_taken": service.counters.forwardsTaken,
                 "sync_requests": service.counters.syncRequests, "sync_served": service.counters.syncServed,
                 "sync_blocks_received": service.counters.syncBlocksReceived, "persist_failures": service.counters.persistFailures,
+                "blocks_off_loop": service.counters.blocksOffLoop,
             ]
             for (k, v) in service.counters.drops { c["drop_" + k] = v }
             var out: [String: Any] = ["role": service.config.role.rawValue, "height": l.height, "durable_height": service.durableHeight,

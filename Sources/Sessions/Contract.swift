@@ -81,6 +81,13 @@ public struct SessionCounters: Sendable, Equatable {
     public var messagesQueued: UInt64 = 0
     /// Queued messages dropped because their handshake gave up.
     public var messagesDroppedOnFailure: UInt64 = 0
+    /// Handshakes started because a transport packet named an index we do not hold: its sender
+    /// keeps a session with us that we lost (we restarted) or never confirmed (see
+    /// ``SessionTiming/staleSessionHandshakesMax``).
+    public var staleSessionHandshakes: UInt64 = 0
+    /// Our unconfirmed keys confirmed again (the XX final message, or a keepalive for IK) because
+    /// the peer still sent on its older keys: our confirmation was lost.
+    public var staleSessionConfirmations: UInt64 = 0
     public var drops: [SessionDropReason: UInt64] = [:]
 
     public var totalDrops: UInt64 { drops.values.reduce(0, +) }
@@ -170,6 +177,18 @@ public struct SessionTiming: Sendable, Equatable {
     public var cookiedEphemerals: Int = 1024
     /// A cookie secret (and so a cookie) lives this long.
     public var cookieLifetime: Duration = .seconds(120)
+    /// A transport packet for an index we do not hold, from an address where we hold no session
+    /// and run no handshake, means its sender keeps a session we lost (we restarted and may know
+    /// nobody, so nothing of ours would ever start one; the sender would notice only after
+    /// `keepaliveTimeout + rekeyTimeout` of silence). We start a handshake to that address (IK
+    /// if we know who is there, else XX), at most this many at once: the packet is
+    /// unauthenticated, so spoofed ones must never fill the peer table or evict real peers.
+    public var staleSessionHandshakesMax: Int = 16
+    /// Such handshakes per source address (IP and port) per second (burst 1).
+    public var staleSessionHandshakesPerSourcePerSecond: Double = 1
+    /// Attempts of each such handshake (the first and its retransmissions) before it is dropped
+    /// silently; the next stale packet from there may start another.
+    public var staleSessionAttempts: Int = 2
 
     public init() {}
 }

@@ -69,6 +69,10 @@ final class Keypair {
     /// rides again with our transport packets (at most every `finalResendInterval`).
     @exclusivity(unchecked) var unconfirmedFinal: [UInt8]?
     @exclusivity(unchecked) var finalSentAt = Instant.zero
+    /// Whether a packet from the peer has authenticated under these keys. An initiator's keys
+    /// not yet heard on may be unknown to the responder (its confirmation was lost), which then
+    /// still sends on the keys it had before.
+    @exclusivity(unchecked) var heard = false
 
     init(_ transport: NoiseTransport, localIndex: UInt32, remoteIndex: UInt32, created: Instant, isInitiator: Bool) {
         sender = transport.sender
@@ -98,9 +102,13 @@ final class Initiation {
     /// When this attempt (the latest retransmission) went out.
     let sent: Instant
     let retryAt: Instant
+    /// Started by a transport packet for an index we do not hold (the sender keeps a session we
+    /// lost), not by anything we had to send: it is tried `staleSessionAttempts` times and then
+    /// dropped without a `failed` output, and it yields to any initiation from the same peer.
+    let recovery: Bool
 
     init(handshake: HandshakeState, kind: HandshakeKind, localIndex: UInt32, ephemeral: PublicKey, mac1: [UInt8],
-         started: Instant, attempts: Int, sent: Instant, retryAt: Instant) {
+         started: Instant, attempts: Int, sent: Instant, retryAt: Instant, recovery: Bool) {
         self.handshake = handshake
         self.kind = kind
         self.localIndex = localIndex
@@ -110,6 +118,7 @@ final class Initiation {
         self.attempts = attempts
         self.sent = sent
         self.retryAt = retryAt
+        self.recovery = recovery
     }
 }
 
@@ -168,7 +177,10 @@ final class Peer {
             touch()
             guard oldValue !== initiation else { return }
             if let old = oldValue { tracker.initiationEnded(old, handle: handle) }
-            if let new = initiation { tracker.ownEphemerals[new.ephemeral] = handle }
+            if let new = initiation {
+                tracker.ownEphemerals[new.ephemeral] = handle
+                if new.recovery { tracker.recoveries += 1 }
+            }
         }
     }
     /// The attempts first-contact (XX) retransmissions replaced, oldest first (at most
@@ -242,7 +254,11 @@ final class PeerTracker {
 
     var top: Entry? { heap.first }
 
+    /// Recovery handshakes (``Initiation/recovery``) in flight, bounded by `staleSessionHandshakesMax`.
+    @exclusivity(unchecked) var recoveries = 0
+
     func initiationEnded(_ initiation: Initiation, handle: Int) {
+        if initiation.recovery { recoveries -= 1 }
         let key = initiation.ephemeral
         if ownEphemerals[key] == handle { ownEphemerals.removeValue(forKey: key) }
     }

@@ -56,6 +56,8 @@ public final class SessionManager {
     /// Handshake work and cookie replies per source address (IP and port), and cookie replies in all.
     @exclusivity(unchecked) private var sourceWork = KeyedBuckets<UnderlayAddress>()
     @exclusivity(unchecked) private var sourceCookies = KeyedBuckets<UnderlayAddress>()
+    /// Handshakes started per source address for transport packets naming an unknown index.
+    @exclusivity(unchecked) private var staleSources = KeyedBuckets<UnderlayAddress>()
     @exclusivity(unchecked) private var cookieBucket: TokenBucket
     /// Timer bookkeeping and own-initiation lookup, kept up to date by the peers themselves.
     private let tracker = PeerTracker()
@@ -221,6 +223,7 @@ public final class SessionManager {
         limiter.prune(now: now, rate: timing.handshakesPerAddressPerSecond)
         sourceWork.prune(now: now, rate: timing.handshakesPerSourcePerSecond, burst: timing.handshakesPerSourcePerSecond * 2)
         sourceCookies.prune(now: now, rate: timing.cookieRepliesPerSourcePerSecond, burst: timing.cookieRepliesPerSourcePerSecond * 2)
+        staleSources.prune(now: now, rate: timing.staleSessionHandshakesPerSourcePerSecond, burst: 1)
         // Only peers with a timer due have work: the others' timers are all later than `now`
         // (`refreshDue` brings every peer's `due` up to date). The one thing a not-due peer can
         // still hold is a previous keypair past its reject age (its grace ends later): dropped
@@ -240,11 +243,14 @@ public final class SessionManager {
             guard let p = peers[handle] else { continue }
             dropExpired(p, now: now)
             if let ini = peers[handle]!.initiation, now >= ini.retryAt {
-                if now - ini.started >= timing.rekeyAttemptTime {
+                if ini.recovery, ini.attempts + 1 >= timing.staleSessionAttempts {
+                    endRecovery(handle, now: now, &out)
+                } else if now - ini.started >= timing.rekeyAttemptTime {
                     giveUp(handle, reason: "handshake_timeout", &out)
                 } else {
                     counters.handshakeRetransmits += 1
-                    initiate(handle, now: now, started: ini.started, attempts: ini.attempts + 1, &out)
+                    initiate(handle, now: now, started: ini.started, attempts: ini.attempts + 1,
+                             recovery: ini.recovery, &out)
                 }
             }
             guard let p = peers[handle] else { continue }
@@ -428,7 +434,8 @@ public final class SessionManager {
             // XX's first message names nobody; a pending initiation to the same address is the
             // only sign of a simultaneous start. The smaller initiator ephemeral wins.
             if let handle = byAddress[from], let ini = peers[handle]?.initiation {
-                if ini.ephemeral < ephemeral {
+                // A recovery handshake always yields: the peer's own initiation does its job.
+                if !ini.recovery, ini.ephemeral < ephemeral {
                     counters.drop(.handshakeCollision); return
                 }
                 releaseInitiation(handle)
@@ -449,7 +456,7 @@ public final class SessionManager {
         recentEphemerals.insert(ephemeral)
         guard let peer = checkIdentity(payload, hs.remoteStatic) else { return }
         let rival = byKey[peer.publicKey] ?? byAddress[from].flatMap { h in peers[h].flatMap { $0.identity == nil ? h : nil } }
-        if let handle = rival, peers[handle]?.initiation != nil {
+        if let handle = rival, let mine = peers[handle]?.initiation, !mine.recovery {
             // Both sides started at once: the side with the smaller static key keeps its own
             // attempt, the other drops its own and answers. Static keys, unlike ephemerals, do
             // not change between retransmissions, so both sides always agree on the winner.
@@ -617,7 +624,7 @@ public final class SessionManager {
     }
 
     /// Starts (or restarts, with a new ephemeral and index) this side's handshake with a peer.
-    private func initiate(_ handle: Int, now: Instant, started: Instant, attempts: Int,
+    private func initiate(_ handle: Int, now: Instant, started: Instant, attempts: Int, recovery: Bool = false,
                                    _ out: inout [SessionOutput]) {
         let peer = peers[handle]!
         let kind: HandshakeKind = peer.identity == nil ? .xx : .ik
@@ -650,7 +657,7 @@ public final class SessionManager {
         let jitter = Duration.nanoseconds(Int64(Double(delay.nanoseconds) / 3 * rng.unit()))
         peers[handle]!.initiation = Initiation(handshake: hs, kind: kind, localIndex: index, ephemeral: ephemeral,
                                                mac1: mac1, started: started, attempts: attempts,
-                                               sent: now, retryAt: now + delay + jitter)
+                                               sent: now, retryAt: now + delay + jitter, recovery: recovery)
         if attempts == 0 { counters.handshakesInitiated += 1 }
     }
 
@@ -805,7 +812,9 @@ public final class SessionManager {
                 responders[receiver] = r
                 return
             }
-            counters.drop(.unknownIndex); return
+            counters.drop(.unknownIndex)
+            answerStaleSession(from: from, now: now, &out)
+            return
         }
         enum Slot { case current, previous, next }
         let slot: Slot
@@ -813,7 +822,11 @@ public final class SessionManager {
         if let k = p.current, k.localIndex == receiver { slot = .current; keypair = k }
         else if let k = p.previous, k.localIndex == receiver { slot = .previous; keypair = k }
         else if let k = p.next, k.localIndex == receiver { slot = .next; keypair = k }
-        else { counters.drop(.unknownIndex); return }
+        else {
+            counters.drop(.unknownIndex)
+            answerStaleSession(from: from, now: now, &out)
+            return
+        }
         guard now - keypair.created < ns.reject else { counters.drop(.expiredKey); return }
         switch keypair.replay.check(counter) {
         case .fresh: break
@@ -841,6 +854,7 @@ public final class SessionManager {
         // Committed only now: a forged far-future counter never moves the window.
         keypair.replay.commit(counter)
         keypair.unconfirmedFinal = nil  // the responder holds these keys: it sent on them
+        keypair.heard = true
         if slot == .next {
             // The initiator used the keys we answered with: they are confirmed and become current.
             establish(handle, keypair, address: from, now: now, &out)
@@ -856,6 +870,61 @@ public final class SessionManager {
             counters.messagesDelivered += 1
             out.append(.deliver(from: from, peer: p.identity!, plaintext: plaintext))
         }
+    }
+
+    // MARK: - Stale sessions
+
+    /// A transport packet named an index we do not hold, from `from`: its sender keeps a session
+    /// with us that we do not have. Either we restarted and lost it (we may know nobody, so
+    /// nothing of ours would start a handshake, and the sender would notice only after 15 s of
+    /// silence: consensus-4 seeds 17, 40, 126, 140 and 185 lost a validator that way), or we
+    /// initiated new keys and our confirmation was lost, so the sender still uses the old ones.
+    /// WireGuard answers neither (its peers are configured, and a restarted one initiates when it
+    /// has traffic); a mesh node that lost its state has no list to call, so the stale packet is
+    /// its only clue.
+    ///
+    /// The packet is unauthenticated, so nothing here trusts it: it never touches a working
+    /// session (a handshake only replaces keys once it completes), recovery handshakes are bounded
+    /// in number, per source and in attempts, never evict a peer, and yield to the peer's own.
+    private func answerStaleSession(from: UnderlayAddress, now: Instant, _ out: inout [SessionOutput]) {
+        let existing = byAddress[from].flatMap { peers[$0] }
+        if let p = existing {
+            guard p.initiation == nil, !awaitingConfirmation(p, now: now) else { return }
+            if hasUsableCurrent(p, now: now), let cur = p.current {
+                // Keys that were heard on work: the packet is a straggler (or forged).
+                guard cur.isInitiator, !cur.heard else { return }
+                // Keys we initiated and never heard on: the peer may not have them (our XX final
+                // or IK confirmation was lost). Confirm again, as our next packet would have,
+                // while the peer can still complete (`rekeyTimeout`); later, a new handshake.
+                if now - cur.created < ns.rekeyTimeout {
+                    guard now - cur.finalSentAt >= Self.finalResendInterval else { return }
+                    if cur.unconfirmedFinal == nil { cur.finalSentAt = now }
+                    counters.staleSessionConfirmations += 1
+                    sendTransport(p, [], now: now, &out)  // carries the XX final again if still held
+                    return
+                }
+            }
+        }
+        guard tracker.recoveries < timing.staleSessionHandshakesMax,
+              existing != nil || peers.count < timing.maxPeers else { return }
+        let rate = timing.staleSessionHandshakesPerSourcePerSecond
+        guard staleSources.allow(from, now: now, rate: rate, burst: 1, capacity: timing.rateLimitEntries) else { return }
+        guard let handle = existing?.handle ?? newPeer(nil, address: from, now: now) else { return }
+        counters.staleSessionHandshakes += 1
+        initiate(handle, now: now, started: now, attempts: 0, recovery: true, &out)
+    }
+
+    /// A recovery handshake had no answer: dropped without a `failed` output (nothing of ours
+    /// waited for it), with the address-only record it made. Messages queued meanwhile keep it
+    /// going as an ordinary handshake.
+    private func endRecovery(_ handle: Int, now: Instant, _ out: inout [SessionOutput]) {
+        guard let p = peers[handle], let ini = p.initiation else { return }
+        if !p.queue.isEmpty {
+            initiate(handle, now: now, started: ini.started, attempts: ini.attempts + 1, &out)
+            return
+        }
+        releaseInitiation(handle)
+        if p.identity == nil, p.keypairCount == 0 { removePeer(handle) }
     }
 
     // MARK: - Cookies (WireGuard-style, keyed from the network key)

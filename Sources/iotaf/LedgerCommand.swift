@@ -20,7 +20,7 @@ struct LedgerDataOptions: ParsableArguments {
     var data: String?
     @Option(help: "Or a running node's control socket (default: found as `iotaf status` finds it), where the command supports it.")
     var control: String?
-    @Option(help: "A genesis file (validator keys, `admin KEY` lines) to check against instead of the copy in the store.")
+    @Option(help: "A genesis file (`iotaf network init`'s DIR/genesis, or a ledger genesis text) to check against instead of the copy in the store.")
     var genesis: String?
 
     func open() throws -> LedgerStore {
@@ -50,9 +50,24 @@ struct LedgerDataOptions: ParsableArguments {
 
     func givenGenesis() throws -> LedgerGenesis? {
         guard let genesis else { return nil }
-        do { return try LedgerGenesis.parse(String(contentsOfFile: genesis, encoding: .utf8)) } catch {
-            throw CLIError("genesis \(genesis): \(error)")
-        }
+        return try readLedgerGenesis(genesis)
+    }
+}
+
+/// A genesis for offline checks: the file `iotaf network init --validators … --admins …` writes
+/// (`DIR/genesis`, as a node reads it), or a ledger genesis text (`ledger sample`'s genesis.txt).
+func readLedgerGenesis(_ path: String) throws -> LedgerGenesis {
+    guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+        throw CLIError("cannot read the genesis file \(path)")
+    }
+    if text.split(separator: "\n").first?.trimmingCharacters(in: .whitespaces) == GenesisFile.header {
+        do {
+            let file = try GenesisFile.parse(text)
+            return LedgerGenesis(consensus: file.genesis, admins: file.admins)
+        } catch { throw CLIError("genesis \(path): \(error)") }
+    }
+    do { return try LedgerGenesis.parse(text) } catch {
+        throw CLIError("genesis \(path): \(error) (expected the file `iotaf network init --validators` writes, or a ledger genesis text)")
     }
 }
 
@@ -253,7 +268,7 @@ struct LedgerQueryCommand: ParsableCommand {
     var args: [String] = []
     @Option(help: "Write the answer's proof (header, validators' header certificate, Merkle proofs) to this file.")
     var prove: String?
-    @Option(help: "A contract: run the version that was current at this height (over the current rows).")
+    @Option(help: "A contract: run it as it stood at this height (the version then current, over the rows then, with that block's time; the stored blocks are re-executed up to it).")
     var height: UInt64?
     @Option(help: "A contract: the caller's identity key (64 hex digits) the contract sees.")
     var caller: String?
@@ -287,8 +302,12 @@ struct LedgerQueryCommand: ParsableCommand {
             return
         }
         let store = try options.open()
-        let ledger: Ledger
+        var ledger: Ledger
         do { ledger = try store.load(genesis: try options.givenGenesis()) } catch { throw CLIError("\(error)") }
+        if let height, height < ledger.height {
+            // The state at that height: the stored blocks re-executed from genesis up to it.
+            do { ledger = try store.ledger(at: height, from: Ledger(genesis: ledger.genesis)) } catch { throw CLIError("\(error)") }
+        }
         let a = args.map { Array($0.utf8) }
         let callerKey: [UInt8] = try caller.map { (c: String) throws -> [UInt8] in
             guard let k = Hex.decode(c), k.count == 32 else { throw CLIError("--caller is a 64-hex-digit identity key") }
@@ -329,7 +348,7 @@ struct LedgerCheckProofCommand: ParsableCommand {
         abstract: "Check a query proof offline against a genesis (the validator set is the only thing trusted).")
     @Argument(help: "The proof file `ledger query --prove` wrote.")
     var proof: String
-    @Option(help: "Genesis file (validator keys, `admin KEY` lines).")
+    @Option(help: "Genesis file: the one `iotaf network init --validators` writes (DIR/genesis), or a ledger genesis text.")
     var genesis: String?
     @Option(help: "Or: a data directory whose ledger holds the genesis.")
     var data: String?
@@ -339,7 +358,7 @@ struct LedgerCheckProofCommand: ParsableCommand {
     func run() throws {
         let g: LedgerGenesis
         if let genesis {
-            do { g = try LedgerGenesis.parse(String(contentsOfFile: genesis, encoding: .utf8)) } catch { throw CLIError("genesis \(genesis): \(error)") }
+            g = try readLedgerGenesis(genesis)
         } else if let data {
             guard let stored = try? LedgerStore(path: (data as NSString).appendingPathComponent(LedgerStore.fileName), readOnly: true).genesis() else {
                 throw CLIError("no ledger genesis in \(data)")

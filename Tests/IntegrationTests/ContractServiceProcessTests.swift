@@ -116,9 +116,35 @@ import Testing
             if !proved { Thread.sleep(forTimeInterval: 0.3) }
         }
         #expect(proved, "no proof from the replica within 20 s")
-        // The genesis from the replica's data directory (`check-proof --genesis` reads the ledger's genesis text, not `network init`'s file).
+        // Checked against the genesis from the replica's data directory, and against the file `network init` wrote.
         let check = try runIotaf(["ledger", "check-proof", proof, "--data", m.data(4)])
         #expect(check.status == 0 && check.out.contains("billing.total"), "check-proof: \(check.out) \(check.err)")
+        let checkFile = try runIotaf(["ledger", "check-proof", proof, "--genesis", "\(m.dir)/net/genesis"])
+        #expect(checkFile.status == 0 && checkFile.out.contains("billing.total"), "check-proof --genesis: \(checkFile.out) \(checkFile.err)")
+
+        // Upgrade through the nodes: validator 0 deploys `svc` (the counter), then a new version (the
+        // permission filter, which has no `value`); validator 2, neither its owner nor an admin, may
+        // not. The replica answers the head with the new version and older heights with the old one.
+        let v1 = m.json(["ledger", "deploy", "svc", Self.examples + "/counter.wat", "--control", m.socket(0), "--json"])
+        let h1 = try #require((v1?["height"] as? NSNumber)?.uint64Value, "deploy svc: \(String(describing: v1))")
+        let bumped = m.json(["ledger", "submit", "svc", "bump", "k", "--control", m.socket(0), "--json"])
+        #expect(bumped?["output_hex"] as? String == "0100000000000000", "bump: \(String(describing: bumped))")
+        let taken = try runIotaf(["ledger", "deploy", "svc", Self.examples + "/permission-filter.wat", "--control", m.socket(2)])
+        #expect(taken.status != 0 && (taken.out + taken.err).contains("not_owner"), "an upgrade by another node: \(taken.out) \(taken.err)")
+        let v2 = m.json(["ledger", "deploy", "svc", Self.examples + "/permission-filter.wat", "--control", m.socket(0), "--json"])
+        #expect((v2?["version"] as? NSNumber)?.intValue == 2, "upgrade: \(String(describing: v2))")
+        let h2 = try #require((v2?["height"] as? NSNumber)?.uint64Value)
+        #expect(h2 > h1 + 1)
+        deadline = Date().addingTimeInterval(20)
+        while Date() < deadline, m.height(4) < h2 { Thread.sleep(forTimeInterval: 0.3) }
+        let head = try runIotaf(["ledger", "query", "svc", "value", "k", "--control", m.socket(4), "--json"])
+        #expect(head.status != 0 && head.out.contains("unknown_function"), "svc at the head: \(head.out) \(head.err)")
+        // An older height runs as the chain stood then (the replica re-executes its stored blocks up
+        // to it): at h1 the counter before the bump, at h2 - 1 after it.
+        for (h, want) in [(h1, "0000000000000000"), (h2 - 1, "0100000000000000")] {
+            let old = m.json(["ledger", "query", "svc", "value", "k", "--height", String(h), "--control", m.socket(4), "--json"])
+            #expect(old?["output_hex"] as? String == want, "svc at height \(h): \(String(describing: old))")
+        }
 
         // The killed validator restarts on its data directory and catches up.
         try m.start(3)

@@ -159,6 +159,8 @@ import Testing
             }
             print("lacero processes: trial \(trial)/\(trials): \(count) nodes, \(size) bytes, k = \(k), n = \(n): put \(String(format: "%.2f", putSeconds)) s, killed \(victims.count) holders, get \(String(format: "%.2f", getSeconds)) s, identical \(same), \(short.count) segments short, \(repaired) fragments repaired")
             if same && get.status == 0 { passed += 1 }
+            // 64 MiB three times per trial: twenty trials would leave gigabytes in /tmp.
+            for f in [file, back] { try? FileManager.default.removeItem(atPath: f) }
             // The killed nodes come back on their data directories (their fragments with them).
             for v in victims { try mesh.start(v) }
             if trial < trials {

@@ -109,6 +109,57 @@ struct LaceroOperationTests {
         }
     }
 
+    /// The issue's all-subsets floor as the `get` operation, not only the coding layer: k = 3,
+    /// n = 6, every one of the 20 sets of n−k holders of segment 0 is taken away in turn (their
+    /// other fragments go with them), `get` returns the object; one holder more and it fails
+    /// naming segment 0.
+    @Test func getSucceedsWithEverySetOfNMinusKHoldersOfASegmentGone() throws {
+        let host = MemoryHost(identity: NodeIdentity.deterministic(runSeed: 23, index: 0))
+        var config = LaceroService.Config()
+        config.keepProbability = 0.5
+        let mesh = LaceroMesh(nodes: 12, config: config, seed: 23, hosts: [0: host])
+        mesh.services[0] = LaceroService(me: mesh.ids[0], config: { var c = config; c.store = false; return c }(), rng: SeededGenerator(seed: 9), host: host)
+        for j in 1..<12 { _ = mesh.services[0].handle(.membership(.up(mesh.directory.peers[mesh.ids[j]]!)), now: mesh.now, members: mesh.directory) }
+        let object = ShredderTests.object(2_500_000, seed: 23)
+        host["/obj"] = object
+        mesh.command(0, .operation(LaceroRequest(op: 1, kind: .put(path: "/obj", out: "/obj.meta", k: 3, n: 6))))
+        let put = try #require(Self.finished(mesh, op: 1))
+        #expect(put.state == "done" && put.fragments_placed == put.fragments, "\(put.error ?? "")")
+        let metadata = try LaceroMetadata.open(sealed: try #require(host["/obj.meta"]),
+                                               ed25519SecretKey: try Ed25519.keyPair(seed: host.identity.seed).secretKey)
+        #expect(metadata.segmentCount >= 2, "other segments share holders with segment 0")
+        // Segment 0's holder of each share (one each: threshold 1, never two shares on one node).
+        let holders = try (0..<6).map { share in
+            try #require((1..<12).first { mesh.services[$0].holds(metadata.fragmentIDs[share]) })
+        }
+        #expect(Set(holders).count == 6)
+        var op: UInt64 = 1
+        var subsets = 0
+        for a in 0..<6 { for b in (a + 1)..<6 { for c in (b + 1)..<6 {
+            let gone = [holders[a], holders[b], holders[c]]
+            for i in gone { mesh.directory.live.remove(mesh.ids[i]) }
+            op += 1
+            let out = "/back-\(a)\(b)\(c)"
+            mesh.command(0, .operation(LaceroRequest(op: op, kind: .get(meta: "/obj.meta", out: out))))
+            let get = try #require(Self.finished(mesh, op: op))
+            #expect(get.state == "done", "shares \(a), \(b), \(c) gone: \(get.error ?? "")")
+            #expect(host[out] == object, "shares \(a), \(b), \(c) gone")
+            host[out] = nil
+            for i in gone { mesh.directory.live.insert(mesh.ids[i]) }
+            subsets += 1
+        } } }
+        #expect(subsets == 20)
+        // n−k+1 holders of segment 0 gone: fewer than k answer, and get says which segment.
+        for i in holders.prefix(4) { mesh.directory.live.remove(mesh.ids[i]) }
+        op += 1
+        mesh.command(0, .operation(LaceroRequest(op: op, kind: .get(meta: "/obj.meta", out: "/never"))))
+        mesh.advance(.seconds(11))
+        mesh.advance(.seconds(11))
+        let failed = try #require(Self.finished(mesh, op: op))
+        #expect(failed.state == "failed" && failed.error?.contains("segment 0") == true, "\(failed.error ?? "")")
+        #expect(host["/never"] == nil)
+    }
+
     @Test func operationsFailWithErrorsThatNameTheThing() throws {
         let host = MemoryHost(identity: NodeIdentity.deterministic(runSeed: 22, index: 0))
         let mesh = LaceroMesh(nodes: 3, config: .init(), seed: 22, hosts: [0: host])

@@ -31,6 +31,8 @@ struct ServicePump {
     var now = Instant.zero
     /// Drop messages from this node to that node (a partition).
     var cut: Set<[Int]> = []
+    /// When set, offloaded jobs wait here (node, job) until `runHeldJobs` instead of running at once.
+    var heldJobs: [(Int, OffloadJob)]?
 
     init(fixture f: Fixture, validators: Int = 4, replicas: Int = 0) throws {
         var nodes: [LedgerService] = [], proven: [ProvenPeer] = []
@@ -81,8 +83,8 @@ struct ServicePump {
             case .send(.address, _), .membership:
                 break
             case let .offload(job):
-                // Signature checks: run at once, as the simulator does (`offloadsRunInline`).
-                input(i, .offloaded(job.ticket, job.work()))
+                // Run at once, as the simulator does (`offloadsRunInline`), unless held.
+                if heldJobs != nil { heldJobs!.append((i, job)) } else { input(i, .offloaded(job.ticket, job.work())) }
             case let .persist(batch, then):
                 disk[i] += batch.ops
                 carry(i, then)
@@ -97,6 +99,14 @@ struct ServicePump {
             case .command:
                 break
             }
+        }
+    }
+
+    /// Runs the held jobs, first held first (and those they lead to), until none is left.
+    mutating func runHeldJobs() {
+        while let (i, job) = heldJobs?.first {
+            heldJobs!.removeFirst()
+            input(i, .offloaded(job.ticket, job.work()))
         }
     }
 
@@ -231,6 +241,49 @@ struct ServicePump {
         pump.input(0, .command(.service(LedgerService.protocolID, ServicePayload(LedgerRequest.submit(request: 10, chaincode: "kv", function: "put", args: [[1], [2]])))))
         pump.run(for: 110)
         #expect(pump.events[0].contains { if case .timedOut(10, _) = $0 { return true }; return false })
+    }
+
+    /// A block that deploys or invokes a contract is executed on the thread pool (an `.offload`
+    /// job over a copy of the ledger); the blocks after it wait for it, so heights stay in order,
+    /// and every validator and the replica reach the same roots.
+    @Test func blocksThatRunContractsExecuteOffTheLoopInHeightOrder() throws {
+        var f = Fixture()
+        var pump = try ServicePump(fixture: f, replicas: 1)
+        pump.heldJobs = []
+        let blocks = [
+            f.chain.next([f.alice.deploy(f, "counter", ContractExamples.module("counter"))]),
+            f.chain.next([f.alice.invoke(f, "kv", "put", "k", "v")]),
+            f.chain.next([f.bob.invoke(f, "counter", "bump", "x"), f.alice.invoke(f, "counter", "bump", "x"), f.alice.invoke(f, "kv", "put", "j", "w")]),
+        ]
+        for b in blocks { pump.commit(b) }
+        // Only signature checks so far; nothing is applied while they are out.
+        #expect((0..<4).allSatisfy { pump.nodes[$0].ledger.height == 0 })
+        // The checks come back: block 1 (a deploy) leaves for the pool; block 2 waits behind it.
+        let checks = pump.heldJobs!.count
+        for _ in 0..<checks { let (i, job) = pump.heldJobs!.removeFirst(); pump.input(i, .offloaded(job.ticket, job.work())) }
+        #expect((0..<4).allSatisfy { pump.nodes[$0].ledger.height == 0 && pump.nodes[$0].counters.blocksOffLoop == 1 })
+        #expect(pump.heldJobs!.count == 4)
+        pump.runHeldJobs()
+        pump.settle()
+        for i in 0..<4 {
+            let s = pump.nodes[i]
+            #expect(s.ledger.height == 3)
+            #expect(s.counters.blocksOffLoop == 2, "validator \(i): blocks 1 and 3 run contracts, block 2 does not")
+            #expect(s.certifiedHeight == 3)
+            let applied = pump.events[i].compactMap { if case let .applied(b) = $0 { return b.height }; return nil }
+            #expect(applied == [1, 2, 3])
+        }
+        #expect(Set((0..<4).map { pump.nodes[$0].ledger.state.root }).count == 1)
+        #expect(pump.nodes[0].ledger.query(chaincode: "counter", function: "value", args: [Fixture.b("x")]).result.contractOutput == [2, 0, 0, 0, 0, 0, 0, 0])
+        // The replica syncs the three blocks and runs the contract blocks off its loop too.
+        pump.heldJobs = nil
+        pump.run(for: 10)
+        let replica = pump.nodes[4]
+        #expect(replica.ledger.height == 3)
+        #expect(replica.counters.blocksOffLoop == 2)
+        #expect(replica.ledger.state.root == pump.nodes[0].ledger.state.root)
+        #expect(replica.counters.headerMismatches == 0)
+        #expect(replica.certifiedHeight == 3)
     }
 
     @Test func aValidatorKeyOutsideTheSetIsRefusedAtStart() throws {

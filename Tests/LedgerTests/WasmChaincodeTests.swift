@@ -108,6 +108,57 @@ extension TxResult {
         #expect(l.query(chaincode: "billing", function: "total", args: [Fixture.b("meter-1"), Fixture.b("peak")]).result.contractOutput == Fixture.b("1500"))
     }
 
+    /// Every limit (fuel, memory pages, stack, bytes written, result size) fails its transaction
+    /// with a reason, mid-block, the same on four executors (one always cold); the calls around
+    /// them run, and a failed call's writes are dropped everywhere.
+    @Test func everyLimitFailsItsTransactionAloneAndAlikeOnFourExecutors() throws {
+        var f = Fixture()
+        let limits = try ContractSource.compile(wat: """
+            (module
+              (import "iotaf" "put" (func $put (param i32 i32 i32 i32)))
+              (import "iotaf" "ret" (func $ret (param i32 i32)))
+              (memory (export "memory") 1)
+              (func $r (param i32) (call $r (i32.add (local.get 0) (i32.const 1))))
+              (func (export "spin") (call $put (i32.const 0) (i32.const 1) (i32.const 16) (i32.const 4)) (loop $l (br $l)))
+              (func (export "bomb") (loop $l (drop (memory.grow (i32.const 1))) (br $l)))
+              (func (export "deep") (call $r (i32.const 0)))
+              (func (export "flood") (local $i i32)
+                (loop $l
+                  (i32.store8 (i32.const 0) (local.get $i))
+                  (call $put (i32.const 0) (i32.const 1) (i32.const 16) (i32.const 1024))
+                  (local.set $i (i32.add (local.get $i) (i32.const 1)))
+                  (br_if $l (i32.lt_u (local.get $i) (i32.const 100)))))
+              (func (export "huge") (call $ret (i32.const 0) (i32.const 5000)))
+              (func (export "ok") (call $put (i32.const 0) (i32.const 1) (i32.const 16) (i32.const 4)) (call $ret (i32.const 16) (i32.const 4))))
+            """)
+        let block = f.chain.next([
+            f.alice.deploy(f, "limits", limits),
+            f.alice.invoke(f, "limits", "ok"),
+            f.alice.invoke(f, "limits", "spin"),
+            f.bob.invoke(f, "limits", "bomb"),
+            f.alice.invoke(f, "limits", "deep"),
+            f.bob.invoke(f, "limits", "flood"),
+            f.alice.invoke(f, "limits", "huge"),
+            f.bob.invoke(f, "limits", "ok"),
+        ])
+        var ledgers = (0..<4).map { Ledger.forTests(f.genesis, poolsInstances: $0 != 3) }
+        let executed = try ledgers.indices.map { try #require(try ledgers[$0].apply(block)) }
+        for e in executed.dropFirst() {
+            #expect(e.header.stateRoot == executed[0].header.stateRoot)
+            #expect(e.results == executed[0].results)
+        }
+        let details = executed[0].results.map { $0.refusal?.detail }
+        #expect(details[0] == nil && details[1] == nil && details[7] == nil)
+        #expect(details[2] == "out of fuel after \(Ledger.testLimits.fuel)")
+        #expect(details[3]?.hasPrefix("memory limit: grow to 17 pages; at most 16") == true, "\(String(describing: details[3]))")
+        #expect(details[4]?.hasPrefix("stack limit: call stack exhausted") == true, "\(String(describing: details[4]))")
+        #expect(details[5]?.hasPrefix("wrote ") == true && details[5]?.contains("at most 65536 a call") == true, "\(String(describing: details[5]))")
+        #expect(details[6] == "a result of 5000 bytes; at most 4096")
+        // Only the two `ok` calls wrote (the same row); the spin's and the flood's writes were dropped.
+        let rows = ledgers[0].state.rows.keys.filter { $0.starts(with: Array("wasm/limits".utf8) + [0]) }
+        #expect(rows.count == 1)
+    }
+
     @Test func theResultsSayWhyAndTheWritesOfAFailedCallAreDropped() throws {
         var f = Fixture()
         let blocks = Self.workload(&f)

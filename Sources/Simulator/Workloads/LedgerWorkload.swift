@@ -327,6 +327,8 @@ final class LedgerWorkload: Workload {
             m["ledger_n\(i)_certified_height"] = Double(s.certifiedHeight)
             if s.counters.headerMismatches > 0 { m["ledger_n\(i)_header_mismatches"] = Double(s.counters.headerMismatches) }
             if s.counters.badBlocks > 0 { m["ledger_n\(i)_bad_blocks"] = Double(s.counters.badBlocks) }
+            // Blocks that ran contracts, executed as an offload job (inline in the simulator).
+            if s.counters.blocksOffLoop > 0 { m["ledger_n\(i)_blocks_off_loop"] = Double(s.counters.blocksOffLoop) }
         }
         let latencies = submitted.filter { $0.ackAt >= 0 }.map { Double($0.ackAt - $0.at) / 1e9 }.sorted()
         if !latencies.isEmpty {
