@@ -84,7 +84,7 @@ let package = Package(
             .product(name: "GRDB", package: "GRDB.swift")]),
         .executableTarget(name: "iotaf", dependencies: [
             "Runtime", "Simulator", "Bench", "Node", "MeshCore", "Noise", "Sodium", "Ledger", "LedgerStore", "LedgerService", "Consensus", "FileTransfer", "Contracts",
-            "Lacero", "LaceroService", "Meters", "MeterService",
+            "Lacero", "LaceroService", "Meters", "MeterService", "Channels",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ],

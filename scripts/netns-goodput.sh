@@ -103,7 +103,7 @@ suspicions() { "$BIN" status --control "$DIR/n$1.sock" --json | json 'd["gossip"
 TABLE="$OUT.txt"
 mkdir -p "$(dirname "$OUT")"
 {
-    echo "# iotaf send of $MIB MiB between two node processes in network namespaces (veth; nftables input drop each way; netem delay RTT/2 each way)"
+    echo "# iotaf send of $MIB MiB between two node processes in network namespaces (veth; nftables input drop each way; $([ "$NETEM" = 1 ] && echo 'netem delay RTT/2 each way' || echo 'no netem on this kernel: RTT is the veth own, under 1 ms'))"
     echo "# $(date -u +%Y-%m-%dT%H:%MZ), $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $BIN, load average $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "# rtt_ms loss_percent goodput_MBps seconds suspicions_raised(n0,n1) retransmitted_chunks probe_timeouts"
 } > "$TABLE"
@@ -138,5 +138,10 @@ for rtt in $RTTS; do
     done
 done
 shape 0 0
-"$BIN" bench channel --plot-from "$TABLE" --sweep-svg "$OUT"
+if [ "$NETEM" = 1 ]; then
+    TITLE="Channel goodput between two node processes in network namespaces (veth, nftables loss, netem delay)"
+else
+    TITLE="Channel goodput between two node processes in network namespaces (veth, nftables loss; no netem here, so RTT is the veth's, under 1 ms)"
+fi
+"$BIN" bench channel --plot-from "$TABLE" --sweep-svg "$OUT" --plot-title "$TITLE"
 echo "table: $TABLE"
