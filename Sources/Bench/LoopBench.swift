@@ -4,18 +4,20 @@ import Logging
 import MeshCore
 import Node
 import Runtime
+import Sessions
 #if canImport(Glibc)
 import Glibc
 #endif
 
 /// `iotaf bench loop`: two full node runtimes ping-ponging over ::1 on one libuv loop, beside
-/// a minimal ping-pong written straight against libuv with datagrams of the same size.
+/// a minimal ping-pong on the same kind of loop that receives as the runtime does (readiness poll,
+/// one `recvmsg`) and carries datagrams as long as ours on the wire.
 public enum LoopBench {
     public static func run(roundTrips: Int, trials: Int, progress: ((String) -> Void)?) throws -> BenchResult {
         var ours: [Double] = [], raw: [Double] = []
         for t in 1...max(1, trials) {
             // Alternate, so drift in machine load hits both sides alike.
-            raw.append(try RawPingPong.run(roundTrips: roundTrips, payload: PingWire.headerLength))
+            raw.append(try RawPingPong.run(roundTrips: roundTrips))
             ours.append(try nodePingPong(roundTrips: roundTrips))
             progress?(String(format: "trial %d/%d: runtime %.0f rt/s, raw libuv %.0f rt/s", t, trials, ours.last!, raw.last!))
         }
@@ -70,79 +72,108 @@ public enum LoopBench {
     }
 }
 
-/// The physical baseline: two raw libuv UDP sockets on ::1 bouncing one datagram.
+/// The physical baseline: two UDP sockets on ::1 bouncing one datagram, received the way the
+/// runtime's `UDPSocket` receives (a `uv_poll_t` readiness watcher on the descriptor, then one
+/// non-blocking `recvmsg`; libuv's own receive loop would read again until EAGAIN) and sent with
+/// `uv_udp_try_send` as the runtime sends. The datagrams are as long as ours on the wire: a ping
+/// (60 bytes) or a pong (61) sealed in a Noise transport packet (32 bytes more).
 enum RawPingPong {
-    final class State {
-        var remaining: Int
-        var payload: [UInt8]
-        var a: UnsafeMutablePointer<uv_udp_t>
-        var b: UnsafeMutablePointer<uv_udp_t>
-        var addrA = sockaddr_in6()
-        var addrB = sockaddr_in6()
-        var buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 65536, alignment: 16)
-        init(remaining: Int, payload: [UInt8], a: UnsafeMutablePointer<uv_udp_t>, b: UnsafeMutablePointer<uv_udp_t>) {
-            self.remaining = remaining
-            self.payload = payload
-            self.a = a
-            self.b = b
-        }
-        func send(from h: UnsafeMutablePointer<uv_udp_t>, to addr: inout sockaddr_in6) {
-            payload.withUnsafeMutableBufferPointer { p in
-                var buf = uv_buf_init(UnsafeMutableRawPointer(p.baseAddress!).assumingMemoryBound(to: CChar.self), UInt32(p.count))
-                withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { _ = uv_udp_try_send(h, &buf, 1, $0) } }
-            }
-        }
-    }
+    /// Wire sizes of the node's ping and pong datagrams.
+    static let pingBytes = PingWire.headerLength + SessionWire.transportOverhead
+    static let pongBytes = pingBytes + 1
 
-    static func run(roundTrips: Int, payload: Int) throws -> Double {
-        let loop = UnsafeMutablePointer<uv_loop_t>.allocate(capacity: 1)
-        uv_loop_init(loop)
-        let a = UnsafeMutablePointer<uv_udp_t>.allocate(capacity: 1)
-        let b = UnsafeMutablePointer<uv_udp_t>.allocate(capacity: 1)
-        uv_udp_init(loop, a)
-        uv_udp_init(loop, b)
-        let state = State(remaining: roundTrips, payload: [UInt8](repeating: 7, count: payload), a: a, b: b)
-        for (h, keyPath) in [(a, \State.addrA), (b, \State.addrB)] {
+    final class Side {
+        let udp: UnsafeMutablePointer<uv_udp_t>
+        let poll: UnsafeMutablePointer<uv_poll_t>
+        let fd: Int32
+        var peer = sockaddr_in6()
+        var payload: [UInt8]
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 65536, alignment: 16)
+        var header = msghdr()
+        var vector = iovec()
+        var source = sockaddr_storage()
+        /// The pinging side counts answers down; the answering side never stops by itself.
+        var remaining: Int
+        unowned(unsafe) var other: Side?
+
+        init(loop: UnsafeMutablePointer<uv_loop_t>, payload: Int, remaining: Int) throws {
+            udp = .allocate(capacity: 1)
+            uv_udp_init_ex(loop, udp, UInt32(AF_INET6))
+            var descriptor: uv_os_fd_t = -1
+            _ = uv_fileno(UnsafeMutableRawPointer(udp).assumingMemoryBound(to: uv_handle_t.self), &descriptor)
+            fd = descriptor
+            poll = .allocate(capacity: 1)
+            uv_poll_init_socket(loop, poll, descriptor)
+            self.payload = [UInt8](repeating: 7, count: payload)
+            self.remaining = remaining
             var sa = sockaddr_in6()
             sa.sin6_family = sa_family_t(AF_INET6)
             withUnsafeMutableBytes(of: &sa.sin6_addr) { $0.copyBytes(from: UnderlayAddress.loopbackV6) }
-            let rc = withUnsafePointer(to: &sa) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { uv_udp_bind(h, $0, 0) } }
+            let rc = withUnsafePointer(to: &sa) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { uv_udp_bind(udp, $0, 0) } }
             guard rc == 0 else { throw RuntimeError("raw ping-pong cannot bind ::1: \(UVError(code: rc, operation: "uv_udp_bind"))") }
+            vector = iovec(iov_base: buffer.baseAddress!, iov_len: buffer.count)
+        }
+
+        var bound: sockaddr_in6 {
             var len = Int32(MemoryLayout<sockaddr_in6>.size)
-            var bound = sockaddr_in6()
-            _ = withUnsafeMutablePointer(to: &bound) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { uv_udp_getsockname(h, $0, &len) } }
-            state[keyPath: keyPath] = bound
-            h.pointee.data = Unmanaged.passUnretained(state).toOpaque()
+            var sa = sockaddr_in6()
+            _ = withUnsafeMutablePointer(to: &sa) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { uv_udp_getsockname(udp, $0, &len) } }
+            return sa
         }
-        let alloc: uv_alloc_cb = { h, _, buf in
-            let s = Unmanaged<State>.fromOpaque(h!.pointee.data).takeUnretainedValue()
-            buf!.pointee = uv_buf_init(s.buffer.baseAddress!.assumingMemoryBound(to: CChar.self), UInt32(s.buffer.count))
+
+        func send() {
+            payload.withUnsafeMutableBufferPointer { p in
+                var buf = uv_buf_init(UnsafeMutableRawPointer(p.baseAddress!).assumingMemoryBound(to: CChar.self), UInt32(p.count))
+                withUnsafePointer(to: &peer) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { _ = uv_udp_try_send(udp, &buf, 1, $0) } }
+            }
         }
-        uv_udp_recv_start(b, alloc) { h, n, _, _, _ in
+
+        /// One readiness: one recvmsg, as `UDPSocket` reads while traffic is request/answer.
+        func readable() {
+            header.msg_name = withUnsafeMutablePointer(to: &source) { UnsafeMutableRawPointer($0) }
+            header.msg_namelen = socklen_t(MemoryLayout<sockaddr_storage>.size)
+            header.msg_iov = withUnsafeMutablePointer(to: &vector) { $0 }
+            header.msg_iovlen = 1
+            header.msg_flags = 0
+            let n = recvmsg(fd, &header, Int32(MSG_DONTWAIT))
             guard n > 0 else { return }
-            let s = Unmanaged<State>.fromOpaque(h!.pointee.data).takeUnretainedValue()
-            s.send(from: s.b, to: &s.addrA)
+            if remaining == Int.max { send(); return }
+            remaining -= 1
+            if remaining > 0 { send() } else { uv_poll_stop(poll); uv_poll_stop(other!.poll) }
         }
-        uv_udp_recv_start(a, alloc) { h, n, _, _, _ in
-            guard n > 0 else { return }
-            let s = Unmanaged<State>.fromOpaque(h!.pointee.data).takeUnretainedValue()
-            s.remaining -= 1
-            if s.remaining > 0 {
-                s.send(from: s.a, to: &s.addrB)
-            } else {
-                uv_udp_recv_stop(s.a)
-                uv_udp_recv_stop(s.b)
+
+        func close() {
+            uv_close(UnsafeMutableRawPointer(poll).assumingMemoryBound(to: uv_handle_t.self), nil)
+            uv_close(UnsafeMutableRawPointer(udp).assumingMemoryBound(to: uv_handle_t.self), nil)
+        }
+
+        deinit { buffer.deallocate(); udp.deallocate(); poll.deallocate() }
+    }
+
+    static func run(roundTrips: Int) throws -> Double {
+        let loop = UnsafeMutablePointer<uv_loop_t>.allocate(capacity: 1)
+        uv_loop_init(loop)
+        defer { uv_loop_close(loop); loop.deallocate() }
+        let a = try Side(loop: loop, payload: pingBytes, remaining: roundTrips)
+        let b = try Side(loop: loop, payload: pongBytes, remaining: .max)
+        a.peer = b.bound
+        b.peer = a.bound
+        a.other = b
+        b.other = a
+        for side in [a, b] {
+            side.poll.pointee.data = Unmanaged.passUnretained(side).toOpaque()
+            uv_poll_start(side.poll, Int32(UV_READABLE.rawValue)) { p, status, _ in
+                guard status >= 0 else { return }
+                Unmanaged<Side>.fromOpaque(p!.pointee.data).takeUnretainedValue().readable()
             }
         }
         let start = uv_hrtime()
-        state.send(from: a, to: &state.addrB)
+        a.send()
         uv_run(loop, UV_RUN_DEFAULT)
         let elapsed = uv_hrtime() - start
-        uv_close(UnsafeMutableRawPointer(a).assumingMemoryBound(to: uv_handle_t.self), nil)
-        uv_close(UnsafeMutableRawPointer(b).assumingMemoryBound(to: uv_handle_t.self), nil)
+        a.close(); b.close()
         uv_run(loop, UV_RUN_DEFAULT)
-        uv_loop_close(loop)
-        a.deallocate(); b.deallocate(); loop.deallocate(); state.buffer.deallocate()
+        guard a.remaining == 0 else { throw RuntimeError("the raw ping-pong stopped after \(roundTrips - a.remaining) of \(roundTrips) round trips") }
         return Double(roundTrips) / (Double(elapsed) / 1e9)
     }
 }

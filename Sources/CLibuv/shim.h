@@ -85,3 +85,36 @@ static inline int iotaf_udp_gro_segment(struct msghdr *message) {
 static inline int iotaf_enter_network_namespace(int fd) {
     return (int)syscall(SYS_setns, fd, 0x40000000 /* CLONE_NEWNET */);
 }
+
+/// sendmmsg(2) of up to 8 segmented sends (UDP_SEGMENT), each `lengths[i]` bytes at `buffers[i]`
+/// cut by the kernel into datagrams of `segment` bytes, all to `to`: the batched send path of the
+/// channel benchmark's baseline. Returns the messages sent, or -errno.
+static inline int iotaf_udp_send_segment_batch(int fd, void *const *buffers, const size_t *lengths, int count,
+                                               const struct sockaddr_in6 *to, uint16_t segment) {
+    enum { limit = 8 };
+    struct iotaf_mmsghdr messages[limit];
+    struct iovec vectors[limit];
+    union { char space[CMSG_SPACE(sizeof(uint16_t))]; struct cmsghdr align; } controls[limit];
+    if (count > limit) count = limit;
+    memset(messages, 0, sizeof messages);
+    memset(controls, 0, sizeof controls);
+    for (int i = 0; i < count; i++) {
+        vectors[i].iov_base = buffers[i];
+        vectors[i].iov_len = lengths[i];
+        struct msghdr *m = &messages[i].msg_hdr;
+        m->msg_name = (void *)to;
+        m->msg_namelen = sizeof *to;
+        m->msg_iov = &vectors[i];
+        m->msg_iovlen = 1;
+        m->msg_control = controls[i].space;
+        m->msg_controllen = sizeof controls[i].space;
+        struct cmsghdr *c = CMSG_FIRSTHDR(m);
+        c->cmsg_level = IOTAF_SOL_UDP;
+        c->cmsg_type = IOTAF_UDP_SEGMENT;
+        c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+        memcpy(CMSG_DATA(c), &segment, sizeof segment);
+    }
+    int sent;
+    do { sent = (int)syscall(SYS_sendmmsg, fd, messages, (unsigned int)count, 0); } while (sent < 0 && errno == EINTR);
+    return sent < 0 ? -errno : sent;
+}
