@@ -300,6 +300,13 @@ extension GossipCore {
                 // 12 had dropped each question as a packet of a forgotten session). It keeps
                 // asking; a confirmation, a helper's nack, its own recovery or the suspect's
                 // refutation ends the wait, and a crash is still declared by its other observers.
+                // It leaves our views as the verdict would have made it: a neighbour that has not
+                // answered for a whole suspicion is no link to keep, and a node whose neighbours
+                // crashed with most of the mesh (awareness up: its helpers died too, and nacked
+                // nothing) must free their places for live peers, or the survivors' overlay stays
+                // in pieces (`survivorsOfEightyPercentCrashStayConnected`).
+                _ = removeFromActive(id, into: &out)
+                passiveView.removeAll { $0.nodeID == id }
                 s.asked += 1
                 s.deadline = now + .nanoseconds(paced(config.suspicionMax).nanoseconds * healthMultiplier)
                 suspicions[id] = s
