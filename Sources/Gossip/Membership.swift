@@ -307,6 +307,13 @@ extension GossipCore {
                 // in pieces (`survivorsOfEightyPercentCrashStayConnected`).
                 _ = removeFromActive(id, into: &out)
                 passiveView.removeAll { $0.nodeID == id }
+                // And it is probed again next, through fresh helpers: after a mass crash the live
+                // ones nack at once (support, `probeFailed`), while behind a bad link of our own
+                // they reach the suspect and nack nothing.
+                if !priorityProbes.contains(id) {
+                    priorityProbes.append(id)
+                    if probe?.acked ?? true, let t = nextProbe, t > now + .milliseconds(100) { nextProbe = now + .milliseconds(100) }
+                }
                 s.asked += 1
                 s.deadline = now + .nanoseconds(paced(config.suspicionMax).nanoseconds * healthMultiplier)
                 suspicions[id] = s

@@ -279,7 +279,12 @@ extension GossipCore {
         if m.state == .alive, m.stateSince > p.sentAt { return }
         let known = suspicions[p.target.nodeID]?.accusers ?? []
         guard m.state == .alive || !known.contains(myTag) else {
-            if p.nacks > 0 { suspicions[p.target.nodeID]?.supported = true }
+            if p.nacks > 0, var s = suspicions[p.target.nodeID] {
+                s.supported = true
+                // A verdict we held back for want of support (`expireSuspicions`): decide now.
+                if s.extended, s.accusers.count == 1, awareness > 0 { s.deadline = min(s.deadline, now) }
+                suspicions[p.target.nodeID] = s
+            }
             return
         }
         let suspicion = MemberUpdate.suspect(m.entry.peer, incarnation: m.incarnation, accuser: myTag)
