@@ -241,6 +241,33 @@ import Sodium
         #expect(timedOut.messages.contains { if case .timeout(let t) = $0.message { t.round == 3 } else { false } })
     }
 
+    @Test func inABackedOffRoundTheLeaderSendsItsProposalAgain() {
+        // Validator 3 leads round 3, entered through two timeout certificates (a 2 s round). Its
+        // proposal and, once durable, its vote (to round 4's leader, validator 0) go out again
+        // at 1 s; the round timer still fires at 2 s.
+        var c = f.core(3)
+        let t0 = Instant.zero + .milliseconds(100)
+        func durable(_ outs: [ConsensusOutput], at now: Instant) { for case .persist(_, let token, _) in outs { _ = c.handle(.persisted(token: token), now: now) } }
+        for round: UInt64 in [1, 2] {
+            for v in [0, 1, 2] {
+                let t = TimeoutFixture.make(round: round, voter: v, high: f.genesis.certificate,
+                                            signature: f.identities[v].sign(timeoutDigestBytes(f, round: round, high: 0)))
+                durable(c.handle(.message(from: f.key(v), bytes: t), now: t0), at: t0)
+            }
+        }
+        #expect(c.round == 3)
+        let tp = t0 + .milliseconds(300)
+        let proposed = c.handle(.timer, now: tp)
+        let first = proposed.messages.compactMap { if case .proposal(let p) = $0.message { p } else { nil } }
+        #expect(first.count == 1 && first.first?.block.round == 3)
+        durable(proposed, at: tp)
+        let again = c.handle(.timer, now: t0 + .seconds(1))
+        #expect(again.persists == 0)
+        let resent = again.messages.compactMap { if case .proposal(let p) = $0.message { p } else { nil } }
+        #expect(resent == first, "the same signed proposal")
+        #expect(again.votes.map(\.round) == [3])
+    }
+
     @Test func aRoundThatIsNotBackedOffSendsNothingAgainBeforeItsTimer() {
         var c = f.core(3)
         let outs = c.handle(.message(from: f.key(1), bytes: f.proposal(f.block())), now: .zero)
