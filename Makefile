@@ -8,7 +8,7 @@ DURATION ?=
 JOBS ?= 2
 VERSION ?= 0.1.0
 
-.PHONY: run test deps build build-debug bench sim clean fuzz soak floods testbed-clean deb lacero-trials ledger-kill-loop
+.PHONY: run test deps build build-debug bench sim clean fuzz soak floods testbed-clean deb lacero-trials ledger-kill-loop meter-chain
 FLOOD_SECONDS ?= 30
 FUZZ_SECONDS ?= 60
 SOAK_HOSTS ?= 30
@@ -16,6 +16,7 @@ SOAK_MINUTES ?= 30
 SOAK_SEED ?= 1
 LACERO_TRIALS ?= 20
 LEDGER_KILLS ?= 100
+METER_CHAIN_RUNS ?= 3
 
 deps:
 	@bash scripts/install-deps.sh
@@ -71,6 +72,16 @@ ledger-kill-loop: deps
 	swift build --build-tests -j $(JOBS)
 	LEDGER_KILL_LOOP=$(LEDGER_KILLS) $(if $(LEDGER_KILL_SEED),LEDGER_KILL_SEED=$(LEDGER_KILL_SEED)) \
 		swift test --skip-build --filter LedgerServiceProcessTests.killLoop
+
+# Meter reads along a real chain of namespaces (collector - relay - relay - relay, 10 % loss on
+# every link, the middle relay SIGKILLed for a minute): every read at the collector exactly once,
+# all anchored (MeterChainNetnsTests, about 3 minutes a run). Runs it METER_CHAIN_RUNS times and
+# prints how many passed. Root.
+meter-chain: deps
+	swift build --build-tests -j $(JOBS)
+	@passed=0; for i in $$(seq 1 $(METER_CHAIN_RUNS)); do \
+		if IOTAF_METER_CHAIN=1 swift test --skip-build --filter MeterChainNetnsTests; then passed=$$((passed + 1)); fi; \
+	done; echo "meter-chain: $$passed of $(METER_CHAIN_RUNS) runs passed"; test $$passed -eq $(METER_CHAIN_RUNS)
 
 # Removes namespaces and files that an interrupted test-bed run left behind.
 testbed-clean:

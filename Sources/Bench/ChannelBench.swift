@@ -1,11 +1,13 @@
 import CLibuv
 import Channels
+import Dispatch
 import Foundation
 import Logging
 import MeshCore
 import Node
 import Runtime
 import Simulator
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -50,30 +52,58 @@ public enum ChannelBench {
         return BenchResult(bench: "channel", results: rows)
     }
 
-    /// Two node runtimes on one loop: node A sends `bytes` to B as 1 MiB messages; returns the
-    /// message bytes delivered at B per second, from the first send to the last delivery.
+    /// State the two node threads of `loopbackGoodput` share: the clock's two ends, the receiver's
+    /// address, the outcome, and a flag telling either thread to stop.
+    final class LoopbackShared: Sendable {
+        let started = Atomic<UInt64>(0)
+        let finished = Atomic<UInt64>(0)
+        let abort = Atomic<Bool>(false)
+        let receiver = Mutex<(address: UnderlayAddress, id: NodeID)?>(nil)
+        let failure = Mutex<String?>(nil)
+        let receiverDetail = Mutex<String>("")
+    }
+
+    /// Two nodes as two real nodes run: each a `NodeRuntime` on its own libuv loop in its own
+    /// thread (as the baseline's two threads). Node A sends `bytes` to B as 1 MiB messages; returns
+    /// the message bytes delivered at B per second, from the first send to the last delivery.
     static func loopbackGoodput(bytes: Int, detail: ((String) -> Void)? = nil) throws -> Double {
+        let shared = LoopbackShared()
+        let receiverUp = DispatchSemaphore(value: 0)
+        let receiverDone = DispatchSemaphore(value: 0)
+        let deadline = Date().addingTimeInterval(120)
+        let thread = Thread {
+            receiveLoopback(bytes: bytes, shared: shared, deadline: deadline, up: receiverUp)
+            receiverDone.signal()
+        }
+        thread.start()
+        receiverUp.wait()
+        var joined = false
+        func join() {
+            shared.abort.store(true, ordering: .releasing)
+            if !joined { receiverDone.wait(); joined = true }
+        }
+        defer { join() }
+        guard let (address, target) = shared.receiver.withLock({ $0 }) else {
+            throw RuntimeError("loopback receiver did not start: \(shared.failure.withLock { $0 } ?? "?")")
+        }
+
         let loop = try EventLoop()
         var settings = NodeSettings()
         settings.listen = UnderlayAddress(ip: UnderlayAddress.loopbackV6, port: 0)
-        var logger = Logger(label: "iotaf.bench")
-        logger.logLevel = .error
-        let b = try NodeRuntime(settings: settings, identity: .generate(), loop: loop, logger: logger, withControlSocket: false, withPeerStore: false)
-        var settingsA = settings
-        settingsA.peers = [b.boundAddress]
-        let a = try NodeRuntime(settings: settingsA, identity: .generate(), loop: loop, logger: logger, withControlSocket: false, withPeerStore: false)
-        let target = b.identity.nodeID
+        settings.peers = [address]
+        let a = try NodeRuntime(settings: settings, identity: .generate(), loop: loop, logger: benchLogger, withControlSocket: false, withPeerStore: false)
         let message = [UInt8](repeating: 0x5a, count: messageBytes)
-        var queued = 0, received = 0
-        var started: UInt64 = 0, elapsed: UInt64 = 0
-        var failure: String?
-
+        var queued = 0
+        func fail(_ reason: String) {
+            shared.failure.withLock { if $0 == nil { $0 = reason } }
+            shared.abort.store(true, ordering: .releasing)
+        }
         func fill() {
             while queued < bytes {
                 switch a.sendMessage(message, stream: 8, to: target) {
                 case .success: queued += message.count
                 case .failure(.backpressure): return // `.channelWritable` resumes
-                case let .failure(e): failure = "\(e)"; return
+                case let .failure(e): fail("\(e)"); return
                 }
             }
         }
@@ -81,32 +111,66 @@ public enum ChannelBench {
             switch event {
             // Joining makes b a member; a ping over the new session, answered, starts the clock
             // (gossip, the membership protocol, sends no `.probeAnswered` of its own).
-            case let .memberAdded(id, _) where id == target && started == 0:
+            case let .memberAdded(id, _) where id == target && shared.started.load(ordering: .relaxed) == 0:
                 a.command(.probe(target))
-            case let .probeAnswered(id, _) where id == target && started == 0:
-                started = uv_hrtime()
+            case let .probeAnswered(id, _) where id == target && shared.started.load(ordering: .relaxed) == 0:
+                shared.started.store(uv_hrtime(), ordering: .releasing)
                 fill()
             case let .channelWritable(id) where id == target: fill()
-            case let .messageFailed(_, _, reason): failure = "a message failed: \(reason.rawValue)"
+            case let .messageFailed(_, _, reason): fail("a message failed: \(reason.rawValue)")
             default: break
             }
         }
-        b.onEvent = { event in
-            guard case let .messageReceived(_, _, m) = event else { return }
-            received += m.count
-            if received >= bytes { elapsed = uv_hrtime() - started }
-        }
-        try b.start()
         try a.start()
-        let deadline = Date().addingTimeInterval(120)
-        while elapsed == 0 && failure == nil && Date() < deadline { loop.runOnce() }
+        while shared.finished.load(ordering: .acquiring) == 0 && !shared.abort.load(ordering: .acquiring) && Date() < deadline { loop.runOnce() }
         let st = a.core.channels.stats
-        detail?("  sender: \(st.framesOut) frames, \(st.retransmittedChunks) chunks retransmitted, \(st.lossEvents) loss events, \(st.congestionEvents) congestion events, \(st.probeTimeouts) probe timeouts; receiver: \(b.core.channels.stats.framesOut) frames (ACKs), drops \(b.core.channels.stats.totalDrops), session drops \(b.core.sessions.counters.totalDrops), socket receive errors \(b.status.counters["receive_errors"] ?? 0)"
-                + "; UDP: sender \(a.status.counters["udp_gso_sends"] ?? 0) segmented sends carrying \(a.status.counters["udp_gso_datagrams"] ?? 0) of \(st.framesOut) frames, receiver \(b.status.counters["udp_gro_reads"] ?? 0) coalesced reads carrying \(b.status.counters["udp_gro_datagrams"] ?? 0) datagrams, GSO fallbacks \((a.status.counters["udp_gso_fallbacks"] ?? 0) + (b.status.counters["udp_gso_fallbacks"] ?? 0))")
-        a.stop(); b.stop()
+        let finished = shared.finished.load(ordering: .acquiring)
+        join()
+        detail?("  sender: \(st.framesOut) frames, \(st.retransmittedChunks) chunks retransmitted, \(st.lossEvents) loss events, \(st.congestionEvents) congestion events, \(st.probeTimeouts) probe timeouts; "
+                + shared.receiverDetail.withLock { $0 }
+                + "; UDP: sender \(a.status.counters["udp_gso_sends"] ?? 0) segmented sends carrying \(a.status.counters["udp_gso_datagrams"] ?? 0) of \(st.framesOut) frames, GSO fallbacks \(a.status.counters["udp_gso_fallbacks"] ?? 0)")
+        a.stop()
         loop.run()
-        if let failure { throw RuntimeError("loopback transfer failed: \(failure)") }
-        guard elapsed > 0 else { throw RuntimeError("loopback transfer of \(bytes) bytes did not finish within 120 s (\(received) received)") }
-        return Double(bytes) / (Double(elapsed) / 1e9)
+        if let failure = shared.failure.withLock({ $0 }) { throw RuntimeError("loopback transfer failed: \(failure)") }
+        guard finished > 0 else { throw RuntimeError("loopback transfer of \(bytes) bytes did not finish within 120 s") }
+        return Double(bytes) / (Double(finished - shared.started.load(ordering: .acquiring)) / 1e9)
+    }
+
+    static var benchLogger: Logger {
+        var logger = Logger(label: "iotaf.bench")
+        logger.logLevel = .error
+        return logger
+    }
+
+    /// Node B of `loopbackGoodput`, on its own thread and loop: publishes its address, then counts
+    /// delivered message bytes until all arrived (stamping the end) or the sender gives up.
+    static func receiveLoopback(bytes: Int, shared: LoopbackShared, deadline: Date, up: DispatchSemaphore) {
+        let loop: EventLoop, b: NodeRuntime
+        do {
+            loop = try EventLoop()
+            var settings = NodeSettings()
+            settings.listen = UnderlayAddress(ip: UnderlayAddress.loopbackV6, port: 0)
+            b = try NodeRuntime(settings: settings, identity: .generate(), loop: loop, logger: benchLogger, withControlSocket: false, withPeerStore: false)
+            var received = 0
+            b.onEvent = { event in
+                guard case let .messageReceived(_, _, m) = event else { return }
+                received += m.count
+                if received >= bytes { shared.finished.store(uv_hrtime(), ordering: .releasing) }
+            }
+            try b.start()
+            shared.receiver.withLock { $0 = (b.boundAddress, b.identity.nodeID) }
+        } catch {
+            shared.failure.withLock { $0 = "receiver: \(error)" }
+            up.signal()
+            return
+        }
+        up.signal()
+        while shared.finished.load(ordering: .acquiring) == 0 && !shared.abort.load(ordering: .acquiring) && Date() < deadline { loop.runOnce() }
+        let st = b.core.channels.stats
+        shared.receiverDetail.withLock {
+            $0 = "receiver: \(st.framesOut) frames (ACKs), drops \(st.totalDrops), session drops \(b.core.sessions.counters.totalDrops), socket receive errors \(b.status.counters["receive_errors"] ?? 0), \(b.status.counters["udp_gro_reads"] ?? 0) coalesced reads carrying \(b.status.counters["udp_gro_datagrams"] ?? 0) datagrams"
+        }
+        b.stop()
+        loop.run()
     }
 }

@@ -13,13 +13,17 @@ import Sodium
 /// bound is 1 / (1/aead + 1/rs + 1/hash) (each a rate in bytes of object per second).
 ///
 /// Rows (rates in MB/s of object, 10^6 bytes):
-/// - `put_1core`: ours = `Shredder` on one thread; baseline = the combined bound of the raw parts.
-/// - `put_1core_reused_buffer`: the same pipeline writing each segment into one reused buffer;
-///   baseline = the same bound (the raw parts, too, write into one warm buffer).
-/// - `put_2cores`: ours = segments shared between two threads; baseline = `put_1core`'s ours
+/// - `put_1core`: ours = the service's put jobs (`Shredder.shredJob`, `Shredder.segmentsPerJob`
+///   segments each, every job's output held until the put ends) on one thread; baseline = the
+///   combined bound of the raw parts.
+/// - `put_1core_reused_buffer`: the same coding with every segment written into one reused
+///   buffer; baseline = the same bound (the raw parts, too, write into one warm buffer).
+/// - `put_2cores`: ours = the same jobs shared between two threads; baseline = `put_1core`'s ours
 ///   (the ratio is the speed-up; the issue asks for >= 1.6).
 /// - `put_2cores_reused_buffers`: two threads, each coding into its own reused buffer; baseline =
 ///   `put_1core_reused_buffer`'s ours.
+/// The put rows and the raw parts of the bound run in interleaved rounds (`trials` of them, the
+/// best of each kept), so a burst of load on the shared machine meets both sides of a ratio.
 /// - `get_1core_missing_n_minus_k`: ours = `Reassembler` with the first n−k fragments of every
 ///   segment missing (all parity used); baseline = the bound of the AEAD (seal's rate stands for
 ///   open's), ISA-L's decode of those n−k blocks and SHA-256 of k fragments.
@@ -52,14 +56,16 @@ public enum LaceroBench {
         let size = UInt64(object.count)
         let segments = p.segmentCount(objectSize: size)
         let mb = Double(object.count) / 1e6
+        /// MB of object per second of one run of `body`.
+        func once(_ body: () throws -> Void) rethrows -> Double {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            try body()
+            return mb / (Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
+        }
         func best(_ body: () throws -> Void) rethrows -> Double {
-            var fastest = Double.infinity
-            for _ in 0..<max(1, trials) {
-                let t0 = DispatchTime.now().uptimeNanoseconds
-                try body()
-                fastest = min(fastest, Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
-            }
-            return mb / fastest
+            var fastest = 0.0
+            for _ in 0..<max(1, trials) { fastest = max(fastest, try once(body)) }
+            return fastest
         }
 
         // Raw parts, on buffers laid out as the pipeline lays them out.
@@ -67,7 +73,7 @@ public enum LaceroBench {
         var work = [UInt8](repeating: 0, count: p.n * fragmentLength)
         let key = secrets.key, nonce = [UInt8](repeating: 0, count: 12)
         progress?("raw parts: \(segments) segments of \(p.segmentSize) bytes, k=\(p.k) n=\(p.n)")
-        let aead = best {
+        func aeadPass() {
             object.withUnsafeBytes { all in
                 work.withUnsafeMutableBytes { out in
                     for s in 0..<segments {
@@ -79,10 +85,11 @@ public enum LaceroBench {
                 }
             }
         }
+        var aead = best(aeadPass)
         var parityRows = Array(code.matrix[(p.k * p.k)...])
         var tables = [UInt8](repeating: 0, count: 32 * p.k * (p.n - p.k))
         ec_init_tables(Int32(p.k), Int32(p.n - p.k), &parityRows, &tables)
-        let rs = best {
+        func rsPass() {
             work.withUnsafeMutableBytes { all in
                 let base = all.baseAddress!.assumingMemoryBound(to: UInt8.self)
                 var data = (0..<p.k).map { Optional(base + $0 * fragmentLength) }
@@ -92,13 +99,15 @@ public enum LaceroBench {
                 }
             }
         }
-        func hashRate(_ fragments: Int, _ hash: (UnsafePointer<UInt8>, Int) -> Void) -> Double {
-            best {
-                work.withUnsafeBytes { all in
-                    let base = all.baseAddress!.assumingMemoryBound(to: UInt8.self)
-                    for _ in 0..<segments { for i in 0..<fragments { hash(base + i * fragmentLength, fragmentLength) } }
-                }
+        var rs = best(rsPass)
+        func hashPass(_ fragments: Int, _ hash: (UnsafePointer<UInt8>, Int) -> Void) {
+            work.withUnsafeBytes { all in
+                let base = all.baseAddress!.assumingMemoryBound(to: UInt8.self)
+                for _ in 0..<segments { for i in 0..<fragments { hash(base + i * fragmentLength, fragmentLength) } }
             }
+        }
+        func hashRate(_ fragments: Int, _ hash: (UnsafePointer<UInt8>, Int) -> Void) -> Double {
+            best { hashPass(fragments, hash) }
         }
         // ISA-L's decode as get runs it: shares n−k..<n at hand (every parity share, the first
         // n−k data blocks missing), the k×k submatrix inverted and the missing rows' tables made
@@ -125,66 +134,60 @@ public enum LaceroBench {
             }
         }
         var digest = [UInt8](repeating: 0, count: 32)
-        let sha = hashRate(p.n) { _ = SHA256($0, $1, &digest) }
+        var sha = hashRate(p.n) { _ = SHA256($0, $1, &digest) }
         let shaK = hashRate(p.k) { _ = SHA256($0, $1, &digest) }
         let blake = hashRate(p.n) { _ = crypto_generichash(&digest, 32, $0, UInt64($1), nil, 0) }
+
+        // The put pipeline as the service runs it (`Shredder.shredJob`, jobs of segmentsPerJob
+        // segments, each job's output held until the put ends as the service holds fragments until
+        // they are stored), then into reused buffers, each on one core and on two. Rounds
+        // interleave with the raw parts above so every figure of a round sees the same load.
+        let jobs = stride(from: 0, to: segments, by: Shredder.segmentsPerJob).map { $0..<min(segments, $0 + Shredder.segmentsPerJob) }
+        func putJobs(lanes: Int) {
+            let sink = JobSink(count: jobs.count)
+            object.withUnsafeBytes { all in
+                let base = SendableBytes(all)
+                DispatchQueue.concurrentPerform(iterations: lanes) { lane in
+                    for j in stride(from: lane, to: jobs.count, by: lanes) {
+                        sink.put(j, Shredder.shredJob(base.bytes, segments: jobs[j], parameters: p, key: secrets.key, code: code))
+                    }
+                }
+            }
+        }
+        // The same pipeline writing every segment into one buffer per thread (as a driver that
+        // relays a segment's fragments before coding the next could): the difference to the
+        // fresh-output rows is the cost of fresh memory (page faults) for 1.4 times the object.
+        let laneBuffers = LaneBuffers(lanes: 2, bytes: p.n * fragmentLength)
+        func putReused(lanes: Int) {
+            object.withUnsafeBytes { all in
+                let base = SendableBytes(all)
+                DispatchQueue.concurrentPerform(iterations: lanes) { lane in
+                    let out = laneBuffers.buffer(lane)
+                    for s in stride(from: lane, to: segments, by: lanes) {
+                        let start = s * p.segmentSize
+                        let plain = UnsafeRawBufferPointer(rebasing: base.bytes[start..<(start + p.plaintextLength(segment: s, objectSize: size))])
+                        let length = p.fragmentLength(segment: s, objectSize: size)
+                        _ = Shredder.encodeSegment(plain, index: s, objectSize: size, parameters: p, key: secrets.key, code: code,
+                                                   into: UnsafeMutableRawBufferPointer(rebasing: out[0..<(p.n * length)]))
+                    }
+                }
+            }
+        }
+        progress?("put, one and two cores, \(max(1, trials)) rounds interleaved with the raw parts")
+        var put1 = 0.0, put1Reused = 0.0, put2 = 0.0, put2Reused = 0.0
+        for _ in 0..<max(1, trials) {
+            aead = max(aead, once(aeadPass))
+            rs = max(rs, once(rsPass))
+            sha = max(sha, once { hashPass(p.n) { _ = SHA256($0, $1, &digest) } })
+            put1 = max(put1, once { putJobs(lanes: 1) })
+            put2 = max(put2, once { putJobs(lanes: 2) })
+            put1Reused = max(put1Reused, once { putReused(lanes: 1) })
+            put2Reused = max(put2Reused, once { putReused(lanes: 2) })
+        }
         let putBound = 1 / (1 / aead + 1 / rs + 1 / sha)
         let getBound = 1 / (1 / aead + 1 / rsDecode + 1 / shaK)
-
-        progress?("put on one core")
-        var shredded: (metadata: LaceroMetadata, segments: [EncodedSegment])?
-        let put1 = try best { shredded = try Shredder.shred(object, parameters: p, key: secrets.key, deleteSecret: secrets.deleteSecret) }
-        progress?("put on one core into one reused buffer")
-        // The same pipeline writing every segment into one buffer (as a driver that relays a
-        // segment's fragments before coding the next could): the difference to put_1core is the
-        // cost of fresh memory (page faults) for 1.4 times the object, not of the coding.
-        let put1Reused = best {
-            work.withUnsafeMutableBytes { out in
-                object.withUnsafeBytes { all in
-                    for s in 0..<segments {
-                        let start = s * p.segmentSize
-                        let plain = UnsafeRawBufferPointer(rebasing: all[start..<(start + p.plaintextLength(segment: s, objectSize: size))])
-                        let length = p.fragmentLength(segment: s, objectSize: size)
-                        _ = Shredder.encodeSegment(plain, index: s, objectSize: size, parameters: p, key: secrets.key, code: code,
-                                                   into: UnsafeMutableRawBufferPointer(rebasing: out[0..<(p.n * length)]))
-                    }
-                }
-            }
-        }
-        progress?("put on two cores")
-        let put2 = best {
-            let holder = SegmentSink(count: segments)
-            object.withUnsafeBytes { all in
-                let base = SendableBytes(all)
-                DispatchQueue.concurrentPerform(iterations: 2) { lane in
-                    let base = base.bytes
-                    for s in stride(from: lane, to: segments, by: 2) {
-                        let start = s * p.segmentSize
-                        let plain = UnsafeRawBufferPointer(rebasing: base[start..<(start + p.plaintextLength(segment: s, objectSize: size))])
-                        holder.put(s, Shredder.encodeSegment(plain, index: s, objectSize: size, parameters: p, key: secrets.key, code: code))
-                    }
-                }
-            }
-        }
-        progress?("put on two cores, one reused buffer each")
-        let laneBuffers = LaneBuffers(lanes: 2, bytes: p.n * fragmentLength)
-        let put2Reused = best {
-            object.withUnsafeBytes { all in
-                let base = SendableBytes(all)
-                DispatchQueue.concurrentPerform(iterations: 2) { lane in
-                    let base = base.bytes
-                    let out = laneBuffers.buffer(lane)
-                    for s in stride(from: lane, to: segments, by: 2) {
-                        let start = s * p.segmentSize
-                        let plain = UnsafeRawBufferPointer(rebasing: base[start..<(start + p.plaintextLength(segment: s, objectSize: size))])
-                        let length = p.fragmentLength(segment: s, objectSize: size)
-                        _ = Shredder.encodeSegment(plain, index: s, objectSize: size, parameters: p, key: secrets.key, code: code,
-                                                   into: UnsafeMutableRawBufferPointer(rebasing: out[0..<(p.n * length)]))
-                    }
-                }
-            }
-        }
-        guard let (metadata, encoded) = shredded else { throw BenchError("put produced nothing") }
+        let shredded = try Shredder.shred(object, parameters: p, key: secrets.key, deleteSecret: secrets.deleteSecret)
+        let (metadata, encoded) = shredded
         progress?("get with n-k fragments missing")
         var rebuilt: [UInt8] = []
         let get1 = try best {
@@ -228,12 +231,12 @@ public enum LaceroBench {
     }
 }
 
-/// Collects segments from two threads (each writes its own slots).
-private final class SegmentSink: @unchecked Sendable {
-    private var slots: [EncodedSegment?]
+/// Holds put jobs' outputs from two threads (each writes its own slots) until the put ends.
+private final class JobSink: @unchecked Sendable {
+    private var slots: [[UInt8]]
     private let lock = NSLock()
-    init(count: Int) { slots = Array(repeating: nil, count: count) }
-    func put(_ i: Int, _ s: EncodedSegment) { lock.lock(); slots[i] = s; lock.unlock() }
+    init(count: Int) { slots = Array(repeating: [], count: count) }
+    func put(_ i: Int, _ bytes: [UInt8]) { lock.lock(); slots[i] = bytes; lock.unlock() }
 }
 
 /// One scratch buffer per thread, allocated once and written only by its own thread.

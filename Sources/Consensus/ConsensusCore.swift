@@ -50,6 +50,15 @@ public struct ConsensusCore {
     var myTimeout: (timeout: Timeout, token: UInt64)?
     var roundDeadline = Instant.zero
     var consecutiveTimeouts = 0
+    /// In a backed-off round (longer than `roundTimeout`): when to send again what we sent in it
+    /// (our proposal, our vote, our timeout), every `roundTimeout`. A message lost while its
+    /// receiver was partitioned or degraded would otherwise cost the whole backed-off duration
+    /// once the fault heals (consensus-4 seed 837: an 8 s round outlasting the 4 s bound).
+    var resendAt: Instant?
+    /// What we signed in the current round, for `resend`: our proposal, and our vote with the token
+    /// of the persist it waits for (a vote is sent again only once that state is durable).
+    var myProposal: Proposal?
+    var myVote: (vote: Vote, token: UInt64)?
     var proposeAt: Instant?
     /// Our own votes and timeouts, waiting for their persist before they count toward a
     /// certificate: a certificate may leave at once (in a proposal, a sync), and one carrying our
@@ -93,6 +102,7 @@ public struct ConsensusCore {
         var d = roundDeadline
         if let p = proposeAt, p < d { d = p }
         if let f = forwardAt, f < d { d = f }
+        if let r = resendAt, r < d { d = r }
         for f in wanted.values where f.next < d { d = f.next }
         return d
     }
@@ -145,6 +155,9 @@ public struct ConsensusCore {
         roundDeadline = now + roundDuration
         proposeAt = nil
         myTimeout = nil
+        myProposal = nil
+        myVote = nil
+        resendAt = roundDuration > config.roundTimeout ? now + config.roundTimeout : nil
         // Forget per-round state below the round before this one.
         let floor = r >= 2 ? r - 2 : 0
         tallies = tallies.filter { $0.key >= floor }
@@ -167,12 +180,35 @@ public struct ConsensusCore {
             }
             request(hash, from: randomPeer(), round: f.round)
         }
-        if roundDeadline <= now { timeoutRound() }
+        if roundDeadline <= now {
+            timeoutRound()
+        } else if let r = resendAt, r <= now {
+            resend()
+        }
+    }
+
+    /// A backed-off round's periodic re-send: our proposal to everyone, our durable vote to the
+    /// next leader, our durable timeout to everyone. Each is the same signed message as before
+    /// (receivers count a copy as `duplicate`), so nothing new is signed and no state is written.
+    mutating func resend() {
+        let next = now + config.roundTimeout
+        resendAt = next < roundDeadline ? next : nil
+        guard let me = index else { return }
+        if let p = myProposal { out.append(.broadcast(bytes: ConsensusMessage.proposal(p).encoded())) }
+        if let v = myVote, v.token <= durableToken {
+            let to = leader(of: v.vote.round + 1)
+            if to != me { out.append(.send(to: validators.keys[to], bytes: ConsensusMessage.vote(v.vote).encoded())) }
+        }
+        if let t = myTimeout, t.token <= durableToken {
+            out.append(.broadcast(bytes: ConsensusMessage.timeout(t.timeout).encoded()))
+        }
+        counters.resends += 1
     }
 
     /// Our round ran out: sign a timeout (once per round; re-broadcast after that) and back off.
     mutating func timeoutRound() {
         roundDeadline = now + roundDuration
+        if roundDuration > config.roundTimeout { resendAt = now + config.roundTimeout }
         guard let me = index else { return }
         if let mine = myTimeout {
             let message = ConsensusMessage.timeout(mine.timeout).encoded()
@@ -242,10 +278,12 @@ public struct ConsensusCore {
         var sends: [ConsensusOutput] = []
         let next = leader(of: round + 1)
         if next != me { sends.append(.send(to: validators.keys[next], bytes: ConsensusMessage.vote(vote).encoded())) }
-        persist(then: sends)
+        let token = persist(then: sends)
+        myProposal = proposal
+        myVote = (vote, token)
         counters.proposalsSent += 1
         counters.votesSent += 1
-        if next == me { ownPending.append((nextToken, vote, nil)) }
+        if next == me { ownPending.append((token, vote, nil)) }
     }
 
     func makeVote(_ b: Block) -> Vote {
@@ -401,9 +439,11 @@ public struct ConsensusCore {
         let v = makeVote(b)
         let next = leader(of: b.round + 1)
         if next == me {
-            ownPending.append((persist(then: []), v, nil))
+            let token = persist(then: [])
+            ownPending.append((token, v, nil))
+            myVote = (v, token)
         } else {
-            persist(then: [.send(to: validators.keys[next], bytes: ConsensusMessage.vote(v).encoded())])
+            myVote = (v, persist(then: [.send(to: validators.keys[next], bytes: ConsensusMessage.vote(v).encoded())]))
         }
         counters.votesSent += 1
     }

@@ -118,6 +118,8 @@ public struct ConsensusCounters: Sendable, Equatable {
     public var proposalsSent = 0
     public var votesSent = 0
     public var timeoutsSent = 0
+    /// Re-sends in backed-off rounds (`ConsensusCore.resend`): each a proposal, vote or timeout sent again.
+    public var resends = 0
     public var certificatesFormed = 0
     public var timeoutCertificatesFormed = 0
     public var blocksCommitted = 0

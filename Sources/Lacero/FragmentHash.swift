@@ -15,6 +15,13 @@ public enum FragmentHash {
         return out
     }
 
+    /// Writes the id of `bytes` into `out` (32 bytes), as a put job does straight into its buffer.
+    public static func hash(_ bytes: UnsafeRawBufferPointer, into out: UnsafeMutableRawBufferPointer) {
+        precondition(out.count == length)
+        let o = out.baseAddress!.assumingMemoryBound(to: UInt8.self)
+        _ = SHA256(bytes.baseAddress?.assumingMemoryBound(to: UInt8.self) ?? UnsafePointer(o), bytes.count, o)
+    }
+
     public static func hash<C: ContiguousBytes>(_ bytes: C) -> [UInt8] {
         bytes.withUnsafeBytes { hash($0) }
     }

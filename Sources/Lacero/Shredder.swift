@@ -121,6 +121,16 @@ public enum Shredder {
     public static func encodeSegment(_ plaintext: UnsafeRawBufferPointer, index: Int, objectSize: UInt64,
                                      parameters p: LaceroParameters, key: [UInt8], code: ReedSolomon,
                                      into all: UnsafeMutableRawBufferPointer) -> [[UInt8]] {
+        seal(plaintext, index: index, objectSize: objectSize, parameters: p, key: key, code: code, into: all)
+        let length = p.fragmentLength(segment: index, objectSize: objectSize)
+        return (0..<p.n).map { i in FragmentHash.hash(UnsafeRawBufferPointer(rebasing: all[(i * length)..<((i + 1) * length)])) }
+    }
+
+    /// Encrypts segment `index` into the first k fragments of `all`, zero-pads the last data
+    /// block and computes the n−k parity fragments in place after them.
+    static func seal(_ plaintext: UnsafeRawBufferPointer, index: Int, objectSize: UInt64,
+                     parameters p: LaceroParameters, key: [UInt8], code: ReedSolomon,
+                     into all: UnsafeMutableRawBufferPointer) {
         let count = p.segmentCount(objectSize: objectSize)
         let length = p.fragmentLength(segment: index, objectSize: objectSize)
         precondition(all.count == p.n * length, "the fragment buffer must hold n fragments of the segment")
@@ -138,7 +148,44 @@ public enum Shredder {
             }
         }
         code.encodeParity(all, length: length)
-        return (0..<p.n).map { i in FragmentHash.hash(UnsafeRawBufferPointer(rebasing: all[(i * length)..<((i + 1) * length)])) }
+    }
+
+    /// Segments per offloaded put job: big enough that a job's fixed costs (its one allocation,
+    /// the thread hand-off) vanish beside 4 MiB of coding, small enough that two cores share
+    /// even a 16 MiB object evenly.
+    public static let segmentsPerJob = 4
+
+    /// Bytes `shredJob` returns for `segments`: per segment, n ids then n fragments.
+    public static func jobLength(segments: Range<Int>, objectSize: UInt64, parameters p: LaceroParameters) -> Int {
+        segments.reduce(0) { $0 + p.n * (FragmentHash.length + p.fragmentLength(segment: $1, objectSize: objectSize)) }
+    }
+
+    /// One put job: `segments` of the object coded into one buffer laid out segment after segment
+    /// as n ids (32 bytes each) then n fragments (Docs/lacero.md, "The put pipeline"). Each
+    /// segment is sealed, coded and hashed where it lies in that buffer, and each id written
+    /// straight into its place: one allocation per job, no copy between encode and hand-off.
+    public static func shredJob(_ object: UnsafeRawBufferPointer, segments: Range<Int>, parameters p: LaceroParameters,
+                                key: [UInt8], code: ReedSolomon) -> [UInt8] {
+        let size = UInt64(object.count)
+        let total = jobLength(segments: segments, objectSize: size, parameters: p)
+        return [UInt8](unsafeUninitializedCapacity: total) { raw, initialized in
+            let out = UnsafeMutableRawBufferPointer(raw)
+            var at = 0
+            for s in segments {
+                let length = p.fragmentLength(segment: s, objectSize: size)
+                let ids = at, fragments = at + p.n * FragmentHash.length
+                let start = s * p.segmentSize
+                let plain = UnsafeRawBufferPointer(rebasing: object[start..<(start + p.plaintextLength(segment: s, objectSize: size))])
+                let region = UnsafeMutableRawBufferPointer(rebasing: out[fragments..<(fragments + p.n * length)])
+                seal(plain, index: s, objectSize: size, parameters: p, key: key, code: code, into: region)
+                for i in 0..<p.n {
+                    FragmentHash.hash(UnsafeRawBufferPointer(rebasing: region[(i * length)..<((i + 1) * length)]),
+                                      into: UnsafeMutableRawBufferPointer(rebasing: out[(ids + i * FragmentHash.length)..<(ids + (i + 1) * FragmentHash.length)]))
+                }
+                at = fragments + p.n * length
+            }
+            initialized = total
+        }
     }
 
     /// Shreds a whole object on the calling thread: its metadata and every segment's fragments.

@@ -89,8 +89,9 @@ extension LaceroService {
     /// Operations run at once and reports of finished ones kept.
     public static let maxOperations = 8
     public static let keepFinished = 32
-    /// Segments shredded per offloaded job: several jobs run on the thread pool's threads at once.
-    static let segmentsPerJob = 4
+    /// Segments shredded per offloaded job (`Shredder.shredJob`): several jobs run on the thread
+    /// pool's threads at once.
+    static let segmentsPerJob = Shredder.segmentsPerJob
     /// Attempts to place one fragment whose walk ended with no node keeping it.
     static let placeAttempts = 3
     /// Largest fragment an operation makes: it must fit one message of the node's reliable stream
@@ -232,18 +233,7 @@ extension LaceroService {
             let bytes = (first..<(first + count)).reduce(0) { $0 + p.plaintextLength(segment: $1, objectSize: size) }
             out.append(offload(opID, .shred(first: first, count: count), cost: .nanoseconds(Int64(bytes) * 4 + 20_000)) {
                 guard let code = try? ReedSolomon(k: p.k, n: p.n) else { return .failed("cannot set up Reed-Solomon for k = \(p.k), n = \(p.n)") }
-                var result: [UInt8] = []
-                result.reserveCapacity((first..<(first + count)).reduce(0) { $0 + p.n * (32 + p.fragmentLength(segment: $1, objectSize: size)) })
-                object.withUnsafeBytes { all in
-                    for s in first..<(first + count) {
-                        let start = s * p.segmentSize
-                        let plain = UnsafeRawBufferPointer(rebasing: all[start..<(start + p.plaintextLength(segment: s, objectSize: size))])
-                        let e = Shredder.encodeSegment(plain, index: s, objectSize: size, parameters: p, key: key, code: code)
-                        for id in e.ids { result += id }
-                        result += e.buffer
-                    }
-                }
-                return .bytes(result)
+                return .bytes(object.withUnsafeBytes { Shredder.shredJob($0, segments: first..<(first + count), parameters: p, key: key, code: code) })
             })
         }
         return out

@@ -222,6 +222,8 @@ public struct CullChaincode: Chaincode {
 
 /// Anchors: an object id, a hash, a label and a time (meter collectors' intervals, Lacero objects).
 /// Write-once. Row: `signer(32) || bytes hash || bytes label || u64 time || u64 height`.
+/// An object id `meter/<64 hex>/…` names its owner: only the key it names may put it, so nobody
+/// can take a collector's anchor id first (write-once would keep the collector's anchor out).
 public struct AnchorChaincode: Chaincode {
     public let name = "anchor"
     public let invokes: Set<String> = ["put"]
@@ -239,6 +241,9 @@ public struct AnchorChaincode: Chaincode {
             }
             guard call.args[2].count <= 256 else { throw Refusal(.badArguments, "a label is at most 256 bytes") }
             let time = try Args.number(call.args[3], "the time")
+            if let owner = Self.owner(of: id), owner != Hex.encode(call.caller) {
+                throw Refusal(.notOwner, "an object id under meter/<key>/ is put only by that key")
+            }
             guard state.get(id) == nil else { throw Refusal(.alreadyExists, "object already anchored") }
             var w = ByteWriter()
             w.raw(call.caller)
@@ -255,6 +260,17 @@ public struct AnchorChaincode: Chaincode {
         default:
             throw Refusal(.unknownFunction, "anchor has put, get")
         }
+    }
+
+    /// The owner an object id names: the hex key `k` (exactly as written) of `meter/k/…`, nil for
+    /// any other id. A `meter/` id whose second part is not 64 hex characters names no owner
+    /// any key could match, so it can be put by nobody.
+    static func owner(of id: [UInt8]) -> String? {
+        let prefix = Array("meter/".utf8)
+        guard id.starts(with: prefix) else { return nil }
+        let rest = id.dropFirst(prefix.count)
+        let key = rest.prefix { $0 != UInt8(ascii: "/") }
+        return String(decoding: key, as: UTF8.self)
     }
 }
 

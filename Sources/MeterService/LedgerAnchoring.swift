@@ -33,8 +33,8 @@ public struct LedgerAnchorer: Anchorer {
             return .onLedger(request: request, height: height)
         case let .committed(request, _, height, .refused(r)):
             // Write-once: an earlier submission of the same anchor (timed out here, committed
-            // later) got there first. Whose it is, is checked where it counts: a proof checks the
-            // row's signer and digest.
+            // later) got there first. It is this collector's own: the chaincode lets only the key
+            // a `meter/<key>/…` id names put it (no squatter can take the id first).
             if r.reason == .alreadyExists { return .onLedger(request: request, height: height) }
             return .retry(request: request, reason: "refused by the ledger at height \(height): \(r.reason)")
         case let .refused(request, _, reason):

@@ -91,7 +91,7 @@ public struct ConsensusReport: Codable, Sendable {
                                 "torn_safety_rows_skipped": v.tornSafetyRowsSkipped]
         var d: [String: Int] = [:]
         if let k = s.core {
-            c["proposals_sent"] = k.proposalsSent; c["votes_sent"] = k.votesSent; c["timeouts_sent"] = k.timeoutsSent
+            c["proposals_sent"] = k.proposalsSent; c["votes_sent"] = k.votesSent; c["timeouts_sent"] = k.timeoutsSent; c["resends"] = k.resends
             c["certificates_formed"] = k.certificatesFormed; c["timeout_certificates_formed"] = k.timeoutCertificatesFormed
             c["blocks_committed"] = k.blocksCommitted; c["payloads_committed"] = k.payloadsCommitted
             c["block_requests_sent"] = k.blockRequestsSent; c["payloads_forwarded"] = k.payloadsForwarded

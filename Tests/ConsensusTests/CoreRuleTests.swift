@@ -208,6 +208,75 @@ import Sodium
         #expect(syncs(c.handle(.message(from: f.key(1), bytes: timeout(1)), now: t0 + .milliseconds(1100))) == 1, "still behind: synced again")
     }
 
+    @Test func inABackedOffRoundTheVoteIsSentAgainEveryBaseTimeout() {
+        // Validator 2 enters round 3 through two timeout certificates in a row (rounds 1 and 2),
+        // so round 3 lasts 2 × the 1 s base timeout. It votes for round 3's proposal; the vote
+        // goes to round 4's leader, validator 0. Regression: consensus-4 seed 837, where the next
+        // leader was degraded when the votes left and nothing was sent again until the backed-off
+        // timer (8 s there) ran out, past the 4 s liveness bound.
+        var c = f.core(2)
+        let t0 = Instant.zero + .milliseconds(100)
+        func durable(_ outs: [ConsensusOutput]) { for case .persist(_, let token, _) in outs { _ = c.handle(.persisted(token: token), now: t0) } }
+        for round: UInt64 in [1, 2] {
+            for v in [0, 1, 3] {
+                let t = TimeoutFixture.make(round: round, voter: v, high: f.genesis.certificate,
+                                            signature: f.identities[v].sign(timeoutDigestBytes(f, round: round, high: 0)))
+                durable(c.handle(.message(from: f.key(v), bytes: t), now: t0))
+            }
+        }
+        #expect(c.round == 3 && c.highTC?.round == 2)
+        let b = f.block(round: 3, height: 1)
+        let voted = c.handle(.message(from: f.key(3), bytes: f.proposal(b, tc: c.highTC)), now: t0)
+        #expect(voted.votes.map(\.round) == [3])
+        durable(voted)
+        #expect(c.deadline == t0 + .seconds(1), "the re-send comes before the 2 s round timer")
+        #expect(c.handle(.timer, now: t0 + .milliseconds(500)).messages.isEmpty)
+        let again = c.handle(.timer, now: t0 + .seconds(1))
+        #expect(again.persists == 0, "nothing new is signed or written")
+        #expect(again.messages.count == 1 && again.votes.map(\.round) == [3] && !again.messages[0].persisted, "\(again.messages)")
+        if case .send(let to, _)? = again.first { #expect(to == f.key(0)) } else { Issue.record("not sent to the next leader") }
+        #expect(c.counters.resends == 1)
+        // The round timer still fires at 2 s: a timeout, not another re-send.
+        let timedOut = c.handle(.timer, now: t0 + .seconds(2))
+        #expect(timedOut.messages.contains { if case .timeout(let t) = $0.message { t.round == 3 } else { false } })
+    }
+
+    @Test func inABackedOffRoundTheLeaderSendsItsProposalAgain() {
+        // Validator 3 leads round 3, entered through two timeout certificates (a 2 s round). Its
+        // proposal and, once durable, its vote (to round 4's leader, validator 0) go out again
+        // at 1 s; the round timer still fires at 2 s.
+        var c = f.core(3)
+        let t0 = Instant.zero + .milliseconds(100)
+        func durable(_ outs: [ConsensusOutput], at now: Instant) { for case .persist(_, let token, _) in outs { _ = c.handle(.persisted(token: token), now: now) } }
+        for round: UInt64 in [1, 2] {
+            for v in [0, 1, 2] {
+                let t = TimeoutFixture.make(round: round, voter: v, high: f.genesis.certificate,
+                                            signature: f.identities[v].sign(timeoutDigestBytes(f, round: round, high: 0)))
+                durable(c.handle(.message(from: f.key(v), bytes: t), now: t0), at: t0)
+            }
+        }
+        #expect(c.round == 3)
+        let tp = t0 + .milliseconds(300)
+        let proposed = c.handle(.timer, now: tp)
+        let first = proposed.messages.compactMap { if case .proposal(let p) = $0.message { p } else { nil } }
+        #expect(first.count == 1 && first.first?.block.round == 3)
+        durable(proposed, at: tp)
+        let again = c.handle(.timer, now: t0 + .seconds(1))
+        #expect(again.persists == 0)
+        let resent = again.messages.compactMap { if case .proposal(let p) = $0.message { p } else { nil } }
+        #expect(resent == first, "the same signed proposal")
+        #expect(again.votes.map(\.round) == [3])
+    }
+
+    @Test func aRoundThatIsNotBackedOffSendsNothingAgainBeforeItsTimer() {
+        var c = f.core(3)
+        let outs = c.handle(.message(from: f.key(1), bytes: f.proposal(f.block())), now: .zero)
+        for case .persist(_, let token, _) in outs { _ = c.handle(.persisted(token: token), now: .zero) }
+        #expect(c.deadline == .zero + .seconds(1))
+        #expect(c.handle(.timer, now: .zero + .milliseconds(999)).messages.isEmpty)
+        #expect(c.counters.resends == 0)
+    }
+
     @Test func safetyStateRoundTripsAndATornWriteIsRefused() throws {
         let s = SafetyState(epoch: 0, lastVotedRound: 42, highQC: f.certificate(f.block(), signers: [0, 1, 2]))
         #expect(try SafetyState.decode(s.encoded) == s)

@@ -31,6 +31,28 @@ struct ShredderTests {
         #expect(fromParity == object)
     }
 
+    /// The put job the service offloads lays out, per segment, the n ids then the n fragments,
+    /// byte for byte what the segment-at-a-time coder gives (a short last segment included), and
+    /// jobs that split the object differently agree.
+    @Test(arguments: [1, 2, 4, 7])
+    func aPutJobHoldsExactlyTheSegmentsFragmentsAndIDs(segmentsPerJob: Int) throws {
+        let p = try LaceroParameters(k: 3, n: 5, segmentSize: 1000)
+        let object = Self.object(6543, seed: 5)
+        let (_, segments) = try Self.shred(object, p)
+        let code = try ReedSolomon(k: 3, n: 5)
+        var packed: [UInt8] = []
+        object.withUnsafeBytes { all in
+            for first in stride(from: 0, to: segments.count, by: segmentsPerJob) {
+                let range = first..<min(segments.count, first + segmentsPerJob)
+                let job = Shredder.shredJob(all, segments: range, parameters: p, key: Self.secrets.key, code: code)
+                #expect(job.count == Shredder.jobLength(segments: range, objectSize: UInt64(object.count), parameters: p))
+                packed += job
+            }
+        }
+        let expected = segments.flatMap { $0.ids.flatMap { $0 } + $0.buffer }
+        #expect(packed == expected)
+    }
+
     @Test func everySetOfNMinusKHoldersRemovedStillDecodes() throws {
         let p = try LaceroParameters(k: 3, n: 6, segmentSize: 512)
         let object = Self.object(1500, seed: 42)

@@ -66,6 +66,28 @@ import Sodium
         #expect(later.reasons == [.culledSigner])
     }
 
+    /// A meter anchor id names its collector's key: anyone else's put of it is refused, so a
+    /// squatter cannot take the id first and keep the collector's own anchor off the ledger.
+    @Test func aMeterAnchorIdIsPutOnlyByTheKeyItNames() throws {
+        var f = Fixture()
+        var l = Ledger(genesis: f.genesis)
+        let digest = String(repeating: "ab", count: 32)
+        let id = "meter/\(f.alice.hex)/1700000000/0"
+        let e = try #require(try l.apply(f.chain.next([
+            f.bob.invoke(f, "anchor", "put", id, digest, "meter-interval", "1700000000"),  // the squatter, first
+            f.alice.invoke(f, "anchor", "put", id, digest, "meter-interval", "1700000000"),  // the collector
+            f.bob.invoke(f, "anchor", "put", "meter/\(f.bob.hex.uppercased())/1/0", digest, "l", "1"),  // not as written
+            f.bob.invoke(f, "anchor", "put", "meter/", digest, "l", "1"),  // names no key
+            f.bob.invoke(f, "anchor", "put", "meter/\(f.bob.hex)/1/0", digest, "l", "1"),  // its own
+            f.bob.invoke(f, "anchor", "put", "meterx/\(f.alice.hex)/1/0", digest, "l", "1"),  // not a meter id
+        ])))
+        #expect(e.reasons == [.notOwner, nil, .notOwner, .notOwner, nil, nil])
+        guard case let .ok(row) = l.query(chaincode: "anchor", function: "get", args: [Fixture.b(id)]).result else {
+            Issue.record("the collector's anchor is not on the ledger"); return
+        }
+        #expect(Array(row.prefix(32)) == f.alice.publicKey)
+    }
+
     /// One transaction for every refusal reason; each comes back with its reason and a sentence.
     @Test func everyRefusalReasonReachesTheResult() throws {
         var f = Fixture()

@@ -68,6 +68,38 @@ import Testing
         #expect(metric(r, "lacero_fragments_repaired") > 0, "crashing a fifth of the holders left something to repair")
     }
 
+    /// The issue's all-subsets floor in the simulator: one 3-of-6 object of 3 segments, and in
+    /// each run the holders of one of the 20 sets of n−k shares of segment 0 crash for good (their
+    /// other fragments with them); get returns the object every time (Simulations/lacero-subsets.toml
+    /// is the same over seeds 1...20 on the command line).
+    @Test func getSucceedsWithEverySetOfNMinusKHoldersOfASegmentCrashed() throws {
+        var passed = 0
+        for set in 0..<20 {
+            let s = try tiny(nodes: 16, seconds: 32, """
+                [[workloads]]
+                kind = "lacero"
+                objects = 1
+                bytes = 2500
+                k = 3
+                n = 6
+                segment_bytes = 1000
+                put_s = 12
+                subset_crash_s = 18
+                subset = \(set)
+                get_s = 24
+                [[checks]]
+                kind = "lacero_subset"
+                """)
+            let r = Simulation(scenario: s, seed: UInt64(set + 1)).run()
+            let check = try #require(r.checks.first { $0.name == "lacero_subset" })
+            #expect(check.passed, "set \(set): \(check.detail)")
+            #expect(metric(r, "lacero_subset_index") == Double(set))
+            #expect(metric(r, "lacero_subset_holders_crashed") == 3)
+            if check.passed { passed += 1 }
+        }
+        #expect(passed == 20)
+    }
+
     @Test func theCheckerFailsWithoutTheWorkload() throws {
         var s = try tiny(nodes: 4, seconds: 5)
         s.checks = [.init(kind: "lacero_durable", withinSeconds: nil)]

@@ -35,15 +35,25 @@ import NodeService
 /// put_s = 10            # when the objects are put (default 10)
 /// get_s = 60            # when they are fetched (default: 20 s before the end)
 /// repair_s = 40         # when each object is repaired (default: never)
+/// subset_crash_s = 30   # when the holders of one set of n−k shares of object 0's segment 0 crash (default: never)
+/// subset = 7            # which set, in lexicographic order of the C(n, n−k) sets (default: run seed − 1, mod their count)
 /// ```
+///
+/// With `subset_crash_s` the run is one case of the all-subsets floor: the holders of the
+/// chosen n−k shares of object 0's segment 0 crash for good (their fragments of other segments go
+/// with them), and the checker `lacero_subset` asks that exactly those shares were lost, the other
+/// k still live, and `get` returned object 0 intact. A sweep over seeds 1...C(n, n−k) covers every
+/// set once (Simulations/lacero-subsets.toml).
 final class LaceroWorkload: Workload {
     static let kind = WorkloadKind(name: "lacero", required: [],
-                                   optional: ["objects", "bytes", "k", "n", "segment_bytes", "threshold", "hops", "put_s", "get_s", "repair_s"]) {
+                                   optional: ["objects", "bytes", "k", "n", "segment_bytes", "threshold", "hops", "put_s", "get_s", "repair_s",
+                                              "subset_crash_s", "subset"]) {
         LaceroWorkload(spec: $0, rng: $1)
     }
     static let checkerKinds: [CheckerKind] = [
         CheckerKind("lacero_durable", phase: .liveness) { LaceroDurableChecker(spec: $0) },
         CheckerKind("lacero_repaired", phase: .liveness) { LaceroRepairedChecker(spec: $0) },
+        CheckerKind("lacero_subset", phase: .liveness) { LaceroSubsetChecker(spec: $0) },
     ]
 
     struct Object {
@@ -57,7 +67,13 @@ final class LaceroWorkload: Workload {
     let objectCount: Int, size: Int, threshold: UInt8, hops: UInt8
     let parameters: LaceroParameters?
     let parameterError: String?
-    let putAt: Double, getAt: Double?, repairAt: Double?
+    let putAt: Double, getAt: Double?, repairAt: Double?, subsetCrashAt: Double?
+    /// The all-subsets case this run is (`subset_crash_s`): the set's index, its shares, the
+    /// nodes crashed for them, and shares that had no holder to crash (a placement failure).
+    private(set) var subsetIndex: Int?
+    private(set) var subsetShares: [Int] = []
+    private(set) var subsetCrashed: [Int] = []
+    private(set) var subsetUnheld: [Int] = []
     /// Each node's host (its in-memory files), by node, for the incarnation running now.
     private var hosts: [Int: SimLaceroHost] = [:]
     /// Per object: the node that repaired it, the segments truly below k when the repair began,
@@ -87,6 +103,8 @@ final class LaceroWorkload: Workload {
         putAt = spec.params["put_s"] ?? 10
         getAt = spec.params["get_s"]
         repairAt = spec.params["repair_s"]
+        subsetCrashAt = spec.params["subset_crash_s"]
+        subsetIndex = spec.params["subset"].map { Int($0) }
         do {
             parameters = try LaceroParameters(k: Int(spec.params["k"] ?? 3), n: Int(spec.params["n"] ?? 5),
                                               segmentSize: Int(spec.params["segment_bytes"] ?? 1000))
@@ -111,6 +129,7 @@ final class LaceroWorkload: Workload {
         sim.schedule(self, after: Simulation.nanos(putAt), tag: 0)
         sim.schedule(self, after: Simulation.nanos(getAt ?? max(putAt + 1, sim.scenario.durationSeconds - 20)), tag: 1)
         if let r = repairAt { sim.schedule(self, after: Simulation.nanos(r), tag: 2) }
+        if let c = subsetCrashAt { sim.schedule(self, after: Simulation.nanos(c), tag: 3) }
     }
 
     private func bytes(_ count: Int) -> [UInt8] {
@@ -134,7 +153,43 @@ final class LaceroWorkload: Workload {
         switch tag {
         case 0: put(p, sim)
         case 1: get(sim)
-        default: repair(sim)
+        case 2: repair(sim)
+        default: crashSubset(p, sim)
+        }
+    }
+
+    /// The sets of `size` shares out of `n`, in lexicographic order.
+    static func subsets(of n: Int, size: Int) -> [[Int]] {
+        guard size > 0 else { return [[]] }
+        guard size <= n else { return [] }
+        var out: [[Int]] = []
+        func extend(_ chosen: [Int], from: Int) {
+            if chosen.count == size { out.append(chosen); return }
+            guard from < n else { return }
+            for i in from..<n { extend(chosen + [i], from: i + 1) }
+        }
+        extend([], from: 0)
+        return out
+    }
+
+    /// Crashes for good every live holder of the chosen n−k shares of object 0's segment 0.
+    private func crashSubset(_ p: LaceroParameters, _ sim: Simulation) {
+        guard let object = objects.first else { return }
+        let sets = Self.subsets(of: p.n, size: p.n - p.k)
+        let index = (subsetIndex ?? Int((sim.seed &- 1) % UInt64(sets.count))) % sets.count
+        subsetIndex = index
+        subsetShares = sets[index]
+        let ids = Array(object.metadata.segment(0))
+        var crash = Set<Int>()
+        for share in subsetShares {
+            let holders = (0..<sim.nodeCount).filter { sim.isLive($0) && (sim.nodes[$0].service(LaceroService.self)?.holds(ids[share]) ?? false) }
+            if holders.isEmpty { subsetUnheld.append(share) }
+            crash.formUnion(holders)
+        }
+        subsetCrashed = crash.sorted()
+        for i in subsetCrashed {
+            sim.log(i, "workload lacero: crash, holder of a share in set \(index) \(subsetShares) of object 0 segment 0")
+            sim.crash(i)
         }
     }
 
@@ -246,6 +301,10 @@ final class LaceroWorkload: Workload {
         m["lacero_store_failed"] = Double(storeFailed)
         m["lacero_fragments_fetched"] = Double(fetched.count)
         m["lacero_fragments_missing"] = Double(missing)
+        if let i = subsetIndex {
+            m["lacero_subset_index"] = Double(i)
+            m["lacero_subset_holders_crashed"] = Double(subsetCrashed.count)
+        }
         if repairAt != nil {
             m["lacero_repairs_finished"] = Double(repairReports.count)
             m["lacero_fragments_repaired"] = Double(repairReports.values.reduce(0) { $0 + ($1.fragments_repaired ?? 0) })
@@ -319,6 +378,29 @@ private final class LaceroDurableChecker: Checker {
         // Nothing recoverable is nothing judged: the relay placed nothing that survived.
         if recoverable == 0 { detail += "; no object was recoverable, so nothing was judged (store acks \(w.storedAcks), failed \(w.storeFailed))" }
         return .init(name: name, passed: recoverable > 0 && intact == recoverable && wrongReport.isEmpty, detail: detail)
+    }
+}
+
+/// Liveness, with `subset_crash_s`: the run's set of n−k shares of object 0's segment 0 lost all
+/// their holders, the other k shares each kept one live, and `get` returned object 0 intact.
+private final class LaceroSubsetChecker: Checker {
+    let spec: Scenario.CheckSpec
+    init(spec: Scenario.CheckSpec) { self.spec = spec }
+    func verdict(_ sim: Simulation) -> SimReport.Check {
+        guard let w = sim.workload(LaceroWorkload.self), w.subsetCrashAt != nil, let p = w.parameters else {
+            return .init(name: name, passed: false, detail: "no lacero workload with subset_crash_s in this scenario")
+        }
+        guard let index = w.subsetIndex, w.fetchedAt >= 0, let object = w.objects.first else {
+            return .init(name: name, passed: false, detail: "the lacero workload never crashed its set or never fetched (the run ended first)")
+        }
+        let ids = Array(object.metadata.segment(0))
+        let live = (0..<sim.nodeCount).filter { sim.isLive($0) }.compactMap { sim.nodes[$0].service(LaceroService.self) }
+        let liveShares = Set((0..<p.n).filter { i in live.contains { $0.holds(ids[i]) } })
+        let expected = Set(0..<p.n).subtracting(w.subsetShares)
+        let back = w.rebuild(0).bytes == object.content
+        var detail = "set \(index) \(w.subsetShares) of segment 0: \(w.subsetCrashed.count) holders crashed, live shares \(liveShares.sorted()), object 0 returned intact: \(back)"
+        if !w.subsetUnheld.isEmpty { detail += "; shares \(w.subsetUnheld) had no holder to crash (placement failed)" }
+        return .init(name: name, passed: w.subsetUnheld.isEmpty && liveShares == expected && back, detail: detail)
     }
 }
 
