@@ -92,7 +92,6 @@ extension Simulation {
     static var protocolCounterKeys: [(String, KeyPath<GossipCounters, UInt64>)] {
         [("messages_out", \.messagesOut), ("probes", \.probes), ("indirect_probes", \.indirectProbes),
          ("suspicions_raised", \.suspicionsRaised), ("refutations", \.refutations), ("deaths_averted", \.deathsAverted),
-         ("news_pushed", \.newsPushed), ("wide_probes", \.wideProbes), ("exchanges", \.exchanges),
-         ("verdicts_withheld", \.verdictsWithheld)]
+         ("news_pushed", \.newsPushed), ("wide_probes", \.wideProbes), ("exchanges", \.exchanges)]
     }
 }
